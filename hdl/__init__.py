@@ -1,0 +1,1 @@
+"""Amaranth hardware: arithmetic units, arrays, memories, control and I/O."""

@@ -1,0 +1,476 @@
+"""Building blocks shared by the floating-point units (`FPMul`, `FPAdd`, `FPFMA`, `FPMac`,
+`FPConvert`).
+
+Every unit is written as a chain of combinational *steps* on an internal, unbounded-exponent
+representation (`Unpacked`): ``value = (-1)**sign * sig * 2**(exp - (len(sig) - 1))``, i.e.
+``exp`` is the unbiased exponent of the most significant bit of ``sig``. Special operands travel
+as flags (``nan``, ``inf``, ``zero``) beside the finite value. `round_pack` is the single place
+where a finite value is rounded (RNE, RNU or stochastic) into a `FloatFormat` code, with
+gradual or flushed underflow and the format's overflow policy. `Pipeline` inserts registers
+between steps, so a unit's ``stages`` parameter moves registers without touching the datapath.
+
+Rounding exactness argument used by the adders: the smaller operand is aligned with a sticky
+bit *jammed* into the least significant bit of a window that is at least ``p + d + 3`` bits wide
+(``p`` result precision, ``d`` stochastic-rounding bits) and the larger operand has a zero in
+that bit. The computed sum is then the odd neighbour of the exact sum on the window grid, which
+has the same floor at every coarser precision, so round-to-nearest (guard + sticky) and
+stochastic rounding (the top ``d`` discarded bits) see exactly the bits of the exact sum.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Value
+
+from .formats import FloatFormat
+
+
+__all__ = [
+    "FormatInfo", "Unpacked", "Pipeline", "fmt_info", "check_format", "check_bool",
+    "check_stages", "check_choice", "exp_width", "lzc", "normalize", "shr_sticky", "unpack",
+    "multiply", "add", "add_align", "add_sum", "round_pack", "spread_cuts", "special_codes",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Parameter validation helpers (messages name the parameter, the value and what is allowed).
+
+def check_format(name, value):
+    """Return ``value`` if it is a `FloatFormat`, else raise `TypeError` naming ``name``."""
+    if not isinstance(value, FloatFormat):
+        raise TypeError(f"{name} must be a FloatFormat (e.g. formats.fp16), not {value!r}")
+    return value
+
+
+def check_bool(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool (True or False), not {value!r}")
+    return value
+
+
+def check_stages(value, *, minimum=1, maximum=4, name="stages"):
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be an int in {minimum}..{maximum}, not {value!r}")
+    return value
+
+
+def check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Format-derived constants (derived from the primary descriptor fields only).
+
+class FormatInfo:
+    """Constants of one `FloatFormat` that the datapath needs.
+
+    Attributes
+    ----------
+    eb, man, bias, width, p : int
+        Exponent bits, stored fraction bits, bias, code width, precision (``man + 1``).
+    subnormals : bool
+        Gradual underflow (exponent field 0 is subnormal). Otherwise field 0 is a normal
+        binade and the all-zero magnitude is zero.
+    emin : int
+        Unbiased exponent of the lowest normal binade.
+    field_min : int
+        Lowest exponent field holding normal numbers (1 or 0).
+    max_mag : int
+        Magnitude (code without the sign) of the largest finite number.
+    nan_code : int
+        Canonical NaN (or NINF for merged formats).
+    has_inf, signed_zero : bool
+    """
+
+    def __init__(self, fmt):
+        self.fmt = fmt
+        self.eb, self.man, self.bias = fmt.exp_bits, fmt.man_bits, fmt.bias
+        self.width = 1 + self.eb + self.man
+        self.p = self.man + 1
+        self.specials = fmt.specials
+        self.subnormals = bool(fmt.subnormals)
+        self.rounding = fmt.rounding
+        self.overflow = fmt.overflow
+        self.field_min = 1 if self.subnormals else 0
+        self.emin = self.field_min - self.bias
+        field_max = (1 << self.eb) - 1
+        man_ones = (1 << self.man) - 1
+        all_ones = (1 << (self.width - 1)) - 1
+        self.field_max = field_max
+        if self.specials == "ieee":
+            self.max_mag = ((field_max - 1) << self.man) | man_ones
+            self.nan_code = (field_max << self.man) | (1 << (self.man - 1))
+            self.has_inf, self.signed_zero = True, True
+        elif self.specials == "fn":
+            self.max_mag = all_ones - 1
+            self.nan_code = all_ones
+            self.has_inf, self.signed_zero = False, True
+        elif self.specials == "fnuz":
+            self.max_mag = all_ones
+            self.nan_code = 1 << (self.width - 1)
+            self.has_inf, self.signed_zero = False, False
+        elif self.specials == "merged":
+            self.max_mag = all_ones - 1
+            self.nan_code = all_ones
+            self.has_inf, self.signed_zero = False, False
+        else:
+            raise ValueError(f"unsupported specials {self.specials!r}")
+        self.emax_field = self.max_mag >> self.man
+
+
+def fmt_info(fmt):
+    return FormatInfo(fmt)
+
+
+def exp_width(*fmts, extra_sig=64):
+    """Signed width that holds every intermediate exponent of a unit built from ``fmts``."""
+    lim = 0
+    for fmt in fmts:
+        info = FormatInfo(fmt)
+        lim = max(lim, (1 << info.eb) + info.bias + info.p + 2)
+    lim = 2 * lim + extra_sig
+    return lim.bit_length() + 2
+
+
+# --------------------------------------------------------------------------------------------
+# Internal value representation.
+
+class Unpacked:
+    """A floating-point value in flight: finite part plus special flags.
+
+    ``value = (-1)**sign * sig * 2**(exp - (len(sig) - 1))`` when no flag is set. ``sig`` may
+    have leading zeros (subnormals, products of subnormals).
+    """
+
+    FIELDS = ("sign", "exp", "sig", "zero", "inf", "nan")
+
+    def __init__(self, *, sign, exp, sig, zero, inf, nan):
+        self.sign, self.exp, self.sig = Value.cast(sign), Value.cast(exp), Value.cast(sig)
+        self.zero, self.inf, self.nan = Value.cast(zero), Value.cast(inf), Value.cast(nan)
+
+    def values(self):
+        return [getattr(self, f) for f in self.FIELDS]
+
+    def replace(self, **kw):
+        d = {f: getattr(self, f) for f in self.FIELDS}
+        d.update(kw)
+        return Unpacked(**d)
+
+
+class Pipeline:
+    """Register inserter: ``pipe.cut(on, *values)`` returns the values, registered when ``on``.
+
+    Each registered value becomes a fresh `Signal` named ``<prefix>s<k>_<i>`` in the ``sync``
+    domain. `Unpacked` arguments are registered field by field.
+    """
+
+    def __init__(self, m, prefix="p"):
+        self._m, self._prefix, self._count = m, prefix, 0
+        self.registers = 0
+
+    def _reg(self, v, name):
+        if isinstance(v, Unpacked):
+            return Unpacked(**{f: self._reg(getattr(v, f), f"{name}_{f}") for f in v.FIELDS})
+        v = Value.cast(v)
+        s = Signal(v.shape(), name=name)
+        self._m.d.sync += s.eq(v)
+        return s
+
+    def cut(self, on, *values):
+        if not on:
+            return values if len(values) != 1 else values[0]
+        k = self._count
+        self._count += 1
+        out = tuple(self._reg(v, f"{self._prefix}s{k}_{i}") for i, v in enumerate(values))
+        return out if len(out) != 1 else out[0]
+
+
+def spread_cuts(n_points, n_regs):
+    """Choose ``n_regs`` of ``n_points`` internal cut points, spread as evenly as possible."""
+    if n_regs <= 0:
+        return set()
+    if n_regs >= n_points:
+        return set(range(n_points))
+    return {int((i + 1) * (n_points + 1) / (n_regs + 1)) - 1 for i in range(n_regs)}
+
+
+# --------------------------------------------------------------------------------------------
+# Combinational primitives.
+
+def lzc(value):
+    """Leading-zero count of ``value`` (log-depth tree). Returns ``(count, all_zero)``;
+    ``count`` is meaningless when ``all_zero``."""
+    value = Value.cast(value)
+    n = len(value)
+    k = max(1, (n - 1).bit_length())
+    padded = Cat(Const(0, (1 << k) - n), value) if (1 << k) > n else value
+
+    def rec(v):
+        if len(v) == 1:
+            return Const(0, 0), ~v[0]
+        h = len(v) // 2
+        ch, zh = rec(v[h:])
+        cl, zl = rec(v[:h])
+        count = Mux(zh, Cat(cl, Const(1, 1)), Cat(ch, Const(0, 1)))
+        return count, zh & zl
+
+    count, zero = rec(padded)
+    return count, zero
+
+
+def normalize(m, exp, sig, *, name="norm"):
+    """Shift ``sig`` left so its MSB is set; adjust ``exp``. Returns ``(exp, sig)``."""
+    count, _ = lzc(sig)
+    n = len(sig)
+    cnt = Signal(len(count), name=f"{name}_lz")
+    m.d.comb += cnt.eq(count)
+    shifted = Signal(n, name=f"{name}_sig")
+    m.d.comb += shifted.eq((sig << cnt)[:n])
+    e = Signal(signed(len(exp) + 1), name=f"{name}_exp")
+    m.d.comb += e.eq(exp - cnt)
+    return e, shifted
+
+
+def shr_sticky(value, amount, *, jam=False):
+    """Logical right shift by unsigned ``amount`` (clamped to ``len(value)``).
+
+    Returns ``(shifted, sticky)``; with ``jam`` the sticky bit is ORed into the LSB and
+    ``shifted`` alone is returned.
+    """
+    value = Value.cast(value)
+    n = len(value)
+    amount = Value.cast(amount)
+    clamp = Mux(amount > n, n, amount)
+    ext = (Cat(Const(0, n), value) >> clamp)[:2 * n]
+    shifted, sticky = ext[n:], ext[:n].any()
+    if jam:
+        return shifted | sticky
+    return shifted, sticky
+
+
+def unpack(fmt, code, *, ftz=False):
+    """Decode a raw ``fmt`` code into an `Unpacked` with ``len(sig) == fmt.man_bits + 1``.
+
+    Subnormal inputs keep ``exp = emin`` and leading zeros in ``sig``; with ``ftz`` they read
+    as zeros of the same sign.
+    """
+    info = FormatInfo(fmt)
+    code = Value.cast(code)
+    sign = code[info.width - 1]
+    field = code[info.man:info.man + info.eb]
+    frac = code[:info.man]
+    mag = code[:info.width - 1]
+    field_zero = field == 0
+    if info.specials == "ieee":
+        nan = (field == info.field_max) & (frac != 0)
+        inf = (field == info.field_max) & (frac == 0)
+    elif info.specials == "fn":
+        nan = mag == (1 << (info.width - 1)) - 1
+        inf = Const(0, 1)
+    elif info.specials == "fnuz":
+        nan = sign & (mag == 0)
+        inf = Const(0, 1)
+    else:  # merged: one NaN/Inf code, sign don't care
+        nan = mag == (1 << (info.width - 1)) - 1
+        inf = Const(0, 1)
+    if info.subnormals:
+        zero = field_zero & ((frac == 0) | ftz) & ~nan
+        hidden = ~field_zero
+        e = Mux(field_zero, 1, field) - info.bias
+    else:
+        zero = mag == 0
+        hidden = Const(1, 1)
+        e = field - info.bias
+    if not (info.specials in ("ieee", "fn")):
+        sign = sign & ~zero  # zeros of formats without -0 read as +0
+    return Unpacked(sign=sign, exp=e, sig=Cat(frac, hidden), zero=zero, inf=inf, nan=nan)
+
+
+def multiply(a, b):
+    """Exact product of two `Unpacked` operands; ``len(sig) == len(a.sig) + len(b.sig)``."""
+    nan = a.nan | b.nan | (a.inf & b.zero) | (a.zero & b.inf)
+    inf = (a.inf | b.inf) & ~nan
+    zero = (a.zero | b.zero) & ~nan & ~inf
+    # sig_a * 2**(ea - (wa-1)) * sig_b * 2**(eb - (wb-1)) = prod * 2**(ea + eb + 1 - (wa+wb-1))
+    return Unpacked(sign=a.sign ^ b.sign, exp=a.exp + b.exp + 1, sig=a.sig * b.sig,
+                    zero=zero, inf=inf, nan=nan)
+
+
+def add_align(m, x, y, *, width, ew, name="add"):
+    """First half of `add`: swap by exponent and align the smaller significand (sticky jammed).
+
+    Returns a tuple of Values to be passed (possibly through a pipeline register) to `add_sum`.
+    """
+    W = width
+    assert W >= max(len(x.sig), len(y.sig)) + 1
+
+    def align(v):  # MSB-align sig into the W-bit window; zero operands get the lowest exponent
+        s = Cat(Const(0, W - len(v.sig)), v.sig)
+        e = Mux(v.zero, -(1 << (ew - 2)), v.exp)
+        return e, s
+
+    ex, sx = align(x)
+    ey, sy = align(y)
+    swap = Signal(name=f"{name}_swap")
+    m.d.comb += swap.eq(ey > ex)
+    e_big = Signal(signed(ew), name=f"{name}_ebig")
+    s_big = Signal(W, name=f"{name}_sbig")
+    s_small = Signal(W, name=f"{name}_ssmall")
+    sign_big = Signal(name=f"{name}_signbig")
+    sign_small = Signal(name=f"{name}_signsmall")
+    diff = Signal(ew + 1, name=f"{name}_diff")
+    m.d.comb += [
+        e_big.eq(Mux(swap, ey, ex)),
+        s_big.eq(Mux(swap, sy, sx)),
+        s_small.eq(Mux(swap, sx, sy)),
+        sign_big.eq(Mux(swap, y.sign, x.sign)),
+        sign_small.eq(Mux(swap, x.sign, y.sign)),
+        diff.eq(Mux(swap, ey - ex, ex - ey)),
+    ]
+    aligned = Signal(W, name=f"{name}_aligned")
+    m.d.comb += aligned.eq(shr_sticky(s_small, diff, jam=True))
+    nan = x.nan | y.nan | (x.inf & y.inf & (x.sign ^ y.sign))
+    inf = (x.inf | y.inf) & ~nan
+    inf_sign = Mux(x.inf, x.sign, y.sign)
+    zero_sign = x.zero & y.zero & x.sign & y.sign
+    return (e_big, s_big, aligned, sign_big, sign_big ^ sign_small, nan, inf, inf_sign,
+            zero_sign)
+
+
+def add_sum(m, aligned_values, *, name="add"):
+    """Second half of `add`: add/subtract, take the magnitude. Returns an `Unpacked` whose
+    ``sig`` has ``width + 1`` bits and may have leading zeros (normalise before `round_pack`).
+    Exact cancellation gives ``+0``; ``+-0 + +-0`` gives ``-0`` only for two negative zeros."""
+    e_big, s_big, aligned, sign_big, sub, nan, inf, inf_sign, zero_sign = aligned_values
+    W = len(s_big)
+    raw = Signal(signed(W + 2), name=f"{name}_raw")
+    m.d.comb += raw.eq(Mux(sub, s_big - aligned, s_big + aligned))
+    neg = raw[W + 1]
+    mag = Signal(W + 1, name=f"{name}_mag")
+    m.d.comb += mag.eq(Mux(neg, -raw, raw)[:W + 1])
+    is_zero = (mag == 0) & ~nan & ~inf
+    sign = Mux(inf, inf_sign, Mux(is_zero, zero_sign, sign_big ^ neg))
+    return Unpacked(sign=sign, exp=e_big + 1, sig=mag, zero=is_zero, inf=inf, nan=nan)
+
+
+def add(m, x, y, *, width, ew, name="add"):
+    """Sum of two `Unpacked` operands, exact up to a jammed sticky bit (module docstring).
+
+    ``width`` is the alignment window: at least ``max(len(x.sig), len(y.sig)) + 1`` and at least
+    ``p_out + sr_bits + 3``.
+    """
+    return add_sum(m, add_align(m, x, y, width=width, ew=ew, name=name), name=name)
+
+
+def special_codes(info, sign):
+    """Return ``(zero, inf_or_overflow, saturated)`` code Values for ``sign``."""
+    w = info.width
+    zero = Cat(Const(0, w - 1), sign) if info.signed_zero else Const(0, w)
+    if info.has_inf:
+        inf = Cat(Const(info.field_max << info.man, w - 1), sign)
+    else:
+        inf = Const(info.nan_code, w)
+    sat = Cat(Const(info.max_mag, w - 1), sign)
+    return zero, inf, sat
+
+
+def round_pack(m, fmt, v, *, ftz=False, overflow=None, rounding=None, rand=None, sr_bits=0,
+               name="rnd"):
+    """Round the finite part of ``v`` (``sig`` normalised: MSB set unless ``v.zero``) into a
+    ``fmt`` code and apply special flags. Returns the code Value (``fmt.width`` bits).
+
+    Parameters
+    ----------
+    ftz : bool
+        Flush results below the smallest normal (after rounding) to zero.
+    overflow : "inf" | "saturate" | None
+        Overflow policy; ``None`` uses ``fmt.overflow``.
+    rounding : "rne" | "rnu" | "sr" | None
+        ``None`` uses ``fmt.rounding``. ``"sr"`` needs ``rand`` (``sr_bits`` wide): round up in
+        magnitude iff ``floor(discarded * 2**sr_bits) + rand >= 2**sr_bits``.
+    """
+    info = FormatInfo(fmt)
+    overflow = info.overflow if overflow is None else overflow
+    rounding = info.rounding if rounding is None else rounding
+    man, p = info.man, info.p
+    sig = Value.cast(v.sig)
+    d = sr_bits if rounding == "sr" else 0
+    need = p + max(d, 1) + 1
+    if len(sig) < need:
+        sig = Cat(Const(0, need - len(sig)), sig)
+    W = len(sig)
+    ew = max(len(v.exp) + 2, info.eb + 4)
+    be = Signal(signed(ew), name=f"{name}_be")
+    m.d.comb += be.eq(v.exp + info.bias)
+
+    if info.subnormals and not ftz:
+        under = be < 1
+        s = Signal(ew, name=f"{name}_dshift")
+        m.d.comb += s.eq(Mux(under, 1 - be, 0))
+        sig_d, st = shr_sticky(sig, s)
+        be_eff = Mux(under, 1, be)
+    else:
+        sig_d, st = sig, Const(0, 1)
+        be_eff = be
+    kept = sig_d[W - p:]
+    rest = sig_d[:W - p]
+    guard = rest[-1]
+    low = rest[:-1].any() | st
+    if rounding == "rne":
+        up = guard & (low | kept[0])
+    elif rounding == "rnu":
+        up = guard
+    elif rounding == "sr":
+        top = rest[-d:]
+        up = (top + rand)[d]
+    else:
+        raise ValueError(f"rounding must be 'rne', 'rnu' or 'sr', not {rounding!r}")
+    mag = Signal(signed(ew + man + 2), name=f"{name}_mag")
+    m.d.comb += mag.eq(((be_eff - 1) << man) + kept + up)
+
+    zero_c, inf_c, sat_c = special_codes(info, v.sign)
+    if info.subnormals and not ftz:
+        flush = mag == 0
+    else:
+        flush = mag < (info.field_min << man)
+    ovf = mag > info.max_mag
+    nan_c = Const(info.nan_code, info.width)
+    finite = Cat(mag[:info.width - 1], v.sign)
+    code = Signal(info.width, name=f"{name}_code")
+    with m.If(v.nan):
+        m.d.comb += code.eq(nan_c)
+    with m.Elif(v.inf):
+        m.d.comb += code.eq(inf_c)
+    with m.Elif(v.zero | flush):
+        m.d.comb += code.eq(zero_c)
+    with m.Elif(ovf):
+        m.d.comb += code.eq(inf_c if overflow == "inf" else sat_c)
+    with m.Else():
+        m.d.comb += code.eq(finite)
+    return code
+
+
+def plan_cuts(stages, preference, *, fixed=1):
+    """Place ``stages - fixed`` registers: cut points from ``preference`` first (in order),
+    then extra registers on the inputs. Returns ``(set_of_cut_names, n_input_registers)``."""
+    n = stages - fixed
+    chosen = set(preference[:max(n, 0)])
+    return chosen, max(n - len(preference), 0)
+
+
+def register_inputs(m, values, n, name="in"):
+    """Delay each Value of ``values`` by ``n`` registers; returns the delayed list."""
+    out = list(values)
+    for k in range(n):
+        regs = []
+        for i, v in enumerate(out):
+            v = Value.cast(v)
+            r = Signal(v.shape(), name=f"{name}{k}_{i}")
+            m.d.sync += r.eq(v)
+            regs.append(r)
+        out = regs
+    return out
+
+
+UNIT_DOC_ROUNDING = """Results are bit-exact with :mod:`sim.fp` (one rounding of the exact value with the
+    destination format's rounding, overflow and underflow rules)."""

@@ -1,0 +1,71 @@
+"""Scratchpad banks on `amaranth.lib.memory.Memory` (synchronous read, so they map to BRAM)."""
+
+from amaranth import Module, unsigned
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+
+__all__ = ["Scratchpad"]
+
+
+class Scratchpad(wiring.Component):
+    """A simple dual-port scratchpad: one write port, one synchronous read port.
+
+    Read latency 1: ``r_data`` holds ``mem[r_addr]`` in the cycle after ``r_en`` (transparent:
+    a write to the same address in the same cycle is seen). Both ports accept one access per
+    cycle. With a synchronous read port yosys maps the memory to block RAM (EBR on iCE40,
+    DP16KD on ECP5), never to LUTs.
+
+    Parameters
+    ----------
+    width : int
+        Word width in bits, 1..4096.
+    depth : int
+        Number of words, 2..65536.
+
+    Members
+    -------
+    w_addr : In(range(depth))
+    w_data : In(width)
+    w_en : In(1)
+    r_addr : In(range(depth))
+    r_en : In(1)
+    r_data : Out(width)
+    """
+
+    def __init__(self, *, width, depth):
+        if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= 4096:
+            raise ValueError(f"width must be an integer 1..4096, not {width!r}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 2 <= depth <= 65536:
+            raise ValueError(f"depth must be an integer 2..65536, not {depth!r}")
+        self._width, self._depth = width, depth
+        self.mem = None  # test backdoor, set at elaboration
+        super().__init__({
+            "w_addr": In(range(depth)), "w_data": In(width), "w_en": In(1),
+            "r_addr": In(range(depth)), "r_en": In(1), "r_data": Out(width),
+        })
+
+    @property
+    def width(self):
+        return self._width
+
+    @property
+    def depth(self):
+        return self._depth
+
+    @property
+    def latency(self):
+        return 1
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = memory.Memory(shape=unsigned(self._width), depth=self._depth,
+                                               init=[])
+        self.mem = mem
+        wp = mem.write_port()
+        rp = mem.read_port(transparent_for=(wp,))
+        m.d.comb += [
+            wp.addr.eq(self.w_addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en),
+            rp.addr.eq(self.r_addr), rp.en.eq(self.r_en), self.r_data.eq(rp.data),
+        ]
+        return m
