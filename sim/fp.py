@@ -160,7 +160,7 @@ def _overflow(fmt: FloatFormat, overflow):
     return o
 
 
-def _sr(sr_bits, rand, shape, name="rand"):
+def _sr(sr_bits, rand, shape, name="rand", exact=False):
     if isinstance(sr_bits, bool) or not isinstance(sr_bits, (int, np.integer)) or not (
             0 <= sr_bits <= MAX_SR_BITS):
         raise ValueError(f"sr_bits must be an integer in 0..{MAX_SR_BITS}, not {sr_bits!r}")
@@ -180,7 +180,10 @@ def _sr(sr_bits, rand, shape, name="rand"):
         raise ValueError(f"{name} values must be in 0..{(1 << sr_bits) - 1} for "
                          f"sr_bits={sr_bits}, not {int(bad)}")
     try:
-        return np.broadcast_to(r, shape)
+        if exact:
+            return np.broadcast_to(r, shape)
+        np.broadcast_shapes(r.shape, shape)
+        return r
     except ValueError:
         raise ValueError(f"{name} shape {r.shape} does not broadcast to {shape}") from None
 
@@ -507,18 +510,31 @@ def _seq_args(fi, fa, a_seq, b_seq, init, product_rounding, ftz):
     return prods, acc
 
 
-def _accumulate(fa, prods, acc, lo, hi, ftz, sr_bits, rand):
-    for n in range(lo, hi):
-        p = _Val(*(x[..., n] for x in prods))
-        s = _add_values(p, _unpack(fa, acc, ftz))
-        acc = _pack(fa, s, rounding=fa.rounding, ftz=ftz, overflow=fa.overflow,
-                    sr_bits=sr_bits, rand=None if rand is None else rand[..., n]
-                    ).astype(np.int64)
-    return acc
+def _checkpoints(checkpoints, n_total):
+    if checkpoints is None:
+        return None
+    cps = [int(x) for x in np.atleast_1d(np.asarray(checkpoints))]
+    if not cps or any(not 0 <= x <= n_total for x in cps):
+        raise ValueError(f"checkpoints must be a non-empty list of prefix lengths in "
+                         f"0..{n_total}, not {checkpoints!r}")
+    return cps
+
+
+def _step(fa, acc, p, ftz, sr_bits, rand):
+    """One accumulation step ``round(p + acc)`` (``p`` unpacked, ``acc`` codes)."""
+    s = _add_values(p, _unpack(fa, acc, ftz))
+    return _pack(fa, s, rounding=fa.rounding, ftz=ftz, overflow=fa.overflow,
+                 sr_bits=sr_bits if rand is not None else 0, rand=rand).astype(np.int64)
+
+
+def _result(results, cps):
+    if cps is None:
+        return results[0].astype(np.uint32)
+    return np.stack(results, axis=-1).astype(np.uint32)
 
 
 def mac(fmt_in, a_seq, b_seq, fmt_acc, *, init=None, product_rounding="exact_fused",
-        sr_bits=0, rand=None, ftz=False) -> np.ndarray:
+        sr_bits=0, rand=None, ftz=False, checkpoints=None) -> np.ndarray:
     """Sequential multiply-accumulate along the last axis (rule 7).
 
     Parameters
@@ -537,22 +553,35 @@ def mac(fmt_in, a_seq, b_seq, fmt_acc, *, init=None, product_rounding="exact_fus
         ``d``-bit random integers, ``rand[..., n]`` used by step ``n``.
     ftz : bool
         Flush-to-zero (rule 4) on every operand and every rounding.
+    checkpoints : sequence of int, optional
+        Prefix lengths ``L``: return the results of the same call on ``a_seq[..., :L]``,
+        ``b_seq[..., :L]`` for each ``L``, from one pass (used by the numerical study).
 
     Returns
     -------
-    numpy.ndarray of uint32, shape (...)
+    numpy.ndarray of uint32, shape (...) or (..., len(checkpoints))
         Final accumulator codes.
     """
     fi, fa = _fmt(fmt_in, "fmt_in"), _fmt(fmt_acc, "fmt_acc")
     prods, acc = _seq_args(fi, fa, a_seq, b_seq, init, product_rounding, ftz)
-    r = _sr(sr_bits, rand, prods.kind.shape)
-    return _accumulate(fa, prods, acc, 0, prods.kind.shape[-1], ftz, sr_bits, r
-                       ).astype(np.uint32)
+    n_total = prods.kind.shape[-1]
+    r = _sr(sr_bits, rand, prods.kind.shape, exact=True)
+    cps = _checkpoints(checkpoints, n_total)
+    want = [n_total] if cps is None else cps
+    results = {}
+    for n in range(n_total + 1):
+        if n in want:
+            results[n] = acc
+        if n == n_total:
+            break
+        p = _Val(*(x[..., n] for x in prods))
+        acc = _step(fa, acc, p, ftz, sr_bits, None if r is None else r[..., n])
+    return _result([results[n] for n in want], cps)
 
 
 def chunk_mac(fmt_in, a_seq, b_seq, fmt_acc, *, chunk, init=None,
               product_rounding="exact_fused", sr_bits=0, rand=None, rand_outer=None,
-              ftz=False) -> np.ndarray:
+              ftz=False, checkpoints=None) -> np.ndarray:
     """Chunk-based accumulation of spec/float.md 2.2 along the last axis (rule 7).
 
     Parameters
@@ -567,6 +596,9 @@ def chunk_mac(fmt_in, a_seq, b_seq, fmt_acc, *, chunk, init=None,
     rand_outer : array_like of int, shape broadcastable to (..., ceil(N / chunk)), optional
         Stochastic-rounding bits of the outer adds; when ``None`` the outer adds round to
         nearest with ``fmt_acc.rounding`` even if ``sr_bits > 0``.
+    checkpoints : sequence of int, optional
+        Prefix lengths, as in :func:`mac` (a prefix ending inside a chunk ends with a short
+        chunk, exactly as a call on the truncated sequence).
 
     Other parameters and the return value are as in :func:`mac`.
     """
@@ -576,19 +608,35 @@ def chunk_mac(fmt_in, a_seq, b_seq, fmt_acc, *, chunk, init=None,
     prods, outer = _seq_args(fi, fa, a_seq, b_seq, init, product_rounding, ftz)
     n_total = prods.kind.shape[-1]
     n_chunks = -(-n_total // chunk)
-    r = _sr(sr_bits, rand, prods.kind.shape)
+    r = _sr(sr_bits, rand, prods.kind.shape, exact=True)
     if rand_outer is not None:
         if sr_bits == 0:
             raise ValueError("rand_outer must be None when sr_bits is 0 (stochastic rounding "
                              "off)")
-        ro = _sr(sr_bits, rand_outer, prods.kind.shape[:-1] + (n_chunks,), "rand_outer")
+        ro = _sr(sr_bits, rand_outer, prods.kind.shape[:-1] + (n_chunks,), "rand_outer",
+                 exact=True)
     else:
         ro = None
-    for k in range(n_chunks):
-        inner = _accumulate(fa, prods, np.zeros_like(outer), k * chunk,
-                            min((k + 1) * chunk, n_total), ftz, sr_bits, r)
+    cps = _checkpoints(checkpoints, n_total)
+    want = [n_total] if cps is None else cps
+    results = {}
+    inner = np.zeros_like(outer)
+
+    def flush(n):                         # outer + inner at the end of chunk n // chunk
+        k = (n - 1) // chunk
         s = _add_values(_unpack(fa, outer, ftz), _unpack(fa, inner, ftz))
-        outer = _pack(fa, s, rounding=fa.rounding, ftz=ftz, overflow=fa.overflow,
-                      sr_bits=sr_bits if ro is not None else 0,
-                      rand=None if ro is None else ro[..., k]).astype(np.int64)
-    return outer.astype(np.uint32)
+        return _pack(fa, s, rounding=fa.rounding, ftz=ftz, overflow=fa.overflow,
+                     sr_bits=sr_bits if ro is not None else 0,
+                     rand=None if ro is None else ro[..., k]).astype(np.int64)
+
+    for n in range(n_total + 1):
+        if n in want:
+            results[n] = outer if n % chunk == 0 else flush(n)
+        if n == n_total:
+            break
+        p = _Val(*(x[..., n] for x in prods))
+        inner = _step(fa, inner, p, ftz, sr_bits, None if r is None else r[..., n])
+        if (n + 1) % chunk == 0:
+            outer = flush(n + 1)
+            inner = np.zeros_like(outer)
+    return _result([results[n] for n in want], cps)

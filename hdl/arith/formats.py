@@ -344,7 +344,7 @@ class FloatFormat:
 
     # ------------------------------------------------------------------ helpers
     def replace(self, **changes: Any) -> "FloatFormat":
-        """Return a copy with some fields changed (validated again), e.g. ``overflow="saturate"``."""
+        """Return a copy with some fields changed (validated again), e.g. overflow="saturate"."""
         return dataclasses.replace(self, **changes)
 
     def with_rounding(self, rounding: str) -> "FloatFormat":

@@ -1,0 +1,198 @@
+"""Board top: a byte-stream core behind a UART bridge, with status LEDs."""
+
+from amaranth import *
+from amaranth.lib import io, stream, wiring
+
+from hdl.io.uart import UARTBridge, uart_divisor
+
+from .boards import get_board
+
+__all__ = ["BoardTop", "check_byte_stream_core"]
+
+
+def _is_byte_stream(member, flow):
+    return (member.flow == flow and member.is_signature
+            and isinstance(member.signature, stream.Signature)
+            and Shape.cast(member.signature.members["payload"].shape) == unsigned(8))
+
+
+def check_byte_stream_core(core):
+    """Check that ``core`` has the tessera core's host interface.
+
+    Required: ``i: In(stream.Signature(8))`` and ``o: Out(stream.Signature(8))``. Optional:
+    ``busy: Out(1)`` and ``error: Out(1)``.
+
+    Parameters
+    ----------
+    core : amaranth.lib.wiring.Component
+
+    Returns
+    -------
+    tuple of str
+        The optional status members the core has, out of ``("busy", "error")``.
+
+    Raises
+    ------
+    TypeError
+        Naming the missing or mismatched member.
+    """
+    if not isinstance(core, wiring.Component):
+        raise TypeError(f"core must be a wiring.Component with members i: In(stream.Signature(8))"
+                        f" and o: Out(stream.Signature(8)), not {core!r}")
+    members = core.signature.members
+    for name, flow in (("i", wiring.In), ("o", wiring.Out)):
+        if name not in members:
+            raise TypeError(f"core has no member {name!r}; a byte-stream core needs "
+                            f"{name}: {flow.name}(stream.Signature(8))")
+        if not _is_byte_stream(members[name], flow):
+            raise TypeError(f"core member {name!r} must be {flow.name}(stream.Signature(8)), "
+                            f"not {members[name]!r}")
+    status = []
+    for name in ("busy", "error"):
+        if name in members:
+            member = members[name]
+            if (member.is_signature or member.flow != wiring.Out
+                    or Shape.cast(member.shape).width != 1):
+                raise TypeError(f"core member {name!r} must be Out(1), not {member!r}")
+            status.append(name)
+    return tuple(status)
+
+
+class BoardTop(Elaboratable):
+    """Top level for a board: UART bridge + byte-stream core + status LEDs.
+
+    The board's USB serial port (``uart`` resource ``board.uart``) carries the host protocol at
+    ``baud`` bits/s, 8N1, no flow control. Received bytes enter the core's ``i`` through a
+    receive FIFO of ``rx_fifo_depth`` bytes; the core's ``o`` bytes are sent back. The ``sync``
+    domain is the board clock (12 MHz on the iCEBreaker, 25 MHz on the ULX3S), reset by
+    amaranth's power-on reset synchronizer.
+
+    LEDs (the pins per board are in :data:`fpga.boards.BOARDS` and ``docs/fpga.md``):
+
+    * ``heartbeat``: toggles every 0.5 s, so it blinks at 1 Hz while the clock runs;
+    * ``busy``: the core's ``busy`` output (off if the core has none);
+    * ``error``: the core's ``error`` output; on boards without a ``link`` LED also any UART
+      framing error or receive overrun;
+    * ``link``: sticky UART framing error or receive-FIFO overrun (cleared by reset);
+    * ``activity``: lit for ~50 ms after each byte received or sent.
+
+    Parameters
+    ----------
+    core : amaranth.lib.wiring.Component
+        A byte-stream core, see :func:`check_byte_stream_core`.
+    board : str or fpga.boards.Board
+        Board name, see :data:`fpga.boards.BOARDS`.
+    baud : int
+        UART bit rate; must be reachable within 2 % from the board clock.
+    rx_fifo_depth : int
+        Receive FIFO depth in bytes, at least 1.
+    tx_fifo_depth : int
+        Transmit FIFO depth in bytes, 0 for none.
+    """
+
+    def __init__(self, core, board, *, baud=115200, rx_fifo_depth=32, tx_fifo_depth=0):
+        self._status = check_byte_stream_core(core)
+        self._core = core
+        self._board = get_board(board)
+        try:
+            self._divisor = uart_divisor(self._board.clk_hz, baud)
+        except ValueError as error:
+            raise ValueError(f"{error} (board {self._board.name!r})") from None
+        self._baud = baud
+        # The bridge itself is made in elaborate(), so a BoardTop that is never built leaves no
+        # unused elaboratable behind; its parameters are checked here, as it would.
+        for name, value, minimum in (("rx_fifo_depth", rx_fifo_depth, 1),
+                                     ("tx_fifo_depth", tx_fifo_depth, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, not {value!r}")
+        self._fifo_depths = rx_fifo_depth, tx_fifo_depth
+
+    @property
+    def core(self):
+        """The wrapped core.
+
+        Returns
+        -------
+        amaranth.lib.wiring.Component
+        """
+        return self._core
+
+    @property
+    def board(self):
+        """The board this top is for.
+
+        Returns
+        -------
+        fpga.boards.Board
+        """
+        return self._board
+
+    @property
+    def baud(self):
+        """UART bit rate.
+
+        Returns
+        -------
+        int
+        """
+        return self._baud
+
+    @property
+    def divisor(self):
+        """Clock cycles per UART bit.
+
+        Returns
+        -------
+        int
+        """
+        return self._divisor
+
+    def elaborate(self, platform):
+        if platform is None:
+            raise TypeError("BoardTop needs a board platform (it requests pins); simulate "
+                            "hdl.io.uart.UARTBridge with the core instead")
+        board = self._board
+        m = Module()
+        rx_depth, tx_depth = self._fifo_depths
+        m.submodules.bridge = bridge = UARTBridge(divisor=self._divisor, rx_fifo_depth=rx_depth,
+                                                  tx_fifo_depth=tx_depth)
+        m.submodules.core = core = self._core
+        wiring.connect(m, bridge.o, core.i)
+        wiring.connect(m, core.o, bridge.i)
+
+        uart = platform.request("uart", board.uart, dir="-")
+        m.submodules.uart_rx = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx_buf = io.Buffer("o", uart.tx)
+        m.d.comb += [bridge.rx.eq(rx_buf.i), tx_buf.o.eq(bridge.tx)]
+
+        heartbeat = Signal()
+        half_second = Signal(range(board.clk_hz // 2))
+        with m.If(half_second == board.clk_hz // 2 - 1):
+            m.d.sync += [half_second.eq(0), heartbeat.eq(~heartbeat)]
+        with m.Else():
+            m.d.sync += half_second.eq(half_second + 1)
+
+        activity = Signal()
+        stretch = Signal(range(board.clk_hz // 20 + 1))
+        with m.If(bridge.rx_active | bridge.tx_active):
+            m.d.sync += stretch.eq(board.clk_hz // 20)
+        with m.Elif(stretch != 0):
+            m.d.sync += stretch.eq(stretch - 1)
+        m.d.comb += activity.eq(stretch != 0)
+
+        link = bridge.framing_error | bridge.overrun
+        roles = {led[0] for led in board.leds}
+        core_busy = core.busy if "busy" in self._status else C(0)
+        core_error = core.error if "error" in self._status else C(0)
+        drive = {
+            "heartbeat": heartbeat,
+            "busy": core_busy,
+            "error": core_error if "link" in roles else core_error | link,
+            "link": link,
+            "activity": activity,
+        }
+        for role, resource, number, _where in board.leds:
+            pin = platform.request(resource, number, dir="-")
+            m.submodules[f"led_{role}"] = led = io.Buffer("o", pin)
+            m.d.comb += led.o.eq(drive[role])
+        return m
