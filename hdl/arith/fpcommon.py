@@ -431,8 +431,10 @@ def round_pack(m, fmt, v, *, ftz=False, overflow=None, rounding=None, rand=None,
     zero_c, inf_c, sat_c = special_codes(info, v.sign)
     if info.subnormals and not ftz:
         flush = mag == 0
+    elif info.subnormals:
+        flush = mag < (1 << man)
     else:
-        flush = mag < (info.field_min << man)
+        flush = mag <= 0
     ovf = mag > info.max_mag
     nan_c = Const(info.nan_code, info.width)
     finite = Cat(mag[:info.width - 1], v.sign)
@@ -474,3 +476,10 @@ def register_inputs(m, values, n, name="in"):
 
 UNIT_DOC_ROUNDING = """Results are bit-exact with :mod:`sim.fp` (one rounding of the exact value with the
     destination format's rounding, overflow and underflow rules)."""
+
+
+def check_sr_bits(value):
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 32:
+        raise ValueError(f"sr_bits must be an int in 0..32 (0 = round to nearest), not "
+                         f"{value!r}")
+    return value

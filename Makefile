@@ -1,0 +1,32 @@
+# tessera: the two commands a newcomer needs. Everything installs into .venv from PyPI;
+# a fresh machine needs only python3, g++ and make.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.tessera-installed
+JOBS   ?= 2
+
+.PHONY: demo test test-all lint clean help
+
+help:
+	@echo "make demo      set up .venv, generate the default core, co-simulate a sample layer"
+	@echo "make test      set up .venv, run the whole test suite (slow FPGA builds excluded)"
+	@echo "make test-all  also the slow place-and-route runs"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m generators.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -q -m ""
+
+clean:
+	rm -rf build

@@ -1,0 +1,148 @@
+"""`tessera unit`: single units (a MAC, an array, a scratchpad) emitted alone with a manifest."""
+
+import dataclasses
+from dataclasses import dataclass
+
+from generators.emit import (MANIFEST_SCHEMA, manifest_json, port_table, sha256, to_verilog,
+                             tool_versions, write_outputs)
+
+
+__all__ = ["Option", "Unit", "UNITS", "register", "generate_unit", "UnitError"]
+
+
+class UnitError(ValueError):
+    """Unknown unit or bad unit option; the message names the option, value and allowed."""
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: type
+    default: object
+    help: str
+    choices: tuple = ()
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    summary: str
+    options: tuple
+    build: object          # callable(**options) -> component
+    formats: object = None  # callable(**options) -> manifest "formats" data
+
+
+UNITS = {}
+
+
+def register(unit):
+    UNITS[unit.name] = unit
+    return unit
+
+
+def _int_mac(*, a_bits, b_bits, acc_bits):
+    from hdl.arith.intmac import IntMacPE
+    return IntMacPE(a_bits=a_bits, b_bits=b_bits, acc_bits=acc_bits)
+
+
+def _int_formats(*, a_bits, b_bits, acc_bits):
+    return {"a": {"kind": "int", "bits": a_bits, "signed": True},
+            "b": {"kind": "int", "bits": b_bits, "signed": True},
+            "acc": {"kind": "int", "bits": acc_bits, "signed": True, "overflow": "wrap"}}
+
+
+register(Unit(
+    name="int_mac",
+    summary="signed integer MAC processing element (PE interface, latency 2)",
+    options=(Option("a_bits", int, 8, "activation width in bits (2..32)"),
+             Option("b_bits", int, 8, "weight width in bits (2..32)"),
+             Option("acc_bits", int, 32, "accumulator width (a_bits+b_bits..64)")),
+    build=_int_mac, formats=_int_formats))
+
+
+def _int_array(*, rows, cols, a_bits, b_bits, acc_bits):
+    from hdl.arith.intmac import IntMacPE
+    from hdl.array.systolic import SystolicArray
+    return SystolicArray(rows=rows, cols=cols,
+                         pe=lambda: IntMacPE(a_bits=a_bits, b_bits=b_bits, acc_bits=acc_bits))
+
+
+register(Unit(
+    name="int_array",
+    summary="output-stationary systolic array of integer MAC PEs with overlapped drain",
+    options=(Option("rows", int, 4, "array rows (1..64)"),
+             Option("cols", int, 4, "array columns (1..64)"),
+             Option("a_bits", int, 8, "activation width in bits"),
+             Option("b_bits", int, 8, "weight width in bits"),
+             Option("acc_bits", int, 32, "accumulator width")),
+    build=_int_array,
+    formats=lambda rows, cols, **kw: _int_formats(**kw)))
+
+
+def _scratchpad(*, width, depth):
+    from hdl.mem.scratchpad import Scratchpad
+    return Scratchpad(width=width, depth=depth)
+
+
+register(Unit(
+    name="scratchpad",
+    summary="simple dual-port scratchpad bank on lib.memory (maps to BRAM), read latency 1",
+    options=(Option("width", int, 32, "word width in bits (1..4096)"),
+             Option("depth", int, 1024, "words (2..65536)")),
+    build=_scratchpad))
+
+
+def resolve_options(unit, given):
+    """Fill defaults and check option names; values are validated by the unit's constructor."""
+    known = {o.name: o for o in unit.options}
+    for k in given:
+        if k not in known:
+            raise UnitError(f"unit {unit.name}: unknown option {k!r}; allowed: "
+                            + ", ".join(repr(n) for n in known))
+    opts = {}
+    for o in unit.options:
+        v = given.get(o.name, o.default)
+        if o.choices and v not in o.choices:
+            raise UnitError(f"unit {unit.name}: option {o.name} = {v!r}; allowed: "
+                            + ", ".join(repr(c) for c in o.choices))
+        opts[o.name] = v
+    return opts
+
+
+def get_unit(name):
+    if name not in UNITS:
+        raise UnitError(f"unit: {name!r} is unknown; allowed: "
+                        + ", ".join(repr(n) for n in sorted(UNITS)))
+    return UNITS[name]
+
+
+def generate_unit(name, options, out_dir):
+    """Build unit ``name`` with ``options`` and write Verilog + manifest into ``out_dir``."""
+    unit = get_unit(name)
+    opts = resolve_options(unit, options)
+    try:
+        comp = unit.build(**opts)
+    except (ValueError, TypeError) as e:
+        raise UnitError(f"unit {name}: {e}") from None
+    top = f"tessera_{name}"
+    text = to_verilog(comp, top)
+    latency = getattr(comp, "latency", None)
+    manifest = {
+        "schema": MANIFEST_SCHEMA,
+        "kind": "unit",
+        "unit": name,
+        "top": top,
+        "verilog": f"{top}.v",
+        "verilog_sha256": sha256(text),
+        "clock": {"name": "clk"},
+        "reset": {"name": "rst", "active": "high", "synchronous": True},
+        "ports": port_table(comp),
+        "latency": latency if isinstance(latency, int) else None,
+        "initiation_interval": 1,
+        "options": {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
+                    for k, v in opts.items()},
+        "formats": unit.formats(**opts) if unit.formats else None,
+        "tools": tool_versions(),
+    }
+    write_outputs(out_dir, {f"{top}.v": text, "manifest.json": manifest_json(manifest)})
+    return manifest

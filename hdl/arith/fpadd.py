@@ -1,0 +1,94 @@
+"""Floating-point adder for any `FloatFormat`."""
+
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .fpcommon import (FormatInfo, Pipeline, add_align, add_sum, check_bool, check_format,
+                       check_sr_bits, check_stages, exp_width, normalize, plan_cuts,
+                       register_inputs, round_pack, unpack)
+
+
+__all__ = ["FPAdd"]
+
+
+class FPAdd(wiring.Component):
+    """Pipelined floating-point adder ``result = round(a + b)``.
+
+    Bit-exact with ``sim.fp.add(fmt, a, b, ftz=ftz)`` (and with ``sr_bits=d, rand=rand`` for
+    stochastic rounding). One result per cycle; ``result`` belongs to the operands (and
+    ``rand``) presented ``latency`` cycles earlier.
+
+    Parameters
+    ----------
+    fmt : FloatFormat
+        Operand and result format.
+    ftz : bool
+        Flush-to-zero on inputs and results.
+    sr_bits : int
+        0 (round to nearest with ``fmt.rounding``) or 1..32: stochastic rounding with a
+        ``sr_bits``-wide ``rand`` input.
+    stages : int
+        Pipeline registers, 1..4 (= ``latency``). Placement by stage count: output; + after
+        the add; + after alignment; + after the normaliser.
+
+    Members
+    -------
+    a : In(fmt.width)
+    b : In(fmt.width)
+    rand : In(sr_bits)
+        Only when ``sr_bits > 0``.
+    result : Out(fmt.width)
+    """
+
+    def __init__(self, *, fmt, ftz=False, sr_bits=0, stages=1):
+        self._fmt = check_format("fmt", fmt)
+        self._ftz = check_bool("ftz", ftz)
+        self._sr_bits = check_sr_bits(sr_bits)
+        self._stages = check_stages(stages)
+        members = {"a": In(fmt.width), "b": In(fmt.width)}
+        if self._sr_bits:
+            members["rand"] = In(self._sr_bits)
+        members["result"] = Out(fmt.width)
+        super().__init__(members)
+
+    fmt = property(lambda self: self._fmt)
+    ftz = property(lambda self: self._ftz)
+    sr_bits = property(lambda self: self._sr_bits)
+    stages = property(lambda self: self._stages)
+
+    @property
+    def latency(self):
+        return self._stages
+
+    def elaborate(self, platform):
+        m = Module()
+        fmt, d = self._fmt, self._sr_bits
+        info = FormatInfo(fmt)
+        cuts, n_in = plan_cuts(self._stages, ["sum", "align", "norm"])
+        pipe = Pipeline(m, "add")
+        rand = self.rand if d else None
+        ins = [self.a, self.b] + ([rand] if d else [])
+        ins = register_inputs(m, ins, n_in)
+        a, b = ins[0], ins[1]
+        rand = ins[2] if d else None
+        x = unpack(fmt, a, ftz=self._ftz)
+        y = unpack(fmt, b, ftz=self._ftz)
+        ew = exp_width(fmt)
+        width = max(info.p, info.p + d) + 3
+        al = add_align(m, x, y, width=width, ew=ew)
+        al = pipe.cut("align" in cuts, *al)
+        if d:
+            rand = pipe.cut("align" in cuts, rand)
+        s = add_sum(m, al)
+        s = pipe.cut("sum" in cuts, s)
+        if d:
+            rand = pipe.cut("sum" in cuts, rand)
+        exp, sig = normalize(m, s.exp, s.sig)
+        s = pipe.cut("norm" in cuts, s.replace(exp=exp, sig=sig))
+        if d:
+            rand = pipe.cut("norm" in cuts, rand)
+        code = round_pack(m, fmt, s, ftz=self._ftz, rounding="sr" if d else None, rand=rand,
+                          sr_bits=d)
+        m.d.sync += self.result.eq(code)
+        return m

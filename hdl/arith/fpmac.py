@@ -1,0 +1,250 @@
+"""Streaming floating-point multiply-accumulate with a wide accumulator, optional chunk-based
+accumulation (spec/float.md 2.2) and stochastic rounding, plus `FPMacPE`, its adapter to the
+PE-array interface (`hdl.array.pe.PESignature`)."""
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl.array.pe import PE, PESignature
+
+from .fpcommon import (FormatInfo, Pipeline, add, check_bool, check_choice, check_format,
+                       check_sr_bits, check_stages, exp_width, multiply, normalize,
+                       plan_cuts, register_inputs, round_pack, unpack)
+
+
+__all__ = ["FPMac", "FPMacPE", "PRODUCT_ROUNDINGS"]
+
+#: Allowed values of ``product_rounding``.
+PRODUCT_ROUNDINGS = ("exact_fused", "round_to_acc")
+
+
+def _check_chunk(chunk):
+    if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool)
+                              or chunk < 1):
+        raise ValueError(f"chunk must be None (no chunking) or an int >= 1, not {chunk!r}")
+    return chunk
+
+
+class FPMac(wiring.Component):
+    """Streaming MAC: ``acc = round_acc(acc + a * b)`` per valid pair, one pair per cycle.
+
+    Accumulations are delimited like the PE interface (`hdl.array.pe.PESignature`): ``first``
+    starts a new sum (the previous one is dropped; the accumulator restarts from ``+0``),
+    ``last`` ends it, and ``result_valid`` pulses with the finished ``fmt_acc`` code exactly
+    ``latency`` cycles after the ``last`` pair. A new accumulation may start in the cycle after
+    ``last``; pairs with ``valid`` low are ignored.
+
+    Bit-exact with ``sim.fp.mac(fmt_in, a, b, fmt_acc, product_rounding=..., sr_bits=...,
+    rand=..., ftz=...)`` or, with ``chunk``, ``sim.fp.chunk_mac(..., chunk=chunk)`` (outer adds
+    round to nearest, i.e. ``rand_outer=None``).
+
+    Microarchitecture: the product path (unpack, exact multiply, normalise, and for
+    ``"round_to_acc"`` rounding into ``fmt_acc``) is pipelined; the accumulation step (align,
+    add, normalise, round) is a one-cycle loop around the accumulator register, so II = 1.
+    With ``chunk`` a second adder (the outer accumulator) runs one cycle behind the inner one
+    and takes each finished chunk without stalling; the final result is
+    ``round(outer + inner)`` including the last partial chunk.
+
+    Parameters
+    ----------
+    fmt_in : FloatFormat
+        Operand format.
+    fmt_acc : FloatFormat
+        Accumulator and result format.
+    chunk : int or None
+        Chunk length CL (inner accumulator cleared every CL products), or None.
+    product_rounding : "exact_fused" | "round_to_acc"
+        Exact product added with one rounding, or product first rounded into ``fmt_acc``.
+    sr_bits : int
+        0 (nearest rounding, ``fmt_acc.rounding``) or 1..32: the inner accumulation steps round
+        stochastically with the ``rand`` presented with each pair.
+    ftz : bool
+        Flush-to-zero on operands, products and sums.
+    stages : int
+        Latency, 1..4 (2..4 with ``chunk``). Registers go, in this order: accumulator
+        (always), outer accumulator (with ``chunk``), before the loop, after the multiplier,
+        on the result (without ``chunk``), on the inputs.
+
+    Members
+    -------
+    a : In(fmt_in.width)
+    b : In(fmt_in.width)
+    valid : In(1)
+    first : In(1)
+    last : In(1)
+    rand : In(sr_bits)
+        Only when ``sr_bits > 0``.
+    result : Out(fmt_acc.width)
+    result_valid : Out(1)
+    """
+
+    def __init__(self, *, fmt_in, fmt_acc, chunk=None, product_rounding="exact_fused",
+                 sr_bits=0, ftz=False, stages=2):
+        self._fmt_in = check_format("fmt_in", fmt_in)
+        self._fmt_acc = check_format("fmt_acc", fmt_acc)
+        self._chunk = _check_chunk(chunk)
+        self._product_rounding = check_choice("product_rounding", product_rounding,
+                                              PRODUCT_ROUNDINGS)
+        self._sr_bits = check_sr_bits(sr_bits)
+        self._ftz = check_bool("ftz", ftz)
+        self._stages = check_stages(stages, minimum=1 if chunk is None else 2)
+        members = {"a": In(fmt_in.width), "b": In(fmt_in.width), "valid": In(1),
+                   "first": In(1), "last": In(1)}
+        if self._sr_bits:
+            members["rand"] = In(self._sr_bits)
+        members["result"] = Out(fmt_acc.width)
+        members["result_valid"] = Out(1)
+        super().__init__(members)
+
+    fmt_in = property(lambda self: self._fmt_in)
+    fmt_acc = property(lambda self: self._fmt_acc)
+    chunk = property(lambda self: self._chunk)
+    product_rounding = property(lambda self: self._product_rounding)
+    sr_bits = property(lambda self: self._sr_bits)
+    ftz = property(lambda self: self._ftz)
+    stages = property(lambda self: self._stages)
+
+    @property
+    def latency(self):
+        return self._stages
+
+    def elaborate(self, platform):
+        m = Module()
+        fi, fa, d, ftz = self._fmt_in, self._fmt_acc, self._sr_bits, self._ftz
+        ia, iacc = FormatInfo(fi), FormatInfo(fa)
+        chunked = self._chunk is not None
+        if chunked:
+            cuts, n_in = plan_cuts(self._stages, ["pnorm", "mul"], fixed=2)
+        else:
+            cuts, n_in = plan_cuts(self._stages, ["pnorm", "mul", "out"], fixed=1)
+        pipe = Pipeline(m, "mac")
+
+        ctl = [self.valid, self.first, self.last] + ([self.rand] if d else [])
+        a, b, *ctl = register_inputs(m, [self.a, self.b] + ctl, n_in)
+        prod = multiply(unpack(fi, a, ftz=ftz), unpack(fi, b, ftz=ftz))
+        prod, *ctl = pipe.cut("mul" in cuts, prod, *ctl)
+        exp, sig = normalize(m, prod.exp, prod.sig, name="pn")
+        prod = prod.replace(exp=exp, sig=sig)
+        if self._product_rounding == "round_to_acc":
+            pcode = round_pack(m, fa, prod, ftz=ftz, name="prnd")
+            prod = unpack(fa, pcode, ftz=ftz)
+        prod, *ctl = pipe.cut("pnorm" in cuts, prod, *ctl)
+        valid, first, last = ctl[:3]
+        rand = ctl[3] if d else None
+
+        ew = exp_width(fi, fa)
+        width = max(len(prod.sig), iacc.p, iacc.p + d) + 3
+
+        # ---- inner accumulation loop (one cycle)
+        acc = Signal(fa.width, name="acc")
+        if chunked:
+            ended = Signal(name="chunk_ended")      # previous pair closed a chunk
+            in_first = Signal(name="in_first_chunk")
+            cnt = Signal(range(self._chunk + 1), name="chunk_count")
+            start = first | ended
+            new_cnt = Mux(start, 1, cnt + 1)
+            chunk_end = (new_cnt == self._chunk) | last
+            fc_now = first | in_first
+            with m.If(valid):
+                m.d.sync += [cnt.eq(new_cnt), ended.eq(chunk_end),
+                             in_first.eq(fc_now & ~chunk_end)]
+        else:
+            start = first
+        acc_in = unpack(fa, Mux(start, 0, acc), ftz=ftz)
+        s = add(m, prod, acc_in, width=width, ew=ew, name="iadd")
+        exp, sig = normalize(m, s.exp, s.sig, name="isn")
+        code = round_pack(m, fa, s.replace(exp=exp, sig=sig), ftz=ftz,
+                          rounding="sr" if d else None, rand=rand, sr_bits=d, name="irnd")
+        with m.If(valid):
+            m.d.sync += acc.eq(code)
+
+        if not chunked:
+            done = Signal(name="done")
+            m.d.sync += done.eq(valid & last)
+            res, res_valid = pipe.cut("out" in cuts, acc, done)
+            m.d.comb += [self.result.eq(res), self.result_valid.eq(res_valid)]
+            return m
+
+        # ---- outer accumulator, one cycle behind
+        end_r = Signal(name="chunk_end_r")
+        last_r = Signal(name="last_r")
+        fc_r = Signal(name="first_chunk_r")
+        m.d.sync += [end_r.eq(valid & chunk_end), last_r.eq(valid & last), fc_r.eq(fc_now)]
+        outer = Signal(fa.width, name="outer")
+        o_in = unpack(fa, Mux(fc_r, 0, outer), ftz=ftz)
+        i_in = unpack(fa, acc, ftz=ftz)
+        s2 = add(m, o_in, i_in, width=iacc.p + 3, ew=ew, name="oadd")
+        exp2, sig2 = normalize(m, s2.exp, s2.sig, name="osn")
+        code2 = round_pack(m, fa, s2.replace(exp=exp2, sig=sig2), ftz=ftz, name="ornd")
+        res = Signal(fa.width, name="res")
+        res_valid = Signal(name="res_valid")
+        with m.If(end_r):
+            m.d.sync += [outer.eq(code2), res.eq(code2)]
+        m.d.sync += res_valid.eq(end_r & last_r)
+        m.d.comb += [self.result.eq(res), self.result_valid.eq(res_valid)]
+        return m
+
+
+class FPMacPE(PE):
+    """Floating-point MAC processing element for the PE arrays (`hdl.array.pe.PESignature`).
+
+    ``a`` and ``b`` are raw ``input_format`` codes, ``result`` the raw ``acc_format`` code of
+    the finished accumulation, bit-exact with ``sim.fp.mac(input_format, a, b, acc_format,
+    product_rounding=..., ftz=...)`` or, with ``chunk``, ``sim.fp.chunk_mac(..., chunk=chunk)``.
+    Rounding is round-to-nearest (``acc_format.rounding``); stochastic rounding needs a
+    ``rand`` port, which the PE interface does not have (use `FPMac` directly).
+
+    Parameters
+    ----------
+    input_format : FloatFormat
+    acc_format : FloatFormat
+    chunk : int or None
+        Chunk length for chunk-based accumulation, or None.
+    stages : int
+        Latency (cycles from the ``last`` pair to ``result_valid``), 1..4 (2..4 with
+        ``chunk``).
+    product_rounding : "exact_fused" | "round_to_acc"
+    ftz : bool
+
+    Members
+    -------
+    a : In(input_format.width)
+    b : In(input_format.width)
+    valid : In(1)
+    first : In(1)
+    last : In(1)
+    result : Out(acc_format.width)
+    result_valid : Out(1)
+    """
+
+    def __init__(self, *, input_format, acc_format, chunk=None, stages=2,
+                 product_rounding="exact_fused", ftz=False):
+        check_format("input_format", input_format)
+        check_format("acc_format", acc_format)
+        _check_chunk(chunk)
+        check_choice("product_rounding", product_rounding, PRODUCT_ROUNDINGS)
+        check_bool("ftz", ftz)
+        check_stages(stages, minimum=1 if chunk is None else 2)
+        self._params = dict(fmt_in=input_format, fmt_acc=acc_format, chunk=chunk,
+                            product_rounding=product_rounding, ftz=ftz, stages=stages)
+        super().__init__(PESignature(a_shape=input_format.width, b_shape=input_format.width,
+                                     acc_shape=acc_format.width))
+
+    input_format = property(lambda self: self._params["fmt_in"])
+    acc_format = property(lambda self: self._params["fmt_acc"])
+    chunk = property(lambda self: self._params["chunk"])
+    product_rounding = property(lambda self: self._params["product_rounding"])
+    ftz = property(lambda self: self._params["ftz"])
+
+    @property
+    def latency(self):
+        return self._params["stages"]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mac = mac = FPMac(**self._params)
+        for name in ("a", "b", "valid", "first", "last"):
+            m.d.comb += getattr(mac, name).eq(getattr(self, name))
+        m.d.comb += [self.result.eq(mac.result), self.result_valid.eq(mac.result_valid)]
+        return m
