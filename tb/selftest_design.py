@@ -83,12 +83,28 @@ class EchoPlusOne(wiring.Component):
         return m
 
 
+class _SignedProduct(wiring.Component):
+    """Registered signed 8x8 product (a submodule, so the Verilog holds a second module)."""
+
+    a: In(signed(8))
+    b: In(signed(8))
+    en: In(1)
+    p: Out(signed(16))
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.If(self.en):
+            m.d.sync += self.p.eq(self.a * self.b)
+        return m
+
+
 class LintSampler(wiring.Component):
     """A small accumulate-into-memory engine that uses every construct the waivers cover.
 
-    Each accepted ``i`` beat carries a signed 8-bit operand pair; the product is added to a signed
-    accumulator held in a 16-entry ``Memory`` (synchronous read, so the FSM waits a cycle). The
-    top bits of the beat select the address; the low nibble of ``cfg`` is deliberately unused.
+    Each accepted ``i`` beat carries a signed 8-bit operand pair; a submodule registers their
+    product, which is added to a signed accumulator held in a 16-entry ``Memory`` (synchronous
+    read, so the FSM waits a cycle). The top bits of the beat select the address; ``cfg[6:0]``
+    are deliberately unused.
 
     Members
     -------
@@ -112,19 +128,22 @@ class LintSampler(wiring.Component):
         m.submodules.mem = mem = Memory(shape=signed(20), depth=16, init=[])
         rd = mem.read_port()
         wr = mem.write_port()
-        a = self.i.payload[0:8].as_signed()
-        b = self.i.payload[8:16].as_signed()
+        m.submodules.mul = mul = _SignedProduct()
         addr = self.i.payload[16:20]
-        prod = a * b
-        prod_q = Signal.like(prod)
+        m.d.comb += [
+            mul.a.eq(self.i.payload[0:8].as_signed()),
+            mul.b.eq(self.i.payload[8:16].as_signed()),
+        ]
+        prod_q = mul.p
         addr_q = Signal(unsigned(4))
         clear_q = Signal()
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.i.ready.eq(1)
                 m.d.comb += rd.addr.eq(addr)
+                m.d.comb += mul.en.eq(self.i.valid)
                 with m.If(self.i.valid):
-                    m.d.sync += [prod_q.eq(prod), addr_q.eq(addr), clear_q.eq(self.cfg[7])]
+                    m.d.sync += [addr_q.eq(addr), clear_q.eq(self.cfg[7])]
                     m.next = "ACC"
             with m.State("ACC"):
                 new = Mux(clear_q, 0, rd.data + prod_q)
