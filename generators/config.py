@@ -133,8 +133,10 @@ class PESection:
                 raise ConfigError(f"pe.acc_format: {self.acc_format!r} is narrower than "
                                   f"pe.input_format {self.input_format!r}; allowed: a format at "
                                   f"least as wide as the input format")
-            if self.chunk != 0:
-                _check_int("pe.chunk", self.chunk, 2, 65535)
+            if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) \
+                    or not (self.chunk == 0 or 2 <= self.chunk <= 65535):
+                raise ConfigError(f"pe.chunk: {self.chunk!r} is out of range; allowed: "
+                                  f"0 (no chunking) or 2..65535")
             _check_int("pe.stages", self.stages, 1, 6)
 
     @property
@@ -188,6 +190,10 @@ class HostSection:
         _check_int("host.baud", self.baud, 1200, 3_000_000)
 
 
+#: The [pe] keys that mean something for each implemented kind.
+_PE_KEYS = {"int": ["a_bits", "b_bits", "acc_bits"],
+            "fpmac": ["input_format", "acc_format", "chunk", "stages"]}
+
 _SECTIONS = {
     "core": CoreSection,
     "array": ArraySection,
@@ -205,7 +211,7 @@ class CoreConfig:
     pe: PESection = field(default_factory=PESection)
     memory: MemorySection = field(default_factory=MemorySection)
     host: HostSection = field(default_factory=HostSection)
-    source: str = "default"
+    source: str = field(default="default", compare=False)
 
     def __post_init__(self):
         # Cross-section checks: a scratchpad word must fit the 16-bit host word counter framing,
@@ -286,6 +292,8 @@ def config_from_dict(data, *, source="<dict>"):
                               f"table")
         cls = _SECTIONS[sec_name]
         allowed = [f.name for f in dataclasses.fields(cls)]
+        if sec_name == "pe":
+            allowed = ["kind", *_PE_KEYS.get(sec_data.get("kind", "int"), allowed[1:])]
         for key in sec_data:
             if key not in allowed:
                 raise ConfigError(f"{sec_name}.{key}: unknown key; allowed: "
@@ -318,7 +326,7 @@ def load_config(spec=None):
         spec = DEFAULT_PRESET
     spec = str(spec)
     path = pathlib.Path(spec)
-    if spec.endswith(".toml") or path.exists():
+    if spec.endswith(".toml") or path.is_file():
         if not path.is_file():
             raise ConfigError(f"config: {spec!r} is not a readable file; allowed: a TOML path or "
                               f"a preset name ({_fmt_allowed(preset_names())})")

@@ -75,21 +75,26 @@ def write_outputs(out_dir, files):
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     tmp.chmod(0o755)
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    moved = False
     try:
         for rel, text in files.items():
             p = tmp / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(text)
         if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
+            moved = True
+        tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if moved and not out_dir.exists():
+            old.rename(out_dir)     # put the previous output back
+            moved = False
         raise
+    finally:
+        if moved:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def sha256(text):

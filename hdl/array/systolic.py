@@ -50,7 +50,7 @@ class SystolicArray(wiring.Component):
     valid, first, last : In(1)
         Pair control, as in `PESignature`, shared by every PE.
     out_valid : Out(1)
-    out_row : Out(range(rows))
+    out_row : Out(range(max(rows, 2)))
     out_data : Out(ArrayLayout(pe.acc_shape, cols))
     """
 
@@ -75,7 +75,7 @@ class SystolicArray(wiring.Component):
             "b": In(data.ArrayLayout(sig0.b_shape, cols)),
             "valid": In(1), "first": In(1), "last": In(1),
             "out_valid": Out(1),
-            "out_row": Out(range(rows)),
+            "out_row": Out(range(max(rows, 2))),
             "out_data": Out(data.ArrayLayout(sig0.acc_shape, cols)),
         })
 
@@ -95,6 +95,11 @@ class SystolicArray(wiring.Component):
     def drain_latency(self):
         """Cycles from a tile's ``last`` pair at the inputs to row 0 on ``out_data``."""
         return self._pe_latency + self._cols + 1
+
+    @property
+    def latency(self):
+        """Same as `drain_latency`: a tile's ``last`` pair to its first result row."""
+        return self.drain_latency
 
     @property
     def min_tile_period(self):
@@ -142,7 +147,7 @@ class SystolicArray(wiring.Component):
         rows_view = Array(Cat(*shadow[r]) for r in range(R))
         count = Signal(range(R + 1))
         active = Signal()
-        row = Signal(range(R))
+        row = Signal(range(max(R, 2)))  # at least one bit: Verilog has no zero-width wires
         m.d.comb += row.eq(Mux(start, 0, count))
         with m.If(start):
             m.d.sync += [active.eq(R > 1), count.eq(1)]

@@ -1,0 +1,137 @@
+"""Figures of the walking skeleton: generation and regression times, RTL utilization of the
+reference GEMM, and board utilization/Fmax. Writes benchmarks/results/skeleton.{json,md}.
+
+    .venv/bin/python benchmarks/skeleton.py            # everything (board builds take minutes)
+    .venv/bin/python benchmarks/skeleton.py --no-builds
+"""
+
+import argparse
+import json
+import pathlib
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from generators.config import load_config  # noqa: E402
+from generators.generate import generate_core  # noqa: E402
+from generators.regress import REFERENCE_GEMM, run_regression  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "results"
+
+#: NVDLA's smallest open configuration on FPGA spends about this many LUTs per int8 MAC.
+NVDLA_LUTS_PER_MAC = 1190
+
+
+def say(msg):
+    print(msg, flush=True)
+
+
+def time_generate(preset, repeats=3):
+    times = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as d:
+            t = time.monotonic()
+            generate_core(load_config(preset), pathlib.Path(d) / "out")
+            times.append(time.monotonic() - t)
+    return statistics.median(times)
+
+
+def reference_gemm(preset):
+    m, n, k = REFERENCE_GEMM
+    cfg = load_config(preset)
+    s = run_regression(cfg, cases=[{"name": "reference_64", "m": m, "n": n, "k": k,
+                                    "kind": "random", "seed": 1}],
+                       test_filter="test_gemm", progress=lambda x: None,
+                       out_dir=ROOT / "build" / "bench" / f"ref-{preset}")
+    g = s["gemms"][0]
+    assert g["mismatches"] == 0 and g["cycles"] == g["golden_cycles"], g
+    return {"preset": preset, "array": f"{cfg.rows}x{cfg.cols}", "gemm": f"{m}x{n}x{k}",
+            "cycles": g["cycles"], "ideal_cycles": g["ideal_cycles"],
+            "utilization": g["ideal_cycles"] / g["cycles"]}
+
+
+def regression_time(preset):
+    cfg = load_config(preset)
+    root = pathlib.Path(tempfile.mkdtemp(prefix="bench-sim-"))
+    try:
+        t = time.monotonic()
+        cold = run_regression(cfg, build_root=root, progress=lambda x: None,
+                              out_dir=ROOT / "build" / "bench" / f"reg-{preset}")
+        t_cold = time.monotonic() - t
+        t = time.monotonic()
+        warm = run_regression(cfg, build_root=root, progress=lambda x: None,
+                              out_dir=ROOT / "build" / "bench" / f"reg-{preset}")
+        t_warm = time.monotonic() - t
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    assert cold["ok"] and warm["ok"]
+    return {"preset": preset, "tests": cold["passed"], "cold_s": round(t_cold, 1),
+            "warm_s": round(t_warm, 1), "verilator_build_s": cold["build_seconds"]}
+
+
+def board_build(preset, board):
+    from fpga.build import build_bitstream
+    from generators.assemble import build_core
+    cfg = load_config(preset)
+    t = time.monotonic()
+    r = build_bitstream(build_core(cfg), board=board, name=cfg.core.name, baud=cfg.host.baud,
+                        out_dir=ROOT / "build" / "fpga" / f"{cfg.core.name}-{board}",
+                        progress=lambda x: say("    " + x))
+    d = r.to_dict() if hasattr(r, "to_dict") else dict(r.__dict__)
+    return {"preset": preset, "board": board, "device": d["device"], "pes": cfg.pes,
+            "luts": d["luts"], "luts_total": d["luts_total"], "dsps": d["dsps"],
+            "dsps_total": d["dsps_total"], "brams": d["brams"], "brams_total": d["brams_total"],
+            "fmax_mhz": round(d["fmax_mhz"], 2), "target_mhz": d["target_mhz"],
+            "timing_met": d["timing_met"], "luts_per_mac": round(d["luts"] / cfg.pes, 1),
+            "seconds": round(time.monotonic() - t, 1)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-builds", action="store_true", help="skip the board builds")
+    args = ap.parse_args()
+    res = {}
+    say("[1/4] tessera generate time (default preset, median of 3)")
+    res["generate_s"] = round(time_generate(None), 2)
+    say(f"      {res['generate_s']} s")
+    say("[2/4] reference GEMM cycles on the RTL")
+    res["reference_gemm"] = [reference_gemm(p) for p in ("int8-4x4", "int8-8x8", "ulx3s")]
+    for r in res["reference_gemm"]:
+        say(f"      {r['preset']:<9} {r['array']:>5}: {r['cycles']} cycles vs ideal "
+            f"{r['ideal_cycles']:.0f} -> {100 * r['utilization']:.2f}%")
+    say("[3/4] full regression wall time (default preset; cold = Verilator compile included)")
+    res["regression"] = regression_time("int8-8x8")
+    say(f"      {res['regression']}")
+    if not args.no_builds:
+        say("[4/4] board builds (yosys + nextpnr, seed 1)")
+        res["boards"] = [board_build("icebreaker", "icebreaker"), board_build("ulx3s", "ulx3s-85f")]
+        for b in res["boards"]:
+            say(f"      {b}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "skeleton.json").write_text(json.dumps(res, indent=1) + "\n")
+    lines = ["| preset | array | 64x64x64 cycles | ideal | utilization |", "|---|---|---|---|---|"]
+    for r in res["reference_gemm"]:
+        lines.append(f"| {r['preset']} | {r['array']} | {r['cycles']} | {r['ideal_cycles']:.0f} "
+                     f"| {100 * r['utilization']:.2f} % |")
+    if "boards" in res:
+        lines += ["", "| preset | board | PEs | LUTs | DSPs | BRAMs | Fmax (target) | LUTs/MAC |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for b in res["boards"]:
+            lines.append(f"| {b['preset']} | {b['board']} | {b['pes']} | {b['luts']}/"
+                         f"{b['luts_total']} | {b['dsps']}/{b['dsps_total']} | {b['brams']}/"
+                         f"{b['brams_total']} | {b['fmax_mhz']} MHz ({b['target_mhz']:.0f}) | "
+                         f"{b['luts_per_mac']} |")
+    lines += ["", f"generate (default preset): {res['generate_s']} s; regression "
+              f"({res['regression']['tests']} tests): {res['regression']['cold_s']} s cold, "
+              f"{res['regression']['warm_s']} s warm"]
+    (OUT / "skeleton.md").write_text("\n".join(lines) + "\n")
+    say(f"wrote {OUT / 'skeleton.json'} and skeleton.md")
+
+
+if __name__ == "__main__":
+    main()
