@@ -82,7 +82,8 @@ def board_build(preset, board):
     r = build_bitstream(build_core(cfg), board=board, name=cfg.core.name, baud=cfg.host.baud,
                         out_dir=ROOT / "build" / "fpga" / f"{cfg.core.name}-{board}",
                         progress=lambda x: say("    " + x))
-    d = r.to_dict() if hasattr(r, "to_dict") else dict(r.__dict__)
+    import dataclasses
+    d = dataclasses.asdict(r)
     return {"preset": preset, "board": board, "device": d["device"], "pes": cfg.pes,
             "luts": d["luts"], "luts_total": d["luts_total"], "dsps": d["dsps"],
             "dsps_total": d["dsps_total"], "brams": d["brams"], "brams_total": d["brams_total"],

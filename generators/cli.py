@@ -169,9 +169,11 @@ def cmd_build(args):
     if cfg.core.boards and args.board not in cfg.core.boards:
         print(f"note: {cfg.core.name} lists boards {list(cfg.core.boards)}; building for "
               f"{args.board} anyway", file=sys.stderr)
+    say = (lambda s: print(s, file=sys.stderr)) if args.json else print
     res = build_bitstream(build_core(cfg), board=args.board, out_dir=out, name=cfg.core.name,
-                          seed=args.seed, baud=cfg.host.baud)
-    d = res.to_dict() if hasattr(res, "to_dict") else res.__dict__
+                          seed=args.seed, baud=cfg.host.baud, progress=say)
+    import dataclasses
+    d = dataclasses.asdict(res)
     if args.json:
         print(json.dumps(d, indent=1, default=str))
         return 0

@@ -1,0 +1,51 @@
+"""Bitstreams of real cores: the iCEBreaker preset in the default suite, ULX3S marked slow."""
+
+import json
+
+import pytest
+
+from generators.cli import main
+from generators.config import load_config
+from generators.report import last_build
+
+
+def _build(preset, board, tmp_path, capsys):
+    out = tmp_path / f"{preset}-{board}"
+    rc = main(["build", preset, "--board", board, "-o", str(out), "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    return out, res
+
+
+def test_icebreaker_preset_bitstream(tmp_path, capsys):
+    """The whole icebreaker core (2x4 int8 PEs, UART bridge) placed and routed on a UP5K."""
+    out, r = _build("icebreaker", "icebreaker", tmp_path, capsys)
+    bit = out / "tessera_icebreaker.bin"
+    assert bit.is_file() and bit.stat().st_size > 100_000     # a UP5K image is ~104 kB
+    assert r["board"] == "icebreaker" and r["device"] == "iCE40UP5K"
+    assert 0 < r["luts"] <= r["luts_total"] == 5280
+    assert r["dsps"] == 8                 # one SB_MAC16 per int8 PE
+    assert r["brams"] >= 3                # scratchpads A, B, C in EBR, not LUTs
+    assert r["target_mhz"] == 12
+    assert r["timing_met"] and r["fmax_mhz"] >= 12
+
+
+def test_report_reads_last_build(tmp_path, monkeypatch):
+    """`tessera report` takes luts/dsps/brams/fmax from build/fpga/<core>-<board>."""
+    cfg = load_config("icebreaker")
+    d = tmp_path / "build" / "fpga" / "tessera_icebreaker-icebreaker"
+    d.mkdir(parents=True)
+    (d / "build_result.json").write_text(json.dumps(
+        {"board": "icebreaker", "luts": 1234, "dsps": 8, "brams": 9, "fmax_mhz": 20.5}))
+    assert last_build(cfg, root=tmp_path / "build" / "fpga")["luts"] == 1234
+    assert last_build(cfg, root=tmp_path / "nothing") is None
+
+
+@pytest.mark.slow
+def test_ulx3s_preset_bitstream(tmp_path, capsys):
+    """12x12 int8 on ECP5-85F: 144 MULT18X18D, LUTs per MAC under a tenth of NVDLA's 1190."""
+    out, r = _build("ulx3s", "ulx3s-85f", tmp_path, capsys)
+    assert (out / "tessera_ulx3s.bit").is_file()
+    assert r["dsps"] >= 144
+    assert r["luts"] / 144 < 119
+    assert r["timing_met"]
