@@ -17,7 +17,7 @@ has the same floor at every coarser precision, so round-to-nearest (guard + stic
 stochastic rounding (the top ``d`` discarded bits) see exactly the bits of the exact sum.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Mux, Signal, signed
 from amaranth.hdl import Value
 
 from .formats import FloatFormat
@@ -26,7 +26,8 @@ from .formats import FloatFormat
 __all__ = [
     "FormatInfo", "Unpacked", "Pipeline", "fmt_info", "check_format", "check_bool",
     "check_stages", "check_choice", "exp_width", "lzc", "normalize", "shr_sticky", "unpack",
-    "multiply", "add", "add_align", "add_sum", "round_pack", "spread_cuts", "special_codes",
+    "multiply", "add", "add_align", "add_sum", "round_pack", "special_codes", "plan_cuts",
+    "register_inputs", "check_sr_bits",
 ]
 
 
@@ -185,15 +186,6 @@ class Pipeline:
         return out if len(out) != 1 else out[0]
 
 
-def spread_cuts(n_points, n_regs):
-    """Choose ``n_regs`` of ``n_points`` internal cut points, spread as evenly as possible."""
-    if n_regs <= 0:
-        return set()
-    if n_regs >= n_points:
-        return set(range(n_points))
-    return {int((i + 1) * (n_points + 1) / (n_regs + 1)) - 1 for i in range(n_regs)}
-
-
 # --------------------------------------------------------------------------------------------
 # Combinational primitives.
 
@@ -240,9 +232,10 @@ def shr_sticky(value, amount, *, jam=False):
     value = Value.cast(value)
     n = len(value)
     amount = Value.cast(amount)
-    clamp = Mux(amount > n, n, amount)
-    ext = (Cat(Const(0, n), value) >> clamp)[:2 * n]
-    shifted, sticky = ext[n:], ext[:n].any()
+    clamp = Mux(amount > n, n, amount)[:len(Const(n))]
+    shifted = (value >> clamp)[:n]
+    # bit i is shifted out iff i < clamp: a thermometer mask instead of a double-width shifter
+    sticky = Cat(*(value[i] & (clamp > i) for i in range(n))).any()
     if jam:
         return shifted | sticky
     return shifted, sticky
@@ -304,8 +297,8 @@ def add_align(m, x, y, *, width, ew, name="add"):
     W = width
     assert W >= max(len(x.sig), len(y.sig)) + 1
 
-    def align(v):  # MSB-align sig into the W-bit window; zero operands get the lowest exponent
-        s = Cat(Const(0, W - len(v.sig)), v.sig)
+    def align(v):  # MSB-align sig into the W-bit window; zeros: sig 0 and the lowest exponent
+        s = Cat(Const(0, W - len(v.sig)), Mux(v.zero, 0, v.sig))
         e = Mux(v.zero, -(1 << (ew - 2)), v.exp)
         return e, s
 
@@ -472,10 +465,6 @@ def register_inputs(m, values, n, name="in"):
             regs.append(r)
         out = regs
     return out
-
-
-UNIT_DOC_ROUNDING = """Results are bit-exact with :mod:`sim.fp` (one rounding of the exact value with the
-    destination format's rounding, overflow and underflow rules)."""
 
 
 def check_sr_bits(value):

@@ -112,7 +112,7 @@ class FPMac(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         fi, fa, d, ftz = self._fmt_in, self._fmt_acc, self._sr_bits, self._ftz
-        ia, iacc = FormatInfo(fi), FormatInfo(fa)
+        iacc = FormatInfo(fa)
         chunked = self._chunk is not None
         if chunked:
             cuts, n_in = plan_cuts(self._stages, ["pnorm", "mul"], fixed=2)

@@ -1,12 +1,12 @@
 """Floating-point multiplier for any pair of `FloatFormat` (operands ``fmt_in``, result
 ``fmt_out``)."""
 
-from amaranth import Module, Signal
+from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .fpcommon import (Pipeline, check_bool, check_format, check_stages, exp_width, multiply,
-                       normalize, plan_cuts, register_inputs, round_pack, unpack)
+from .fpcommon import (Pipeline, check_bool, check_format, check_stages, multiply, normalize,
+                       plan_cuts, register_inputs, round_pack, unpack)
 
 
 __all__ = ["FPMul"]
