@@ -34,6 +34,16 @@ def test_preset_full_regression(preset, tmp_path):
     assert len(list(root.iter("testcase"))) == len(s["tests"]) == len(cases) + 3
 
 
+@pytest.mark.parametrize("preset", ["fp8", "dlfloat"])
+def test_float_presets(preset, tmp_path):
+    """Floating-point cores: FP8 x FP8 with chunked FP16 accumulation, DLFloat16 MACs. The
+    extremes case draws operands from every code, NaN/Inf/subnormals included."""
+    cfg = load_config(preset)
+    s = run_regression(cfg, quick=True, out_dir=tmp_path / "reg", progress=lambda m: None)
+    _check(s)
+    assert {g["case"] for g in s["gemms"]} >= {"extremes", "reference_64", "long_k_min"}
+
+
 def test_reference_gemm_utilization_on_4x4():
     """The figure the issue asks for: 64x64x64 on a 4x4 array, host transfers excluded."""
     cfg = load_config("int8-4x4")
