@@ -70,7 +70,8 @@ def cmd_unit(args, extra):
             print(f"{name}: {u.summary}")
             for o in u.options:
                 choices = f"; one of {', '.join(map(str, o.choices))}" if o.choices else ""
-                print(f"    --{o.name.replace('_', '-')} {o.type.__name__.upper()}  {o.help} "
+                tname = {int: "INT", str: "NAME"}.get(o.type, "BOOL")
+                print(f"    --{o.name.replace('_', '-')} {tname}  {o.help} "
                       f"(default {o.default}{choices})")
         return 0
     unit = get_unit(args.name)
@@ -102,8 +103,8 @@ def _parse_unit_options(unit, extra):
         try:
             opts[o.name] = o.type(val)
         except ValueError:
-            raise CliError(f"unit {unit.name}: option {key} = {val!r} is not "
-                           f"{'an integer' if o.type is int else 'valid'}") from None
+            what = {int: "an integer", str: "a string"}.get(o.type, "true/false")
+            raise CliError(f"unit {unit.name}: option {key} = {val!r} is not {what}") from None
     return opts
 
 
