@@ -135,7 +135,7 @@ PRESET_LIST = ", ".join(f"'{n}'" for n in PRESETS)
      r"config: 'missing\.toml' is not a readable file; allowed: a TOML path or a preset "
      rf"name \({PRESET_LIST}\)"),
     (["unit", "fpmac9"], None,
-     r"unit: 'fpmac9' is unknown; allowed: 'int_array', 'int_mac', 'scratchpad'"),
+     r"unit: 'fpmac9' is unknown; allowed: 'fpadd', 'fpconv', 'fpfma', 'fpmac', 'fpmul', 'int_array', 'int_mac', 'scratchpad'"),
     (["unit", "int_mac", "--acc", "24"], None,
      r"unit int_mac: unknown option '--acc'; allowed: --a-bits, --acc-bits, --b-bits"),
     (["unit", "int_mac", "--acc-bits", "8"], None,
@@ -195,16 +195,22 @@ def test_unit_list(capsys):
     code, out, err = run(capsys, "unit", "--list")
     assert code == 0 and err == ""
     units = re.findall(r"^(\w+): \S", out, re.M)
-    assert units == ["int_array", "int_mac", "scratchpad"]
+    assert units == ["fpadd", "fpconv", "fpfma", "fpmac", "fpmul", "int_array", "int_mac",
+                     "scratchpad"]
     options = {}
     unit = None
     for line in out.splitlines():
         if not line.startswith(" "):
             unit = line.split(":")[0]
             continue
-        m = re.fullmatch(r"    (--[a-z-]+) INT  .+ \(default (\d+)\)", line)
+        m = re.fullmatch(r"    (--[a-z-]+) (INT|NAME|BOOL)  .+ \(default ([^;)]*)(; one of .*)?\)",
+                         line)
         assert m, line
-        options.setdefault(unit, {})[m[1]] = int(m[2])
+        if m[2] == "INT":
+            options.setdefault(unit, {})[m[1]] = int(m[3])
+    assert options["fpmac"] == {"--chunk": 0, "--stages": 2, "--sr-bits": 0}
+    del options["fpmac"], options["fpfma"], options["fpmul"], options["fpadd"]
+    del options["fpconv"]
     assert options == {
         "int_array": {"--rows": 4, "--cols": 4, "--a-bits": 8, "--b-bits": 8, "--acc-bits": 32},
         "int_mac": {"--a-bits": 8, "--b-bits": 8, "--acc-bits": 32},

@@ -284,6 +284,9 @@ def test_preset_names_are_the_shipped_files():
 
 def _merged(raw):
     d = copy.deepcopy(DEFAULTS)
+    if raw.get("pe", {}).get("kind") == "fpmac":
+        d["pe"] = {"kind": "fpmac", "input_format": "fp8_e4m3", "acc_format": "fp16",
+                   "chunk": 0, "stages": 2}
     for sec, values in raw.items():
         d[sec].update(values)
     d["core"]["clock_mhz"] = float(d["core"]["clock_mhz"])
@@ -297,7 +300,13 @@ def test_preset_loads_with_derived_quantities(path):
     assert cfg.to_dict() == _merged(raw)
     assert cfg.source == f"preset:{path.stem}"
     rows, cols = raw["array"]["rows"], raw["array"]["cols"]
-    a, b, acc = raw["pe"]["a_bits"], raw["pe"]["b_bits"], raw["pe"]["acc_bits"]
+    if raw["pe"]["kind"] == "fpmac":
+        # Widths of the named formats: 1 sign + exponent + mantissa bits.
+        width = {"fp8_e4m3": 8, "fp16": 16, "dlfloat16": 16}
+        a = b = width[raw["pe"]["input_format"]]
+        acc = width[raw["pe"]["acc_format"]]
+    else:
+        a, b, acc = raw["pe"]["a_bits"], raw["pe"]["b_bits"], raw["pe"]["acc_bits"]
     assert (cfg.rows, cfg.cols, cfg.pes) == (rows, cols, rows * cols)
     assert (cfg.a_word_bits, cfg.b_word_bits, cfg.c_word_bits) == (rows * a, cols * b, cols * acc)
     for spad, bits in (("a", rows * a), ("b", cols * b), ("c", cols * acc)):
@@ -361,7 +370,7 @@ def test_missing_path(tmp_path):
 
 def test_directory_is_not_a_config(tmp_path):
     with pytest.raises(ConfigError, match=r"^config: .* is neither a file nor a preset; "
-                                          r"allowed presets: 'icebreaker'"):
+                                          r"allowed presets: 'dlfloat', 'fp8', 'icebreaker'"):
         load_config(tmp_path)
 
 

@@ -310,7 +310,8 @@ def test_interrupted_swap_keeps_previous_output(tmp_path, monkeypatch):
 
 # -- units --------------------------------------------------------------------------------------
 def test_unit_registry():
-    assert set(UNITS) == {"int_mac", "int_array", "scratchpad"}
+    assert set(UNITS) == {"int_mac", "int_array", "scratchpad", "fpmac", "fpfma", "fpmul",
+                          "fpadd", "fpconv"}
     assert {o.name for o in UNITS["int_mac"].options} == {"a_bits", "b_bits", "acc_bits"}
 
 
@@ -397,7 +398,7 @@ def test_unit_scratchpad(tmp_path):
     ("scratchpad", {"rows": 2},
      r"unit scratchpad: unknown option 'rows'; allowed: 'width', 'depth'"),
     ("fpmac9", {},
-     r"unit: 'fpmac9' is unknown; allowed: 'int_array', 'int_mac', 'scratchpad'"),
+     r"unit: 'fpmac9' is unknown; allowed: 'fpadd', 'fpconv', 'fpfma', 'fpmac', 'fpmul', 'int_array', 'int_mac', 'scratchpad'"),
 ])
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_unit_errors(name, opts, pattern, tmp_path):
