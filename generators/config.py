@@ -137,7 +137,7 @@ class PESection:
                     or not (self.chunk == 0 or 2 <= self.chunk <= 65535):
                 raise ConfigError(f"pe.chunk: {self.chunk!r} is out of range; allowed: "
                                   f"0 (no chunking) or 2..65535")
-            _check_int("pe.stages", self.stages, 1, 6)
+            _check_int("pe.stages", self.stages, 2 if self.chunk else 1, 4)
 
     @property
     def a_width(self):

@@ -247,10 +247,15 @@ def test_fpmac_chunk_message_mentions_zero():
            r"pe\.chunk: 1 is out of range; allowed: .*\b0\b.*2\.\.65535")
 
 
-@pytest.mark.parametrize("bad", [0, 7])
+@pytest.mark.parametrize("bad", [0, 5])
 def test_fpmac_stages_out_of_range(bad):
     raises({"pe": {"kind": "fpmac", "stages": bad}},
-           rf"pe\.stages: {bad} is out of range; allowed: 1\.\.6")
+           rf"pe\.stages: {bad} is out of range; allowed: 1\.\.4")
+
+
+def test_fpmac_chunked_needs_two_stages():
+    raises({"pe": {"kind": "fpmac", "chunk": 64, "stages": 1}},
+           r"pe\.stages: 1 is out of range; allowed: 2\.\.4")
 
 
 def test_fpmac_widths_follow_formats():
