@@ -246,6 +246,26 @@ def test_fma(fi, fa):
     assert_codes(got, fp.fma(fi, a, b, fa, c), a, b, c)
 
 
+@pytest.mark.parametrize("fmt", [F.fp16, F.bf16], ids=lambda f: f.name)
+def test_fma_subnormal_products(fmt):
+    """Subnormal x large products (unnormalised product significands) against addends of
+    nearby and much smaller magnitude: the alignment window's exactness corner."""
+    rng = np.random.default_rng(17)
+    n = 3000
+    man, eb = fmt.man_bits, fmt.exp_bits
+    top = (1 << eb) - 2
+    a = rng.integers(1, 1 << man, n) | (rng.integers(0, 2, n) << (fmt.width - 1))
+    b = (rng.integers(top - man - 3, top + 1, n) << man) | rng.integers(0, 1 << man, n)
+    b |= rng.integers(0, 2, n) << (fmt.width - 1)
+    p = fp.mul(fmt, a, b).astype(np.int64)
+    shift = rng.integers(0, 2 * man + 4, n) << man
+    c = (p - shift) & ((1 << (fmt.width - 1)) - 1)
+    c = np.where(p & ((1 << (fmt.width - 1)) - 1) > shift, c, rng.integers(0, 1 << man, n))
+    c = c ^ rng.integers(0, 1 << 3, n) ^ (rng.integers(0, 2, n) << (fmt.width - 1))
+    got = run_pipelined(FPFMA(fmt_in=fmt, stages=2), {"a": a, "b": b, "c": c})
+    assert_codes(got, fp.fma(fmt, a, b, fmt, c), a, b, c)
+
+
 def test_fma_ftz_and_stochastic():
     rng = np.random.default_rng(15)
     a, b, c = fma_vectors(F.fp8_e5m2, F.fp16, rng, 1500)

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .fpcommon import (FormatInfo, Pipeline, add_align, add_sum, check_bool, check_format,
                        check_sr_bits, check_stages, exp_width, normalize, plan_cuts,
-                       register_inputs, round_pack, unpack)
+                       register_inputs, round_pack, underflow_floor, unpack)
 
 
 __all__ = ["FPAdd"]
@@ -76,7 +76,8 @@ class FPAdd(wiring.Component):
         y = unpack(fmt, b, ftz=self._ftz)
         ew = exp_width(fmt)
         width = max(info.p, info.p + d) + 3
-        al = add_align(m, x, y, width=width, ew=ew)
+        floor = underflow_floor(fmt, self._ftz)
+        al = add_align(m, x, y, width=width, ew=ew, floor=floor)
         al = pipe.cut("align" in cuts, *al)
         if d:
             rand = pipe.cut("align" in cuts, rand)
@@ -84,11 +85,11 @@ class FPAdd(wiring.Component):
         s = pipe.cut("sum" in cuts, s)
         if d:
             rand = pipe.cut("sum" in cuts, rand)
-        exp, sig = normalize(m, s.exp, s.sig)
+        exp, sig = normalize(m, s.exp, s.sig, floor=floor, keep=info.p + max(d, 1))
         s = pipe.cut("norm" in cuts, s.replace(exp=exp, sig=sig))
         if d:
             rand = pipe.cut("norm" in cuts, rand)
         code = round_pack(m, fmt, s, ftz=self._ftz, rounding="sr" if d else None, rand=rand,
-                          sr_bits=d)
+                          sr_bits=d, floored=floor is not None)
         m.d.sync += self.result.eq(code)
         return m

@@ -26,7 +26,7 @@ from .formats import FloatFormat
 __all__ = [
     "FormatInfo", "Unpacked", "Pipeline", "fmt_info", "check_format", "check_bool",
     "check_stages", "check_choice", "exp_width", "lzc", "normalize", "shr_sticky", "unpack",
-    "multiply", "add", "add_align", "add_sum", "round_pack", "special_codes", "plan_cuts",
+    "multiply", "normalize1", "unpack_norm", "multiply_norm", "underflow_floor", "add", "add_align", "add_sum", "round_pack", "special_codes", "plan_cuts",
     "register_inputs", "check_sr_bits",
 ]
 
@@ -210,32 +210,129 @@ def lzc(value):
     return count, zero
 
 
-def normalize(m, exp, sig, *, name="norm"):
-    """Shift ``sig`` left so its MSB is set; adjust ``exp``. Returns ``(exp, sig)``."""
+def _shl_keep(m, sig, cnt, keep, name):
+    """Top ``keep`` bits of ``sig << cnt`` (``cnt`` at most the leading-zero count) and the
+    OR of every other bit, with a log shifter that drops, level by level, the bits that can no
+    longer reach the top ``keep`` positions. Returns ``(top, sticky)``."""
+    n = len(sig)
+    cur, cur_len = sig, n          # cur holds bits [n - cur_len, n) of the running value
+    sticky = []
+    for k in reversed(range(len(cnt))):
+        s = 1 << k
+        need = min(n, keep + s - 1)
+        base = n - cur_len
+        bits = []
+        for j in range(n - need, n):
+            shifted = cur[j - s - base] if j - s >= base else Const(0, 1)
+            bits.append(Mux(cnt[k], shifted, cur[j - base]))
+        lo_on, lo_off = max(n - need - s - base, 0), n - need - base
+        if lo_off > 0:
+            sticky.append(Mux(cnt[k], cur[:lo_on].any() if lo_on else Const(0, 1),
+                              cur[:lo_off].any()))
+        lvl = Signal(need, name=f"{name}_l{k}")
+        m.d.comb += lvl.eq(Cat(*bits))
+        cur, cur_len = lvl, need
+    top = cur[cur_len - keep:]
+    if cur_len > keep:
+        sticky.append(cur[:cur_len - keep].any())
+    return top, (Cat(*sticky).any() if sticky else Const(0, 1))
+
+
+def normalize(m, exp, sig, *, name="norm", floor=None, keep=None):
+    """Shift ``sig`` left so its MSB is set; adjust ``exp``. Returns ``(exp, sig)``.
+
+    With ``floor`` (an int; the caller guarantees ``exp >= floor``) the shift stops where the
+    exponent reaches ``floor``: the result is normalised, or has ``exp == floor`` and leading
+    zeros (a gradual-underflow value ready for `round_pack` with ``floored=True``).
+    With ``keep`` only the top ``keep`` bits are produced, plus the OR of the others as an
+    extra least significant (sticky) bit: ``len(sig) == keep + 1``, enough for `round_pack`
+    when ``keep >= p + max(sr_bits, 1)``.
+    """
     count, _ = lzc(sig)
     n = len(sig)
     cnt = Signal(len(count), name=f"{name}_lz")
-    m.d.comb += cnt.eq(count)
-    shifted = Signal(n, name=f"{name}_sig")
-    m.d.comb += shifted.eq((sig << cnt)[:n])
+    if floor is None:
+        m.d.comb += cnt.eq(count)
+    else:
+        room = Signal(signed(len(exp) + 1), name=f"{name}_room")
+        m.d.comb += room.eq(exp - floor)
+        lim = room.as_unsigned()
+        m.d.comb += cnt.eq(Mux(lim < count, lim[:len(count)], count))
+    if keep is None or keep >= n:
+        shifted = Signal(n, name=f"{name}_sig")
+        m.d.comb += shifted.eq((sig << cnt)[:n])
+    else:
+        top, sticky = _shl_keep(m, Value.cast(sig), cnt, keep, f"{name}_sh")
+        shifted = Signal(keep + 1, name=f"{name}_sig")
+        m.d.comb += shifted.eq(Cat(sticky, top))
     e = Signal(signed(len(exp) + 1), name=f"{name}_exp")
     m.d.comb += e.eq(exp - cnt)
     return e, shifted
 
 
-def shr_sticky(value, amount, *, jam=False):
-    """Logical right shift by unsigned ``amount`` (clamped to ``len(value)``).
+def normalize1(m, exp, sig, *, name="norm1"):
+    """`normalize` for a ``sig`` with at most one leading zero (product of normalised
+    significands, or zero)."""
+    sig = Value.cast(sig)
+    n = len(sig)
+    top = sig[n - 1]
+    shifted = Signal(n, name=f"{name}_sig")
+    m.d.comb += shifted.eq(Mux(top, sig, sig << 1))
+    e = Signal(signed(len(exp) + 1), name=f"{name}_exp")
+    m.d.comb += e.eq(exp - ~top)
+    return e, shifted
+
+
+def unpack_norm(m, fmt, code, *, ftz=False, name="un"):
+    """`unpack` with a normalised ``sig`` (subnormals get ``exp < emin``); zeros keep
+    ``sig == 0``."""
+    v = unpack(fmt, code, ftz=ftz)
+    if FormatInfo(fmt).subnormals and not ftz:
+        exp, sig = normalize(m, v.exp, v.sig, name=name)
+        v = v.replace(exp=exp, sig=sig)
+    return v
+
+
+def multiply_norm(m, fmt, a, b, *, ftz=False, name="mul"):
+    """Exact product of two ``fmt`` codes with normalised operands: the product ``sig`` has at
+    most one leading zero (finish with `normalize1`)."""
+    return multiply(unpack_norm(m, fmt, a, ftz=ftz, name=f"{name}_na"),
+                    unpack_norm(m, fmt, b, ftz=ftz, name=f"{name}_nb"))
+
+
+def shr_sticky(value, amount, *, jam=False, m=None, name="shr"):
+    """Logical right shift by unsigned ``amount`` (saturating: everything out when
+    ``amount >= len(value)``).
 
     Returns ``(shifted, sticky)``; with ``jam`` the sticky bit is ORed into the LSB and
-    ``shifted`` alone is returned.
+    ``shifted`` alone is returned. The sticky bit is collected level by level from the bits
+    each stage of the log shifter pushes out. With ``m`` every level is a named `Signal`
+    (keeps the simulator's expression trees small).
     """
     value = Value.cast(value)
     n = len(value)
     amount = Value.cast(amount)
-    clamp = Mux(amount > n, n, amount)[:len(Const(n))]
-    shifted = (value >> clamp)[:n]
-    # bit i is shifted out iff i < clamp: a thermometer mask instead of a double-width shifter
-    sticky = Cat(*(value[i] & (clamp > i) for i in range(n))).any()
+    k = max(1, n.bit_length())          # 2**k > n: a k-bit amount of all ones clears value
+    if len(amount) > k:
+        amt = amount[:k] | amount[k:].any().replicate(k)
+    else:
+        amt = amount
+    cur = value
+    sticky = []
+    for i in reversed(range(len(amt))):
+        s = 1 << i
+        if s >= n:
+            sticky.append(amt[i] & cur.any())
+            cur = Mux(amt[i], 0, cur)
+        else:
+            sticky.append(amt[i] & cur[:s].any())
+            cur = Mux(amt[i], cur[s:], cur)
+        if m is not None:
+            lvl = Signal(n, name=f"{name}_l{i}")
+            m.d.comb += lvl.eq(cur)
+            cur = lvl
+    shifted = cur[:n]
+    sticky = Cat(*sticky).any()
     if jam:
         return shifted | sticky
     return shifted, sticky
@@ -289,8 +386,12 @@ def multiply(a, b):
                     zero=zero, inf=inf, nan=nan)
 
 
-def add_align(m, x, y, *, width, ew, name="add"):
+def add_align(m, x, y, *, width, ew, name="add", floor=None):
     """First half of `add`: swap by exponent and align the smaller significand (sticky jammed).
+
+    With ``floor`` (an int) zero operands sit at exponent ``floor`` instead of the lowest one,
+    so that the sum's exponent is at least ``floor + 1`` when every non-zero operand has
+    ``exp >= floor`` or is the smaller one.
 
     Returns a tuple of Values to be passed (possibly through a pipeline register) to `add_sum`.
     """
@@ -299,13 +400,16 @@ def add_align(m, x, y, *, width, ew, name="add"):
 
     def align(v):  # MSB-align sig into the W-bit window; zeros: sig 0 and the lowest exponent
         s = Cat(Const(0, W - len(v.sig)), Mux(v.zero, 0, v.sig))
-        e = Mux(v.zero, -(1 << (ew - 2)), v.exp)
+        e = Mux(v.zero, -(1 << (ew - 2)) if floor is None else floor, v.exp)
         return e, s
 
     ex, sx = align(x)
     ey, sy = align(y)
+    dxy = Signal(signed(ew + 1), name=f"{name}_dxy")
+    dyx = Signal(signed(ew + 1), name=f"{name}_dyx")
+    m.d.comb += [dxy.eq(ex - ey), dyx.eq(ey - ex)]
     swap = Signal(name=f"{name}_swap")
-    m.d.comb += swap.eq(ey > ex)
+    m.d.comb += swap.eq(dxy[-1])
     e_big = Signal(signed(ew), name=f"{name}_ebig")
     s_big = Signal(W, name=f"{name}_sbig")
     s_small = Signal(W, name=f"{name}_ssmall")
@@ -318,10 +422,10 @@ def add_align(m, x, y, *, width, ew, name="add"):
         s_small.eq(Mux(swap, sx, sy)),
         sign_big.eq(Mux(swap, y.sign, x.sign)),
         sign_small.eq(Mux(swap, x.sign, y.sign)),
-        diff.eq(Mux(swap, ey - ex, ex - ey)),
+        diff.eq(Mux(swap, dyx, dxy)),
     ]
     aligned = Signal(W, name=f"{name}_aligned")
-    m.d.comb += aligned.eq(shr_sticky(s_small, diff, jam=True))
+    m.d.comb += aligned.eq(shr_sticky(s_small, diff, jam=True, m=m, name=f"{name}_shr"))
     nan = x.nan | y.nan | (x.inf & y.inf & (x.sign ^ y.sign))
     inf = (x.inf | y.inf) & ~nan
     inf_sign = Mux(x.inf, x.sign, y.sign)
@@ -336,23 +440,31 @@ def add_sum(m, aligned_values, *, name="add"):
     Exact cancellation gives ``+0``; ``+-0 + +-0`` gives ``-0`` only for two negative zeros."""
     e_big, s_big, aligned, sign_big, sub, nan, inf, inf_sign, zero_sign = aligned_values
     W = len(s_big)
-    raw = Signal(signed(W + 2), name=f"{name}_raw")
-    m.d.comb += raw.eq(Mux(sub, s_big - aligned, s_big + aligned))
-    neg = raw[W + 1]
+    # s_big +- aligned in one carry chain (carry-in through a doubled LSB) and, in parallel,
+    # aligned - s_big for the case where the difference is negative
+    t = Signal(W, name=f"{name}_t")
+    m.d.comb += t.eq(aligned ^ sub.replicate(W))
+    d1 = Signal(W + 2, name=f"{name}_d1")
+    m.d.comb += d1.eq(Cat(sub, s_big) + Cat(sub, t))
+    d2 = Signal(W + 2, name=f"{name}_d2")
+    m.d.comb += d2.eq(Cat(Const(1, 1), aligned) + Cat(Const(1, 1), ~s_big))
+    neg = sub & ~d1[W + 1]
     mag = Signal(W + 1, name=f"{name}_mag")
-    m.d.comb += mag.eq(Mux(neg, -raw, raw)[:W + 1])
+    m.d.comb += mag.eq(Mux(sub, Cat(Mux(neg, d2[1:W + 1], d1[1:W + 1]), Const(0, 1)),
+                           d1[1:]))
     is_zero = (mag == 0) & ~nan & ~inf
     sign = Mux(inf, inf_sign, Mux(is_zero, zero_sign, sign_big ^ neg))
     return Unpacked(sign=sign, exp=e_big + 1, sig=mag, zero=is_zero, inf=inf, nan=nan)
 
 
-def add(m, x, y, *, width, ew, name="add"):
+def add(m, x, y, *, width, ew, name="add", floor=None):
     """Sum of two `Unpacked` operands, exact up to a jammed sticky bit (module docstring).
 
     ``width`` is the alignment window: at least ``max(len(x.sig), len(y.sig)) + 1`` and at least
     ``p_out + sr_bits + 3``.
     """
-    return add_sum(m, add_align(m, x, y, width=width, ew=ew, name=name), name=name)
+    return add_sum(m, add_align(m, x, y, width=width, ew=ew, name=name, floor=floor),
+                   name=name)
 
 
 def special_codes(info, sign):
@@ -367,8 +479,15 @@ def special_codes(info, sign):
     return zero, inf, sat
 
 
+def underflow_floor(fmt, ftz=False):
+    """The exponent floor for `normalize`/`add_align`/`round_pack` (``floored``): ``emin`` for
+    gradual underflow, else ``None`` (full-precision normalisation needed)."""
+    info = FormatInfo(fmt)
+    return info.emin if info.subnormals and not ftz else None
+
+
 def round_pack(m, fmt, v, *, ftz=False, overflow=None, rounding=None, rand=None, sr_bits=0,
-               name="rnd"):
+               name="rnd", floored=False):
     """Round the finite part of ``v`` (``sig`` normalised: MSB set unless ``v.zero``) into a
     ``fmt`` code and apply special flags. Returns the code Value (``fmt.width`` bits).
 
@@ -381,30 +500,36 @@ def round_pack(m, fmt, v, *, ftz=False, overflow=None, rounding=None, rand=None,
     rounding : "rne" | "rnu" | "sr" | None
         ``None`` uses ``fmt.rounding``. ``"sr"`` needs ``rand`` (``sr_bits`` wide): round up in
         magnitude iff ``floor(discarded * 2**sr_bits) + rand >= 2**sr_bits``.
+    floored : bool
+        ``v`` comes from ``normalize(..., floor=underflow_floor(fmt, ftz))``: ``exp >= emin``
+        and ``sig`` is normalised unless ``exp == emin``, so no denormalising shift is needed.
     """
     info = FormatInfo(fmt)
     overflow = info.overflow if overflow is None else overflow
     rounding = info.rounding if rounding is None else rounding
-    man, p = info.man, info.p
+    man, p, eb = info.man, info.p, info.eb
     sig = Value.cast(v.sig)
     d = sr_bits if rounding == "sr" else 0
     need = p + max(d, 1) + 1
     if len(sig) < need:
         sig = Cat(Const(0, need - len(sig)), sig)
     W = len(sig)
-    ew = max(len(v.exp) + 2, info.eb + 4)
-    be = Signal(signed(ew), name=f"{name}_be")
-    m.d.comb += be.eq(v.exp + info.bias)
+    ew = max(len(v.exp) + 2, eb + 4)
+    gradual = info.subnormals and not ftz
+    if floored and underflow_floor(fmt, ftz) is None:
+        raise ValueError("floored=True needs a gradual-underflow format without ftz")
 
-    if info.subnormals and not ftz:
+    if gradual and not floored:
+        be = Signal(signed(ew), name=f"{name}_be")
+        m.d.comb += be.eq(v.exp + info.bias)
         under = be < 1
         s = Signal(ew, name=f"{name}_dshift")
         m.d.comb += s.eq(Mux(under, 1 - be, 0))
-        sig_d, st = shr_sticky(sig, s)
-        be_eff = Mux(under, 1, be)
+        sig_d, st = shr_sticky(sig, s, m=m, name=f"{name}_dsh")
+        exp_eff = Mux(under, info.emin, v.exp)
     else:
         sig_d, st = sig, Const(0, 1)
-        be_eff = be
+        exp_eff = v.exp
     kept = sig_d[W - p:]
     rest = sig_d[:W - p]
     guard = rest[-1]
@@ -418,17 +543,23 @@ def round_pack(m, fmt, v, *, ftz=False, overflow=None, rounding=None, rand=None,
         up = (top + rand)[d]
     else:
         raise ValueError(f"rounding must be 'rne', 'rnu' or 'sr', not {rounding!r}")
-    mag = Signal(signed(ew + man + 2), name=f"{name}_mag")
-    m.d.comb += mag.eq(((be_eff - 1) << man) + kept + up)
+    # exponent field of the truncated value (the hidden bit carries into it), then a narrow
+    # increment: the code magnitude is Cat(fraction, field) + up
+    fe = Signal(signed(ew), name=f"{name}_fe")
+    m.d.comb += fe.eq(exp_eff + (info.bias - 1) + kept[man])
+    neg = fe[-1]
+    big = ~neg & (fe[eb:] != 0)               # field >= 2**eb: overflow whatever the fraction
+    mag = Signal(eb + man + 1, name=f"{name}_mag")
+    m.d.comb += mag.eq(Cat(kept[:man], fe[:eb]) + up)
 
     zero_c, inf_c, sat_c = special_codes(info, v.sign)
-    if info.subnormals and not ftz:
-        flush = mag == 0
+    if gradual:
+        flush = ~neg & ~big & (mag == 0)      # fe >= 0 here (exp_eff >= emin)
     elif info.subnormals:
-        flush = mag < (1 << man)
+        flush = neg | (~big & (mag < (1 << man)))
     else:
-        flush = mag <= 0
-    ovf = mag > info.max_mag
+        flush = neg | (~big & (mag == 0))
+    ovf = ~neg & (big | (mag > info.max_mag))
     nan_c = Const(info.nan_code, info.width)
     finite = Cat(mag[:info.width - 1], v.sign)
     code = Signal(info.width, name=f"{name}_code")

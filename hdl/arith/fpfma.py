@@ -5,8 +5,9 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .fpcommon import (FormatInfo, Pipeline, add_align, add_sum, check_bool, check_format,
-                       check_sr_bits, check_stages, exp_width, multiply, normalize, plan_cuts,
-                       register_inputs, round_pack, unpack)
+                       check_sr_bits, check_stages, exp_width, multiply, multiply_norm,
+                       normalize, normalize1, plan_cuts, register_inputs, round_pack,
+                       underflow_floor, unpack)
 
 
 __all__ = ["FPFMA", "fma_datapath"]
@@ -18,24 +19,46 @@ def fma_datapath(m, *, fmt_in, fmt_acc, a, b, c_unpacked, ftz, sr_bits, rand, cu
     ``cut(point, *values)`` is called at the points ``"mul"``, ``"pnorm"``, ``"align"``,
     ``"sum"``, ``"norm"`` and returns the (possibly registered) values. ``c_unpacked`` is a
     function ``() -> Unpacked`` evaluated after the ``"pnorm"`` cut (so it sees the same cycle).
-    Returns ``(Unpacked, rand)``.
+    Returns ``(Unpacked, rand)``; with gradual underflow in ``fmt_acc`` the result is
+    floored (pass ``floored=True`` to `round_pack`).
     """
     ia, iacc = FormatInfo(fmt_in), FormatInfo(fmt_acc)
     d = sr_bits
-    prod = multiply(unpack(fmt_in, a, ftz=ftz), unpack(fmt_in, b, ftz=ftz))
-    prod, rand = cut("mul", prod, rand)
-    exp, sig = normalize(m, prod.exp, prod.sig, name=f"{name}_pn")
-    prod, rand = cut("pnorm", prod.replace(exp=exp, sig=sig), rand)
+    floor = underflow_floor(fmt_acc, ftz)
+    width = max(2 * ia.p, iacc.p, iacc.p + d) + 3
+    # The product may stay unnormalised when the window is wide enough for the most leading
+    # zeros a product can have while it is the operand with the larger exponent (module
+    # docstring of fpcommon: the result then keeps p + guard bits above the jammed sticky).
+    raw = floor is not None and width >= iacc.p + max(d, 1) + _big_product_lz(ia, floor) + 2
+    if raw:
+        prod = multiply(unpack(fmt_in, a, ftz=ftz), unpack(fmt_in, b, ftz=ftz))
+        prod, rand = cut("mul", prod, rand)
+    else:
+        prod = multiply_norm(m, fmt_in, a, b, ftz=ftz, name=f"{name}_mul")
+        prod, rand = cut("mul", prod, rand)
+        exp, sig = normalize1(m, prod.exp, prod.sig, name=f"{name}_pn")
+        prod = prod.replace(exp=exp, sig=sig)
+    prod, rand = cut("pnorm", prod, rand)
     c = c_unpacked()
     ew = exp_width(fmt_in, fmt_acc)
-    width = max(2 * ia.p, iacc.p, iacc.p + d) + 3
-    al = add_align(m, prod, c, width=width, ew=ew, name=f"{name}_add")
+    al = add_align(m, prod, c, width=width, ew=ew, name=f"{name}_add", floor=floor)
     *al, rand = cut("align", *al, rand)
     s = add_sum(m, al, name=f"{name}_add")
     s, rand = cut("sum", s, rand)
-    exp, sig = normalize(m, s.exp, s.sig, name=f"{name}_sn")
+    exp, sig = normalize(m, s.exp, s.sig, name=f"{name}_sn", floor=floor,
+                         keep=iacc.p + max(d, 1))
     s, rand = cut("norm", s.replace(exp=exp, sig=sig), rand)
     return s, rand
+
+
+def _big_product_lz(ia, floor):
+    """Most leading zeros of a non-zero exact product of two ``ia`` significands whose
+    exponent is at least ``floor`` (subnormal operands give leading zeros)."""
+    emax = ia.emax_field - ia.bias
+    cases = [(2 * emax + 1, 1)]
+    if ia.subnormals:
+        cases += [(ia.emin + emax + 1, ia.man + 1), (2 * ia.emin + 1, 2 * ia.man + 1)]
+    return max(lz for e, lz in cases if e >= floor or lz == 1)
 
 
 class FPFMA(wiring.Component):
@@ -116,6 +139,7 @@ class FPFMA(wiring.Component):
             c_unpacked=lambda: unpack(self._fmt_acc, c_holder[0], ftz=self._ftz),
             ftz=self._ftz, sr_bits=d, rand=rand if d else 0, cut=cut)
         code = round_pack(m, self._fmt_acc, s, ftz=self._ftz, rounding="sr" if d else None,
-                          rand=rand, sr_bits=d)
+                          rand=rand, sr_bits=d,
+                          floored=underflow_floor(self._fmt_acc, self._ftz) is not None)
         m.d.sync += self.result.eq(code)
         return m

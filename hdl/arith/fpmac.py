@@ -9,8 +9,9 @@ from amaranth.lib.wiring import In, Out
 from hdl.array.pe import PE, PESignature
 
 from .fpcommon import (FormatInfo, Pipeline, add, check_bool, check_choice, check_format,
-                       check_sr_bits, check_stages, exp_width, multiply, normalize,
-                       plan_cuts, register_inputs, round_pack, unpack)
+                       check_sr_bits, check_stages, exp_width, multiply_norm, normalize,
+                       normalize1, plan_cuts, register_inputs, round_pack, underflow_floor,
+                       unpack)
 
 
 __all__ = ["FPMac", "FPMacPE", "PRODUCT_ROUNDINGS"]
@@ -122,9 +123,11 @@ class FPMac(wiring.Component):
 
         ctl = [self.valid, self.first, self.last] + ([self.rand] if d else [])
         a, b, *ctl = register_inputs(m, [self.a, self.b] + ctl, n_in)
-        prod = multiply(unpack(fi, a, ftz=ftz), unpack(fi, b, ftz=ftz))
+        floor = underflow_floor(fa, ftz)
+        floored = floor is not None
+        prod = multiply_norm(m, fi, a, b, ftz=ftz, name="mul")
         prod, *ctl = pipe.cut("mul" in cuts, prod, *ctl)
-        exp, sig = normalize(m, prod.exp, prod.sig, name="pn")
+        exp, sig = normalize1(m, prod.exp, prod.sig, name="pn")
         prod = prod.replace(exp=exp, sig=sig)
         if self._product_rounding == "round_to_acc":
             pcode = round_pack(m, fa, prod, ftz=ftz, name="prnd")
@@ -152,10 +155,12 @@ class FPMac(wiring.Component):
         else:
             start = first
         acc_in = unpack(fa, Mux(start, 0, acc), ftz=ftz)
-        s = add(m, prod, acc_in, width=width, ew=ew, name="iadd")
-        exp, sig = normalize(m, s.exp, s.sig, name="isn")
+        s = add(m, prod, acc_in, width=width, ew=ew, name="iadd", floor=floor)
+        exp, sig = normalize(m, s.exp, s.sig, name="isn", floor=floor,
+                             keep=iacc.p + max(d, 1))
         code = round_pack(m, fa, s.replace(exp=exp, sig=sig), ftz=ftz,
-                          rounding="sr" if d else None, rand=rand, sr_bits=d, name="irnd")
+                          rounding="sr" if d else None, rand=rand, sr_bits=d, name="irnd",
+                          floored=floored)
         with m.If(valid):
             m.d.sync += acc.eq(code)
 
@@ -174,9 +179,11 @@ class FPMac(wiring.Component):
         outer = Signal(fa.width, name="outer")
         o_in = unpack(fa, Mux(fc_r, 0, outer), ftz=ftz)
         i_in = unpack(fa, acc, ftz=ftz)
-        s2 = add(m, o_in, i_in, width=iacc.p + 3, ew=ew, name="oadd")
-        exp2, sig2 = normalize(m, s2.exp, s2.sig, name="osn")
-        code2 = round_pack(m, fa, s2.replace(exp=exp2, sig=sig2), ftz=ftz, name="ornd")
+        s2 = add(m, o_in, i_in, width=iacc.p + 3, ew=ew, name="oadd", floor=floor)
+        exp2, sig2 = normalize(m, s2.exp, s2.sig, name="osn", floor=floor,
+                               keep=iacc.p + 1)
+        code2 = round_pack(m, fa, s2.replace(exp=exp2, sig=sig2), ftz=ftz, name="ornd",
+                           floored=floored)
         res = Signal(fa.width, name="res")
         res_valid = Signal(name="res_valid")
         with m.If(end_r):
