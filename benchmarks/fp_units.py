@@ -14,6 +14,7 @@ report gives utilisation and the achieved clock.
 Usage::
 
     .venv/bin/python benchmarks/fp_units.py [--quick] [--jobs N] [--only SUBSTRING]
+        [--stages 2,3] [--board ecp5|ice40|both] [--fresh]
 
 Writes ``benchmarks/results/fp_units.json`` and ``fp_units.md`` and prints progress.
 """
@@ -184,7 +185,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer stage variants")
     ap.add_argument("--jobs", type=int, default=2, help="parallel place-and-route jobs")
     ap.add_argument("--only", default="", help="only units whose name contains this")
-    ap.add_argument("--arch", choices=["ecp5", "ice40", "both"], default="both")
+    ap.add_argument("--arch", "--board", choices=["ecp5", "ice40", "both"], default="both",
+                    help="ECP5-85F, iCE40 UP5K or both")
     ap.add_argument("--stages", default="", help="comma-separated stage counts to run")
     ap.add_argument("--fresh", action="store_true", help="do not merge earlier results")
     args = ap.parse_args(argv)

@@ -19,7 +19,7 @@ from generators.config import (ConfigError, CoreConfig, config_from_dict, load_c
 
 
 PRESET_DIR = pathlib.Path(__file__).resolve().parent.parent / "generators" / "presets"
-PRESET_FILES = sorted(PRESET_DIR.glob("*.toml"))
+PRESET_FILES = sorted(PRESET_DIR.glob("*.toml"), key=lambda p: p.stem)
 PRESETS = [p.stem for p in PRESET_FILES]
 PRESETS_QUOTED = ", ".join(f"'{n}'" for n in PRESETS)
 

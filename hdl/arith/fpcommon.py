@@ -25,8 +25,9 @@ from .formats import FloatFormat
 
 __all__ = [
     "FormatInfo", "Unpacked", "Pipeline", "fmt_info", "check_format", "check_bool",
-    "check_stages", "check_choice", "exp_width", "lzc", "normalize", "shr_sticky", "unpack",
-    "multiply", "normalize1", "unpack_norm", "multiply_norm", "underflow_floor", "add", "add_align", "add_sum", "round_pack", "special_codes", "plan_cuts",
+    "check_stages", "check_choice", "exp_width", "lzc", "normalize", "normalize1",
+    "shr_sticky", "unpack", "unpack_norm", "multiply", "multiply_norm", "underflow_floor",
+    "add", "add_align", "add_sum", "round_pack", "special_codes", "plan_cuts",
     "register_inputs", "check_sr_bits",
 ]
 
@@ -546,7 +547,10 @@ def round_pack(m, fmt, v, *, ftz=False, overflow=None, rounding=None, rand=None,
     # exponent field of the truncated value (the hidden bit carries into it), then a narrow
     # increment: the code magnitude is Cat(fraction, field) + up
     fe = Signal(signed(ew), name=f"{name}_fe")
-    m.d.comb += fe.eq(exp_eff + (info.bias - 1) + kept[man])
+    ex = Signal(signed(ew), name=f"{name}_ex")
+    m.d.comb += ex.eq(exp_eff)
+    # exp + (bias - 1) + hidden in one carry chain: the hidden bit enters as the carry-in
+    m.d.comb += fe.eq((Cat(kept[man], ex) + Cat(kept[man], Const(info.bias - 1, ew)))[1:])
     neg = fe[-1]
     big = ~neg & (fe[eb:] != 0)               # field >= 2**eb: overflow whatever the fraction
     mag = Signal(eb + man + 1, name=f"{name}_mag")

@@ -80,7 +80,7 @@ class FPFMA(wiring.Component):
         0 (nearest rounding with ``fmt_acc.rounding``) or 1..32 (stochastic, ``rand`` input).
     stages : int
         Pipeline registers, 1..4 (= ``latency``). Placement by stage count: output; + after
-        the add; + after the multiplier; + after the alignment shifter.
+        the add; + after the alignment shifter; + after the multiplier.
 
     Members
     -------
@@ -118,7 +118,7 @@ class FPFMA(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         d = self._sr_bits
-        cuts, n_in = plan_cuts(self._stages, ["sum", "mul", "align", "norm"])
+        cuts, n_in = plan_cuts(self._stages, ["sum", "align", "mul", "norm"])
         pipe = Pipeline(m, "fma")
         ins = [self.a, self.b, self.c] + ([self.rand] if d else [])
         ins = register_inputs(m, ins, n_in)
