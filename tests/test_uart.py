@@ -14,30 +14,7 @@ from hdl.io.uart import UARTBridge, UARTRx, UARTTx
 from sim.uart import Frame, uart_decode, uart_divisor, uart_encode
 
 
-class EchoPlusOne(wiring.Component):
-    """Test core with the tessera core's members: returns each byte + 1 (mod 256).
-
-    ``busy`` is high while a reply waits; ``error`` latches once a 0xFF wrapped to 0x00.
-    """
-
-    def __init__(self):
-        super().__init__({
-            "i": In(stream.Signature(8)),
-            "o": Out(stream.Signature(8)),
-            "busy": Out(1),
-            "error": Out(1),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        m.d.comb += [self.i.ready.eq(~self.o.valid | self.o.ready), self.busy.eq(self.o.valid)]
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [self.o.payload.eq(self.i.payload + 1), self.o.valid.eq(1)]
-            with m.If(self.i.payload == 0xFF):
-                m.d.sync += self.error.eq(1)
-        with m.Elif(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        return m
+from tests.helpers import EchoPlusOne  # shared with test_fpga
 
 
 def _run(dut, testbench):
