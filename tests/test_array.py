@@ -94,3 +94,13 @@ def test_mixed_pe_signatures_rejected():
     widths = iter([32, 24, 32, 32])
     with pytest.raises(ValueError, match=r"^pe must return PEs of one signature and latency$"):
         SystolicArray(rows=2, cols=2, pe=lambda: IntMacPE(acc_bits=next(widths)))
+
+
+def test_pe_subclass_without_latency_is_rejected():
+    from amaranth import signed
+    from hdl.array.pe import PE, PESignature
+    with pytest.raises(TypeError, match=r"^PE subclass NoLatency must define `latency`$"):
+        class NoLatency(PE):
+            def __init__(self):
+                super().__init__(PESignature(a_shape=signed(8), b_shape=signed(8),
+                                             acc_shape=signed(16)))

