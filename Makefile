@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m generators.demo
+	$(PY) -m tessera.generators.demo
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -q

@@ -1,7 +1,7 @@
 """Numerical study: accumulation precision of FP8 dot products (swamping and chunking).
 
 Dot products of FP8 (E4M3, E5M2) inputs are accumulated bit-exactly with the golden model
-:mod:`sim.fp` (fused multiply-add per product, one accumulator rounding per step) in
+:mod:`tessera.sim.fp` (fused multiply-add per product, one accumulator rounding per step) in
 
 * plain FP16 (IEEE binary16, RNE),
 * chunk-based FP16 (spec/float.md 2.2) with chunk length CL in {16, 64, 256},
@@ -35,8 +35,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hdl.arith.formats import FORMATS  # noqa: E402
-from sim import fp  # noqa: E402
+from tessera.hdl.arith.formats import FORMATS  # noqa: E402
+from tessera.sim import fp  # noqa: E402
 
 LENGTHS = (64, 256, 1024, 4096)
 INPUTS = ("fp8_e4m3", "fp8_e5m2")

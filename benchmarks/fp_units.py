@@ -39,11 +39,11 @@ from amaranth import Cat, Module, Signal  # noqa: E402
 from amaranth.lib import wiring  # noqa: E402
 from amaranth.lib.wiring import In, Out  # noqa: E402
 
-from hdl.arith import formats as F  # noqa: E402
-from hdl.arith.fpfma import FPFMA  # noqa: E402
-from hdl.arith.fpmac import FPMac  # noqa: E402
-from hdl.arith.fpmul import FPMul  # noqa: E402
-from hdl.arith.fpadd import FPAdd  # noqa: E402
+from tessera.hdl.arith import formats as F  # noqa: E402
+from tessera.hdl.arith.fpfma import FPFMA  # noqa: E402
+from tessera.hdl.arith.fpmac import FPMac  # noqa: E402
+from tessera.hdl.arith.fpmul import FPMul  # noqa: E402
+from tessera.hdl.arith.fpadd import FPAdd  # noqa: E402
 
 BUILD = ROOT / "build" / "bench" / "fp_units"
 RESULTS = ROOT / "benchmarks" / "results"

@@ -17,9 +17,9 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from generators.config import load_config  # noqa: E402
-from generators.generate import generate_core  # noqa: E402
-from generators.regress import REFERENCE_GEMM, run_regression  # noqa: E402
+from tessera.generators.config import load_config  # noqa: E402
+from tessera.generators.generate import generate_core  # noqa: E402
+from tessera.generators.regress import REFERENCE_GEMM, run_regression  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results"
 
@@ -75,8 +75,8 @@ def regression_time(preset):
 
 
 def board_build(preset, board):
-    from fpga.build import build_bitstream
-    from generators.assemble import build_core
+    from tessera.fpga.build import build_bitstream
+    from tessera.generators.assemble import build_core
     cfg = load_config(preset)
     t = time.monotonic()
     r = build_bitstream(build_core(cfg), board=board, name=cfg.core.name, baud=cfg.host.baud,

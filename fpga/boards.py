@@ -23,7 +23,7 @@ class TesseraULX3S85FPlatform(ULX3S_85F_Platform):
 
     ``amaranth_boards.ulx3s`` lists openFPGALoader among the required tools, so
     ``platform.build(..., do_build=True)`` refuses to synthesize without the programmer.
-    Building needs only yosys, nextpnr-ecp5 and ecppack; :func:`fpga.program.program`
+    Building needs only yosys, nextpnr-ecp5 and ecppack; :func:`tessera.fpga.program.program`
     checks for openFPGALoader when it is actually needed.
     """
 

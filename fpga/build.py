@@ -348,7 +348,7 @@ def build_bitstream(core, *, board, out_dir, name="tessera", seed=1, progress=pr
                     nextpnr_opts=None, synth_opts=None, baud=115200):
     """Synthesize, place, route and pack a design for a board, with a utilization report.
 
-    ``core`` is wrapped in :class:`fpga.top.BoardTop` (UART bridge and LEDs) unless it already
+    ``core`` is wrapped in :class:`tessera.fpga.top.BoardTop` (UART bridge and LEDs) unless it already
     is one. The design goes through ``platform.build(..., do_build=False)``, and the resulting
     build plan is run in a temporary folder next to ``out_dir`` with :func:`yowasp_env` (the
     same steps as ``BuildPlan.execute_local``, but with the tool output captured in
@@ -362,10 +362,10 @@ def build_bitstream(core, *, board, out_dir, name="tessera", seed=1, progress=pr
     Parameters
     ----------
     core : wiring.Component or BoardTop or Elaboratable
-        A byte-stream core (see :func:`fpga.top.check_byte_stream_core`), a :class:`BoardTop`,
+        A byte-stream core (see :func:`tessera.fpga.top.check_byte_stream_core`), a :class:`BoardTop`,
         or any top-level elaboratable that requests its own pins.
     board : str
-        Name in :data:`fpga.boards.BOARDS`.
+        Name in :data:`tessera.fpga.boards.BOARDS`.
     out_dir : str or os.PathLike
         Build folder. It must be new, empty, or an earlier build folder.
     name : str

@@ -24,7 +24,7 @@ def _serial():
 
 
 class UartTransport:
-    """Byte transport to a core behind :class:`fpga.top.BoardTop`, over a serial port.
+    """Byte transport to a core behind :class:`tessera.fpga.top.BoardTop`, over a serial port.
 
     The host driver talks to the simulated core and to the board through the same three
     coroutines: :meth:`send`, :meth:`recv` and :meth:`idle`. The blocking pyserial calls run in

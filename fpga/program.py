@@ -90,7 +90,7 @@ def program(bitstream, board, *, dry_run=False, flash=False, timeout=300, progre
     bitstream : str or os.PathLike
         ``.bin`` (iCE40) or ``.bit`` (ECP5) file, e.g. ``BuildResult.bitstream``.
     board : str or fpga.boards.Board
-        Name in :data:`fpga.boards.BOARDS`.
+        Name in :data:`tessera.fpga.boards.BOARDS`.
     dry_run : bool
         Only return the command; run nothing (openFPGALoader need not be installed).
     flash : bool

@@ -3,7 +3,7 @@
 from amaranth import *
 from amaranth.lib import io, stream, wiring
 
-from hdl.io.uart import UARTBridge, uart_divisor
+from tessera.hdl.io.uart import UARTBridge, uart_divisor
 
 from .boards import get_board
 
@@ -67,7 +67,7 @@ class BoardTop(Elaboratable):
     domain is the board clock (12 MHz on the iCEBreaker, 25 MHz on the ULX3S), reset by
     amaranth's power-on reset synchronizer.
 
-    LEDs (the pins per board are in :data:`fpga.boards.BOARDS` and ``docs/fpga.md``):
+    LEDs (the pins per board are in :data:`tessera.fpga.boards.BOARDS` and ``docs/fpga.md``):
 
     * ``heartbeat``: toggles every 0.5 s, so it blinks at 1 Hz while the clock runs;
     * ``busy``: the core's ``busy`` output (off if the core has none);
@@ -81,7 +81,7 @@ class BoardTop(Elaboratable):
     core : amaranth.lib.wiring.Component
         A byte-stream core, see :func:`check_byte_stream_core`.
     board : str or fpga.boards.Board
-        Board name, see :data:`fpga.boards.BOARDS`.
+        Board name, see :data:`tessera.fpga.boards.BOARDS`.
     baud : int
         UART bit rate; must be reachable within 2 % from the board clock.
     rx_fifo_depth : int
@@ -150,7 +150,7 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         if platform is None:
             raise TypeError("BoardTop needs a board platform (it requests pins); simulate "
-                            "hdl.io.uart.UARTBridge with the core instead")
+                            "tessera.hdl.io.uart.UARTBridge with the core instead")
         board = self._board
         m = Module()
         rx_depth, tx_depth = self._fifo_depths

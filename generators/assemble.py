@@ -1,6 +1,6 @@
 """Turn a validated `CoreConfig` into HDL components."""
 
-from hdl.ctrl.protocol import PE_CODES
+from tessera.hdl.ctrl.protocol import PE_CODES
 
 
 __all__ = ["pe_factory", "build_core", "pe_latency"]
@@ -10,11 +10,11 @@ def pe_factory(cfg):
     """A zero-argument callable returning a fresh PE for ``cfg.pe``."""
     pe = cfg.pe
     if pe.kind == "int":
-        from hdl.arith.intmac import IntMacPE
+        from tessera.hdl.arith.intmac import IntMacPE
         return lambda: IntMacPE(a_bits=pe.a_bits, b_bits=pe.b_bits, acc_bits=pe.acc_bits)
     if pe.kind == "fpmac":
-        from hdl.arith.formats import FORMATS
-        from hdl.arith.fpmac import FPMacPE
+        from tessera.hdl.arith.formats import FORMATS
+        from tessera.hdl.arith.fpmac import FPMacPE
         return lambda: FPMacPE(input_format=FORMATS[pe.input_format],
                                acc_format=FORMATS[pe.acc_format],
                                chunk=pe.chunk or None, stages=pe.stages)
@@ -29,8 +29,8 @@ def pe_latency(cfg):
 
 
 def build_core(cfg):
-    """A fresh `hdl.core.TesseraCore` for ``cfg`` (components elaborate once: call per use)."""
-    from hdl.core import TesseraCore
+    """A fresh `tessera.hdl.core.TesseraCore` for ``cfg`` (components elaborate once: call per use)."""
+    from tessera.hdl.core import TesseraCore
     return TesseraCore(
         rows=cfg.array.rows, cols=cfg.array.cols, pe=pe_factory(cfg),
         a_width=cfg.pe.a_width, b_width=cfg.pe.b_width, acc_width=cfg.pe.acc_width,

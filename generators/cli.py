@@ -16,7 +16,7 @@ class CliError(Exception):
 
 
 def _cfg(spec):
-    from generators.config import load_config
+    from tessera.generators.config import load_config
     return load_config(spec)
 
 
@@ -26,7 +26,7 @@ def _default_out(cfg, what):
 
 # -- presets ------------------------------------------------------------------------------------
 def cmd_presets(args):
-    from generators.config import DEFAULT_PRESET, preset_names, preset_summary
+    from tessera.generators.config import DEFAULT_PRESET, preset_names, preset_summary
     names = preset_names()
     width = max(len(n) for n in names)
     for n in names:
@@ -37,7 +37,7 @@ def cmd_presets(args):
 
 # -- generate -----------------------------------------------------------------------------------
 def cmd_generate(args):
-    from generators.generate import generate_core
+    from tessera.generators.generate import generate_core
     cfg = _cfg(args.config)
     out = pathlib.Path(args.output) if args.output else _default_out(cfg, "generate")
     t0 = time.monotonic()
@@ -54,7 +54,7 @@ def cmd_generate(args):
 
 
 def _lint(path, top):
-    from sim.verilator import lint
+    from tessera.sim.verilator import lint
     res = lint([path], top)
     if not res.ok:
         raise CliError(f"verilator lint of {path} failed:\n" + "\n".join(res.messages))
@@ -63,7 +63,7 @@ def _lint(path, top):
 
 # -- unit ---------------------------------------------------------------------------------------
 def cmd_unit(args, extra):
-    from generators.units import UNITS, generate_unit, get_unit
+    from tessera.generators.units import UNITS, generate_unit, get_unit
     if args.list or not args.name:
         for name in sorted(UNITS):
             u = UNITS[name]
@@ -110,7 +110,7 @@ def _parse_unit_options(unit, extra):
 
 # -- regress ------------------------------------------------------------------------------------
 def cmd_regress(args):
-    from generators.regress import run_regression
+    from tessera.generators.regress import run_regression
     cfg = _cfg(args.config)
     say = (lambda s: print(s, file=sys.stderr)) if args.json else print
     summary = run_regression(cfg, waves=args.waves, quick=args.quick,
@@ -142,7 +142,7 @@ def _print_regress(s):
 
 # -- report -------------------------------------------------------------------------------------
 def cmd_report(args):
-    from generators.report import make_report
+    from tessera.generators.report import make_report
     cfg = _cfg(args.config)
     say = (lambda s: print(s, file=sys.stderr)) if args.json else print
     rep = make_report(cfg, progress=say, plot=args.plot)
@@ -162,8 +162,8 @@ def cmd_report(args):
 
 # -- build / program / run ----------------------------------------------------------------------
 def cmd_build(args):
-    from generators.assemble import build_core
-    from fpga.build import build_bitstream
+    from tessera.generators.assemble import build_core
+    from tessera.fpga.build import build_bitstream
     cfg = _cfg(args.config)
     out = pathlib.Path(args.output) if args.output else \
         pathlib.Path("build/fpga") / f"{cfg.core.name}-{args.board}"
@@ -190,7 +190,7 @@ def cmd_build(args):
 
 
 def cmd_program(args):
-    from fpga.program import program
+    from tessera.fpga.program import program
     bit = pathlib.Path(args.bitstream)
     if not bit.is_file():
         raise CliError(f"program: bitstream {str(bit)!r} does not exist; build one with "
@@ -201,10 +201,10 @@ def cmd_program(args):
 
 def cmd_run(args):
     import numpy as np
-    from fpga.boards import get_board
-    from fpga.link import UartTransport
-    from sim.driver import TesseraDriver
-    from sim.workloads import gemm_operands, reference_gemm
+    from tessera.fpga.boards import get_board
+    from tessera.fpga.link import UartTransport
+    from tessera.sim.driver import TesseraDriver
+    from tessera.sim.workloads import gemm_operands, reference_gemm
     cfg = _cfg(args.config)
     board = get_board(args.board)
     m, n, k = args.gemm
@@ -262,7 +262,7 @@ def _parser():
     s.add_argument("--plot", metavar="PNG", help="also plot utilization vs GEMM size")
     s.set_defaults(fn=cmd_report)
 
-    from generators.config import BOARDS
+    from tessera.generators.config import BOARDS
     s = sub.add_parser("build", help="bitstream for a board, with LUT/DSP/BRAM/Fmax")
     s.add_argument("config", nargs="?", metavar="CONFIG")
     s.add_argument("--board", required=True, choices=BOARDS)
@@ -306,8 +306,8 @@ def main(argv=None):
         print("tessera: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # one line for user errors, full trace only for bugs
-        from generators.config import ConfigError
-        from generators.units import UnitError
+        from tessera.generators.config import ConfigError
+        from tessera.generators.units import UnitError
         user = (CliError, ConfigError, UnitError, FileNotFoundError)
         names = {"BuildError", "ProgramError", "ToolchainError", "LinkError", "LinkTimeout",
                  "TesseraError", "LintError", "VerilatorNotFoundError"}

@@ -121,7 +121,7 @@ class PESection:
             lo = self.a_bits + self.b_bits
             _check_int("pe.acc_bits", self.acc_bits, lo, 64)
         else:
-            from hdl.arith.formats import FORMATS
+            from tessera.hdl.arith.formats import FORMATS
             names = tuple(FORMATS)
             if self.input_format not in FORMATS:
                 raise ConfigError(f"pe.input_format: {self.input_format!r} is unknown; "
@@ -144,7 +144,7 @@ class PESection:
         """Width in bits of one activation operand."""
         if self.kind == "int":
             return self.a_bits
-        from hdl.arith.formats import FORMATS
+        from tessera.hdl.arith.formats import FORMATS
         return FORMATS[self.input_format].width
 
     @property
@@ -159,7 +159,7 @@ class PESection:
         """Width in bits of one accumulator / output element."""
         if self.kind == "int":
             return self.acc_bits
-        from hdl.arith.formats import FORMATS
+        from tessera.hdl.arith.formats import FORMATS
         return FORMATS[self.acc_format].width
 
 
@@ -304,12 +304,12 @@ def config_from_dict(data, *, source="<dict>"):
 
 def preset_names():
     """Names of the presets shipped inside the package, sorted."""
-    files = resources.files("generators.presets").iterdir()
+    files = resources.files("tessera.generators.presets").iterdir()
     return sorted(f.name[:-5] for f in files if f.name.endswith(".toml"))
 
 
 def _preset_text(name):
-    return (resources.files("generators.presets") / f"{name}.toml").read_text()
+    return (resources.files("tessera.generators.presets") / f"{name}.toml").read_text()
 
 
 def preset_summary(name):

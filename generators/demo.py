@@ -3,9 +3,9 @@
 import sys
 import time
 
-from generators.config import load_config
-from generators.generate import generate_core
-from generators.regress import run_regression
+from tessera.generators.config import load_config
+from tessera.generators.generate import generate_core
+from tessera.generators.regress import run_regression
 
 
 def main(argv=None):

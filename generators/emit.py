@@ -10,7 +10,7 @@ from importlib import metadata
 
 from amaranth.lib import wiring
 
-from hdl.ctrl.protocol import ERROR_TEXT, Err, Op, VERSION
+from tessera.hdl.ctrl.protocol import ERROR_TEXT, Err, Op, VERSION
 
 
 __all__ = ["to_verilog", "port_table", "tool_versions", "write_outputs", "MANIFEST_SCHEMA"]

@@ -2,10 +2,10 @@
 
 import dataclasses
 
-from generators.assemble import build_core
-from generators.emit import (MANIFEST_SCHEMA, command_set, manifest_json, port_table, sha256,
+from tessera.generators.assemble import build_core
+from tessera.generators.emit import (MANIFEST_SCHEMA, command_set, manifest_json, port_table, sha256,
                              to_verilog, tool_versions, write_outputs)
-from sim.core import CHECK_CYCLES
+from tessera.sim.core import CHECK_CYCLES
 
 
 __all__ = ["core_manifest", "generate_core", "formats_of", "c_header"]
@@ -19,7 +19,7 @@ def formats_of(cfg):
                 "b": {"kind": "int", "bits": pe.b_bits, "signed": True},
                 "acc": {"kind": "int", "bits": pe.acc_bits, "signed": True,
                         "overflow": "wrap"}}
-    from hdl.arith.formats import FORMATS
+    from tessera.hdl.arith.formats import FORMATS
     def fd(name):
         return {"kind": "float", **dataclasses.asdict(FORMATS[name])}
     return {"a": fd(pe.input_format), "b": fd(pe.input_format), "acc": fd(pe.acc_format),

@@ -5,8 +5,8 @@ import pathlib
 import tempfile
 import time
 
-from generators.assemble import pe_latency
-from generators.generate import generate_core
+from tessera.generators.assemble import pe_latency
+from tessera.generators.generate import generate_core
 
 
 __all__ = ["default_cases", "run_regression", "REFERENCE_GEMM"]
@@ -48,7 +48,7 @@ def default_cases(cfg, *, quick=False):
 def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, quick=False,
                    junit=None, progress=print, test_filter=None, cases=None):
     """Generate the core, run the cocotb regression on Verilator, return a summary dict."""
-    from sim.runner import run_cocotb
+    from tessera.sim.runner import run_cocotb
     t0 = time.monotonic()
     out_dir = pathlib.Path(out_dir or f"build/regress/{cfg.core.name}-{cfg.digest()}")
     gen_dir = out_dir / "rtl"
@@ -65,7 +65,7 @@ def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, qu
                                                  dir=out_dir)[1])
     progress(f"[regress] {len(cases)} GEMM cases + info/back-pressure/malformed-command tests")
     res = run_cocotb(verilog=[gen_dir / manifest["verilog"]], top=manifest["top"],
-                     test_module="tb.core_cocotb", build_root=pathlib.Path(build_root),
+                     test_module="tessera.tb.core_cocotb", build_root=pathlib.Path(build_root),
                      waves=waves, results_xml=junit or (out_dir / "results.xml"),
                      extra_env={"TESSERA_PLAN": str(plan_path.resolve()),
                                 "TESSERA_RESULTS": str(results_path.resolve())},

@@ -3,7 +3,7 @@
 import json
 import pathlib
 
-from generators.regress import REFERENCE_GEMM, run_regression
+from tessera.generators.regress import REFERENCE_GEMM, run_regression
 
 
 __all__ = ["make_report", "last_build"]

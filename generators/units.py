@@ -3,7 +3,7 @@
 import dataclasses
 from dataclasses import dataclass
 
-from generators.emit import (MANIFEST_SCHEMA, manifest_json, port_table, sha256, to_verilog,
+from tessera.generators.emit import (MANIFEST_SCHEMA, manifest_json, port_table, sha256, to_verilog,
                              tool_versions, write_outputs)
 
 
@@ -41,7 +41,7 @@ def register(unit):
 
 
 def _int_mac(*, a_bits, b_bits, acc_bits):
-    from hdl.arith.intmac import IntMacPE
+    from tessera.hdl.arith.intmac import IntMacPE
     return IntMacPE(a_bits=a_bits, b_bits=b_bits, acc_bits=acc_bits)
 
 
@@ -61,8 +61,8 @@ register(Unit(
 
 
 def _int_array(*, rows, cols, a_bits, b_bits, acc_bits):
-    from hdl.arith.intmac import IntMacPE
-    from hdl.array.systolic import SystolicArray
+    from tessera.hdl.arith.intmac import IntMacPE
+    from tessera.hdl.array.systolic import SystolicArray
     return SystolicArray(rows=rows, cols=cols,
                          pe=lambda: IntMacPE(a_bits=a_bits, b_bits=b_bits, acc_bits=acc_bits))
 
@@ -80,7 +80,7 @@ register(Unit(
 
 
 def _scratchpad(*, width, depth):
-    from hdl.mem.scratchpad import Scratchpad
+    from tessera.hdl.mem.scratchpad import Scratchpad
     return Scratchpad(width=width, depth=depth)
 
 
@@ -150,12 +150,12 @@ def generate_unit(name, options, out_dir):
 
 # -- floating point ------------------------------------------------------------------------------
 def _format_names():
-    from hdl.arith.formats import FORMATS
+    from tessera.hdl.arith.formats import FORMATS
     return tuple(FORMATS)
 
 
 def _fmt(name):
-    from hdl.arith.formats import FORMATS
+    from tessera.hdl.arith.formats import FORMATS
     return FORMATS[name]
 
 
@@ -178,7 +178,7 @@ _FORMATS = _format_names()
 
 
 def _fpmac(*, format, acc, chunk, stages, ftz, product_rounding, sr_bits):
-    from hdl.arith.fpmac import FPMac
+    from tessera.hdl.arith.fpmac import FPMac
     return FPMac(fmt_in=_fmt(format), fmt_acc=_fmt(acc), chunk=chunk or None,
                  product_rounding=product_rounding, sr_bits=sr_bits, ftz=ftz, stages=stages)
 
@@ -200,7 +200,7 @@ register(Unit(
 
 
 def _fpfma(*, format, acc, stages, ftz, sr_bits):
-    from hdl.arith.fpfma import FPFMA
+    from tessera.hdl.arith.fpfma import FPFMA
     return FPFMA(fmt_in=_fmt(format), fmt_acc=_fmt(acc or format), ftz=ftz, sr_bits=sr_bits,
                  stages=stages)
 
@@ -220,7 +220,7 @@ register(Unit(
 
 
 def _fpmul(*, format, out, stages, ftz):
-    from hdl.arith.fpmul import FPMul
+    from tessera.hdl.arith.fpmul import FPMul
     return FPMul(fmt_in=_fmt(format), fmt_out=_fmt(out or format), ftz=ftz, stages=stages)
 
 
@@ -238,7 +238,7 @@ register(Unit(
 
 
 def _fpadd(*, format, stages, ftz, sr_bits):
-    from hdl.arith.fpadd import FPAdd
+    from tessera.hdl.arith.fpadd import FPAdd
     return FPAdd(fmt=_fmt(format), ftz=ftz, sr_bits=sr_bits, stages=stages)
 
 
@@ -254,7 +254,7 @@ register(Unit(
 
 
 def _fpconv(*, src, dst, stages, ftz, overflow):
-    from hdl.arith.fpconv import FPConvert
+    from tessera.hdl.arith.fpconv import FPConvert
     return FPConvert(fmt_from=_fmt(src), fmt_to=_fmt(dst), ftz=ftz,
                      overflow=overflow or None, stages=stages)
 

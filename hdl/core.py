@@ -4,11 +4,11 @@ from amaranth import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.array.systolic import SystolicArray
-from hdl.ctrl.decoder import CommandDecoder
-from hdl.ctrl.protocol import INFO_BYTES, VERSION
-from hdl.ctrl.sequencer import Sequencer
-from hdl.mem.scratchpad import Scratchpad
+from tessera.hdl.array.systolic import SystolicArray
+from tessera.hdl.ctrl.decoder import CommandDecoder
+from tessera.hdl.ctrl.protocol import INFO_BYTES, VERSION
+from tessera.hdl.ctrl.sequencer import Sequencer
+from tessera.hdl.mem.scratchpad import Scratchpad
 
 
 __all__ = ["TesseraCore"]
@@ -20,14 +20,14 @@ class TesseraCore(wiring.Component):
     ``host bytes -> CommandDecoder -> Sequencer -> SystolicArray of PEs``, with three
     scratchpads: A (activations, ``rows`` per word), B (weights, ``cols`` per word) and C
     (results, ``cols`` per word). The command set is docs/commands.md; a RUN's cycle count is
-    `hdl.ctrl.sequencer.run_cycles`.
+    `tessera.hdl.ctrl.sequencer.run_cycles`.
 
     Parameters
     ----------
     rows, cols : int
         Array shape.
     pe : callable
-        Returns a new `hdl.array.pe.PE` (all of one signature).
+        Returns a new `tessera.hdl.array.pe.PE` (all of one signature).
     a_width, b_width, acc_width : int
         Operand and result widths of the PE (bits).
     depths : tuple of 3 int

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from sim import intmac
+from tessera.sim import intmac
 
 
 __all__ = ["IntArrayModel", "array_model"]
@@ -35,6 +35,6 @@ def array_model(cfg):
     if cfg.pe.kind == "int":
         return IntArrayModel(a_bits=cfg.pe.a_bits, b_bits=cfg.pe.b_bits, acc_bits=cfg.pe.acc_bits)
     if cfg.pe.kind == "fpmac":
-        from sim.fparray import FPArrayModel
+        from tessera.sim.fparray import FPArrayModel
         return FPArrayModel(cfg)
     raise ValueError(f"pe.kind: {cfg.pe.kind!r} has no golden model")

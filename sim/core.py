@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from hdl.ctrl.protocol import ARG_BYTES, Err, FLAG_ACCUMULATE, Op, PE_CODES, VERSION
-from sim.array import array_model
-from sim.layout import pack_words, unpack_words
+from tessera.hdl.ctrl.protocol import ARG_BYTES, Err, FLAG_ACCUMULATE, Op, PE_CODES, VERSION
+from tessera.sim.array import array_model
+from tessera.sim.layout import pack_words, unpack_words
 
 
 __all__ = ["GoldenCore", "run_cycles", "GoldenTransport", "CHECK_CYCLES"]
@@ -28,7 +28,7 @@ def run_cycles(*, m_tiles, n_tiles, k, rows, cols, pe_latency):
 
 
 class GoldenCore:
-    """Behavioural twin of `hdl.core.TesseraCore` speaking the byte protocol.
+    """Behavioural twin of `tessera.hdl.core.TesseraCore` speaking the byte protocol.
 
     ``feed(data)`` consumes command bytes and returns the response bytes they produce. RUNs
     complete at once (the model is never busy); their cycle count comes from `run_cycles`.

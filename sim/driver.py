@@ -1,7 +1,7 @@
 """Host driver: speaks the command protocol to a core over any transport.
 
-The same code drives the golden model (`sim.core.GoldenTransport`), the RTL under cocotb
-(`tb.drivers.CocotbByteTransport`) and a board (`fpga.link.UartTransport`). A transport has three
+The same code drives the golden model (`tessera.sim.core.GoldenTransport`), the RTL under cocotb
+(`tessera.tb.drivers.CocotbByteTransport`) and a board (`tessera.fpga.link.UartTransport`). A transport has three
 async methods: ``send(data)``, ``recv(n) -> bytes`` and ``idle(cycles)``.
 """
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hdl.ctrl.protocol import (ERROR_TEXT, Err, FLAG_ACCUMULATE, INFO_BYTES, Op, PE_CODES,
+from tessera.hdl.ctrl.protocol import (ERROR_TEXT, Err, FLAG_ACCUMULATE, INFO_BYTES, Op, PE_CODES,
                                SPAD_IDS, STATUS_BYTES, VERSION)
-from sim.layout import pack_words, tile_a, tile_b, unpack_words, untile_c
+from tessera.sim.layout import pack_words, tile_a, tile_b, unpack_words, untile_c
 
 
 __all__ = ["TesseraError", "CoreInfo", "CoreStatus", "GemmStats", "TesseraDriver",
@@ -177,7 +177,7 @@ class TesseraDriver:
         """Compute ``a @ b`` on the core (codes in, codes out), blocking to fit scratchpads.
 
         ``a`` is M x K and ``b`` is K x N, unsigned codes of the core's operand formats (use
-        `sim.intmac.to_codes` for signed integers). Returns (M x N result codes, `GemmStats`).
+        `tessera.sim.intmac.to_codes` for signed integers). Returns (M x N result codes, `GemmStats`).
         """
         if self.info is None:
             await self.connect()

@@ -7,14 +7,14 @@ formed exactly in integers and rounded **once**. No result is ever produced by c
 float64 arithmetic, so the model is exact for every format :class:`FloatFormat` admits (up to
 fp32 with 24-bit significands).
 
-The Amaranth units in :mod:`hdl.arith` implement exactly the semantics below and are tested bit
+The Amaranth units in :mod:`tessera.hdl.arith` implement exactly the semantics below and are tested bit
 for bit against this module.
 
 Semantics
 ---------
 Notation: ``fmt.rounding`` is ``"rne"`` (nearest, ties to even) or ``"rnu"`` (nearest, ties away
 from zero); ``m = man_bits``; ``max_finite``, ``min_normal`` and the codes named below are
-properties of :class:`hdl.arith.formats.FloatFormat`.
+properties of :class:`tessera.hdl.arith.formats.FloatFormat`.
 
 1. **One rounding.** ``mul`` forms the exact product, ``add`` the exact sum, ``fma`` the exact
    ``a*b + c``; ``convert`` and ``encode`` start from the exact input value. The exact value is
@@ -94,7 +94,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hdl.arith.formats import FloatFormat, float_format
+from tessera.hdl.arith.formats import FloatFormat, float_format
 
 __all__ = [
     "decode", "encode", "convert", "mul", "add", "fma", "mac", "chunk_mac",

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from hdl.arith.formats import FORMATS
-from sim import fp
+from tessera.hdl.arith.formats import FORMATS
+from tessera.sim import fp
 
 
 __all__ = ["FPArrayModel", "fp_operands", "reference_fp_gemm"]

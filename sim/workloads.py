@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from sim import intmac
+from tessera.sim import intmac
 
 
 __all__ = ["gemm_operands", "reference_gemm", "KINDS"]
@@ -39,7 +39,7 @@ def gemm_operands(cfg, m, n, k, *, kind="random", seed=0):
             top = (1 << (cfg.pe.a_bits - 1)) - 1
             a = np.where(rng.random(a.shape) < 0.5, 0, np.abs(a).clip(max=top))
         return intmac.to_codes(a, cfg.pe.a_bits), intmac.to_codes(b, cfg.pe.b_bits)
-    from sim.fparray import fp_operands
+    from tessera.sim.fparray import fp_operands
     return fp_operands(cfg, m, n, k, kind=kind, rng=rng)
 
 
@@ -50,5 +50,5 @@ def reference_gemm(cfg, a_codes, b_codes):
         a = intmac.from_codes(a_codes, cfg.pe.a_bits)
         b = intmac.from_codes(b_codes, cfg.pe.b_bits)
         return intmac.to_codes(intmac.wrap(a @ b, cfg.pe.acc_bits), cfg.pe.acc_bits)
-    from sim.fparray import reference_fp_gemm
+    from tessera.sim.fparray import reference_fp_gemm
     return reference_fp_gemm(cfg, a_codes, b_codes)

@@ -1,7 +1,7 @@
 """cocotb regression of a generated core: GEMMs vs reference, cycles vs golden, bad commands.
 
 Loaded by the simulator, driven by a plan file (``TESSERA_PLAN``, written by
-`generators.regress`); per-case measurements go to ``TESSERA_RESULTS`` (JSON lines).
+`tessera.generators.regress`); per-case measurements go to ``TESSERA_RESULTS`` (JSON lines).
 """
 
 import itertools
@@ -12,12 +12,12 @@ import time
 import cocotb
 import numpy as np
 
-from generators.config import config_from_dict
-from hdl.ctrl.protocol import Err, Op
-from sim.core import GoldenCore, GoldenTransport
-from sim.driver import TesseraDriver, TesseraError
-from sim.workloads import gemm_operands, reference_gemm
-from tb.drivers import CocotbByteTransport, reset, start_clock
+from tessera.generators.config import config_from_dict
+from tessera.hdl.ctrl.protocol import Err, Op
+from tessera.sim.core import GoldenCore, GoldenTransport
+from tessera.sim.driver import TesseraDriver, TesseraError
+from tessera.sim.workloads import gemm_operands, reference_gemm
+from tessera.tb.drivers import CocotbByteTransport, reset, start_clock
 
 
 def _load_plan():

@@ -1,4 +1,4 @@
-"""cocotb 2 testbench for the floating-point units (`hdl.arith.fpmul` ... `hdl.arith.fpmac`).
+"""cocotb 2 testbench for the floating-point units (`tessera.hdl.arith.fpmul` ... `tessera.hdl.arith.fpmac`).
 
 Driven by ``tests/test_fp_rtl.py``: the unit's Verilog top is built with Verilator, and the
 vectors come from the ``.npz`` file named by the environment variable ``FPUNIT_VECTORS``:
@@ -9,7 +9,7 @@ vectors come from the ``.npz`` file named by the environment variable ``FPUNIT_V
   which must happen exactly ``latency`` cycles after each ``last`` pair).
 * ``latency``: the unit's latency.
 * ``in_<port>``: per-cycle values of each input port.
-* ``expected``: expected ``result`` codes from the NumPy twin (`sim.fp`), computed on the pytest
+* ``expected``: expected ``result`` codes from the NumPy twin (`tessera.sim.fp`), computed on the pytest
   side.
 
 The observed codes are written to ``FPUNIT_RESULTS`` (``.npy``) when that variable is set, so the

@@ -1,6 +1,6 @@
-"""cocotb self-test of ``tb.drivers`` against :class:`tb.selftest_design.EchoPlusOne`.
+"""cocotb self-test of ``tessera.tb.drivers`` against :class:`tessera.tb.selftest_design.EchoPlusOne`.
 
-Run through ``sim.runner.run_cocotb`` (see ``tests/test_sim_plumbing.py``), never collected by
+Run through ``tessera.sim.runner.run_cocotb`` (see ``tests/test_sim_plumbing.py``), never collected by
 pytest. Environment knobs:
 
 * ``TESSERA_SELFTEST_INCREMENT``: the increment the design was generated with (default 1).
@@ -16,7 +16,7 @@ import time
 
 import cocotb
 
-from tb.drivers import (
+from tessera.tb.drivers import (
     ClockLoop, CocotbByteTransport, StreamSink, StreamSource, reset, start_clock,
 )
 

@@ -2,7 +2,7 @@
 
 * :class:`EchoPlusOne` speaks the core's host byte-stream contract (``i``/``o`` byte streams plus
   ``busy``/``error``) and answers every byte with that byte plus one. The cocotb self-test
-  (``tb/selftest_cocotb.py``) drives it through :mod:`tb.drivers`.
+  (``tb/selftest_cocotb.py``) drives it through :mod:`tessera.tb.drivers`.
 * :class:`LintSampler` is never simulated: it gathers the constructs that make Verilator's
   ``-Wall`` complain about Amaranth output (``lib.memory.Memory``, signed arithmetic, an FSM,
   mixed-width comparisons, unused input bits) so the waivers in ``tb/waivers.vlt`` are justified

@@ -4,10 +4,10 @@
 import numpy as np
 import pytest
 
-from hdl.arith.intmac import IntMacPE
-from hdl.array.systolic import SystolicArray
-from sim.array import IntArrayModel
-from sim.intmac import to_codes
+from tessera.hdl.arith.intmac import IntMacPE
+from tessera.hdl.array.systolic import SystolicArray
+from tessera.sim.array import IntArrayModel
+from tessera.sim.intmac import to_codes
 from tests.helpers import simulate
 
 
@@ -98,7 +98,7 @@ def test_mixed_pe_signatures_rejected():
 
 def test_pe_subclass_without_latency_is_rejected():
     from amaranth import signed
-    from hdl.array.pe import PE, PESignature
+    from tessera.hdl.array.pe import PE, PESignature
     with pytest.raises(TypeError, match=r"^PE subclass NoLatency must define `latency`$"):
         class NoLatency(PE):
             def __init__(self):

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from generators.cli import main
-from generators.config import load_config
-from generators.report import last_build
+from tessera.generators.cli import main
+from tessera.generators.config import load_config
+from tessera.generators.report import last_build
 
 
 def _build(preset, board, tmp_path, capsys):

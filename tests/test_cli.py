@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from generators.cli import main
+from tessera.generators.cli import main
 
 
 PRESET_DIR = pathlib.Path(__file__).resolve().parent.parent / "generators" / "presets"

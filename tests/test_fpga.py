@@ -14,13 +14,13 @@ from amaranth import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from fpga.boards import BOARDS, get_board
-from fpga.build import (RESULT_FILE, BuildError, BuildResult, build_bitstream, build_plan,
+from tessera.fpga.boards import BOARDS, get_board
+from tessera.fpga.build import (RESULT_FILE, BuildError, BuildResult, build_bitstream, build_plan,
                         parse_nextpnr_report, summarize_report)
-from fpga.link import LinkTimeout, UartTransport
-from fpga.program import ProgramError, program, program_command
-from fpga.toolchain import ToolchainError, require_tools, tool_versions, yowasp_env
-from fpga.top import BoardTop
+from tessera.fpga.link import LinkTimeout, UartTransport
+from tessera.fpga.program import ProgramError, program, program_command
+from tessera.fpga.toolchain import ToolchainError, require_tools, tool_versions, yowasp_env
+from tessera.fpga.top import BoardTop
 
 
 from tests.helpers import EchoPlusOne  # shared with test_uart

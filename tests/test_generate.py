@@ -12,11 +12,11 @@ import re
 
 import pytest
 
-from generators.config import config_from_dict, load_config
-from generators.generate import formats_of, generate_core
-from generators.units import UNITS, UnitError, generate_unit
-from hdl.arith.formats import FORMATS
-from hdl.ctrl import protocol
+from tessera.generators.config import config_from_dict, load_config
+from tessera.generators.generate import formats_of, generate_core
+from tessera.generators.units import UNITS, UnitError, generate_unit
+from tessera.hdl.arith.formats import FORMATS
+from tessera.hdl.ctrl import protocol
 
 
 SMALL = {"core": {"name": "small_core"}, "array": {"rows": 2, "cols": 3},
@@ -219,7 +219,7 @@ def test_manifest_command_set_matches_protocol(default_core):
 
 # -- lint ---------------------------------------------------------------------------------------
 def _lint(path, top):
-    from sim.verilator import lint
+    from tessera.sim.verilator import lint
     res = lint([path], top)
     assert res.ok, res.summary()
 

@@ -6,8 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-from hdl.arith.intmac import IntMacPE
-from sim import intmac
+from tessera.hdl.arith.intmac import IntMacPE
+from tessera.sim import intmac
 from tests.helpers import accumulations, drive_pe
 
 

@@ -14,18 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from sim import runner as sim_runner
-from sim.runner import BuildError, merge_junit, parse_junit, run_cocotb
-from sim.verilator import (
+from tessera.sim import runner as sim_runner
+from tessera.sim.runner import BuildError, merge_junit, parse_junit, run_cocotb
+from tessera.sim.verilator import (
     DEFAULT_WAIVERS, lint, use_verilator_env, verilator_env, verilator_root, verilator_version,
 )
-from tb.selftest_design import EchoPlusOne, LintSampler, to_verilog
+from tessera.tb.selftest_design import EchoPlusOne, LintSampler, to_verilog
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 TOP = "tessera_selftest_echo"
-MODULE = "tb.selftest_cocotb"
+MODULE = "tessera.tb.selftest_cocotb"
 N_SELFTESTS = 16
 
 
@@ -257,7 +257,7 @@ def test_bad_arguments_are_named(tmp_path, echo_v):
         run_cocotb(verilog=[tmp_path / "missing.v"], top=TOP, test_module=MODULE,
                    build_root=tmp_path, progress=_quiet)
     with pytest.raises(ValueError, match="no_such_module"):
-        run_cocotb(verilog=[echo_v], top=TOP, test_module="tb.no_such_module",
+        run_cocotb(verilog=[echo_v], top=TOP, test_module="tessera.tb.no_such_module",
                    build_root=tmp_path, progress=_quiet)
     with pytest.raises(ValueError, match="waves"):
         run_cocotb(verilog=[echo_v], top=TOP, test_module=MODULE, waves="ghw",

@@ -10,8 +10,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from hdl.io.uart import UARTBridge, UARTRx, UARTTx
-from sim.uart import Frame, uart_decode, uart_divisor, uart_encode
+from tessera.hdl.io.uart import UARTBridge, UARTRx, UARTTx
+from tessera.sim.uart import Frame, uart_decode, uart_divisor, uart_encode
 
 
 from tests.helpers import EchoPlusOne  # shared with test_fpga

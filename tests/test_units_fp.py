@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from generators.cli import main
-from generators.units import UnitError, generate_unit
-from hdl.arith.formats import FORMATS
+from tessera.generators.cli import main
+from tessera.generators.units import UnitError, generate_unit
+from tessera.hdl.arith.formats import FORMATS
 
 
 @pytest.mark.parametrize("name,opts,widths,latency", [

@@ -2,9 +2,9 @@
 
 One :class:`FloatFormat` describes the encoding (field widths, bias, underflow style, special
 codes) and the arithmetic policy (rounding, overflow) of a binary floating-point format. The
-Amaranth units in :mod:`hdl.arith` and the NumPy twin in :mod:`sim.fp` are both built from the same
+Amaranth units in :mod:`tessera.hdl.arith` and the NumPy twin in :mod:`tessera.sim.fp` are both built from the same
 object, so they cannot drift apart. The exact arithmetic semantics (rounding, canonical outputs,
-zero signs, overflow and underflow) are stated once, in the docstring of :mod:`sim.fp` and in
+zero signs, overflow and underflow) are stated once, in the docstring of :mod:`tessera.sim.fp` and in
 ``docs/float.md``.
 
 This module is pure Python (plus NumPy for the vectorized predicates) and never imports Amaranth.

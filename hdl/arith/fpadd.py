@@ -15,7 +15,7 @@ __all__ = ["FPAdd"]
 class FPAdd(wiring.Component):
     """Pipelined floating-point adder ``result = round(a + b)``.
 
-    Bit-exact with ``sim.fp.add(fmt, a, b, ftz=ftz)`` (and with ``sr_bits=d, rand=rand`` for
+    Bit-exact with ``tessera.sim.fp.add(fmt, a, b, ftz=ftz)`` (and with ``sr_bits=d, rand=rand`` for
     stochastic rounding). One result per cycle; ``result`` belongs to the operands (and
     ``rand``) presented ``latency`` cycles earlier.
 

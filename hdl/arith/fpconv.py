@@ -15,7 +15,7 @@ class FPConvert(wiring.Component):
     """Pipelined conversion ``result = round_to(a)`` from ``fmt_from`` to ``fmt_to`` codes.
 
     One rounding of the exact input value with ``fmt_to``'s rules (or the ``rounding`` /
-    ``overflow`` overrides); bit-exact with ``sim.fp.convert(fmt_from, fmt_to, a, ftz=ftz,
+    ``overflow`` overrides); bit-exact with ``tessera.sim.fp.convert(fmt_from, fmt_to, a, ftz=ftz,
     overflow=overflow, rounding=rounding)``. NaN -> canonical NaN/NINF; Inf stays Inf (canonical
     NaN/NINF in formats without Inf), also with ``overflow="saturate"``.
 

@@ -65,7 +65,7 @@ class FPFMA(wiring.Component):
     """Pipelined fused multiply-add ``result = round_acc(a * b + c)`` with a single rounding.
 
     ``a`` and ``b`` are ``fmt_in`` codes; ``c`` and ``result`` are ``fmt_acc`` codes. Bit-exact
-    with ``sim.fp.fma(fmt_in, a, b, fmt_acc, c, ftz=ftz[, sr_bits, rand])``. One result per
+    with ``tessera.sim.fp.fma(fmt_in, a, b, fmt_acc, c, ftz=ftz[, sr_bits, rand])``. One result per
     cycle; ``result`` belongs to the operands presented ``latency`` cycles earlier.
 
     Parameters

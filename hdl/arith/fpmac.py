@@ -1,12 +1,12 @@
 """Streaming floating-point multiply-accumulate with a wide accumulator, optional chunk-based
 accumulation (spec/float.md 2.2) and stochastic rounding, plus `FPMacPE`, its adapter to the
-PE-array interface (`hdl.array.pe.PESignature`)."""
+PE-array interface (`tessera.hdl.array.pe.PESignature`)."""
 
 from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.array.pe import PE, PESignature
+from tessera.hdl.array.pe import PE, PESignature
 
 from .fpcommon import (FormatInfo, Pipeline, add, check_bool, check_choice, check_format,
                        check_sr_bits, check_stages, exp_width, multiply_norm, normalize,
@@ -30,14 +30,14 @@ def _check_chunk(chunk):
 class FPMac(wiring.Component):
     """Streaming MAC: ``acc = round_acc(acc + a * b)`` per valid pair, one pair per cycle.
 
-    Accumulations are delimited like the PE interface (`hdl.array.pe.PESignature`): ``first``
+    Accumulations are delimited like the PE interface (`tessera.hdl.array.pe.PESignature`): ``first``
     starts a new sum (the previous one is dropped; the accumulator restarts from ``+0``),
     ``last`` ends it, and ``result_valid`` pulses with the finished ``fmt_acc`` code exactly
     ``latency`` cycles after the ``last`` pair. A new accumulation may start in the cycle after
     ``last``; pairs with ``valid`` low are ignored.
 
-    Bit-exact with ``sim.fp.mac(fmt_in, a, b, fmt_acc, product_rounding=..., sr_bits=...,
-    rand=..., ftz=...)`` or, with ``chunk``, ``sim.fp.chunk_mac(..., chunk=chunk)`` (outer adds
+    Bit-exact with ``tessera.sim.fp.mac(fmt_in, a, b, fmt_acc, product_rounding=..., sr_bits=...,
+    rand=..., ftz=...)`` or, with ``chunk``, ``tessera.sim.fp.chunk_mac(..., chunk=chunk)`` (outer adds
     round to nearest, i.e. ``rand_outer=None``).
 
     Microarchitecture: the product path (unpack, exact multiply, normalise, and for
@@ -194,11 +194,11 @@ class FPMac(wiring.Component):
 
 
 class FPMacPE(PE):
-    """Floating-point MAC processing element for the PE arrays (`hdl.array.pe.PESignature`).
+    """Floating-point MAC processing element for the PE arrays (`tessera.hdl.array.pe.PESignature`).
 
     ``a`` and ``b`` are raw ``input_format`` codes, ``result`` the raw ``acc_format`` code of
-    the finished accumulation, bit-exact with ``sim.fp.mac(input_format, a, b, acc_format,
-    product_rounding=..., ftz=...)`` or, with ``chunk``, ``sim.fp.chunk_mac(..., chunk=chunk)``.
+    the finished accumulation, bit-exact with ``tessera.sim.fp.mac(input_format, a, b, acc_format,
+    product_rounding=..., ftz=...)`` or, with ``chunk``, ``tessera.sim.fp.chunk_mac(..., chunk=chunk)``.
     Rounding is round-to-nearest (``acc_format.rounding``); stochastic rounding needs a
     ``rand`` port, which the PE interface does not have (use `FPMac` directly).
 

@@ -16,7 +16,7 @@ class FPMul(wiring.Component):
     """Pipelined floating-point multiplier ``result = round_out(a * b)``.
 
     The exact product is rounded once into ``fmt_out`` (its rounding, overflow and underflow
-    rules), bit-exact with ``sim.fp.mul(fmt_in, a, b, fmt_out, ftz=ftz)``. One result per cycle;
+    rules), bit-exact with ``tessera.sim.fp.mul(fmt_in, a, b, fmt_out, ftz=ftz)``. One result per cycle;
     ``result`` belongs to the operands presented ``latency`` cycles earlier.
 
     Parameters

@@ -2,7 +2,7 @@
 
 from amaranth import Module, Signal, signed
 
-from hdl.array.pe import PE, PESignature
+from tessera.hdl.array.pe import PE, PESignature
 
 
 __all__ = ["IntMacPE"]

@@ -4,7 +4,7 @@ from amaranth import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.array.pe import PE, PESignature
+from tessera.hdl.array.pe import PE, PESignature
 
 
 __all__ = ["SystolicArray"]

@@ -4,7 +4,7 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.ctrl.protocol import (ARG_BYTES, Err, INFO_BYTES, Op, STATUS_BYTES, VERSION)
+from tessera.hdl.ctrl.protocol import (ARG_BYTES, Err, INFO_BYTES, Op, STATUS_BYTES, VERSION)
 
 
 __all__ = ["CommandDecoder"]

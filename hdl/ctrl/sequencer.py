@@ -4,7 +4,7 @@ from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hdl.ctrl.protocol import Err, FLAG_ACCUMULATE
+from tessera.hdl.ctrl.protocol import Err, FLAG_ACCUMULATE
 
 
 __all__ = ["Sequencer", "CHECK_CYCLES"]
@@ -26,7 +26,7 @@ class Sequencer(wiring.Component):
     On ``start`` the arguments are validated for ``CHECK_CYCLES`` cycles; ``check_done`` then
     pulses with ``check_err`` = 0 (the run proceeds) or an `Err` code (nothing is touched).
     ``busy`` is high from the cycle after ``start`` until the last result is written;
-    ``cycles`` counts those cycles (the golden model's `sim.core.run_cycles` predicts them).
+    ``cycles`` counts those cycles (the golden model's `tessera.sim.core.run_cycles` predicts them).
 
     Parameters
     ----------

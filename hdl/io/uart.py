@@ -5,7 +5,7 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from sim.uart import uart_divisor
+from tessera.sim.uart import uart_divisor
 
 __all__ = ["UARTRx", "UARTTx", "UARTBridge", "uart_divisor"]
 
@@ -26,7 +26,7 @@ class UARTRx(wiring.Component):
     cannot be paused, so when the FIFO is full the new byte is dropped and ``overrun`` pulses.
     A low stop bit drops the byte and pulses ``error``; the receiver then waits for the line to
     return high before looking for the next start bit. Behaviour is modelled cycle-exactly
-    (minus the two synchronizer cycles) by :func:`sim.uart.uart_decode`.
+    (minus the two synchronizer cycles) by :func:`tessera.sim.uart.uart_decode`.
 
     Latency (:attr:`latency`): a byte appears on ``o`` 4 cycles after the middle of its stop
     bit on the pin (synchronizer 2, FIFO 2; 3 in total with ``fifo_depth=1``). Throughput: one
@@ -161,7 +161,7 @@ class UARTTx(wiring.Component):
     A byte accepted from ``i`` is sent as a start bit, eight data bits LSB first and a stop bit,
     each ``divisor`` cycles long, on the registered output ``tx``. ``i.ready`` rises in the
     last cycle of the stop bit, so bytes offered back to back leave without idle time between
-    frames; the waveform is then exactly :func:`sim.uart.uart_encode` of those bytes.
+    frames; the waveform is then exactly :func:`tessera.sim.uart.uart_encode` of those bytes.
     The transmitter applies back-pressure itself; the optional FIFO (``fifo_depth`` > 0) only
     decouples a producer that wants to hand over a burst and move on.
 
