@@ -1,58 +1,38 @@
 """Core configuration: TOML (or a preset name) validated into frozen dataclasses.
 
 Every check names the key, the value and what is allowed, so a user can fix a config from the
-message alone. Derived quantities (word widths, scratchpad bits) are properties, so the HDL, the
-golden model, the manifest and the host driver all read them from the same object.
+message alone. ``[pe]`` is parsed by the PE kind's own section and ``[array]`` is checked against
+the engine registry (`tessera.generators.kinds`); the derived facts (`CoreConfig.geometry`, the
+INFO layout, the engine) are computed once here, so the HDL, the golden model, the manifest and
+the host driver all read them from the same object.
 """
 
 import dataclasses
+import functools
 import pathlib
 import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 
+from tessera.generators.kinds import ENGINES, ENGINES_LATER, PE_KINDS, PE_KINDS_LATER
+from tessera.generators.kinds.base import (ConfigError, check_choice as _check_choice,
+                                           check_int as _check_int, fmt_allowed as _fmt_allowed)
 
-__all__ = ["ConfigError", "CoreConfig", "CoreSection", "ArraySection", "PESection",
-           "MemorySection", "HostSection", "load_config", "config_from_dict", "preset_names",
-           "preset_summary", "DEFAULT_PRESET", "BOARDS"]
 
-
-class ConfigError(ValueError):
-    """A config value is missing, unknown or impossible. The message names key, value, allowed."""
+__all__ = ["ConfigError", "CoreConfig", "CoreSection", "ArraySection", "MemorySection",
+           "HostSection", "load_config", "config_from_dict", "preset_names", "preset_summary",
+           "DEFAULT_PRESET", "BOARDS"]
 
 
 DEFAULT_PRESET = "int8-8x8"
 BOARDS = ("icebreaker", "ulx3s-85f")
 
-ARRAY_KINDS_DONE = ("systolic",)
-ARRAY_KINDS_LATER = ("feie", "tree")
 DATAFLOWS_DONE = ("output_stationary",)
 DATAFLOWS_LATER = ("weight_stationary",)
-PE_KINDS_DONE = ("int", "fpmac")
-PE_KINDS_LATER = ("bitfusion", "ternary", "fpec", "biscaled")
 HOST_INTERFACES = ("stream", "uart")
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
-
-
-def _fmt_allowed(values):
-    return ", ".join(repr(v) for v in values)
-
-
-def _check_int(key, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key}: {value!r} is not an integer; allowed: integers {lo}..{hi}")
-    if not lo <= value <= hi:
-        raise ConfigError(f"{key}: {value} is out of range; allowed: {lo}..{hi}")
-
-
-def _check_choice(key, value, done, later=()):
-    if value in done:
-        return
-    if value in later:
-        raise ConfigError(f"{key}: {value!r} is not implemented yet; allowed: {_fmt_allowed(done)}")
-    raise ConfigError(f"{key}: {value!r} is unknown; allowed: {_fmt_allowed(done)}")
 
 
 @dataclass(frozen=True)
@@ -90,85 +70,18 @@ class ArraySection:
     dataflow: str = "output_stationary"
 
     def __post_init__(self):
-        _check_choice("array.kind", self.kind, ARRAY_KINDS_DONE, ARRAY_KINDS_LATER)
+        _check_choice("array.kind", self.kind, tuple(ENGINES), ENGINES_LATER)
         _check_int("array.rows", self.rows, 1, 64)
         _check_int("array.cols", self.cols, 1, 64)
         _check_choice("array.dataflow", self.dataflow, DATAFLOWS_DONE, DATAFLOWS_LATER)
 
 
 @dataclass(frozen=True)
-class PESection:
-    """``[pe]``: the processing element kind and its number formats.
-
-    ``int``: signed ``a_bits`` x ``b_bits`` products into an ``acc_bits`` two's complement
-    accumulator (wrapping). ``fpmac``: ``input_format`` x ``input_format`` products accumulated
-    in ``acc_format``, optionally chunk-based (``chunk`` products per inner sum).
-    """
-    kind: str = "int"
-    a_bits: int = 8
-    b_bits: int = 8
-    acc_bits: int = 32
-    input_format: str = "fp8_e4m3"
-    acc_format: str = "fp16"
-    chunk: int = 0
-    stages: int = 2
-
-    def __post_init__(self):
-        _check_choice("pe.kind", self.kind, PE_KINDS_DONE, PE_KINDS_LATER)
-        if self.kind == "int":
-            _check_int("pe.a_bits", self.a_bits, 2, 32)
-            _check_int("pe.b_bits", self.b_bits, 2, 32)
-            lo = self.a_bits + self.b_bits
-            _check_int("pe.acc_bits", self.acc_bits, lo, 64)
-        else:
-            from tessera.hdl.arith.formats import FORMATS
-            names = tuple(FORMATS)
-            if self.input_format not in FORMATS:
-                raise ConfigError(f"pe.input_format: {self.input_format!r} is unknown; "
-                                  f"allowed: {_fmt_allowed(names)}")
-            if self.acc_format not in FORMATS:
-                raise ConfigError(f"pe.acc_format: {self.acc_format!r} is unknown; "
-                                  f"allowed: {_fmt_allowed(names)}")
-            if FORMATS[self.acc_format].width < FORMATS[self.input_format].width:
-                raise ConfigError(f"pe.acc_format: {self.acc_format!r} is narrower than "
-                                  f"pe.input_format {self.input_format!r}; allowed: a format at "
-                                  f"least as wide as the input format")
-            if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) \
-                    or not (self.chunk == 0 or 2 <= self.chunk <= 65535):
-                raise ConfigError(f"pe.chunk: {self.chunk!r} is out of range; allowed: "
-                                  f"0 (no chunking) or 2..65535")
-            _check_int("pe.stages", self.stages, 2 if self.chunk else 1, 4)
-
-    @property
-    def a_width(self):
-        """Width in bits of one activation operand."""
-        if self.kind == "int":
-            return self.a_bits
-        from tessera.hdl.arith.formats import FORMATS
-        return FORMATS[self.input_format].width
-
-    @property
-    def b_width(self):
-        """Width in bits of one weight operand."""
-        if self.kind == "int":
-            return self.b_bits
-        return self.a_width
-
-    @property
-    def acc_width(self):
-        """Width in bits of one accumulator / output element."""
-        if self.kind == "int":
-            return self.acc_bits
-        from tessera.hdl.arith.formats import FORMATS
-        return FORMATS[self.acc_format].width
-
-
-@dataclass(frozen=True)
 class MemorySection:
-    """``[memory]``: scratchpad depths in words.
+    """``[memory]``: scratchpad depths in words (what a word holds is the engine's geometry).
 
-    Scratchpad A holds input words of ``array.rows`` activations, B weight words of
-    ``array.cols`` weights and C output words of ``array.cols`` accumulators (one array row).
+    For the systolic engine, scratchpad A holds input words of ``array.rows`` activation lanes,
+    B weight words of ``array.cols`` lanes and C output words of ``array.cols`` accumulators.
     """
     a_depth: int = 1024
     b_depth: int = 1024
@@ -181,7 +94,11 @@ class MemorySection:
 
 @dataclass(frozen=True)
 class HostSection:
-    """``[host]``: how the host reaches the core: ``stream`` (simulation) or ``uart`` (boards)."""
+    """``[host]``: how the host reaches the core.
+
+    ``stream``: the bare byte stream (simulation, or a core embedded in the user's own design);
+    ``uart``: on a board, behind the UART bridge at ``baud``. `tessera build` needs ``uart``.
+    """
     interface: str = "stream"
     baud: int = 115200
 
@@ -190,14 +107,10 @@ class HostSection:
         _check_int("host.baud", self.baud, 1200, 3_000_000)
 
 
-#: The [pe] keys that mean something for each implemented kind.
-_PE_KEYS = {"int": ["a_bits", "b_bits", "acc_bits"],
-            "fpmac": ["input_format", "acc_format", "chunk", "stages"]}
-
 _SECTIONS = {
     "core": CoreSection,
     "array": ArraySection,
-    "pe": PESection,
+    "pe": None,     # parsed by the PE kind's own section (tessera.generators.kinds)
     "memory": MemorySection,
     "host": HostSection,
 }
@@ -208,22 +121,25 @@ class CoreConfig:
     """A whole core: one frozen object from which HDL, golden model and manifest are derived."""
     core: CoreSection = field(default_factory=CoreSection)
     array: ArraySection = field(default_factory=ArraySection)
-    pe: PESection = field(default_factory=PESection)
+    pe: object = field(default_factory=PE_KINDS["int"])
     memory: MemorySection = field(default_factory=MemorySection)
     host: HostSection = field(default_factory=HostSection)
     source: str = field(default="default", compare=False)
 
     def __post_init__(self):
-        # Cross-section checks: a scratchpad word must fit the 16-bit host word counter framing,
-        # and an output word must be transferable (at most 256 bytes per word).
-        if self.c_word_bits > 2048:
-            raise ConfigError(f"array.cols: {self.array.cols} x pe accumulator width "
-                              f"{self.pe.acc_width} gives {self.c_word_bits}-bit output words; "
-                              f"allowed: at most 2048 bits per scratchpad word")
-        if self.pe.kind == "fpmac" and self.pe.a_width != self.pe.b_width:
-            raise ConfigError("pe: fpmac operands must share one format")
+        # Cross-section checks: every store must fit the INFO/protocol framing (lanes and lane
+        # bits one byte each, a word transferable in at most 256 bytes).
+        try:
+            g = self.geometry
+        except ValueError as e:
+            raise ConfigError(f"array/pe: {e}") from None
+        for s in g.stores:
+            if s.word_bits > 2048:
+                raise ConfigError(f"array.cols/rows: {s.lanes} lanes x {s.lane_bits} bits give "
+                                  f"{s.word_bits}-bit words in scratchpad {s.name}; allowed: at "
+                                  f"most 2048 bits per scratchpad word")
 
-    # Derived widths -------------------------------------------------------------------------
+    # Derived facts -----------------------------------------------------------------------------
     @property
     def rows(self):
         return self.array.rows
@@ -233,41 +149,41 @@ class CoreConfig:
         return self.array.cols
 
     @property
-    def a_word_bits(self):
-        """Bits of one scratchpad-A word: one activation per array row."""
-        return self.array.rows * self.pe.a_width
-
-    @property
-    def b_word_bits(self):
-        """Bits of one scratchpad-B word: one weight per array column."""
-        return self.array.cols * self.pe.b_width
-
-    @property
-    def c_word_bits(self):
-        """Bits of one scratchpad-C word: one accumulator per array column."""
-        return self.array.cols * self.pe.acc_width
-
-    def word_bytes(self, spad):
-        """Bytes the host sends or receives per word of scratchpad ``spad`` ('a', 'b' or 'c')."""
-        bits = {"a": self.a_word_bits, "b": self.b_word_bits, "c": self.c_word_bits}[spad]
-        return (bits + 7) // 8
-
-    @property
     def pes(self):
         return self.array.rows * self.array.cols
+
+    @property
+    def engine(self):
+        """The engine of ``array.kind`` for this config (`tessera.generators.kinds.Engine`)."""
+        return ENGINES[self.array.kind](self)
+
+    @functools.cached_property
+    def geometry(self):
+        """The memory map (`tessera.hdl.ctrl.memmap.Geometry`), from the engine and PE kind."""
+        return self.engine.geometry()
+
+    def core_info(self):
+        """The INFO payload this core reports (`tessera.hdl.ctrl.protocol.CoreInfo`)."""
+        from tessera.hdl.ctrl.protocol import (CAP_ACCUMULATE, CAP_MODES, CoreInfo, StoreInfo,
+                                               VERSION)
+        pe = self.pe
+        comb = pe.combiner()
+        caps = (CAP_ACCUMULATE if comb is not None else 0) | (CAP_MODES if pe.modes else 0)
+        return CoreInfo(
+            version=VERSION, engine=self.engine.code, pe_kind=pe.code, pe_latency=pe.latency,
+            pe_ii=pe.ii(), capabilities=caps, rows=self.rows, cols=self.cols,
+            combiner_latency=comb.latency if comb is not None else 0, modes=len(pe.modes),
+            stores=tuple(StoreInfo(id=s.id, lanes=s.lanes, lane_bits=s.lane_bits,
+                                   depth=s.depth, result=s.result)
+                         for s in self.geometry.stores))
 
     def to_dict(self):
         """The config as plain TOML-able data (the manifest echoes it)."""
         d = {}
         for name in _SECTIONS:
-            sec = dataclasses.asdict(getattr(self, name))
+            sec = getattr(self, name)
+            sec = sec.to_dict() if name == "pe" else dataclasses.asdict(sec)
             d[name] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sec.items()}
-        if self.pe.kind == "int":
-            for k in ("input_format", "acc_format", "chunk", "stages"):
-                d["pe"].pop(k)
-        else:
-            for k in ("a_bits", "b_bits", "acc_bits"):
-                d["pe"].pop(k)
         return d
 
     def digest(self):
@@ -290,10 +206,14 @@ def config_from_dict(data, *, source="<dict>"):
         if not isinstance(sec_data, dict):
             raise ConfigError(f"{sec_name}: {sec_data!r} is not a table; allowed: a [{sec_name}] "
                               f"table")
+        if sec_name == "pe":
+            rest = dict(sec_data)
+            kind = rest.pop("kind", "int")
+            _check_choice("pe.kind", kind, tuple(PE_KINDS), PE_KINDS_LATER)
+            sections["pe"] = PE_KINDS[kind].from_dict(rest)
+            continue
         cls = _SECTIONS[sec_name]
         allowed = [f.name for f in dataclasses.fields(cls)]
-        if sec_name == "pe":
-            allowed = ["kind", *_PE_KEYS.get(sec_data.get("kind", "int"), allowed[1:])]
         for key in sec_data:
             if key not in allowed:
                 raise ConfigError(f"{sec_name}.{key}: unknown key; allowed: "
@@ -346,9 +266,4 @@ def load_config(spec=None):
         return config_from_dict(data, source=source)
     except TypeError as e:  # pragma: no cover - dataclass signature errors are caught above
         raise ConfigError(f"config: {e}") from None
-
-
-def ceil_div(a, b):
-    return -(-a // b)
-
 

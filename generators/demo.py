@@ -15,7 +15,7 @@ def main(argv=None):
     cfg = load_config(spec)
     print(f"tessera demo: {cfg.core.name} ({cfg.source})")
     print(f"  array {cfg.rows}x{cfg.cols} {cfg.array.kind} ({cfg.array.dataflow}), "
-          f"PE {cfg.pe.kind} {cfg.pe.a_width}x{cfg.pe.b_width}->{cfg.pe.acc_width} bits, "
+          f"PE {cfg.pe.describe()}, "
           f"scratchpads A/B/C {cfg.memory.a_depth}/{cfg.memory.b_depth}/{cfg.memory.c_depth} "
           f"words")
     out = f"build/demo/{cfg.core.name}"

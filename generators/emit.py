@@ -10,7 +10,7 @@ from importlib import metadata
 
 from amaranth.lib import wiring
 
-from tessera.hdl.ctrl.protocol import ERROR_TEXT, Err, Op, VERSION
+from tessera.hdl.ctrl.protocol import COMMANDS, ERROR_TEXT, Err, Op, VERSION
 
 
 __all__ = ["to_verilog", "port_table", "tool_versions", "write_outputs", "MANIFEST_SCHEMA"]
@@ -112,4 +112,7 @@ def command_set():
         "opcodes": {k: v for k, v in vars(Op).items() if not k.startswith("_")},
         "errors": {k: {"code": v, "text": ERROR_TEXT.get(v, "success")}
                    for k, v in vars(Err).items() if not k.startswith("_")},
+        "commands": [{"op": c.op, "name": c.name, "args": c.args.as_dict(), "data": c.data,
+                      "response": c.response, "engine_args": c.engine_args, "doc": c.doc}
+                     for c in COMMANDS],
     }

@@ -1,34 +1,17 @@
 """`tessera generate`: a config in, Verilog + manifest + driver constants out."""
 
-import dataclasses
-
 from tessera.generators.assemble import build_core
-from tessera.generators.emit import (MANIFEST_SCHEMA, command_set, manifest_json, port_table, sha256,
-                             to_verilog, tool_versions, write_outputs)
-from tessera.sim.core import CHECK_CYCLES
+from tessera.generators.emit import (MANIFEST_SCHEMA, command_set, manifest_json, port_table,
+                                     sha256, to_verilog, tool_versions, write_outputs)
 
 
-__all__ = ["core_manifest", "generate_core", "formats_of", "c_header"]
-
-
-def formats_of(cfg):
-    """Number-format descriptors of the operands and results (manifest ``formats``)."""
-    pe = cfg.pe
-    if pe.kind == "int":
-        return {"a": {"kind": "int", "bits": pe.a_bits, "signed": True},
-                "b": {"kind": "int", "bits": pe.b_bits, "signed": True},
-                "acc": {"kind": "int", "bits": pe.acc_bits, "signed": True,
-                        "overflow": "wrap"}}
-    from tessera.hdl.arith.formats import FORMATS
-    def fd(name):
-        return {"kind": "float", **dataclasses.asdict(FORMATS[name])}
-    return {"a": fd(pe.input_format), "b": fd(pe.input_format), "acc": fd(pe.acc_format),
-            "chunk": pe.chunk or None}
+__all__ = ["core_manifest", "generate_core", "c_header"]
 
 
 def core_manifest(cfg, component, verilog_text, name):
-    R, C = cfg.rows, cfg.cols
-    lat = component.pe_latency
+    g = cfg.geometry
+    pe = cfg.pe
+    comb = pe.combiner()
     return {
         "schema": MANIFEST_SCHEMA,
         "kind": "core",
@@ -42,28 +25,20 @@ def core_manifest(cfg, component, verilog_text, name):
             "error": "status: an error was reported and not yet read by STATUS"}),
         "latency": None,
         "initiation_interval": None,
-        "timing": {
-            "pe_latency": lat,
-            "check_cycles": CHECK_CYCLES,
-            "run_cycles": (f"{CHECK_CYCLES + 1} + (m_tiles*n_tiles - 1)*max(k, {R}, {C}) + k"
-                           f" + {lat + R + C + 2}"),
-            "ideal_cycles": f"M*N*K / {R * C}",
-        },
+        "engine": {"kind": cfg.array.kind, "code": cfg.engine.code,
+                   "dataflow": cfg.array.dataflow, "run_args": cfg.engine.args().as_dict()},
+        "pe": {"kind": pe.name, "code": pe.code, "latency": pe.latency, "ii": pe.ii(),
+               "modes": list(pe.modes), "combiner": comb.as_dict() if comb else None},
+        "timing": cfg.engine.timing(),
         "geometry": {
-            "rows": R, "cols": C, "pes": R * C,
-            "a_width": cfg.pe.a_width, "b_width": cfg.pe.b_width,
-            "acc_width": cfg.pe.acc_width,
-            "scratchpads": {
-                s: {"id": i, "depth": d, "lanes": lanes, "lane_bits": bits,
-                    "word_bits": lanes * bits, "word_bytes": cfg.word_bytes(s)}
-                for i, (s, d, lanes, bits) in enumerate((
-                    ("a", cfg.memory.a_depth, R, cfg.pe.a_width),
-                    ("b", cfg.memory.b_depth, C, cfg.pe.b_width),
-                    ("c", cfg.memory.c_depth, C, cfg.pe.acc_width)))
-            },
-            "accumulate": cfg.pe.kind == "int",
+            "rows": g.rows, "cols": g.cols, "pes": g.pes,
+            "a_width": pe.layout().a_bits, "b_width": pe.layout().b_bits,
+            "acc_width": pe.result_bits,
+            "scratchpads": {s.name: s.as_dict() for s in g.stores},
+            "accumulate": comb is not None,
         },
-        "formats": formats_of(cfg),
+        "info": cfg.core_info().pack().hex(),
+        "formats": pe.formats(),
         "command_set": command_set(),
         "config": cfg.to_dict(),
         "config_source": cfg.source,

@@ -1,63 +1,34 @@
-"""The tessera core: command decoder, sequencer, scratchpads and a PE array."""
+"""The tessera core: command decoder, RUN front end, an engine, an output stage, scratchpads."""
 
 from amaranth import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from tessera.hdl.array.systolic import SystolicArray
 from tessera.hdl.ctrl.decoder import CommandDecoder
-from tessera.hdl.ctrl.protocol import INFO_BYTES, VERSION
-from tessera.hdl.ctrl.sequencer import Sequencer
-from tessera.hdl.mem.scratchpad import Scratchpad
+from tessera.hdl.ctrl.output_stage import OutputStage
+from tessera.hdl.ctrl.runctl import RunControl
+from tessera.hdl.mem.scratchpad import Scratchpad, StoreArbiter
 
 
-__all__ = ["TesseraCore"]
+__all__ = ["HostLinkSignature", "TesseraCore"]
 
 
-class TesseraCore(wiring.Component):
-    """A complete accelerator core behind a byte-stream host interface.
-
-    ``host bytes -> CommandDecoder -> Sequencer -> SystolicArray of PEs``, with three
-    scratchpads: A (activations, ``rows`` per word), B (weights, ``cols`` per word) and C
-    (results, ``cols`` per word). The command set is docs/commands.md; a RUN's cycle count is
-    `tessera.hdl.ctrl.sequencer.run_cycles`.
-
-    Parameters
-    ----------
-    rows, cols : int
-        Array shape.
-    pe : callable
-        Returns a new `tessera.hdl.array.pe.PE` (all of one signature).
-    a_width, b_width, acc_width : int
-        Operand and result widths of the PE (bits).
-    depths : tuple of 3 int
-        Depths of scratchpads A, B, C in words (each at most 32768).
-    pe_code : int
-        PE kind code reported by INFO.
-    accumulate : bool
-        Whether RUN supports ``FLAG_ACCUMULATE`` (integer lanes only).
+class HostLinkSignature(wiring.Signature):
+    """What every byte-stream core offers a host link (a testbench, a UART bridge).
 
     Members
     -------
     i : In(stream.Signature(8))
+        Command bytes from the host.
     o : Out(stream.Signature(8))
+        Response bytes to the host.
     busy : Out(1)
         A RUN is executing.
     error : Out(1)
         An error was reported and not yet read by STATUS.
     """
 
-    def __init__(self, *, rows, cols, pe, a_width, b_width, acc_width, depths, pe_code,
-                 accumulate=True):
-        self._array = SystolicArray(rows=rows, cols=cols, pe=pe)
-        self._rows, self._cols = rows, cols
-        self._widths = (a_width, b_width, acc_width)
-        self._depths = tuple(depths)
-        for d in self._depths:
-            if not 16 <= d <= 32768:
-                raise ValueError(f"scratchpad depth must be 16..32768, not {d}")
-        self._pe_code = pe_code
-        self._accumulate = accumulate
+    def __init__(self):
         super().__init__({
             "i": In(stream.Signature(8)),
             "o": Out(stream.Signature(8)),
@@ -65,80 +36,94 @@ class TesseraCore(wiring.Component):
             "error": Out(1),
         })
 
-    @property
-    def pe_latency(self):
-        return self._array.pe_latency
+    def __eq__(self, other):
+        return isinstance(other, HostLinkSignature)
+
+    def __repr__(self):
+        return "HostLinkSignature()"
+
+
+class TesseraCore(wiring.Component):
+    """A complete accelerator core behind a byte-stream host interface.
+
+    ``host bytes -> CommandDecoder -> RunControl -> engine -> OutputStage``, with one
+    scratchpad per store of the geometry. While a RUN executes, the engine reads the operand
+    stores and the output stage owns the result store; otherwise the decoder has them all
+    (operand stores stay host-writable during a RUN). The command set is docs/commands.md.
+
+    Parameters
+    ----------
+    geometry : Geometry
+        Stores in id order (`tessera.hdl.ctrl.memmap`); the engine's ports are named
+        ``<store>_port`` for its operand stores, and the first result store takes its results.
+    engine : wiring.Component
+        An engine (`tessera.hdl.engine`): members ``ctl``, ``<store>_port`` per operand store
+        and ``result``.
+    engine_args : ArgLayout
+        The engine's RUN argument layout.
+    engine_code : int
+        The engine id RUN must name.
+    combiner : object or None
+        The PE kind's combiner for accumulation across RUNs (`OutputStage`).
+    info : bytes
+        The INFO payload.
+
+    Members
+    -------
+    i, o, busy, error : as in `HostLinkSignature`
+    """
+
+    def __init__(self, *, geometry, engine, engine_args, engine_code, combiner, info):
+        self._geometry = geometry
+        self._engine = engine
+        self._engine_args = engine_args
+        self._engine_code = engine_code
+        self._combiner = combiner
+        self._info = bytes(info)
+        results = geometry.result_stores
+        if len(results) != 1:
+            raise ValueError(f"geometry must have exactly one result store, not "
+                             f"{[s.name for s in results]}")
+        for s in geometry.operand_stores:
+            if f"{s.name}_port" not in engine.signature.members:
+                raise ValueError(f"engine has no port for operand store {s.name!r}")
+        super().__init__(HostLinkSignature())
 
     @property
-    def word_bits(self):
-        a_w, b_w, acc_w = self._widths
-        return (self._rows * a_w, self._cols * b_w, self._cols * acc_w)
+    def geometry(self):
+        return self._geometry
 
-    def info_bytes(self):
-        """The INFO payload (16 bytes, docs/commands.md)."""
-        a_w, b_w, acc_w = self._widths
-        d = self._depths
-        return bytes([VERSION, self._rows, self._cols, a_w, b_w, acc_w, self._pe_code,
-                      self.pe_latency]) + b"".join(x.to_bytes(2, "little") for x in d) \
-            + bytes([int(self._accumulate), 0])
+    @property
+    def info(self):
+        return self._info
 
     def elaborate(self, platform):
         m = Module()
-        R, C = self._rows, self._cols
-        wa, wb, wc = self.word_bits
-        da, db, dc = self._depths
-        m.submodules.array = array = self._array
-        m.submodules.spad_a = spad_a = Scratchpad(width=wa, depth=da)
-        m.submodules.spad_b = spad_b = Scratchpad(width=wb, depth=db)
-        m.submodules.spad_c = spad_c = Scratchpad(width=wc, depth=dc)
-        m.submodules.seq = seq = Sequencer(
-            rows=R, cols=C, a_depth=da, b_depth=db, c_depth=dc, c_word_bits=wc,
-            acc_width=self._widths[2], pe_latency=self.pe_latency, accumulate=self._accumulate)
-        info = self.info_bytes()
-        assert len(info) == INFO_BYTES - 1
-        m.submodules.dec = dec = CommandDecoder(word_bits=(wa, wb, wc), depths=(da, db, dc),
-                                                info=info)
+        g = self._geometry
+        res = g.result_stores[0]
+        m.submodules.dec = dec = CommandDecoder(geometry=g, info=self._info,
+                                                engine_args=self._engine_args,
+                                                engine_code=self._engine_code)
+        m.submodules.runctl = runctl = RunControl(arg_bits=8 * self._engine_args.nbytes)
+        m.submodules.engine = engine = self._engine
+        m.submodules.out = out = OutputStage(depth=res.depth, lanes=res.lanes,
+                                             lane_bits=res.lane_bits, combiner=self._combiner)
 
         wiring.connect(m, wiring.flipped(self.i), dec.i)
         wiring.connect(m, dec.o, wiring.flipped(self.o))
-        m.d.comb += [self.busy.eq(seq.busy), self.error.eq(dec.error)]
+        wiring.connect(m, dec.run, runctl.run)
+        wiring.connect(m, runctl.engine, engine.ctl)
+        wiring.connect(m, engine.result, out.i)
+        m.d.comb += [self.busy.eq(runctl.run.busy), self.error.eq(dec.error),
+                     runctl.out_idle.eq(out.idle)]
 
-        # Decoder <-> sequencer.
-        for name in ("start", "m_tiles", "n_tiles", "k", "a_base", "b_base", "c_base", "flags"):
-            m.d.comb += getattr(seq, name).eq(getattr(dec, f"seq_{name}"))
-        for name in ("busy", "check_done", "check_err", "cycles"):
-            m.d.comb += getattr(dec, f"seq_{name}").eq(getattr(seq, name))
-
-        # Writes to A and B come only from the host; the sequencer only reads them, so the host
-        # may load the next layer's operands while a RUN executes (software double buffering).
-        for spad, s in ((spad_a, 0), (spad_b, 1)):
-            m.d.comb += [spad.w_addr.eq(dec.w_addr), spad.w_data.eq(dec.w_data),
-                         spad.w_en.eq(getattr(dec, f"w_en{s}"))]
-        m.d.comb += [dec.r_data0.eq(spad_a.r_data), dec.r_data1.eq(spad_b.r_data),
-                     dec.r_data2.eq(spad_c.r_data)]
-        with m.If(seq.busy):
-            m.d.comb += [
-                spad_a.r_addr.eq(seq.a_addr), spad_a.r_en.eq(seq.a_en),
-                spad_b.r_addr.eq(seq.b_addr), spad_b.r_en.eq(seq.b_en),
-                spad_c.r_addr.eq(seq.c_raddr), spad_c.r_en.eq(seq.c_ren),
-                spad_c.w_addr.eq(seq.c_waddr), spad_c.w_data.eq(seq.c_wdata),
-                spad_c.w_en.eq(seq.c_wen),
-            ]
-        with m.Else():
-            m.d.comb += [
-                spad_a.r_addr.eq(dec.r_addr), spad_a.r_en.eq(dec.r_en0),
-                spad_b.r_addr.eq(dec.r_addr), spad_b.r_en.eq(dec.r_en1),
-                spad_c.r_addr.eq(dec.r_addr), spad_c.r_en.eq(dec.r_en2),
-                spad_c.w_addr.eq(dec.w_addr), spad_c.w_data.eq(dec.w_data),
-                spad_c.w_en.eq(dec.w_en2),
-            ]
-
-        # Sequencer <-> array: operand words straight from the scratchpads' read ports.
-        m.d.comb += [
-            array.a.as_value().eq(spad_a.r_data), array.b.as_value().eq(spad_b.r_data),
-            array.valid.eq(seq.pe_valid), array.first.eq(seq.pe_first),
-            array.last.eq(seq.pe_last),
-            seq.arr_valid.eq(array.out_valid), seq.arr_data.eq(array.out_data.as_value()),
-            seq.c_rdata.eq(spad_c.r_data),
-        ]
+        for s in g.stores:
+            m.submodules[f"spad_{s.name}"] = spad = Scratchpad(width=s.word_bits, depth=s.depth)
+            m.submodules[f"arb_{s.name}"] = arb = StoreArbiter(depth=s.depth, width=s.word_bits,
+                                                               core_writes=s.result)
+            wiring.connect(m, getattr(dec, f"port_{s.name}"), arb.host)
+            wiring.connect(m, out.port if s.result else getattr(engine, f"{s.name}_port"),
+                           arb.core)
+            wiring.connect(m, arb.mem, spad)
+            m.d.comb += arb.busy.eq(runctl.run.busy)
         return m

@@ -1,21 +1,24 @@
 """Host driver: speaks the command protocol to a core over any transport.
 
 The same code drives the golden model (`tessera.sim.core.GoldenTransport`), the RTL under cocotb
-(`tessera.tb.drivers.CocotbByteTransport`) and a board (`tessera.fpga.link.UartTransport`). A transport has three
-async methods: ``send(data)``, ``recv(n) -> bytes`` and ``idle(cycles)``.
+(`tessera.tb.drivers.CocotbByteTransport`) and a board (`tessera.fpga.link.UartTransport`). A
+transport has three async methods: ``send(data)``, ``recv(n) -> bytes`` and ``idle(cycles)``.
+
+The driver is the protocol client only (INFO, STATUS, WRITE, READ, RUN from the command table);
+mapping a layer onto RUNs is the engine's host-side mapper (``cfg.engine.mapper()``), which
+`TesseraDriver.gemm` calls.
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from tessera.hdl.ctrl.protocol import (ERROR_TEXT, Err, FLAG_ACCUMULATE, INFO_BYTES, Op, PE_CODES,
-                               SPAD_IDS, STATUS_BYTES, VERSION)
-from tessera.sim.layout import pack_words, tile_a, tile_b, unpack_words, untile_c
+from tessera.hdl.ctrl.protocol import (CoreInfo, ERROR_TEXT, Err, Op, STATUS_BYTES, VERSION,
+                                       command)
+from tessera.sim.layout import pack_words, unpack_words
 
 
-__all__ = ["TesseraError", "CoreInfo", "CoreStatus", "GemmStats", "TesseraDriver",
-           "plan_gemm"]
+__all__ = ["TesseraError", "CoreStatus", "GemmStats", "TesseraDriver", "VersionError"]
 
 
 class TesseraError(RuntimeError):
@@ -27,27 +30,8 @@ class TesseraError(RuntimeError):
         super().__init__(f"{command}: core error {code}: {text}")
 
 
-@dataclass(frozen=True)
-class CoreInfo:
-    version: int
-    rows: int
-    cols: int
-    a_width: int
-    b_width: int
-    acc_width: int
-    pe_kind: str
-    pe_latency: int
-    depths: tuple
-    accumulate: bool
-
-    def word_bytes(self, spad):
-        lanes, bits = {"a": (self.rows, self.a_width), "b": (self.cols, self.b_width),
-                       "c": (self.cols, self.acc_width)}[spad]
-        return (lanes * bits + 7) // 8
-
-    def lanes(self, spad):
-        return {"a": (self.rows, self.a_width), "b": (self.cols, self.b_width),
-                "c": (self.cols, self.acc_width)}[spad]
+class VersionError(RuntimeError):
+    """The core speaks another command-set version, or is not the core the config describes."""
 
 
 @dataclass(frozen=True)
@@ -59,32 +43,11 @@ class CoreStatus:
 
 @dataclass
 class GemmStats:
-    """What a GEMM cost: RUN commands issued and array cycles (host transfers excluded)."""
+    """What a GEMM cost: RUN commands issued and engine cycles (host transfers excluded)."""
     runs: int = 0
     cycles: int = 0
     run_cycles: list = field(default_factory=list)
-
-
-def plan_gemm(m, n, k, info):
-    """Split an M x N x K GEMM into RUNs that fit the scratchpads.
-
-    Returns ``(m_tiles_per_run, n_tiles_per_run, k_per_run)``: the largest blocking (preferring
-    the whole K, then as many tiles as fit) such that A, B and C regions fit their scratchpads.
-    Raises ValueError if not even one tile with one K step fits.
-    """
-    R, C = info.rows, info.cols
-    da, db, dc = info.depths
-    mt_all, nt_all = -(-m // R), -(-n // C)
-    kc = min(k, da, db)
-    if not info.accumulate and kc < k:
-        raise ValueError(f"K={k} does not fit scratchpads of depth {da}/{db} and this core "
-                         f"cannot accumulate across RUNs")
-    if dc < R or kc < 1:
-        raise ValueError(f"scratchpad C (depth {dc}) cannot hold one {R}-row tile")
-    mt = max(1, min(mt_all, da // kc))
-    nt = max(1, min(nt_all, db // kc, (dc // R) // mt))
-    mt = max(1, min(mt, (dc // R) // nt))
-    return mt, nt, kc
+    k_split: int = 0
 
 
 class TesseraDriver:
@@ -94,12 +57,16 @@ class TesseraDriver:
     ----------
     transport
         Object with async ``send``, ``recv`` and ``idle``.
+    cfg : CoreConfig or None
+        The config the core was generated from: `connect` checks that INFO matches it, and
+        `gemm` uses its engine's mapper. Without it only INFO/STATUS/READ/WRITE are available.
     poll_cycles : int
         Idle cycles between STATUS polls while a RUN executes.
     """
 
-    def __init__(self, transport, *, poll_cycles=64):
+    def __init__(self, transport, cfg=None, *, poll_cycles=64):
         self.t = transport
+        self.cfg = cfg
         self.poll_cycles = poll_cycles
         self.info = None
 
@@ -109,20 +76,26 @@ class TesseraDriver:
             raise TesseraError(command, code)
 
     async def connect(self):
-        """Read INFO and check the command-set version."""
+        """Read INFO, check the command-set version and (with a config) the core's identity."""
         await self.t.send(bytes([Op.INFO]))
         await self._status_byte("INFO")
-        p = await self.t.recv(INFO_BYTES - 1)
-        kinds = {v: k for k, v in PE_CODES.items()}
-        self.info = CoreInfo(
-            version=p[0], rows=p[1], cols=p[2], a_width=p[3], b_width=p[4], acc_width=p[5],
-            pe_kind=kinds.get(p[6], f"code{p[6]}"), pe_latency=p[7],
-            depths=tuple(int.from_bytes(p[8 + 2 * i:10 + 2 * i], "little") for i in range(3)),
-            accumulate=bool(p[14] & 1))
-        if self.info.version != VERSION:
-            raise RuntimeError(f"core speaks command set v{self.info.version}, "
-                               f"driver v{VERSION}")
+        version = (await self.t.recv(1))[0]
+        if version != VERSION:
+            raise VersionError(f"the core speaks command set v{version} and this driver v{VERSION}; "
+                               f"regenerate the core (or its bitstream) with this tessera")
+        n = (await self.t.recv(1))[0]
+        self.info = CoreInfo.unpack(bytes([version, n]) + await self.t.recv(n))
+        if self.cfg is not None:
+            want = self.cfg.core_info()
+            if want != self.info:
+                raise VersionError(f"the core is not the one the config {self.cfg.source} "
+                                   f"describes: INFO {self.info} != expected {want}")
         return self.info
+
+    def _store(self, spad):
+        sid = self.cfg.geometry.store(spad).id if self.cfg is not None and isinstance(spad, str) \
+            else {"a": 0, "b": 1, "c": 2}.get(spad, spad)
+        return self.info.store(sid)
 
     async def status(self):
         await self.t.send(bytes([Op.STATUS]))
@@ -132,33 +105,34 @@ class TesseraDriver:
                           cycles=int.from_bytes(p[2:6], "little"))
 
     async def write(self, spad, addr, lanes):
-        """Write words (n x lanes unsigned codes) to scratchpad ``spad`` ('a'/'b'/'c')."""
-        n_lanes, bits = self.info.lanes(spad)
+        """Write words (n x lanes unsigned codes) to store ``spad`` (name or id)."""
+        s = self._store(spad)
         lanes = np.asarray(lanes)
-        if lanes.ndim != 2 or lanes.shape[1] != n_lanes:
-            raise ValueError(f"write to {spad}: expected n x {n_lanes} lanes, got {lanes.shape}")
-        header = bytes([Op.WRITE, SPAD_IDS[spad]]) + addr.to_bytes(2, "little") \
-            + len(lanes).to_bytes(2, "little")
-        await self.t.send(header + pack_words(lanes, bits))
+        if lanes.ndim != 2 or lanes.shape[1] != s.lanes:
+            raise ValueError(f"write to {spad}: expected n x {s.lanes} lanes, got {lanes.shape}")
+        header = bytes([Op.WRITE]) + command(Op.WRITE).args.pack(spad=s.id, addr=addr,
+                                                                  count=len(lanes))
+        await self.t.send(header + pack_words(lanes, s.lane_bits))
         await self._status_byte(f"WRITE {spad}[{addr}:{addr + len(lanes)}]")
 
     async def read(self, spad, addr, count):
-        """Read ``count`` words of scratchpad ``spad``; returns count x lanes codes."""
-        n_lanes, bits = self.info.lanes(spad)
-        await self.t.send(bytes([Op.READ, SPAD_IDS[spad]]) + addr.to_bytes(2, "little")
-                          + count.to_bytes(2, "little"))
+        """Read ``count`` words of store ``spad``; returns count x lanes codes."""
+        s = self._store(spad)
+        await self.t.send(bytes([Op.READ]) + command(Op.READ).args.pack(spad=s.id, addr=addr,
+                                                                          count=count))
         await self._status_byte(f"READ {spad}[{addr}:{addr + count}]")
-        data = await self.t.recv(count * self.info.word_bytes(spad))
-        return unpack_words(data, n_lanes, bits)
+        data = await self.t.recv(count * s.word_bytes)
+        return unpack_words(data, s.lanes, s.lane_bits)
 
-    async def start(self, *, m_tiles, n_tiles, k, a_addr=0, b_addr=0, c_addr=0,
-                    accumulate=False):
-        """Send RUN; returns once the core accepted it (raises on a rejected RUN)."""
-        args = b"".join(x.to_bytes(2, "little")
-                        for x in (m_tiles, n_tiles, k, a_addr, b_addr, c_addr))
-        flags = FLAG_ACCUMULATE if accumulate else 0
-        await self.t.send(bytes([Op.RUN]) + args + bytes([flags]))
-        await self._status_byte(f"RUN {m_tiles}x{n_tiles} tiles, k={k}")
+    async def start(self, **fields):
+        """Send RUN with the engine's argument ``fields`` (missing fields are 0); returns once
+        the core accepted it (raises `TesseraError` on a rejected RUN)."""
+        if self.cfg is None:
+            raise RuntimeError("RUN needs the core's config (TesseraDriver(transport, cfg))")
+        layout = self.cfg.engine.args()
+        head = command(Op.RUN).args.pack(engine=fields.pop("engine", self.info.engine))
+        await self.t.send(bytes([Op.RUN]) + head + layout.pack(**fields))
+        await self._status_byte("RUN " + ", ".join(f"{k}={v}" for k, v in fields.items()))
 
     async def wait(self):
         """Poll STATUS until the core is idle; returns the final status (with cycles)."""
@@ -168,50 +142,14 @@ class TesseraDriver:
                 return st
             await self.t.idle(self.poll_cycles)
 
-    async def run(self, **kw):
+    async def run(self, **fields):
         """RUN and wait; returns the RUN's cycle count."""
-        await self.start(**kw)
+        await self.start(**fields)
         return (await self.wait()).cycles
 
-    async def gemm(self, a, b, *, progress=None):
-        """Compute ``a @ b`` on the core (codes in, codes out), blocking to fit scratchpads.
-
-        ``a`` is M x K and ``b`` is K x N, unsigned codes of the core's operand formats (use
-        `tessera.sim.intmac.to_codes` for signed integers). Returns (M x N result codes, `GemmStats`).
-        """
+    async def gemm(self, a, b, *, progress=None, mode=None):
+        """Compute ``a @ b`` on the core (element codes in, result codes out) with the engine's
+        mapper, blocking to fit the scratchpads. Returns (M x N result codes, `GemmStats`)."""
         if self.info is None:
             await self.connect()
-        info = self.info
-        a = np.asarray(a, dtype=np.uint64)
-        b = np.asarray(b, dtype=np.uint64)
-        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
-            raise ValueError(f"gemm: shapes {a.shape} and {b.shape} do not chain (M x K, K x N)")
-        m, k = a.shape
-        n = b.shape[1]
-        R, C = info.rows, info.cols
-        mp, np_ = -(-m // R) * R, -(-n // C) * C
-        a_p = np.zeros((mp, k), dtype=np.uint64)
-        a_p[:m] = a
-        b_p = np.zeros((k, np_), dtype=np.uint64)
-        b_p[:, :n] = b
-        mt_run, nt_run, kc = plan_gemm(m, n, k, info)
-        out = np.zeros((mp, np_), dtype=np.uint64)
-        stats = GemmStats()
-        mt_all, nt_all = mp // R, np_ // C
-        for m0 in range(0, mt_all, mt_run):
-            mt = min(mt_run, mt_all - m0)
-            for n0 in range(0, nt_all, nt_run):
-                nt = min(nt_run, nt_all - n0)
-                for k0 in range(0, k, kc):
-                    kk = min(kc, k - k0)
-                    await self.write("a", 0, tile_a(a_p[m0 * R:(m0 + mt) * R, k0:k0 + kk], R))
-                    await self.write("b", 0, tile_b(b_p[k0:k0 + kk, n0 * C:(n0 + nt) * C], C))
-                    cyc = await self.run(m_tiles=mt, n_tiles=nt, k=kk, accumulate=k0 > 0)
-                    stats.runs += 1
-                    stats.cycles += cyc
-                    stats.run_cycles.append(cyc)
-                    if progress:
-                        progress(stats)
-                words = await self.read("c", 0, mt * nt * R)
-                out[m0 * R:(m0 + mt) * R, n0 * C:(n0 + nt) * C] = untile_c(words, mt, nt, R, C)
-        return out[:m, :n], stats
+        return await self.cfg.engine.mapper().gemm(self, a, b, progress=progress, mode=mode)

@@ -230,7 +230,7 @@ def encode_values(fmt, values) -> np.ndarray:
         ok |= np.isinf(v)
     ok |= ~fin
     if not np.all(ok):
-        bad = v[~ok].flat[0]
+        bad = float(v[~ok].flat[0])
         raise ValueError(f"values must be representable in {lay.fmt.name}, not {bad!r}")
     mag = (np.where(fin, field, 0) << m) | np.where(fin, frac, 0).astype(np.int64)
     sign = np.where(neg, lay.sign_bit, 0)
@@ -331,7 +331,8 @@ def reference_fp_gemm(input_format, acc_format, a_codes, b_codes, *, chunk=0,
     n_k = a.shape[1]
     ks = n_k if k_split is None else int(k_split)
     total = np.zeros((a.shape[0], b.shape[1]))
-    for i, k0 in enumerate(range(0, n_k, max(ks, 1))):
-        piece = _piece(la.fmt, av[:, k0:k0 + ks], bv[k0:k0 + ks], int(chunk))
-        total = piece if i == 0 else _add(la.fmt, total, piece)
+    with np.errstate(invalid="ignore"):   # 0 * Inf, Inf - Inf: NaN is the intended result
+        for i, k0 in enumerate(range(0, n_k, max(ks, 1))):
+            piece = _piece(la.fmt, av[:, k0:k0 + ks], bv[k0:k0 + ks], int(chunk))
+            total = piece if i == 0 else _add(la.fmt, total, piece)
     return encode_values(la.fmt, total)

@@ -3,7 +3,7 @@
 import numpy as np
 
 
-__all__ = ["pack_words", "unpack_words", "tile_a", "tile_b", "untile_c"]
+__all__ = ["pack_words", "unpack_words", "tile_a", "tile_b", "untile_c", "empty_stores"]
 
 
 def pack_words(lanes, lane_bits):
@@ -64,3 +64,8 @@ def untile_c(words, m_tiles, n_tiles, rows, cols):
     """
     w = np.asarray(words).reshape(m_tiles, n_tiles, rows, cols)
     return w.transpose(0, 2, 1, 3).reshape(m_tiles * rows, n_tiles * cols)
+
+
+def empty_stores(geometry):
+    """Zeroed stores for a geometry: {name: depth x lanes uint64 codes}."""
+    return {s.name: np.zeros((s.depth, s.lanes), dtype=np.uint64) for s in geometry.stores}

@@ -6,10 +6,11 @@ import asyncio
 import numpy as np
 import pytest
 
-from tessera.generators.assemble import build_core, pe_latency
+from tessera.generators.assemble import build_core
 from tessera.generators.config import config_from_dict
 from tessera.hdl.ctrl.protocol import Err, Op
-from tessera.sim.core import GoldenCore, GoldenTransport, run_cycles
+from tessera.sim.core import GoldenCore, GoldenTransport
+from tessera.sim.engines.model import evaluate
 from tessera.sim.driver import TesseraDriver, TesseraError
 from tessera.sim.pysim import run_with_driver
 from tessera.sim.workloads import gemm_operands, reference_gemm
@@ -33,12 +34,12 @@ def test_gemm_matches_reference_and_cycles(m, n, k, kind):
     a, b = gemm_operands(cfg, m, n, k, kind=kind, seed=m * n + k)
 
     async def body(t):
-        drv = TesseraDriver(t, poll_cycles=8)
+        drv = TesseraDriver(t, cfg, poll_cycles=8)
         return await drv.gemm(a, b)
     got, stats = run_with_driver(build_core(cfg), body)
-    np.testing.assert_array_equal(got, reference_gemm(cfg, a, b))
+    np.testing.assert_array_equal(got, reference_gemm(cfg, a, b, k_split=stats.k_split))
     # Cycle count per RUN equals the performance model, RUN by RUN.
-    golden = TesseraDriver(GoldenTransport(GoldenCore(cfg, pe_latency=2)))
+    golden = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)
     _, gstats = asyncio.run(golden.gemm(a, b))
     assert stats.run_cycles == gstats.run_cycles
     # K larger than the scratchpads (depth 32) is split into accumulating RUNs.
@@ -47,37 +48,42 @@ def test_gemm_matches_reference_and_cycles(m, n, k, kind):
 
 
 def test_cycles_formula_for_single_runs():
-    """The RTL's busy cycles equal run_cycles() for a spread of tile counts and K."""
+    """The RTL's busy cycles equal the engine's cycle model for a spread of tile counts and K,
+    and the model equals the v1 closed form (the refactor kept every cycle count)."""
     cfg = small_cfg()
     cases = [(1, 1, 1), (1, 1, 3), (2, 1, 2), (1, 3, 5), (3, 2, 9), (2, 2, 1)]
 
     async def body(t):
-        drv = TesseraDriver(t, poll_cycles=4)
+        drv = TesseraDriver(t, cfg, poll_cycles=4)
         await drv.connect()
         out = []
         for mt, nt, k in cases:
             out.append(await drv.run(m_tiles=mt, n_tiles=nt, k=k))
         return out
     got = run_with_driver(build_core(cfg), body)
-    want = [run_cycles(m_tiles=mt, n_tiles=nt, k=k, rows=2, cols=3, pe_latency=pe_latency(cfg))
+    model = cfg.engine.twin().model
+    want = [evaluate(model, {"m_tiles": mt, "n_tiles": nt, "k": k, "accumulate": 0})
             for mt, nt, k in cases]
     assert got == want
+    v1 = [18 + (mt * nt - 1) * max(k, 2, 3) + k + 2 + 2 + 3 + 2 for mt, nt, k in cases]
+    assert want == v1
 
 
 def command_script(cfg, rng):
     """A command sequence whose responses must match the golden core byte for byte."""
-    wa, wb, wc = (cfg.word_bytes(s) for s in "abc")
+    wa, wb, wc = (cfg.geometry.store(s).word_bytes for s in "abc")
+    run = bytes([Op.RUN, cfg.engine.code])
     cmds = [bytes([Op.INFO]), bytes([Op.STATUS])]
     cmds.append(bytes([Op.WRITE, 0, 0, 0, 12, 0]) + rng.integers(0, 256, 12 * wa,
                                                                  dtype=np.uint8).tobytes())
     cmds.append(bytes([Op.WRITE, 1, 4, 0, 20, 0]) + rng.integers(0, 256, 20 * wb,
                                                                  dtype=np.uint8).tobytes())
-    cmds.append(bytes([Op.RUN]) + b"".join(x.to_bytes(2, "little")
+    cmds.append(run + b"".join(x.to_bytes(2, "little")
                                            for x in (2, 3, 6, 0, 4, 1)) + bytes([0]))
     cmds.append("wait")
     cmds.append(bytes([Op.STATUS]))
     cmds.append(bytes([Op.READ, 2, 0, 0, 14, 0]))
-    cmds.append(bytes([Op.RUN]) + b"".join(x.to_bytes(2, "little")
+    cmds.append(run + b"".join(x.to_bytes(2, "little")
                                            for x in (1, 1, 6, 0, 4, 1)) + bytes([1]))
     cmds.append("wait")
     cmds.append(bytes([Op.READ, 2, 0, 0, 4, 0]))
@@ -85,18 +91,19 @@ def command_script(cfg, rng):
              bytes([Op.READ, 3, 0, 0, 1, 0]), bytes([Op.READ, 0, 30, 0, 3, 0]),
              bytes([Op.WRITE, 2, 31, 0, 2, 0]) + bytes(2 * wc),
              bytes([Op.WRITE, 1, 0, 0, 0, 0]),
-             bytes([Op.RUN]) + b"".join(x.to_bytes(2, "little") for x in (1, 1, 33, 0, 0, 0))
+             run + b"".join(x.to_bytes(2, "little") for x in (1, 1, 33, 0, 0, 0))
              + bytes([0]),
-             bytes([Op.RUN]) + b"".join(x.to_bytes(2, "little") for x in (1, 0, 3, 0, 0, 0))
+             run + b"".join(x.to_bytes(2, "little") for x in (1, 0, 3, 0, 0, 0))
              + bytes([0]),
-             bytes([Op.STATUS]), bytes([Op.READ, 1, 4, 0, 20, 0])]
+             bytes([Op.STATUS]), bytes([Op.READ, 1, 4, 0, 20, 0]),
+             bytes([Op.RUN, cfg.engine.code + 1]) + bytes(13), bytes([Op.STATUS])]
     return cmds
 
 
 def test_responses_byte_exact_against_golden_core():
     cfg = small_cfg()
     cmds = command_script(cfg, np.random.default_rng(3))
-    golden = GoldenCore(cfg, pe_latency=2)
+    golden = GoldenCore(cfg)
     want = [golden.feed(c) if c != "wait" else b"" for c in cmds]
 
     async def body(t):
@@ -115,14 +122,14 @@ def test_responses_byte_exact_against_golden_core():
         assert g == w, f"command {c if c == 'wait' else c[:6].hex()}: {g.hex()} != {w.hex()}"
     # The script exercised every error code the core can give outside a RUN.
     codes = {w[0] for w in want if w}
-    assert {Err.OK, Err.OPCODE, Err.SPAD, Err.RANGE, Err.ARG, Err.TILE} <= codes
+    assert {Err.OK, Err.OPCODE, Err.SPAD, Err.RANGE, Err.ARG, Err.TILE, Err.ENGINE} <= codes
 
 
 def test_driver_raises_clear_errors():
     cfg = small_cfg()
 
     async def body(t):
-        drv = TesseraDriver(t, poll_cycles=4)
+        drv = TesseraDriver(t, cfg, poll_cycles=4)
         await drv.connect()
         errors = []
         for coro in (drv.read("c", 30, 3), drv.start(m_tiles=1, n_tiles=1, k=40),
@@ -135,6 +142,31 @@ def test_driver_raises_clear_errors():
     errs = run_with_driver(build_core(cfg), body)
     assert errs == [
         "READ c[30:33]: core error 3: region runs past the end of the scratchpad",
-        "RUN 1x1 tiles, k=40: core error 6: the GEMM tile does not fit the scratchpads",
-        "RUN 0x1 tiles, k=1: core error 4: zero count or dimension, or unknown flag bits",
+        "RUN m_tiles=1, n_tiles=1, k=40: core error 6: the RUN's operands or results do not "
+        "fit the scratchpads",
+        "RUN m_tiles=0, n_tiles=1, k=1: core error 4: zero count or dimension, or unknown or "
+        "unsupported flag bits",
     ]
+
+
+def test_fp_accumulation_across_runs():
+    """An FP core splits K across RUNs: the FP-add combiner, bit-exact against the independent
+    reference (which rounds once per RUN and once per combine), cycles equal to the twin's."""
+    cfg = config_from_dict({"array": {"rows": 1, "cols": 2},
+                            "pe": {"kind": "fpmac", "input_format": "fp8_e4m3",
+                                   "acc_format": "fp16", "stages": 2, "combine_stages": 2},
+                            "memory": {"a_depth": 16, "b_depth": 16, "c_depth": 16}})
+    a, b = gemm_operands(cfg, 2, 3, 37, kind="random", seed=5)
+
+    async def body(t):
+        drv = TesseraDriver(t, cfg, poll_cycles=8)
+        return await drv.gemm(a, b)
+    got, stats = run_with_driver(build_core(cfg), body)
+    assert stats.k_split == 16 and stats.runs == 2 * 2 * 3
+    np.testing.assert_array_equal(got, reference_gemm(cfg, a, b, k_split=16))
+    golden = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)
+    gout, gstats = asyncio.run(golden.gemm(a, b))
+    np.testing.assert_array_equal(gout, got)
+    assert stats.run_cycles == gstats.run_cycles
+    # Accumulating RUNs take the combiner's latency more than the first one.
+    assert stats.run_cycles[1] == stats.run_cycles[0] + 2

@@ -172,7 +172,10 @@ class Table:
     def _round_fp32(self, a, s):
         """fp32: nearest of the float32 neighbours of the float64 nearest to ``a``."""
         big = Fraction(2) ** 128           # the virtual code 0x7F800000
-        c0 = int(np.array(np.float32(min(float(a), 3.4e38))).view(np.uint32))
+        if a >= big:
+            return self._overflow(s)
+        with np.errstate(over="ignore"):
+            c0 = int(np.array(np.float32(float(a))).view(np.uint32))
         best = None
         for c in range(max(c0 - 2, 0), min(c0 + 2, 0x7F800000) + 1):
             v = big if c == 0x7F800000 else Fraction(float(np.array(c, np.uint32).view(
@@ -264,9 +267,15 @@ def quantize(fmt, x):
     return encode_values(fmt, round_to_format(fmt, x))
 
 
-def operands(fi, shape, kind, rng):
-    """Operand codes: normal data, uniform over all codes, over finite codes, or mixed."""
+def operands(fi, shape, kind, rng, fa=None):
+    """Operand codes: normal data, uniform over all codes, over finite codes, over the finite
+    codes small enough that no dot product overflows ``fa`` (``wide``: every exponent from the
+    subnormals up, so swamping, cancellation and underflow), or normal data with 3 % codes."""
     allc = rng.integers(0, 1 << fi.width, shape)
+    if kind == "wide":
+        v = decode_codes(fi, np.arange(1 << fi.width))
+        ok = np.flatnonzero(np.abs(v) <= np.sqrt(fa.max_finite / 1024))
+        return ok[rng.integers(0, len(ok), shape)].astype(np.uint64)
     if kind == "normal":
         return quantize(fi, rng.normal(0.0, 1.0, shape))
     if kind == "codes":
@@ -297,7 +306,9 @@ def twin_gemm(fi, fa, a, b, *, chunk=0, k_split=None):
 
 def ml_codes(name, x32):
     fmt = FORMATS[name]
-    c = np.asarray(x32, np.float32).astype(ML[name]).view(UINT[fmt.width]).astype(np.int64)
+    with np.errstate(over="ignore"):                    # overflow to Inf is the point
+        c = np.asarray(x32, np.float32).astype(ML[name]).view(UINT[fmt.width])
+    c = c.astype(np.int64)
     return canon(fmt, c)
 
 
@@ -332,7 +343,8 @@ def test_layout_constants(name):
 def test_decode_all_codes_vs_ml_dtypes(name):
     f = FORMATS[name]
     c = np.arange(1 << f.width)
-    want = c.astype(UINT[f.width]).view(ML[name]).astype(np.float64)
+    with np.errstate(invalid="ignore"):                 # NaN payloads
+        want = c.astype(UINT[f.width]).view(ML[name]).astype(np.float64)
     got = decode_codes(f, c)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     ok = ~np.isnan(want)
@@ -346,7 +358,8 @@ def test_decode_fp32_vs_numpy():
     c = np.concatenate([rng.integers(0, 1 << 32, 200_000), np.arange(0, 70),
                         0x7F7FFFFF + np.arange(-3, 4), 0xFF7FFFFF + np.arange(-3, 1),
                         0x80000000 + np.arange(0, 8)])
-    want = c.astype(np.uint32).view(np.float32).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        want = c.astype(np.uint32).view(np.float32).astype(np.float64)
     got = decode_codes(FORMATS["fp32"], c)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     ok = ~np.isnan(want)
@@ -504,25 +517,25 @@ def test_gemm_long_k(fa_name):
 
 
 @pytest.mark.parametrize("fi_name,fa_name", PAIRS)
-@pytest.mark.parametrize("kind", ["normal", "codes", "finite", "mixed"])
+@pytest.mark.parametrize("kind", ["normal", "codes", "finite", "wide", "mixed"])
 def test_gemm_chunk_boundaries(fi_name, fa_name, kind):
     fi, fa = FORMATS[fi_name], FORMATS[fa_name]
     rng = np.random.default_rng(seed(fi_name, fa_name, kind))
     for k in (1, 2, 15, 16, 17, 63, 64, 65, 129):
-        a, b = operands(fi, (3, k), kind, rng), operands(fi, (k, 5), kind, rng)
+        a, b = operands(fi, (3, k), kind, rng, fa), operands(fi, (k, 5), kind, rng, fa)
         for chunk in (0, 16, 64):
             check_twin(fi, fa, a, b, chunk=chunk)
 
 
 @pytest.mark.parametrize("fi_name,fa_name", PAIRS)
-@pytest.mark.parametrize("kind", ["normal", "finite", "mixed"])
+@pytest.mark.parametrize("kind", ["normal", "wide", "mixed"])
 def test_gemm_k_split(fi_name, fa_name, kind):
     """K = 2 * ks + 3: two full pieces and a short one; chunk counting restarts per piece."""
     fi, fa = FORMATS[fi_name], FORMATS[fa_name]
     rng = np.random.default_rng(seed(fi_name, fa_name, kind, "split"))
     for ks, chunk in ((64, 64), (50, 64), (40, 16), (30, 0), (1, 0), (7, 3)):
         k = 2 * ks + 3
-        a, b = operands(fi, (4, k), kind, rng), operands(fi, (k, 3), kind, rng)
+        a, b = operands(fi, (4, k), kind, rng, fa), operands(fi, (k, 3), kind, rng, fa)
         check_twin(fi, fa, a, b, chunk=chunk, k_split=ks)
 
 
@@ -587,8 +600,9 @@ def test_gemm_vs_exact_oracle(fi_name, fa_name):
     fi, fa = FORMATS[fi_name], FORMATS[fa_name]
     rng = np.random.default_rng(seed(fi_name, fa_name, "oracle"))
     for kind, k, chunk, ks in (("finite", 20, 0, None), ("codes", 12, 0, None),
-                               ("mixed", 23, 8, 10), ("normal", 33, 16, None)):
-        a, b = operands(fi, (3, k), kind, rng), operands(fi, (k, 3), kind, rng)
+                               ("mixed", 23, 8, 10), ("normal", 33, 16, None),
+                               ("wide", 40, 0, None), ("wide", 41, 8, 13)):
+        a, b = operands(fi, (3, k), kind, rng, fa), operands(fi, (k, 3), kind, rng, fa)
         got = reference_fp_gemm(fi, fa, a, b, chunk=chunk, k_split=ks)
         np.testing.assert_array_equal(got, oracle_gemm(fi, fa, a, b, chunk=chunk, k_split=ks))
 

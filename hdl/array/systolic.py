@@ -47,8 +47,13 @@ class SystolicArray(wiring.Component):
     -------
     a : In(ArrayLayout(pe.a_shape, rows))
     b : In(ArrayLayout(pe.b_shape, cols))
+    side_<name> : In(ArrayLayout(shape, rows)), for each side-band member of the PE
+        Travels with the activations of its row (same skew, same registers).
+    mode : In(pe.mode_shape), only for PEs with a run-time mode
+        Broadcast to every PE; the engine holds it for the whole RUN.
     valid, first, last : In(1)
-        Pair control, as in `PESignature`, shared by every PE.
+        Pair control, as in `PESignature`, shared by every PE; pairs come at most every
+        ``pe_ii`` cycles.
     out_valid : Out(1)
     out_row : Out(range(max(rows, 2)))
     out_data : Out(ArrayLayout(pe.acc_shape, cols))
@@ -70,14 +75,23 @@ class SystolicArray(wiring.Component):
                 if p.signature != sig0 or p.latency != self._pes[0][0].latency:
                     raise ValueError("pe must return PEs of one signature and latency")
         self._pe_latency = self._pes[0][0].latency
-        super().__init__({
+        self._pe_ii = self._pes[0][0].ii
+        self._pe_sig = sig0
+        members = {
             "a": In(data.ArrayLayout(sig0.a_shape, rows)),
             "b": In(data.ArrayLayout(sig0.b_shape, cols)),
+        }
+        for name, shape in sig0.side:
+            members[f"side_{name}"] = In(data.ArrayLayout(shape, rows))
+        if sig0.mode_shape is not None:
+            members["mode"] = In(sig0.mode_shape)
+        members.update({
             "valid": In(1), "first": In(1), "last": In(1),
             "out_valid": Out(1),
             "out_row": Out(range(max(rows, 2))),
             "out_data": Out(data.ArrayLayout(sig0.acc_shape, cols)),
         })
+        super().__init__(members)
 
     @property
     def rows(self):
@@ -90,6 +104,14 @@ class SystolicArray(wiring.Component):
     @property
     def pe_latency(self):
         return self._pe_latency
+
+    @property
+    def pe_signature(self):
+        return self._pe_sig
+
+    @property
+    def pe_ii(self):
+        return self._pe_ii
 
     @property
     def drain_latency(self):
@@ -111,7 +133,25 @@ class SystolicArray(wiring.Component):
         R, C = self._rows, self._cols
         ctrl = Cat(self.valid, self.first, self.last)
 
-        a_in = [_delay(m, self.a[r], r, f"a_skew{r}") for r in range(R)]
+        sig = self._pe_sig
+        side_names = [name for name, _ in sig.side]
+        a_w = sig.a_shape.width
+        side_ws = [shape.width for _, shape in sig.side]
+
+        def row_input(r):
+            parts = [self.a[r]]
+            parts += [getattr(self, f"side_{n}")[r] for n in side_names]
+            return Cat(*parts)
+
+        def split(value):
+            """``(a, {side name: value})`` from a row value carried through the array."""
+            out, pos = {}, a_w
+            for n, w in zip(side_names, side_ws):
+                out[n] = value[pos:pos + w]
+                pos += w
+            return value[:a_w], out
+
+        a_in = [_delay(m, row_input(r), r, f"a_skew{r}") for r in range(R)]
         ctrl_in = [_delay(m, ctrl, r, f"ctrl_skew{r}") for r in range(R)]
         b_in = [_delay(m, self.b[c], c, f"b_skew{c}") for c in range(C)]
 
@@ -133,8 +173,12 @@ class SystolicArray(wiring.Component):
                     ctrl_nxt = Signal(3, name=f"ctrl_{r}_{c}")
                     m.d.sync += [a_nxt.eq(a_cur), ctrl_nxt.eq(ctrl_cur)]
                     a_cur, ctrl_cur = a_nxt, ctrl_nxt
+                a_val, side_vals = split(a_cur)
+                m.d.comb += [getattr(pe, n).eq(v) for n, v in side_vals.items()]
+                if sig.mode_shape is not None:
+                    m.d.comb += pe.mode.eq(self.mode)
                 m.d.comb += [
-                    pe.a.eq(a_cur), pe.b.eq(b_cur),
+                    pe.a.eq(a_val), pe.b.eq(b_cur),
                     pe.valid.eq(ctrl_cur[0]), pe.first.eq(ctrl_cur[1]),
                     pe.last.eq(ctrl_cur[0] & ctrl_cur[2]),
                 ]

@@ -1,0 +1,260 @@
+"""What a PE kind and an engine declare: the contract the rest of tessera asks of them.
+
+A **PE kind** is a frozen dataclass subclass of `PEKind`: its fields are the kind's ``[pe]``
+config keys (checked in ``__post_init__``), and its methods answer every question the config,
+the HDL assembly, the golden model, the driver, the manifest, the regression and `tessera unit`
+ask. An **engine** is a subclass of `Engine` (one per ``array.kind``). Both are registered in
+`tessera.generators.kinds` by name; nothing outside the kind modules compares kind names.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+__all__ = ["ConfigError", "check_int", "check_choice", "fmt_allowed", "OperandLayout",
+           "Combiner", "PEKind", "Engine"]
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown or impossible. The message names key, value, allowed."""
+
+
+def fmt_allowed(values):
+    return ", ".join(repr(v) for v in values)
+
+
+def check_int(key, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: {value!r} is not an integer; allowed: integers {lo}..{hi}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{key}: {value} is out of range; allowed: {lo}..{hi}")
+
+
+def check_choice(key, value, done, later=()):
+    if value in done:
+        return
+    if value in later:
+        raise ConfigError(f"{key}: {value!r} is not implemented yet; allowed: {fmt_allowed(done)}")
+    raise ConfigError(f"{key}: {value!r} is unknown; allowed: {fmt_allowed(done)}")
+
+
+@dataclass(frozen=True)
+class OperandLayout:
+    """How operand elements sit in a scratchpad lane, for one run-time mode.
+
+    ``a_elems``/``b_elems`` elements of ``a_bits``/``b_bits`` each per A/B lane (element 0 in
+    the least significant bits), so a lane is ``a_elems * a_bits`` bits plus ``a_side_bits``
+    of side-band data above the elements. `pack_a`/`unpack_a` (and ``_b``) are the one
+    packing used by the driver, the golden model and (through the PE's own slicing) the HDL.
+    """
+    a_elems: int = 1
+    a_bits: int = 8
+    b_elems: int = 1
+    b_bits: int = 8
+    a_side_bits: int = 0
+
+    @property
+    def a_lane_bits(self):
+        return self.a_elems * self.a_bits + self.a_side_bits
+
+    @property
+    def b_lane_bits(self):
+        return self.b_elems * self.b_bits
+
+    @staticmethod
+    def _pack(codes, elems, bits):
+        import numpy as np
+        codes = np.asarray(codes, dtype=np.uint64)
+        if elems == 1:
+            return codes
+        *lead, k = codes.shape
+        if k % elems:
+            raise ValueError(f"K={k} is not a multiple of {elems} elements per lane")
+        g = codes.reshape(*lead, k // elems, elems)
+        shifts = (np.arange(elems, dtype=np.uint64) * np.uint64(bits))
+        return np.bitwise_or.reduce(g << shifts, axis=-1)
+
+    @staticmethod
+    def _unpack(lanes, elems, bits):
+        import numpy as np
+        lanes = np.asarray(lanes, dtype=np.uint64)
+        if elems == 1:
+            return lanes
+        shifts = np.arange(elems, dtype=np.uint64) * np.uint64(bits)
+        mask = np.uint64((1 << bits) - 1)
+        g = (lanes[..., None] >> shifts) & mask
+        return g.reshape(*lanes.shape[:-1], lanes.shape[-1] * elems)
+
+    def pack_a(self, codes):
+        """Element codes (..., K) -> lane codes (..., K / a_elems)."""
+        return self._pack(codes, self.a_elems, self.a_bits)
+
+    def pack_b(self, codes):
+        return self._pack(codes, self.b_elems, self.b_bits)
+
+    def unpack_a(self, lanes):
+        return self._unpack(lanes, self.a_elems, self.a_bits)
+
+    def unpack_b(self, lanes):
+        return self._unpack(lanes, self.b_elems, self.b_bits)
+
+    @property
+    def k_per_word(self):
+        """Products of one lane pair: K advances this much per scratchpad word."""
+        if self.a_elems != self.b_elems:
+            raise ValueError("A and B lanes must carry the same number of K elements")
+        return self.a_elems
+
+
+class Combiner:
+    """How the output stage combines a new result with what a result store holds.
+
+    ``latency`` cycles from the old and new words to the combined word; `hdl` returns a
+    `wiring.Component` with members ``old``, ``new`` (In(width)) and ``result``
+    (Out(width)) for one lane; `twin` is the bit-exact NumPy function of (old, new) codes.
+    """
+    latency: int = 0
+
+    def hdl(self):
+        raise NotImplementedError
+
+    def twin(self, old, new):
+        raise NotImplementedError
+
+    def as_dict(self):
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class PEKind:
+    """Base of the PE-kind config sections. Subclasses are frozen dataclasses.
+
+    Class attributes: ``name`` (the ``pe.kind`` value), ``code`` (reported by INFO).
+    """
+    name: ClassVar[str] = ""
+    code: ClassVar[int] = 0
+
+    # -- config -------------------------------------------------------------------------------
+    @classmethod
+    def keys(cls):
+        """The ``[pe]`` keys this kind accepts (besides ``kind``)."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data):
+        """Parse a ``[pe]`` table (without ``kind``); unknown keys name the allowed keys."""
+        allowed = cls.keys()
+        for key in data:
+            if key not in allowed:
+                raise ConfigError(f"pe.{key}: unknown key for pe.kind = {cls.name!r}; "
+                                  f"allowed: {fmt_allowed(['kind', *allowed])}")
+        return cls(**data)
+
+    def to_dict(self):
+        return {"kind": self.name, **dataclasses.asdict(self)}
+
+    @property
+    def kind(self):
+        """The ``pe.kind`` value (``name``)."""
+        return self.name
+
+    def describe(self):
+        """One line for listings: the kind and its keys."""
+        keys = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items())
+        return f"{self.name} ({keys})"
+
+    # -- operands and results -----------------------------------------------------------------
+    def layout(self, mode=None):
+        """The `OperandLayout` of ``mode`` (None: the kind's only or widest mode)."""
+        raise NotImplementedError
+
+    @property
+    def result_bits(self):
+        """Bits of one result lane (one accumulator)."""
+        raise NotImplementedError
+
+    @property
+    def modes(self):
+        """Run-time modes (names, in code order), or () for a kind without modes."""
+        return ()
+
+    def mode_code(self, mode):
+        if not self.modes:
+            if mode is not None:
+                raise ValueError(f"pe.kind {self.name!r} has no run-time modes, not {mode!r}")
+            return 0
+        if mode not in self.modes:
+            raise ValueError(f"mode {mode!r} is unknown; allowed: {fmt_allowed(self.modes)}")
+        return self.modes.index(mode)
+
+    # -- timing -------------------------------------------------------------------------------
+    @property
+    def latency(self):
+        """PE latency in cycles (computed from the config, never by building HDL)."""
+        raise NotImplementedError
+
+    def ii(self, mode=None):
+        """Initiation interval of the PE in ``mode``."""
+        return 1
+
+    # -- hardware and twins ---------------------------------------------------------------------
+    def make_pe(self):
+        """A new HDL `PE` (a `tessera.hdl.array.pe.PE`) for this config."""
+        raise NotImplementedError
+
+    def twin(self):
+        """The golden twin of one array tile: an object with ``tile(a_lanes, b_lanes, mode)``
+        (K x rows and K x cols lane codes -> rows x cols result codes)."""
+        raise NotImplementedError
+
+    def combiner(self):
+        """The `Combiner` for accumulation across RUNs, or None (RUN refuses to accumulate)."""
+        return None
+
+    # -- manifest, tests, units -----------------------------------------------------------------
+    def formats(self):
+        """Number-format descriptors for the manifest."""
+        raise NotImplementedError
+
+    def operands(self, m, n, k, *, kind, rng):
+        """Operand element codes (A: M x K, B: K x N) of a named workload kind."""
+        raise NotImplementedError
+
+    def reference(self, a, b, *, k_split=None, mode=None):
+        """Expected M x N result codes from a reference independent of the twin. ``k_split``:
+        the K length of each RUN when K is split across accumulating RUNs."""
+        raise NotImplementedError
+
+    @classmethod
+    def units(cls):
+        """`tessera.generators.units.Unit` entries this kind contributes to `tessera unit`."""
+        return ()
+
+
+class Engine:
+    """Base of engines (one per ``array.kind``): HDL, argument layout, twin, geometry.
+
+    Class attributes: ``name`` (the ``array.kind`` value), ``code`` (INFO engine code).
+    """
+    name = ""
+    code = 0
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def geometry(self):
+        """The `tessera.hdl.ctrl.memmap.Geometry` of the core."""
+        raise NotImplementedError
+
+    def args(self):
+        """The `tessera.hdl.ctrl.protocol.ArgLayout` of this engine's RUN arguments."""
+        raise NotImplementedError
+
+    def make_hdl(self):
+        """A new HDL engine component (see `tessera.hdl.engine`)."""
+        raise NotImplementedError
+
+    def twin(self):
+        """The golden twin (see `tessera.sim.engines`)."""
+        raise NotImplementedError

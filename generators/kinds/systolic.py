@@ -1,0 +1,74 @@
+"""Engine ``systolic``: the output-stationary systolic GEMM (`tessera.hdl.engine.gemm_os`)."""
+
+from tessera.generators.kinds.base import Engine
+from tessera.hdl.ctrl.memmap import Geometry, Store
+from tessera.hdl.ctrl.protocol import ArgLayout, Field
+
+
+__all__ = ["SystolicGemm"]
+
+
+class SystolicGemm(Engine):
+    """``[array] kind = "systolic"``, dataflow ``output_stationary``.
+
+    Stores: A (operand words of ``rows`` activation lanes), B (``cols`` weight lanes) and C
+    (result words of ``cols`` accumulators, one array row). RUN arguments: the GEMM tile
+    counts, K (in words), the three base addresses, flags (bit 0: accumulate with the PE
+    kind's combiner) and, for PE kinds with run-time modes, the mode.
+    """
+    name = "systolic"
+    code = 1
+
+    def geometry(self):
+        cfg, pe = self.cfg, self.cfg.pe
+        lay = pe.layout()
+        R, C = cfg.array.rows, cfg.array.cols
+        mem = cfg.memory
+        return Geometry(rows=R, cols=C, stores=(
+            Store("a", 0, R, lay.a_lane_bits, mem.a_depth, doc="activations, one lane per row"),
+            Store("b", 1, C, lay.b_lane_bits, mem.b_depth, doc="weights, one lane per column"),
+            Store("c", 2, C, pe.result_bits, mem.c_depth, result=True,
+                  doc="results, one array row per word"),
+        ))
+
+    def args(self):
+        fields = [Field("m_tiles", 2, "row tiles of rows outputs"),
+                  Field("n_tiles", 2, "column tiles of cols outputs"),
+                  Field("k", 2, "words of A and B per tile"),
+                  Field("a_base", 2), Field("b_base", 2), Field("c_base", 2),
+                  Field("flags", 1, "bit 0: accumulate into C with the PE kind's combiner")]
+        if self.cfg.pe.modes:
+            fields.append(Field("mode", 1, "PE run-time mode code"))
+        return ArgLayout(fields)
+
+    def make_hdl(self):
+        from tessera.hdl.engine.gemm_os import GemmOSEngine
+        cfg = self.cfg
+        g = cfg.geometry
+        return GemmOSEngine(rows=cfg.array.rows, cols=cfg.array.cols, pe=cfg.pe.make_pe,
+                            args=self.args(), depths=tuple(s.depth for s in g.stores),
+                            accumulate=cfg.pe.combiner() is not None,
+                            modes=len(cfg.pe.modes))
+
+    def twin(self):
+        from tessera.sim.engines.gemm_os import GemmOSTwin
+        cfg = self.cfg
+        return GemmOSTwin(rows=cfg.array.rows, cols=cfg.array.cols, pe=cfg.pe,
+                          geometry=cfg.geometry)
+
+    def mapper(self):
+        from tessera.sim.engines.gemm_os import GemmMapper
+        return GemmMapper(self.cfg)
+
+    def timing(self):
+        """Manifest ``timing``: the cycle model as an evaluable tree, and the ideal."""
+        twin = self.twin()
+        return {"model": "gemm_os", "check_cycles": twin.check_cycles,
+                "pe_latency": self.cfg.pe.latency, "pe_ii": self.cfg.pe.ii(),
+                "combiner_latency": twin.combiner_latency,
+                "run_cycles": twin.model,
+                "run_cycles_variables": {
+                    "m_tiles": "RUN m_tiles", "n_tiles": "RUN n_tiles", "k": "RUN k",
+                    "accumulate": "RUN flags bit 0"},
+                "ideal_cycles": {"macs_per_cycle": self.cfg.array.rows * self.cfg.array.cols
+                                 * self.cfg.pe.layout().k_per_word // self.cfg.pe.ii()}}

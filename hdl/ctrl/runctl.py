@@ -1,0 +1,61 @@
+"""The generic RUN front end: start, argument hand-off, busy, cycle counter, completion."""
+
+from amaranth import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from tessera.hdl.engine.base import EngineControlSignature, RunSignature
+
+
+__all__ = ["RunControl"]
+
+
+class RunControl(wiring.Component):
+    """Starts the engine, reports its argument check, and keeps ``busy`` and ``cycles``.
+
+    ``busy`` rises in the cycle after ``run.start`` and falls in the cycle after the engine
+    reports a failed check, or after the engine is done *and* the output stage is idle (the
+    last result is stored). ``cycles`` counts the busy cycles; it is what STATUS reports and
+    what the engine twin's cycle model predicts.
+
+    Parameters
+    ----------
+    arg_bits : int
+        Width of the engine's packed argument layout.
+
+    Members
+    -------
+    run : In(RunSignature(arg_bits))
+        From the command decoder.
+    engine : Out(EngineControlSignature(arg_bits))
+        To the engine.
+    out_idle : In(1)
+        The output stage holds no word in flight.
+    """
+
+    def __init__(self, *, arg_bits):
+        self._arg_bits = arg_bits
+        super().__init__({
+            "run": In(RunSignature(arg_bits)),
+            "engine": Out(EngineControlSignature(arg_bits)),
+            "out_idle": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        engine_done = Signal()   # sticky: the engine emitted its last result word
+        m.d.comb += [self.engine.start.eq(self.run.start), self.engine.args.eq(self.run.args),
+                     self.run.check_done.eq(self.engine.check_done),
+                     self.run.check_err.eq(self.engine.check_err)]
+        with m.If(self.run.busy):
+            m.d.sync += self.run.cycles.eq(self.run.cycles + 1)
+        with m.If(self.run.start):
+            m.d.sync += [self.run.busy.eq(1), self.run.cycles.eq(0), engine_done.eq(0)]
+        with m.If(self.engine.check_done & (self.engine.check_err != 0)):
+            m.d.sync += self.run.busy.eq(0)
+        with m.If(self.engine.done):
+            m.d.sync += engine_done.eq(1)
+        with m.If(self.run.busy & engine_done & self.out_idle):
+            m.d.sync += [self.run.busy.eq(0), engine_done.eq(0)]
+        return m
+

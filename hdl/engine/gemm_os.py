@@ -1,0 +1,243 @@
+"""Output-stationary systolic GEMM engine: argument check, tile issue loop and the PE array."""
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from tessera.hdl.array.systolic import SystolicArray
+from tessera.hdl.ctrl.protocol import Err
+from tessera.hdl.engine.base import EngineControlSignature, ResultSignature, StorePortSignature
+
+
+__all__ = ["GemmOSEngine", "FLAG_ACCUMULATE", "CHECK_CYCLES"]
+
+#: RUN flag bit: add the results to what the result store holds (the PE kind's combiner).
+FLAG_ACCUMULATE = 0x01
+
+#: Cycles the argument check takes (16 shift-add steps for the three tile products, 1 compare).
+CHECK_CYCLES = 17
+
+
+class GemmOSEngine(wiring.Component):
+    """Executes GEMM RUNs on an output-stationary `SystolicArray`.
+
+    A RUN computes, for every m-tile ``mi < m_tiles`` and n-tile ``ni < n_tiles`` (m outer),
+    ``C[c_base + (mi*n_tiles + ni)*rows + r] (+)= sum_{kk<k} A[a_base + mi*k + kk][r] (x)
+    B[b_base + ni*k + kk][c]``, where an A word holds ``rows`` lanes, a B word ``cols`` lanes
+    and a C word ``cols`` results; what one lane pair contributes is the PE kind's business
+    (one product, or several with packed lanes). With ``FLAG_ACCUMULATE`` the result words
+    ask the output stage to combine them with the stored words.
+
+    On ``ctl.start`` the arguments are checked for `CHECK_CYCLES` cycles; ``ctl.check_done``
+    then pulses with 0 or an `Err` code. Tiles are issued back to back, each taking
+    ``P = max(k * ii, rows, cols)`` cycles (an operand pair every ``ii`` cycles, the PE's
+    initiation interval); the cycle model is `tessera.sim.engines.gemm_os.cycle_model`.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array shape.
+    pe : callable
+        Returns a new `PE` (`tessera.hdl.array.pe`).
+    args : ArgLayout
+        The engine's RUN argument layout (`tessera.hdl.ctrl.protocol`): fields ``m_tiles``,
+        ``n_tiles``, ``k``, ``a_base``, ``b_base``, ``c_base``, ``flags`` and, for PEs with a
+        run-time mode, ``mode``.
+    depths : tuple of 3 int
+        Depths of stores A, B and C.
+    accumulate : bool
+        Whether the PE kind has a combiner (otherwise ``FLAG_ACCUMULATE`` is an `Err.ARG`).
+    modes : int
+        Number of PE run-time modes (a ``mode`` argument at or above it is an `Err.ARG`).
+
+    Members
+    -------
+    ctl : In(EngineControlSignature(args.nbytes * 8))
+    a_port : Out(StorePortSignature(depths[0], rows * a lane bits, write=False))
+    b_port : Out(StorePortSignature(depths[1], cols * b lane bits, write=False))
+    result : Out(ResultSignature(depths[2], cols * acc bits))
+    """
+
+    def __init__(self, *, rows, cols, pe, args, depths, accumulate, modes=0):
+        self._array = SystolicArray(rows=rows, cols=cols, pe=pe)
+        self._rows, self._cols = rows, cols
+        self._args = args
+        self._depths = tuple(depths)
+        self._accumulate = bool(accumulate)
+        self._modes = modes
+        self._ii = self._array.pe_ii
+        names = {f.name for f in args.fields}
+        need = {"m_tiles", "n_tiles", "k", "a_base", "b_base", "c_base", "flags"}
+        if not need <= names:
+            raise ValueError(f"args must have the fields {sorted(need)}, not {sorted(names)}")
+        members = self._array.signature.members
+        if "mode" in members and "mode" not in names:
+            raise ValueError("a PE with a run-time mode needs a 'mode' argument field")
+        # An A lane is the PE's activation operand with its side-band members above it.
+        self._side = [(name, members[f"side_{name}"].shape.elem_shape.width)
+                      for name, _ in self._array.pe_signature.side]
+        self._a_bits = members["a"].shape.elem_shape.width
+        a_bits = self._a_bits + sum(w for _, w in self._side)
+        b_bits = members["b"].shape.elem_shape.width
+        acc_bits = members["out_data"].shape.elem_shape.width
+        self._a_lane_bits = a_bits
+        da, db, dc = self._depths
+        super().__init__({
+            "ctl": In(EngineControlSignature(8 * args.nbytes)),
+            "a_port": Out(StorePortSignature(depth=da, width=rows * a_bits, write=False)),
+            "b_port": Out(StorePortSignature(depth=db, width=cols * b_bits, write=False)),
+            "result": Out(ResultSignature(depth=dc, width=cols * acc_bits)),
+        })
+
+    @property
+    def pe_latency(self):
+        return self._array.pe_latency
+
+    @property
+    def pe_ii(self):
+        return self._ii
+
+    def _field(self, value, name):
+        lo, hi = self._args.bit_slice(name)
+        return value[lo:hi]
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C, ii = self._rows, self._cols, self._ii
+        a_depth, b_depth, c_depth = self._depths
+        m.submodules.array = array = self._array
+        args = self.ctl.args
+
+        mt, nt, k = Signal(16), Signal(16), Signal(16)
+        a_base, b_base, c_base = Signal(16), Signal(16), Signal(16)
+        flags = Signal(8)
+        acc_mode = Signal()
+        # Serial shift-add multipliers: p1 = mt*k, p2 = nt*k, p3 = mt*nt.
+        mul1_x, mul2_x, mul3_x = Signal(32), Signal(32), Signal(32)
+        mul1_y, mul2_y, mul3_y = Signal(16), Signal(16), Signal(16)
+        a_words, b_words, tiles = Signal(32), Signal(32), Signal(32)
+        step = Signal(range(16))
+        period = Signal(17 + max(ii, 1).bit_length())
+        total_rows = Signal(range(c_depth + 1))
+
+        t = Signal.like(period)       # cycle within the current tile's issue period
+        slot = Signal(range(max(ii, 2)))
+        kk = Signal(16)               # operand pairs issued in the current tile
+        mi, ni = Signal(16), Signal(16)
+        a_row, b_row = Signal(17), Signal(17)
+        emitted = Signal(range(c_depth + 1))
+        c_ptr = Signal(range(c_depth))
+
+        if "mode" in array.signature.members:
+            mode = Signal.like(array.mode)
+            m.d.comb += array.mode.eq(mode)
+        else:
+            mode = None
+
+        issue = Signal()
+        m.d.comb += [
+            self.a_port.r_addr.eq(a_row + kk), self.b_port.r_addr.eq(b_row + kk),
+            self.a_port.r_en.eq(issue), self.b_port.r_en.eq(issue),
+        ]
+        m.d.sync += [
+            array.valid.eq(issue),
+            array.first.eq(issue & (kk == 0)),
+            array.last.eq(issue & (kk == k - 1)),
+        ]
+        # Operand words straight from the stores' read ports (read latency 1 = the control
+        # register above).
+        lw = self._a_lane_bits
+        for r in range(R):
+            lane = self.a_port.r_data[r * lw:(r + 1) * lw]
+            m.d.comb += array.a[r].eq(lane[:self._a_bits])
+            pos = self._a_bits
+            for name, w in self._side:
+                m.d.comb += getattr(array, f"side_{name}")[r].eq(lane[pos:pos + w])
+                pos += w
+        m.d.comb += array.b.as_value().eq(self.b_port.r_data)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.ctl.start):
+                    m.d.sync += [
+                        mt.eq(self._field(args, "m_tiles")), nt.eq(self._field(args, "n_tiles")),
+                        k.eq(self._field(args, "k")),
+                        a_base.eq(self._field(args, "a_base")),
+                        b_base.eq(self._field(args, "b_base")),
+                        c_base.eq(self._field(args, "c_base")),
+                        flags.eq(self._field(args, "flags")),
+                        mul1_x.eq(self._field(args, "k")), mul1_y.eq(self._field(args, "m_tiles")),
+                        mul2_x.eq(self._field(args, "k")), mul2_y.eq(self._field(args, "n_tiles")),
+                        mul3_x.eq(self._field(args, "n_tiles")),
+                        mul3_y.eq(self._field(args, "m_tiles")),
+                        a_words.eq(0), b_words.eq(0), tiles.eq(0), step.eq(0),
+                    ]
+                    if mode is not None:
+                        m.d.sync += mode.eq(self._field(args, "mode"))
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                for x, y, p in ((mul1_x, mul1_y, a_words), (mul2_x, mul2_y, b_words),
+                                (mul3_x, mul3_y, tiles)):
+                    m.d.sync += [x.eq(x << 1), y.eq(y >> 1)]
+                    with m.If(y[0]):
+                        m.d.sync += p.eq(p + x)
+                m.d.sync += step.eq(step + 1)
+                with m.If(step == 15):
+                    m.next = "VERIFY"
+            with m.State("VERIFY"):
+                bad_arg = (mt == 0) | (nt == 0) | (k == 0) | (flags & ~FLAG_ACCUMULATE).any()
+                if not self._accumulate:
+                    bad_arg = bad_arg | (flags & FLAG_ACCUMULATE).any()
+                if mode is not None:
+                    bad_arg = bad_arg | (mode >= max(1, self._modes))
+                bad_tile = ((a_base + a_words > a_depth) | (b_base + b_words > b_depth)
+                            | (c_base + tiles * R > c_depth))
+                m.d.comb += self.ctl.check_done.eq(1)
+                with m.If(bad_arg):
+                    m.d.comb += self.ctl.check_err.eq(Err.ARG)
+                    m.next = "IDLE"
+                with m.Elif(bad_tile):
+                    m.d.comb += self.ctl.check_err.eq(Err.TILE)
+                    m.next = "IDLE"
+                with m.Else():
+                    kii = k * ii
+                    maxrc = max(R, C)
+                    m.d.sync += [
+                        period.eq(Mux(kii > maxrc, kii, maxrc)),
+                        total_rows.eq(tiles * R),
+                        acc_mode.eq(flags[0]),
+                        t.eq(0), slot.eq(0), kk.eq(0), mi.eq(0), ni.eq(0),
+                        a_row.eq(a_base), b_row.eq(b_base),
+                        c_ptr.eq(c_base), emitted.eq(0),
+                    ]
+                    m.next = "ISSUE"
+            with m.State("ISSUE"):
+                m.d.comb += issue.eq((slot == 0) & (kk < k))
+                with m.If(issue):
+                    m.d.sync += kk.eq(kk + 1)
+                if ii > 1:
+                    m.d.sync += slot.eq(Mux(slot == ii - 1, 0, slot + 1))
+                m.d.sync += t.eq(t + 1)
+                with m.If(t == period - 1):
+                    m.d.sync += [t.eq(0), slot.eq(0), kk.eq(0), ni.eq(ni + 1),
+                                 b_row.eq(b_row + k)]
+                    with m.If(ni == nt - 1):
+                        m.d.sync += [ni.eq(0), b_row.eq(b_base), mi.eq(mi + 1),
+                                     a_row.eq(a_row + k)]
+                        with m.If(mi == mt - 1):
+                            m.next = "WAIT"
+            with m.State("WAIT"):
+                with m.If(emitted == total_rows):
+                    m.d.comb += self.ctl.done.eq(1)
+                    m.next = "IDLE"
+
+        # Result rows leave the array one per cycle, in tile order: consecutive C words.
+        m.d.comb += [
+            self.result.valid.eq(array.out_valid),
+            self.result.payload.addr.eq(c_ptr),
+            self.result.payload.data.eq(array.out_data.as_value()),
+            self.result.payload.accumulate.eq(acc_mode),
+        ]
+        with m.If(array.out_valid):
+            m.d.sync += [c_ptr.eq(c_ptr + 1), emitted.eq(emitted + 1)]
+        return m

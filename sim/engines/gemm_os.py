@@ -1,0 +1,187 @@
+"""Golden twin of `tessera.hdl.engine.gemm_os.GemmOSEngine`: results, check and cycles."""
+
+import numpy as np
+
+from tessera.hdl.ctrl.protocol import Err
+from tessera.hdl.engine.gemm_os import CHECK_CYCLES, FLAG_ACCUMULATE
+from tessera.sim.engines.model import evaluate
+
+
+__all__ = ["GemmOSTwin", "GemmMapper", "cycle_model", "plan_gemm", "CHECK_CYCLES"]
+
+
+def cycle_model(*, rows, cols, pe_latency, pe_ii, combiner_latency):
+    """Busy cycles of a RUN as an expression tree in ``m_tiles``, ``n_tiles``, ``k`` and
+    ``accumulate`` (`tessera.sim.engines.model`); the RTL must meet it exactly.
+
+    The schedule: `CHECK_CYCLES` + 1 cycles of argument checks; the tiles are issued back to
+    back, each taking ``P = max(k * ii, rows, cols)`` cycles, with operand pair ``kk`` of a
+    tile issued at cycle ``kk * ii`` of its period; after the last pair of the last tile it
+    takes 1 (store read) + ``pe_latency`` + ``cols`` (systolic skew) + 1 (array output
+    register) + ``rows`` (drain, one row per cycle) + 1 (output write) cycles, plus the
+    combiner latency when accumulating, until the last result is stored; busy falls one
+    cycle later.
+    """
+    period = ["max", ["*", "k", pe_ii], rows, cols]
+    tiles = ["*", "m_tiles", "n_tiles"]
+    last_issue = ["*", ["-", "k", 1], pe_ii]
+    return ["+", CHECK_CYCLES + 1, ["*", ["-", tiles, 1], period], last_issue,
+            1 + pe_latency + cols + rows + 2, ["if", "accumulate", combiner_latency, 0]]
+
+
+class GemmOSTwin:
+    """What a GEMM RUN does to the stores and how many cycles it takes.
+
+    Parameters
+    ----------
+    rows, cols : int
+    pe : PEKind
+        The PE kind config (its twin computes a tile, its combiner accumulates).
+    geometry : Geometry
+    """
+
+    check_cycles = CHECK_CYCLES
+
+    def __init__(self, *, rows, cols, pe, geometry):
+        self.rows, self.cols = rows, cols
+        self.pe = pe
+        self.tile_model = pe.twin()
+        self.combiner = pe.combiner()
+        self.depths = {s.name: s.depth for s in geometry.stores}
+        self.model = cycle_model(rows=rows, cols=cols, pe_latency=pe.latency,
+                                 pe_ii=pe.ii(), combiner_latency=self.combiner_latency)
+
+    @property
+    def combiner_latency(self):
+        return self.combiner.latency if self.combiner is not None else 0
+
+    def check(self, args):
+        """The error code the argument check gives (0: the RUN proceeds)."""
+        mt, nt, k, flags = args["m_tiles"], args["n_tiles"], args["k"], args["flags"]
+        if mt == 0 or nt == 0 or k == 0 or flags & ~FLAG_ACCUMULATE & 0xFF \
+                or (flags & FLAG_ACCUMULATE and self.combiner is None):
+            return Err.ARG
+        if "mode" in args and args["mode"] >= max(1, len(self.pe.modes)):
+            return Err.ARG
+        if args["a_base"] + mt * k > self.depths["a"] or args["b_base"] + nt * k > self.depths["b"] \
+                or args["c_base"] + mt * nt * self.rows > self.depths["c"]:
+            return Err.TILE
+        return Err.OK
+
+    def env(self, args):
+        return {"m_tiles": args["m_tiles"], "n_tiles": args["n_tiles"], "k": args["k"],
+                "accumulate": args["flags"] & FLAG_ACCUMULATE}
+
+    def run(self, stores, args):
+        """Execute a checked RUN on ``stores`` ({name: depth x lanes codes}); returns cycles."""
+        mt, nt, k = args["m_tiles"], args["n_tiles"], args["k"]
+        acc = bool(args["flags"] & FLAG_ACCUMULATE)
+        mode = self.pe.modes[args["mode"]] if "mode" in args and self.pe.modes else None
+        A, B, Cm = stores["a"], stores["b"], stores["c"]
+        R = self.rows
+        for mi in range(mt):
+            a_words = A[args["a_base"] + mi * k:args["a_base"] + (mi + 1) * k]
+            for ni in range(nt):
+                b_words = B[args["b_base"] + ni * k:args["b_base"] + (ni + 1) * k]
+                res = self.tile_model.tile(a_words, b_words, mode=mode)
+                base = args["c_base"] + (mi * nt + ni) * R
+                if acc:
+                    res = self.combiner.twin(Cm[base:base + R], res)
+                Cm[base:base + R] = res
+        return evaluate(self.model, self.env(args))
+
+    def perf(self, args, *, macs=None):
+        """``predict`` (cycles of this RUN) and ``ideal`` (its lane-pair products over the PEs,
+        or ``macs`` over the PEs when the caller knows the useful MACs)."""
+        mode = self.pe.modes[args["mode"]] if "mode" in args and self.pe.modes else None
+        per_pair = self.pe.layout(mode).k_per_word
+        pairs = args["m_tiles"] * self.rows * args["n_tiles"] * self.cols * args["k"]
+        work = pairs * per_pair if macs is None else macs
+        return {"predict": evaluate(self.model, self.env(args)),
+                "ideal": work / (self.rows * self.cols * per_pair / self.pe.ii(mode))}
+
+
+
+def plan_gemm(m, n, k, *, rows, cols, depths, accumulate):
+    """Split an M x N x K GEMM (K in words) into RUNs that fit the stores.
+
+    Returns ``(m_tiles_per_run, n_tiles_per_run, k_per_run)``: the largest blocking
+    (preferring the whole K, then as many tiles as fit) such that the A, B and C regions fit.
+    Raises ValueError, naming the sizes, if nothing fits.
+    """
+    R, C = rows, cols
+    da, db, dc = depths
+    mt_all, nt_all = -(-m // R), -(-n // C)
+    kc = min(k, da, db)
+    if not accumulate and kc < k:
+        raise ValueError(f"K={k} does not fit scratchpads of depth {da}/{db} and this core "
+                         f"cannot accumulate across RUNs")
+    if dc < R or kc < 1:
+        raise ValueError(f"scratchpad C (depth {dc}) cannot hold one {R}-row tile")
+    mt = max(1, min(mt_all, da // kc))
+    nt = max(1, min(nt_all, db // kc, (dc // R) // mt))
+    mt = max(1, min(mt, (dc // R) // nt))
+    return mt, nt, kc
+
+
+class GemmMapper:
+    """Host side of the GEMM engine: blocks a GEMM into RUNs and moves the tiles.
+
+    Elements are packed into lanes by the PE kind's `OperandLayout` (one element per lane
+    for ``int`` and ``fpmac``), so K counts words: K elements / ``k_per_word``.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def plan(self, m, n, k_words):
+        g = self.cfg.geometry
+        return plan_gemm(m, n, k_words, rows=g.rows, cols=g.cols,
+                         depths=tuple(s.depth for s in g.stores),
+                         accumulate=self.cfg.pe.combiner() is not None)
+
+    async def gemm(self, drv, a, b, *, progress=None, mode=None):
+        from tessera.sim.driver import GemmStats
+        from tessera.sim.layout import tile_a, tile_b, untile_c
+        pe, g = self.cfg.pe, self.cfg.geometry
+        lay = pe.layout(mode)
+        a = np.asarray(a, dtype=np.uint64)
+        b = np.asarray(b, dtype=np.uint64)
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+            raise ValueError(f"gemm: shapes {a.shape} and {b.shape} do not chain (M x K, K x N)")
+        m, k = a.shape
+        n = b.shape[1]
+        R, C = g.rows, g.cols
+        kw = lay.k_per_word
+        kp = -(-k // kw) * kw
+        mp, np_ = -(-m // R) * R, -(-n // C) * C
+        a_p = np.zeros((mp, kp), dtype=np.uint64)
+        a_p[:m, :k] = a
+        b_p = np.zeros((kp, np_), dtype=np.uint64)
+        b_p[:k, :n] = b
+        a_w = lay.pack_a(a_p)                 # mp x K words
+        b_w = lay.pack_b(b_p.T).T             # K words x np
+        k_words = kp // kw
+        mt_run, nt_run, kc = self.plan(m, n, k_words)
+        out = np.zeros((mp, np_), dtype=np.uint64)
+        stats = GemmStats(k_split=kc * kw)
+        mt_all, nt_all = mp // R, np_ // C
+        extra = {"mode": pe.mode_code(mode)} if pe.modes else {}
+        for m0 in range(0, mt_all, mt_run):
+            mt = min(mt_run, mt_all - m0)
+            for n0 in range(0, nt_all, nt_run):
+                nt = min(nt_run, nt_all - n0)
+                for k0 in range(0, k_words, kc):
+                    kk = min(kc, k_words - k0)
+                    await drv.write("a", 0, tile_a(a_w[m0 * R:(m0 + mt) * R, k0:k0 + kk], R))
+                    await drv.write("b", 0, tile_b(b_w[k0:k0 + kk, n0 * C:(n0 + nt) * C], C))
+                    cyc = await drv.run(m_tiles=mt, n_tiles=nt, k=kk,
+                                        flags=FLAG_ACCUMULATE if k0 > 0 else 0, **extra)
+                    stats.runs += 1
+                    stats.cycles += cyc
+                    stats.run_cycles.append(cyc)
+                    if progress:
+                        progress(stats)
+                words = await drv.read("c", 0, mt * nt * R)
+                out[m0 * R:(m0 + mt) * R, n0 * C:(n0 + nt) * C] = untile_c(words, mt, nt, R, C)
+        return out[:m, :n], stats
