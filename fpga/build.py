@@ -362,8 +362,9 @@ def build_bitstream(core, *, board, out_dir, name="tessera", seed=1, progress=pr
     Parameters
     ----------
     core : wiring.Component or BoardTop or Elaboratable
-        A byte-stream core (see :func:`tessera.fpga.top.check_byte_stream_core`), a :class:`BoardTop`,
-        or any top-level elaboratable that requests its own pins.
+        A byte-stream core with ``HostLinkSignature`` (see
+        :func:`tessera.fpga.top.check_byte_stream_core`), a :class:`BoardTop`, or any top-level
+        elaboratable that requests its own pins.
     board : str
         Name in :data:`tessera.fpga.boards.BOARDS`.
     out_dir : str or os.PathLike

@@ -1,8 +1,9 @@
 """Board top: a byte-stream core behind a UART bridge, with status LEDs."""
 
 from amaranth import *
-from amaranth.lib import io, stream, wiring
+from amaranth.lib import io, wiring
 
+from tessera.hdl.io.hostlink import HostLinkSignature
 from tessera.hdl.io.uart import UARTBridge, uart_divisor
 
 from .boards import get_board
@@ -10,52 +11,36 @@ from .boards import get_board
 __all__ = ["BoardTop", "check_byte_stream_core"]
 
 
-def _is_byte_stream(member, flow):
-    return (member.flow == flow and member.is_signature
-            and isinstance(member.signature, stream.Signature)
-            and Shape.cast(member.signature.members["payload"].shape) == unsigned(8))
-
-
 def check_byte_stream_core(core):
-    """Check that ``core`` has the tessera core's host interface.
+    """Check that ``core`` has the tessera core's host interface, `HostLinkSignature`.
 
-    Required: ``i: In(stream.Signature(8))`` and ``o: Out(stream.Signature(8))``. Optional:
-    ``busy: Out(1)`` and ``error: Out(1)``.
+    That is ``i: In(stream.Signature(8))``, ``o: Out(stream.Signature(8))``, ``busy: Out(1)``
+    and ``error: Out(1)``, declared as ``super().__init__(HostLinkSignature())`` (or a subclass
+    of it); a signature that merely lists the same members is not accepted.
 
     Parameters
     ----------
     core : amaranth.lib.wiring.Component
 
-    Returns
-    -------
-    tuple of str
-        The optional status members the core has, out of ``("busy", "error")``.
-
     Raises
     ------
     TypeError
-        Naming the missing or mismatched member.
+        If ``core`` is not a component whose signature is a (non-flipped) `HostLinkSignature`.
     """
+    expected = ("a wiring.Component whose signature is tessera.hdl.core.HostLinkSignature() "
+                "(i: In(stream.Signature(8)), o: Out(stream.Signature(8)), busy: Out(1), "
+                "error: Out(1))")
     if not isinstance(core, wiring.Component):
-        raise TypeError(f"core must be a wiring.Component with members i: In(stream.Signature(8))"
-                        f" and o: Out(stream.Signature(8)), not {core!r}")
-    members = core.signature.members
-    for name, flow in (("i", wiring.In), ("o", wiring.Out)):
-        if name not in members:
-            raise TypeError(f"core has no member {name!r}; a byte-stream core needs "
-                            f"{name}: {flow.name}(stream.Signature(8))")
-        if not _is_byte_stream(members[name], flow):
-            raise TypeError(f"core member {name!r} must be {flow.name}(stream.Signature(8)), "
-                            f"not {members[name]!r}")
-    status = []
-    for name in ("busy", "error"):
-        if name in members:
-            member = members[name]
-            if (member.is_signature or member.flow != wiring.Out
-                    or Shape.cast(member.shape).width != 1):
-                raise TypeError(f"core member {name!r} must be Out(1), not {member!r}")
-            status.append(name)
-    return tuple(status)
+        raise TypeError(f"core must be {expected}, not {core!r}")
+    signature = core.signature
+    # isinstance() (and HostLinkSignature.__eq__) also accept the flip, whose flows are reversed.
+    if (isinstance(signature, wiring.FlippedSignature)
+            or not isinstance(signature, HostLinkSignature)):
+        hint = ""
+        if signature.members == HostLinkSignature().members:
+            hint = "; it has the right members: construct it with HostLinkSignature()"
+        raise TypeError(f"core must be {expected}, not {core!r} with signature "
+                        f"{signature!r}{hint}")
 
 
 class BoardTop(Elaboratable):
@@ -70,7 +55,7 @@ class BoardTop(Elaboratable):
     LEDs (the pins per board are in :data:`tessera.fpga.boards.BOARDS` and ``docs/fpga.md``):
 
     * ``heartbeat``: toggles every 0.5 s, so it blinks at 1 Hz while the clock runs;
-    * ``busy``: the core's ``busy`` output (off if the core has none);
+    * ``busy``: the core's ``busy`` output;
     * ``error``: the core's ``error`` output; on boards without a ``link`` LED also any UART
       framing error or receive overrun;
     * ``link``: sticky UART framing error or receive-FIFO overrun (cleared by reset);
@@ -79,7 +64,7 @@ class BoardTop(Elaboratable):
     Parameters
     ----------
     core : amaranth.lib.wiring.Component
-        A byte-stream core, see :func:`check_byte_stream_core`.
+        A byte-stream core with `HostLinkSignature`, see :func:`check_byte_stream_core`.
     board : str or fpga.boards.Board
         Board name, see :data:`tessera.fpga.boards.BOARDS`.
     baud : int
@@ -91,7 +76,7 @@ class BoardTop(Elaboratable):
     """
 
     def __init__(self, core, board, *, baud=115200, rx_fifo_depth=32, tx_fifo_depth=0):
-        self._status = check_byte_stream_core(core)
+        check_byte_stream_core(core)
         self._core = core
         self._board = get_board(board)
         try:
@@ -182,12 +167,10 @@ class BoardTop(Elaboratable):
 
         link = bridge.framing_error | bridge.overrun
         roles = {led[0] for led in board.leds}
-        core_busy = core.busy if "busy" in self._status else C(0)
-        core_error = core.error if "error" in self._status else C(0)
         drive = {
             "heartbeat": heartbeat,
-            "busy": core_busy,
-            "error": core_error if "link" in roles else core_error | link,
+            "busy": core.busy,
+            "error": core.error if "link" in roles else core.error | link,
             "link": link,
             "activity": activity,
         }

@@ -45,7 +45,7 @@ def cmd_generate(args):
     dt = time.monotonic() - t0
     if args.lint:
         _lint(out / manifest["verilog"], manifest["top"])
-    print(f"{manifest['top']}: {cfg.rows}x{cfg.cols} {cfg.pe.kind} array "
+    print(f"{manifest['top']}: {cfg.rows}x{cfg.cols} {cfg.array.kind} array of {cfg.pe.name} PEs "
           f"({cfg.source}) -> {out}/ ({dt:.1f}s)")
     for f in (manifest["verilog"], "manifest.json", f"{manifest['top']}_defs.h"):
         print(f"  {out / f}")
@@ -211,11 +211,11 @@ def cmd_run(args):
 
     async def go():
         async with UartTransport.for_board(args.port, board) as t:
-            drv = TesseraDriver(t, poll_cycles=1000)
+            drv = TesseraDriver(t, cfg, poll_cycles=1000)
             info = await drv.connect()
             a, b = gemm_operands(cfg, m, n, k, seed=args.seed)
             got, stats = await drv.gemm(a, b)
-            return info, got, stats, reference_gemm(cfg, a, b)
+            return info, got, stats, reference_gemm(cfg, a, b, k_split=stats.k_split)
     info, got, stats, ref = asyncio.run(go())
     bad = int(np.count_nonzero(got != ref))
     print(f"{m}x{n}x{k} GEMM on {args.board}: {stats.cycles} cycles in {stats.runs} runs, "
@@ -310,7 +310,7 @@ def main(argv=None):
         from tessera.generators.units import UnitError
         user = (CliError, ConfigError, UnitError, FileNotFoundError)
         names = {"BuildError", "ProgramError", "ToolchainError", "LinkError", "LinkTimeout",
-                 "TesseraError", "LintError", "VerilatorNotFoundError"}
+                 "TesseraError", "LintError", "VerilatorNotFoundError", "VersionError"}
         if isinstance(e, user) or type(e).__name__ in names:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             print(f"tessera: error: {msg}", file=sys.stderr)

@@ -15,7 +15,8 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 
-from tessera.generators.kinds import ENGINES, ENGINES_LATER, PE_KINDS, PE_KINDS_LATER
+from tessera.generators.kinds import (DEFAULT_ENGINE, DEFAULT_PE_KIND, ENGINES, ENGINES_LATER,
+                                      PE_KINDS, PE_KINDS_LATER)
 from tessera.generators.kinds.base import (ConfigError, check_choice as _check_choice,
                                            check_int as _check_int, fmt_allowed as _fmt_allowed)
 
@@ -64,7 +65,7 @@ class CoreSection:
 @dataclass(frozen=True)
 class ArraySection:
     """``[array]``: the compute array's kind, shape and dataflow."""
-    kind: str = "systolic"
+    kind: str = DEFAULT_ENGINE
     rows: int = 8
     cols: int = 8
     dataflow: str = "output_stationary"
@@ -121,7 +122,7 @@ class CoreConfig:
     """A whole core: one frozen object from which HDL, golden model and manifest are derived."""
     core: CoreSection = field(default_factory=CoreSection)
     array: ArraySection = field(default_factory=ArraySection)
-    pe: object = field(default_factory=PE_KINDS["int"])
+    pe: object = field(default_factory=PE_KINDS[DEFAULT_PE_KIND])
     memory: MemorySection = field(default_factory=MemorySection)
     host: HostSection = field(default_factory=HostSection)
     source: str = field(default="default", compare=False)
@@ -135,7 +136,7 @@ class CoreConfig:
             raise ConfigError(f"array/pe: {e}") from None
         for s in g.stores:
             if s.word_bits > 2048:
-                raise ConfigError(f"array.cols/rows: {s.lanes} lanes x {s.lane_bits} bits give "
+                raise ConfigError(f"array.rows/cols: {s.lanes} lanes x {s.lane_bits} bits give "
                                   f"{s.word_bits}-bit words in scratchpad {s.name}; allowed: at "
                                   f"most 2048 bits per scratchpad word")
 
@@ -208,7 +209,7 @@ def config_from_dict(data, *, source="<dict>"):
                               f"table")
         if sec_name == "pe":
             rest = dict(sec_data)
-            kind = rest.pop("kind", "int")
+            kind = rest.pop("kind", DEFAULT_PE_KIND)
             _check_choice("pe.kind", kind, tuple(PE_KINDS), PE_KINDS_LATER)
             sections["pe"] = PE_KINDS[kind].from_dict(rest)
             continue

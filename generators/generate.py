@@ -65,6 +65,11 @@ def c_header(manifest):
         lines += [f"#define {name}_SPAD_{S}_ID {d['id']}",
                   f"#define {name}_SPAD_{S}_DEPTH {d['depth']}",
                   f"#define {name}_SPAD_{S}_WORD_BYTES {d['word_bytes']}"]
+    lines.append(f"#define {name}_ENGINE {manifest['engine']['code']}")
+    for f in manifest["engine"]["run_args"]:
+        F = f["name"].upper()
+        lines += [f"#define {name}_RUN_{F}_OFFSET {f['offset']}",
+                  f"#define {name}_RUN_{F}_BYTES {f['bytes']}"]
     for op, code in manifest["command_set"]["opcodes"].items():
         lines.append(f"#define {name}_OP_{op} 0x{code:02X}")
     for err, d in manifest["command_set"]["errors"].items():

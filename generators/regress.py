@@ -39,7 +39,7 @@ def default_cases(cfg, *, quick=False):
         ("reference_64", *REFERENCE_GEMM, "random"),
     ]
     if quick:
-        keep = {"one", "ragged", "extremes", "zeros_a", "long_k_min", "reference_64"}
+        keep = {"one", "ragged", "extremes", "zeros_a", "long_k_min", "long_k", "reference_64"}
         cases = [c for c in cases if c[0] in keep]
     return [{"name": n, "m": m, "n": nn, "k": k, "kind": kind, "seed": 1000 + i}
             for i, (n, m, nn, k, kind) in enumerate(cases)]

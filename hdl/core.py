@@ -1,46 +1,16 @@
 """The tessera core: command decoder, RUN front end, an engine, an output stage, scratchpads."""
 
 from amaranth import Module
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import wiring
 
 from tessera.hdl.ctrl.decoder import CommandDecoder
 from tessera.hdl.ctrl.output_stage import OutputStage
 from tessera.hdl.ctrl.runctl import RunControl
+from tessera.hdl.io.hostlink import HostLinkSignature
 from tessera.hdl.mem.scratchpad import Scratchpad, StoreArbiter
 
 
 __all__ = ["HostLinkSignature", "TesseraCore"]
-
-
-class HostLinkSignature(wiring.Signature):
-    """What every byte-stream core offers a host link (a testbench, a UART bridge).
-
-    Members
-    -------
-    i : In(stream.Signature(8))
-        Command bytes from the host.
-    o : Out(stream.Signature(8))
-        Response bytes to the host.
-    busy : Out(1)
-        A RUN is executing.
-    error : Out(1)
-        An error was reported and not yet read by STATUS.
-    """
-
-    def __init__(self):
-        super().__init__({
-            "i": In(stream.Signature(8)),
-            "o": Out(stream.Signature(8)),
-            "busy": Out(1),
-            "error": Out(1),
-        })
-
-    def __eq__(self, other):
-        return isinstance(other, HostLinkSignature)
-
-    def __repr__(self):
-        return "HostLinkSignature()"
 
 
 class TesseraCore(wiring.Component):

@@ -1,8 +1,8 @@
 """Tiny Amaranth designs that exercise the simulation plumbing (not part of any core).
 
-* :class:`EchoPlusOne` speaks the core's host byte-stream contract (``i``/``o`` byte streams plus
-  ``busy``/``error``) and answers every byte with that byte plus one. The cocotb self-test
-  (``tb/selftest_cocotb.py``) drives it through :mod:`tessera.tb.drivers`.
+* :class:`EchoPlusOne` has the core's host-link signature
+  (:class:`tessera.hdl.core.HostLinkSignature`) and answers every byte with that byte plus one.
+  The cocotb self-test (``tb/selftest_cocotb.py``) drives it through :mod:`tessera.tb.drivers`.
 * :class:`LintSampler` is never simulated: it gathers the constructs that make Verilator's
   ``-Wall`` complain about Amaranth output (``lib.memory.Memory``, signed arithmetic, an FSM,
   mixed-width comparisons, unused input bits) so the waivers in ``tb/waivers.vlt`` are justified
@@ -16,6 +16,8 @@ from amaranth.back import verilog
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
+from tessera.hdl.io.hostlink import HostLinkSignature
 
 
 __all__ = ["EchoPlusOne", "LintSampler", "to_verilog"]
@@ -36,10 +38,8 @@ class EchoPlusOne(wiring.Component):
 
     Members
     -------
-    i : In(stream.Signature(8))
-        Host-to-core bytes.
-    o : Out(stream.Signature(8))
-        Core-to-host bytes.
+    i, o : as in `HostLinkSignature`
+        Host-to-core and core-to-host bytes.
     busy : Out(1)
         High while a byte waits in the output register.
     error : Out(1)
@@ -50,12 +50,7 @@ class EchoPlusOne(wiring.Component):
         if not isinstance(increment, int) or not 0 <= increment <= 255:
             raise ValueError(f"increment must be an int in 0..255, not {increment!r}")
         self._increment = increment
-        super().__init__({
-            "i": In(stream.Signature(8)),
-            "o": Out(stream.Signature(8)),
-            "busy": Out(1),
-            "error": Out(1),
-        })
+        super().__init__(HostLinkSignature())
 
     @property
     def increment(self):

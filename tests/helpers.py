@@ -1,8 +1,5 @@
 """Shared helpers for the Amaranth-simulator test tier."""
 
-from amaranth import Module
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 
@@ -68,29 +65,3 @@ def drive_pe(dut, seqs, gaps=None):
     assert valid_cycles == [c + dut.latency for c in last_cycles], \
         "result_valid does not follow each last pair by exactly `latency` cycles"
     return results
-
-
-class EchoPlusOne(wiring.Component):
-    """Test core with the tessera core's members: returns each byte + 1 (mod 256).
-
-    ``busy`` is high while a reply waits; ``error`` latches once a 0xFF wrapped to 0x00.
-    """
-
-    def __init__(self):
-        super().__init__({
-            "i": In(stream.Signature(8)),
-            "o": Out(stream.Signature(8)),
-            "busy": Out(1),
-            "error": Out(1),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        m.d.comb += [self.i.ready.eq(~self.o.valid | self.o.ready), self.busy.eq(self.o.valid)]
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [self.o.payload.eq(self.i.payload + 1), self.o.valid.eq(1)]
-            with m.If(self.i.payload == 0xFF):
-                m.d.sync += self.error.eq(1)
-        with m.Elif(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        return m

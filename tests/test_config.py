@@ -74,7 +74,7 @@ def test_unknown_key(section, key, allowed):
     ({"kind": "int", "chunk": 64}, "chunk", "'kind', 'a_bits', 'b_bits', 'acc_bits'"),
     ({"input_format": "fp16"}, "input_format", "'kind', 'a_bits', 'b_bits', 'acc_bits'"),
     ({"kind": "fpmac", "acc_bits": 32}, "acc_bits",
-     "'kind', 'input_format', 'acc_format', 'chunk', 'stages'"),
+     "'kind', 'input_format', 'acc_format', 'chunk', 'stages', 'combine_stages'"),
 ])
 def test_pe_key_of_another_kind(pe, key, allowed):
     """A [pe] key that means nothing for the chosen kind is an error, not silently ignored."""
@@ -233,7 +233,8 @@ def test_fpmac_acc_narrower_than_input():
 def test_fpmac_equal_width_accepted():
     cfg = config_from_dict({"pe": {"kind": "fpmac", "input_format": "bf16",
                                    "acc_format": "fp16"}})
-    assert (cfg.pe.a_width, cfg.pe.b_width, cfg.pe.acc_width) == (16, 16, 16)
+    g = cfg.geometry
+    assert [s.lane_bits for s in g.stores] == [16, 16, 16]
 
 
 @pytest.mark.parametrize("bad", [1, 65536, -2])
@@ -263,22 +264,23 @@ def test_fpmac_widths_follow_formats():
     cfg = config_from_dict({"array": {"rows": 3, "cols": 5},
                             "pe": {"kind": "fpmac", "input_format": "fp8_e5m2",
                                    "acc_format": "fp32"}})
-    assert (cfg.pe.a_width, cfg.pe.b_width, cfg.pe.acc_width) == (8, 8, 32)
-    assert (cfg.a_word_bits, cfg.b_word_bits, cfg.c_word_bits) == (3 * 8, 5 * 8, 5 * 32)
+    g = cfg.geometry
+    assert [s.lane_bits for s in g.stores] == [8, 8, 32]
+    assert [s.word_bits for s in g.stores] == [3 * 8, 5 * 8, 5 * 32]
 
 
 # -- cross-section ------------------------------------------------------------------------------
 def test_output_word_too_wide():
     raises({"array": {"rows": 1, "cols": 64}, "pe": {"acc_bits": 64}},
-           r"array\.cols: 64 x pe accumulator width 64 gives 4096-bit output words; allowed: "
+           r"array\.rows/cols: 64 lanes x 64 bits give 4096-bit words in scratchpad c; allowed: "
            r"at most 2048 bits per scratchpad word")
     raises({"array": {"rows": 1, "cols": 33}, "pe": {"acc_bits": 64}},
-           r"array\.cols: 33 x pe accumulator width 64 gives 2112-bit output words; .*")
+           r"array\.rows/cols: 33 lanes x 64 bits give 2112-bit words in scratchpad c; .*")
     cfg = config_from_dict({"array": {"rows": 1, "cols": 64}, "pe": {"acc_bits": 32}})
-    assert cfg.c_word_bits == 64 * 32 == 2048
+    assert cfg.geometry.store("c").word_bits == 64 * 32 == 2048
     fp = config_from_dict({"array": {"rows": 1, "cols": 64},
                            "pe": {"kind": "fpmac", "acc_format": "fp32"}})
-    assert fp.c_word_bits == 2048
+    assert fp.geometry.store("c").word_bits == 2048
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -291,7 +293,7 @@ def _merged(raw):
     d = copy.deepcopy(DEFAULTS)
     if raw.get("pe", {}).get("kind") == "fpmac":
         d["pe"] = {"kind": "fpmac", "input_format": "fp8_e4m3", "acc_format": "fp16",
-                   "chunk": 0, "stages": 2}
+                   "chunk": 0, "stages": 2, "combine_stages": 2}
     for sec, values in raw.items():
         d[sec].update(values)
     d["core"]["clock_mhz"] = float(d["core"]["clock_mhz"])
@@ -313,9 +315,13 @@ def test_preset_loads_with_derived_quantities(path):
     else:
         a, b, acc = raw["pe"]["a_bits"], raw["pe"]["b_bits"], raw["pe"]["acc_bits"]
     assert (cfg.rows, cfg.cols, cfg.pes) == (rows, cols, rows * cols)
-    assert (cfg.a_word_bits, cfg.b_word_bits, cfg.c_word_bits) == (rows * a, cols * b, cols * acc)
-    for spad, bits in (("a", rows * a), ("b", cols * b), ("c", cols * acc)):
-        assert cfg.word_bytes(spad) == -(-bits // 8)
+    g = cfg.geometry
+    for spad, lanes, bits, depth in (("a", rows, a, raw["memory"]["a_depth"]),
+                                     ("b", cols, b, raw["memory"]["b_depth"]),
+                                     ("c", cols, acc, raw["memory"]["c_depth"])):
+        s = g.store(spad)
+        assert (s.lanes, s.lane_bits, s.depth, s.result) == (lanes, bits, depth, spad == "c")
+        assert s.word_bytes == -(-lanes * bits // 8)
     # Each preset starts with a one-line description.
     assert path.read_text().startswith("# ")
 
@@ -323,7 +329,7 @@ def test_preset_loads_with_derived_quantities(path):
 def test_word_bytes_round_up():
     cfg = config_from_dict({"array": {"rows": 3, "cols": 5},
                             "pe": {"a_bits": 3, "b_bits": 5, "acc_bits": 9}})
-    assert (cfg.word_bytes("a"), cfg.word_bytes("b"), cfg.word_bytes("c")) == (2, 4, 6)
+    assert [cfg.geometry.store(s).word_bytes for s in "abc"] == [2, 4, 6]
 
 
 def test_default_is_int8_8x8():
@@ -424,7 +430,7 @@ def test_to_dict_keeps_only_keys_of_the_pe_kind():
     assert set(config_from_dict({}).to_dict()["pe"]) == {"kind", "a_bits", "b_bits", "acc_bits"}
     assert config_from_dict(FPMAC).to_dict()["pe"] == {
         "kind": "fpmac", "input_format": "fp8_e5m2", "acc_format": "bf16", "chunk": 16,
-        "stages": 3}
+        "stages": 3, "combine_stages": 2}
 
 
 def test_digest_is_stable():

@@ -37,11 +37,19 @@ def test_preset_full_regression(preset, tmp_path):
 @pytest.mark.parametrize("preset", ["fp8", "dlfloat"])
 def test_float_presets(preset, tmp_path):
     """Floating-point cores: FP8 x FP8 with chunked FP16 accumulation, DLFloat16 MACs. The
-    extremes case draws operands from every code, NaN/Inf/subnormals included."""
+    extremes case draws operands from every code, NaN/Inf/subnormals included. The long-K
+    cases (K = 2 x depth + 3) split K over three RUNs combined by the FP-add combiner,
+    bit-exact against the independent reference and cycle-exact against the twin."""
     cfg = load_config(preset)
     s = run_regression(cfg, quick=True, out_dir=tmp_path / "reg", progress=lambda m: None)
     _check(s)
-    assert {g["case"] for g in s["gemms"]} >= {"extremes", "reference_64", "long_k_min"}
+    assert {g["case"] for g in s["gemms"]} >= {"extremes", "reference_64", "long_k_min",
+                                                "long_k"}
+    depth = min(cfg.memory.a_depth, cfg.memory.b_depth)
+    for case in ("long_k", "long_k_min"):
+        g = next(g for g in s["gemms"] if g["case"] == case)
+        assert g["k"] >= 2 * depth and g["k_split"] == depth
+        assert g["runs"] >= 3
 
 
 def test_reference_gemm_utilization_on_4x4():

@@ -3,7 +3,7 @@
 
 Exhaustive where the operand space is 8 bits wide (every FP8 x FP8 product, every FP8
 conversion, every 16-bit -> FP8 conversion for the main pairs), directed corners plus seeded
-random vectors for the 16-bit formats, every pipeline depth 1..4, the MAC and its PE adapter on
+random vectors for the 16-bit formats, every pipeline depth 1..4, the MAC (also as a PE) on
 back-to-back accumulations, and the parameter validation messages. The 10^5-vector random sets
 and the exhaustive FP8 MAC live in the cocotb tier (`tests/test_fp_rtl.py`); the Amaranth
 version of the latter is marked ``slow``.
@@ -12,6 +12,7 @@ version of the latter is marked ``slow``.
 
 import numpy as np
 import pytest
+from amaranth.lib.wiring import In
 from amaranth.sim import Simulator
 
 from tessera.hdl.arith import formats as F
@@ -19,8 +20,9 @@ from tessera.hdl.arith.fpadd import FPAdd
 from tessera.hdl.arith.fpcommon import FormatInfo
 from tessera.hdl.arith.fpconv import FPConvert
 from tessera.hdl.arith.fpfma import FPFMA
-from tessera.hdl.arith.fpmac import FPMac, FPMacPE
+from tessera.hdl.arith.fpmac import FPMac
 from tessera.hdl.arith.fpmul import FPMul
+from tessera.hdl.arith.fpunit import FPUnit
 from tessera.hdl.array.pe import PE, PESignature
 import tessera.sim.fp as fp
 
@@ -405,9 +407,8 @@ def test_mac(fi, fa, chunk, stages, pr, d):
                          ids=str)
 def test_mac_pe(chunk, stages, pr):
     fi, fa = F.fp8_e4m3, F.fp16
-    pe = FPMacPE(input_format=fi, acc_format=fa, chunk=chunk, stages=stages,
-                 product_rounding=pr)
-    assert isinstance(pe, PE) and pe.latency == stages
+    pe = FPMac(fmt_in=fi, fmt_acc=fa, chunk=chunk, stages=stages, product_rounding=pr)
+    assert isinstance(pe, PE) and pe.latency == stages and pe.ii == 1
     assert pe.signature == PESignature(a_shape=8, b_shape=8, acc_shape=16)
     cl = chunk or 5
     lengths = [1, 2, cl - 1, cl, cl + 1, 3 * cl + 5, 1, cl, 2]
@@ -423,7 +424,7 @@ def test_mac_pe(chunk, stages, pr):
 def test_mac_swamping(fa, chunk, expected):
     """spec/float.md 2.2: 4096 products 1.0 x 1.0 stall at 2048 without chunking."""
     one = int(fp.encode(F.fp8_e4m3, 1.0))
-    pe = FPMacPE(input_format=F.fp8_e4m3, acc_format=fa, chunk=chunk, stages=2)
+    pe = FPMac(fmt_in=F.fp8_e4m3, fmt_acc=fa, chunk=chunk, stages=2)
     accs = [(np.full(4096, one), np.full(4096, one), None)]
     got = run_mac(pe, mac_stream(accs, rng=None))
     assert fp.decode(fa, got)[0] == expected
@@ -445,14 +446,58 @@ def test_fp8_mac_exhaustive_slow(fi):
 # ------------------------------------------------------------------------------------------
 # internals and validation
 
+# (max_mag, nan_code, has_inf, signed_zero, emin, emax_field), worked out from the encodings
+FORMAT_INFO = {
+    "fp8_e4m3": (0x7E, 0x7F, False, True, -6, 15),
+    "fp8_e5m2": (0x7B, 0x7E, True, True, -14, 30),
+    "hfp8": (0x7F, 0x80, False, False, -10, 15),
+    "hfp8_ibm": (0x7E, 0x7F, False, False, -11, 15),
+    "fp16": (0x7BFF, 0x7E00, True, True, -14, 30),
+    "bf16": (0x7F7F, 0x7FC0, True, True, -126, 254),
+    "dlfloat16": (0x7FFE, 0x7FFF, False, False, -31, 63),
+    "fp32": (0x7F7FFFFF, 0x7FC00000, True, True, -126, 254),
+}
+
+
 @pytest.mark.parametrize("fmt", list(F.FORMATS.values()), ids=lambda f: f.name)
-def test_format_info_matches_descriptor(fmt):
+def test_format_info_constants(fmt):
+    """The datapath constants (taken from the descriptor) against hand-derived values."""
     info = FormatInfo(fmt)
-    assert info.max_mag == fmt.max_finite_code
-    assert info.nan_code == fmt.nan_code
-    assert info.has_inf == fmt.has_inf
-    assert info.signed_zero == fmt.has_neg_zero
-    assert info.emin == fmt.emin
+    got = (info.max_mag, info.nan_code, info.has_inf, info.signed_zero, info.emin,
+           info.emax_field)
+    assert got == FORMAT_INFO[fmt.name]
+    assert (info.width, info.p, info.field_max) == (fmt.width, fmt.man_bits + 1,
+                                                    (1 << fmt.exp_bits) - 1)
+    assert info.emax_field - info.bias == fmt.emax
+
+
+def test_fp_unit_base():
+    """The five units share `FPUnit`: ftz, sr_bits, stages, latency = stages, optional rand."""
+    units = [FPMul(fmt_in=F.fp16, ftz=True, stages=3),
+             FPAdd(fmt=F.fp16, sr_bits=4, stages=2),
+             FPConvert(fmt_from=F.fp32, fmt_to=F.fp16, stages=4),
+             FPFMA(fmt_in=F.fp16, sr_bits=5, stages=1),
+             FPMac(fmt_in=F.fp8_e4m3, fmt_acc=F.fp16, sr_bits=6, stages=3)]
+    for u, (ftz, d, st) in zip(units, [(True, 0, 3), (False, 4, 2), (False, 0, 4),
+                                       (False, 5, 1), (False, 6, 3)]):
+        assert isinstance(u, FPUnit)
+        assert (u.ftz, u.sr_bits, u.stages, u.latency) == (ftz, d, st, st)
+        members = u.signature.members
+        assert ("rand" in members) == (d > 0)
+        if d:
+            assert members["rand"] == In(d)
+    assert list(units[1].signature.members) == ["a", "b", "rand", "result"]
+    assert list(units[3].signature.members) == ["a", "b", "c", "rand", "result"]
+
+
+def test_mac_is_pe_with_rand_side_band():
+    mac = FPMac(fmt_in=F.fp8_e5m2, fmt_acc=F.fp16, chunk=8, sr_bits=3, stages=2)
+    assert isinstance(mac, PE) and isinstance(mac, FPUnit)
+    assert mac.signature == PESignature(a_shape=8, b_shape=8, acc_shape=16, side={"rand": 3})
+    assert list(mac.signature.members) == ["a", "b", "rand", "valid", "first", "last",
+                                           "result", "result_valid"]
+    plain = FPMac(fmt_in=F.fp8_e5m2, fmt_acc=F.fp16)
+    assert plain.signature.side == () and "rand" not in plain.signature.members
 
 
 def test_validation_messages():
@@ -485,9 +530,13 @@ def test_validation_messages():
         FPMac(fmt_in=F.fp8_e4m3, fmt_acc=F.fp16, product_rounding="none")
     with pytest.raises(ValueError, match=r"stages must be an int in 2\.\.4, not 1"):
         FPMac(fmt_in=F.fp8_e4m3, fmt_acc=F.fp16, chunk=4, stages=1)
-    with pytest.raises(TypeError, match=r"input_format must be a FloatFormat"):
-        FPMacPE(input_format="fp8", acc_format=F.fp16)
+    with pytest.raises(TypeError, match=r"fmt_in must be a FloatFormat"):
+        FPMac(fmt_in="fp8", fmt_acc=F.fp16)
     with pytest.raises(ValueError, match=r"chunk must be None"):
-        FPMacPE(input_format=F.fp8_e4m3, acc_format=F.fp16, chunk=-3)
+        FPMac(fmt_in=F.fp8_e4m3, fmt_acc=F.fp16, chunk=-3)
+    with pytest.raises(ValueError, match=r"sr_bits must be an int in 0\.\.32 .*not -1"):
+        FPMac(fmt_in=F.fp8_e4m3, fmt_acc=F.fp16, sr_bits=-1)
+    with pytest.raises(TypeError, match=r"ftz must be a bool \(True or False\), not 'no'"):
+        FPConvert(fmt_from=F.fp16, fmt_to=F.fp8_e4m3, ftz="no")
     with pytest.raises(TypeError):
         FPMul(F.fp16)  # keyword-only

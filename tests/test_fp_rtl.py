@@ -31,7 +31,7 @@ from tessera.hdl.arith import formats as F  # noqa: E402
 from tessera.hdl.arith.fpadd import FPAdd  # noqa: E402
 from tessera.hdl.arith.fpconv import FPConvert  # noqa: E402
 from tessera.hdl.arith.fpfma import FPFMA  # noqa: E402
-from tessera.hdl.arith.fpmac import FPMac, FPMacPE  # noqa: E402
+from tessera.hdl.arith.fpmac import FPMac  # noqa: E402
 from tessera.hdl.arith.fpmul import FPMul  # noqa: E402
 import tessera.sim.fp as fp  # noqa: E402
 
@@ -149,7 +149,7 @@ def mac_cycles(accs, sr=None):
     (lambda: FPConvert(fmt_from=F.fp32, fmt_to=F.hfp8, stages=1), "fpconv_fp32_hfp8"),
     (lambda: FPMac(fmt_in=F.fp8_e5m2, fmt_acc=F.fp16, chunk=16, sr_bits=3, stages=3),
      "fpmac_e5m2_fp16"),
-    (lambda: FPMacPE(input_format=F.hfp8, acc_format=F.bf16, stages=2), "fpmacpe_hfp8_bf16"),
+    (lambda: FPMac(fmt_in=F.hfp8, fmt_acc=F.bf16, stages=2), "fpmac_hfp8_bf16"),
 ], ids=lambda x: x if isinstance(x, str) else "")
 def test_lint(make, name):
     path, _ = generate(make(), name)
@@ -281,7 +281,7 @@ def test_rtl_fma_stochastic(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------
-# PE adapter and chunked MAC, long random streams
+# FPMac as a PE (plain and chunked), long random back-to-back streams
 
 @pytest.mark.parametrize("fi,fa,chunk,stages", [(F.fp8_e4m3, F.fp16, 64, 3),
                                                 (F.hfp8, F.dlfloat16, 16, 2),
@@ -300,7 +300,7 @@ def test_rtl_mac_pe_random(fi, fa, chunk, stages, tmp_path):
         accs.append((a, b))
     expected = [fp.chunk_mac(fi, a, b, fa, chunk=chunk) if chunk else fp.mac(fi, a, b, fa)
                 for a, b in accs]
-    check(FPMacPE(input_format=fi, acc_format=fa, chunk=chunk, stages=stages),
+    check(FPMac(fmt_in=fi, fmt_acc=fa, chunk=chunk, stages=stages),
           f"fpmacpe_{fi.name}_{fa.name}", "mac", mac_cycles(accs), np.array(expected),
           tmp_path)
 

@@ -21,9 +21,8 @@ from tessera.fpga.link import LinkTimeout, UartTransport
 from tessera.fpga.program import ProgramError, program, program_command
 from tessera.fpga.toolchain import ToolchainError, require_tools, tool_versions, yowasp_env
 from tessera.fpga.top import BoardTop
-
-
-from tests.helpers import EchoPlusOne  # shared with test_uart
+from tessera.hdl.io.hostlink import HostLinkSignature
+from tessera.tb.selftest_design import EchoPlusOne  # shared with test_uart
 
 
 # --- registry and toolchain --------------------------------------------------------------------
@@ -114,17 +113,40 @@ def test_board_top_checks():
         def elaborate(self, platform):
             return Module()
 
-    with pytest.raises(TypeError, match=r"^core has no member 'o'; a byte-stream core needs "
-                                        r"o: Out\(stream\.Signature\(8\)\)$"):
+    expected = (r"^core must be a wiring\.Component whose signature is "
+                r"tessera\.hdl\.core\.HostLinkSignature\(\) \(i: In\(stream\.Signature\(8\)\), "
+                r"o: Out\(stream\.Signature\(8\)\), busy: Out\(1\), error: Out\(1\)\), not ")
+    with pytest.raises(TypeError, match=expected + r"<.*NoOutput object .*> with signature "
+                                                   r"Signature\({'i': In\(stream\.Signature"
+                                                   r"\(8\)\)}\)$"):
         BoardTop(NoOutput(), "icebreaker")
+    with pytest.raises(TypeError, match=expected + r"3$"):
+        BoardTop(3, "icebreaker")
 
-    class WideBusy(EchoPlusOne):
+    class ByHand(EchoPlusOne):                  # the right members, but not the signature
         def __init__(self):
-            wiring.Component.__init__(self, {"i": In(stream.Signature(8)),
-                                             "o": Out(stream.Signature(8)), "busy": Out(2)})
+            wiring.Component.__init__(self, dict(HostLinkSignature().members))
 
-    with pytest.raises(TypeError, match=r"^core member 'busy' must be Out\(1\), not "):
-        BoardTop(WideBusy(), "icebreaker")
+    with pytest.raises(TypeError, match=expected + r".*; it has the right members: construct "
+                                                   r"it with HostLinkSignature\(\)$"):
+        BoardTop(ByHand(), "icebreaker")
+
+    class Flipped(EchoPlusOne):
+        def __init__(self):
+            wiring.Component.__init__(self, HostLinkSignature().flip())
+
+    with pytest.raises(TypeError, match=expected + r".* with signature "
+                                                   r"HostLinkSignature\(\)\.flip\(\)$"):
+        BoardTop(Flipped(), "icebreaker")
+
+    class Derived(HostLinkSignature):
+        pass
+
+    class SubclassSignature(EchoPlusOne):
+        def __init__(self):
+            wiring.Component.__init__(self, Derived())
+
+    assert BoardTop(SubclassSignature(), "icebreaker").core.signature == HostLinkSignature()
     with pytest.raises(TypeError, match=r"^BoardTop needs a board platform"):
         Fragment.get(BoardTop(EchoPlusOne(), "icebreaker"), None)
 

@@ -13,7 +13,8 @@ import re
 import pytest
 
 from tessera.generators.config import config_from_dict, load_config
-from tessera.generators.generate import formats_of, generate_core
+from tessera.generators.generate import generate_core
+from tessera.sim.engines.model import evaluate
 from tessera.generators.units import UNITS, UnitError, generate_unit
 from tessera.hdl.arith.formats import FORMATS
 from tessera.hdl.ctrl import protocol
@@ -67,7 +68,8 @@ def test_core_manifest_top_level(default_core):
     m = read_manifest(out)
     cfg = load_config(None)
     required = {"schema", "kind", "top", "verilog", "verilog_sha256", "clock", "reset", "ports",
-                "latency", "initiation_interval", "timing", "geometry", "formats",
+                "latency", "initiation_interval", "timing", "geometry", "formats", "engine",
+                "pe", "info",
                 "command_set", "config", "config_source", "config_digest", "boards", "tools"}
     assert required <= set(m)
     assert m["schema"] == 1
@@ -114,11 +116,16 @@ def test_core_timing(default_core):
     assert m["latency"] is None and m["initiation_interval"] is None
     t = m["timing"]
     assert t["pe_latency"] == 2  # IntMacPE: product register + accumulator
+    assert t["pe_ii"] == 1 and t["combiner_latency"] == 0
     assert isinstance(t["check_cycles"], int) and t["check_cycles"] > 0
-    assert t["ideal_cycles"] == "M*N*K / 64"
-    # run_cycles: fill/drain constant is pe_latency + rows + cols + 2.
-    assert t["run_cycles"].endswith(f"+ {2 + 8 + 8 + 2}")
-    assert "max(k, 8, 8)" in t["run_cycles"]
+    assert t["ideal_cycles"] == {"macs_per_cycle": 64}
+    # run_cycles is a tree a testbench evaluates; for II 1 it is the v1 closed form
+    # 18 + (tiles - 1) * max(k, rows, cols) + k + pe_latency + rows + cols + 2.
+    model = json.loads(json.dumps(t["run_cycles"]))
+    assert set(t["run_cycles_variables"]) == {"m_tiles", "n_tiles", "k", "accumulate"}
+    for mt, nt, k in ((1, 1, 1), (2, 3, 5), (4, 1, 100), (1, 7, 8)):
+        got = evaluate(model, {"m_tiles": mt, "n_tiles": nt, "k": k, "accumulate": 1})
+        assert got == 18 + (mt * nt - 1) * max(k, 8, 8) + k + 2 + 8 + 8 + 2
 
 
 @pytest.mark.parametrize("spec", ["default", "small"])
@@ -139,9 +146,10 @@ def test_geometry_follows_config(spec, default_core, tmp_path):
     assert set(g["scratchpads"]) == {"a", "b", "c"}
     for s, (sid, depth, lanes, bits) in expect.items():
         d = g["scratchpads"][s]
+        d = {k: v for k, v in d.items() if k != "doc"}
         assert d == {"id": sid, "depth": depth, "lanes": lanes, "lane_bits": bits,
-                     "word_bits": lanes * bits, "word_bytes": ceil8(lanes * bits)}
-        assert sid == protocol.SPAD_IDS[s]
+                     "word_bits": lanes * bits, "word_bytes": ceil8(lanes * bits),
+                     "result": s == "c"}
     assert m["formats"] == {
         "a": {"kind": "int", "bits": a, "signed": True},
         "b": {"kind": "int", "bits": b, "signed": True},
@@ -156,19 +164,21 @@ def test_fpmac_core_manifest(tmp_path):
     g = m["geometry"]
     assert (g["a_width"], g["b_width"], g["acc_width"]) == (1 + 5 + 2, 1 + 5 + 2, 1 + 8 + 7)
     assert g["scratchpads"]["c"]["word_bits"] == 2 * 16
-    assert g["accumulate"] is False
+    assert g["accumulate"] is True         # the FP-add combiner
+    assert m["pe"]["combiner"] == {"kind": "fp_add", "format": "bf16", "latency": 2}
     assert m["formats"]["a"]["name"] == "fp8_e5m2" and m["formats"]["acc"]["name"] == "bf16"
     assert m["formats"]["a"]["kind"] == "float"
     assert (m["formats"]["acc"]["exp_bits"], m["formats"]["acc"]["man_bits"]) == (8, 7)
     assert m["formats"]["chunk"] is None
     assert m["config"]["pe"] == {"kind": "fpmac", "input_format": "fp8_e5m2",
-                                 "acc_format": "bf16", "chunk": 0, "stages": 2}
+                                 "acc_format": "bf16", "chunk": 0, "stages": 2,
+                                 "combine_stages": 2}
     assert set(FORMATS) >= {m["formats"]["a"]["name"], m["formats"]["acc"]["name"]}
 
 
 def test_fpmac_formats_chunk():
     cfg = config_from_dict({"pe": {"kind": "fpmac", "chunk": 4}})
-    assert formats_of(cfg)["chunk"] == 4
+    assert cfg.pe.formats()["chunk"] == 4
 
 
 def test_name_override(tmp_path):
@@ -194,9 +204,15 @@ def test_c_header(default_core):
               "A_WIDTH": "8", "B_WIDTH": "8", "ACC_WIDTH": "32"}
     for s, bits in (("a", 8 * 8), ("b", 8 * 8), ("c", 8 * 32)):
         S = s.upper()
-        expect[f"SPAD_{S}_ID"] = str(protocol.SPAD_IDS[s])
+        expect[f"SPAD_{S}_ID"] = str("abc".index(s))
         expect[f"SPAD_{S}_DEPTH"] = "1024"
         expect[f"SPAD_{S}_WORD_BYTES"] = str(bits // 8)
+    expect["ENGINE"] = "1"
+    off = 0
+    for field, nbytes in (("M_TILES", 2), ("N_TILES", 2), ("K", 2), ("A_BASE", 2),
+                          ("B_BASE", 2), ("C_BASE", 2), ("FLAGS", 1)):
+        expect[f"RUN_{field}_OFFSET"], expect[f"RUN_{field}_BYTES"] = str(off), str(nbytes)
+        off += nbytes
     for name, code in vars(protocol.Op).items():
         if not name.startswith("_"):
             expect[f"OP_{name}"] = f"0x{code:02X}"

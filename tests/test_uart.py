@@ -2,6 +2,8 @@
 """UART receiver, transmitter and bridge against the golden twin in ``sim/uart.py``."""
 
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,11 +12,10 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from tessera.hdl.io.uart import UARTBridge, UARTRx, UARTTx
-from tessera.sim.uart import Frame, uart_decode, uart_divisor, uart_encode
-
-
-from tests.helpers import EchoPlusOne  # shared with test_fpga
+from tessera.hdl.io.uart import UARTBridge, UARTRx, UARTTx, uart_divisor
+from tessera.sim import uart as sim_uart
+from tessera.sim.uart import Frame, uart_decode, uart_encode
+from tessera.tb.selftest_design import EchoPlusOne  # shared with test_fpga
 
 
 def _run(dut, testbench):
@@ -110,6 +111,16 @@ def test_uart_divisor_errors():
         uart_divisor(12e6, 1_400_000)
     with pytest.raises(ValueError, match=r"^baud must be a positive integer, not 0$"):
         uart_divisor(12e6, 0)
+
+
+def test_uart_divisor_lives_in_hdl():
+    # The HDL must not depend on the golden package; sim.uart re-exports the one function.
+    assert sim_uart.uart_divisor is uart_divisor
+    code = ("import sys, tessera.hdl.io.uart; "
+            "print(sorted(m for m in sys.modules if m.startswith('tessera.sim')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
 
 
 # --- receiver ----------------------------------------------------------------------------------

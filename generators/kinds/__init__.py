@@ -12,7 +12,8 @@ from tessera.generators.kinds.int import IntKind
 from tessera.generators.kinds.systolic import SystolicGemm
 
 
-__all__ = ["PE_KINDS", "PE_KINDS_LATER", "ENGINES", "ENGINES_LATER", "ConfigError", "PEKind",
+__all__ = ["PE_KINDS", "PE_KINDS_LATER", "ENGINES", "ENGINES_LATER", "DEFAULT_PE_KIND",
+           "DEFAULT_ENGINE", "ConfigError", "PEKind",
            "Engine"]
 
 #: ``pe.kind`` -> its config section class.
@@ -26,3 +27,7 @@ ENGINES = {e.name: e for e in (SystolicGemm,)}
 
 #: ``array.kind`` values that are planned but not built.
 ENGINES_LATER = ("feie", "tree")
+
+#: The kinds a config gets when it names none.
+DEFAULT_PE_KIND = "int"
+DEFAULT_ENGINE = "systolic"

@@ -147,8 +147,8 @@ class PEKind:
         allowed = cls.keys()
         for key in data:
             if key not in allowed:
-                raise ConfigError(f"pe.{key}: unknown key for pe.kind = {cls.name!r}; "
-                                  f"allowed: {fmt_allowed(['kind', *allowed])}")
+                raise ConfigError(f"pe.{key}: unknown key; allowed: "
+                                  f"{fmt_allowed(['kind', *allowed])}")
         return cls(**data)
 
     def to_dict(self):

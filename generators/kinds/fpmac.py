@@ -100,9 +100,9 @@ class FPMacKind(PEKind):
         return self.stages
 
     def make_pe(self):
-        from tessera.hdl.arith.fpmac import FPMacPE
-        return FPMacPE(input_format=self.fmt_in, acc_format=self.fmt_acc,
-                       chunk=self.chunk or None, stages=self.stages)
+        from tessera.hdl.arith.fpmac import FPMac
+        return FPMac(fmt_in=self.fmt_in, fmt_acc=self.fmt_acc, chunk=self.chunk or None,
+                     stages=self.stages)
 
     def twin(self):
         from tessera.sim.fparray import FPArrayModel

@@ -1,18 +1,16 @@
 """Floating-point adder for any `FloatFormat`."""
 
 from amaranth import Module
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
-from .fpcommon import (FormatInfo, Pipeline, add_align, add_sum, check_bool, check_format,
-                       check_sr_bits, check_stages, exp_width, normalize, plan_cuts,
-                       register_inputs, round_pack, underflow_floor, unpack)
+from .fpcommon import (FormatInfo, Pipeline, add_align, add_sum, check_format, exp_width,
+                       normalize, plan_cuts, register_inputs, round_pack, underflow_floor, unpack)
+from .fpunit import FPUnit
 
 
 __all__ = ["FPAdd"]
 
 
-class FPAdd(wiring.Component):
+class FPAdd(FPUnit):
     """Pipelined floating-point adder ``result = round(a + b)``.
 
     Bit-exact with ``tessera.sim.fp.add(fmt, a, b, ftz=ftz)`` (and with ``sr_bits=d, rand=rand`` for
@@ -43,23 +41,10 @@ class FPAdd(wiring.Component):
 
     def __init__(self, *, fmt, ftz=False, sr_bits=0, stages=1):
         self._fmt = check_format("fmt", fmt)
-        self._ftz = check_bool("ftz", ftz)
-        self._sr_bits = check_sr_bits(sr_bits)
-        self._stages = check_stages(stages)
-        members = {"a": In(fmt.width), "b": In(fmt.width)}
-        if self._sr_bits:
-            members["rand"] = In(self._sr_bits)
-        members["result"] = Out(fmt.width)
-        super().__init__(members)
+        self._fp_params(ftz=ftz, sr_bits=sr_bits, stages=stages)
+        super().__init__(self._members({"a": fmt.width, "b": fmt.width}, {"result": fmt.width}))
 
     fmt = property(lambda self: self._fmt)
-    ftz = property(lambda self: self._ftz)
-    sr_bits = property(lambda self: self._sr_bits)
-    stages = property(lambda self: self._stages)
-
-    @property
-    def latency(self):
-        return self._stages
 
     def elaborate(self, platform):
         m = Module()

@@ -61,10 +61,10 @@ def check_choice(name, value, allowed):
 
 
 # --------------------------------------------------------------------------------------------
-# Format-derived constants (derived from the primary descriptor fields only).
+# Format-derived constants (the special-code constants come from the `FloatFormat` properties).
 
 class FormatInfo:
-    """Constants of one `FloatFormat` that the datapath needs.
+    """Constants of one `FloatFormat` that the datapath needs, under short names.
 
     Attributes
     ----------
@@ -74,49 +74,36 @@ class FormatInfo:
         Gradual underflow (exponent field 0 is subnormal). Otherwise field 0 is a normal
         binade and the all-zero magnitude is zero.
     emin : int
-        Unbiased exponent of the lowest normal binade.
-    field_min : int
-        Lowest exponent field holding normal numbers (1 or 0).
+        Unbiased exponent of the lowest normal binade (`FloatFormat.emin`).
+    field_min, field_max : int
+        Lowest exponent field holding normal numbers (1 or 0); all-ones exponent field.
     max_mag : int
-        Magnitude (code without the sign) of the largest finite number.
+        Magnitude (code without the sign) of the largest finite number
+        (`FloatFormat.max_finite_code`).
+    emax_field : int
+        Exponent field of ``max_mag``.
     nan_code : int
-        Canonical NaN (or NINF for merged formats).
+        Canonical NaN (or NINF for merged formats) (`FloatFormat.nan_code`).
     has_inf, signed_zero : bool
+        `FloatFormat.has_inf`, `FloatFormat.has_neg_zero`.
     """
 
     def __init__(self, fmt):
         self.fmt = fmt
         self.eb, self.man, self.bias = fmt.exp_bits, fmt.man_bits, fmt.bias
-        self.width = 1 + self.eb + self.man
-        self.p = self.man + 1
+        self.width = fmt.width
+        self.p = fmt.precision
         self.specials = fmt.specials
         self.subnormals = bool(fmt.subnormals)
         self.rounding = fmt.rounding
         self.overflow = fmt.overflow
         self.field_min = 1 if self.subnormals else 0
-        self.emin = self.field_min - self.bias
-        field_max = (1 << self.eb) - 1
-        man_ones = (1 << self.man) - 1
-        all_ones = (1 << (self.width - 1)) - 1
-        self.field_max = field_max
-        if self.specials == "ieee":
-            self.max_mag = ((field_max - 1) << self.man) | man_ones
-            self.nan_code = (field_max << self.man) | (1 << (self.man - 1))
-            self.has_inf, self.signed_zero = True, True
-        elif self.specials == "fn":
-            self.max_mag = all_ones - 1
-            self.nan_code = all_ones
-            self.has_inf, self.signed_zero = False, True
-        elif self.specials == "fnuz":
-            self.max_mag = all_ones
-            self.nan_code = 1 << (self.width - 1)
-            self.has_inf, self.signed_zero = False, False
-        elif self.specials == "merged":
-            self.max_mag = all_ones - 1
-            self.nan_code = all_ones
-            self.has_inf, self.signed_zero = False, False
-        else:
-            raise ValueError(f"unsupported specials {self.specials!r}")
+        self.field_max = fmt.exp_max_field
+        self.emin = fmt.emin
+        self.max_mag = fmt.max_finite_code
+        self.nan_code = fmt.nan_code
+        self.has_inf = fmt.has_inf
+        self.signed_zero = fmt.has_neg_zero
         self.emax_field = self.max_mag >> self.man
 
 

@@ -1,17 +1,16 @@
 """Format converter between any two `FloatFormat` (fp16 <-> dlfloat16, fp32 -> fp8, bf16, ...)."""
 
 from amaranth import Module
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
-from .fpcommon import (FormatInfo, Pipeline, check_bool, check_choice, check_format,
-                       check_stages, normalize, plan_cuts, register_inputs, round_pack, unpack)
+from .fpcommon import (FormatInfo, Pipeline, check_choice, check_format, normalize, plan_cuts,
+                       register_inputs, round_pack, unpack)
+from .fpunit import FPUnit
 
 
 __all__ = ["FPConvert"]
 
 
-class FPConvert(wiring.Component):
+class FPConvert(FPUnit):
     """Pipelined conversion ``result = round_to(a)`` from ``fmt_from`` to ``fmt_to`` codes.
 
     One rounding of the exact input value with ``fmt_to``'s rules (or the ``rounding`` /
@@ -41,22 +40,15 @@ class FPConvert(wiring.Component):
     def __init__(self, *, fmt_from, fmt_to, ftz=False, overflow=None, rounding=None, stages=1):
         self._fmt_from = check_format("fmt_from", fmt_from)
         self._fmt_to = check_format("fmt_to", fmt_to)
-        self._ftz = check_bool("ftz", ftz)
+        self._fp_params(ftz=ftz, stages=stages)
         self._overflow = check_choice("overflow", overflow, (None, "inf", "saturate"))
         self._rounding = check_choice("rounding", rounding, (None, "rne", "rnu"))
-        self._stages = check_stages(stages)
-        super().__init__({"a": In(fmt_from.width), "result": Out(fmt_to.width)})
+        super().__init__(self._members({"a": fmt_from.width}, {"result": fmt_to.width}))
 
     fmt_from = property(lambda self: self._fmt_from)
     fmt_to = property(lambda self: self._fmt_to)
-    ftz = property(lambda self: self._ftz)
     overflow = property(lambda self: self._overflow)
     rounding = property(lambda self: self._rounding)
-    stages = property(lambda self: self._stages)
-
-    @property
-    def latency(self):
-        return self._stages
 
     def elaborate(self, platform):
         m = Module()

@@ -1,13 +1,11 @@
 """Fused multiply-add ``round_acc(a * b + c)`` for any pair of `FloatFormat`."""
 
 from amaranth import Module
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
-from .fpcommon import (FormatInfo, Pipeline, add_align, add_sum, check_bool, check_format,
-                       check_sr_bits, check_stages, exp_width, multiply, multiply_norm,
-                       normalize, normalize1, plan_cuts, register_inputs, round_pack,
-                       underflow_floor, unpack)
+from .fpcommon import (FormatInfo, Pipeline, add_align, add_sum, check_format, exp_width,
+                       multiply, multiply_norm, normalize, normalize1, plan_cuts,
+                       register_inputs, round_pack, underflow_floor, unpack)
+from .fpunit import FPUnit
 
 
 __all__ = ["FPFMA", "fma_datapath"]
@@ -61,7 +59,7 @@ def _big_product_lz(ia, floor):
     return max(lz for e, lz in cases if e >= floor or lz == 1)
 
 
-class FPFMA(wiring.Component):
+class FPFMA(FPUnit):
     """Pipelined fused multiply-add ``result = round_acc(a * b + c)`` with a single rounding.
 
     ``a`` and ``b`` are ``fmt_in`` codes; ``c`` and ``result`` are ``fmt_acc`` codes. Bit-exact
@@ -95,25 +93,13 @@ class FPFMA(wiring.Component):
     def __init__(self, *, fmt_in, fmt_acc=None, ftz=False, sr_bits=0, stages=1):
         self._fmt_in = check_format("fmt_in", fmt_in)
         self._fmt_acc = fmt_in if fmt_acc is None else check_format("fmt_acc", fmt_acc)
-        self._ftz = check_bool("ftz", ftz)
-        self._sr_bits = check_sr_bits(sr_bits)
-        self._stages = check_stages(stages)
-        members = {"a": In(self._fmt_in.width), "b": In(self._fmt_in.width),
-                   "c": In(self._fmt_acc.width)}
-        if self._sr_bits:
-            members["rand"] = In(self._sr_bits)
-        members["result"] = Out(self._fmt_acc.width)
-        super().__init__(members)
+        self._fp_params(ftz=ftz, sr_bits=sr_bits, stages=stages)
+        super().__init__(self._members(
+            {"a": self._fmt_in.width, "b": self._fmt_in.width, "c": self._fmt_acc.width},
+            {"result": self._fmt_acc.width}))
 
     fmt_in = property(lambda self: self._fmt_in)
     fmt_acc = property(lambda self: self._fmt_acc)
-    ftz = property(lambda self: self._ftz)
-    sr_bits = property(lambda self: self._sr_bits)
-    stages = property(lambda self: self._stages)
-
-    @property
-    def latency(self):
-        return self._stages
 
     def elaborate(self, platform):
         m = Module()

@@ -1,20 +1,18 @@
 """Streaming floating-point multiply-accumulate with a wide accumulator, optional chunk-based
-accumulation (spec/float.md 2.2) and stochastic rounding, plus `FPMacPE`, its adapter to the
-PE-array interface (`tessera.hdl.array.pe.PESignature`)."""
+accumulation (spec/float.md 2.2) and stochastic rounding; a processing element of the PE
+arrays (`tessera.hdl.array.pe.PESignature`)."""
 
 from amaranth import Module, Mux, Signal
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
 from tessera.hdl.array.pe import PE, PESignature
 
-from .fpcommon import (FormatInfo, Pipeline, add, check_bool, check_choice, check_format,
-                       check_sr_bits, check_stages, exp_width, multiply_norm, normalize,
-                       normalize1, plan_cuts, register_inputs, round_pack, underflow_floor,
-                       unpack)
+from .fpcommon import (FormatInfo, Pipeline, add, check_choice, check_format, exp_width,
+                       multiply_norm, normalize, normalize1, plan_cuts, register_inputs,
+                       round_pack, underflow_floor, unpack)
+from .fpunit import FPUnit
 
 
-__all__ = ["FPMac", "FPMacPE", "PRODUCT_ROUNDINGS"]
+__all__ = ["FPMac", "PRODUCT_ROUNDINGS"]
 
 #: Allowed values of ``product_rounding``.
 PRODUCT_ROUNDINGS = ("exact_fused", "round_to_acc")
@@ -27,14 +25,16 @@ def _check_chunk(chunk):
     return chunk
 
 
-class FPMac(wiring.Component):
+class FPMac(FPUnit, PE):
     """Streaming MAC: ``acc = round_acc(acc + a * b)`` per valid pair, one pair per cycle.
 
-    Accumulations are delimited like the PE interface (`tessera.hdl.array.pe.PESignature`): ``first``
-    starts a new sum (the previous one is dropped; the accumulator restarts from ``+0``),
-    ``last`` ends it, and ``result_valid`` pulses with the finished ``fmt_acc`` code exactly
-    ``latency`` cycles after the ``last`` pair. A new accumulation may start in the cycle after
-    ``last``; pairs with ``valid`` low are ignored.
+    A processing element (`tessera.hdl.array.pe.PE`, II = 1): its signature is a
+    `PESignature` with ``a_shape = b_shape = fmt_in.width``, ``acc_shape = fmt_acc.width`` and,
+    with stochastic rounding, the side-band member ``rand`` (so in a PE array the random bits
+    travel with the operands). ``first`` starts a new sum (the previous one is dropped; the
+    accumulator restarts from ``+0``), ``last`` ends it, and ``result_valid`` pulses with the
+    finished ``fmt_acc`` code exactly ``latency`` cycles after the ``last`` pair. A new
+    accumulation may start in the cycle after ``last``; pairs with ``valid`` low are ignored.
 
     Bit-exact with ``tessera.sim.fp.mac(fmt_in, a, b, fmt_acc, product_rounding=..., sr_bits=...,
     rand=..., ftz=...)`` or, with ``chunk``, ``tessera.sim.fp.chunk_mac(..., chunk=chunk)`` (outer adds
@@ -71,11 +71,11 @@ class FPMac(wiring.Component):
     -------
     a : In(fmt_in.width)
     b : In(fmt_in.width)
+    rand : In(sr_bits)
+        Only when ``sr_bits > 0`` (a `PESignature` side-band member).
     valid : In(1)
     first : In(1)
     last : In(1)
-    rand : In(sr_bits)
-        Only when ``sr_bits > 0``.
     result : Out(fmt_acc.width)
     result_valid : Out(1)
     """
@@ -87,28 +87,15 @@ class FPMac(wiring.Component):
         self._chunk = _check_chunk(chunk)
         self._product_rounding = check_choice("product_rounding", product_rounding,
                                               PRODUCT_ROUNDINGS)
-        self._sr_bits = check_sr_bits(sr_bits)
-        self._ftz = check_bool("ftz", ftz)
-        self._stages = check_stages(stages, minimum=1 if chunk is None else 2)
-        members = {"a": In(fmt_in.width), "b": In(fmt_in.width), "valid": In(1),
-                   "first": In(1), "last": In(1)}
-        if self._sr_bits:
-            members["rand"] = In(self._sr_bits)
-        members["result"] = Out(fmt_acc.width)
-        members["result_valid"] = Out(1)
-        super().__init__(members)
+        self._fp_params(ftz=ftz, sr_bits=sr_bits, stages=stages,
+                        min_stages=1 if chunk is None else 2)
+        super().__init__(PESignature(a_shape=fmt_in.width, b_shape=fmt_in.width,
+                                     acc_shape=fmt_acc.width, side=self._rand_side()))
 
     fmt_in = property(lambda self: self._fmt_in)
     fmt_acc = property(lambda self: self._fmt_acc)
     chunk = property(lambda self: self._chunk)
     product_rounding = property(lambda self: self._product_rounding)
-    sr_bits = property(lambda self: self._sr_bits)
-    ftz = property(lambda self: self._ftz)
-    stages = property(lambda self: self._stages)
-
-    @property
-    def latency(self):
-        return self._stages
 
     def elaborate(self, platform):
         m = Module()
@@ -192,66 +179,3 @@ class FPMac(wiring.Component):
         m.d.comb += [self.result.eq(res), self.result_valid.eq(res_valid)]
         return m
 
-
-class FPMacPE(PE):
-    """Floating-point MAC processing element for the PE arrays (`tessera.hdl.array.pe.PESignature`).
-
-    ``a`` and ``b`` are raw ``input_format`` codes, ``result`` the raw ``acc_format`` code of
-    the finished accumulation, bit-exact with ``tessera.sim.fp.mac(input_format, a, b, acc_format,
-    product_rounding=..., ftz=...)`` or, with ``chunk``, ``tessera.sim.fp.chunk_mac(..., chunk=chunk)``.
-    Rounding is round-to-nearest (``acc_format.rounding``); stochastic rounding needs a
-    ``rand`` port, which the PE interface does not have (use `FPMac` directly).
-
-    Parameters
-    ----------
-    input_format : FloatFormat
-    acc_format : FloatFormat
-    chunk : int or None
-        Chunk length for chunk-based accumulation, or None.
-    stages : int
-        Latency (cycles from the ``last`` pair to ``result_valid``), 1..4 (2..4 with
-        ``chunk``).
-    product_rounding : "exact_fused" | "round_to_acc"
-    ftz : bool
-
-    Members
-    -------
-    a : In(input_format.width)
-    b : In(input_format.width)
-    valid : In(1)
-    first : In(1)
-    last : In(1)
-    result : Out(acc_format.width)
-    result_valid : Out(1)
-    """
-
-    def __init__(self, *, input_format, acc_format, chunk=None, stages=2,
-                 product_rounding="exact_fused", ftz=False):
-        check_format("input_format", input_format)
-        check_format("acc_format", acc_format)
-        _check_chunk(chunk)
-        check_choice("product_rounding", product_rounding, PRODUCT_ROUNDINGS)
-        check_bool("ftz", ftz)
-        check_stages(stages, minimum=1 if chunk is None else 2)
-        self._params = dict(fmt_in=input_format, fmt_acc=acc_format, chunk=chunk,
-                            product_rounding=product_rounding, ftz=ftz, stages=stages)
-        super().__init__(PESignature(a_shape=input_format.width, b_shape=input_format.width,
-                                     acc_shape=acc_format.width))
-
-    input_format = property(lambda self: self._params["fmt_in"])
-    acc_format = property(lambda self: self._params["fmt_acc"])
-    chunk = property(lambda self: self._params["chunk"])
-    product_rounding = property(lambda self: self._params["product_rounding"])
-    ftz = property(lambda self: self._params["ftz"])
-
-    @property
-    def latency(self):
-        return self._params["stages"]
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.mac = mac = FPMac(**self._params)
-        for name in ("a", "b", "valid", "first", "last"):
-            m.d.comb += getattr(mac, name).eq(getattr(self, name))
-        m.d.comb += [self.result.eq(mac.result), self.result_valid.eq(mac.result_valid)]
-        return m

@@ -2,17 +2,16 @@
 ``fmt_out``)."""
 
 from amaranth import Module
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
-from .fpcommon import (Pipeline, check_bool, check_format, check_stages, multiply, normalize,
-                       plan_cuts, register_inputs, round_pack, unpack)
+from .fpcommon import (Pipeline, check_format, multiply, normalize, plan_cuts, register_inputs,
+                       round_pack, unpack)
+from .fpunit import FPUnit
 
 
 __all__ = ["FPMul"]
 
 
-class FPMul(wiring.Component):
+class FPMul(FPUnit):
     """Pipelined floating-point multiplier ``result = round_out(a * b)``.
 
     The exact product is rounded once into ``fmt_out`` (its rounding, overflow and underflow
@@ -41,22 +40,12 @@ class FPMul(wiring.Component):
     def __init__(self, *, fmt_in, fmt_out=None, ftz=False, stages=1):
         self._fmt_in = check_format("fmt_in", fmt_in)
         self._fmt_out = fmt_in if fmt_out is None else check_format("fmt_out", fmt_out)
-        self._ftz = check_bool("ftz", ftz)
-        self._stages = check_stages(stages)
-        super().__init__({
-            "a": In(self._fmt_in.width),
-            "b": In(self._fmt_in.width),
-            "result": Out(self._fmt_out.width),
-        })
+        self._fp_params(ftz=ftz, stages=stages)
+        super().__init__(self._members({"a": self._fmt_in.width, "b": self._fmt_in.width},
+                                       {"result": self._fmt_out.width}))
 
     fmt_in = property(lambda self: self._fmt_in)
     fmt_out = property(lambda self: self._fmt_out)
-    ftz = property(lambda self: self._ftz)
-    stages = property(lambda self: self._stages)
-
-    @property
-    def latency(self):
-        return self._stages
 
     def elaborate(self, platform):
         m = Module()
