@@ -165,6 +165,7 @@ def cmd_build(args):
     from tessera.generators.assemble import build_core
     from tessera.fpga.build import build_bitstream
     cfg = _cfg(args.config)
+    _need_uart(cfg, "build")
     out = pathlib.Path(args.output) if args.output else \
         pathlib.Path("build/fpga") / f"{cfg.core.name}-{args.board}"
     if cfg.core.boards and args.board not in cfg.core.boards:
@@ -189,6 +190,13 @@ def cmd_build(args):
     return 0
 
 
+def _need_uart(cfg, command):
+    """Board commands reach the core through the UART bridge: ``host.interface`` says so."""
+    if cfg.host.interface != "uart":
+        raise CliError(f"host.interface: {cfg.host.interface!r} has no board link; allowed for "
+                       f"`tessera {command}`: 'uart' (set [host] interface = \"uart\" and baud)")
+
+
 def cmd_program(args):
     from tessera.fpga.program import program
     bit = pathlib.Path(args.bitstream)
@@ -206,6 +214,7 @@ def cmd_run(args):
     from tessera.sim.driver import TesseraDriver
     from tessera.sim.workloads import gemm_operands, reference_gemm
     cfg = _cfg(args.config)
+    _need_uart(cfg, "run")
     board = get_board(args.board)
     m, n, k = args.gemm
 

@@ -16,7 +16,7 @@ from tessera.hdl.ctrl.protocol import COMMANDS, ERROR_TEXT, Err, Op, VERSION
 __all__ = ["to_verilog", "port_table", "tool_versions", "write_outputs", "MANIFEST_SCHEMA"]
 
 #: Version of the manifest layout (docs/manifest.md).
-MANIFEST_SCHEMA = 1
+MANIFEST_SCHEMA = 2
 
 
 def to_verilog(component, name):

@@ -66,7 +66,7 @@ def test_generate_default_into_build(capsys, tmp_path, monkeypatch):
     folder = tmp_path / "build" / "generate" / "tessera_int8_8x8"
     assert sorted(p.name for p in folder.iterdir()) == [
         "manifest.json", "tessera_int8_8x8.v", "tessera_int8_8x8_defs.h"]
-    assert out.startswith("tessera_int8_8x8: 8x8 int array (preset:int8-8x8) -> ")
+    assert out.startswith("tessera_int8_8x8: 8x8 systolic array of int PEs (preset:int8-8x8) -> ")
     m = json.loads((folder / "manifest.json").read_text())
     assert re.search(rf"verilog sha256 {m['verilog_sha256'][:16]}\.\.\.$", out, re.M)
     assert [p.name for p in (tmp_path / "build" / "generate").iterdir()] == ["tessera_int8_8x8"]
@@ -261,3 +261,12 @@ def test_console_script(tmp_path):
     assert re.fullmatch(r"tessera: error: config: 'nope' is neither a file nor a preset; .*\n",
                         bad.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ice"]
+
+
+def test_build_needs_uart_interface(capsys):
+    """host.interface means something: a stream-only core has no board link to build."""
+    rc = main(["build", "int8-8x8", "--board", "ulx3s-85f"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert re.search(r"host\.interface: 'stream' has no board link; allowed for `tessera build`: "
+                     r"'uart'", err), err

@@ -72,7 +72,7 @@ def test_core_manifest_top_level(default_core):
                 "pe", "info",
                 "command_set", "config", "config_source", "config_digest", "boards", "tools"}
     assert required <= set(m)
-    assert m["schema"] == 1
+    assert m["schema"] == 2
     assert m["kind"] == "core"
     assert m["top"] == "tessera_int8_8x8"
     assert m["verilog"] == "tessera_int8_8x8.v"
@@ -336,7 +336,7 @@ def _unit(name, opts, out):
     assert m == read_manifest(out)
     top = f"tessera_{name}"
     assert set(files_of(out)) == {f"{top}.v", "manifest.json"}
-    assert m["schema"] == 1 and m["kind"] == "unit" and m["unit"] == name
+    assert m["schema"] == 2 and m["kind"] == "unit" and m["unit"] == name
     assert m["top"] == top and m["verilog"] == f"{top}.v"
     assert m["verilog_sha256"] == hashlib.sha256((out / f"{top}.v").read_bytes()).hexdigest()
     assert m["clock"] == {"name": "clk"}

@@ -111,8 +111,9 @@ class Combiner:
     """How the output stage combines a new result with what a result store holds.
 
     ``latency`` cycles from the old and new words to the combined word; `hdl` returns a
-    `wiring.Component` with members ``old``, ``new`` (In(width)) and ``result``
-    (Out(width)) for one lane; `twin` is the bit-exact NumPy function of (old, new) codes.
+    `wiring.Component` for one lane with members ``a`` (the stored code), ``b`` (the new code),
+    both In(width), and ``result`` (Out(width)); `twin` is the bit-exact NumPy function of
+    (old, new) codes; `as_dict` describes it for the manifest.
     """
     latency: int = 0
 
@@ -256,5 +257,15 @@ class Engine:
         raise NotImplementedError
 
     def twin(self):
-        """The golden twin (see `tessera.sim.engines`)."""
+        """The golden twin (see `tessera.sim.engines`): ``check(args)``, ``run(stores, args)``
+        (returns cycles), ``perf(args)`` and ``check_cycles``."""
+        raise NotImplementedError
+
+    def mapper(self):
+        """The host-side mapper: ``async gemm(driver, a, b, progress=, mode=)`` (or the layer
+        operation the engine computes), blocking work into RUNs."""
+        raise NotImplementedError
+
+    def timing(self):
+        """Manifest ``timing``: the cycle model as an expression tree plus the ideal rate."""
         raise NotImplementedError

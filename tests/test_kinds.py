@@ -1,0 +1,102 @@
+# amaranth: UnusedElaboratable=no
+"""The kind registries: every registered PE kind and engine answers the contract consistently."""
+
+import re
+
+import numpy as np
+import pytest
+
+from tessera.generators.config import ConfigError, config_from_dict, load_config, preset_names
+from tessera.generators.kinds import ENGINES, PE_KINDS
+from tessera.generators.kinds.base import OperandLayout
+from tessera.sim.engines.model import evaluate, to_text, variables
+
+
+@pytest.mark.parametrize("name", sorted(PE_KINDS))
+def test_kind_latency_and_ii_match_its_hdl(name):
+    """The kind states latency and II without building HDL; they must equal the PE's own."""
+    kind = PE_KINDS[name]()
+    pe = kind.make_pe()
+    assert (pe.latency, pe.ii) == (kind.latency, kind.ii())
+    lay = kind.layout()
+    assert pe.signature.a_shape.width == lay.a_elems * lay.a_bits
+    assert pe.signature.b_shape.width == lay.b_elems * lay.b_bits
+    assert pe.signature.acc_shape.width == kind.result_bits
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_preset_kinds_match_their_hdl(preset):
+    cfg = load_config(preset)
+    pe = cfg.pe.make_pe()
+    assert (pe.latency, pe.ii) == (cfg.pe.latency, cfg.pe.ii())
+
+
+@pytest.mark.parametrize("name", sorted(PE_KINDS))
+def test_kind_parses_only_its_own_keys(name):
+    cls = PE_KINDS[name]
+    allowed = ", ".join(repr(k) for k in ["kind", *cls.keys()])
+    with pytest.raises(ConfigError, match=rf"^pe\.nosuchkey: unknown key; allowed: "
+                                          rf"{re.escape(allowed)}$"):
+        config_from_dict({"pe": {"kind": name, "nosuchkey": 1}})
+    assert config_from_dict({"pe": {"kind": name}}).to_dict()["pe"] == \
+        {"kind": name, **{k: getattr(cls(), k) for k in cls.keys()}}
+
+
+def test_kind_codes_are_unique():
+    assert len({k.code for k in PE_KINDS.values()}) == len(PE_KINDS)
+    assert len({e.code for e in ENGINES.values()}) == len(ENGINES)
+    assert all(k.code > 0 for k in PE_KINDS.values())
+
+
+@pytest.mark.parametrize("name", sorted(PE_KINDS))
+def test_combiner_twin_is_consistent(name):
+    """Combining with zero-result codes leaves finite results unchanged (int: exactly)."""
+    kind = PE_KINDS[name]()
+    comb = kind.combiner()
+    assert comb is not None and comb.latency == comb.hdl().latency
+    a, b = kind.operands(3, 4, 5, kind="random", rng=np.random.default_rng(1))
+    res = kind.twin().tile(a.T[:, :3], b[:, :4])
+    zeros = kind.twin().tile(np.zeros_like(a.T[:, :3]), b[:, :4])
+    np.testing.assert_array_equal(comb.twin(zeros, res), res)
+
+
+@pytest.mark.parametrize("elems, bits", [(1, 8), (2, 4), (4, 2), (8, 1), (3, 5)])
+def test_operand_layout_round_trip(elems, bits):
+    lay = OperandLayout(a_elems=elems, a_bits=bits, b_elems=elems, b_bits=bits)
+    rng = np.random.default_rng(elems)
+    codes = rng.integers(0, 1 << bits, (5, 6 * elems)).astype(np.uint64)
+    lanes = lay.pack_a(codes)
+    assert lanes.shape == (5, 6)
+    assert int(lanes.max()) < 1 << (elems * bits)
+    np.testing.assert_array_equal(lay.unpack_a(lanes), codes)
+    # Element 0 sits in the least significant bits.
+    np.testing.assert_array_equal(lanes & np.uint64((1 << bits) - 1), codes[:, ::elems])
+    assert lay.k_per_word == elems
+
+
+def test_cycle_model_expression_language():
+    e = ["+", 3, ["*", "k", 2], ["max", "a", 5], ["if", "acc", 7, 0], ["-", 10, 4],
+         ["//", 9, 2], ["min", 1, "a"]]
+    env = {"k": 4, "a": 6, "acc": 1}
+    assert evaluate(e, env) == 3 + 8 + 6 + 7 + 6 + 4 + 1
+    assert evaluate(e, {**env, "acc": 0}) == 3 + 8 + 6 + 0 + 6 + 4 + 1
+    assert variables(e) == ["a", "acc", "k"]
+    assert "max(a, 5)" in to_text(e)
+    with pytest.raises(KeyError, match="'k' is not given"):
+        evaluate(e, {"a": 1, "acc": 0})
+    with pytest.raises(ValueError, match="unknown cycle model operator 'pow'"):
+        evaluate(["pow", 2, 3], {})
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_cycle_model_is_the_v1_formula_for_existing_presets(preset):
+    """The refactor kept every cycle count: for II 1 the model is the v1 closed form (plus the
+    combiner latency on accumulating RUNs, which v1 could not do on FP cores)."""
+    cfg = load_config(preset)
+    t = cfg.engine.timing()
+    R, C, lat = cfg.rows, cfg.cols, cfg.pe.latency
+    for mt, nt, k in ((1, 1, 1), (3, 2, 7), (1, 1, 300), (5, 5, 2)):
+        v1 = 18 + (mt * nt - 1) * max(k, R, C) + k + lat + R + C + 2
+        env = {"m_tiles": mt, "n_tiles": nt, "k": k}
+        assert evaluate(t["run_cycles"], {**env, "accumulate": 0}) == v1
+        assert evaluate(t["run_cycles"], {**env, "accumulate": 1}) == v1 + t["combiner_latency"]
