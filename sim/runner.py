@@ -364,7 +364,7 @@ def run_cocotb(*, verilog, top, test_module, build_root=Path("build/sim"), waves
     run_dir = build_dir / "runs" / f"{stamp}-{os.getpid()}-{next(_run_counter)}"
     run_dir.mkdir(parents=True)
     xml_path = run_dir / "results.xml"
-    log = run_dir / "tessera.sim.log"
+    log = run_dir / "sim.log"
     progress(f"[sim] running {test_module} on {top} (log: {log})")
     failure = None
     try:

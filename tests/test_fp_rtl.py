@@ -93,7 +93,7 @@ def run_rtl(dut, name, mode, inputs, expected, tmp_path):
                       test_dir=tmp_path, results_xml=str(tmp_path / "results.xml"),
                       extra_env={"FPUNIT_VECTORS": str(vec), "FPUNIT_RESULTS": str(res),
                                  "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])},
-                      log_file=tmp_path / "tessera.sim.log")
+                      log_file=tmp_path / "sim.log")
     n_tests, n_failed = get_results(xml)
     got = np.load(res) if res.exists() else None
     return n_tests, n_failed, got
@@ -101,7 +101,7 @@ def run_rtl(dut, name, mode, inputs, expected, tmp_path):
 
 def check(dut, name, mode, inputs, expected, tmp_path, fmt=None):
     n_tests, n_failed, got = run_rtl(dut, name, mode, inputs, expected, tmp_path)
-    assert got is not None, f"cocotb produced no results; see {tmp_path / 'tessera.sim.log'}"
+    assert got is not None, f"cocotb produced no results; see {tmp_path / 'sim.log'}"
     expected = np.asarray(expected, dtype=np.int64)
     bad = np.nonzero(got != expected)[0]
     if bad.size:
