@@ -4,7 +4,7 @@ Driven by ``tests/test_fp_rtl.py``: the unit's Verilog top is built with Verilat
 vectors come from the ``.npz`` file named by the environment variable ``FPUNIT_VECTORS``:
 
 * ``mode``: ``"pipe"`` for the fixed-latency units (one vector per cycle, ``result`` of vector
-  ``i`` sampled ``latency`` cycles later) or ``"mac"`` for `FPMac`/`FPMacPE` (a per-cycle stream
+  ``i`` sampled ``latency`` cycles later) or ``"mac"`` for `FPMac` (a PE: a per-cycle stream
   of ``a, b, valid, first, last[, rand]``; ``result`` sampled whenever ``result_valid`` is high,
   which must happen exactly ``latency`` cycles after each ``last`` pair).
 * ``latency``: the unit's latency.

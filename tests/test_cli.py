@@ -78,7 +78,7 @@ def test_generate_preset_name(capsys, tmp_path):
     m = json.loads((tmp_path / "ice" / "manifest.json").read_text())
     assert m["top"] == "tessera_icebreaker"
     assert (m["geometry"]["rows"], m["geometry"]["cols"]) == (2, 4)
-    assert "tessera_icebreaker: 2x4 int array (preset:icebreaker)" in out
+    assert "tessera_icebreaker: 2x4 systolic array of int PEs (preset:icebreaker)" in out
 
 
 def test_generate_toml_path_with_lint(capsys, tmp_path):
