@@ -129,7 +129,9 @@ class GemmOSEngine(wiring.Component):
         c_ptr = Signal(range(c_depth))
 
         if "mode" in array.signature.members:
-            mode = Signal.like(array.mode)
+            # The whole RUN field is latched and checked; the PE sees its own width of it.
+            lo, hi = self._args.bit_slice("mode")
+            mode = Signal(hi - lo, name="mode")
             m.d.comb += array.mode.eq(mode)
         else:
             mode = None
