@@ -41,8 +41,17 @@ def default_cases(cfg, *, quick=False):
     if quick:
         keep = {"one", "ragged", "extremes", "zeros_a", "long_k_min", "long_k", "reference_64"}
         cases = [c for c in cases if c[0] in keep]
-    return [{"name": n, "m": m, "n": nn, "k": k, "kind": kind, "seed": 1000 + i}
-            for i, (n, m, nn, k, kind) in enumerate(cases)]
+    modes = cfg.pe.regress_modes()
+    out = []
+    for mode in modes:
+        suffix = "" if mode is None or len(modes) == 1 else f"@{mode}"
+        for i, (n, m, nn, k, kind) in enumerate(cases):
+            case = {"name": n + suffix, "m": m, "n": nn, "k": k, "kind": kind,
+                    "seed": 1000 + i}
+            if mode is not None:
+                case["mode"] = mode
+            out.append(case)
+    return out
 
 
 def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, quick=False,

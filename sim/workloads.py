@@ -12,7 +12,7 @@ __all__ = ["gemm_operands", "reference_gemm", "KINDS"]
 KINDS = ("random", "extremes", "min", "zeros_a", "zeros_b", "relu")
 
 
-def gemm_operands(cfg, m, n, k, *, kind="random", seed=0):
+def gemm_operands(cfg, m, n, k, *, kind="random", seed=0, mode=None):
     """Operand element codes (A: M x K, B: K x N) for a core, of a named kind.
 
     ``random``: normal data over the operand range; ``extremes``: extreme values (int: the two
@@ -22,10 +22,11 @@ def gemm_operands(cfg, m, n, k, *, kind="random", seed=0):
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}, not {kind!r}")
-    return cfg.pe.operands(m, n, k, kind=kind, rng=np.random.default_rng(seed))
+    return cfg.pe.operands(m, n, k, kind=kind, rng=np.random.default_rng(seed), mode=mode)
 
 
-def reference_gemm(cfg, a_codes, b_codes, *, k_split=None):
+def reference_gemm(cfg, a_codes, b_codes, *, k_split=None, mode=None):
     """Expected result codes of ``A @ B`` on the core from the kind's reference, which is
-    independent of the golden twin; ``k_split`` is the K of each RUN when K is split."""
-    return cfg.pe.reference(a_codes, b_codes, k_split=k_split)
+    independent of the golden twin; ``k_split`` is the K (in elements) of each RUN when K is
+    split; ``mode`` the PE run-time mode."""
+    return cfg.pe.reference(a_codes, b_codes, k_split=k_split, mode=mode)

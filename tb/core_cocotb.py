@@ -52,9 +52,9 @@ async def _setup(dut, **transport_kw):
     return t, TesseraDriver(t, CFG, poll_cycles=PLAN.get("poll_cycles", 64))
 
 
-async def _golden_cycles(a, b):
+async def _golden_cycles(a, b, mode):
     gd = TesseraDriver(GoldenTransport(GoldenCore(CFG)), CFG)
-    out, stats = await gd.gemm(a, b)
+    out, stats = await gd.gemm(a, b, mode=mode)
     return out, stats
 
 
@@ -80,17 +80,19 @@ async def test_gemm(dut, case):
     spec = next(c for c in PLAN["cases"] if c["name"] == case)
     t, drv = await _setup(dut)
     await drv.connect()
+    mode = spec.get("mode")
     a, b = gemm_operands(CFG, spec["m"], spec["n"], spec["k"], kind=spec["kind"],
-                         seed=spec["seed"])
+                         seed=spec["seed"], mode=mode)
     t0, c0 = time.time(), t.cycle
-    got, stats = await drv.gemm(a, b)
-    expect = reference_gemm(CFG, a, b, k_split=stats.k_split)
+    got, stats = await drv.gemm(a, b, mode=mode)
+    expect = reference_gemm(CFG, a, b, k_split=stats.k_split, mode=mode)
     wall, sim_cycles = time.time() - t0, t.cycle - c0
-    golden_out, golden_stats = await _golden_cycles(a, b)
+    golden_out, golden_stats = await _golden_cycles(a, b, mode)
     mism = int(np.count_nonzero(got != expect))
     macs = spec["m"] * spec["n"] * spec["k"]
-    ideal = macs / CFG.engine.timing()["ideal_cycles"]["macs_per_cycle"]
+    ideal = macs / CFG.engine.macs_per_cycle(mode)
     _record({"case": case, "m": spec["m"], "n": spec["n"], "k": spec["k"], "kind": spec["kind"],
+             "mode": mode,
              "mismatches": mism, "cycles": stats.cycles, "golden_cycles": golden_stats.cycles,
              "runs": stats.runs, "k_split": stats.k_split, "ideal_cycles": ideal,
              "utilization": ideal / stats.cycles if stats.cycles else None,

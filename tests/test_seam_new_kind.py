@@ -3,8 +3,8 @@
 
 The kind uses everything PE contract v2 offers that ``int`` and ``fpmac`` do not: two operand
 elements per lane, a side-band bit travelling with the activations, a run-time mode carried by
-RUN, and an initiation interval of 2 (one multiplier reused over two cycles, so operands
-issued every cycle would give wrong sums). No shared file knows it: the core, the decoder, the
+RUN, and an initiation interval that depends on the mode (2 or 3: one multiplier reused over
+two cycles, so operands issued every cycle would give wrong sums). No shared file knows it: the core, the decoder, the
 golden core and the driver are driven by what the kind declares.
 """
 
@@ -30,8 +30,8 @@ BITS, ACC = 4, 16
 
 
 class PairMacPE(PE):
-    """acc += (-1)**neg * scale * (a0*b0 + a1*b1), one product per cycle (II 2, latency 3);
-    ``scale`` is 1 in mode 0 and 2 in mode 1."""
+    """acc += (-1)**neg * scale * (a0*b0 + a1*b1), one product per cycle (latency 3; a pair
+    every 2 cycles at least, the kind asks 3 in mode 1); ``scale`` is 1 in mode 0, 2 in mode 1."""
 
     def __init__(self):
         super().__init__(PESignature(a_shape=2 * BITS, b_shape=2 * BITS, acc_shape=signed(ACC),
@@ -107,7 +107,7 @@ class PairKind(PEKind):
         return 3
 
     def ii(self, mode=None):
-        return 2
+        return 3 if mode == "x2" else 2
 
     def make_pe(self):
         return PairMacPE()
@@ -168,7 +168,7 @@ def test_new_kind_through_the_core(mode):
                 errors.append(e.code)
         return info, cycles, out, errors
     info, cycles, out, errors = run_with_driver(build_core(cfg), body)
-    assert info.modes == 2 and info.capabilities & CAP_MODES and info.pe_ii == 2
+    assert info.modes == 2 and info.capabilities & CAP_MODES and info.pe_ii == 2  # ii(None)
     assert not info.accumulate                 # no combiner: ACCUMULATE is refused
     assert errors == [Err.ARG, Err.ARG]
     want = _reference(a_words, b_words, mode, mt, nt, k, 2, 3)
@@ -188,6 +188,7 @@ def test_new_kind_through_the_core(mode):
     np.testing.assert_array_equal(gout, want)
     assert cycles == gcycles == evaluate(cfg.engine.twin().model,
                                          {"m_tiles": mt, "n_tiles": nt, "k": k,
-                                          "accumulate": 0})
-    # II 2: each tile's period is max(2k, rows, cols) cycles.
-    assert cycles == 18 + (mt * nt - 1) * max(2 * k, 2, 3) + 2 * (k - 1) + 1 + 3 + 3 + 2 + 2
+                                          "accumulate": 0, "mode": mode})
+    # II 2 (mode 0) or 3 (mode 1): each tile's period is max(ii * k, rows, cols) cycles.
+    ii = 3 if mode else 2
+    assert cycles == 18 + (mt * nt - 1) * max(ii * k, 2, 3) + ii * (k - 1) + 1 + 3 + 3 + 2 + 2

@@ -218,14 +218,19 @@ class PEKind:
         """Number-format descriptors for the manifest."""
         raise NotImplementedError
 
-    def operands(self, m, n, k, *, kind, rng):
-        """Operand element codes (A: M x K, B: K x N) of a named workload kind."""
+    def operands(self, m, n, k, *, kind, rng, mode=None):
+        """Operand element codes (A: M x K, B: K x N) of a named workload kind (for ``mode``:
+        e.g. values within that mode's precision)."""
         raise NotImplementedError
 
     def reference(self, a, b, *, k_split=None, mode=None):
         """Expected M x N result codes from a reference independent of the twin. ``k_split``:
         the K length of each RUN when K is split across accumulating RUNs."""
         raise NotImplementedError
+
+    def regress_modes(self):
+        """The modes the core regression runs every case in (``(None,)`` without modes)."""
+        return self.modes or (None,)
 
     @classmethod
     def units(cls):

@@ -115,7 +115,7 @@ class FPMacKind(PEKind):
         return {"a": _fd(self.fmt_in), "b": _fd(self.fmt_in), "acc": _fd(self.fmt_acc),
                 "chunk": self.chunk or None}
 
-    def operands(self, m, n, k, *, kind, rng):
+    def operands(self, m, n, k, *, kind, rng, mode=None):
         """FP operand codes: normal data (``random``), every code including NaN/Inf and
         subnormals (``extremes``), the largest negative value (``min``), zeros, ReLU data."""
         from tessera.sim import fp

@@ -72,7 +72,7 @@ class IntKind(PEKind):
     def formats(self):
         return int_formats(self.a_bits, self.b_bits, self.acc_bits)
 
-    def operands(self, m, n, k, *, kind, rng):
+    def operands(self, m, n, k, *, kind, rng, mode=None):
         from tessera.sim import intmac
 
         def draw(shape, bits):

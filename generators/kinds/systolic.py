@@ -48,7 +48,8 @@ class SystolicGemm(Engine):
         return GemmOSEngine(rows=cfg.array.rows, cols=cfg.array.cols, pe=cfg.pe.make_pe,
                             args=self.args(), depths=tuple(s.depth for s in g.stores),
                             accumulate=cfg.pe.combiner() is not None,
-                            modes=len(cfg.pe.modes))
+                            modes=len(cfg.pe.modes),
+                            ii=tuple(cfg.pe.ii(m) for m in cfg.pe.modes) or (cfg.pe.ii(),))
 
     def twin(self):
         from tessera.sim.engines.gemm_os import GemmOSTwin
@@ -69,6 +70,15 @@ class SystolicGemm(Engine):
                 "run_cycles": twin.model,
                 "run_cycles_variables": {
                     "m_tiles": "RUN m_tiles", "n_tiles": "RUN n_tiles", "k": "RUN k",
-                    "accumulate": "RUN flags bit 0"},
-                "ideal_cycles": {"macs_per_cycle": self.cfg.array.rows * self.cfg.array.cols
-                                 * self.cfg.pe.layout().k_per_word // self.cfg.pe.ii()}}
+                    "accumulate": "RUN flags bit 0",
+                    **({"mode": "RUN mode"} if self.cfg.pe.modes else {})},
+                "ideal_cycles": {"macs_per_cycle": (
+                    {m: self.macs_per_cycle(m) for m in self.cfg.pe.modes} if self.cfg.pe.modes
+                    else self.macs_per_cycle())}}
+
+    def macs_per_cycle(self, mode=None):
+        """Peak MACs per cycle in ``mode``: every PE's products per operand pair over its II."""
+        pe = self.cfg.pe
+        n, ii = self.cfg.array.rows * self.cfg.array.cols * pe.layout(mode).k_per_word, \
+            pe.ii(mode)
+        return n // ii if n % ii == 0 else n / ii

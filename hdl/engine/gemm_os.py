@@ -49,6 +49,9 @@ class GemmOSEngine(wiring.Component):
         Whether the PE kind has a combiner (otherwise ``FLAG_ACCUMULATE`` is an `Err.ARG`).
     modes : int
         Number of PE run-time modes (a ``mode`` argument at or above it is an `Err.ARG`).
+    ii : tuple of int or None
+        The PE's initiation interval per mode code (one entry without modes); None: the PE's
+        own ``ii`` for every mode.
 
     Members
     -------
@@ -58,14 +61,18 @@ class GemmOSEngine(wiring.Component):
     result : Out(ResultSignature(depths[2], cols * acc bits))
     """
 
-    def __init__(self, *, rows, cols, pe, args, depths, accumulate, modes=0):
+    def __init__(self, *, rows, cols, pe, args, depths, accumulate, modes=0, ii=None):
         self._array = SystolicArray(rows=rows, cols=cols, pe=pe)
         self._rows, self._cols = rows, cols
         self._args = args
         self._depths = tuple(depths)
         self._accumulate = bool(accumulate)
         self._modes = modes
-        self._ii = self._array.pe_ii
+        n = max(1, modes)
+        self._iis = tuple(ii) if ii is not None else (self._array.pe_ii,) * n
+        if len(self._iis) != n or any(not isinstance(v, int) or v < 1 for v in self._iis):
+            raise ValueError(f"ii must give a positive int for each of the {n} modes, not {ii!r}")
+        self._ii = max(self._iis)
         names = {f.name for f in args.fields}
         need = {"m_tiles", "n_tiles", "k", "a_base", "b_base", "c_base", "flags"}
         if not need <= names:
@@ -95,6 +102,7 @@ class GemmOSEngine(wiring.Component):
 
     @property
     def pe_ii(self):
+        """The largest initiation interval over the modes."""
         return self._ii
 
     def _field(self, value, name):
@@ -202,7 +210,11 @@ class GemmOSEngine(wiring.Component):
                     m.d.comb += self.ctl.check_err.eq(Err.TILE)
                     m.next = "IDLE"
                 with m.Else():
-                    kii = k * ii
+                    # k * ii(mode): a constant multiply per mode (II may depend on the mode).
+                    kii = k * self._iis[0]
+                    if mode is not None:
+                        for code in range(1, len(self._iis)):
+                            kii = Mux(mode == code, k * self._iis[code], kii)
                     maxrc = max(R, C)
                     m.d.sync += [
                         period.eq(Mux(kii > maxrc, kii, maxrc)),
@@ -218,7 +230,11 @@ class GemmOSEngine(wiring.Component):
                 with m.If(issue):
                     m.d.sync += kk.eq(kk + 1)
                 if ii > 1:
-                    m.d.sync += slot.eq(Mux(slot == ii - 1, 0, slot + 1))
+                    last_slot = self._iis[0] - 1
+                    if mode is not None:
+                        for code in range(1, len(self._iis)):
+                            last_slot = Mux(mode == code, self._iis[code] - 1, last_slot)
+                    m.d.sync += slot.eq(Mux(slot == last_slot, 0, slot + 1))
                 m.d.sync += t.eq(t + 1)
                 with m.If(t == period - 1):
                     m.d.sync += [t.eq(0), slot.eq(0), kk.eq(0), ni.eq(ni + 1),

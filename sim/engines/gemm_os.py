@@ -11,8 +11,9 @@ __all__ = ["GemmOSTwin", "GemmMapper", "cycle_model", "plan_gemm", "CHECK_CYCLES
 
 
 def cycle_model(*, rows, cols, pe_latency, pe_ii, combiner_latency):
-    """Busy cycles of a RUN as an expression tree in ``m_tiles``, ``n_tiles``, ``k`` and
-    ``accumulate`` (`tessera.sim.engines.model`); the RTL must meet it exactly.
+    """Busy cycles of a RUN as an expression tree in ``m_tiles``, ``n_tiles``, ``k``,
+    ``accumulate`` and, when ``pe_ii`` is a per-mode tuple, ``mode``
+    (`tessera.sim.engines.model`); the RTL must meet it exactly.
 
     The schedule: `CHECK_CYCLES` + 1 cycles of argument checks; the tiles are issued back to
     back, each taking ``P = max(k * ii, rows, cols)`` cycles, with operand pair ``kk`` of a
@@ -22,9 +23,15 @@ def cycle_model(*, rows, cols, pe_latency, pe_ii, combiner_latency):
     combiner latency when accumulating, until the last result is stored; busy falls one
     cycle later.
     """
-    period = ["max", ["*", "k", pe_ii], rows, cols]
+    if isinstance(pe_ii, int):
+        ii = pe_ii
+    else:                    # II chosen by the RUN's mode field
+        ii = pe_ii[0]
+        for code in range(1, len(pe_ii)):
+            ii = ["if", ["==", "mode", code], pe_ii[code], ii]
+    period = ["max", ["*", "k", ii], rows, cols]
     tiles = ["*", "m_tiles", "n_tiles"]
-    last_issue = ["*", ["-", "k", 1], pe_ii]
+    last_issue = ["*", ["-", "k", 1], ii]
     return ["+", CHECK_CYCLES + 1, ["*", ["-", tiles, 1], period], last_issue,
             1 + pe_latency + cols + rows + 2, ["if", "accumulate", combiner_latency, 0]]
 
@@ -48,8 +55,9 @@ class GemmOSTwin:
         self.tile_model = pe.twin()
         self.combiner = pe.combiner()
         self.depths = {s.name: s.depth for s in geometry.stores}
+        ii = tuple(pe.ii(m) for m in pe.modes) if pe.modes else pe.ii()
         self.model = cycle_model(rows=rows, cols=cols, pe_latency=pe.latency,
-                                 pe_ii=pe.ii(), combiner_latency=self.combiner_latency)
+                                 pe_ii=ii, combiner_latency=self.combiner_latency)
 
     @property
     def combiner_latency(self):
@@ -69,8 +77,11 @@ class GemmOSTwin:
         return Err.OK
 
     def env(self, args):
-        return {"m_tiles": args["m_tiles"], "n_tiles": args["n_tiles"], "k": args["k"],
-                "accumulate": args["flags"] & FLAG_ACCUMULATE}
+        env = {"m_tiles": args["m_tiles"], "n_tiles": args["n_tiles"], "k": args["k"],
+               "accumulate": args["flags"] & FLAG_ACCUMULATE}
+        if "mode" in args:
+            env["mode"] = args["mode"]
+        return env
 
     def run(self, stores, args):
         """Execute a checked RUN on ``stores`` ({name: depth x lanes codes}); returns cycles."""

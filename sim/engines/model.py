@@ -16,6 +16,7 @@ _OPS = {
     "//": lambda a, b: a // b,
     "max": lambda *a: max(a),
     "min": lambda *a: min(a),
+    "==": lambda a, b: int(a == b),
 }
 
 
