@@ -1,10 +1,13 @@
 # amaranth: UnusedElaboratable=no
 """The kind registries: every registered PE kind and engine answers the contract consistently."""
 
+import gc
 import re
+import warnings
 
 import numpy as np
 import pytest
+from amaranth.hdl import UnusedElaboratable
 
 from tessera.generators.config import ConfigError, config_from_dict, load_config, preset_names
 from tessera.generators.kinds import ENGINES, PE_KINDS
@@ -14,6 +17,15 @@ from tessera.sim.engines.model import evaluate, to_text, variables
 
 # PEs built only to ask their latency are never elaborated: that is the point.
 NEVER_ELABORATED = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
+
+@pytest.fixture(autouse=True)
+def _collect_unelaborated():
+    """Collect the components built here while their warning is expected, not in a later test."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        gc.collect()
 
 
 @NEVER_ELABORATED
