@@ -81,3 +81,27 @@ def test_driver_refuses_a_core_the_config_does_not_describe():
         asyncio.run(drv.connect())
     ok = TesseraDriver(GoldenTransport(GoldenCore(other)), other)
     assert asyncio.run(ok.connect()) == other.core_info()
+
+
+def test_cocotb_gemm_module_refuses_to_run_without_a_plan(tmp_path, monkeypatch):
+    """Without a plan the cocotb GEMM module fails at import instead of passing vacuously."""
+    import importlib
+    import sys
+    monkeypatch.delenv("TESSERA_PLAN", raising=False)
+    sys.modules.pop("tessera.tb.core_cocotb", None)
+    with pytest.raises(RuntimeError, match="needs TESSERA_PLAN"):
+        importlib.import_module("tessera.tb.core_cocotb")
+    empty = tmp_path / "plan.json"
+    empty.write_text('{"config": {}, "cases": []}')
+    monkeypatch.setenv("TESSERA_PLAN", str(empty))
+    sys.modules.pop("tessera.tb.core_cocotb", None)
+    with pytest.raises(RuntimeError, match="has no GEMM cases or no config"):
+        importlib.import_module("tessera.tb.core_cocotb")
+    sys.modules.pop("tessera.tb.core_cocotb", None)
+
+
+def test_regression_refuses_an_empty_case_list(tmp_path):
+    from tessera.generators.regress import run_regression
+    with pytest.raises(ValueError, match="no GEMM cases given"):
+        run_regression(load_config("int8-4x4"), cases=[], out_dir=tmp_path / "r",
+                       progress=lambda m: None)
