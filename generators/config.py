@@ -29,8 +29,6 @@ __all__ = ["ConfigError", "CoreConfig", "CoreSection", "ArraySection", "MemorySe
 DEFAULT_PRESET = "int8-8x8"
 BOARDS = ("icebreaker", "ulx3s-85f")
 
-DATAFLOWS_DONE = ("output_stationary",)
-DATAFLOWS_LATER = ("weight_stationary",)
 HOST_INTERFACES = ("stream", "uart")
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
@@ -62,19 +60,8 @@ class CoreSection:
         object.__setattr__(self, "clock_mhz", float(self.clock_mhz))
 
 
-@dataclass(frozen=True)
-class ArraySection:
-    """``[array]``: the compute array's kind, shape and dataflow."""
-    kind: str = DEFAULT_ENGINE
-    rows: int = 8
-    cols: int = 8
-    dataflow: str = "output_stationary"
-
-    def __post_init__(self):
-        _check_choice("array.kind", self.kind, tuple(ENGINES), ENGINES_LATER)
-        _check_int("array.rows", self.rows, 1, 64)
-        _check_int("array.cols", self.cols, 1, 64)
-        _check_choice("array.dataflow", self.dataflow, DATAFLOWS_DONE, DATAFLOWS_LATER)
+#: The systolic engine's ``[array]`` section (each engine parses its own keys).
+ArraySection = ENGINES[DEFAULT_ENGINE].Section
 
 
 @dataclass(frozen=True)
@@ -110,7 +97,7 @@ class HostSection:
 
 _SECTIONS = {
     "core": CoreSection,
-    "array": ArraySection,
+    "array": None,  # parsed by the engine's own section (tessera.generators.kinds)
     "pe": None,     # parsed by the PE kind's own section (tessera.generators.kinds)
     "memory": MemorySection,
     "host": HostSection,
@@ -121,7 +108,7 @@ _SECTIONS = {
 class CoreConfig:
     """A whole core: one frozen object from which HDL, golden model and manifest are derived."""
     core: CoreSection = field(default_factory=CoreSection)
-    array: ArraySection = field(default_factory=ArraySection)
+    array: object = field(default_factory=ENGINES[DEFAULT_ENGINE].Section)
     pe: object = field(default_factory=PE_KINDS[DEFAULT_PE_KIND])
     memory: MemorySection = field(default_factory=MemorySection)
     host: HostSection = field(default_factory=HostSection)
@@ -183,7 +170,7 @@ class CoreConfig:
         d = {}
         for name in _SECTIONS:
             sec = getattr(self, name)
-            sec = sec.to_dict() if name == "pe" else dataclasses.asdict(sec)
+            sec = sec.to_dict() if name in ("pe", "array") else dataclasses.asdict(sec)
             d[name] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sec.items()}
         return d
 
@@ -207,6 +194,12 @@ def config_from_dict(data, *, source="<dict>"):
         if not isinstance(sec_data, dict):
             raise ConfigError(f"{sec_name}: {sec_data!r} is not a table; allowed: a [{sec_name}] "
                               f"table")
+        if sec_name == "array":
+            rest = dict(sec_data)
+            kind = rest.pop("kind", DEFAULT_ENGINE)
+            _check_choice("array.kind", kind, tuple(ENGINES), ENGINES_LATER)
+            sections["array"] = ENGINES[kind].Section.from_dict(rest)
+            continue
         if sec_name == "pe":
             rest = dict(sec_data)
             kind = rest.pop("kind", DEFAULT_PE_KIND)

@@ -14,7 +14,8 @@ def main(argv=None):
     t0 = time.monotonic()
     cfg = load_config(spec)
     print(f"tessera demo: {cfg.core.name} ({cfg.source})")
-    print(f"  array {cfg.rows}x{cfg.cols} {cfg.array.kind} ({cfg.array.dataflow}), "
+    keys = ", ".join(f"{k}={v}" for k, v in cfg.array.to_dict().items() if k != "kind")
+    print(f"  array {cfg.array.kind} ({keys}), "
           f"PE {cfg.pe.describe()}, "
           f"scratchpads A/B/C {cfg.memory.a_depth}/{cfg.memory.b_depth}/{cfg.memory.c_depth} "
           f"words")

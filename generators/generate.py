@@ -26,7 +26,7 @@ def core_manifest(cfg, component, verilog_text, name):
         "latency": None,
         "initiation_interval": None,
         "engine": {"kind": cfg.array.kind, "code": cfg.engine.code,
-                   "dataflow": cfg.array.dataflow, "run_args": cfg.engine.args().as_dict()},
+                   "config": cfg.array.to_dict(), "run_args": cfg.engine.args().as_dict()},
         "pe": {"kind": pe.name, "code": pe.code, "latency": pe.latency, "ii": pe.ii(),
                "modes": list(pe.modes), "combiner": comb.as_dict() if comb else None},
         "timing": cfg.engine.timing(),

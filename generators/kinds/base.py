@@ -13,7 +13,7 @@ from typing import ClassVar
 
 
 __all__ = ["ConfigError", "check_int", "check_choice", "fmt_allowed", "OperandLayout",
-           "Combiner", "PEKind", "Engine"]
+           "Combiner", "PEKind", "Engine", "EngineSection"]
 
 
 class ConfigError(ValueError):
@@ -238,13 +238,42 @@ class PEKind:
         return ()
 
 
+@dataclass(frozen=True)
+class EngineSection:
+    """Base of the ``[array]`` sections: each engine parses its own keys (a frozen dataclass
+    whose fields are the keys besides ``kind``, checked in ``__post_init__``)."""
+    name: ClassVar[str] = ""
+
+    @property
+    def kind(self):
+        return self.name
+
+    @classmethod
+    def keys(cls):
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data):
+        allowed = cls.keys()
+        for key in data:
+            if key not in allowed:
+                raise ConfigError(f"array.{key}: unknown key; allowed: "
+                                  f"{fmt_allowed(['kind', *allowed])}")
+        return cls(**data)
+
+    def to_dict(self):
+        return {"kind": self.name, **dataclasses.asdict(self)}
+
+
 class Engine:
     """Base of engines (one per ``array.kind``): HDL, argument layout, twin, geometry.
 
-    Class attributes: ``name`` (the ``array.kind`` value), ``code`` (INFO engine code).
+    Class attributes: ``name`` (the ``array.kind`` value), ``code`` (INFO engine code),
+    ``Section`` (its `EngineSection`: the ``[array]`` keys).
     """
     name = ""
     code = 0
+    Section = EngineSection
 
     def __init__(self, cfg):
         self.cfg = cfg

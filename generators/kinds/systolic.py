@@ -1,11 +1,30 @@
 """Engine ``systolic``: the output-stationary systolic GEMM (`tessera.hdl.engine.gemm_os`)."""
 
-from tessera.generators.kinds.base import Engine
+from dataclasses import dataclass
+
+from tessera.generators.kinds.base import Engine, EngineSection, check_choice, check_int
 from tessera.hdl.ctrl.memmap import Geometry, Store
 from tessera.hdl.ctrl.protocol import ArgLayout, Field
 
 
-__all__ = ["SystolicGemm"]
+__all__ = ["SystolicGemm", "SystolicSection"]
+
+DATAFLOWS = ("output_stationary",)
+DATAFLOWS_LATER = ("weight_stationary",)
+
+
+@dataclass(frozen=True)
+class SystolicSection(EngineSection):
+    """``[array] kind = "systolic"``: the array's shape and dataflow."""
+    name = "systolic"
+    rows: int = 8
+    cols: int = 8
+    dataflow: str = "output_stationary"
+
+    def __post_init__(self):
+        check_int("array.rows", self.rows, 1, 64)
+        check_int("array.cols", self.cols, 1, 64)
+        check_choice("array.dataflow", self.dataflow, DATAFLOWS, DATAFLOWS_LATER)
 
 
 class SystolicGemm(Engine):
@@ -18,6 +37,7 @@ class SystolicGemm(Engine):
     """
     name = "systolic"
     code = 1
+    Section = SystolicSection
 
     def geometry(self):
         cfg, pe = self.cfg, self.cfg.pe
