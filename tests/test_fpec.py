@@ -1,0 +1,141 @@
+# amaranth: UnusedElaboratable=no
+"""FPEC (Compensated-DNN): quantizer and twin (sim/fpec.py) against exact rationals, the
+compensated MAC PE (hdl/arith/fpec.py) exhaustively against the twin, the seed's example."""
+
+import itertools
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from tessera.generators.kinds.base import ConfigError
+from tessera.generators.kinds.fpec import FpecKind
+from tessera.hdl.arith.fixed import FixedFormat
+from tessera.hdl.arith.fpec import FpecMacPE
+from tessera.sim.fpec import FpecFormat, FpecTwin, fpec_dot_codes, fpec_dot_value
+from tests.helpers import drive_pe
+
+
+def test_seed_example_exact():
+    """X = (3.3, 2.95), Y = (3.45, 2.75), SB/IB/FB = 1/3/0: quantized 18, compensated 19.5."""
+    f = FpecFormat(FixedFormat(3, 0))
+    x, y = f.quantize([3.3, 2.95]), f.quantize([3.45, 2.75])
+    qx, zx, dx, _ = f.fields(x)
+    qy, zy, dy, _ = f.fields(y)
+    assert list(qx) == [3, 3] and list(qy) == [3, 3]
+    assert list(zx) == [0, 1] and list(dx) == [0, 0]        # 3.3: +; 2.95: error ~ 0
+    assert list(zy) == [0, 0] and list(dy) == [0, 1]        # 3.45: +; 2.75: -
+    codes, P, C = fpec_dot_codes(f, f, x, y)
+    assert (P, C, int(codes)) == (18, 3, 39)                # O = (2*18 + 3) / 2
+    assert fpec_dot_value(f, f, x, y) == 19.5
+    # Exact: the compensated sum drops dX*dY (which would give 19.75); the truth is 19.4975.
+    lx = [f.decode_exact(int(c)) for c in x]
+    ly = [f.decode_exact(int(c)) for c in y]
+    comp = sum(a * b + a * e + d * b for (a, d), (b, e) in zip(lx, ly))
+    assert comp == Fraction(39, 2)
+    assert sum((a + d) * (b + e) for (a, d), (b, e) in zip(lx, ly)) == Fraction(79, 4)
+    assert abs(3.3 * 3.45 + 2.95 * 2.75 - 19.4975) < 1e-12
+    kind = FpecKind(a_int_bits=3, a_frac_bits=0, b_int_bits=3, b_frac_bits=0, acc_bits=16)
+    assert int(kind.reference(x[None, :], y[:, None])[0, 0]) == 39
+
+
+@pytest.mark.parametrize("emb", [0, 1, 2])
+def test_quantizer_threshold_and_magnitudes(emb):
+    f = FpecFormat(FixedFormat(3, 1), emb_bits=emb)          # LSB 1/2
+    levels = np.arange(-4, 4, 0.5)
+    r = np.linspace(-0.249, 0.249, 101)                      # residuals in LSBs
+    for lv in levels[1:-1]:
+        x = lv + r * 0.5
+        q, ezb, edb, e = f.fields(f.quantize(x))
+        np.testing.assert_array_equal(q * 0.5, lv)
+        np.testing.assert_array_equal(ezb, np.abs(r) < 0.25)
+        lvl, est = f.decode(f.quantize(x))
+        # The estimate has the residual's sign and lies within [T, LSB/2] when compensated.
+        comp = ezb == 0
+        assert np.all(np.sign(est[comp]) == np.sign(r[comp]))
+        assert np.all((np.abs(est[comp]) >= 0.25 * 0.5) & (np.abs(est[comp]) <= 0.25))
+        # Each estimate is the upper edge of the residual's sub-range of [T, LSB/2].
+        assert np.all(np.abs(est[comp]) + 1e-12 >= np.abs(r[comp]) * 0.5)
+    # Residuals beyond T: compensated, and EMB is the sub-range index.
+    x = 1.0 + np.array([0.26, 0.30, 0.37, 0.40, 0.45, 0.49]) * 0.5
+    q, ezb, edb, e = f.fields(f.quantize(x))
+    assert not ezb.any() and not edb.any()
+    np.testing.assert_array_equal(e, np.floor((np.array([0.26, 0.30, 0.37, 0.40, 0.45, 0.49])
+                                               - 0.25) / (0.25 / (1 << emb))))
+
+
+def test_threshold_sets_compensation_frequency():
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 2, 20000)
+    freq = [FpecFormat(FixedFormat(3, 1), threshold=t).compensated_fraction(
+        FpecFormat(FixedFormat(3, 1), threshold=t).quantize(x)) for t in (0.05, 0.25, 0.45)]
+    assert freq[0] > freq[1] > freq[2]
+    assert abs(freq[1] - 0.5) < 0.02                        # uniform residuals: |r| >= 1/4
+
+
+def _kind(emb, acc=32, ia=2, fa=1, ib=1, fb=2):
+    return FpecKind(a_int_bits=ia, a_frac_bits=fa, b_int_bits=ib, b_frac_bits=fb,
+                    emb_bits=emb, acc_bits=acc)
+
+
+@pytest.mark.parametrize("emb,acc", [(0, 32), (1, 32), (2, 32), (0, 12)])
+def test_twin_against_exact_reference(emb, acc):
+    """Random codes over every field (EDB set under EZB included), K long enough to wrap."""
+    kind = _kind(emb, acc)
+    rng = np.random.default_rng(emb)
+    la, lb = kind.layout().a_bits, kind.layout().b_bits
+    a = rng.integers(0, 1 << la, (5, 37)).astype(np.uint64)
+    b = rng.integers(0, 1 << lb, (37, 4)).astype(np.uint64)
+    np.testing.assert_array_equal(kind.twin().tile(a.T, b), kind.reference(a, b))
+    # Realistic quantized operands too.
+    for wl in ("random", "extremes", "min", "relu"):
+        a, b = kind.operands(3, 4, 19, kind=wl, rng=rng)
+        np.testing.assert_array_equal(kind.twin().tile(a.T, b), kind.reference(a, b))
+
+
+@pytest.mark.parametrize("wa,wb,emb", [(4, 4, 0), (3, 3, 1), (2, 3, 2)])
+def test_hdl_exhaustive_single_pairs(wa, wb, emb):
+    """Every pair of element codes (all value codes x EZB x EDB x EMB), one single-pair
+    accumulation per cycle, against the twin."""
+    acc = 16
+    dut = FpecMacPE(a_bits=wa, b_bits=wb, emb_bits=emb, acc_bits=acc)
+    fa = FpecFormat(FixedFormat(wa - 1, 0), emb)
+    fb = FpecFormat(FixedFormat(wb - 1, 0), emb)
+    pairs = list(itertools.product(range(1 << (wa + 2 + emb)), range(1 << (wb + 2 + emb))))
+    got = drive_pe(dut, [([x], [y]) for x, y in pairs])
+    x = np.array([p[0] for p in pairs], dtype=np.uint64)
+    y = np.array([p[1] for p in pairs], dtype=np.uint64)
+    want = fpec_dot_codes(fa, fb, x[:, None], y[:, None], acc)[0].astype(np.int64)
+    want = np.where(want >= 1 << (acc - 1), want - (1 << acc), want)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("emb,acc", [(0, 24), (2, 17)])
+def test_hdl_accumulations_match_twin(emb, acc):
+    kind = _kind(emb, acc, ia=3, fa=2, ib=2, fb=3)
+    dut = kind.make_pe()
+    rng = np.random.default_rng(7)
+    la, lb = kind.layout().a_bits, kind.layout().b_bits
+    seqs = []
+    for _ in range(60):
+        n = int(rng.integers(1, 12))
+        seqs.append((rng.integers(0, 1 << la, n), rng.integers(0, 1 << lb, n)))
+    got = drive_pe(dut, seqs)
+    twin = FpecTwin(kind.a_format, kind.b_format, acc)
+    for (x, y), g in zip(seqs, got):
+        w = int(twin.tile(np.array(x, dtype=np.uint64)[:, None],
+                          np.array(y, dtype=np.uint64)[:, None])[0, 0])
+        assert g == (w - (1 << acc) if w >= 1 << (acc - 1) else w)
+
+
+def test_config_checks():
+    with pytest.raises(ConfigError, match=r"^pe\.emb_bits: 3 is out of range; allowed: 0\.\.2$"):
+        FpecKind(emb_bits=3)
+    with pytest.raises(ConfigError, match=r"^pe\.threshold: 0\.7 is out of range"):
+        FpecKind(threshold=0.7)
+    with pytest.raises(ConfigError, match=r"^pe\.acc_bits: 10 is out of range; allowed: 14\.\.64$"):
+        FpecKind(acc_bits=10)
+    with pytest.raises(ConfigError, match=r"^pe\.a_int_bits \+ pe\.a_frac_bits: .* = 17 "):
+        FpecKind(a_int_bits=15, a_frac_bits=1)
+    with pytest.raises(ValueError, match=r"^emb_bits must be an integer 0\.\.2, not 5$"):
+        FpecMacPE(emb_bits=5)
