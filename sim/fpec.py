@@ -4,7 +4,9 @@ Format, quantizer and datapath follow ``../shared/spec/approx.md`` section 3 (do
 An FPEC element code is ``w + 2 + m`` bits, least significant first:
 
 * bits ``[0, w)``: the fixed-point value code ``q`` (two's complement, `FixedFormat`);
-* bit ``w``: EZB (error-zero bit; 1 = treat the quantization error as 0);
+* bit ``w``: ``not EZB`` (the error-zero bit, stored inverted: 1 = compensate, 0 = treat the
+  quantization error as 0; so the all-zero code is exactly 0, which zero-filled memories and
+  the driver's zero padding rely on);
 * bit ``w + 1``: EDB (error direction: 0 = the true value lies above the level, 1 = below);
 * bits ``[w + 2, w + 2 + m)``: EMB (error magnitude, ``m`` = 0, 1 or 2 bits).
 
@@ -91,7 +93,7 @@ class FpecFormat:
         """Fields -> element codes."""
         w = self.w
         code = self.fixed.to_code(q).astype(np.int64)
-        code |= np.asarray(ezb, dtype=np.int64) << w
+        code |= (1 - np.asarray(ezb, dtype=np.int64)) << w      # stored inverted
         code |= np.asarray(edb, dtype=np.int64) << (w + 1)
         code |= (np.asarray(emb, dtype=np.int64) & ((1 << self.emb_bits) - 1)) << (w + 2)
         return code.astype(np.uint64)
@@ -100,7 +102,7 @@ class FpecFormat:
         """Element codes -> ``(q, ezb, edb, emb)`` int64 arrays."""
         c = np.asarray(codes, dtype=np.uint64).astype(np.int64)
         w = self.w
-        return (self.fixed.from_code(c), (c >> w) & 1, (c >> (w + 1)) & 1,
+        return (self.fixed.from_code(c), 1 - ((c >> w) & 1), (c >> (w + 1)) & 1,
                 (c >> (w + 2)) & ((1 << self.emb_bits) - 1))
 
     # -- quantizer and decoder -----------------------------------------------------------------
@@ -147,7 +149,7 @@ class FpecFormat:
     def as_dict(self):
         return {"kind": "fpec", "bits": self.bits, "fixed": self.fixed.as_dict(),
                 "emb_bits": self.emb_bits, "threshold": self.threshold,
-                "fields": {"q": [0, self.w], "ezb": self.w, "edb": self.w + 1,
+                "fields": {"q": [0, self.w], "not_ezb": self.w, "edb": self.w + 1,
                            "emb": [self.w + 2, self.bits]}}
 
 

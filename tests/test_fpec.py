@@ -139,3 +139,17 @@ def test_config_checks():
         FpecKind(a_int_bits=15, a_frac_bits=1)
     with pytest.raises(ValueError, match=r"^emb_bits must be an integer 0\.\.2, not 5$"):
         FpecMacPE(emb_bits=5)
+
+
+def test_preset_core_regression(tmp_path):
+    """The ``fpec`` preset through the generated core on Verilator: bit-exact against the
+    exact-rational reference, cycles equal to the twin's, K split over accumulating RUNs."""
+    from tessera.generators.config import load_config
+    from tessera.generators.regress import run_regression
+    cfg = load_config("fpec")
+    s = run_regression(cfg, quick=True, out_dir=tmp_path / "reg", progress=lambda m: None)
+    assert s["ok"] and not [t for t in s["tests"] if t["status"] != "passed"]
+    assert {g["case"] for g in s["gemms"]} >= {"extremes", "long_k", "reference_64"}
+    for g in s["gemms"]:
+        assert g["mismatches"] == 0 and g["cycles"] == g["golden_cycles"], g
+    assert next(g for g in s["gemms"] if g["case"] == "long_k")["runs"] >= 3

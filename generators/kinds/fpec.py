@@ -178,7 +178,8 @@ def _decode_exact(codes, int_bits, frac_bits, emb_bits):
         q = c & ((1 << w) - 1)
         if q >> (w - 1):
             q -= 1 << w
-        ezb, edb, e = (c >> w) & 1, (c >> (w + 1)) & 1, (c >> (w + 2)) & ((1 << emb_bits) - 1)
+        ezb = 1 - ((c >> w) & 1)                 # stored inverted: code 0 is exactly 0
+        edb, e = (c >> (w + 1)) & 1, (c >> (w + 2)) & ((1 << emb_bits) - 1)
         # |d| = LSB/2, or the upper edge of sub-range e of [LSB/4, LSB/2] (2**m parts).
         mag = lsb / 2 if emb_bits == 0 else lsb / 4 + (e + 1) * (lsb / 4) / (1 << emb_bits)
         lv[idx] = q * lsb

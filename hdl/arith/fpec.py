@@ -17,8 +17,8 @@ class FpecMacPE(PE):
     """Compensated MAC: ``P += qx*qy`` and ``C += ±mag(ex)*qy ± mag(ey)*qx``; result
     ``(P << s) + C``.
 
-    Each operand is an FPEC element code (``tessera.sim.fpec``): the ``w``-bit value code, EZB,
-    EDB and ``emb_bits`` EMB bits. One multiplier forms ``qx*qy``; the compensation terms are
+    Each operand is an FPEC element code (``tessera.sim.fpec``): the ``w``-bit value code, EZB
+    (stored inverted), EDB and ``emb_bits`` EMB bits. One multiplier forms ``qx*qy``; the compensation terms are
     the *other* operand, shifted and added (``mag(e) = 2**m + e + 1`` is built from shifted
     copies gated by the EMB bits, no second multiplier) and negated by EDB. A term is forced to
     zero where its EZB is set (the sparse compensation: in an ASIC the term register's enable
@@ -85,7 +85,7 @@ class FpecMacPE(PE):
     def _estimate(self, other, code, w):
         """``±mag(e) * other`` (or 0 with EZB) from shifted copies of ``other``."""
         m = self._emb
-        ezb, edb = code[w], code[w + 1]
+        ezb, edb = ~code[w], code[w + 1]        # bit w holds EZB inverted (code 0 = 0)
         if m == 0:
             mag = other
         else:

@@ -1,0 +1,168 @@
+"""PE kind ``biscaled``: BiScaled fixed point (BiScaled-DNN, DAC 2019)."""
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from tessera.generators.kinds.base import ConfigError, OperandLayout, PEKind, check_int
+from tessera.generators.kinds.int import WrapAddCombiner
+
+
+__all__ = ["BiScaledKind"]
+
+
+@dataclass(frozen=True)
+class BiScaledKind(PEKind):
+    """``[pe] kind = "biscaled"``: ``a_bits``/``b_bits``-wide signed codes, each at scale-fine
+    (``*_fine_frac_bits``) or scale-wide (``*_wide_frac_bits``) by a per-element selector;
+    a MAC per PE that shifts each product by 0, Da, Db or Da + Db (`BiScaledMacPE`); result
+    codes in units of ``2**-(a_fine_frac_bits + b_fine_frac_bits)``, wrapped at ``acc_bits``
+    (also across RUNs). ``block`` is the host storage block of the scale-wide index lists.
+
+    Lanes: an A lane is the code with the selector as a side-band bit above it; a B element is
+    the code with its selector in the bit above it (``b_bits + 1`` bits).
+    """
+    name = "biscaled"
+    code = 7
+    a_bits: int = 6
+    a_fine_frac_bits: int = 3
+    a_wide_frac_bits: int = 0
+    b_bits: int = 6
+    b_fine_frac_bits: int = 4
+    b_wide_frac_bits: int = 2
+    block: int = 64
+    acc_bits: int = 32
+
+    def __post_init__(self):
+        for side in ("a", "b"):
+            check_int(f"pe.{side}_bits", getattr(self, f"{side}_bits"), 2, 16)
+            check_int(f"pe.{side}_fine_frac_bits", getattr(self, f"{side}_fine_frac_bits"),
+                      -16, 32)
+            fine = getattr(self, f"{side}_fine_frac_bits")
+            check_int(f"pe.{side}_wide_frac_bits", getattr(self, f"{side}_wide_frac_bits"),
+                      fine - 16, fine - 1)
+        if self.block not in tuple(1 << i for i in range(1, 13)):
+            raise ConfigError(f"pe.block: {self.block!r} is not a power of two; allowed: "
+                              f"2, 4, ..., 4096")
+        check_int("pe.acc_bits", self.acc_bits,
+                  self.a_bits + self.b_bits + self.a_format.d + self.b_format.d, 64)
+
+    @property
+    def a_format(self):
+        from tessera.sim.biscaled import BiScaledFormat
+        return BiScaledFormat(self.a_bits, self.a_fine_frac_bits, self.a_wide_frac_bits,
+                              self.block)
+
+    @property
+    def b_format(self):
+        from tessera.sim.biscaled import BiScaledFormat
+        return BiScaledFormat(self.b_bits, self.b_fine_frac_bits, self.b_wide_frac_bits,
+                              self.block)
+
+    def layout(self, mode=None):
+        self.mode_code(mode)
+        return OperandLayout(a_elems=1, a_bits=self.a_bits, a_side_bits=1, b_elems=1,
+                             b_bits=self.b_bits + 1)
+
+    @property
+    def result_bits(self):
+        return self.acc_bits
+
+    @property
+    def latency(self):
+        return 2       # BiScaledMacPE: product register, shift + accumulate
+
+    def make_pe(self):
+        from tessera.hdl.arith.biscaled import BiScaledMacPE
+        return BiScaledMacPE(a_bits=self.a_bits, b_bits=self.b_bits, da=self.a_format.d,
+                             db=self.b_format.d, acc_bits=self.acc_bits)
+
+    def twin(self):
+        from tessera.sim.biscaled import BiScaledTwin
+        return BiScaledTwin(self.a_format, self.b_format, self.acc_bits)
+
+    def combiner(self):
+        return WrapAddCombiner(self.acc_bits)
+
+    def formats(self):
+        return biscaled_formats(self.a_format, self.b_format, self.acc_bits)
+
+    # -- workloads -----------------------------------------------------------------------------
+    def operands(self, m, n, k, *, kind, rng, mode=None):
+        """Lane codes of long-tailed data (Laplace with a scale of a quarter of the scale-fine
+        range), encoded by the histogram tail threshold and stored/decoded through the block
+        index lists; ``extremes``: end codes with random selectors; ``min``: the most negative
+        code, scale-wide (the largest shifted products)."""
+        fa, fb = self.a_format, self.b_format
+
+        def draw(shape, f):
+            if kind == "extremes":
+                q = rng.choice(np.array([f.fine.min_int, f.fine.max_int]), size=shape)
+                return f.lane_codes(f.fine.to_code(q), rng.integers(0, 2, shape))
+            if kind == "min":
+                return f.lane_codes(f.fine.to_code(np.full(shape, f.fine.min_int)),
+                                    np.ones(shape, dtype=np.int64))
+            x = rng.laplace(0.0, float(f.fine.max_value) / 4, shape)
+            if kind == "relu" and f is fa:
+                x = np.where(rng.random(shape) < 0.5, 0.0, np.abs(x))
+            if kind == ("zeros_a" if f is fa else "zeros_b"):
+                x = np.zeros(shape)
+            codes, sw = f.encode(x)
+            # Through the storage format: dense codes + per-block index lists, then decoded.
+            store = f.store(codes, sw)
+            return f.lane_codes(store.codes, store.selector()).reshape(shape)
+        return draw((m, k), fa), draw((k, n), fb)
+
+    def reference(self, a, b, *, k_split=None, mode=None):
+        """Exact rational arithmetic: ``sum value(x) * value(y)`` over the decoded values,
+        divided by the result unit ``2**-(FBx_fine + FBy_fine)`` and wrapped (the K split does
+        not matter: wrapping add)."""
+        x = _decode_exact(a, self.a_bits, self.a_fine_frac_bits, self.a_wide_frac_bits)
+        y = _decode_exact(b, self.b_bits, self.b_fine_frac_bits, self.b_wide_frac_bits)
+        total = x @ y
+        unit = Fraction(2) ** -(self.a_fine_frac_bits + self.b_fine_frac_bits)
+        out = np.empty(total.shape, dtype=np.uint64)
+        mod = 1 << self.acc_bits
+        for idx, v in np.ndenumerate(total):
+            q = v / unit
+            assert q.denominator == 1
+            out[idx] = int(q) % mod
+        return out
+
+    @classmethod
+    def units(cls):
+        from tessera.generators.units import Option, Unit
+        return (
+            Unit(name="biscaled_dot",
+                 summary="BiScaled MAC PE (BiScaled-DNN): one multiplier and a 0/Da/Db/Da+Db "
+                         "shifter selected by the operands' scale bits, latency 2",
+                 options=(Option("a_bits", int, 5, "activation code bits (sign included)"),
+                          Option("a_fine_frac_bits", int, 0, "activation scale-fine FB"),
+                          Option("a_wide_frac_bits", int, -2, "activation scale-wide FB"),
+                          Option("b_bits", int, 5, "weight code bits (sign included)"),
+                          Option("b_fine_frac_bits", int, 0, "weight scale-fine FB"),
+                          Option("b_wide_frac_bits", int, -2, "weight scale-wide FB"),
+                          Option("acc_bits", int, 24, "accumulator width")),
+                 build=lambda **kw: BiScaledKind(**kw).make_pe(),
+                 formats=lambda **kw: BiScaledKind(**kw).formats()),
+        )
+
+
+def _decode_exact(lanes, bits, fine_fb, wide_fb):
+    """Lane codes -> object array of exact Fraction values, by plain bit slicing."""
+    lanes = np.asarray(lanes, dtype=np.uint64)
+    out = np.empty(lanes.shape, dtype=object)
+    for idx, c in np.ndenumerate(lanes):
+        c = int(c)
+        q = c & ((1 << bits) - 1)
+        if q >> (bits - 1):
+            q -= 1 << bits
+        out[idx] = q * Fraction(2) ** -(wide_fb if (c >> bits) & 1 else fine_fb)
+    return out
+
+
+def biscaled_formats(fa, fb, acc_bits):
+    return {"a": fa.as_dict(), "b": fb.as_dict(),
+            "acc": {"kind": "int", "bits": acc_bits, "signed": True, "overflow": "wrap",
+                    "frac_bits": fa.fine_frac_bits + fb.fine_frac_bits}}
