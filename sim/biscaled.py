@@ -23,7 +23,7 @@ from tessera.hdl.arith.fixed import FixedFormat
 
 
 __all__ = ["BiScaledFormat", "BiScaledTensor", "tail_threshold", "BiScaledTwin",
-           "biscaled_dot_codes"]
+           "biscaled_dot_codes", "encode_operands", "result_values"]
 
 
 def tail_threshold(x, *, bins=None, ratio=0.5, min_count=None):
@@ -210,3 +210,32 @@ class BiScaledTwin:
         t = _terms(self.fa, self.fb, xa[:, :, None], swa[:, :, None], yb[:, None, :],
                    swb[:, None, :])
         return _wrap(t.sum(axis=0), self.acc_bits)
+
+
+def encode_operands(kind, a, b, *, threshold_a=None, threshold_b=None, mask_a=None,
+                    mask_b=None):
+    """Host side of a ``biscaled`` core: float A (M x K) and B (K x N) -> lane codes for
+    `TesseraDriver.gemm`, by way of the storage format: each operand is encoded (tail
+    threshold, explicit threshold or mask), stored as dense codes + block index lists (A by
+    rows, B by columns: the K direction, the order the array consumes), and the index lists
+    decoded back into the selectors that travel with the codes. Returns
+    ``(a_lanes, b_lanes, (a_store, b_store))``."""
+    fa, fb = kind.a_format, kind.b_format
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    ca, sa = fa.encode(a, threshold=threshold_a, mask=mask_a)
+    cb, sb = fb.encode(b.T, threshold=threshold_b,
+                       mask=None if mask_b is None else np.asarray(mask_b).T)
+    st_a, st_b = fa.store(ca, sa), fb.store(cb, sb)
+    a_l = fa.lane_codes(st_a.codes, st_a.selector()).reshape(a.shape)
+    b_l = fb.lane_codes(st_b.codes, st_b.selector()).reshape(b.shape[::-1]).T
+    return a_l, b_l, (st_a, st_b)
+
+
+def result_values(kind, codes):
+    """Result codes of a ``biscaled`` core -> float64 values (``2**-(FBx_fine+FBy_fine)``)."""
+    bits = kind.acc_bits
+    c = np.asarray(codes, dtype=np.uint64).astype(np.int64)
+    if bits < 64:
+        c = np.where(c >= 1 << (bits - 1), c - (1 << bits), c)
+    return c * 2.0 ** -(kind.a_fine_frac_bits + kind.b_fine_frac_bits)

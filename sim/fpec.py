@@ -32,7 +32,7 @@ from tessera.hdl.arith.fixed import FixedFormat
 
 
 __all__ = ["FpecFormat", "emb_scale", "emb_magnitude", "FpecTwin", "fpec_dot_codes",
-           "fpec_dot_value"]
+           "fpec_dot_value", "quantize_operands", "result_values"]
 
 
 def emb_scale(emb_bits):
@@ -197,3 +197,20 @@ class FpecTwin:
         b = np.asarray(b_lanes, dtype=np.uint64)[:, None, :]     # K x 1 x cols
         p, c = _terms(self.fa, self.fb, a, b)
         return _wrap((p.sum(axis=0) << self.fa.s) + c.sum(axis=0), self.acc_bits)
+
+
+def quantize_operands(kind, a, b):
+    """Host side of an ``fpec`` core: float tensors A (M x K) and B (K x N) -> element codes
+    for `TesseraDriver.gemm` (the quantizer of each operand's format, EZB threshold of the
+    config)."""
+    return kind.a_format.quantize(a), kind.b_format.quantize(b)
+
+
+def result_values(kind, codes):
+    """Result codes of an ``fpec`` core -> float64 values ``O * 2**-(FBx + FBy + s)``."""
+    bits = kind.acc_bits
+    c = np.asarray(codes, dtype=np.uint64).astype(np.int64) if bits < 64 else \
+        np.asarray(codes, dtype=np.uint64).view(np.int64)
+    if bits < 64:
+        c = np.where(c >= 1 << (bits - 1), c - (1 << bits), c)
+    return c * 2.0 ** -(kind.a_frac_bits + kind.b_frac_bits + kind.s)
