@@ -23,7 +23,7 @@ from tessera.hdl.arith.fixed import FixedFormat
 
 
 __all__ = ["BiScaledFormat", "BiScaledTensor", "tail_threshold", "BiScaledTwin",
-           "biscaled_dot_codes", "encode_operands", "result_values"]
+           "biscaled_dot_codes", "encode_operands", "result_values", "index_words"]
 
 
 def tail_threshold(x, *, bins=None, ratio=0.5, min_count=None):
@@ -239,3 +239,13 @@ def result_values(kind, codes):
     if bits < 64:
         c = np.where(c >= 1 << (bits - 1), c - (1 << bits), c)
     return c * 2.0 ** -(kind.a_fine_frac_bits + kind.b_fine_frac_bits)
+
+
+def index_words(tensor):
+    """The index-list stream of a `BiScaledTensor` in storage order: per block its count, then
+    its in-block indices (the input of `tessera.hdl.arith.biscaled_decoder`)."""
+    out = []
+    for idx in tensor.indices:
+        out.append(len(idx))
+        out.extend(int(i) for i in idx)
+    return np.array(out, dtype=np.uint64)

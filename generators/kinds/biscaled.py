@@ -146,7 +146,18 @@ class BiScaledKind(PEKind):
                           Option("acc_bits", int, 24, "accumulator width")),
                  build=lambda **kw: BiScaledKind(**kw).make_pe(),
                  formats=lambda **kw: BiScaledKind(**kw).formats()),
+            Unit(name="biscaled_decoder",
+                 summary="BiScaled selector decoder: block index lists + code stream -> "
+                         "(code, sw) stream, in step",
+                 options=(Option("code_bits", int, 6, "element code width"),
+                          Option("block", int, 64, "elements per block (power of two)")),
+                 build=_decoder),
         )
+
+
+def _decoder(*, code_bits, block):
+    from tessera.hdl.arith.biscaled_decoder import BiScaledSelectorDecoder
+    return BiScaledSelectorDecoder(code_bits=code_bits, block=block)
 
 
 def _decode_exact(lanes, bits, fine_fb, wide_fb):
