@@ -7,7 +7,7 @@ from amaranth_boards.icebreaker import ICEBreakerPlatform
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
 __all__ = ["Board", "BOARDS", "get_board", "TesseraICEBreakerPlatform",
-           "TesseraULX3S85FPlatform"]
+           "TesseraULX3S85FPlatform", "Estimate", "estimate", "fit_problem", "baud_problem"]
 
 
 class TesseraICEBreakerPlatform(ICEBreakerPlatform):
@@ -177,3 +177,125 @@ def get_board(name):
     except (KeyError, TypeError):
         raise ValueError(f"board must be one of {', '.join(map(repr, BOARDS))}, "
                          f"not {name!r}") from None
+
+
+# -- fit estimate before any build ---------------------------------------------------------------
+# Lower bounds from the config alone, so that a core that certainly cannot fit a board is refused
+# before synthesis (seconds) instead of after place and route (minutes to an hour). Each figure
+# is what the core needs *at least*; a core within them may still fail to fit or to meet timing.
+
+#: Block-RAM aspect ratios usable by a simple dual-port scratchpad (depth, width).
+_BRAM_SHAPES = {
+    "ice40": ((256, 16), (512, 8), (1024, 4), (2048, 2)),                  # SB_RAM40_4K
+    "ecp5": ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)),  # DP16KD
+}
+#: Block RAMs a scratchpad can use (iCE40 SPRAM is single-port: not for scratchpads).
+_BRAM_BLOCKS = {"ice40": 30, "ecp5": 208}
+#: Memory bits one LUT (iCE40: one logic cell, as a flip-flop; ECP5: LUT RAM) holds at most.
+_BITS_PER_LUT = {"ice40": 1, "ecp5": 16}
+#: yosys maps a multiplier to a DSP block when its product has at least this many bits
+#: (``synth_ice40 -dsp``: DSP_Y_MINWIDTH=11; ``synth_ecp5``: any multiplier of 2x2 and up).
+_DSP_MIN_PRODUCT = {"ice40": 11, "ecp5": 4}
+_DSP_WIDTH = {"ice40": 16, "ecp5": 18}
+#: The host link and the command decoder: a floor well under what they take (the UART bridge
+#: alone measures 274 logic cells on iCE40 and 342 LUT4s on ECP5).
+_BASE_LUTS = 200
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Lower bounds of what a core needs on a board's device (see `estimate`)."""
+    board: str
+    luts: int
+    dsps: int
+    brams: int
+    luts_total: int
+    dsps_total: int
+    brams_total: int
+
+
+def _bram_blocks(family, depth, width):
+    return min(-(-depth // d) * -(-width // w) for d, w in _BRAM_SHAPES[family])
+
+
+def _multiplier(fmt):
+    """Operand width a PE's multiplier sees for a manifest format (None: unknown)."""
+    if not isinstance(fmt, dict):
+        return None
+    if fmt.get("kind") == "int" and isinstance(fmt.get("bits"), int):
+        return fmt["bits"]
+    if fmt.get("kind") == "float" and isinstance(fmt.get("man_bits"), int):
+        return fmt["man_bits"] + 1
+    return None
+
+
+def estimate(cfg, board):
+    """Lower bounds of LUTs, DSP blocks and block RAMs that the core of ``cfg`` needs on
+    ``board``, computed from the config only (no HDL is built).
+
+    * block RAM: each scratchpad in the fewest blocks of the device's aspect ratios, unless
+      holding it in logic (flip-flops on iCE40, LUT RAM on ECP5) is possible within the LUTs;
+    * DSPs: one multiplier per PE, when yosys maps a multiplier of the operand formats to a
+      DSP block (products of 11 bits and more on iCE40, any on ECP5), more for operands wider
+      than a block;
+    * LUTs: per PE the accumulator adder (its result bits; floating-point accumulators count
+      20 LUTs per bit, well under what an FP adder takes), plus a fixed floor for the host link.
+    """
+    board = get_board(board)
+    fam = board.family
+    pe = cfg.pe
+    formats = pe.formats() if hasattr(pe, "formats") else {}
+    pes = cfg.rows * cfg.cols
+    # DSP blocks
+    dsps = 0
+    wa, wb = _multiplier(formats.get("a")), _multiplier(formats.get("b"))
+    if wa and wb and wa + wb >= _DSP_MIN_PRODUCT[fam]:
+        w = _DSP_WIDTH[fam]
+        dsps = pes * -(-wa // w) * -(-wb // w)
+    # LUTs of the PEs
+    acc = formats.get("acc") if isinstance(formats.get("acc"), dict) else {}
+    per_pe = pe.result_bits * (20 if acc.get("kind") == "float" else 1)
+    luts = _BASE_LUTS + pes * per_pe
+    # Block RAM: choose per scratchpad between blocks and logic, keeping the LUTs in budget.
+    mems = [(_bram_blocks(fam, s.depth, s.word_bits), -(-s.depth * s.word_bits
+                                                         // _BITS_PER_LUT[fam]))
+            for s in cfg.geometry.stores]
+    best = None
+    for choice in range(1 << len(mems)):
+        blocks = sum(b for i, (b, _) in enumerate(mems) if not choice >> i & 1)
+        logic = sum(lut for i, (_, lut) in enumerate(mems) if choice >> i & 1)
+        fits = blocks <= _BRAM_BLOCKS[fam] and luts + logic <= board.luts_total
+        key = (not fits, blocks + logic // 64)
+        if best is None or key < best[0]:
+            best = (key, blocks, logic)
+    _, brams, logic = best
+    return Estimate(board=board.name, luts=luts + logic, dsps=dsps, brams=brams,
+                    luts_total=board.luts_total, dsps_total=board.dsps_total,
+                    brams_total=_BRAM_BLOCKS[fam])
+
+
+def fit_problem(cfg, board):
+    """Why the core of ``cfg`` certainly does not fit ``board`` (one phrase), or None."""
+    board = get_board(board)
+    e = estimate(cfg, board)
+    dsp = {"ice40": "SB_MAC16 DSPs", "ecp5": "MULT18X18D DSPs"}[board.family]
+    bram = {"ice40": "EBR block RAMs", "ecp5": "DP16KD block RAMs"}[board.family]
+    lut = {"ice40": "logic cells", "ecp5": "LUT4s"}[board.family]
+    for used, total, what in ((e.dsps, e.dsps_total, dsp), (e.brams, e.brams_total, bram),
+                              (e.luts, e.luts_total, lut)):
+        if used > total:
+            return (f"needs at least {used} {what} and the {board.device} has {total} "
+                    f"(estimated from the config: {cfg.rows}x{cfg.cols} PEs, scratchpads "
+                    f"{'/'.join(str(s.depth) for s in cfg.geometry.stores)} words)")
+    return None
+
+
+def baud_problem(baud, board):
+    """Why ``baud`` cannot be generated from ``board``'s clock (one phrase), or None."""
+    from tessera.hdl.io.uart import uart_divisor
+    board = get_board(board)
+    try:
+        uart_divisor(board.clk_hz, baud)
+    except ValueError as e:
+        return f"{e} (the {board.name} clock is {board.clk_mhz:g} MHz)"
+    return None

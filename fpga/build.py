@@ -19,10 +19,15 @@ from .toolchain import require_tools, tool_versions, yowasp_env
 from .top import BoardTop
 
 __all__ = ["BuildError", "BuildResult", "build_plan", "build_bitstream", "parse_nextpnr_report",
-           "summarize_report", "RESULT_FILE", "CELLS"]
+           "summarize_report", "check_build_environment", "RESULT_FILE", "FAILED_RECORD",
+           "CELLS"]
 
-#: Name of the summary written into every build folder (also the cache record).
+#: Name of the summary written into every build folder (also the cache record, and the list of
+#: files the build wrote: a later build replaces only such a folder).
 RESULT_FILE = "build_result.json"
+
+#: The record of a failed build's folder (``<out_dir>.failed``).
+FAILED_RECORD = "build_failed.json"
 
 #: Bump when the meaning of a cached result changes.
 _CACHE_FORMAT = 1
@@ -107,8 +112,9 @@ class BuildResult:
     seed: int = 1
     cached: bool = False
 
-    def to_json(self):
-        """The JSON text stored in the build folder (paths relative to it, so it can move).
+    def to_json(self, files=None):
+        """The JSON text stored in the build folder (paths relative to it, so it can move),
+        with ``files`` ({relative path: sha256}: what the build wrote) when given.
 
         Returns
         -------
@@ -119,6 +125,8 @@ class BuildResult:
         record["report_path"] = os.path.basename(self.report_path)
         record.pop("cached")
         record["format"] = _CACHE_FORMAT
+        if files is not None:
+            record["files"] = files
         return json.dumps(record, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -282,24 +290,48 @@ def _options(value, name):
 
 
 def _check_out_dir(out_dir):
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise ValueError(f"out_dir must be a folder, not the file {str(out_dir)!r}")
-        if any(out_dir.iterdir()) and not (out_dir / RESULT_FILE).is_file():
-            raise ValueError(f"out_dir {str(out_dir)!r} is not empty and holds no "
-                             f"{RESULT_FILE}; refusing to replace it (use a new folder)")
+    """``out_dir`` must be new, empty or a build folder tessera wrote (its ``build_result.json``
+    lists every file in it); see `tessera.generators.emit.check_output_dir`."""
+    from tessera.generators.emit import check_output_dir
+    return check_output_dir(out_dir, records=(RESULT_FILE,), what="build folder")
 
 
-def _replace_dir(src, dst):
-    """Move the finished folder ``src`` to ``dst``, replacing an older build there."""
-    old = None
-    if dst.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-        os.rmdir(old)
-        os.rename(dst, old)
-    os.rename(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def check_build_environment():
+    """Raise `BuildError` if the environment would change what a build does (amaranth reads
+    ``AMARANTH_nextpnr_opts`` / ``AMARANTH_synth_opts`` and would override tessera's options)."""
+    for var in _OVERRIDES:
+        if var in os.environ:
+            raise BuildError(f"environment variable {var} is set and would override tessera's "
+                             f"options; unset it (pass nextpnr_opts/synth_opts instead)")
+
+
+def _record_files(folder, skip):
+    from tessera.generators.emit import _sha256_file
+    out = {}
+    for root, _, names in os.walk(folder):
+        for n in names:
+            rel = os.path.relpath(os.path.join(root, n), folder)
+            if rel not in skip:
+                out[rel] = _sha256_file(os.path.join(root, n))
+    return dict(sorted(out.items()))
+
+
+def _keep_failed(tmp, out_dir):
+    """Move a failed build ``tmp`` to ``<out_dir>.failed`` (replacing an earlier failed build
+    there, never anything else; then a fresh ``<out_dir>.failed-*`` is used)."""
+    from tessera.generators.emit import OutputPathError, check_output_dir, swap_in
+    (tmp / FAILED_RECORD).write_text(json.dumps(
+        {"format": _CACHE_FORMAT, "files": _record_files(tmp, {FAILED_RECORD})}, indent=2)
+        + "\n")
+    failed = out_dir.with_name(out_dir.name + ".failed")
+    try:
+        where = check_output_dir(failed, records=(FAILED_RECORD,), what="failed build folder")
+        swap_in(tmp, failed, exists=where.exists)
+    except (OutputPathError, OSError):
+        failed = Path(tempfile.mkdtemp(prefix=out_dir.name[:200] + ".failed-", dir=out_dir.parent))
+        os.rmdir(failed)
+        os.rename(tmp, failed)
+    return failed
 
 
 def _first_error(log_path):
@@ -397,12 +429,11 @@ def build_bitstream(core, *, board, out_dir, name="tessera", seed=1, progress=pr
     """
     say = progress or (lambda line: None)
     board = get_board(board)
-    for var in _OVERRIDES:
-        if var in os.environ:
-            raise ValueError(f"environment variable {var} is set and would override tessera's "
-                             f"options; unset it and pass nextpnr_opts/synth_opts instead")
-    out_dir = Path(out_dir).resolve()
-    _check_out_dir(out_dir)
+    check_build_environment()
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
+    out_dir = Path(os.path.abspath(out_dir))
+    plan_out = _check_out_dir(out_dir)
     require_tools(board.tools)
 
     start = time.monotonic()
@@ -419,11 +450,10 @@ def build_bitstream(core, *, board, out_dir, name="tessera", seed=1, progress=pr
             f"{key[:12]})")
         return dataclasses.replace(previous, cached=True)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    umask = os.umask(0o022)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)            # mkdtemp makes 0700; the result is a normal folder
+    from tessera.generators.emit import make_parents, new_tmp_dir, remove_created, swap_in
+    made = make_parents(plan_out)
+    tmp = new_tmp_dir(out_dir.parent)        # a normal folder's permissions, short hidden name
+    done = False
     try:
         plan.extract(tmp)
         log_path = tmp / "build.log"
@@ -451,9 +481,8 @@ def build_bitstream(core, *, board, out_dir, name="tessera", seed=1, progress=pr
                 raise
         seconds = round(time.monotonic() - run_start, 2)
         if process.returncode != 0:
-            failed = out_dir.with_name(out_dir.name + ".failed")
-            shutil.rmtree(failed, ignore_errors=True)
-            os.rename(tmp, failed)
+            failed = _keep_failed(tmp, out_dir)
+            done = True
             detail = _first_error(failed / "build.log")
             raise BuildError(f"{stages[stage][0]} failed for board {board.name} "
                              f"(exit {process.returncode}): {detail} "
@@ -470,11 +499,14 @@ def build_bitstream(core, *, board, out_dir, name="tessera", seed=1, progress=pr
             report_path=str(out_dir / report_name), key=key,
             clocks=report["fmax"], utilization=report["utilization"],
             tool_versions=versions, seed=seed, **figures)
-        (tmp / RESULT_FILE).write_text(result.to_json())
-        _replace_dir(tmp, out_dir)
+        (tmp / RESULT_FILE).write_text(result.to_json(files=_record_files(tmp, {RESULT_FILE})))
+        plan_out = _check_out_dir(out_dir)      # again: the folder may have changed meanwhile
+        swap_in(tmp, out_dir, exists=plan_out.exists)
+        done = True
     finally:
-        if tmp.exists():
+        if not done:
             shutil.rmtree(tmp, ignore_errors=True)
+            remove_created(made)
     say(f"[{time.monotonic() - start:7.1f}s] done: {result.luts}/{result.luts_total} LUTs, "
         f"Fmax {result.fmax_mhz} MHz (target {result.target_mhz:g} MHz"
         f"{'' if result.timing_met else ', TIMING FAILED'})")

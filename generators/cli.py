@@ -1,14 +1,36 @@
-"""The ``tessera`` command line: presets, generate, unit, regress, report, build, program, run."""
+"""The ``tessera`` command line: presets, generate, unit, regress, report, build, program, run.
+
+Every command checks what it can decide from the config and the arguments (the config itself,
+output paths, whether a layer maps onto the scratchpads, whether the core fits the named board)
+before it generates Verilog, compiles a simulation or places and routes. One handler in `main`
+turns every expected failure into one line ``tessera: error: ...`` (exit status 2); an
+unexpected exception prints one line and how to see its traceback (``--debug``, exit status 3).
+"""
 
 import argparse
 import asyncio
 import json
+import os
 import pathlib
 import sys
 import time
 
 
-__all__ = ["main"]
+__all__ = ["main", "CliError", "EXIT_OK", "EXIT_FAILED", "EXIT_ERROR", "EXIT_INTERNAL",
+           "EXIT_INTERRUPTED"]
+
+#: Exit statuses (docs/cli.md).
+EXIT_OK = 0             # success
+EXIT_FAILED = 1         # the command ran, and what it checked failed (regress, run)
+EXIT_ERROR = 2          # bad input or a failing tool / environment: one line on stderr
+EXIT_INTERNAL = 3       # a bug in tessera: one line, the traceback with --debug
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+#: Longest error line printed (the rest is cut, with a mark).
+MESSAGE_LIMIT = 400
+
+#: Largest GEMM dimension `tessera run` accepts.
+MAX_GEMM_DIM = 65536
 
 
 class CliError(Exception):
@@ -20,8 +42,37 @@ def _cfg(spec):
     return load_config(spec)
 
 
+def _q(value, limit=100):
+    from tessera.generators.emit import quote
+    return quote(value, limit)
+
+
 def _default_out(cfg, what):
     return pathlib.Path("build") / what / cfg.core.name
+
+
+def _check_out(path, records=("manifest.json",), what="output folder"):
+    from tessera.generators.emit import check_output_dir
+    return check_output_dir(path, records=records, what=what)
+
+
+def _check_mappable(cfg, shapes, what):
+    """Every (M, N, K) in ``shapes`` must map onto the scratchpads (decided from the config)."""
+    mapper = cfg.engine.mapper()
+    if not hasattr(mapper, "plan"):
+        return
+    for m, n, k, mode in shapes:
+        kw = -(-k // cfg.pe.layout(mode).k_per_word)
+        try:
+            mapper.plan(m, n, kw)
+        except ValueError as e:
+            raise CliError(f"{what}: a {m}x{n}x{k} GEMM cannot run on {cfg.core.name}: {e}") \
+                from None
+
+
+def _need_verilator():
+    from tessera.sim.verilator import verilator_executable
+    verilator_executable()
 
 
 # -- presets ------------------------------------------------------------------------------------
@@ -32,7 +83,7 @@ def cmd_presets(args):
     for n in names:
         mark = " (default)" if n == DEFAULT_PRESET else ""
         print(f"{n:<{width}}  {preset_summary(n)}{mark}")
-    return 0
+    return EXIT_OK
 
 
 # -- generate -----------------------------------------------------------------------------------
@@ -40,24 +91,30 @@ def cmd_generate(args):
     from tessera.generators.generate import generate_core
     cfg = _cfg(args.config)
     out = pathlib.Path(args.output) if args.output else _default_out(cfg, "generate")
+    _check_out(out)
+    if args.lint:
+        _need_verilator()
     t0 = time.monotonic()
     manifest = generate_core(cfg, out)
     dt = time.monotonic() - t0
-    if args.lint:
-        _lint(out / manifest["verilog"], manifest["top"])
     print(f"{manifest['top']}: {cfg.rows}x{cfg.cols} {cfg.array.kind} array of {cfg.pe.name} PEs "
           f"({cfg.source}) -> {out}/ ({dt:.1f}s)")
     for f in (manifest["verilog"], "manifest.json", f"{manifest['top']}_defs.h"):
         print(f"  {out / f}")
     print(f"  verilog sha256 {manifest['verilog_sha256'][:16]}...")
-    return 0
+    if args.lint:
+        _lint(out / manifest["verilog"], manifest["top"])
+    return EXIT_OK
 
 
 def _lint(path, top):
     from tessera.sim.verilator import lint
     res = lint([path], top)
     if not res.ok:
-        raise CliError(f"verilator lint of {path} failed:\n" + "\n".join(res.messages))
+        first = str(res.messages[0]) if res.messages else \
+            f"verilator exited with status {res.returncode}"
+        more = f" (and {len(res.messages) - 1} more)" if len(res.messages) > 1 else ""
+        raise CliError(f"lint: {_q(str(path))} is not lint-clean: {first}{more}")
     print(f"  lint: clean under tb/waivers.vlt ({path.name})")
 
 
@@ -65,6 +122,9 @@ def _lint(path, top):
 def cmd_unit(args, extra):
     from tessera.generators.units import UNITS, generate_unit, get_unit
     if args.list or not args.name:
+        if extra:
+            raise CliError(f"unit: unexpected arguments {_q(' '.join(extra), 60)} without a "
+                           f"unit NAME")
         for name in sorted(UNITS):
             u = UNITS[name]
             print(f"{name}: {u.summary}")
@@ -73,16 +133,19 @@ def cmd_unit(args, extra):
                 tname = {int: "INT", str: "NAME"}.get(o.type, "BOOL")
                 print(f"    --{o.name.replace('_', '-')} {tname}  {o.help} "
                       f"(default {o.default}{choices})")
-        return 0
+        return EXIT_OK
     unit = get_unit(args.name)
     opts = _parse_unit_options(unit, extra)
     out = pathlib.Path(args.output) if args.output else pathlib.Path("build/unit") / args.name
+    _check_out(out)
+    if args.lint:
+        _need_verilator()
     manifest = generate_unit(args.name, opts, out)
     lat = manifest["latency"]
     print(f"{manifest['top']} -> {out}/ (latency {lat if lat is not None else 'n/a'})")
     if args.lint:
         _lint(out / manifest["verilog"], manifest["top"])
-    return 0
+    return EXIT_OK
 
 
 def _parse_unit_options(unit, extra):
@@ -90,37 +153,44 @@ def _parse_unit_options(unit, extra):
     opts = {}
     it = iter(extra)
     for tok in it:
-        key, _, val = tok.partition("=")
+        key, eq, val = tok.partition("=")
         if key not in known:
-            raise CliError(f"unit {unit.name}: unknown option {key!r}; allowed: "
+            raise CliError(f"unit {unit.name}: unknown option {_q(key, 40)}; allowed: "
                            + ", ".join(sorted(known)))
-        if not val:
+        if not eq:
             try:
                 val = next(it)
             except StopIteration:
                 raise CliError(f"unit {unit.name}: option {key} needs a value") from None
         o = known[key]
+        if o.name in opts:
+            raise CliError(f"unit {unit.name}: option {key} is given twice")
         try:
             opts[o.name] = o.type(val)
         except ValueError:
             what = {int: "an integer", str: "a string"}.get(o.type, "true/false")
-            raise CliError(f"unit {unit.name}: option {key} = {val!r} is not {what}") from None
+            raise CliError(f"unit {unit.name}: option {key} = {_q(val, 40)} is not {what}") \
+                from None
     return opts
 
 
 # -- regress ------------------------------------------------------------------------------------
 def cmd_regress(args):
-    from tessera.generators.regress import run_regression
+    from tessera.generators.regress import check_regression, default_cases, run_regression
     cfg = _cfg(args.config)
+    junit = pathlib.Path(args.junit) if args.junit else None
+    cases = default_cases(cfg, quick=args.quick)
+    check_regression(cfg, cases=cases, junit=junit)
+    _check_mappable(cfg, [(c["m"], c["n"], c["k"], c.get("mode")) for c in cases], "regress")
+    _need_verilator()
     say = (lambda s: print(s, file=sys.stderr)) if args.json else print
-    summary = run_regression(cfg, waves=args.waves, quick=args.quick,
-                             junit=pathlib.Path(args.junit) if args.junit else None,
+    summary = run_regression(cfg, waves=args.waves, quick=args.quick, junit=junit,
                              progress=say)
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
         _print_regress(summary)
-    return 0 if summary["ok"] else 1
+    return EXIT_OK if summary["ok"] else EXIT_FAILED
 
 
 def _print_regress(s):
@@ -142,8 +212,11 @@ def _print_regress(s):
 
 # -- report -------------------------------------------------------------------------------------
 def cmd_report(args):
-    from tessera.generators.report import make_report
+    from tessera.generators.report import check_report, make_report
     cfg = _cfg(args.config)
+    cases = check_report(cfg, plot=args.plot)
+    _check_mappable(cfg, [(c["m"], c["n"], c["k"], None) for c in cases], "report")
+    _need_verilator()
     say = (lambda s: print(s, file=sys.stderr)) if args.json else print
     rep = make_report(cfg, progress=say, plot=args.plot)
     if args.json:
@@ -157,20 +230,34 @@ def cmd_report(args):
                 print(f"  {k:<13} {v:.4f}" if isinstance(v, float) else f"  {k:<13} {v}")
         if "luts" not in rep:
             print("  (no bitstream built yet: run `tessera build` for LUT/DSP/BRAM/Fmax)")
-    return 0
+    return EXIT_OK
 
 
 # -- build / program / run ----------------------------------------------------------------------
 def cmd_build(args):
-    from tessera.generators.assemble import build_core
-    from tessera.fpga.build import build_bitstream
+    from tessera.fpga.boards import baud_problem, fit_problem
+    from tessera.fpga.build import RESULT_FILE, check_build_environment
     cfg = _cfg(args.config)
     _need_uart(cfg, "build")
+    # Cheap checks first: environment, fit and baud rate, output folder, tools.
+    check_build_environment()
+    why = fit_problem(cfg, args.board)
+    if why:
+        raise CliError(f"build: {cfg.core.name} cannot fit the {args.board}: it {why}")
+    why = baud_problem(cfg.host.baud, args.board)
+    if why:
+        raise CliError(f"host.baud: {cfg.host.baud} cannot be made on the {args.board}: {why}")
     out = pathlib.Path(args.output) if args.output else \
         pathlib.Path("build/fpga") / f"{cfg.core.name}-{args.board}"
+    _check_out(out, records=(RESULT_FILE,), what="build folder")
+    from tessera.fpga.boards import get_board
+    from tessera.fpga.toolchain import require_tools
+    require_tools(get_board(args.board).tools)
     if cfg.core.boards and args.board not in cfg.core.boards:
         print(f"note: {cfg.core.name} lists boards {list(cfg.core.boards)}; building for "
               f"{args.board} anyway", file=sys.stderr)
+    from tessera.fpga.build import build_bitstream
+    from tessera.generators.assemble import build_core
     say = (lambda s: print(s, file=sys.stderr)) if args.json else print
     res = build_bitstream(build_core(cfg), board=args.board, out_dir=out, name=cfg.core.name,
                           seed=args.seed, baud=cfg.host.baud, progress=say)
@@ -178,7 +265,7 @@ def cmd_build(args):
     d = dataclasses.asdict(res)
     if args.json:
         print(json.dumps(d, indent=1, default=str))
-        return 0
+        return EXIT_OK
     print(f"\n{cfg.core.name} on {args.board} ({d['device']}):")
     print(f"  LUTs   {d['luts']:>6} / {d['luts_total']}")
     print(f"  DSPs   {d['dsps']:>6} / {d['dsps_total']}")
@@ -187,7 +274,7 @@ def cmd_build(args):
     print(f"  Fmax   {d['fmax_mhz']:.1f} MHz vs board clock {d['target_mhz']:.1f} MHz "
           f"(timing {met})")
     print(f"  bitstream {d['bitstream']}")
-    return 0
+    return EXIT_OK
 
 
 def _need_uart(cfg, command):
@@ -198,18 +285,26 @@ def _need_uart(cfg, command):
 
 
 def cmd_program(args):
+    from tessera.fpga.boards import get_board
     from tessera.fpga.program import program
+    board = get_board(args.board)
     bit = pathlib.Path(args.bitstream)
+    if not str(bit).endswith(board.bitstream_suffix):
+        raise CliError(f"program: bitstream {_q(str(bit))} is not a {board.bitstream_suffix} "
+                       f"file; allowed for {board.name}: the {board.bitstream_suffix} file "
+                       f"`tessera build --board {board.name}` writes")
     if not bit.is_file():
-        raise CliError(f"program: bitstream {str(bit)!r} does not exist; build one with "
+        raise CliError(f"program: bitstream {_q(str(bit))} does not exist; build one with "
                        f"`tessera build --board {args.board}`")
-    program(str(bit), args.board, dry_run=args.dry_run)
-    return 0
+    command = program(str(bit), args.board, dry_run=args.dry_run)
+    if args.dry_run:
+        print(" ".join(command))
+    return EXIT_OK
 
 
 def cmd_run(args):
     import numpy as np
-    from tessera.fpga.boards import get_board
+    from tessera.fpga.boards import baud_problem, get_board
     from tessera.fpga.link import UartTransport
     from tessera.sim.driver import TesseraDriver
     from tessera.sim.workloads import gemm_operands, reference_gemm
@@ -217,9 +312,13 @@ def cmd_run(args):
     _need_uart(cfg, "run")
     board = get_board(args.board)
     m, n, k = args.gemm
+    _check_mappable(cfg, [(m, n, k, None)], "run")
+    why = baud_problem(cfg.host.baud, board)
+    if why:
+        raise CliError(f"host.baud: {cfg.host.baud} cannot be made on the {board.name}: {why}")
 
     async def go():
-        async with UartTransport.for_board(args.port, board) as t:
+        async with UartTransport.for_board(args.port, board, baud=cfg.host.baud) as t:
             drv = TesseraDriver(t, cfg, poll_cycles=1000)
             info = await drv.connect()
             a, b = gemm_operands(cfg, m, n, k, seed=args.seed)
@@ -229,80 +328,160 @@ def cmd_run(args):
     bad = int(np.count_nonzero(got != ref))
     print(f"{m}x{n}x{k} GEMM on {args.board}: {stats.cycles} cycles in {stats.runs} runs, "
           f"{'bit-exact' if bad == 0 else f'{bad} mismatches'}")
-    return 0 if bad == 0 else 1
+    return EXIT_OK if bad == 0 else EXIT_FAILED
+
+
+# -- argument types -----------------------------------------------------------------------------
+def _int_in(lo, hi, what):
+    def parse(text):
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an integer; allowed: "
+                                             f"{what}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is out of range; allowed: {what}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without abbreviations: ``--out`` never silently means ``--output``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
 
 def _parser():
-    p = argparse.ArgumentParser(
-        prog="tessera",
+    debug = _Parser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="print the traceback of an error (also TESSERA_DEBUG=1)")
+    p = _Parser(
+        prog="tessera", parents=[debug],
         description="Generate, verify and deploy DNN-inference accelerator cores. CONFIG is a "
                     "TOML file or a preset name (see `tessera presets`); default: the default "
                     "preset.")
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
 
-    s = sub.add_parser("presets", help="list the built-in presets")
+    def command(name, help, **kw):
+        return sub.add_parser(name, help=help, parents=[debug], **kw)
+
+    s = command("presets", "list the built-in presets")
     s.set_defaults(fn=cmd_presets)
 
-    s = sub.add_parser("generate", help="write Verilog, manifest.json and driver constants")
+    s = command("generate", "write Verilog, manifest.json and driver constants")
     s.add_argument("config", nargs="?", metavar="CONFIG")
-    s.add_argument("-o", "--output", metavar="DIR", help="output folder (default build/generate/NAME)")
+    s.add_argument("-o", "--output", metavar="DIR",
+                   help="output folder: new, or one tessera wrote (default build/generate/NAME)")
     s.add_argument("--lint", action="store_true", help="also run verilator --lint-only")
     s.set_defaults(fn=cmd_generate)
 
-    s = sub.add_parser("unit", help="write one unit (a MAC, an array, ...) alone",
-                       description="Options after NAME are the unit's own (see --list).")
+    s = command("unit", "write one unit (a MAC, an array, ...) alone",
+                description="Options after NAME are the unit's own (see --list).")
     s.add_argument("name", nargs="?", metavar="NAME")
     s.add_argument("--list", action="store_true", help="list units and their options")
-    s.add_argument("-o", "--output", metavar="DIR")
+    s.add_argument("-o", "--output", metavar="DIR",
+                   help="output folder: new, or one tessera wrote (default build/unit/NAME)")
     s.add_argument("--lint", action="store_true", help="also run verilator --lint-only")
     s.set_defaults(fn=cmd_unit, takes_extra=True)
 
-    s = sub.add_parser("regress", help="cocotb + Verilator regression against the golden model")
+    s = command("regress", "cocotb + Verilator regression against the golden model")
     s.add_argument("config", nargs="?", metavar="CONFIG")
     s.add_argument("--waves", action="store_true", help="write a VCD waveform")
     s.add_argument("--json", action="store_true", help="print a machine-readable summary")
-    s.add_argument("--junit", metavar="PATH", help="JUnit XML path")
+    s.add_argument("--junit", metavar="PATH", help="JUnit XML path (new, or one tessera wrote)")
     s.add_argument("--quick", action="store_true", help="fewer GEMM cases")
     s.set_defaults(fn=cmd_regress)
 
-    s = sub.add_parser("report", help="cycles/utilization of the reference GEMM + last build")
+    s = command("report", "cycles/utilization of the reference GEMM + last build")
     s.add_argument("config", nargs="?", metavar="CONFIG")
     s.add_argument("--json", action="store_true")
     s.add_argument("--plot", metavar="PNG", help="also plot utilization vs GEMM size")
     s.set_defaults(fn=cmd_report)
 
     from tessera.generators.config import BOARDS
-    s = sub.add_parser("build", help="bitstream for a board, with LUT/DSP/BRAM/Fmax")
+    s = command("build", "bitstream for a board, with LUT/DSP/BRAM/Fmax")
     s.add_argument("config", nargs="?", metavar="CONFIG")
     s.add_argument("--board", required=True, choices=BOARDS)
-    s.add_argument("-o", "--output", metavar="DIR")
-    s.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    s.add_argument("-o", "--output", metavar="DIR",
+                   help="build folder: new, or one tessera built (default build/fpga/NAME-BOARD)")
+    s.add_argument("--seed", type=_int_in(0, 2**31 - 1, "0..2147483647"), default=1,
+                   help="nextpnr placement seed")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_build)
 
-    s = sub.add_parser("program", help="load a bitstream onto a board with openFPGALoader")
+    s = command("program", "load a bitstream onto a board with openFPGALoader")
     s.add_argument("bitstream", metavar="BITSTREAM")
     s.add_argument("--board", required=True, choices=BOARDS)
     s.add_argument("--dry-run", action="store_true", help="print the command only")
     s.set_defaults(fn=cmd_program)
 
-    s = sub.add_parser("run", help="run a GEMM on a programmed board over its UART")
+    s = command("run", "run a GEMM on a programmed board over its UART")
     s.add_argument("config", nargs="?", metavar="CONFIG")
     s.add_argument("--board", required=True, choices=BOARDS)
     s.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB1")
-    s.add_argument("--gemm", nargs=3, type=int, default=(16, 16, 16), metavar=("M", "N", "K"))
-    s.add_argument("--seed", type=int, default=0)
+    dim = _int_in(1, MAX_GEMM_DIM, f"1..{MAX_GEMM_DIM}")
+    s.add_argument("--gemm", nargs=3, type=dim, default=(16, 16, 16), metavar=("M", "N", "K"))
+    s.add_argument("--seed", type=_int_in(0, 2**32 - 1, "0..4294967295"), default=0)
     s.set_defaults(fn=cmd_run)
     return p
+
+
+# -- the one error handler ----------------------------------------------------------------------
+#: Exceptions that are expected failures (printed as one line, exit 2), besides the classes
+#: below: matched by name so that modules need not be imported to be caught.
+_EXPECTED_NAMES = {"BuildError", "ProgramError", "ToolchainError", "LinkError", "LinkTimeout",
+                   "TesseraError", "LintError", "VerilatorNotFoundError", "VersionError",
+                   "SimulationError", "OutputPathError", "ConfigError", "UnitError",
+                   "ReportError", "TimeoutExpired"}
+
+
+def _expected(e):
+    if isinstance(e, (CliError, OSError)):
+        return True
+    return any(c.__name__ in _EXPECTED_NAMES for c in type(e).__mro__)
+
+
+def one_line(text, limit=MESSAGE_LIMIT):
+    """``text`` as one printable line: its first non-empty line (a mark if more followed),
+    control characters escaped, cut to ``limit`` characters."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    line = lines[0] if lines else ""
+    if len(lines) > 1:
+        line += " [...]"
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+    if len(line) > limit:
+        line = line[:limit - 20] + f"... [{len(line)} characters]"
+    return line
+
+
+def _os_error(e):
+    what = e.strerror or type(e).__name__
+    if e.filename is not None:
+        other = f" -> {_q(os.fsdecode(e.filename2))}" if e.filename2 is not None else ""
+        return f"{_q(os.fsdecode(e.filename))}{other}: {what}"
+    return str(e) or what
+
+
+def _message(e):
+    if isinstance(e, OSError) and not type(e).__name__.startswith("Link"):
+        if isinstance(e, TimeoutError) and not e.filename:
+            return one_line(str(e) or "timed out")
+        return one_line(_os_error(e))
+    text = str(e)
+    return one_line(text) if text.strip() else type(e).__name__
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     p = _parser()
     args, extra = p.parse_known_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("TESSERA_DEBUG", "") not in ("", "0")
     if not getattr(args, "cmd", None):
         p.print_help()
-        return 2
+        return EXIT_ERROR
     if extra and not getattr(args, "takes_extra", False):
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
@@ -310,21 +489,27 @@ def main(argv=None):
             return args.fn(args, extra)
         return args.fn(args)
     except BrokenPipeError:
-        return 0
+        # The reader went away (`tessera presets | head -1`): stop quietly.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_OK
     except KeyboardInterrupt:
         print("tessera: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # one line for user errors, full trace only for bugs
-        from tessera.generators.config import ConfigError
-        from tessera.generators.units import UnitError
-        user = (CliError, ConfigError, UnitError, FileNotFoundError)
-        names = {"BuildError", "ProgramError", "ToolchainError", "LinkError", "LinkTimeout",
-                 "TesseraError", "LintError", "VerilatorNotFoundError", "VersionError"}
-        if isinstance(e, user) or type(e).__name__ in names:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            print(f"tessera: error: {msg}", file=sys.stderr)
-            return 2
-        raise
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if debug:
+            import traceback
+            traceback.print_exc()
+        if _expected(e):
+            print(f"tessera: error: {_message(e)}", file=sys.stderr)
+            return EXIT_ERROR
+        hint = "" if debug else "; run again with --debug for the traceback"
+        print(f"tessera: internal error (a bug in tessera): {type(e).__name__}: {_message(e)}"
+              f"{hint}", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

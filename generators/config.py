@@ -23,7 +23,7 @@ from tessera.generators.kinds.base import (ConfigError, check_choice as _check_c
 
 __all__ = ["ConfigError", "CoreConfig", "CoreSection", "ArraySection", "MemorySection",
            "HostSection", "load_config", "config_from_dict", "preset_names", "preset_summary",
-           "DEFAULT_PRESET", "BOARDS"]
+           "DEFAULT_PRESET", "BOARDS", "CORE_PORTS", "VERILOG_KEYWORDS", "short", "parse_toml"]
 
 
 DEFAULT_PRESET = "int8-8x8"
@@ -31,7 +31,61 @@ BOARDS = ("icebreaker", "ulx3s-85f")
 
 HOST_INTERFACES = ("stream", "uart")
 
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,47}")
+
+#: Names a core may not have: the ports of every core (a module may not share a name with one
+#: of its own ports or signals: Verilator rejects it or warns VARHIDDEN) and the Verilog and
+#: SystemVerilog keywords. Names used by signals inside a particular core are checked on the
+#: generated Verilog as well (`tessera.generators.emit.check_top_name`).
+CORE_PORTS = ("clk", "rst", "busy", "error", "i__payload", "i__valid", "i__ready",
+              "o__payload", "o__valid", "o__ready")
+VERILOG_KEYWORDS = frozenset("""
+accept_on alias always always_comb always_ff always_latch and assert assign assume automatic
+before begin bind bins binsof bit break buf bufif0 bufif1 byte case casex casez cell chandle
+checker class clocking cmos config const constraint context continue cover covergroup
+coverpoint cross deassign default defparam design disable dist do edge else end endcase
+endchecker endclass endclocking endconfig endfunction endgenerate endgroup endinterface
+endmodule endpackage endprimitive endprogram endproperty endsequence endspecify endtable
+endtask enum event eventually expect export extends extern final first_match for force foreach
+forever fork forkjoin function generate genvar global highz0 highz1 if iff ifnone
+ignore_bins illegal_bins implements implies import incdir include initial inout input inside
+instance int integer interconnect interface intersect join join_any join_none large let
+liblist library local localparam logic longint macromodule matches medium modport module nand
+negedge nettype new nexttime nmos nor noshowcancelled not notif0 notif1 null or output package
+packed parameter pmos posedge primitive priority program property protected pull0 pull1
+pulldown pullup pulsestyle_ondetect pulsestyle_onevent pure rand randc randcase randsequence
+rcmos real realtime ref reg reject_on release repeat restrict return rnmos rpmos rtran
+rtranif0 rtranif1 s_always s_eventually s_nexttime s_until s_until_with scalared sequence
+shortint shortreal showcancelled signed small soft solve specify specparam static string
+strong strong0 strong1 struct super supply0 supply1 sync_accept_on sync_reject_on table
+tagged task this throughout time timeprecision timeunit tran tranif0 tranif1 tri tri0 tri1
+triand trior trireg type typedef union unique unique0 unsigned until until_with untyped use
+uwire var vectored virtual void wait wait_order wand weak weak0 weak1 while wildcard wire
+with within wor xnor xor""".split())
+
+#: Longest string value a config may hold (names and format names are far shorter).
+MAX_STRING = 256
+
+
+def short(value, limit=60):
+    """``repr`` of a config value for a one-line message, cut to about ``limit`` characters."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 20]}...{text[-12:]} ({len(text)} characters)"
+
+
+def _key(key):
+    """A key as it appears in a message: bare if it is a plain name, else quoted and cut."""
+    if isinstance(key, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]{0,47}", key):
+        return key
+    return short(key, 40)
+
+
+def _type_name(value):
+    return {list: "an array", tuple: "an array", dict: "a table", str: "a string",
+            bool: "a boolean", int: "an integer", float: "a number"}.get(type(value),
+                                                                        type(value).__name__)
 
 
 @dataclass(frozen=True)
@@ -42,20 +96,31 @@ class CoreSection:
     boards: tuple = ()
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
-            raise ConfigError(f"core.name: {self.name!r} is not a valid module name; allowed: "
-                              f"lower-case letter then [a-z0-9_], at most 48 characters")
+        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
+            raise ConfigError(f"core.name: {short(self.name)} is not a valid module name; "
+                              f"allowed: lower-case letter then [a-z0-9_], at most 48 "
+                              f"characters")
+        if self.name in CORE_PORTS or self.name in VERILOG_KEYWORDS or "__" in self.name:
+            why = ("the name of one of the core's ports" if self.name in CORE_PORTS else
+                   "a Verilog keyword" if self.name in VERILOG_KEYWORDS else
+                   "a name with '__', which the generated Verilog uses for port members")
+            raise ConfigError(f"core.name: {self.name!r} is {why}; allowed: any other name, "
+                              f"e.g. {('tessera_' + self.name.replace('__', '_'))!r}")
         if isinstance(self.clock_mhz, bool) or not isinstance(self.clock_mhz, (int, float)) \
                 or not 1 <= self.clock_mhz <= 1000:
-            raise ConfigError(f"core.clock_mhz: {self.clock_mhz!r} is out of range; "
+            raise ConfigError(f"core.clock_mhz: {short(self.clock_mhz)} is out of range; "
                               f"allowed: a number 1..1000")
         boards = tuple(self.boards) if isinstance(self.boards, (list, tuple)) else self.boards
         if not isinstance(boards, tuple):
-            raise ConfigError(f"core.boards: {self.boards!r} is not a list; "
+            raise ConfigError(f"core.boards: {short(self.boards)} is not a list; "
                               f"allowed: a list of {_fmt_allowed(BOARDS)}")
         for b in boards:
-            if b not in BOARDS:
-                raise ConfigError(f"core.boards: {b!r} is unknown; allowed: {_fmt_allowed(BOARDS)}")
+            if not isinstance(b, str) or b not in BOARDS:
+                raise ConfigError(f"core.boards: {short(b)} is unknown; allowed: "
+                                  f"{_fmt_allowed(BOARDS)}")
+        if len(set(boards)) != len(boards):
+            raise ConfigError(f"core.boards: {short(list(boards))} names a board twice; "
+                              f"allowed: each of {_fmt_allowed(BOARDS)} at most once")
         object.__setattr__(self, "boards", boards)
         object.__setattr__(self, "clock_mhz", float(self.clock_mhz))
 
@@ -126,6 +191,33 @@ class CoreConfig:
                 raise ConfigError(f"array.rows/cols: {s.lanes} lanes x {s.lane_bits} bits give "
                                   f"{s.word_bits}-bit words in scratchpad {s.name}; allowed: at "
                                   f"most 2048 bits per scratchpad word")
+        # A result store must hold one tile of results (one word per array row), or no RUN
+        # can ever be accepted.
+        for s in g.stores:
+            if s.result and s.depth < g.rows:
+                raise ConfigError(f"memory.{s.name}_depth: {s.depth} cannot hold one tile of "
+                                  f"results ({g.rows} words, one per array row); allowed: "
+                                  f"{g.rows}..32768 (at least array.rows)")
+        mapper = self.engine.mapper()
+        if hasattr(mapper, "plan"):
+            try:
+                mapper.plan(1, 1, 1)
+            except ValueError as e:
+                raise ConfigError(f"memory: {e}; allowed: scratchpads that hold one tile")
+        # A board named in core.boards must be able to hold the core and run its UART.
+        if self.core.boards:
+            from tessera.fpga.boards import baud_problem, fit_problem
+            for b in self.core.boards:
+                why = fit_problem(self, b)
+                if why:
+                    raise ConfigError(f"core.boards: {b!r} cannot hold this core: it {why}; "
+                                      f"allowed: boards it fits (a smaller array or "
+                                      f"scratchpads for this one)")
+                why = self.host.interface == "uart" and baud_problem(self.host.baud, b)
+                if why:
+                    raise ConfigError(f"host.baud: {self.host.baud} cannot be made on board "
+                                      f"{b!r}: {why}; allowed: a rate within 2 % of the board "
+                                      f"clock / an integer divisor, e.g. 115200")
 
     # Derived facts -----------------------------------------------------------------------------
     @property
@@ -182,6 +274,31 @@ class CoreConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _check_shapes(sec_name, sec_data, defaults):
+    """Values of the wrong shape (an array or table where the key takes a single value, an
+    over-long string) are refused here, naming the key, for every section and PE kind."""
+    for key, value in sec_data.items():
+        if isinstance(value, str) and len(value) > MAX_STRING:
+            raise ConfigError(f"{sec_name}.{key}: {short(value)} is too long; allowed: at most "
+                              f"{MAX_STRING} characters")
+        if key not in defaults:
+            continue
+        default = defaults[key]
+        if isinstance(value, (list, dict)) and not isinstance(default, (list, tuple, dict)):
+            raise ConfigError(f"{sec_name}.{key}: {short(value)} is {_type_name(value)}; "
+                              f"allowed: {_type_name(default)}")
+
+
+def _defaults(cls):
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
 def config_from_dict(data, *, source="<dict>"):
     """Validate plain data (parsed TOML) into a `CoreConfig`, naming any bad key."""
     if not isinstance(data, dict):
@@ -189,31 +306,63 @@ def config_from_dict(data, *, source="<dict>"):
     sections = {}
     for sec_name, sec_data in data.items():
         if sec_name not in _SECTIONS:
-            raise ConfigError(f"{sec_name}: unknown section; allowed: "
+            raise ConfigError(f"{_key(sec_name)}: unknown section; allowed: "
                               f"{_fmt_allowed(_SECTIONS)}")
         if not isinstance(sec_data, dict):
-            raise ConfigError(f"{sec_name}: {sec_data!r} is not a table; allowed: a [{sec_name}] "
-                              f"table")
-        if sec_name == "array":
-            rest = dict(sec_data)
-            kind = rest.pop("kind", DEFAULT_ENGINE)
-            _check_choice("array.kind", kind, tuple(ENGINES), ENGINES_LATER)
-            sections["array"] = ENGINES[kind].Section.from_dict(rest)
-            continue
-        if sec_name == "pe":
-            rest = dict(sec_data)
-            kind = rest.pop("kind", DEFAULT_PE_KIND)
-            _check_choice("pe.kind", kind, tuple(PE_KINDS), PE_KINDS_LATER)
-            sections["pe"] = PE_KINDS[kind].from_dict(rest)
-            continue
-        cls = _SECTIONS[sec_name]
-        allowed = [f.name for f in dataclasses.fields(cls)]
+            raise ConfigError(f"{sec_name}: {short(sec_data)} is not a table; allowed: a "
+                              f"[{sec_name}] table")
         for key in sec_data:
-            if key not in allowed:
-                raise ConfigError(f"{sec_name}.{key}: unknown key; allowed: "
-                                  f"{_fmt_allowed(allowed)}")
-        sections[sec_name] = cls(**sec_data)
-    return CoreConfig(**sections, source=source)
+            if not isinstance(key, str):
+                raise ConfigError(f"{sec_name}: key {short(key)} is not a string")
+        try:
+            if sec_name in ("array", "pe"):
+                # Parsed by the engine's (array.kind) or PE kind's (pe.kind) own section.
+                registry, later, default = ((ENGINES, ENGINES_LATER, DEFAULT_ENGINE)
+                                            if sec_name == "array" else
+                                            (PE_KINDS, PE_KINDS_LATER, DEFAULT_PE_KIND))
+                rest = dict(sec_data)
+                kind = rest.pop("kind", default)
+                if not isinstance(kind, str):
+                    raise ConfigError(f"{sec_name}.kind: {short(kind)} is {_type_name(kind)}; "
+                                      f"allowed: one of {_fmt_allowed(registry)}")
+                _check_choice(f"{sec_name}.kind", kind, tuple(registry), later)
+                cls = registry[kind].Section if sec_name == "array" else registry[kind]
+                for key, value in rest.items():
+                    if isinstance(value, str) and len(value) > MAX_STRING:
+                        _check_shapes(sec_name, {key: value}, {})
+                try:
+                    sections[sec_name] = cls.from_dict(rest)
+                except ConfigError:
+                    raise
+                except (TypeError, ValueError, KeyError, OverflowError):
+                    # The kind's checks did not expect a value's shape: name that key.
+                    _check_shapes(sec_name, rest, _defaults(cls))
+                    raise
+                continue
+            cls = _SECTIONS[sec_name]
+            allowed = [f.name for f in dataclasses.fields(cls)]
+            for key in sec_data:
+                if key not in allowed:
+                    raise ConfigError(f"{sec_name}.{_key(key)}: unknown key; "
+                                      f"allowed: {_fmt_allowed(allowed)}")
+            _check_shapes(sec_name, {k: v for k, v in sec_data.items() if isinstance(v, str)},
+                          {})
+            sections[sec_name] = cls(**sec_data)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, KeyError, OverflowError) as e:
+            # A check that did not expect the value's type: still name the section and keys.
+            keys = ", ".join(f"{sec_name}.{k}" for k in sec_data) or sec_name
+            raise ConfigError(f"{sec_name}: a value of {keys} is not usable "
+                              f"({type(e).__name__}: {short(str(e), 80)[1:-1]}); allowed: the "
+                              f"values in docs/config.md") from None
+    try:
+        return CoreConfig(**sections, source=source)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, KeyError, OverflowError) as e:
+        raise ConfigError(f"config: the sections do not fit together ({type(e).__name__}: "
+                          f"{short(str(e), 80)[1:-1]})") from None
 
 
 def preset_names():
@@ -234,30 +383,82 @@ def preset_summary(name):
     return ""
 
 
+#: Largest config file read (a real one is well under a kilobyte).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_config_file(path, spec):
+    import os
+    import stat
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"config: {short(spec, 200)} is not a regular file; allowed: a TOML "
+                              f"path or a preset name ({_fmt_allowed(preset_names())})")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config: {short(spec, 200)} has {st.st_size} bytes; allowed: at "
+                              f"most {MAX_CONFIG_BYTES} bytes")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"config: {short(spec, 200)} cannot be read: "
+                          f"{e.strerror or type(e).__name__}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config: {short(spec, 200)} has more than {MAX_CONFIG_BYTES} bytes; "
+                          f"allowed: at most {MAX_CONFIG_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config: {short(spec, 200)} is not UTF-8 text (byte "
+                          f"0x{raw[e.start]:02x} at offset {e.start}); allowed: a UTF-8 TOML "
+                          f"file") from None
+
+
+def parse_toml(text, source):
+    """Parse TOML text; every failure (syntax, nesting too deep, a huge integer) becomes a
+    `ConfigError` naming ``source``."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config: {source} is not valid TOML: {short(str(e), 120)[1:-1]}") \
+            from None
+    except RecursionError:
+        raise ConfigError(f"config: {source} is not usable TOML: arrays or tables nested too "
+                          f"deeply; allowed: the flat sections of docs/config.md") from None
+    except ValueError as e:     # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"config: {source} is not usable TOML: {short(str(e), 100)[1:-1]}") \
+            from None
+
+
 def load_config(spec=None):
-    """Load a config from a TOML path, a preset name, or (``None``) the default preset."""
+    """Load a config from a TOML path, a preset name, or (``None``) the default preset.
+
+    A spec is a file if it ends in ``.toml`` or names an existing regular file (such a file
+    hides a preset of the same name); otherwise it must be a preset name. Every problem raises
+    `ConfigError` with a one-line message.
+    """
     if spec is None:
         spec = DEFAULT_PRESET
     spec = str(spec)
+    if not spec or "\0" in spec:
+        raise ConfigError(f"config: {short(spec, 200)} is neither a file nor a preset; allowed "
+                          f"presets: {_fmt_allowed(preset_names())}")
     path = pathlib.Path(spec)
-    if spec.endswith(".toml") or path.is_file():
-        if not path.is_file():
-            raise ConfigError(f"config: {spec!r} is not a readable file; allowed: a TOML path or "
-                              f"a preset name ({_fmt_allowed(preset_names())})")
-        text = path.read_text()
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError):
+        is_file = False
+    if spec.endswith(".toml") or is_file:
+        if not is_file:
+            raise ConfigError(f"config: {short(spec, 200)} is not a readable file; allowed: a TOML "
+                              f"path or a preset name ({_fmt_allowed(preset_names())})")
+        text = _read_config_file(path, spec)
         source = str(path)
     elif spec in preset_names():
         text = _preset_text(spec)
         source = f"preset:{spec}"
     else:
-        raise ConfigError(f"config: {spec!r} is neither a file nor a preset; allowed presets: "
-                          f"{_fmt_allowed(preset_names())}")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config: {source} is not valid TOML: {e}") from None
-    try:
-        return config_from_dict(data, source=source)
-    except TypeError as e:  # pragma: no cover - dataclass signature errors are caught above
-        raise ConfigError(f"config: {e}") from None
-
+        raise ConfigError(f"config: {short(spec, 200)} is neither a file nor a preset; allowed "
+                          f"presets: {_fmt_allowed(preset_names())}")
+    data = parse_toml(text, source if source.startswith("preset:") else short(source, 200))
+    return config_from_dict(data, source=source)

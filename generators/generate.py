@@ -1,8 +1,9 @@
 """`tessera generate`: a config in, Verilog + manifest + driver constants out."""
 
 from tessera.generators.assemble import build_core
-from tessera.generators.emit import (MANIFEST_SCHEMA, command_set, manifest_json, port_table,
-                                     sha256, to_verilog, tool_versions, write_outputs)
+from tessera.generators.emit import (MANIFEST_SCHEMA, check_output_dir, check_top_name,
+                                     command_set, file_table, manifest_json, port_table, sha256,
+                                     to_verilog, tool_versions, write_outputs)
 
 
 __all__ = ["core_manifest", "generate_core", "c_header"]
@@ -84,9 +85,12 @@ def generate_core(cfg, out_dir, *, name=None):
     Returns the manifest. The same config always gives byte-identical files.
     """
     name = name or cfg.core.name
+    check_output_dir(out_dir)           # before any work: refused paths are refused at once
     component = build_core(cfg)
     text = to_verilog(component, name)
+    check_top_name(name, text)
     manifest = core_manifest(cfg, component, text, name)
-    write_outputs(out_dir, {f"{name}.v": text, "manifest.json": manifest_json(manifest),
-                            f"{name}_defs.h": c_header(manifest)})
+    files = {f"{name}.v": text, f"{name}_defs.h": c_header(manifest)}
+    manifest["files"] = file_table(files)   # what a later run may replace (docs/manifest.md)
+    write_outputs(out_dir, {**files, "manifest.json": manifest_json(manifest)})
     return manifest

@@ -6,7 +6,8 @@ import pathlib
 from tessera.generators.regress import REFERENCE_GEMM, run_regression
 
 
-__all__ = ["make_report", "last_build"]
+__all__ = ["make_report", "last_build", "check_report", "report_cases", "ReportError",
+           "PLOT_MARKER"]
 
 
 def last_build(cfg, root="build/fpga"):
@@ -21,14 +22,17 @@ def last_build(cfg, root="build/fpga"):
     return json.loads(max(found)[1].read_text())
 
 
-def make_report(cfg, *, progress=print, plot=None, sizes=None):
-    """Run the reference GEMM on the core's RTL (cocotb + Verilator) and gather the figures.
+#: Put into every PNG `tessera report --plot` writes (its ``Software`` text chunk): an existing
+#: file is replaced only if it carries this mark.
+PLOT_MARKER = b"tessera report"
 
-    Returns a dict with ``cycles``, ``ideal_cycles``, ``utilization`` (ideal / measured, host
-    transfers excluded) and, when the core has been built for a board, ``luts``, ``dsps``,
-    ``brams``, ``fmax_mhz`` from nextpnr. With ``plot``, also measures a sweep of square GEMM
-    sizes and writes a utilization plot there.
-    """
+
+class ReportError(RuntimeError):
+    """The reference GEMM failed on the RTL; the message names the failing test and why."""
+
+
+def report_cases(cfg, *, plot=None, sizes=None):
+    """The GEMM cases `make_report` runs: the reference GEMM, plus a size sweep for a plot."""
     m, n, k = REFERENCE_GEMM
     cases = [{"name": "reference_64", "m": m, "n": n, "k": k, "kind": "random", "seed": 7}]
     sweep = sizes or ([8, 16, 32, 64, 128] if plot else [])
@@ -36,11 +40,45 @@ def make_report(cfg, *, progress=print, plot=None, sizes=None):
         if s != 64:
             cases.append({"name": f"square_{s}", "m": s, "n": s, "k": s, "kind": "random",
                           "seed": s})
+    return cases
+
+
+def _out_dir(cfg):
+    return pathlib.Path(f"build/report/{cfg.core.name}-{cfg.digest()}")
+
+
+def check_report(cfg, *, plot=None, sizes=None):
+    """What `make_report` can decide before it runs anything (work folder, plot path);
+    returns the cases it would run."""
+    from tessera.generators.emit import check_output_file
+    from tessera.generators.regress import check_regression
+    cases = report_cases(cfg, plot=plot, sizes=sizes)
+    check_regression(cfg, cases=cases, out_dir=_out_dir(cfg))
+    if plot:
+        check_output_file(plot, marker=PLOT_MARKER, what="plot file")
+    return cases
+
+
+def make_report(cfg, *, progress=print, plot=None, sizes=None):
+    """Run the reference GEMM on the core's RTL (cocotb + Verilator) and gather the figures.
+
+    Returns a dict with ``cycles``, ``ideal_cycles``, ``utilization`` (ideal / measured, host
+    transfers excluded) and, when the core has been built for a board, ``luts``, ``dsps``,
+    ``brams``, ``fmax_mhz`` from nextpnr. With ``plot``, also measures a sweep of square GEMM
+    sizes and writes a utilization plot there (a new file, or one tessera wrote).
+    """
+    m, n, k = REFERENCE_GEMM
+    cases = check_report(cfg, plot=plot, sizes=sizes)
     summary = run_regression(cfg, cases=cases, test_filter="test_gemm", progress=progress,
-                             out_dir=pathlib.Path(f"build/report/{cfg.core.name}-{cfg.digest()}"))
+                             out_dir=_out_dir(cfg))
     if not summary["ok"]:
-        bad = [t["name"] for t in summary["tests"] if t["status"] == "failed"]
-        raise RuntimeError(f"reference GEMM failed on the RTL: {bad}")
+        bad = [t for t in summary["tests"] if t["status"] == "failed"]
+        first = bad[0] if bad else {"name": "?", "message": ""}
+        why = (first["message"] or "").strip().splitlines()
+        raise ReportError(f"report: {first['name']} failed on the RTL of {cfg.core.name}"
+                          + (f": {why[0]}" if why else "")
+                          + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+                          + f"; JUnit: {summary['junit']}")
     ref = next(g for g in summary["gemms"] if g["case"] == "reference_64")
     rep = {
         "config": cfg.core.name,
@@ -69,6 +107,11 @@ def make_report(cfg, *, progress=print, plot=None, sizes=None):
         ax.set_title(f"{cfg.core.name}: measured RTL cycles vs ideal")
         ax.grid(True, alpha=0.3)
         fig.tight_layout()
-        fig.savefig(plot, dpi=120)
+        import io
+        from tessera.generators.emit import write_output_file
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120, metadata={"Software": PLOT_MARKER.decode()})
+        plt.close(fig)
+        write_output_file(plot, buf.getvalue(), marker=PLOT_MARKER, what="plot file")
         rep["plot"] = str(plot)
     return rep

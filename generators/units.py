@@ -3,8 +3,9 @@
 import dataclasses
 from dataclasses import dataclass
 
-from tessera.generators.emit import (MANIFEST_SCHEMA, manifest_json, port_table, sha256, to_verilog,
-                             tool_versions, write_outputs)
+from tessera.generators.emit import (MANIFEST_SCHEMA, check_output_dir, file_table, manifest_json,
+                                     port_table, sha256, to_verilog, tool_versions,
+                                     write_outputs)
 
 
 __all__ = ["Option", "Unit", "UNITS", "register", "generate_unit", "UnitError"]
@@ -81,6 +82,7 @@ def generate_unit(name, options, out_dir):
     """Build unit ``name`` with ``options`` and write Verilog + manifest into ``out_dir``."""
     unit = get_unit(name)
     opts = resolve_options(unit, options)
+    check_output_dir(out_dir)
     try:
         comp = unit.build(**opts)
     except (ValueError, TypeError) as e:
@@ -105,6 +107,7 @@ def generate_unit(name, options, out_dir):
         "formats": unit.formats(**opts) if unit.formats else None,
         "tools": tool_versions(),
     }
+    manifest["files"] = file_table({f"{top}.v": text})
     write_outputs(out_dir, {f"{top}.v": text, "manifest.json": manifest_json(manifest)})
     return manifest
 

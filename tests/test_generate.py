@@ -15,6 +15,7 @@ import pytest
 from tessera.generators.config import config_from_dict, load_config
 from tessera.generators.generate import generate_core
 from tessera.sim.engines.model import evaluate
+from tessera.generators.emit import OutputPathError
 from tessera.generators.units import UNITS, UnitError, generate_unit
 from tessera.hdl.arith.formats import FORMATS
 from tessera.hdl.ctrl import protocol
@@ -288,13 +289,27 @@ def test_failed_generation_keeps_previous_output(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
-def test_existing_output_replaced_whole(tmp_path):
+def test_existing_foreign_output_is_refused(tmp_path):
+    """A folder holding files tessera did not write is never replaced (issue 12)."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "stale.v").write_text("module stale; endmodule\n")
     (out / "sub").mkdir()
-    generate_core(config_from_dict(TINY), out)
+    with pytest.raises(OutputPathError, match=r"is not empty and holds no manifest\.json"):
+        generate_core(config_from_dict(TINY), out)
+    assert (out / "stale.v").read_text() == "module stale; endmodule\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_own_output_replaced_whole(tmp_path):
+    """A folder tessera wrote is replaced atomically: files of the earlier run go."""
+    out = tmp_path / "out"
+    generate_core(config_from_dict({**TINY, "core": {"name": "earlier"}}), out)
+    assert set(files_of(out)) == {"earlier.v", "manifest.json", "earlier_defs.h"}
+    m = generate_core(config_from_dict(TINY), out)
     assert set(files_of(out)) == {"tiny.v", "manifest.json", "tiny_defs.h"}
+    assert m["files"] == {n: hashlib.sha256(b).hexdigest() for n, b in files_of(out).items()
+                          if n != "manifest.json"}
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert (out.stat().st_mode & 0o777) == 0o755
 
@@ -308,25 +323,49 @@ def test_interrupted_swap_keeps_previous_output(tmp_path, monkeypatch):
     out = tmp_path / "out"
     generate_core(config_from_dict(TINY), out)
     before = files_of(out)
-    real = pathlib.Path.rename
-    calls = []
+    from tessera.generators import emit
 
-    def rename(self, target):
-        calls.append(self)
-        if len(calls) == 2:
-            raise KeyboardInterrupt()
-        return real(self, target)
-    monkeypatch.setattr(pathlib.Path, "rename", rename)
+    def interrupted(src, dst):
+        raise KeyboardInterrupt()
+    monkeypatch.setattr(emit, "_exchange", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        generate_core(config_from_dict(TINY), out)
+        generate_core(config_from_dict({**TINY, "array": {"rows": 3, "cols": 1}}), out)
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert files_of(out) == before
 
 
+def test_swap_without_exchange_keeps_previous_output(tmp_path, monkeypatch):
+    """Where renameat2 is missing, the old folder is moved aside and put back on failure."""
+    out = tmp_path / "out"
+    generate_core(config_from_dict(TINY), out)
+    before = files_of(out)
+    from tessera.generators import emit
+    monkeypatch.setattr(emit, "_exchange", lambda src, dst: False)
+    real = emit.os.rename
+    calls = []
+
+    def rename(src, dst):
+        calls.append(src)
+        if len(calls) == 2:
+            raise KeyboardInterrupt()
+        return real(src, dst)
+    monkeypatch.setattr(emit.os, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        generate_core(config_from_dict({**TINY, "array": {"rows": 3, "cols": 1}}), out)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert files_of(out) == before
+    # ... and without the failure it replaces the folder.
+    monkeypatch.setattr(emit, "_exchange", lambda src, dst: False)
+    generate_core(config_from_dict({**TINY, "array": {"rows": 3, "cols": 1}}), out)
+    assert files_of(out) != before and [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
 # -- units --------------------------------------------------------------------------------------
 def test_unit_registry():
-    assert set(UNITS) == {"int_mac", "int_array", "scratchpad", "fpmac", "fpfma", "fpmul",
+    # Every kind contributes its own units; these are the ones of int, fpmac and the base.
+    assert set(UNITS) >= {"int_mac", "int_array", "scratchpad", "fpmac", "fpfma", "fpmul",
                           "fpadd", "fpconv"}
     assert {o.name for o in UNITS["int_mac"].options} == {"a_bits", "b_bits", "acc_bits"}
 
@@ -414,7 +453,8 @@ def test_unit_scratchpad(tmp_path):
     ("scratchpad", {"rows": 2},
      r"unit scratchpad: unknown option 'rows'; allowed: 'width', 'depth'"),
     ("fpmac9", {},
-     r"unit: 'fpmac9' is unknown; allowed: 'fpadd', 'fpconv', 'fpfma', 'fpmac', 'fpmul', 'int_array', 'int_mac', 'scratchpad'"),
+     r"unit: 'fpmac9' is unknown; allowed: "
+     + re.escape(", ".join(repr(n) for n in sorted(UNITS)))),
 ])
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_unit_errors(name, opts, pattern, tmp_path):

@@ -18,8 +18,17 @@ def _fmt(name):
     return FORMATS[name]
 
 
-def _fd(name):
-    return {"kind": "float", **_fmt(name).as_dict()}
+def _fd(name, *, ftz=False, overflow=None, sr_bits=0):
+    """Manifest descriptor of format ``name`` as a unit implements it, options applied:
+    ``ftz`` (subnormal inputs and results flushed to zero), an ``overflow`` override, and
+    stochastic rounding with ``sr_bits`` random bits instead of the format's rounding."""
+    d = {"kind": "float", **_fmt(name).as_dict(), "ftz": bool(ftz)}
+    if overflow:
+        d["overflow"] = overflow
+    if sr_bits:
+        d["rounding"] = "stochastic"
+        d["sr_bits"] = sr_bits
+    return d
 
 
 def _bool(text):
@@ -53,8 +62,10 @@ _UNITS.append(Unit(
                     ("exact_fused", "round_to_acc")),
              Option("sr_bits", int, 0, "stochastic rounding bits (0: round to nearest)")),
     build=_fpmac,
-    formats=lambda format, acc, chunk, **kw: {"a": _fd(format), "b": _fd(format),
-                                               "acc": _fd(acc), "chunk": chunk or None}))
+    formats=lambda format, acc, chunk, ftz, sr_bits, product_rounding, **kw: {
+        "a": _fd(format, ftz=ftz), "b": _fd(format, ftz=ftz),
+        "acc": _fd(acc, ftz=ftz, sr_bits=sr_bits), "chunk": chunk or None,
+        "product_rounding": product_rounding}))
 
 
 def _fpfma(*, format, acc, stages, ftz, sr_bits):
@@ -73,8 +84,9 @@ _UNITS.append(Unit(
              Option("ftz", _bool, False, "flush subnormals to zero"),
              Option("sr_bits", int, 0, "stochastic rounding bits")),
     build=_fpfma,
-    formats=lambda format, acc, **kw: {"a": _fd(format), "b": _fd(format),
-                                       "acc": _fd(acc or format)}))
+    formats=lambda format, acc, ftz, sr_bits, **kw: {
+        "a": _fd(format, ftz=ftz), "b": _fd(format, ftz=ftz),
+        "acc": _fd(acc or format, ftz=ftz, sr_bits=sr_bits)}))
 
 
 def _fpmul(*, format, out, stages, ftz):
@@ -91,8 +103,8 @@ _UNITS.append(Unit(
              Option("stages", int, 1, "pipeline stages = latency"),
              Option("ftz", _bool, False, "flush subnormals to zero")),
     build=_fpmul,
-    formats=lambda format, out, **kw: {"a": _fd(format), "b": _fd(format),
-                                       "result": _fd(out or format)}))
+    formats=lambda format, out, ftz, **kw: {"a": _fd(format, ftz=ftz), "b": _fd(format, ftz=ftz),
+                                            "result": _fd(out or format, ftz=ftz)}))
 
 
 def _fpadd(*, format, stages, ftz, sr_bits):
@@ -108,7 +120,9 @@ _UNITS.append(Unit(
              Option("ftz", _bool, False, "flush subnormals to zero"),
              Option("sr_bits", int, 0, "stochastic rounding bits")),
     build=_fpadd,
-    formats=lambda format, **kw: {"a": _fd(format), "b": _fd(format), "result": _fd(format)}))
+    formats=lambda format, ftz, sr_bits, **kw: {
+        "a": _fd(format, ftz=ftz), "b": _fd(format, ftz=ftz),
+        "result": _fd(format, ftz=ftz, sr_bits=sr_bits)}))
 
 
 def _fpconv(*, src, dst, stages, ftz, overflow):
@@ -127,7 +141,8 @@ _UNITS.append(Unit(
              Option("overflow", str, "", "override the output format's overflow policy",
                     ("", "inf", "saturate"))),
     build=_fpconv,
-    formats=lambda src, dst, **kw: {"a": _fd(src), "result": _fd(dst)}))
+    formats=lambda src, dst, ftz, overflow, **kw: {
+        "a": _fd(src, ftz=ftz), "result": _fd(dst, ftz=ftz, overflow=overflow)}))
 
 #: The floating-point units, in listing order.
 UNITS = tuple(_UNITS)
