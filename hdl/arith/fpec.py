@@ -22,8 +22,9 @@ class FpecMacPE(PE):
     the *other* operand, shifted and added (``mag(e) = 2**m + e + 1`` is built from shifted
     copies gated by the EMB bits, no second multiplier) and negated by EDB. A term is forced to
     zero where its EZB is set (the sparse compensation: in an ASIC the term register's enable
-    is EZB-gated). Both accumulators wrap at ``acc_bits``; the result is
-    ``(P << s) + C`` modulo ``2**acc_bits``, with ``s = 1`` for ``emb_bits = 0`` and
+    is EZB-gated). P and C are kept in one accumulator (``(P << s) + C`` is linear in the
+    pairs, so ``acc += (qx*qy << s) + comp`` is the same number), wrapping at ``acc_bits``:
+    the result is ``(P << s) + C`` modulo ``2**acc_bits``, with ``s = 1`` for ``emb_bits = 0`` and
     ``emb_bits + 2`` otherwise: the compensated dot product in units of ``2**-(FBx+FBy+s)``.
 
     Pipeline as `IntMacPE`: product and compensation registered, then accumulated. Latency 2,
@@ -104,8 +105,7 @@ class FpecMacPE(PE):
         comp_w = max(wa, wb) + self._emb + 3
         comp = Signal(signed(comp_w), reset_less=True)
         valid_p, first_p, last_p = Signal(), Signal(), Signal()
-        p_acc = Signal(signed(acc_w), reset_less=True)
-        c_acc = Signal(signed(acc_w), reset_less=True)
+        acc = Signal(signed(acc_w), reset_less=True)
         m.d.sync += [
             prod.eq(qx * qy),
             comp.eq(self._estimate(qy, self.a, wa) + self._estimate(qx, self.b, wb)),
@@ -114,10 +114,12 @@ class FpecMacPE(PE):
             last_p.eq(self.valid & self.last),
             self.result_valid.eq(last_p),
         ]
+        # P and C share one accumulator: (P << s) + C = sum((qx*qy << s) + comp), so one
+        # narrow adder merges the terms before the single wide accumulator adder (a separate
+        # C accumulator and a final (P << s) + C adder would cost two more wide adders).
+        term = Signal(signed(wa + wb + self._s + 2))
+        m.d.comb += term.eq((prod << self._s) + comp)
         with m.If(valid_p):
-            with m.If(first_p):
-                m.d.sync += [p_acc.eq(prod), c_acc.eq(comp)]
-            with m.Else():
-                m.d.sync += [p_acc.eq(p_acc + prod), c_acc.eq(c_acc + comp)]
-        m.d.comb += self.result.eq((p_acc << self._s) + c_acc)
+            m.d.sync += acc.eq(Mux(first_p, 0, acc) + term)
+        m.d.comb += self.result.eq(acc)
         return m
