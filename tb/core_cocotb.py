@@ -159,18 +159,65 @@ async def test_malformed_commands(dut):
     await _expect_error(drv, drv.start(engine=CFG.engine.code ^ 0x40, m_tiles=1, n_tiles=1, k=1),
                         Err.ENGINE)
 
-    # While a RUN executes: STATUS answers busy; READ, RUN and WRITE to C are refused.
-    k = min(da, db)
-    await drv.start(m_tiles=1, n_tiles=1, k=k)
-    st = await drv.status()
-    assert st.busy
-    await _expect_error(drv, drv.read("a", 0, 1), Err.BUSY)
-    await _expect_error(drv, drv.start(m_tiles=1, n_tiles=1, k=1), Err.BUSY)
-    await _expect_error(drv, drv.write("c", 0, np.zeros((1, CFG.cols), dtype=np.uint64)),
-                        Err.BUSY)
-    # ... but A and B stay writable (software double buffering).
-    await drv.write("a", 0, np.zeros((1, CFG.rows), dtype=np.uint64))
-    st = await drv.wait()
-    assert not st.busy and st.cycles > k
+    # While a RUN executes: STATUS answers busy; READ, RUN and WRITE to C are refused; A and B
+    # stay writable (software double buffering). Each check sends a RUN and the command in one
+    # burst, and the RUN is chosen from the cycle model to last well past the moment the core
+    # decides on the command, so no check races the hardware (the RUN's own cycle count is
+    # checked against the model too).
+    word_c = bytes(info.store(2).word_bytes)
+    checks = [
+        ("STATUS", bytes([Op.STATUS]), None),
+        ("READ a", bytes([Op.READ, 0, 0, 0, 1, 0]), Err.BUSY),
+        ("RUN", _run_bytes(m_tiles=1, n_tiles=1, k=1), Err.BUSY),
+        ("WRITE c", bytes([Op.WRITE, 2, 0, 0, 1, 0]) + word_c, Err.BUSY),
+        ("WRITE a", bytes([Op.WRITE, 0, 0, 0, 1, 0]) + bytes(wb_a), Err.OK),
+    ]
+    for name, cmd, want in checks:
+        header = len(cmd) if cmd[0] != Op.WRITE else 6
+        fields, cycles = _busy_run(CFG, info, header)
+        assert fields is not None, f"no RUN fits the scratchpads long enough to check {name}"
+        await t.send(_run_bytes(**fields) + cmd)
+        assert (await t.recv(1))[0] == Err.OK, f"RUN {fields} (for the {name} check) refused"
+        if want is None:          # STATUS: OK, flags (bit 0 busy), last error, cycles
+            st = await t.recv(7)
+            assert st[0] == Err.OK and st[1] & 1, f"STATUS during a RUN: {st.hex()}"
+        else:
+            got = (await t.recv(1))[0]
+            assert got == want, f"{name} during a {cycles}-cycle RUN: {got}, expected {want}"
+        st = await drv.wait()
+        assert st.cycles == cycles, f"RUN {fields}: {st.cycles} cycles, the model says {cycles}"
     # And a normal command works afterwards.
     assert (await drv.connect()).rows == CFG.rows
+
+
+def _run_bytes(**fields):
+    """RUN command bytes with the engine's argument ``fields`` (missing ones are 0)."""
+    from tessera.hdl.ctrl.protocol import command
+    head = command(Op.RUN).args.pack(engine=CFG.engine.code)
+    return bytes([Op.RUN]) + head + CFG.engine.args().pack(**fields)
+
+
+def _busy_run(cfg, info, header_bytes, margin=16):
+    """The shortest RUN that fits the scratchpads and, by the engine's cycle model, is still
+    busy when a command of ``header_bytes`` bytes sent right after it is decided: the core
+    checks the RUN for ``check_cycles`` cycles, answers, then reads the command at one byte
+    per cycle. Returns (fields, cycles), or (None, None) if no RUN is that long."""
+    from tessera.sim.engines.model import evaluate
+    twin = cfg.engine.twin()
+    need = twin.check_cycles + 2 + header_bytes + margin
+    da, db, dc = (s.depth for s in info.stores)
+    rows = cfg.rows
+    best = None
+    ks = sorted({1, 2, 4, 8, 16, 32, 64, min(da, db)} & set(range(1, min(da, db) + 1)))
+    for k in ks:
+        for mt in range(1, min(da // k, dc // rows, 64) + 1):
+            nt = min(db // k, (dc // rows) // mt, 64)
+            if nt < 1:
+                continue
+            env = {"m_tiles": mt, "n_tiles": nt, "k": k, "accumulate": 0}
+            if cfg.pe.modes:
+                env["mode"] = 0
+            cycles = evaluate(twin.model, env)
+            if cycles >= need and (best is None or cycles < best[1]):
+                best = ({"m_tiles": mt, "n_tiles": nt, "k": k}, cycles)
+    return best or (None, None)
