@@ -26,7 +26,7 @@ __all__ = ["BiScaledFormat", "BiScaledTensor", "tail_threshold", "BiScaledTwin",
            "biscaled_dot_codes", "encode_operands", "result_values", "index_words"]
 
 
-def tail_threshold(x, *, bins=None, ratio=0.5, min_count=None):
+def tail_threshold(x, *, bins=None, ratio=0.5, min_count=None, max_tail=0.05):
     """The magnitude where the long tail of ``x`` starts, from its histogram (the patent's
     rule: the density ratio between successive bins against a threshold).
 
@@ -34,18 +34,23 @@ def tail_threshold(x, *, bins=None, ratio=0.5, min_count=None):
     clipped to 8..64); walking outward from the fullest bin, the tail starts at the lower edge
     of the first bin whose count is below ``ratio`` times its predecessor's, or below
     ``min_count`` (default ``max(2, n / 1000)``: where the density is too thin to estimate).
-    Returns ``max |x|`` when no bin qualifies (no tail).
+    Returns ``max |x|`` when no bin qualifies (no tail). Exact zeros (ReLU outputs, pruned
+    weights) are left out of the histogram, and the result is raised to at least the
+    ``1 - max_tail`` quantile of ``|x|`` so the tail holds at most ``max_tail`` of the nonzero
+    elements (the ratio rule alone fires early on thin, noisy histograms).
     """
     a = np.abs(np.asarray(x, dtype=np.float64)).ravel()
+    a = a[a > 0]
     top = float(a.max()) if a.size else 0.0
     if top == 0.0:
         return 0.0
     bins = int(np.clip(np.sqrt(a.size), 8, 64)) if bins is None else bins
     min_count = max(2.0, a.size / 1000) if min_count is None else min_count
     counts, edges = np.histogram(a, bins=bins, range=(0.0, top))
+    floor = float(np.quantile(a, 1.0 - max_tail))
     for i in range(int(np.argmax(counts)) + 1, bins):
         if counts[i] < ratio * counts[i - 1] or counts[i] < min_count:
-            return float(edges[i])
+            return max(float(edges[i]), floor)
     return top
 
 
