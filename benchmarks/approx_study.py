@@ -87,8 +87,9 @@ def digits_tensors(seed, epochs):
 def synthetic(kind, rng, n, k):
     if kind == "laplace":
         return rng.laplace(0, 1, (n, k)), rng.laplace(0, 1, (k, n))
-    s = lambda shape: rng.lognormal(0, 1, shape) * rng.choice([-1, 1], shape)  # noqa: E731
-    return s((n, k)), s((k, n))
+    def signed_lognormal(shape):
+        return rng.lognormal(0, 1, shape) * rng.choice([-1, 1], shape)
+    return signed_lognormal((n, k)), signed_lognormal((k, n))
 
 
 def study_pair(x, w, bits):
@@ -147,8 +148,9 @@ def main(argv=None):
             print(name, bits, {m: round(v["rel_err"], 4) for m, v in r.items()}, flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "approx_study.json").write_text(json.dumps(results, indent=1) + "\n")
-    lines = ["| data | W | fxp (W) | fxp (W+2) | FPEC (W+2 bits) | compensated | "
-             "BiScaled | scale-wide | BiScaled eff. bits |", "|---|---|---|---|---|---|---|---|---|"]
+    head = ("| data | W | fxp (W) | fxp (W+2) | FPEC (W+2 bits) | compensated | BiScaled | "
+            "scale-wide | BiScaled eff. bits |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for c in results["cases"]:
         lines.append(f"| {c['data']} | {c['W']} | {c['fxp']['rel_err']:.4f} | "
                      f"{c['fxp+2']['rel_err']:.4f} | {c['fpec']['rel_err']:.4f} | "

@@ -189,10 +189,10 @@ def _decode_exact(codes, int_bits, frac_bits, emb_bits):
 
 def fpec_formats(fa, fb, acc_bits):
     s = fa.s
+    fbits = fa.fixed.frac_bits + fb.fixed.frac_bits + s
     return {"a": fa.as_dict(), "b": fb.as_dict(),
             "acc": {"kind": "int", "bits": acc_bits, "signed": True, "overflow": "wrap",
-                    "value": f"((P << {s}) + C) * 2**-{fa.fixed.frac_bits + fb.fixed.frac_bits + s}",
-                    "frac_bits": fa.fixed.frac_bits + fb.fixed.frac_bits + s}}
+                    "value": f"((P << {s}) + C) * 2**-{fbits}", "frac_bits": fbits}}
 
 
 def _fpec_kind(**kw):

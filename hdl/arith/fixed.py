@@ -43,7 +43,7 @@ class FixedFormat:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not -16 <= v <= 32:
                 raise ValueError(f"FixedFormat.{name} must be an integer in -16..32, not {v!r}")
         if not isinstance(self.signed, bool):
-            raise ValueError(f"FixedFormat.signed must be a bool, not {self.signed!r}")
+            raise TypeError(f"FixedFormat.signed must be a bool, not {self.signed!r}")
         if not 1 <= self.bits <= 48:
             raise ValueError(f"FixedFormat bits (signed + int_bits + frac_bits) must be in "
                              f"1..48, not {self.bits}")

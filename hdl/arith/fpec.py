@@ -18,14 +18,15 @@ class FpecMacPE(PE):
     ``(P << s) + C``.
 
     Each operand is an FPEC element code (``tessera.sim.fpec``): the ``w``-bit value code, EZB
-    (stored inverted), EDB and ``emb_bits`` EMB bits. One multiplier forms ``qx*qy``; the compensation terms are
-    the *other* operand, shifted and added (``mag(e) = 2**m + e + 1`` is built from shifted
-    copies gated by the EMB bits, no second multiplier) and negated by EDB. A term is forced to
-    zero where its EZB is set (the sparse compensation: in an ASIC the term register's enable
-    is EZB-gated). P and C are kept in one accumulator (``(P << s) + C`` is linear in the
-    pairs, so ``acc += (qx*qy << s) + comp`` is the same number), wrapping at ``acc_bits``:
-    the result is ``(P << s) + C`` modulo ``2**acc_bits``, with ``s = 1`` for ``emb_bits = 0`` and
-    ``emb_bits + 2`` otherwise: the compensated dot product in units of ``2**-(FBx+FBy+s)``.
+    (stored inverted), EDB and ``emb_bits`` EMB bits. One multiplier forms ``qx*qy``; the
+    compensation terms are the *other* operand, shifted and added (``mag(e) = 2**m + e + 1`` is
+    built from shifted copies gated by the EMB bits, no second multiplier) and negated by EDB. A
+    term is forced to zero where its EZB is set (the sparse compensation: in an ASIC the term
+    register's enable is EZB-gated). P and C are kept in one accumulator (``(P << s) + C`` is
+    linear in the pairs, so ``acc += (qx*qy << s) + comp`` is the same number), wrapping at
+    ``acc_bits``: the result is ``(P << s) + C`` modulo ``2**acc_bits``, with ``s = 1`` for
+    ``emb_bits = 0`` and ``emb_bits + 2`` otherwise: the compensated dot product in units of
+    ``2**-(FBx+FBy+s)``.
 
     Pipeline as `IntMacPE`: product and compensation registered, then accumulated. Latency 2,
     initiation interval 1.
