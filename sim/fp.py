@@ -69,7 +69,11 @@ properties of :class:`tessera.hdl.arith.formats.FloatFormat`.
    runs ``mac`` over ``chunk`` consecutive products; at each chunk end (the last chunk may be
    short) the outer accumulator becomes ``add(outer, inner)`` with one ``fmt_acc`` rounding. The
    order of additions is fixed; nothing is summed pairwise. Both are vectorized over leading
-   batch axes (independent dot products).
+   batch axes (independent dot products). ``exact_mac`` sums the exact products with no
+   intermediate rounding (integers in units of the smallest product's last bit, as the
+   fixed-point window of the HDL does) and rounds the exact sum once into ``fmt_acc``; an
+   exact zero sum is ``+0``, NaN products (NaN operands, ``0 * Inf``) or both ``+Inf`` and
+   ``-Inf`` products give NaN, otherwise an Inf product gives Inf.
 
 8. **Stochastic rounding** (``sr_bits = d > 0`` with ``rand``). It replaces round-to-nearest in
    the accumulator's rounding of ``fma``/``add`` (and of every accumulation step of ``mac``,
@@ -97,7 +101,7 @@ import numpy as np
 from tessera.hdl.arith.formats import FloatFormat, float_format
 
 __all__ = [
-    "decode", "encode", "convert", "mul", "add", "fma", "mac", "chunk_mac",
+    "decode", "encode", "convert", "mul", "add", "fma", "mac", "chunk_mac", "exact_mac",
     "all_codes", "canonical", "PRODUCT_ROUNDINGS", "MAX_SR_BITS",
 ]
 
@@ -640,3 +644,87 @@ def chunk_mac(fmt_in, a_seq, b_seq, fmt_acc, *, chunk, init=None,
             outer = flush(n + 1)
             inner = np.zeros_like(outer)
     return _result([results[n] for n in want], cps)
+
+
+def exact_mac(fmt_in, a_seq, b_seq, fmt_acc, *, max_k=None, checkpoints=None) -> np.ndarray:
+    """Exact accumulation along the last axis, rounded once into ``fmt_acc`` (rule 7).
+
+    Every finite product of two ``fmt_in`` values is an integer multiple of
+    ``2**lsb``, ``lsb = 2 * (fmt_in.emin - fmt_in.man_bits)``; the products are summed as
+    integers in those units (exactly, in any order), and the sum is rounded once with
+    ``fmt_acc``'s rounding, underflow and overflow rules (rules 2-4). Specials: any NaN product
+    (a NaN operand, ``0 * Inf``), or both a ``+Inf`` and a ``-Inf`` product, give the canonical
+    NaN; otherwise an Inf product gives Inf of its sign (rule 6). An exact zero sum is ``+0``
+    (the sum starts from ``+0``, as ``mac`` does); a non-zero sum rounding to zero keeps its
+    sign. This is what `tessera.hdl.arith.fpexact.FPExactMac` computes.
+
+    Parameters
+    ----------
+    fmt_in, fmt_acc : FloatFormat or str
+    a_seq, b_seq : array_like of int, shape (..., N)
+        Operand codes; leading axes are independent dot products.
+    max_k : int, optional
+        The hardware window's limit: ``N > max_k`` raises ValueError.
+    checkpoints : sequence of int, optional
+        Prefix lengths, as in :func:`mac`.
+
+    Returns
+    -------
+    numpy.ndarray of uint32, shape (...) or (..., len(checkpoints))
+    """
+    fi, fa = _fmt(fmt_in, "fmt_in"), _fmt(fmt_acc, "fmt_acc")
+    a = _codes(fi, a_seq, "a_seq")
+    b = _codes(fi, b_seq, "b_seq")
+    if a.shape != b.shape or a.ndim < 1:
+        raise ValueError(f"a_seq and b_seq must have the same shape with at least one axis "
+                         f"(products along the last axis), not {a.shape} and {b.shape}")
+    n_total = a.shape[-1]
+    if max_k is not None and n_total > max_k:
+        raise ValueError(f"an exact accumulation of {n_total} products is longer than "
+                         f"max_k={max_k}, the window's limit")
+    cps = _checkpoints(checkpoints, n_total)
+    want = [n_total] if cps is None else cps
+    p = _mul_values(_unpack(fi, a, False), _unpack(fi, b, False))
+    lsb = 2 * (fi.emin - fi.man_bits)
+    fin = p.kind == _FIN
+    off = np.where(fin, p.exp - lsb, 0)
+    sig = np.where(fin, p.sig, 0)
+    top = int(sig.max(initial=0)).bit_length() + int(off.max(initial=0))
+    wide = top + max(n_total, 1).bit_length() > 61
+    if wide:                                  # beyond int64: Python integers
+        units = np.frompyfunc(lambda s, o: int(s) << int(o), 2, 1)(sig, off)
+    else:
+        units = sig << off
+    units = np.where(p.sign == 1, -units, units)
+    zeros = np.zeros(a.shape[:-1] + (1,), dtype=units.dtype)
+    sums = np.concatenate([zeros, np.cumsum(units, axis=-1)], axis=-1)
+    false = np.zeros(a.shape[:-1] + (1,), dtype=bool)
+
+    def seen(flags):
+        return np.concatenate([false, np.logical_or.accumulate(flags, axis=-1)], axis=-1)
+    nan_s = seen(p.kind == _NAN)
+    pinf_s = seen((p.kind == _INF) & (p.sign == 0))
+    ninf_s = seen((p.kind == _INF) & (p.sign == 1))
+    results = []
+    for n in want:
+        t = sums[..., n]
+        neg = t < 0
+        mag = np.where(neg, -t, t)
+        if wide:
+            def jam(x):
+                x = int(x)
+                s = max(x.bit_length() - 60, 0)
+                return (x >> s) | int(x & ((1 << s) - 1) != 0), s
+            mj, sh = np.frompyfunc(jam, 1, 2)(mag)
+            mag = np.asarray(mj, dtype=np.int64).reshape(t.shape)
+            shift = np.asarray(sh, dtype=np.int64).reshape(t.shape)
+        else:
+            mag = mag.astype(np.int64)
+            shift = np.zeros(t.shape, np.int64)
+        nan = nan_s[..., n] | (pinf_s[..., n] & ninf_s[..., n])
+        inf = pinf_s[..., n] | ninf_s[..., n]
+        kind = np.where(nan, _NAN, np.where(inf, _INF, np.where(mag == 0, _ZERO, _FIN)))
+        sign = np.where(inf, ninf_s[..., n], np.where(mag == 0, False, neg)).astype(np.int64)
+        v = _Val(kind.astype(np.int64), sign, np.where(mag == 0, 1, mag), lsb + shift)
+        results.append(_pack(fa, v, rounding=fa.rounding, ftz=False, overflow=fa.overflow))
+    return _result(results, cps)

@@ -1,5 +1,6 @@
-"""PE kind ``fpmac``: floating-point MAC (any `FloatFormat`), optionally chunk-based, with an
-FP adder in the accumulator format as its combiner across RUNs."""
+"""PE kind ``fpmac``: floating-point MAC (any `FloatFormat`), rounding every step (optionally
+chunk-based) or accumulating exactly in a fixed-point window, with an FP adder in the
+accumulator format as its combiner across RUNs."""
 
 import dataclasses
 from dataclasses import dataclass
@@ -7,10 +8,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from tessera.generators.kinds.base import (Combiner, ConfigError, OperandLayout, PEKind,
-                                           check_int, fmt_allowed)
+                                           check_choice, check_int, fmt_allowed)
 
 
-__all__ = ["FPMacKind", "FPAddCombiner"]
+__all__ = ["FPMacKind", "FPAddCombiner", "ACCUMULATE", "EXACT_MAX_K"]
+
+#: ``pe.accumulate`` values: round into ``acc_format`` at every step (chunk-based with
+#: ``chunk``), or sum the exact products in a fixed-point window and round once.
+ACCUMULATE = ("step", "exact")
+
+#: Products the exact window holds. A RUN of the systolic engine accumulates ``k`` words of
+#: one element each, and ``k`` never exceeds the scratchpad depth, which the config limits to
+#: 32768 words (``memory.a_depth``/``b_depth``), so no RUN can overflow the window: a deeper
+#: scratchpad is rejected by the config, a longer tile by the twin. Guard bits cost little
+#: (the output normaliser only sees the bits below the accumulator format's overflow).
+EXACT_MAX_K = 32768
 
 
 def _formats():
@@ -46,16 +58,31 @@ class FPAddCombiner(Combiner):
         return {"kind": "fp_add", "format": self.fmt.name, "latency": self.latency}
 
 
+def exact_window(input_format):
+    """The `tessera.hdl.arith.fpexact.ExactWindow` of ``input_format`` for `EXACT_MAX_K`."""
+    from tessera.hdl.arith.fpexact import ExactWindow
+    return ExactWindow(_formats()[input_format], EXACT_MAX_K)
+
+
+def exact_formats():
+    """Named input formats whose exact window fits `MAX_WINDOW_BITS` (FP8 formats, FP16)."""
+    from tessera.hdl.arith.fpexact import MAX_WINDOW_BITS
+    return tuple(n for n in _formats() if exact_window(n).width <= MAX_WINDOW_BITS)
+
+
 @dataclass(frozen=True)
 class FPMacKind(PEKind):
-    """``[pe] kind = "fpmac"``: ``input_format`` x ``input_format`` products accumulated in
-    ``acc_format`` (round every step), optionally chunk-based (``chunk`` products per inner
-    sum); ``stages`` is the PE latency; ``combine_stages`` the latency of the FP adder that
-    accumulates across RUNs."""
+    """``[pe] kind = "fpmac"``: ``input_format`` x ``input_format`` products accumulated into
+    ``acc_format``. ``accumulate = "step"`` rounds into ``acc_format`` at every product
+    (the seeds' semantics), chunk-based with ``chunk`` products per inner sum;
+    ``accumulate = "exact"`` sums the exact products in a two's-complement window
+    (`tessera.hdl.arith.fpexact`) and rounds once per RUN. ``stages`` is the PE latency;
+    ``combine_stages`` the latency of the FP adder that accumulates across RUNs."""
     name = "fpmac"
     code = 2
     input_format: str = "fp8_e4m3"
     acc_format: str = "fp16"
+    accumulate: str = "step"
     chunk: int = 0
     stages: int = 2
     combine_stages: int = 2
@@ -71,11 +98,25 @@ class FPMacKind(PEKind):
             raise ConfigError(f"pe.acc_format: {self.acc_format!r} is narrower than "
                               f"pe.input_format {self.input_format!r}; allowed: a format at "
                               f"least as wide as the input format")
+        check_choice("pe.accumulate", self.accumulate, ACCUMULATE)
         if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) \
                 or not (self.chunk == 0 or 2 <= self.chunk <= 65535):
             raise ConfigError(f"pe.chunk: {self.chunk!r} is out of range; allowed: "
                               f"0 (no chunking) or 2..65535")
-        check_int("pe.stages", self.stages, 2 if self.chunk else 1, 4)
+        if self.accumulate == "exact":
+            if self.chunk:
+                raise ConfigError(f"pe.chunk: {self.chunk} is not allowed with pe.accumulate "
+                                  f"= 'exact' (one exact sum has nothing to chunk); allowed: 0")
+            allowed = exact_formats()
+            if self.input_format not in allowed:
+                from tessera.hdl.arith.fpexact import MAX_WINDOW_BITS
+                w = exact_window(self.input_format).width
+                raise ConfigError(f"pe.input_format: {self.input_format!r} needs a {w}-bit "
+                                  f"exact window, over the {MAX_WINDOW_BITS}-bit limit of "
+                                  f"pe.accumulate = 'exact'; allowed: {fmt_allowed(allowed)}")
+            check_int("pe.stages", self.stages, 1, 6)
+        else:
+            check_int("pe.stages", self.stages, 2 if self.chunk else 1, 4)
         check_int("pe.combine_stages", self.combine_stages, 1, 4)
 
     @property
@@ -99,12 +140,29 @@ class FPMacKind(PEKind):
     def latency(self):
         return self.stages
 
+    @property
+    def exact(self):
+        return self.accumulate == "exact"
+
+    @property
+    def window(self):
+        """The exact mode's `ExactWindow` (None in step mode)."""
+        return exact_window(self.input_format) if self.exact else None
+
     def make_pe(self):
+        if self.exact:
+            from tessera.hdl.arith.fpexact import FPExactMac
+            return FPExactMac(fmt_in=self.fmt_in, fmt_acc=self.fmt_acc, max_k=EXACT_MAX_K,
+                              stages=self.stages)
         from tessera.hdl.arith.fpmac import FPMac
         return FPMac(fmt_in=self.fmt_in, fmt_acc=self.fmt_acc, chunk=self.chunk or None,
                      stages=self.stages)
 
     def twin(self):
+        if self.exact:
+            from tessera.sim.fpexact import FPExactArrayModel
+            return FPExactArrayModel(input_format=self.fmt_in, acc_format=self.fmt_acc,
+                                     max_k=EXACT_MAX_K)
         from tessera.sim.fparray import FPArrayModel
         return FPArrayModel(input_format=self.fmt_in, acc_format=self.fmt_acc, chunk=self.chunk)
 
@@ -112,8 +170,11 @@ class FPMacKind(PEKind):
         return FPAddCombiner(self.fmt_acc, self.combine_stages)
 
     def formats(self):
-        return {"a": _fd(self.fmt_in), "b": _fd(self.fmt_in), "acc": _fd(self.fmt_acc),
-                "chunk": self.chunk or None}
+        out = {"a": _fd(self.fmt_in), "b": _fd(self.fmt_in), "acc": _fd(self.fmt_acc),
+               "accumulate": self.accumulate, "chunk": self.chunk or None}
+        if self.exact:
+            out["window"] = self.window.as_dict()
+        return out
 
     def operands(self, m, n, k, *, kind, rng, mode=None):
         """FP operand codes: normal data (``random``), every code including NaN/Inf and
@@ -141,8 +202,13 @@ class FPMacKind(PEKind):
         return a.astype(np.uint64), b.astype(np.uint64)
 
     def reference(self, a, b, *, k_split=None, mode=None):
-        """`tessera.sim.fpref.reference_fp_gemm`: float64 steps with exact error terms and its
-        own rounder, sharing no code with the twin (`tessera.sim.fp`)."""
+        """Step mode: `tessera.sim.fpref.reference_fp_gemm` (float64 steps with exact error
+        terms and its own rounder). Exact mode: `tessera.sim.fpexactref.reference_exact_gemm`
+        (`fractions.Fraction` sums, one rounding per RUN piece). Neither shares code with the
+        twin (`tessera.sim.fp`) or the HDL."""
+        if self.exact:
+            from tessera.sim.fpexactref import reference_exact_gemm
+            return reference_exact_gemm(self.fmt_in, self.fmt_acc, a, b, k_split=k_split)
         from tessera.sim.fpref import reference_fp_gemm
         return reference_fp_gemm(self.fmt_in, self.fmt_acc, a, b, chunk=self.chunk,
                                  k_split=k_split)
@@ -150,4 +216,31 @@ class FPMacKind(PEKind):
     @classmethod
     def units(cls):
         from tessera.generators.kinds import fpunits
-        return fpunits.UNITS
+        return (*fpunits.UNITS, _exact_unit())
+
+
+def _exact_mac(*, format, acc, max_k, stages):
+    from tessera.hdl.arith.fpexact import FPExactMac
+    return FPExactMac(fmt_in=_formats()[format], fmt_acc=_formats()[acc], max_k=max_k,
+                      stages=stages)
+
+
+def _exact_unit_formats(*, format, acc, max_k, **kw):
+    from tessera.hdl.arith.fpexact import ExactWindow
+    fi, fa = _formats()[format], _formats()[acc]
+    return {"a": _fd(fi), "b": _fd(fi), "acc": _fd(fa), "accumulate": "exact",
+            "window": ExactWindow(fi, max_k).as_dict()}
+
+
+def _exact_unit():
+    from tessera.generators.units import Option, Unit
+    names = tuple(_formats())
+    return Unit(
+        name="fpmac_exact",
+        summary="floating-point MAC with exact fixed-point accumulation, one rounding at the "
+                "output",
+        options=(Option("format", str, "fp8_e4m3", "operand format", names),
+                 Option("acc", str, "fp16", "result format", names),
+                 Option("max_k", int, EXACT_MAX_K, "longest accumulation the window holds"),
+                 Option("stages", int, 3, "pipeline stages = latency (1..6)")),
+        build=_exact_mac, formats=_exact_unit_formats)
