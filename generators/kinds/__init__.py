@@ -8,9 +8,11 @@ Nothing outside these modules compares kind names (docs/architecture.md, "How to
 
 from tessera.generators.kinds.base import ConfigError, Engine, PEKind
 from tessera.generators.kinds.biscaled import BiScaledKind
+from tessera.generators.kinds.bitfusion import BitFusionKind
 from tessera.generators.kinds.fpec import FpecKind
 from tessera.generators.kinds.fpmac import FPMacKind
 from tessera.generators.kinds.int import IntKind
+from tessera.generators.kinds.multiprec import MultiPrecKind
 from tessera.generators.kinds.systolic import SystolicGemm
 
 
@@ -19,10 +21,11 @@ __all__ = ["PE_KINDS", "PE_KINDS_LATER", "ENGINES", "ENGINES_LATER", "DEFAULT_PE
            "Engine"]
 
 #: ``pe.kind`` -> its config section class.
-PE_KINDS = {k.name: k for k in (IntKind, FPMacKind, FpecKind, BiScaledKind)}
+PE_KINDS = {k.name: k for k in (IntKind, FPMacKind, FpecKind, BiScaledKind, BitFusionKind,
+                                 MultiPrecKind)}
 
 #: ``pe.kind`` values that are planned but not built (the config says "not implemented yet").
-PE_KINDS_LATER = ("bitfusion", "multiprec", "ternary")
+PE_KINDS_LATER = ("ternary",)
 
 #: ``array.kind`` -> its engine class.
 ENGINES = {e.name: e for e in (SystolicGemm,)}

@@ -1,0 +1,236 @@
+"""PE kind ``bitfusion``: a fusion unit of 16 BitBricks, precision and signedness set per RUN."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tessera.generators.kinds.base import OperandLayout, PEKind, check_int
+from tessera.generators.kinds.int import WrapAddCombiner
+from tessera.sim.precision import PrecisionMode, precision_modes, reference_matmul
+
+
+__all__ = ["BitFusionKind", "SlotLayout", "MODES", "DEFAULT_MODE", "int_family_operands",
+           "mode_formats"]
+
+#: Every activation x weight precision in {8, 4, 2} x {8, 4, 2}, each operand signed or
+#: unsigned: 36 run-time modes, ``a8s_w8s`` (code 0) ... ``a2u_w2u`` (code 35).
+MODES = precision_modes((8, 4, 2), (8, 4, 2))
+
+#: A RUN or GEMM without a mode: the mode whose lanes are widest (both 32 bits of digits).
+DEFAULT_MODE = "a2s_w2s"
+
+#: The core regression's modes: each precision pair once, the four signedness pairs in turn.
+REGRESS_MODES = ("a8s_w8s", "a8s_w4u", "a8u_w2s", "a4u_w8u", "a4s_w4s", "a4s_w2u", "a2u_w8s",
+                 "a2u_w4u", "a2s_w2s")
+
+
+@dataclass(frozen=True)
+class SlotLayout(OperandLayout):
+    """The operand layout of one Bit Fusion mode: 32-bit lanes of 16 brick slots.
+
+    A lane pair carries ``a_elems`` = ``b_elems`` = (8 / a_bits) (8 / b_bits) element pairs
+    (16 at 2 x 2 bits, 1 at 8 x 8), laid out so that slot q holds the digit brick q
+    multiplies (`tessera.sim.bitfusion.pack_slots`); narrower elements need fewer slots per
+    element, so the same 32 bits carry more of them.
+    """
+    mode: PrecisionMode = None
+
+    @property
+    def a_lane_bits(self):
+        return 32
+
+    @property
+    def b_lane_bits(self):
+        return 32
+
+    def pack_a(self, codes):
+        from tessera.sim.bitfusion import pack_slots
+        return pack_slots(codes, self.mode, "a")
+
+    def pack_b(self, codes):
+        from tessera.sim.bitfusion import pack_slots
+        return pack_slots(codes, self.mode, "b")
+
+    def unpack_a(self, lanes):
+        from tessera.sim.bitfusion import unpack_slots
+        return unpack_slots(lanes, self.mode, "a")
+
+    def unpack_b(self, lanes):
+        from tessera.sim.bitfusion import unpack_slots
+        return unpack_slots(lanes, self.mode, "b")
+
+
+def int_family_operands(pm, m, n, k, *, kind, rng):
+    """Operand codes of a workload kind for the precision mode ``pm`` (A: M x K, B: K x N).
+
+    ``random``: uniform over each operand's range; ``extremes``: its two ends; ``min``: the
+    value with the largest products (the most negative of a signed operand, the largest of
+    an unsigned one); ``zeros_a``/``zeros_b``; ``relu``: half the activations zero, the rest
+    non-negative.
+    """
+    def draw(shape, lo, hi):
+        if kind == "extremes":
+            return rng.choice(np.array([lo, hi]), size=shape)
+        if kind == "min":
+            return np.full(shape, lo if lo < 0 else hi)
+        return rng.integers(lo, hi + 1, size=shape)
+    a = draw((m, k), *pm.a_range)
+    b = draw((k, n), *pm.b_range)
+    if kind == "zeros_a":
+        a[:] = 0
+    if kind == "zeros_b":
+        b[:] = 0
+    if kind == "relu":
+        a = np.where(rng.random(a.shape) < 0.5, 0, np.abs(a).clip(max=pm.a_range[1]))
+    return pm.encode_a(a), pm.encode_b(b)
+
+
+def mode_formats(modes, default, elems, ii):
+    return {md.name: {"code": code, "a_bits": md.a_bits, "a_signed": md.a_signed,
+                      "b_bits": md.b_bits, "b_signed": md.b_signed,
+                      "elements_per_word": elems(md), "ii": ii(md),
+                      "default": md.name == default}
+            for code, md in enumerate(modes)}
+
+
+@dataclass(frozen=True)
+class BitFusionKind(PEKind):
+    """``[pe] kind = "bitfusion"``: Bit Fusion's fusion unit (Sharma et al., ISCA 2018) as a PE.
+
+    16 BitBricks (2-bit x 2-bit multipliers) fused by the RUN's mode into 16, 8, 4, 2 or 1
+    products per cycle at activation x weight precisions {2, 4, 8} x {2, 4, 8}, each operand
+    signed or unsigned (36 modes, named like ``a4s_w2u``); the products of a lane pair are
+    summed by a shift-add tree into a wrapping ``acc_bits`` accumulator. II 1 in every mode;
+    latency ``stages + 2``. Lanes are 32 bits in every mode (`SlotLayout`), so K advances by
+    (8 / a_bits) (8 / b_bits) elements per scratchpad word.
+    """
+    name = "bitfusion"
+    code = 3
+    acc_bits: int = 32
+    stages: int = 1
+
+    def __post_init__(self):
+        check_int("pe.acc_bits", self.acc_bits, 17, 64)
+        check_int("pe.stages", self.stages, 0, 2)
+
+    @property
+    def modes(self):
+        return tuple(md.name for md in MODES)
+
+    def mode_code(self, mode):
+        return super().mode_code(DEFAULT_MODE if mode is None else mode)
+
+    def precision(self, mode=None):
+        """The `PrecisionMode` of ``mode`` (None: `DEFAULT_MODE`)."""
+        return MODES[self.mode_code(mode)]
+
+    def layout(self, mode=None):
+        from tessera.sim.bitfusion import products_per_word
+        pm = self.precision(mode)
+        n = products_per_word(pm)
+        return SlotLayout(a_elems=n, a_bits=pm.a_bits, b_elems=n, b_bits=pm.b_bits, mode=pm)
+
+    @property
+    def result_bits(self):
+        return self.acc_bits
+
+    @property
+    def latency(self):
+        return self.stages + 2    # fusion unit stages, product register, accumulator
+
+    def ii(self, mode=None):
+        self.mode_code(mode)
+        return 1
+
+    def make_pe(self):
+        from tessera.hdl.arith.fusion import BitFusionPE
+        return BitFusionPE(modes=[(md.a_bits, md.a_signed, md.b_bits, md.b_signed)
+                                  for md in MODES],
+                           acc_bits=self.acc_bits, stages=self.stages)
+
+    def twin(self):
+        from tessera.sim.bitfusion import BitFusionArrayModel
+        return BitFusionArrayModel(acc_bits=self.acc_bits, default=DEFAULT_MODE)
+
+    def combiner(self):
+        return WrapAddCombiner(self.acc_bits)
+
+    def formats(self):
+        from tessera.sim.bitfusion import products_per_word
+        return bitfusion_formats(self.acc_bits) | {
+            "modes": mode_formats(MODES, DEFAULT_MODE, products_per_word, lambda md: 1)}
+
+    def operands(self, m, n, k, *, kind, rng, mode=None):
+        return int_family_operands(self.precision(mode), m, n, k, kind=kind, rng=rng)
+
+    def reference(self, a, b, *, k_split=None, mode=None):
+        """Exact integer matrix product of the decoded elements, wrapped to ``acc_bits``
+        (independent of bricks, slots and shifts; the K split does not matter)."""
+        return reference_matmul(self.precision(mode), a, b, self.acc_bits)
+
+    def regress_modes(self):
+        return REGRESS_MODES
+
+    @classmethod
+    def units(cls):
+        from tessera.generators.units import Option, Unit
+        names = tuple(md.name for md in MODES)
+        return (
+            Unit(name="bitbrick",
+                 summary="Bit Fusion BitBrick: 2-bit x 2-bit multiplier, each operand signed or "
+                         "unsigned (combinational)",
+                 options=(), build=_bitbrick,
+                 formats=lambda: {"x": {"kind": "int", "bits": 2, "signed": "x_signed"},
+                                  "y": {"kind": "int", "bits": 2, "signed": "y_signed"},
+                                  "p": {"kind": "int", "bits": 5, "signed": True}}),
+            Unit(name="fusion_unit",
+                 summary="Bit Fusion fusion unit: 16 BitBricks fused at run time, 16/8/4/2/1 "
+                         "products per cycle summed by a shift-add tree",
+                 options=(Option("mode", str, "runtime",
+                                 "'runtime' (a mode input) or one fixed mode, e.g. a8s_w8s",
+                                 ("runtime", *names)),
+                          Option("stages", int, 1, "pipeline registers = latency (0..2)")),
+                 build=_fusion_unit, formats=_fusion_unit_formats),
+            Unit(name="bitfusion_pe",
+                 summary="Bit Fusion PE: fusion unit with a wrapping accumulator (PE interface, "
+                         "36 run-time modes)",
+                 options=(Option("acc_bits", int, 32, "accumulator width (17..64)"),
+                          Option("stages", int, 1, "fusion unit pipeline registers (0..2)")),
+                 build=lambda *, acc_bits, stages: BitFusionKind(
+                     acc_bits=acc_bits, stages=stages).make_pe(),
+                 formats=lambda *, acc_bits, stages: BitFusionKind(
+                     acc_bits=acc_bits, stages=stages).formats()),
+        )
+
+
+def bitfusion_formats(acc_bits):
+    return {"a": {"kind": "int", "bits": [8, 4, 2], "signed": "by mode"},
+            "b": {"kind": "int", "bits": [8, 4, 2], "signed": "by mode"},
+            "acc": {"kind": "int", "bits": acc_bits, "signed": True, "overflow": "wrap"},
+            "lanes": {"layout": "bitfusion_slots", "bits": 32, "slots": 16}}
+
+
+def _bitbrick():
+    from tessera.hdl.arith.bitbrick import BitBrick
+    return BitBrick()
+
+
+def _fusion_unit(*, mode, stages):
+    from tessera.hdl.arith.fusion import FusionUnit
+    if mode == "runtime":
+        return FusionUnit(stages=stages)
+    md = PrecisionMode.parse(mode)
+    return FusionUnit(stages=stages, fixed=(md.a_bits, md.a_signed, md.b_bits, md.b_signed))
+
+
+def _fusion_unit_formats(*, mode, stages):
+    from tessera.sim.bitfusion import products_per_word
+    modes = MODES if mode == "runtime" else (PrecisionMode.parse(mode),)
+    return {"a": {"kind": "int", "bits": [8, 4, 2], "signed": "by mode"},
+            "b": {"kind": "int", "bits": [8, 4, 2], "signed": "by mode"},
+            "result": {"kind": "int", "bits": 17, "signed": True},
+            "lanes": {"layout": "bitfusion_slots", "bits": 32, "slots": 16},
+            "modes": {md.name: {"a_prec": (2, 4, 8).index(md.a_bits),
+                                "b_prec": (2, 4, 8).index(md.b_bits),
+                                "a_signed": md.a_signed, "b_signed": md.b_signed,
+                                "products": products_per_word(md)} for md in modes}}

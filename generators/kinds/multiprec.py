@@ -1,0 +1,111 @@
+"""PE kind ``multiprec``: DRQ's multi-precision PE, 4-bit MACs in one cycle, 8-bit in four."""
+
+from dataclasses import dataclass
+
+from tessera.generators.kinds.base import OperandLayout, PEKind, check_int
+from tessera.generators.kinds.bitfusion import mode_formats, int_family_operands
+from tessera.generators.kinds.int import WrapAddCombiner
+from tessera.sim.precision import precision_modes, reference_matmul
+
+
+__all__ = ["MultiPrecKind", "MODES", "DEFAULT_MODE"]
+
+#: Activation x weight precisions {8, 4} x {8, 4}, each operand signed or unsigned: 16 modes,
+#: ``a8s_w8s`` (code 0) ... ``a4u_w4u`` (code 15).
+MODES = precision_modes((8, 4), (8, 4))
+
+#: A RUN or GEMM without a mode: 8 x 8 bits, signed (the widest lanes).
+DEFAULT_MODE = "a8s_w8s"
+
+#: The core regression's modes: each precision pair, the signedness pairs in turn.
+REGRESS_MODES = ("a8s_w8s", "a8s_w4u", "a4u_w8s", "a4u_w4u", "a4s_w4s", "a8u_w8u")
+
+
+def _ii(md):
+    return (md.a_bits // 4) * (md.b_bits // 4)
+
+
+@dataclass(frozen=True)
+class MultiPrecKind(PEKind):
+    """``[pe] kind = "multiprec"``: the multi-precision PE of DRQ (Song et al., ISCA 2020).
+
+    One 4-bit x 4-bit multiplier (each nibble signed or unsigned) into a wrapping ``acc_bits``
+    accumulator; 8-bit operands are split into nibbles and their partial products are
+    accumulated over several cycles, so the initiation interval depends on the RUN's mode:
+    1 at 4 x 4 bits, 2 at 8 x 4 and 4 x 8, 4 at 8 x 8. 16 modes (named like ``a8s_w4u``); one
+    element per 8-bit lane (a 4-bit element in bits 3..0); latency 6 in every mode.
+    """
+    name = "multiprec"
+    code = 4
+    acc_bits: int = 32
+
+    def __post_init__(self):
+        check_int("pe.acc_bits", self.acc_bits, 18, 64)
+
+    @property
+    def modes(self):
+        return tuple(md.name for md in MODES)
+
+    def mode_code(self, mode):
+        return super().mode_code(DEFAULT_MODE if mode is None else mode)
+
+    def precision(self, mode=None):
+        """The `PrecisionMode` of ``mode`` (None: `DEFAULT_MODE`)."""
+        return MODES[self.mode_code(mode)]
+
+    def layout(self, mode=None):
+        pm = self.precision(mode)
+        return OperandLayout(a_elems=1, a_bits=pm.a_bits, b_elems=1, b_bits=pm.b_bits)
+
+    @property
+    def result_bits(self):
+        return self.acc_bits
+
+    @property
+    def latency(self):
+        return max(_ii(md) for md in MODES) + 2   # MultiPrecPE: slowest mode's II + 2
+
+    def ii(self, mode=None):
+        return _ii(self.precision(mode))
+
+    def make_pe(self):
+        from tessera.hdl.arith.multiprec import MultiPrecPE
+        return MultiPrecPE(modes=[(md.a_bits, md.a_signed, md.b_bits, md.b_signed)
+                                  for md in MODES], acc_bits=self.acc_bits)
+
+    def twin(self):
+        from tessera.sim.multiprec import MultiPrecArrayModel
+        return MultiPrecArrayModel(acc_bits=self.acc_bits, default=DEFAULT_MODE)
+
+    def combiner(self):
+        return WrapAddCombiner(self.acc_bits)
+
+    def formats(self):
+        return {"a": {"kind": "int", "bits": [8, 4], "signed": "by mode"},
+                "b": {"kind": "int", "bits": [8, 4], "signed": "by mode"},
+                "acc": {"kind": "int", "bits": self.acc_bits, "signed": True,
+                        "overflow": "wrap"},
+                "modes": mode_formats(MODES, DEFAULT_MODE, lambda md: 1, _ii)}
+
+    def operands(self, m, n, k, *, kind, rng, mode=None):
+        return int_family_operands(self.precision(mode), m, n, k, kind=kind, rng=rng)
+
+    def reference(self, a, b, *, k_split=None, mode=None):
+        """Exact integer matrix product of the decoded elements, wrapped to ``acc_bits``
+        (independent of nibbles and steps; the K split does not matter)."""
+        return reference_matmul(self.precision(mode), a, b, self.acc_bits)
+
+    def regress_modes(self):
+        return REGRESS_MODES
+
+    @classmethod
+    def units(cls):
+        from tessera.generators.units import Option, Unit
+        return (
+            Unit(name="multiprec_pe",
+                 summary="DRQ multi-precision PE: one 4-bit multiplier, II 1 at 4x4 bits, 2 at "
+                         "8x4, 4 at 8x8 (PE interface, 16 run-time modes)",
+                 options=(Option("acc_bits", int, 32, "accumulator width (18..64)"),),
+                 build=lambda *, acc_bits: MultiPrecKind(acc_bits=acc_bits).make_pe(),
+                 formats=lambda *, acc_bits: MultiPrecKind(acc_bits=acc_bits).formats()),
+        )
