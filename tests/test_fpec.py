@@ -254,3 +254,17 @@ def test_seed_example_through_the_core():
         return await drv.gemm(a, b)
     out, _ = run_with_driver(build_core(cfg), body)
     assert int(out[0, 0]) == 39 and result_values(cfg.pe, out)[0, 0] == 19.5
+
+
+def test_kind_host_hooks():
+    """`encode_operands` / `result_values` on the kinds (what a generic float GEMM in the
+    driver would call)."""
+    from tessera.generators.kinds.biscaled import BiScaledKind
+    k = FpecKind(a_int_bits=3, a_frac_bits=0, b_int_bits=3, b_frac_bits=0, acc_bits=16)
+    a, b = k.encode_operands([[3.3, 2.95]], [[3.45], [2.75]])
+    assert k.result_values(k.twin().tile(a.T, b))[0, 0] == 19.5
+    kb = BiScaledKind(a_bits=5, a_fine_frac_bits=0, a_wide_frac_bits=-2, b_bits=5,
+                      b_fine_frac_bits=0, b_wide_frac_bits=-2, acc_bits=16)
+    a, b = kb.encode_operands([[5.1, 44.9]], [[14.9], [2.9]], threshold_a=10.0,
+                              threshold_b=10.0)
+    assert kb.result_values(kb.twin().tile(a.T, b))[0, 0] == 212.0

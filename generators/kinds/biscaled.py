@@ -88,6 +88,19 @@ class BiScaledKind(PEKind):
     def formats(self):
         return biscaled_formats(self.a_format, self.b_format, self.acc_bits)
 
+    # -- host side: float tensors <-> codes ------------------------------------------------------
+    def encode_operands(self, a, b, **kw):
+        """Float A (M x K) and B (K x N) -> lane codes for `TesseraDriver.gemm`, through the
+        storage format (`tessera.sim.biscaled.encode_operands`; ``threshold_a``/``_b`` or
+        ``mask_a``/``_b`` override the histogram tail threshold)."""
+        from tessera.sim.biscaled import encode_operands
+        return encode_operands(self, a, b, **kw)[:2]
+
+    def result_values(self, codes):
+        """Result codes -> float64 values."""
+        from tessera.sim.biscaled import result_values
+        return result_values(self, codes)
+
     # -- workloads -----------------------------------------------------------------------------
     def operands(self, m, n, k, *, kind, rng, mode=None):
         """Lane codes of long-tailed data (Laplace with a scale of a quarter of the scale-fine

@@ -105,6 +105,17 @@ class FpecKind(PEKind):
     def formats(self):
         return fpec_formats(self.a_format, self.b_format, self.acc_bits)
 
+    # -- host side: float tensors <-> codes ------------------------------------------------------
+    def encode_operands(self, a, b):
+        """Float A (M x K) and B (K x N) -> element codes for `TesseraDriver.gemm`."""
+        from tessera.sim.fpec import quantize_operands
+        return quantize_operands(self, a, b)
+
+    def result_values(self, codes):
+        """Result codes -> float64 values."""
+        from tessera.sim.fpec import result_values
+        return result_values(self, codes)
+
     # -- workloads -----------------------------------------------------------------------------
     def operands(self, m, n, k, *, kind, rng, mode=None):
         """Quantized FPEC codes of real data (normal, about a third of the range per sigma);
