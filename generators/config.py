@@ -69,7 +69,10 @@ MAX_STRING = 256
 
 def short(value, limit=60):
     """``repr`` of a config value for a one-line message, cut to about ``limit`` characters."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:          # an integer too long to print
+        return f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
     if len(text) <= limit:
         return text
     return f"{text[:limit - 20]}...{text[-12:]} ({len(text)} characters)"
@@ -281,6 +284,9 @@ def _check_shapes(sec_name, sec_data, defaults):
         if isinstance(value, str) and len(value) > MAX_STRING:
             raise ConfigError(f"{sec_name}.{key}: {short(value)} is too long; allowed: at most "
                               f"{MAX_STRING} characters")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**18:
+            raise ConfigError(f"{sec_name}.{key}: {short(value, 30)} is out of range; allowed: "
+                              f"the key's range in docs/config.md (under 10**18 in any case)")
         if key not in defaults:
             continue
         default = defaults[key]
@@ -327,9 +333,8 @@ def config_from_dict(data, *, source="<dict>"):
                                       f"allowed: one of {_fmt_allowed(registry)}")
                 _check_choice(f"{sec_name}.kind", kind, tuple(registry), later)
                 cls = registry[kind].Section if sec_name == "array" else registry[kind]
-                for key, value in rest.items():
-                    if isinstance(value, str) and len(value) > MAX_STRING:
-                        _check_shapes(sec_name, {key: value}, {})
+                _check_shapes(sec_name, {k: v for k, v in rest.items()
+                                         if isinstance(v, (str, int))}, {})
                 try:
                     sections[sec_name] = cls.from_dict(rest)
                 except ConfigError:
@@ -345,8 +350,8 @@ def config_from_dict(data, *, source="<dict>"):
                 if key not in allowed:
                     raise ConfigError(f"{sec_name}.{_key(key)}: unknown key; "
                                       f"allowed: {_fmt_allowed(allowed)}")
-            _check_shapes(sec_name, {k: v for k, v in sec_data.items() if isinstance(v, str)},
-                          {})
+            _check_shapes(sec_name, {k: v for k, v in sec_data.items()
+                                     if isinstance(v, (str, int))}, {})
             sections[sec_name] = cls(**sec_data)
         except ConfigError:
             raise

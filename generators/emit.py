@@ -133,15 +133,22 @@ def _name_max(folder):
         return 255
 
 
+def _access_ok(folder):
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _read_only(folder):
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def _check_writable(folder, what):
     """``folder`` (an existing directory) must let us create and rename entries."""
-    if os.access(folder, os.W_OK | os.X_OK):
+    if _access_ok(folder) and not _read_only(folder):
         return
-    try:
-        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except OSError:
-        read_only = False
-    reason = "is on a read-only file system" if read_only else "is not writable"
+    reason = "is on a read-only file system" if _read_only(folder) else "is not writable"
     raise OutputPathError(f"{what}: {quote(str(folder))} {reason}; choose another location")
 
 
@@ -424,8 +431,14 @@ def write_outputs(out_dir, files, *, records=("manifest.json",), what="output fo
         tmp = new_tmp_dir(plan.path.parent)
         for rel, text in files.items():
             p = tmp / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(text)
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text(text)
+            except OSError as e:
+                if e.errno is None:
+                    raise
+                # Name the file the user asked for, not the hidden temporary one.
+                raise OSError(e.errno, e.strerror, str(plan.path / rel)) from None
         # Checked again just before the swap: the folder may have changed meanwhile.
         plan = check_output_dir(out_dir, records=records, what=what)
         swap_in(tmp, plan.path, exists=plan.exists)

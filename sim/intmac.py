@@ -1,4 +1,4 @@
-"""Golden twin of `tessera.hdl.arith.intmac.IntMacPE`: wrapping signed integer multiply-accumulate."""
+"""Golden twin of `tessera.hdl.arith.intmac.IntMacPE`: wrapping signed integer MAC."""
 
 import numpy as np
 

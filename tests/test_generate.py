@@ -171,9 +171,11 @@ def test_fpmac_core_manifest(tmp_path):
     assert m["formats"]["a"]["kind"] == "float"
     assert (m["formats"]["acc"]["exp_bits"], m["formats"]["acc"]["man_bits"]) == (8, 7)
     assert m["formats"]["chunk"] is None
-    assert m["config"]["pe"] == {"kind": "fpmac", "input_format": "fp8_e5m2",
-                                 "acc_format": "bf16", "chunk": 0, "stages": 2,
-                                 "combine_stages": 2}
+    assert m["config"]["pe"] == config_from_dict(data).pe.to_dict()
+    assert {k: m["config"]["pe"][k] for k in ("kind", "input_format", "acc_format", "chunk",
+                                              "stages", "combine_stages")} == {
+        "kind": "fpmac", "input_format": "fp8_e5m2", "acc_format": "bf16", "chunk": 0,
+        "stages": 2, "combine_stages": 2}
     assert set(FORMATS) >= {m["formats"]["a"]["name"], m["formats"]["acc"]["name"]}
 
 
