@@ -45,7 +45,12 @@ def default_cases(cfg, *, quick=False):
     out = []
     for mode in modes:
         suffix = "" if mode is None or len(modes) == 1 else f"@{mode}"
+        # The scratchpads hold K in words: where a word packs several K elements (the mode's
+        # k_per_word), the long-K cases need that many times the elements to split.
+        per_word = cfg.pe.layout(mode).k_per_word
         for i, (n, m, nn, k, kind) in enumerate(cases):
+            if n in ("long_k_min", "long_k"):
+                k *= per_word
             case = {"name": n + suffix, "m": m, "n": nn, "k": k, "kind": kind,
                     "seed": 1000 + i}
             if mode is not None:
