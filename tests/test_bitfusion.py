@@ -358,3 +358,33 @@ def test_pe_accumulations_in_every_mode(stages):
     simulate(dut, drive, collect)
     assert valids == [c + dut.latency for c in lasts]
     assert got == [w for *_, w in runs]
+
+
+# -- tessera unit -------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,opts,widths,latency", [
+    ("bitbrick", {}, {"x": 2, "y": 2, "x_signed": 1, "y_signed": 1, "p": 5}, 0),
+    ("fusion_unit", {}, {"a": 32, "b": 32, "mode": 6, "result": 17}, 1),
+    ("fusion_unit", {"mode": "a4s_w2u", "stages": 2}, {"a": 32, "b": 32, "result": 17}, 2),
+    ("bitfusion_pe", {"acc_bits": 24, "stages": 0}, {"a": 32, "b": 32, "mode": 6,
+                                                      "result": 24}, 2),
+])
+def test_unit_manifests(tmp_path, name, opts, widths, latency):
+    from tessera.generators.units import generate_unit
+    m = generate_unit(name, opts, tmp_path / name)
+    assert m["latency"] == latency and m["initiation_interval"] == 1
+    ports = {p["name"]: p["width"] for p in m["ports"]}
+    assert {k: ports.get(k) for k in widths} == widths
+    if name == "fusion_unit":
+        assert ("mode" in ports) == ("mode" not in opts)    # FusionMode: 6 bits
+        assert set(m["formats"]["modes"]) == ({opts["mode"]} if "mode" in opts
+                                              else {md.name for md in MODES})
+    assert (tmp_path / name / m["verilog"]).is_file()
+
+
+def test_unit_lint_and_bad_mode(tmp_path, capsys):
+    from tessera.generators.cli import main
+    assert main(["unit", "fusion_unit", "--mode", "a2u_w8s", "-o", str(tmp_path / "fu"),
+                 "--lint"]) == 0
+    assert "lint: clean" in capsys.readouterr().out
+    assert main(["unit", "fusion_unit", "--mode", "a3s_w8s", "-o", str(tmp_path / "x")]) == 2
+    assert "option mode = 'a3s_w8s'; allowed: 'runtime', 'a8s_w8s'" in capsys.readouterr().err

@@ -242,3 +242,15 @@ def test_pe_rejects_bad_parameters():
     with pytest.raises(ValueError, match=r"^a mode must be \(a_bits, a_signed, b_bits, "
                                          r"b_signed\) with bits 4 or 8, not \(2, "):
         MultiPrecPE(modes=[(2, True, 8, True)])
+
+
+def test_unit_manifest_and_lint(tmp_path, capsys):
+    from tessera.generators.cli import main
+    from tessera.generators.units import generate_unit
+    m = generate_unit("multiprec_pe", {"acc_bits": 24}, tmp_path / "pe")
+    assert (m["latency"], m["initiation_interval"]) == (6, 4)
+    ports = {p["name"]: p["width"] for p in m["ports"]}
+    assert (ports["a"], ports["b"], ports["mode"], ports["result"]) == (8, 8, 4, 24)
+    assert m["formats"]["modes"]["a4u_w8s"]["ii"] == 2
+    assert main(["unit", "multiprec_pe", "-o", str(tmp_path / "lint"), "--lint"]) == 0
+    assert "lint: clean" in capsys.readouterr().out
