@@ -94,7 +94,7 @@ def fusion(a_lanes, b_lanes, mode):
     b = np.asarray(b_lanes, dtype=np.uint64)
     na, nb = mode.a_bits // 2, mode.b_bits // 2
     total = np.zeros(np.broadcast(a, b).shape, dtype=np.int64)
-    for q, (p, i, j) in enumerate(slot_map(mode)):
+    for q, (_, i, j) in enumerate(slot_map(mode)):
         x = ((a >> np.uint64(2 * q)) & np.uint64(3)).astype(np.int64)
         y = ((b >> np.uint64(2 * q)) & np.uint64(3)).astype(np.int64)
         prod = bitbrick(x, y, int(mode.a_signed and i == na - 1),

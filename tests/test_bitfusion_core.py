@@ -67,7 +67,7 @@ def test_mode_changes_between_runs_cost_nothing():
                         "mode": cfg.pe.mode_code(md)}))
         assert stats.run_cycles == expect, md
 
-        async def golden():
+        async def golden(a=a, b=b, md=md):
             drv = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)
             await drv.connect()
             return await drv.gemm(a, b, mode=md)

@@ -133,7 +133,8 @@ class PEBank(Elaboratable):
         m = Module()
         for i, pe in enumerate(self.pes):
             m.submodules[f"pe{i}"] = pe
-            m.d.comb += [pe.a.eq(self.ab[16 * i:16 * i + 8]), pe.b.eq(self.ab[16 * i + 8:16 * i + 16]),
+            lo = 16 * i
+            m.d.comb += [pe.a.eq(self.ab[lo:lo + 8]), pe.b.eq(self.ab[lo + 8:lo + 16]),
                          pe.mode.eq(self.mode), pe.valid.eq(self.valid),
                          pe.first.eq(1), pe.last.eq(1)]
         return m
@@ -173,7 +174,7 @@ def _every_pair(kind, plan, n=16):
     simulate(dut, bench)
     assert valids == [t + lat for t in issued], "result_valid not at the latency"
     out, pos = [], 0
-    for md, a, b in plan:
+    for _, a, _ in plan:
         rows = -(-len(a) // n)
         out += [v for row in got[pos:pos + rows] for v in row][:len(a)]
         pos += rows
