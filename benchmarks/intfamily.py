@@ -242,8 +242,7 @@ def measure_preset(build, cycles):
         raise RuntimeError(f"no build of the bitfusion preset at {path}; run with --build")
     b = json.loads(path.read_text())
     pes = cfg.rows * cfg.cols
-    util = {g["mode"]: g["utilization"] for g in (cycles or {}).get("gemms", [])
-            if g["preset"] == "bitfusion"}
+    util = {g["mode"]: g["utilization"] for g in (cycles or {}).get("gemms", [])}
     gops = []
     for bits, md in ((2, "a2s_w2s"), (4, "a4s_w4s"), (8, "a8s_w8s")):
         per_pe = cfg.engine.macs_per_cycle(md) / pes

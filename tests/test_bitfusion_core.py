@@ -119,3 +119,18 @@ def test_preset_full_regression(tmp_path):
     for g in s["gemms"]:
         if g["case"].startswith("long_k"):
             assert g["runs"] >= 3, g
+
+
+@pytest.mark.slow
+def test_preset_bitstream(tmp_path, capsys):
+    """The bitfusion preset placed and routed on the ULX3S 85F (well over an hour): it fits,
+    meets the 25 MHz board clock and uses no DSP block (the BitBricks are LUTs)."""
+    import json
+
+    from tessera.generators.cli import main
+    out = tmp_path / "bitfusion-ulx3s"
+    assert main(["build", "bitfusion", "--board", "ulx3s-85f", "-o", str(out), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert (out / "tessera_bitfusion.bit").is_file()
+    assert r["dsps"] == 0 and 0 < r["luts"] <= r["luts_total"]
+    assert r["brams"] >= 3 and r["timing_met"]
