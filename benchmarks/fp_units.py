@@ -40,6 +40,7 @@ from amaranth.lib import wiring  # noqa: E402
 from amaranth.lib.wiring import In, Out  # noqa: E402
 
 from tessera.hdl.arith import formats as F  # noqa: E402
+from tessera.hdl.arith.fpexact import FPExactMac  # noqa: E402
 from tessera.hdl.arith.fpfma import FPFMA  # noqa: E402
 from tessera.hdl.arith.fpmac import FPMac  # noqa: E402
 from tessera.hdl.arith.fpmul import FPMul  # noqa: E402
@@ -78,7 +79,8 @@ class Harness(wiring.Component):
 
 
 
-UNITS = {"FPFMA": FPFMA, "FPMac": FPMac, "FPMul": FPMul, "FPAdd": FPAdd}
+UNITS = {"FPFMA": FPFMA, "FPMac": FPMac, "FPMul": FPMul, "FPAdd": FPAdd,
+         "FPExactMac": FPExactMac}
 
 
 def configs(quick):
@@ -93,6 +95,9 @@ def configs(quick):
         out.append(("mac_e4m3_fp16", st, "FPMac", {"fmt_in": "fp8_e4m3", "fmt_acc": "fp16"}))
     out.append(("mac_e4m3_fp16_cl64", 3, "FPMac",
                 {"fmt_in": "fp8_e4m3", "fmt_acc": "fp16", "chunk": 64}))
+    for st in (3, 5):
+        out.append(("mac_e4m3_fp16_exact", st, "FPExactMac",
+                    {"fmt_in": "fp8_e4m3", "fmt_acc": "fp16"}))
     out.append(("mul_fp16", 2, "FPMul", {"fmt_in": "fp16"}))
     out.append(("add_fp16", 2, "FPAdd", {"fmt": "fp16"}))
     return [(n, st, (cls, kw)) for n, st, cls, kw in out]

@@ -10,6 +10,7 @@ about 1300 cycles/s on this PE); by default it runs every code against the corne
 """
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -319,7 +320,7 @@ def exact_cfg(**pe):
 def test_kind_rejects(pe, pattern):
     with pytest.raises(ConfigError) as exc:
         exact_cfg(**pe)
-    assert __import__("re").fullmatch(pattern, str(exc.value)), str(exc.value)
+    assert re.fullmatch(pattern, str(exc.value)), str(exc.value)
 
 
 def test_kind_step_mode_keeps_its_limits():

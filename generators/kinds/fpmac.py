@@ -2,7 +2,6 @@
 chunk-based) or accumulating exactly in a fixed-point window, with an FP adder in the
 accumulator format as its combiner across RUNs."""
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np

@@ -19,8 +19,9 @@ __all__ = ["ExactWindow", "FPExactMac", "MAX_WINDOW_BITS", "CUTS"]
 MAX_WINDOW_BITS = 96
 
 #: Register positions of `FPExactMac` beyond the accumulator, in the order extra ``stages``
-#: place them (then registers on the inputs).
-CUTS = ("abs", "align", "norm", "mul", "out")
+#: place them: the output path (magnitude | normalise | round) and the product path
+#: (unpack and multiply | shift) are the long ones; the loop itself is one add.
+CUTS = ("abs", "align", "mul", "norm", "out")
 
 
 @dataclass(frozen=True)
@@ -132,11 +133,14 @@ class FPExactMac(PE):
     overflows only if the exact sum does. An exact zero sum is ``+0``; a non-zero sum that
     rounds to zero keeps its sign. Bit-exact with ``tessera.sim.fp.exact_mac``.
 
-    Microarchitecture: unpack and multiply (significands, exponent-field sums); shift the
-    product into the window and complement it for a negative sign; the one-cycle loop is a
-    window-wide add with the carry-in doing the two's complement. At the output: magnitude,
-    leading-zero count and normalisation with the gradual-underflow floor of ``fmt_acc``, one
-    `round_pack`. Only the add is in the loop, so the clock no longer waits for an FP adder.
+    Microarchitecture: unpack and multiply (significands, exponent-field sums); negate the
+    short product for a negative sign and shift it into the window with sign extension; the
+    one-cycle loop is ``acc = first ? addend : acc + addend``, one window-wide add. At the
+    output: the magnitude of the window bits below ``2**(fmt_acc.emax + 1)`` (a sum reaching
+    it overflows whatever its low bits), the bits under ``fmt_acc``'s lowest guard bit as one
+    sticky bit, leading-zero count and normalisation with ``fmt_acc``'s gradual-underflow
+    floor, one `round_pack`. Only the add is in the loop, so the clock no longer waits for an
+    FP adder.
 
     Parameters
     ----------
@@ -148,8 +152,8 @@ class FPExactMac(PE):
         Longest accumulation the window is sized for (guard bits), 1..2**20.
     stages : int
         Latency, 1..6. Registers go, in this order: accumulator (always), after the
-        magnitude (``"abs"``), on the aligned addend (``"align"``), on the result (``"out"``),
-        after the multiplier (``"mul"``), on the inputs.
+        magnitude (``"abs"``), on the aligned addend (``"align"``), after the multiplier
+        (``"mul"``), after the normaliser (``"norm"``), on the result (``"out"``).
 
     Members
     -------
