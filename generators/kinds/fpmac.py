@@ -238,7 +238,8 @@ def _exact_unit():
         name="fpmac_exact",
         summary="floating-point MAC with exact fixed-point accumulation, one rounding at the "
                 "output",
-        options=(Option("format", str, "fp8_e4m3", "operand format", names),
+        options=(Option("format", str, "fp8_e4m3", "operand format (window <= 96 bits)",
+                        exact_formats()),
                  Option("acc", str, "fp16", "result format", names),
                  Option("max_k", int, EXACT_MAX_K, "longest accumulation the window holds"),
                  Option("stages", int, 3, "pipeline stages = latency (1..6)")),
