@@ -346,6 +346,13 @@ def _int_in(lo, hi, what):
     return parse
 
 
+def _port(text):
+    if not text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a serial device path; allowed: e.g. "
+                                         f"/dev/ttyUSB1")
+    return text
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse without abbreviations: ``--out`` never silently means ``--output``."""
 
@@ -421,7 +428,7 @@ def _parser():
     s = command("run", "run a GEMM on a programmed board over its UART")
     s.add_argument("config", nargs="?", metavar="CONFIG")
     s.add_argument("--board", required=True, choices=BOARDS)
-    s.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB1")
+    s.add_argument("--port", required=True, type=_port, help="serial port, e.g. /dev/ttyUSB1")
     dim = _int_in(1, MAX_GEMM_DIM, f"1..{MAX_GEMM_DIM}")
     s.add_argument("--gemm", nargs=3, type=dim, default=(16, 16, 16), metavar=("M", "N", "K"))
     s.add_argument("--seed", type=_int_in(0, 2**32 - 1, "0..4294967295"), default=0)
@@ -484,10 +491,17 @@ def main(argv=None):
         return EXIT_ERROR
     if extra and not getattr(args, "takes_extra", False):
         p.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "takes_extra", False):
+        return guarded(lambda: args.fn(args, extra), debug=debug)
+    return guarded(lambda: args.fn(args), debug=debug)
+
+
+def guarded(fn, *, debug=False):
+    """Run ``fn()`` and return its exit status; the one error handler of every command (and
+    of `make demo`): expected failures print one line and give `EXIT_ERROR`, anything else one
+    line with the ``--debug`` hint and `EXIT_INTERNAL`."""
     try:
-        if getattr(args, "takes_extra", False):
-            return args.fn(args, extra)
-        return args.fn(args)
+        return fn()
     except BrokenPipeError:
         # The reader went away (`tessera presets | head -1`): stop quietly.
         try:
@@ -506,7 +520,8 @@ def main(argv=None):
         if _expected(e):
             print(f"tessera: error: {_message(e)}", file=sys.stderr)
             return EXIT_ERROR
-        hint = "" if debug else "; run again with --debug for the traceback"
+        hint = "" if debug else \
+            "; run again with --debug (or TESSERA_DEBUG=1) for the traceback"
         print(f"tessera: internal error (a bug in tessera): {type(e).__name__}: {_message(e)}"
               f"{hint}", file=sys.stderr)
         return EXIT_INTERNAL

@@ -9,7 +9,15 @@ from tessera.generators.regress import run_regression
 
 
 def main(argv=None):
+    """`make demo`; errors end in one line, as for `tessera` (`tessera.generators.cli`)."""
+    import os
+    from tessera.generators.cli import guarded
     argv = sys.argv[1:] if argv is None else argv
+    debug = os.environ.get("TESSERA_DEBUG", "") not in ("", "0")
+    return guarded(lambda: _demo(argv), debug=debug)
+
+
+def _demo(argv):
     spec = argv[0] if argv else None
     t0 = time.monotonic()
     cfg = load_config(spec)

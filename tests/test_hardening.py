@@ -427,7 +427,7 @@ def test_internal_error_is_one_line_with_a_hint(capsys, monkeypatch):
     code, out, err = run(capsys, "presets")
     assert code == cli.EXIT_INTERNAL
     assert err == ("tessera: internal error (a bug in tessera): ZeroDivisionError: division by "
-                   "zero; run again with --debug for the traceback\n")
+                   "zero; run again with --debug (or TESSERA_DEBUG=1) for the traceback\n")
     code, out, err = run(capsys, "--debug", "presets")
     assert code == cli.EXIT_INTERNAL
     assert err.startswith("Traceback (most recent call last):")
@@ -664,3 +664,19 @@ def test_malformed_commands_do_not_race_small_scratchpads(tmp_path):
                                "seed": 1}])
     assert [(t["name"].rsplit(".", 1)[-1], t["status"]) for t in s["tests"]] == \
         [("test_malformed_commands", "passed")], s["tests"]
+
+
+def test_run_port_must_be_a_path(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "icebreaker", "--board", "icebreaker", "--port", ""])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "argument --port: '' is not a serial device path" in err
+
+
+def test_demo_errors_are_one_line(capsys, tmp_path, monkeypatch):
+    """`make demo` with a bad config ends in one line too."""
+    from tessera.generators import demo
+    monkeypatch.chdir(tmp_path)
+    assert demo.main(["nope"]) == 2
+    error_line(capsys.readouterr().err, r"config: 'nope' is neither a file nor a preset; .*")
