@@ -24,19 +24,31 @@ def fmt_allowed(values):
     return ", ".join(repr(v) for v in values)
 
 
+def short(value, limit=60):
+    """``repr(value)``, cut to ``limit`` characters, for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def check_int(key, value, lo, hi):
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key}: {value!r} is not an integer; allowed: integers {lo}..{hi}")
+        raise ConfigError(f"{key}: {short(value)} is not an integer; allowed: integers "
+                          f"{lo}..{hi}")
     if not lo <= value <= hi:
-        raise ConfigError(f"{key}: {value} is out of range; allowed: {lo}..{hi}")
+        raise ConfigError(f"{key}: {short(value)} is out of range; allowed: {lo}..{hi}")
 
 
 def check_choice(key, value, done, later=()):
-    if value in done:
-        return
-    if value in later:
-        raise ConfigError(f"{key}: {value!r} is not implemented yet; allowed: {fmt_allowed(done)}")
-    raise ConfigError(f"{key}: {value!r} is unknown; allowed: {fmt_allowed(done)}")
+    try:
+        if value in done:
+            return
+        planned = value in later
+    except TypeError:                      # an unhashable value (a list, a table) is no choice
+        planned = False
+    if planned:
+        raise ConfigError(f"{key}: {short(value)} is not implemented yet; allowed: "
+                          f"{fmt_allowed(done)}")
+    raise ConfigError(f"{key}: {short(value)} is unknown; allowed: {fmt_allowed(done)}")
 
 
 @dataclass(frozen=True)
