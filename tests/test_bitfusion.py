@@ -241,7 +241,7 @@ def test_fusion_unit_8x8_every_value(sa, sb):
 @pytest.mark.slow
 @pytest.mark.parametrize("sa,sb", SIGNS)
 def test_fusion_unit_8x8_exhaustive(sa, sb):
-    """8 x 8 bits: all 65536 operand pairs (about a minute per signedness pair)."""
+    """8 x 8 bits: all 65536 operand pairs (about 15 s per signedness pair)."""
     md = PrecisionMode(8, sa, 8, sb)
     _check_fusion_unit([(md, *_sweep(md, 1 << 16))])
 
