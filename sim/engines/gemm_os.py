@@ -25,10 +25,11 @@ def cycle_model(*, rows, cols, pe_latency, pe_ii, combiner_latency):
     """
     if isinstance(pe_ii, int):
         ii = pe_ii
-    else:                    # II chosen by the RUN's mode field
-        ii = pe_ii[0]
+    else:                    # II chosen by the RUN's mode field (codes with mode 0's II
+        ii = pe_ii[0]        # need no test: one value for all modes is a plain number)
         for code in range(1, len(pe_ii)):
-            ii = ["if", ["==", "mode", code], pe_ii[code], ii]
+            if pe_ii[code] != pe_ii[0]:
+                ii = ["if", ["==", "mode", code], pe_ii[code], ii]
     period = ["max", ["*", "k", ii], rows, cols]
     tiles = ["*", "m_tiles", "n_tiles"]
     last_issue = ["*", ["-", "k", 1], ii]
