@@ -292,7 +292,8 @@ def test_pe_swamping():
 @pytest.mark.parametrize("fi", [F.fp8_e4m3, F.fp8_e5m2], ids=fid)
 def test_pe_products_x_states_exhaustive_slow(fi):
     """Every FP8 pair on top of each of the 10 accumulator states (3-pair accumulations),
-    FP16 results: 1.97 M cycles per format in Amaranth's simulator."""
+    FP16 results: 1.97 M cycles per format in Amaranth's simulator, about 30 minutes each
+    (the same sweep on Verilator, `tests/test_fp_exact_rtl.py`, takes 1-2 minutes)."""
     a, b = states_x_products(fi)
     accs = [(a[i], b[i], None) for i in range(a.shape[0])]
     got = run_mac(FPExactMac(fmt_in=fi, fmt_acc=F.fp16, stages=3), mac_stream(accs, rng=None))
