@@ -161,24 +161,22 @@ def main(argv=None):
                  f"digits network float test accuracy {acc:.3f}.")
     (RESULTS / "approx_study.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, axes = plt.subplots(1, len(cases), figsize=(4 * len(cases), 3.2), sharey=True)
-        for ax, name in zip(axes, cases):
-            rows = [c for c in results["cases"] if c["data"] == name]
-            for method in ("fxp", "fxp+2", "fpec", "biscaled"):
-                ax.semilogy([c["W"] for c in rows], [c[method]["rel_err"] for c in rows],
-                            marker="o", label=method)
-            ax.set_title(name)
-            ax.set_xlabel("W (code bits)")
-        axes[0].set_ylabel("relative error of dot products")
-        axes[0].legend()
-        fig.tight_layout()
-        fig.savefig(RESULTS / "approx_study.png", dpi=110)
-    except ImportError:
-        pass
+    # matplotlib is a dependency (pyproject.toml): a failure here is a real failure.
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(cases), figsize=(4 * len(cases), 3.2), sharey=True)
+    for ax, name in zip(axes, cases):
+        rows = [c for c in results["cases"] if c["data"] == name]
+        for method in ("fxp", "fxp+2", "fpec", "biscaled"):
+            ax.semilogy([c["W"] for c in rows], [c[method]["rel_err"] for c in rows],
+                        marker="o", label=method)
+        ax.set_title(name)
+        ax.set_xlabel("W (code bits)")
+    axes[0].set_ylabel("relative error of dot products")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "approx_study.png", dpi=110)
 
 
 if __name__ == "__main__":

@@ -126,3 +126,22 @@ def test_cycle_model_is_the_v1_formula_for_existing_presets(preset):
             assert evaluate(t["run_cycles"], {**env, "accumulate": 0}) == v1
             assert evaluate(t["run_cycles"], {**env, "accumulate": 1}) == \
                 v1 + t["combiner_latency"]
+
+
+def test_memmap_store_and_geometry_checks():
+    """The memory map validates what INFO can carry and finds stores by name or id."""
+    from tessera.hdl.ctrl.memmap import Geometry, Store
+    a = Store("a", 0, 4, 9, 32)
+    c = Store("c", 1, 2, 20, 16, result=True)
+    g = Geometry(rows=4, cols=2, stores=(a, c))
+    assert (a.word_bits, a.word_bytes, c.word_bytes) == (36, 5, 5)
+    assert g.store("c") is c and g.store(0) is a and g.pes == 8
+    assert g.operand_stores == (a,) and g.result_stores == (c,)
+    with pytest.raises(KeyError, match="no store 'x'"):
+        g.store("x")
+    with pytest.raises(ValueError, match=r"store ids must be 0\.\.1 in order, not \[1, 0\]"):
+        Geometry(rows=1, cols=1, stores=(c, a))
+    with pytest.raises(ValueError, match=r"lanes and lane_bits must be 1\.\.255, not 256 x 8"):
+        Store("b", 0, 256, 8, 16)
+    with pytest.raises(ValueError, match=r"depth must be 2\.\.65535, not 1"):
+        Store("b", 0, 1, 8, 1)

@@ -140,27 +140,24 @@ class Combiner:
 
 
 @dataclass(frozen=True)
-class PEKind:
-    """Base of the PE-kind config sections. Subclasses are frozen dataclasses.
-
-    Class attributes: ``name`` (the ``pe.kind`` value), ``code`` (reported by INFO).
-    """
+class _Section:
+    """A config section owned by a kind: its dataclass fields are the section's keys besides
+    ``kind``; ``section`` is the TOML table name, ``name`` the ``kind`` value."""
     name: ClassVar[str] = ""
-    code: ClassVar[int] = 0
+    section: ClassVar[str] = ""
 
-    # -- config -------------------------------------------------------------------------------
     @classmethod
     def keys(cls):
-        """The ``[pe]`` keys this kind accepts (besides ``kind``)."""
+        """The keys this section accepts (besides ``kind``)."""
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
     def from_dict(cls, data):
-        """Parse a ``[pe]`` table (without ``kind``); unknown keys name the allowed keys."""
+        """Parse the table (without ``kind``); an unknown key names the allowed keys."""
         allowed = cls.keys()
         for key in data:
             if key not in allowed:
-                raise ConfigError(f"pe.{key}: unknown key; allowed: "
+                raise ConfigError(f"{cls.section}.{key}: unknown key; allowed: "
                                   f"{fmt_allowed(['kind', *allowed])}")
         return cls(**data)
 
@@ -169,8 +166,18 @@ class PEKind:
 
     @property
     def kind(self):
-        """The ``pe.kind`` value (``name``)."""
+        """The ``kind`` value (``name``)."""
         return self.name
+
+
+@dataclass(frozen=True)
+class PEKind(_Section):
+    """Base of the PE-kind config sections. Subclasses are frozen dataclasses.
+
+    Class attributes: ``name`` (the ``pe.kind`` value), ``code`` (reported by INFO).
+    """
+    section: ClassVar[str] = "pe"
+    code: ClassVar[int] = 0
 
     def describe(self):
         """One line for listings: the kind and its keys."""
@@ -251,30 +258,10 @@ class PEKind:
 
 
 @dataclass(frozen=True)
-class EngineSection:
+class EngineSection(_Section):
     """Base of the ``[array]`` sections: each engine parses its own keys (a frozen dataclass
     whose fields are the keys besides ``kind``, checked in ``__post_init__``)."""
-    name: ClassVar[str] = ""
-
-    @property
-    def kind(self):
-        return self.name
-
-    @classmethod
-    def keys(cls):
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_dict(cls, data):
-        allowed = cls.keys()
-        for key in data:
-            if key not in allowed:
-                raise ConfigError(f"array.{key}: unknown key; allowed: "
-                                  f"{fmt_allowed(['kind', *allowed])}")
-        return cls(**data)
-
-    def to_dict(self):
-        return {"kind": self.name, **dataclasses.asdict(self)}
+    section: ClassVar[str] = "array"
 
 
 class Engine:
