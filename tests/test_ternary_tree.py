@@ -172,7 +172,7 @@ def test_tree_random_8_bit(inputs, latency):
     words = [(1, full, [0b01] * inputs, 1), (1, full, [0b11] * inputs, 2),
              (1, full, [0b10] * inputs, 3), (1, full, [0b01, 0b11] * (inputs // 2) + [0b01]
                                              * (inputs % 2), 4)]
-    for k in range(250):
+    for k in range(800):
         # About one cycle in five is a bubble (valid low, random data that must be ignored).
         words.append((int(rng.random() > 0.2), [int(x) for x in rng.integers(0, 256, inputs)],
                       [int(x) for x in rng.integers(0, 4, inputs)], k & 31))
@@ -248,7 +248,8 @@ def random_dots(rng, n, inputs, act_bits, scale_bits, max_words=6):
     dots = []
     for _ in range(n):
         words = int(rng.integers(1, max_words + 1))
-        dots.append((rng.integers(0, amax + 1, (words, inputs)), rng.integers(0, 4, (words, inputs)),
+        dots.append((rng.integers(0, amax + 1, (words, inputs)),
+                     rng.integers(0, 4, (words, inputs)),
                      int(rng.integers(smax + 1)), int(rng.integers(smax + 1))))
     # Extremes: full-scale activations in one class with the largest scale, one word and many.
     full = np.full((9, inputs), amax)
@@ -278,7 +279,7 @@ def test_dot_back_to_back(inputs, act_bits, acc_bits, scale_bits, latency):
     rng = np.random.default_rng(inputs * 1000 + acc_bits)
     dut = TernaryDot(inputs=inputs, act_bits=act_bits, acc_bits=acc_bits, scale_bits=scale_bits)
     assert (dut.latency, dut.ii) == (latency, 1)
-    dots = random_dots(rng, 60, inputs, act_bits, scale_bits)
+    dots = random_dots(rng, 150, inputs, act_bits, scale_bits)
     got = check_dot(dut, dots)
     if acc_bits == 16:
         # The test must exercise the wrap: some result differs from the unwrapped value.
@@ -288,7 +289,39 @@ def test_dot_back_to_back(inputs, act_bits, acc_bits, scale_bits, latency):
 def test_dot_bubbles_and_scale_sampled_with_last_word():
     rng = np.random.default_rng(11)
     dut = TernaryDot(inputs=6, act_bits=8, acc_bits=16, scale_bits=8)
-    check_dot(dut, random_dots(rng, 50, 6, 8, 8), rng=rng, bubble=0.3, scale_noise=True)
+    check_dot(dut, random_dots(rng, 150, 6, 8, 8), rng=rng, bubble=0.3, scale_noise=True)
+
+
+def test_dot_accumulators_wrap_after_65536_words():
+    """2**17 + 5 words with S_p = 1 each: the 17-bit accumulator (accum_bits = sum_bits + 16)
+    wraps to 5, as the twin models with ``act_bits``; the exact sum would fit the 32-bit result."""
+    dut = TernaryDot(inputs=1, act_bits=1, acc_bits=32, scale_bits=2)
+    assert dut.accum_bits == 17
+    n = (1 << 17) + 5
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.valid, 1)
+        ctx.set(dut.a, [1])
+        ctx.set(dut.w, [0b01])
+        ctx.set(dut.wp, 3)
+        ctx.set(dut.first, 1)
+        await ctx.tick()
+        ctx.set(dut.first, 0)
+        await ctx.tick().repeat(n - 2)
+        ctx.set(dut.last, 1)
+        await ctx.tick()
+        ctx.set(dut.valid, 0)
+        for _ in range(dut.latency + 1):
+            seen.append((ctx.get(dut.result_valid), ctx.get(dut.result)))
+            await ctx.tick()
+
+    simulate(dut, bench)
+    ones = np.ones((n, 1), dtype=np.int64)
+    want = int(tt.dot(ones, ones, 3, 0, 32, act_bits=1))
+    assert want == 15
+    assert seen[dut.latency - 1] == (1, want)
+    assert [v for v, _ in seen] == [int(k == dut.latency - 1) for k in range(dut.latency + 1)]
 
 
 # -- structure ----------------------------------------------------------------------------------
@@ -327,8 +360,8 @@ def test_verilator_lint(tmp_path, name, design):
     (TernaryTree, dict(inputs=0, act_bits=8), r"^inputs must be an integer 1\.\.256, not 0$"),
     (TernaryTree, dict(inputs=257, act_bits=8), r"^inputs must be an integer 1\.\.256, not 257$"),
     (TernaryTree, dict(inputs=4, act_bits=17), r"^act_bits must be an integer 1\.\.16, not 17$"),
-    (TernaryTree, dict(inputs=4, act_bits=True), r"^act_bits must be an integer 1\.\.16, "
-                                                 r"not True$"),
+    (TernaryTree, dict(inputs=4, act_bits=True),
+     r"^act_bits must be an integer 1\.\.16, not True$"),
     (TernaryTree, dict(inputs=4, act_bits=8, tag_bits=65),
      r"^tag_bits must be an integer 0\.\.64, not 65$"),
     (TernaryTree, dict(inputs="4", act_bits=8), r"^inputs must be an integer 1\.\.256, not '4'$"),
