@@ -22,9 +22,9 @@ Everything here runs on the host, before or after the engine, and is exact: inte
 Matrices of codes are always ``W^T``: rows are output channels, columns are inputs.
 """
 
+import numbers
 from dataclasses import dataclass, field
 from fractions import Fraction
-import numbers
 
 import numpy as np
 
@@ -249,8 +249,9 @@ class TernaryFormat:
             if arr.size not in (1, channels):
                 raise ValueError(f"{name} must have 1 or {channels} entries, not {arr.size}")
             codes = [self.encode_scale(v) for v in arr]
-            if not self.per_channel and len(set(codes)) > 1:
-                i = next(i for i, c in enumerate(codes) if c != codes[0])
+            exact = [_to_fraction(name, v) for v in arr]
+            if not self.per_channel and len(set(exact)) > 1:
+                i = next(i for i, v in enumerate(exact) if v != exact[0])
                 raise ValueError(f"{name} must be one value per layer (per_channel is False), "
                                  f"but entry {i} is {arr[i]!r} and entry 0 is {arr[0]!r}")
             out.append(np.array(codes * (channels // len(codes)), dtype=np.int64))
@@ -272,7 +273,7 @@ class TernaryFormat:
 
 # --- TTQ ------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)         # array fields: no element-wise __eq__
 class TernaryWeights:
     """Result of :func:`ternarize`.
 
@@ -284,6 +285,8 @@ class TernaryWeights:
         Positive scale magnitudes per output channel (a per-layer pair is repeated N times).
     threshold : numpy.ndarray, float64, length N
         The threshold ``Delta`` used for each channel (repeated for a per-layer threshold).
+    axis : int
+        The output-channel axis of ``codes`` (0 or 1).
     """
 
     codes: np.ndarray
@@ -421,7 +424,9 @@ def quantize_act(x, k):
         for v in values:
             num, den = v.as_integer_ratio()         # den is a power of two: exact
             out.append((2 * m * num + den) // (2 * den))
-    elif arr.dtype.kind in "iuO":
+    elif arr.dtype.kind in "iu":
+        out = np.where(arr >= 1, m, 0).reshape(-1)      # clip(int, 0, 1) is 0 or 1
+    elif arr.dtype.kind == "O":
         out = []
         for i, v in enumerate(arr.reshape(-1).tolist()):
             fv = _to_fraction(f"activation at flat index {i}", v)

@@ -41,7 +41,7 @@ def oracle_stream_walk(entries, cols):
         w2, z = v & 3, v >> 2
         if w2 != 0b10:
             pos += z + 1
-        out.append((pos, (pos if pos >= 0 else 0) // cols, w2, z))
+        out.append((pos, max(pos, 0) // cols, w2, z))
     return out
 
 
@@ -54,10 +54,10 @@ def oracle_decode(entries, rows, cols):
 
 
 def oracle_entry_counts(wt, zmax, min_row_entries):
-    """Fewest entries and PADs a stream meeting the constraints can have: one per non-zero, one
-    at the last position, floor(G / (zmax + 1)) fillers per gap of G zeros, and PADs topping up
-    each row's landing count (landing counts of the non-PAD entries computed from their
-    positions)."""
+    """Counts of non-PAD entries and of PADs: one entry per non-zero, one at the last position,
+    floor(G / (zmax + 1)) fillers per gap of G zeros (the fewest possible, as an entry advances at
+    most zmax + 1), placed every zmax + 1 positions; then PADs topping up each row's landing
+    count."""
     rows, cols = wt.shape
     flat = wt.reshape(-1)
     last = rows * cols - 1
@@ -247,6 +247,14 @@ def test_hw_pad_lands_in_row_of_previous_entry():
     np.testing.assert_array_equal(tt.hw_decode([(1 << 2) | 0b10] + entries, 2, 4, 1), m)
 
 
+def test_hw_entry_and_deepchip_spec_example():
+    assert tt.hw_entry(tt.NEG, 5, 3) == 0b10111
+    with pytest.raises(ValueError, match=r"^z must be an integer in 0\.\.7, not 8$"):
+        tt.hw_entry(tt.POS, 8, 3)
+    assert tt.deepchip_to_hw([0, 0, 1, 1, 0, 0, 1, 1, 1], [1, 1, 2, 1, 3, 2, 1, 2, 1], 3, 5,
+                             1).tolist() == [5, 1, 7, 3, 4, 1, 5, 3, 7, 3]
+
+
 def test_hw_decode_errors():
     with pytest.raises(ValueError, match=r"^entry 1 advances to flat position 5, past the last "
                                          r"position 4 of the 1x5 matrix$"):
@@ -319,6 +327,18 @@ def test_quantize_act_floats_exact():
         tt.quantize_act([0.1, np.nan], 4)
     with pytest.raises(ValueError, match=r"^k must be an integer in 1\.\.16, not 0$"):
         tt.quantize_act([0.1], 0)
+
+
+def test_quantize_act_large_array():
+    # 1e5 values: agree with float rounding wherever the value is far from a rounding boundary
+    # (where float error cannot matter), and with the Fraction oracle on the rest.
+    x = np.random.default_rng(3).uniform(-0.2, 1.2, 100_000)
+    q = tt.quantize_act(x, 8)
+    y = 255 * np.clip(x, 0, 1) + 0.5
+    far = np.abs(y - np.round(y)) > 1e-6
+    assert far.sum() > 99_000
+    np.testing.assert_array_equal(q[far], np.floor(y[far]).astype(np.int64))
+    assert q[~far].tolist() == [oracle_q(Fraction(float(v)), 8) for v in x[~far]]
 
 
 def test_quantize_act_shapes_and_ints():
@@ -400,6 +420,8 @@ def test_scale_codes():
     with pytest.raises(ValueError, match=r"^Wn must be one value per layer \(per_channel is "
                                          r"False\), but entry 1 is 2\.5 and entry 0 is 2\.0$"):
         layer.scale_codes(0.5, [2.0, 2.5], 2)
+    with pytest.raises(ValueError, match=r"^Wp must be one value per layer "):
+        layer.scale_codes([0.5, 0.501], 1.0, 2)      # differ, although both round to code 8
     chan = tt.TernaryFormat(scale_bits=8, scale_frac=4, per_channel=True)
     wp, wn = chan.scale_codes([0.5, 1.0, 1.5], 0.25, 3)
     assert wp.tolist() == [8, 16, 24] and wn.tolist() == [4, 4, 4]
