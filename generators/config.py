@@ -185,6 +185,12 @@ class CoreConfig:
     def __post_init__(self):
         # Cross-section checks: every store must fit the INFO/protocol framing (lanes and lane
         # bits one byte each, a word transferable in at most 256 bytes).
+        if self.array.kind not in self.pe.engines:
+            raise ConfigError(f"pe.kind: {self.pe.name!r} cannot run on array.kind "
+                              f"{self.array.kind!r}; allowed: array.kind "
+                              f"{_fmt_allowed(self.pe.engines)} for this PE kind, or a pe.kind "
+                              f"for {self.array.kind!r}: "
+                              f"{_fmt_allowed(k for k, v in PE_KINDS.items() if self.array.kind in v.engines)}")
         try:
             g = self.geometry
         except ValueError as e:
@@ -194,13 +200,8 @@ class CoreConfig:
                 raise ConfigError(f"array.rows/cols: {s.lanes} lanes x {s.lane_bits} bits give "
                                   f"{s.word_bits}-bit words in scratchpad {s.name}; allowed: at "
                                   f"most 2048 bits per scratchpad word")
-        # A result store must hold one tile of results (one word per array row), or no RUN
-        # can ever be accepted.
-        for s in g.stores:
-            if s.result and s.depth < g.rows:
-                raise ConfigError(f"memory.{s.name}_depth: {s.depth} cannot hold one tile of "
-                                  f"results ({g.rows} words, one per array row); allowed: "
-                                  f"{g.rows}..32768 (at least array.rows)")
+        # The engine's own rules: the PE kinds it takes, stores that hold one tile.
+        self.engine.check()
         mapper = self.engine.mapper()
         if hasattr(mapper, "plan"):
             try:
@@ -225,15 +226,17 @@ class CoreConfig:
     # Derived facts -----------------------------------------------------------------------------
     @property
     def rows(self):
-        return self.array.rows
+        """The engine's first dimension (systolic: array rows; tree: inputs)."""
+        return self.geometry.rows
 
     @property
     def cols(self):
-        return self.array.cols
+        """The engine's second dimension (systolic: array columns; tree: outputs)."""
+        return self.geometry.cols
 
     @property
     def pes(self):
-        return self.array.rows * self.array.cols
+        return self.geometry.pes
 
     @property
     def engine(self):

@@ -14,6 +14,8 @@ from tessera.generators.kinds.fpmac import FPMacKind
 from tessera.generators.kinds.int import IntKind
 from tessera.generators.kinds.multiprec import MultiPrecKind
 from tessera.generators.kinds.systolic import SystolicGemm
+from tessera.generators.kinds.ternary import TernaryKind
+from tessera.generators.kinds.tree import TreeEngine
 
 
 __all__ = ["PE_KINDS", "PE_KINDS_LATER", "ENGINES", "ENGINES_LATER", "DEFAULT_PE_KIND",
@@ -22,16 +24,16 @@ __all__ = ["PE_KINDS", "PE_KINDS_LATER", "ENGINES", "ENGINES_LATER", "DEFAULT_PE
 
 #: ``pe.kind`` -> its config section class.
 PE_KINDS = {k.name: k for k in (IntKind, FPMacKind, FpecKind, BiScaledKind, BitFusionKind,
-                                 MultiPrecKind)}
+                                 MultiPrecKind, TernaryKind)}
 
 #: ``pe.kind`` values that are planned but not built (the config says "not implemented yet").
-PE_KINDS_LATER = ("ternary",)
+PE_KINDS_LATER = ()
 
 #: ``array.kind`` -> its engine class.
-ENGINES = {e.name: e for e in (SystolicGemm,)}
+ENGINES = {e.name: e for e in (SystolicGemm, TreeEngine)}
 
 #: ``array.kind`` values that are planned but not built.
-ENGINES_LATER = ("feie", "tree")
+ENGINES_LATER = ("feie",)
 
 #: The kinds a config gets when it names none.
 DEFAULT_PE_KIND = "int"

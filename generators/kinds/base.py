@@ -178,6 +178,8 @@ class PEKind(_Section):
     """
     section: ClassVar[str] = "pe"
     code: ClassVar[int] = 0
+    #: The ``array.kind`` values this PE kind runs on (the engine's `Engine.check` asks).
+    engines: ClassVar[tuple] = ("systolic",)
 
     def describe(self):
         """One line for listings: the kind and its keys."""
@@ -279,6 +281,22 @@ class Engine:
 
     def geometry(self):
         """The `tessera.hdl.ctrl.memmap.Geometry` of the core."""
+        raise NotImplementedError
+
+    def check(self):
+        """Raise `ConfigError` (naming key, value, allowed) for a config this engine cannot run,
+        e.g. stores that cannot hold one tile (the config has already checked that the PE
+        kind runs on this engine: `PEKind.engines`)."""
+
+    def ideal_cycles(self, a, b, mode=None):
+        """The cycles a layer ``a @ b`` would take at the engine's peak rate (the measure of
+        utilization): MACs / `macs_per_cycle`."""
+        m, k = a.shape
+        return m * b.shape[1] * k / self.macs_per_cycle(mode)
+
+    def k_capacity(self, mode=None):
+        """The longest K (elements) one RUN can hold; longer K is split over accumulating
+        RUNs (the regression's long-K cases go past it)."""
         raise NotImplementedError
 
     def args(self):

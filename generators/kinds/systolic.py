@@ -2,7 +2,8 @@
 
 from dataclasses import dataclass
 
-from tessera.generators.kinds.base import Engine, EngineSection, check_choice, check_int
+from tessera.generators.kinds.base import (ConfigError, Engine, EngineSection, check_choice,
+                                           check_int)
 from tessera.hdl.ctrl.memmap import Geometry, Store
 from tessera.hdl.ctrl.protocol import ArgLayout, Field
 
@@ -50,6 +51,20 @@ class SystolicGemm(Engine):
             Store("c", 2, C, pe.result_bits, mem.c_depth, result=True,
                   doc="results, one array row per word"),
         ))
+
+    def check(self):
+        # A result store must hold one tile of results (one word per array row), or no RUN
+        # can ever be accepted.
+        g = self.cfg.geometry
+        for s in g.result_stores:
+            if s.depth < g.rows:
+                raise ConfigError(f"memory.{s.name}_depth: {s.depth} cannot hold one tile of "
+                                  f"results ({g.rows} words, one per array row); allowed: "
+                                  f"{g.rows}..32768 (at least array.rows)")
+
+    def k_capacity(self, mode=None):
+        mem = self.cfg.memory
+        return min(mem.a_depth, mem.b_depth) * self.cfg.pe.layout(mode).k_per_word
 
     def args(self):
         fields = [Field("m_tiles", 2, "row tiles of rows outputs"),

@@ -1,0 +1,126 @@
+"""PE kind ``ternary``: TTQ ternary weights, reduce-and-scale dot products (DeepChip).
+
+Used by the ``tree`` engine (`tessera.generators.kinds.tree`), never by the systolic array: a
+dot product is additions of unsigned ``act_bits`` activation codes gated by 2-bit weight codes
+(0b00 0, 0b01 +Wp, 0b11 -Wn; 0b10 unused) into S_p and S_n, then ``Wp * S_p - Wn * S_n`` with
+per-output-channel scale codes loaded at run time into scratchpad S.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tessera.generators.kinds.base import ConfigError, OperandLayout, PEKind, check_int
+from tessera.generators.kinds.int import WrapAddCombiner
+
+
+__all__ = ["TernaryKind"]
+
+
+@dataclass(frozen=True)
+class TernaryKind(PEKind):
+    """``[pe] kind = "ternary"``.
+
+    Keys: ``act_bits`` (unsigned activation codes, e.g. k-bit bounded-ReLU codes),
+    ``scale_bits`` and ``scale_frac`` (the scales Wp and Wn: unsigned fixed point with
+    ``scale_frac`` fraction bits, positive magnitudes), ``acc_bits`` (a result: the exact
+    integer ``Wp*S_p - Wn*S_n`` in units of ``2**-scale_frac``, two's complement, wrapping),
+    ``per_channel`` (one (Wp, Wn) pair per output channel, else one per layer: the host
+    writes the same pair for every channel; the hardware is the same).
+    """
+    name = "ternary"
+    code = 8
+    engines = ("tree",)
+    act_bits: int = 8
+    scale_bits: int = 16
+    scale_frac: int = 8
+    acc_bits: int = 32
+    per_channel: bool = True
+
+    def __post_init__(self):
+        check_int("pe.act_bits", self.act_bits, 1, 16)
+        check_int("pe.scale_bits", self.scale_bits, 2, 32)
+        check_int("pe.scale_frac", self.scale_frac, 0, self.scale_bits)
+        check_int("pe.acc_bits", self.acc_bits, 8, 64)
+        if not isinstance(self.per_channel, bool):
+            raise ConfigError(f"pe.per_channel: {self.per_channel!r} is not a boolean; allowed: "
+                              f"true, false")
+
+    def layout(self, mode=None):
+        self.mode_code(mode)
+        return OperandLayout(a_elems=1, a_bits=self.act_bits, b_elems=1, b_bits=2)
+
+    @property
+    def result_bits(self):
+        return self.acc_bits
+
+    @property
+    def latency(self):
+        return 3       # the scaling pipeline after the sums: scale read, products, difference
+
+    def combiner(self):
+        return WrapAddCombiner(self.acc_bits)
+
+    def format(self):
+        """The host toolkit's descriptor (`tessera.sim.ternary.TernaryFormat`)."""
+        from tessera.sim.ternary import TernaryFormat
+        return TernaryFormat(act_bits=self.act_bits, scale_bits=self.scale_bits,
+                             scale_frac=self.scale_frac, per_channel=self.per_channel)
+
+    def formats(self):
+        return {"a": {"kind": "uint", "bits": self.act_bits, "signed": False},
+                "b": self.format().as_dict(),
+                "acc": {"kind": "fixed", "bits": self.acc_bits, "signed": True,
+                        "frac_bits": self.scale_frac, "overflow": "wrap",
+                        "value": "Wp*S_p - Wn*S_n, exact"}}
+
+    def operands(self, m, n, k, *, kind, rng, mode=None):
+        from tessera.sim.engines.tree import TernaryB
+        top = (1 << self.act_bits) - 1
+        smax = (1 << self.scale_bits) - 1
+        if kind == "extremes":
+            a = rng.choice(np.array([0, top]), size=(m, k))
+            codes = rng.choice(np.array([0b01, 0b11]), size=(k, n))
+            wp = np.full(n, smax)
+            wn = np.full(n, smax)
+        elif kind == "min":            # the most negative results: all -Wn, all activations max
+            a = np.full((m, k), top)
+            codes = np.full((k, n), 0b11)
+            wp = rng.integers(1, smax + 1, n)
+            wn = np.full(n, smax)
+        else:
+            a = rng.integers(0, top + 1, size=(m, k))
+            codes = rng.choice(np.array([0b00, 0b01, 0b11]), size=(k, n))
+            wp = rng.integers(1, smax + 1, n)
+            wn = rng.integers(1, smax + 1, n)
+        if kind == "zeros_a":
+            a[:] = 0
+        if kind == "zeros_b":
+            codes[:] = 0
+        if kind == "relu":
+            a = np.where(rng.random(a.shape) < 0.5, 0, a)
+        if not self.per_channel:
+            wp[:], wn[:] = wp[0], wn[0]
+        return a.astype(np.uint64), TernaryB(codes, wp, wn)
+
+    def reference(self, a, b, *, k_split=None, mode=None):
+        """An integer matmul with the decoded weights (+Wp, 0, -Wn as plain integers), then
+        the wrap (independent of the twins' S_p/S_n split and of the K split)."""
+        codes = np.asarray(b.codes)
+        w = np.where(codes == 0b01, b.wp[None, :].astype(object),
+                     np.where(codes == 0b11, -b.wn[None, :].astype(object), 0))
+        c = np.asarray(a, dtype=object) @ w
+        return np.array(c % (1 << self.acc_bits), dtype=np.uint64).reshape(c.shape)
+
+    def result_values(self, codes):
+        """Result codes -> exact values (Fractions): signed, in units of 2**-scale_frac."""
+        from fractions import Fraction
+        c = np.asarray(codes, dtype=object)
+        signed = np.where(c >= 1 << (self.acc_bits - 1), c - (1 << self.acc_bits), c)
+        return np.vectorize(lambda v: Fraction(int(v), 1 << self.scale_frac),
+                            otypes=[object])(signed)
+
+    @classmethod
+    def units(cls):
+        from tessera.generators.kinds.ternary_units import ternary_units
+        return ternary_units()

@@ -1,0 +1,172 @@
+"""Engine ``tree``: ternary reduce-and-scale, dense (`tessera.hdl.engine.tree_dense`) or
+run-length (`tessera.hdl.engine.tree_rle`) weights, loaded at run time."""
+
+from dataclasses import dataclass
+
+from tessera.generators.kinds.base import ConfigError, Engine, EngineSection, check_choice, \
+    check_int
+from tessera.hdl.ctrl.memmap import Geometry, Store
+from tessera.hdl.ctrl.protocol import ArgLayout, Field
+
+
+__all__ = ["TreeEngine", "TreeSection", "ENCODINGS"]
+
+ENCODINGS = ("dense", "rle")
+
+
+@dataclass(frozen=True)
+class TreeSection(EngineSection):
+    """``[array] kind = "tree"``.
+
+    ``encoding = "dense"``: ``outputs`` adder trees of ``inputs`` leaves, one A word of
+    ``inputs`` activations and one W word of ``inputs x outputs`` weight codes per cycle.
+    ``encoding = "rle"``: weights as run-length entries (a 2-bit code and a ``z_bits`` zero
+    run, the non-zeros only), one entry per cycle applied to ``inputs`` activation rows at
+    once (``outputs`` is not used: leave it out). ``scales``: depth of scratchpad S (one
+    (Wp, Wn) word per output channel of a RUN).
+    """
+    name = "tree"
+    inputs: int = 16
+    outputs: int = 0
+    encoding: str = "dense"
+    z_bits: int = 6
+    scales: int = 256
+
+    def __post_init__(self):
+        check_choice("array.encoding", self.encoding, ENCODINGS)
+        check_int("array.inputs", self.inputs, 1, 127)
+        check_int("array.z_bits", self.z_bits, 1, 13)
+        check_int("array.scales", self.scales, 16, 32768)
+        if self.encoding == "dense":
+            if self.outputs == 0:
+                object.__setattr__(self, "outputs", 4)
+            check_int("array.outputs", self.outputs, 1, 32)
+            if self.inputs * self.outputs > 1024:
+                raise ConfigError(f"array.inputs/outputs: {self.inputs} x {self.outputs} weight "
+                                  f"codes make a {2 * self.inputs * self.outputs}-bit W word; "
+                                  f"allowed: inputs x outputs at most 1024")
+        else:
+            if self.outputs not in (0, 1):
+                raise ConfigError(f"array.outputs: {self.outputs!r} is not used by encoding "
+                                  f"'rle' (one output channel at a time over inputs rows); "
+                                  f"allowed: leave it out, or 1")
+            object.__setattr__(self, "outputs", 1)
+
+    @property
+    def dense(self):
+        return self.encoding == "dense"
+
+
+class TreeEngine(Engine):
+    """``[array] kind = "tree"`` with a ``ternary`` PE kind.
+
+    Stores: A (activations), W (weights: dense words, or run-length entries), S (scales, one
+    word of (Wp, Wn) per output channel) and C (results). See `TreeDenseEngine` and
+    `TreeRleEngine` for the RUN semantics and docs/architecture.md for the layouts.
+    """
+    name = "tree"
+    code = 2
+    Section = TreeSection
+
+    @property
+    def _a(self):
+        return self.cfg.array
+
+    def geometry(self):
+        a, pe, mem = self._a, self.cfg.pe, self.cfg.memory
+        I = a.inputs
+        if a.dense:
+            w = Store("w", 1, I, 2 * a.outputs, mem.b_depth,
+                      doc="weights: lane i = input i's 2-bit codes, output o at bits 2o+1:2o")
+            c_lanes = a.outputs
+            a_doc = "activations: inputs consecutive K elements of one row per word"
+            c_doc = "results: the outputs channels of one row per word"
+        else:
+            w = Store("w", 1, 1, 2 + a.z_bits, mem.b_depth,
+                      doc="run-length entries: code (bits 1:0) and zero run (above)")
+            c_lanes = I
+            a_doc = "activations: one K element of inputs rows per word"
+            c_doc = "results: one output channel of inputs rows per word"
+        return Geometry(rows=I, cols=a.outputs, stores=(
+            Store("a", 0, I, pe.act_bits, mem.a_depth, doc=a_doc),
+            w,
+            Store("s", 2, 2, pe.scale_bits, a.scales,
+                  doc="scales: lane 0 Wp, lane 1 Wn, one word per output channel"),
+            Store("c", 3, c_lanes, pe.result_bits, mem.c_depth, result=True, doc=c_doc),
+        ))
+
+    def args(self):
+        if self._a.dense:
+            fields = [Field("m", 2, "activation rows"), Field("n_tiles", 2,
+                                                              "tiles of outputs channels"),
+                      Field("k", 2, "A and W words per row")]
+        else:
+            fields = [Field("m_tiles", 2, "tiles of inputs activation rows"),
+                      Field("k", 2, "K elements (A words) per tile"),
+                      Field("n", 2, "output channels (rows of W transposed)"),
+                      Field("entries", 2, "run-length entries in W")]
+        return ArgLayout(fields + [Field("a_base", 2), Field("w_base", 2), Field("s_base", 2),
+                                   Field("c_base", 2),
+                                   Field("flags", 1, "bit 0: accumulate into C (wrapping add)")])
+
+    def make_hdl(self):
+        a, pe = self._a, self.cfg.pe
+        depths = {s.name: s.depth for s in self.cfg.geometry.stores}
+        common = dict(act_bits=pe.act_bits, scale_bits=pe.scale_bits, acc_bits=pe.acc_bits,
+                      args=self.args(), depths=depths, accumulate=pe.combiner() is not None)
+        if a.dense:
+            from tessera.hdl.engine.tree_dense import TreeDenseEngine
+            return TreeDenseEngine(inputs=a.inputs, outputs=a.outputs, **common)
+        from tessera.hdl.engine.tree_rle import TreeRleEngine
+        return TreeRleEngine(lanes=a.inputs, z_bits=a.z_bits, **common)
+
+    def twin(self):
+        from tessera.sim.engines.tree import DenseTwin, RleTwin
+        return (DenseTwin if self._a.dense else RleTwin)(cfg=self.cfg)
+
+    def mapper(self):
+        from tessera.sim.engines.tree import DenseMapper, RleMapper
+        return (DenseMapper if self._a.dense else RleMapper)(self.cfg)
+
+    def macs_per_cycle(self, mode=None):
+        """Peak ternary MACs per cycle: dense ``inputs x outputs``; run-length ``inputs`` per
+        non-zero weight entry (zero weights cost nothing, but are not counted as MACs)."""
+        return self._a.inputs * self._a.outputs
+
+    def ideal_cycles(self, a, b, mode=None):
+        """The bound a layer ``a @ b`` cannot beat: dense MACs / (inputs x outputs);
+        run-length: non-zero weights x activation rows / inputs (one entry per cycle)."""
+        m, k = a.shape
+        n = b.shape[1]
+        if self._a.dense:
+            return m * n * k / (self._a.inputs * self._a.outputs)
+        return m * b.nonzeros / self._a.inputs
+
+    def k_capacity(self, mode=None):
+        mem = self.cfg.memory
+        if self._a.dense:
+            return min(mem.a_depth, mem.b_depth) * self._a.inputs
+        return mem.a_depth
+
+    def timing(self):
+        twin = self.twin()
+        a = self._a
+        if a.dense:
+            return {"model": "tree_dense", "check_cycles": twin.check_cycles,
+                    "tree_latency": twin.tree_latency, "combiner_latency": twin.combiner_latency,
+                    "run_cycles": twin.model,
+                    "run_cycles_variables": {"m": "RUN m", "n_tiles": "RUN n_tiles",
+                                             "k": "RUN k", "accumulate": "RUN flags bit 0"},
+                    "ideal_cycles": {"macs_per_cycle": self.macs_per_cycle()}}
+        from tessera.sim.engines.tree import SCALER_EXTRA, START_CYCLES
+        return {"model": "tree_rle", "check_cycles": twin.check_cycles,
+                "combiner_latency": twin.combiner_latency,
+                "run_cycles": None,
+                "run_cycles_rule": (
+                    f"data-dependent: decode step s (one per entry, plus one END step per "
+                    f"m-tile) happens at cycle {START_CYCLES} + 1 + s + waits; a step that "
+                    f"hands a row (< n) to the scaler waits until {a.inputs} - 1 cycles after "
+                    f"the previous hand-over; busy ends at max(last step + 2, last hand-over + "
+                    f"{a.inputs} + {SCALER_EXTRA + 2}) (+ combiner latency when "
+                    f"accumulating); tessera.sim.engines.tree.RleTwin.cycles_of computes it"),
+                "ideal_cycles": {"entries_per_cycle": 1, "rows_per_entry": a.inputs}}

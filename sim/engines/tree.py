@@ -1,0 +1,516 @@
+"""Golden twins and host mappers of the ternary reduce-and-scale engines (``array.kind = "tree"``).
+
+`DenseTwin` mirrors `tessera.hdl.engine.tree_dense.TreeDenseEngine`, `RleTwin`
+`tessera.hdl.engine.tree_rle.TreeRleEngine`: what a RUN does to the stores and its exact cycle
+count. `DenseMapper` and `RleMapper` block a ternary layer ``A @ W`` (activations M x K,
+`TernaryB` weights K x N with per-channel scales) into RUNs.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tessera.hdl.ctrl.protocol import Err
+from tessera.hdl.engine.check import PRODUCT_STEPS
+from tessera.hdl.engine.tree_dense import FLAG_ACCUMULATE
+from tessera.sim.engines.model import evaluate
+
+
+__all__ = ["TernaryB", "DenseTwin", "RleTwin", "DenseMapper", "RleMapper", "dense_cycle_model",
+           "CHECK_CYCLES", "START_CYCLES", "SCALER_EXTRA", "CODE_POS", "CODE_NEG", "CODE_PAD"]
+
+#: Busy cycles of a RUN the argument check rejects.
+CHECK_CYCLES = PRODUCT_STEPS + 1
+#: Cycles from the start of a RUN to its first operand read.
+START_CYCLES = PRODUCT_STEPS + 2
+#: Cycles from a scaler load to its result word, beyond one per lane.
+SCALER_EXTRA = 3
+
+CODE_POS, CODE_NEG, CODE_PAD = 0b01, 0b11, 0b10
+
+
+@dataclass(frozen=True)
+class TernaryB:
+    """Ternary weights of one layer: ``codes`` (K x N: 0b00 0, 0b01 +Wp, 0b11 -Wn) and the
+    scale codes ``wp``, ``wn`` (N unsigned fixed-point codes each, one pair per output
+    channel; a per-layer pair is the same pair N times)."""
+    codes: np.ndarray
+    wp: np.ndarray
+    wn: np.ndarray
+
+    def __post_init__(self):
+        codes = np.asarray(self.codes, dtype=np.uint8)
+        if codes.ndim != 2:
+            raise ValueError(f"ternary weights: codes must be K x N, not shape {codes.shape}")
+        bad = np.flatnonzero(~np.isin(codes, (0, CODE_POS, CODE_NEG)))
+        if bad.size:
+            raise ValueError(f"ternary weights: code {int(codes.flat[bad[0]]):#04b} at flat index "
+                             f"{int(bad[0])}; allowed: 0b00, 0b01, 0b11")
+        n = codes.shape[1]
+        wp = np.asarray(self.wp, dtype=np.int64).reshape(-1)
+        wn = np.asarray(self.wn, dtype=np.int64).reshape(-1)
+        if wp.shape != (n,) or wn.shape != (n,):
+            raise ValueError(f"ternary weights: wp and wn need one code per output channel "
+                             f"({n}), not {wp.shape} and {wn.shape}")
+        object.__setattr__(self, "codes", codes)
+        object.__setattr__(self, "wp", wp)
+        object.__setattr__(self, "wn", wn)
+
+    @property
+    def shape(self):
+        return self.codes.shape
+
+    @property
+    def nonzeros(self):
+        return int(np.count_nonzero(self.codes))
+
+
+def _scale_words(s_store, addr):
+    return int(s_store[addr, 0]), int(s_store[addr, 1])
+
+
+# -- dense ---------------------------------------------------------------------------------------
+def dense_cycle_model(*, outputs, tree_latency, combiner_latency):
+    """Busy cycles of a dense RUN as an expression tree in ``m``, ``n_tiles``, ``k`` and
+    ``accumulate`` (`tessera.sim.engines.model`); the RTL meets it exactly.
+
+    `START_CYCLES` of argument checks; then ``m * n_tiles`` rows issued back to back, each
+    taking ``P = max(k, outputs)`` cycles (k words, and the scaler's ``outputs`` lanes); after
+    the last row's last word: 1 (store read) + ``tree_latency`` (the accumulator adds in the
+    tree's last cycle) + ``outputs`` + `SCALER_EXTRA` (scaler) + 2 (output write, completion)
+    cycles, plus the combiner latency when accumulating.
+    """
+    period = ["max", "k", outputs]
+    rows = ["*", "m", "n_tiles"]
+    return ["+", START_CYCLES, ["*", ["-", rows, 1], period], ["-", "k", 1],
+            1 + tree_latency + outputs + SCALER_EXTRA + 2,
+            ["if", "accumulate", combiner_latency, 0]]
+
+
+def tree_latency(inputs):
+    """Pipeline stages of a `TernaryTree` of ``inputs`` leaves: one per adder level (min 1)."""
+    return max(1, (inputs - 1).bit_length())
+
+
+class _TwinBase:
+    check_cycles = CHECK_CYCLES
+
+    def __init__(self, *, cfg):
+        self.cfg = cfg
+        self.pe = cfg.pe
+        self.combiner = cfg.pe.combiner()
+        self.depths = {st.name: st.depth for st in cfg.geometry.stores}
+        self.acc_bits = cfg.pe.result_bits
+
+    @property
+    def combiner_latency(self):
+        return self.combiner.latency if self.combiner is not None else 0
+
+    def _bad_flags(self, flags):
+        return bool(flags & ~FLAG_ACCUMULATE & 0xFF) or \
+            bool(flags & FLAG_ACCUMULATE and self.combiner is None)
+
+    def _write(self, C, addr, vals, acc):
+        """Store one result word (lanes of signed ints, wrapped), combining if accumulating."""
+        new = np.array([int(v) % (1 << self.acc_bits) for v in vals], dtype=np.uint64)
+        C[addr] = self.combiner.twin(C[addr], new) if acc else new
+
+
+class DenseTwin(_TwinBase):
+    """What a dense RUN does and how many cycles it takes (`TreeDenseEngine`)."""
+
+    def __init__(self, *, cfg):
+        super().__init__(cfg=cfg)
+        a = cfg.array
+        self.inputs, self.outputs = a.inputs, a.outputs
+        self.tree_latency = tree_latency(a.inputs)
+        self.model = dense_cycle_model(outputs=a.outputs, tree_latency=self.tree_latency,
+                                       combiner_latency=self.combiner_latency)
+
+    def check(self, args):
+        m, nt, k = args["m"], args["n_tiles"], args["k"]
+        if m == 0 or nt == 0 or k == 0 or self._bad_flags(args["flags"]):
+            return Err.ARG
+        d = self.depths
+        if args["a_base"] + m * k > d["a"] or args["w_base"] + nt * k > d["w"] \
+                or args["s_base"] + nt * self.outputs > d["s"] \
+                or args["c_base"] + m * nt > d["c"]:
+            return Err.TILE
+        return Err.OK
+
+    def env(self, args):
+        return {"m": args["m"], "n_tiles": args["n_tiles"], "k": args["k"],
+                "accumulate": args["flags"] & FLAG_ACCUMULATE}
+
+    def run(self, stores, args):
+        """Execute a checked RUN on ``stores`` ({name: depth x lanes codes}); returns cycles."""
+        I, O = self.inputs, self.outputs
+        m, nt, k = args["m"], args["n_tiles"], args["k"]
+        A, W, S, C = stores["a"], stores["w"], stores["s"], stores["c"]
+        acc = bool(args["flags"] & FLAG_ACCUMULATE)
+        for ni in range(nt):
+            w = W[args["w_base"] + ni * k:args["w_base"] + (ni + 1) * k].astype(np.int64)
+            # lane i, bits 2o+1:2o -> code[kk, i, o]
+            codes = (w[:, :, None] >> (2 * np.arange(O))) & 3
+            pos = (codes == CODE_POS).astype(np.int64)
+            neg = (codes == CODE_NEG).astype(np.int64)
+            scales = [_scale_words(S, args["s_base"] + ni * O + o) for o in range(O)]
+            for r in range(m):
+                a = A[args["a_base"] + r * k:args["a_base"] + (r + 1) * k].astype(np.int64)
+                sp = np.einsum("ki,kio->o", a, pos)
+                sn = np.einsum("ki,kio->o", a, neg)
+                vals = [scales[o][0] * int(sp[o]) - scales[o][1] * int(sn[o]) for o in range(O)]
+                addr = args["c_base"] + r * nt + ni
+                self._write(C, addr, vals, acc)
+        return evaluate(self.model, self.env(args))
+
+    def perf(self, args):
+        return {"predict": evaluate(self.model, self.env(args)),
+                "ideal": args["m"] * args["n_tiles"] * args["k"]}
+
+    def bad_runs(self):
+        """RUNs the argument check must refuse, with their error codes."""
+        d = self.depths
+        return [({"m": 1, "n_tiles": 1, "k": d["a"] + 1}, Err.TILE),
+                ({"m": d["c"] + 1, "n_tiles": 1, "k": 1}, Err.TILE),
+                ({"m": 1, "n_tiles": d["s"] // self.outputs + 1, "k": 1}, Err.TILE),
+                ({"m": 0, "n_tiles": 1, "k": 1}, Err.ARG),
+                ({"m": 1, "n_tiles": 1, "k": 1, "flags": 0x80}, Err.ARG)]
+
+    def busy_run(self, need):
+        """The shortest RUN (with the store contents it needs) that stays busy for ``need``
+        cycles: (fields, cycles, preload) or None."""
+        d = self.depths
+        best = None
+        for k in sorted({1, 2, 4, 8, 16, 32, 64, min(d["a"], d["w"])}):
+            if k > min(d["a"], d["w"]):
+                continue
+            for m in range(1, min(d["a"] // k, d["c"]) + 1):
+                fields = {"m": m, "n_tiles": 1, "k": k}
+                cycles = evaluate(self.model, {**fields, "accumulate": 0})
+                if cycles >= need and (best is None or cycles < best[1]):
+                    best = (fields, cycles, {})
+                    break
+        return best
+
+
+# -- run-length ----------------------------------------------------------------------------------
+class RleTwin(_TwinBase):
+    """What a run-length RUN does and how many cycles it takes (`TreeRleEngine`).
+
+    Decoding mirrors the RTL's integer semantics exactly, for any stream (also one the host
+    encoder would never write): a position advances by ``z + 1`` per non-PAD entry, the column
+    wraps at most once per entry (into the next row), an activation is used only if its
+    column is inside the row, rows at or past ``n`` are dropped.
+    """
+
+    def __init__(self, *, cfg):
+        super().__init__(cfg=cfg)
+        a = cfg.array
+        self.lanes = a.inputs
+        self.z_bits = a.z_bits
+        self.model = None
+
+    def check(self, args):
+        mt, k, n, e = args["m_tiles"], args["k"], args["n"], args["entries"]
+        if mt == 0 or k == 0 or n == 0 or e == 0 or self._bad_flags(args["flags"]):
+            return Err.ARG
+        d = self.depths
+        if args["a_base"] + mt * k > d["a"] or args["w_base"] + e > d["w"] \
+                or args["s_base"] + n > d["s"] or args["c_base"] + mt * n > d["c"]:
+            return Err.TILE
+        return Err.OK
+
+    def decode(self, entries, k):
+        """Steps of one pass: a list of (col or None, code, leaves_row, row) per entry and the
+        final END step, in the RTL's arithmetic."""
+        steps = []
+        row, cnext = 0, 0
+        zmask = (1 << self.z_bits) - 1
+        for e in entries:
+            e = int(e)
+            w2, z = e & 3, (e >> 2) & zmask
+            if w2 == CODE_PAD:
+                steps.append((None, w2, False, row))
+                continue
+            col_a = cnext + z
+            wrap = col_a >= k
+            col = col_a - k if wrap else col_a
+            steps.append((col, w2, wrap, row))
+            if wrap:
+                row = (row + 1) & 0xFFFF
+            cnext = (col + 1) & 0x1FFFF
+        steps.append((None, 0, True, row))      # END: leave the last row
+        return steps
+
+    def run(self, stores, args):
+        mt, k, n, E = args["m_tiles"], args["k"], args["n"], args["entries"]
+        A, W, S, C = stores["a"], stores["w"], stores["s"], stores["c"]
+        acc = bool(args["flags"] & FLAG_ACCUMULATE)
+        P = self.lanes
+        steps = self.decode(W[args["w_base"]:args["w_base"] + E, 0], k)
+        cycles = _RleTiming(P)
+        for mi in range(mt):
+            a_row = args["a_base"] + mi * k
+            sp = np.zeros(P, dtype=object)
+            sn = np.zeros(P, dtype=object)
+            for col, w2, leaves, row in steps:
+                flush = leaves and row < n
+                cycles.step(flush)
+                if leaves:
+                    if flush:
+                        wp, wn = _scale_words(S, args["s_base"] + row)
+                        vals = [wp * int(sp[j]) - wn * int(sn[j]) for j in range(P)]
+                        self._write(C, args["c_base"] + mi * n + row, vals, acc)
+                    sp[:] = 0
+                    sn[:] = 0
+                if col is not None and col < k and w2 in (CODE_POS, CODE_NEG):
+                    a = A[a_row + col].astype(object)
+                    if w2 == CODE_POS:
+                        sp += a
+                    else:
+                        sn += a
+        return cycles.total(self.combiner_latency if acc else 0)
+
+    def cycles_of(self, entries, args):
+        """Cycles of a RUN over ``entries`` without touching any store."""
+        steps = self.decode(entries, args["k"])
+        t = _RleTiming(self.lanes)
+        for _ in range(args["m_tiles"]):
+            for _, _, leaves, row in steps:
+                t.step(leaves and row < args["n"])
+        return t.total(self.combiner_latency if args["flags"] & FLAG_ACCUMULATE else 0)
+
+    def perf(self, args):
+        return {"ideal": args["m_tiles"] * args["entries"]}
+
+    def bad_runs(self):
+        d = self.depths
+        one = {"m_tiles": 1, "k": 1, "n": 1, "entries": 1}
+        return [({**one, "k": d["a"] + 1}, Err.TILE),
+                ({**one, "entries": d["w"] - 0 + 1}, Err.TILE) if d["w"] < 65535 else
+                ({**one, "w_base": d["w"]}, Err.TILE),
+                ({**one, "n": d["s"] + 1}, Err.TILE),
+                ({**one, "m_tiles": d["c"] + 1}, Err.TILE),
+                ({**one, "entries": 0}, Err.ARG),
+                ({**one, "flags": 0x80}, Err.ARG)]
+
+    def busy_run(self, need):
+        """A RUN over a stream of fillers (preloaded into W at 0) that stays busy for ``need``
+        cycles: (fields, cycles, preload)."""
+        d = self.depths
+        e = 1
+        while True:
+            fields = {"m_tiles": 1, "k": 1, "n": 1, "entries": e}
+            stream = np.zeros((e, 1), dtype=np.uint64)      # fillers, z = 0
+            cycles = self.cycles_of(stream[:, 0], {**fields, "flags": 0})
+            if cycles >= need:
+                return fields, cycles, {"w": (0, stream)}
+            if e >= d["w"]:
+                return None
+            e = min(d["w"], 2 * e)
+
+
+class _RleTiming:
+    """The RLE engine's cycle count: one decode step per cycle from `START_CYCLES` + 1, a step
+    that hands a row to the scaler waits until the scaler takes a row (every ``lanes``
+    cycles); busy ends 2 cycles after the last result word (or after the last step)."""
+
+    def __init__(self, lanes):
+        self.P = lanes
+        self.t = START_CYCLES          # cycle of the previous step (the first is START + 1)
+        self.last_load = None
+
+    def step(self, flush):
+        t = self.t + 1
+        if flush:
+            if self.last_load is not None:
+                t = max(t, self.last_load + self.P - 1)
+            self.last_load = t + 1
+        self.t = t
+
+    def total(self, combiner_latency):
+        done = self.t + 1
+        if self.last_load is not None:
+            done = max(done, self.last_load + self.P + SCALER_EXTRA + 1)
+        return done + 1 + combiner_latency
+
+
+# -- host mappers --------------------------------------------------------------------------------
+def _as_weights(b):
+    if not isinstance(b, TernaryB):
+        raise ValueError(f"a ternary core multiplies by TernaryB weights (codes, wp, wn), not "
+                         f"{type(b).__name__}")
+    return b
+
+
+def _check_shapes(a, b):
+    a = np.asarray(a, dtype=np.int64)
+    if a.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"gemm: shapes {a.shape} and {b.shape} do not chain (M x K, K x N)")
+    return a
+
+
+class DenseMapper:
+    """Host side of the dense engine: blocks ``A @ W`` into RUNs and moves the words.
+
+    Scratchpad layout per RUN: A words ``r*k + kk`` (row r, inputs kk*I..kk*I+I-1), W words
+    ``ni*k + kk``, S words ``ni*O + o`` (the n-group's scales, written once per group), C words
+    ``r*n_tiles + ni``. K is split into accumulating RUNs when a row does not fit.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.I, self.O = cfg.array.inputs, cfg.array.outputs
+        self.d = {s.name: s.depth for s in cfg.geometry.stores}
+
+    def plan(self, m, n, k_words):
+        """(rows per RUN, n-tiles per RUN, K words per RUN) for an M x N x K layer."""
+        d = self.d
+        nt_all = -(-n // self.O)
+        kc = min(k_words, d["a"], d["w"])
+        if kc < k_words and self.cfg.pe.combiner() is None:
+            raise ValueError(f"K={k_words} words do not fit the scratchpads and this core cannot "
+                             f"accumulate")
+        nt = max(1, min(nt_all, d["w"] // kc, d["s"] // self.O, d["c"]))
+        mr = max(1, min(m, d["a"] // kc, d["c"] // nt))
+        if nt * self.O > d["s"] or mr * nt > d["c"]:
+            raise ValueError(f"scratchpads S (depth {d['s']}) and C (depth {d['c']}) cannot hold "
+                             f"one tile of {self.O} output channels")
+        return mr, nt, kc
+
+    async def gemm(self, drv, a, b, *, progress=None, mode=None):
+        from tessera.sim.driver import GemmStats
+        b = _as_weights(b)
+        a = _check_shapes(a, b)
+        I, O = self.I, self.O
+        M, K = a.shape
+        N = b.shape[1]
+        kw = -(-K // I)
+        ntl = -(-N // O)
+        a_p = np.zeros((M, kw * I), dtype=np.uint64)
+        a_p[:, :K] = a
+        codes = np.zeros((kw * I, ntl * O), dtype=np.uint64)
+        codes[:K, :N] = b.codes
+        scales = np.zeros((ntl * O, 2), dtype=np.uint64)
+        scales[:N, 0], scales[:N, 1] = b.wp, b.wn
+        a_words = a_p.reshape(M, kw, I)
+        # W word (tile ni, word kk), lane i: sum_o code[kk*I + i, ni*O + o] << 2o.
+        c4 = codes.reshape(kw, I, ntl, O)
+        w_words = np.bitwise_or.reduce(c4 << (2 * np.arange(O, dtype=np.uint64)), axis=3)
+        w_words = w_words.transpose(2, 0, 1)            # ntl x kw x I
+        mr, nt, kc = self.plan(M, N, kw)
+        out = np.zeros((M, ntl * O), dtype=np.uint64)
+        stats = GemmStats(k_split=kc * I)
+        for n0 in range(0, ntl, nt):
+            ntr = min(nt, ntl - n0)
+            await drv.write("s", 0, scales[n0 * O:(n0 + ntr) * O])
+            for m0 in range(0, M, mr):
+                mm = min(mr, M - m0)
+                for k0 in range(0, kw, kc):
+                    kk = min(kc, kw - k0)
+                    if m0 == 0 or kc < kw:
+                        await drv.write("w", 0, w_words[n0:n0 + ntr, k0:k0 + kk].reshape(-1, I))
+                    await drv.write("a", 0, a_words[m0:m0 + mm, k0:k0 + kk].reshape(-1, I))
+                    cyc = await drv.run(m=mm, n_tiles=ntr, k=kk,
+                                        flags=FLAG_ACCUMULATE if k0 else 0)
+                    stats.runs += 1
+                    stats.cycles += cyc
+                    stats.run_cycles.append(cyc)
+                    if progress:
+                        progress(stats)
+                words = await drv.read("c", 0, mm * ntr)       # r*ntr + ni
+                blk = words.reshape(mm, ntr * O)
+                out[m0:m0 + mm, n0 * O:(n0 + ntr) * O] = blk
+        return out[:, :N], stats
+
+
+class RleMapper:
+    """Host side of the run-length engine: encodes each (n-group, K chunk) of W transposed into
+    the entry stream (`tessera.sim.ternary.hw_encode`, every row given at least ``lanes``
+    entries so the scaler never waits), then runs m-tiles of ``lanes`` activation rows.
+
+    Scratchpad layout per RUN: A words ``mi*k + col`` (lane j: row mi*lanes + j), W entries
+    from 0, S words = the n-group's channels, C words ``mi*n + row``.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.P = cfg.array.inputs
+        self.z_bits = cfg.array.z_bits
+        self.d = {s.name: s.depth for s in cfg.geometry.stores}
+
+    def plan(self, m, n, k):
+        """(m-tiles per RUN, K per RUN) before the weights are known (the n-groups depend on
+        the entry streams, `groups`)."""
+        d = self.d
+        mt_all = -(-m // self.P)
+        kc = min(k, d["a"])
+        if kc < k and self.cfg.pe.combiner() is None:
+            raise ValueError(f"K={k} does not fit scratchpad A (depth {d['a']}) and this core "
+                             f"cannot accumulate")
+        mt = max(1, min(mt_all, d["a"] // kc, d["c"]))
+        return mt, kc
+
+    def encode(self, wt):
+        from tessera.sim.ternary import hw_encode
+        return np.asarray(hw_encode(wt, self.z_bits, min_row_entries=self.P), dtype=np.uint64)
+
+    def groups(self, codes_t, kc, mt):
+        """Split the N output rows into groups whose entry streams fit W for every K chunk
+        (and whose rows fit S and C). Returns a list of (n0, n, [stream per K chunk])."""
+        d = self.d
+        N, K = codes_t.shape
+        limit_n = min(d["s"], d["c"] // mt, 0xFFFF)
+        out, n0 = [], 0
+        while n0 < N:
+            best = None
+            n = 1
+            while n0 + n <= N and n <= limit_n:
+                streams = [self.encode(codes_t[n0:n0 + n, k0:k0 + kc]) for k0 in range(0, K, kc)]
+                if max(len(s) for s in streams) > d["w"]:
+                    break
+                best = (n0, n, streams)
+                n += 1
+            if best is None:
+                raise ValueError(f"the weights of one output channel over {kc} inputs need more "
+                                 f"entries than scratchpad W holds ({d['w']})")
+            out.append(best)
+            n0 += best[1]
+        return out
+
+    async def gemm(self, drv, a, b, *, progress=None, mode=None):
+        from tessera.sim.driver import GemmStats
+        b = _as_weights(b)
+        a = _check_shapes(a, b)
+        P = self.P
+        M, K = a.shape
+        mt_all = -(-M // P)
+        a_p = np.zeros((mt_all * P, K), dtype=np.uint64)
+        a_p[:M] = a
+        # A word (tile mi, col) lane j = a[mi*P + j, col]
+        a_words = a_p.reshape(mt_all, P, K).transpose(0, 2, 1)      # mt x K x P
+        mt, kc = self.plan(M, b.shape[1], K)
+        codes_t = b.codes.T
+        out = np.zeros((mt_all * P, b.shape[1]), dtype=np.uint64)
+        stats = GemmStats(k_split=kc)
+        for n0, n, streams in self.groups(codes_t, kc, mt):
+            await drv.write("s", 0, np.stack([b.wp[n0:n0 + n], b.wn[n0:n0 + n]], axis=1))
+            for m0 in range(0, mt_all, mt):
+                mm = min(mt, mt_all - m0)
+                for ci, k0 in enumerate(range(0, K, kc)):
+                    kk = min(kc, K - k0)
+                    if len(streams) > 1 or m0 == 0:
+                        await drv.write("w", 0, streams[ci].reshape(-1, 1))
+                    await drv.write("a", 0, a_words[m0:m0 + mm, k0:k0 + kk].reshape(-1, P))
+                    cyc = await drv.run(m_tiles=mm, k=kk, n=n, entries=len(streams[ci]),
+                                        flags=FLAG_ACCUMULATE if k0 else 0)
+                    stats.runs += 1
+                    stats.cycles += cyc
+                    stats.run_cycles.append(cyc)
+                    if progress:
+                        progress(stats)
+                words = await drv.read("c", 0, mm * n)             # mi*n + row, lane j
+                blk = words.reshape(mm, n, P).transpose(0, 2, 1).reshape(mm * P, n)
+                out[m0 * P:(m0 + mm) * P, n0:n0 + n] = blk
+        return out[:M], stats
