@@ -22,9 +22,6 @@ def default_cases(cfg, *, quick=False):
     accumulate), the extreme operand values and all-zero operands.
     """
     R, C = cfg.rows, cfg.cols
-    da, db = cfg.memory.a_depth, cfg.memory.b_depth
-    # K past the scratchpads: split into accumulating RUNs (every kind with a combiner).
-    long_k = min(da, db) * 2 + 3 if cfg.pe.combiner() is not None else min(da, db)
     cases = [
         ("one", 1, 1, 1, "random"),
         ("tile", R, C, 8, "random"),
@@ -34,8 +31,8 @@ def default_cases(cfg, *, quick=False):
         ("zeros_a", R, C + 1, 9, "zeros_a"),
         ("zeros_b", R + 2, C, 9, "zeros_b"),
         ("relu", 3 * R, 2 * C, 40, "relu"),
-        ("long_k_min", R, C, long_k, "min"),
-        ("long_k", R + 1, C - 1 if C > 1 else 1, long_k, "random"),
+        ("long_k_min", R, C, None, "min"),
+        ("long_k", R + 1, C - 1 if C > 1 else 1, None, "random"),
         ("reference_64", *REFERENCE_GEMM, "random"),
     ]
     if quick:
@@ -45,12 +42,13 @@ def default_cases(cfg, *, quick=False):
     out = []
     for mode in modes:
         suffix = "" if mode is None or len(modes) == 1 else f"@{mode}"
-        # The scratchpads hold K in words: where a word packs several K elements (the mode's
-        # k_per_word), the long-K cases need that many times the elements to split.
-        per_word = cfg.pe.layout(mode).k_per_word
+        # K past what one RUN holds (the engine says how much, per mode): split into
+        # accumulating RUNs on every kind with a combiner.
+        cap = cfg.engine.k_capacity(mode)
+        long_k = 2 * cap + 3 if cfg.pe.combiner() is not None else cap
         for i, (n, m, nn, k, kind) in enumerate(cases):
             if n in ("long_k_min", "long_k"):
-                k *= per_word
+                k = long_k
             case = {"name": n + suffix, "m": m, "n": nn, "k": k, "kind": kind,
                     "seed": 1000 + i}
             if mode is not None:

@@ -90,7 +90,7 @@ async def test_gemm(dut, case):
     golden_out, golden_stats = await _golden_cycles(a, b, mode)
     mism = int(np.count_nonzero(got != expect))
     macs = spec["m"] * spec["n"] * spec["k"]
-    ideal = macs / CFG.engine.macs_per_cycle(mode)
+    ideal = CFG.engine.ideal_cycles(a, b, mode)
     _record({"case": case, "m": spec["m"], "n": spec["n"], "k": spec["k"], "kind": spec["kind"],
              "mode": mode,
              "mismatches": mism, "cycles": stats.cycles, "golden_cycles": golden_stats.cycles,
@@ -129,8 +129,11 @@ async def test_malformed_commands(dut):
     """Bad commands give their error code, never hang, and the core keeps answering."""
     t, drv = await _setup(dut)
     info = await drv.connect()
-    da, db, dc = (s.depth for s in info.stores)
+    g = CFG.geometry
+    res = g.result_stores[0]
+    da, dc = info.store(0).depth, res.depth
     wb_a = info.store(0).word_bytes
+    twin = CFG.engine.twin()
 
     # Unknown opcode: answered at once with ERR_OPCODE, latched for STATUS, cleared by reading.
     await t.send(bytes([0x7E]))
@@ -149,33 +152,36 @@ async def test_malformed_commands(dut):
     # Zero-length READ.
     await t.send(bytes([Op.READ, 1, 0, 0, 0, 0]))
     assert (await t.recv(1))[0] == Err.ARG
-    await _expect_error(drv, drv.read("c", dc - 1, 2), Err.RANGE)
-    # RUN whose operands do not fit, and RUN with a zero dimension or unknown flags.
-    await _expect_error(drv, drv.start(m_tiles=1, n_tiles=1, k=da + 1), Err.TILE)
-    await _expect_error(drv, drv.start(m_tiles=dc // CFG.rows + 1, n_tiles=1, k=1), Err.TILE)
-    await _expect_error(drv, drv.start(m_tiles=0, n_tiles=1, k=1), Err.ARG)
-    await _expect_error(drv, drv.start(m_tiles=1, n_tiles=1, k=1, flags=0x80), Err.ARG)
+    await _expect_error(drv, drv.read(res.name, dc - 1, 2), Err.RANGE)
+    # RUNs the engine's argument check refuses (operands that do not fit, a zero dimension,
+    # unknown flags), from the engine twin.
+    for fields, code in twin.bad_runs():
+        assert twin.check(_full(fields)) == code, f"twin: {fields} -> {twin.check(_full(fields))}"
+        await _expect_error(drv, drv.start(**fields), code)
     # RUN naming an engine this core does not have.
-    await _expect_error(drv, drv.start(engine=CFG.engine.code ^ 0x40, m_tiles=1, n_tiles=1, k=1),
-                        Err.ENGINE)
+    some_run = twin.bad_runs()[0][0]
+    await _expect_error(drv, drv.start(engine=CFG.engine.code ^ 0x40, **some_run), Err.ENGINE)
 
     # While a RUN executes: STATUS answers busy; READ, RUN and WRITE to C are refused; A and B
     # stay writable (software double buffering). Each check sends a RUN and the command in one
     # burst, and the RUN is chosen from the cycle model to last well past the moment the core
     # decides on the command, so no check races the hardware (the RUN's own cycle count is
     # checked against the model too).
-    word_c = bytes(info.store(2).word_bytes)
+    word_c = bytes(res.word_bytes)
     checks = [
         ("STATUS", bytes([Op.STATUS]), None),
         ("READ a", bytes([Op.READ, 0, 0, 0, 1, 0]), Err.BUSY),
-        ("RUN", _run_bytes(m_tiles=1, n_tiles=1, k=1), Err.BUSY),
-        ("WRITE c", bytes([Op.WRITE, 2, 0, 0, 1, 0]) + word_c, Err.BUSY),
+        ("RUN", _run_bytes(**some_run), Err.BUSY),
+        ("WRITE c", bytes([Op.WRITE, res.id, 0, 0, 1, 0]) + word_c, Err.BUSY),
         ("WRITE a", bytes([Op.WRITE, 0, 0, 0, 1, 0]) + bytes(wb_a), Err.OK),
     ]
     for name, cmd, want in checks:
         header = len(cmd) if cmd[0] != Op.WRITE else 6
-        fields, cycles = _busy_run(CFG, info, header)
-        assert fields is not None, f"no RUN fits the scratchpads long enough to check {name}"
+        found = twin.busy_run(twin.check_cycles + 2 + header + 16)
+        assert found is not None, f"no RUN fits the scratchpads long enough to check {name}"
+        fields, cycles, preload = found
+        for store, (addr, words) in preload.items():
+            await drv.write(store, addr, words)
         await t.send(_run_bytes(**fields) + cmd)
         assert (await t.recv(1))[0] == Err.OK, f"RUN {fields} (for the {name} check) refused"
         if want is None:          # STATUS: OK, flags (bit 0 busy), last error, cycles
@@ -197,27 +203,6 @@ def _run_bytes(**fields):
     return bytes([Op.RUN]) + head + CFG.engine.args().pack(**fields)
 
 
-def _busy_run(cfg, info, header_bytes, margin=16):
-    """The shortest RUN that fits the scratchpads and, by the engine's cycle model, is still
-    busy when a command of ``header_bytes`` bytes sent right after it is decided: the core
-    checks the RUN for ``check_cycles`` cycles, answers, then reads the command at one byte
-    per cycle. Returns (fields, cycles), or (None, None) if no RUN is that long."""
-    from tessera.sim.engines.model import evaluate
-    twin = cfg.engine.twin()
-    need = twin.check_cycles + 2 + header_bytes + margin
-    da, db, dc = (s.depth for s in info.stores)
-    rows = cfg.rows
-    best = None
-    ks = sorted({1, 2, 4, 8, 16, 32, 64, min(da, db)} & set(range(1, min(da, db) + 1)))
-    for k in ks:
-        for mt in range(1, min(da // k, dc // rows, 64) + 1):
-            nt = min(db // k, (dc // rows) // mt, 64)
-            if nt < 1:
-                continue
-            env = {"m_tiles": mt, "n_tiles": nt, "k": k, "accumulate": 0}
-            if cfg.pe.modes:
-                env["mode"] = 0
-            cycles = evaluate(twin.model, env)
-            if cycles >= need and (best is None or cycles < best[1]):
-                best = ({"m_tiles": mt, "n_tiles": nt, "k": k}, cycles)
-    return best or (None, None)
+def _full(fields):
+    """RUN fields with the missing ones 0, as the core sees them."""
+    return {f.name: fields.get(f.name, 0) for f in CFG.engine.args().fields}

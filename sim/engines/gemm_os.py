@@ -112,6 +112,32 @@ class GemmOSTwin:
         return {"predict": evaluate(self.model, self.env(args)),
                 "ideal": work / (self.rows * self.cols * per_pair / self.pe.ii(mode))}
 
+    def bad_runs(self):
+        """RUNs the argument check must refuse, with their error codes."""
+        da, dc = self.depths["a"], self.depths["c"]
+        return [({"m_tiles": 1, "n_tiles": 1, "k": da + 1}, Err.TILE),
+                ({"m_tiles": dc // self.rows + 1, "n_tiles": 1, "k": 1}, Err.TILE),
+                ({"m_tiles": 0, "n_tiles": 1, "k": 1}, Err.ARG),
+                ({"m_tiles": 1, "n_tiles": 1, "k": 1, "flags": 0x80}, Err.ARG)]
+
+    def busy_run(self, need):
+        """The shortest RUN that fits the scratchpads and, by the cycle model, stays busy for
+        ``need`` cycles: (fields, cycles, preload) (no store contents needed), or None."""
+        da, db, dc = self.depths["a"], self.depths["b"], self.depths["c"]
+        best = None
+        ks = sorted({1, 2, 4, 8, 16, 32, 64, min(da, db)} & set(range(1, min(da, db) + 1)))
+        for k in ks:
+            for mt in range(1, min(da // k, dc // self.rows, 64) + 1):
+                nt = min(db // k, (dc // self.rows) // mt, 64)
+                if nt < 1:
+                    continue
+                env = {"m_tiles": mt, "n_tiles": nt, "k": k, "accumulate": 0}
+                if self.pe.modes:
+                    env["mode"] = 0
+                cycles = evaluate(self.model, env)
+                if cycles >= need and (best is None or cycles < best[1]):
+                    best = ({"m_tiles": mt, "n_tiles": nt, "k": k}, cycles, {})
+        return best
 
 
 def plan_gemm(m, n, k, *, rows, cols, depths, accumulate):

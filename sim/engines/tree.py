@@ -405,23 +405,27 @@ class DenseMapper:
         for n0 in range(0, ntl, nt):
             ntr = min(nt, ntl - n0)
             await drv.write("s", 0, scales[n0 * O:(n0 + ntr) * O])
-            for m0 in range(0, M, mr):
-                mm = min(mr, M - m0)
+            # A block of rows whose results C holds at once: each W chunk is written once per
+            # block, and the block's RUNs accumulate into their own C regions.
+            block = max(mr, (self.d["c"] // ntr) // mr * mr)
+            for b0 in range(0, M, block):
+                bl = min(block, M - b0)
                 for k0 in range(0, kw, kc):
                     kk = min(kc, kw - k0)
-                    if m0 == 0 or kc < kw:
+                    if b0 == 0 or kc < kw:
                         await drv.write("w", 0, w_words[n0:n0 + ntr, k0:k0 + kk].reshape(-1, I))
-                    await drv.write("a", 0, a_words[m0:m0 + mm, k0:k0 + kk].reshape(-1, I))
-                    cyc = await drv.run(m=mm, n_tiles=ntr, k=kk,
-                                        flags=FLAG_ACCUMULATE if k0 else 0)
-                    stats.runs += 1
-                    stats.cycles += cyc
-                    stats.run_cycles.append(cyc)
-                    if progress:
-                        progress(stats)
-                words = await drv.read("c", 0, mm * ntr)       # r*ntr + ni
-                blk = words.reshape(mm, ntr * O)
-                out[m0:m0 + mm, n0 * O:(n0 + ntr) * O] = blk
+                    for m0 in range(b0, b0 + bl, mr):
+                        mm = min(mr, b0 + bl - m0)
+                        await drv.write("a", 0, a_words[m0:m0 + mm, k0:k0 + kk].reshape(-1, I))
+                        cyc = await drv.run(m=mm, n_tiles=ntr, k=kk, c_base=(m0 - b0) * ntr,
+                                            flags=FLAG_ACCUMULATE if k0 else 0)
+                        stats.runs += 1
+                        stats.cycles += cyc
+                        stats.run_cycles.append(cyc)
+                        if progress:
+                            progress(stats)
+                words = await drv.read("c", 0, bl * ntr)       # r*ntr + ni
+                out[b0:b0 + bl, n0 * O:(n0 + ntr) * O] = words.reshape(bl, ntr * O)
         return out[:, :N], stats
 
 
@@ -496,21 +500,26 @@ class RleMapper:
         stats = GemmStats(k_split=kc)
         for n0, n, streams in self.groups(codes_t, kc, mt):
             await drv.write("s", 0, np.stack([b.wp[n0:n0 + n], b.wn[n0:n0 + n]], axis=1))
-            for m0 in range(0, mt_all, mt):
-                mm = min(mt, mt_all - m0)
+            # m-tiles whose results C holds at once: each stream is written once per block.
+            block = max(mt, (self.d["c"] // n) // mt * mt)
+            for b0 in range(0, mt_all, block):
+                bl = min(block, mt_all - b0)
                 for ci, k0 in enumerate(range(0, K, kc)):
                     kk = min(kc, K - k0)
-                    if len(streams) > 1 or m0 == 0:
+                    if len(streams) > 1 or b0 == 0:
                         await drv.write("w", 0, streams[ci].reshape(-1, 1))
-                    await drv.write("a", 0, a_words[m0:m0 + mm, k0:k0 + kk].reshape(-1, P))
-                    cyc = await drv.run(m_tiles=mm, k=kk, n=n, entries=len(streams[ci]),
-                                        flags=FLAG_ACCUMULATE if k0 else 0)
-                    stats.runs += 1
-                    stats.cycles += cyc
-                    stats.run_cycles.append(cyc)
-                    if progress:
-                        progress(stats)
-                words = await drv.read("c", 0, mm * n)             # mi*n + row, lane j
-                blk = words.reshape(mm, n, P).transpose(0, 2, 1).reshape(mm * P, n)
-                out[m0 * P:(m0 + mm) * P, n0:n0 + n] = blk
+                    for m0 in range(b0, b0 + bl, mt):
+                        mm = min(mt, b0 + bl - m0)
+                        await drv.write("a", 0, a_words[m0:m0 + mm, k0:k0 + kk].reshape(-1, P))
+                        cyc = await drv.run(m_tiles=mm, k=kk, n=n, entries=len(streams[ci]),
+                                            c_base=(m0 - b0) * n,
+                                            flags=FLAG_ACCUMULATE if k0 else 0)
+                        stats.runs += 1
+                        stats.cycles += cyc
+                        stats.run_cycles.append(cyc)
+                        if progress:
+                            progress(stats)
+                words = await drv.read("c", 0, bl * n)             # mi*n + row, lane j
+                blk = words.reshape(bl, n, P).transpose(0, 2, 1).reshape(bl * P, n)
+                out[b0 * P:(b0 + bl) * P, n0:n0 + n] = blk
         return out[:M], stats
