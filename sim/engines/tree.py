@@ -111,8 +111,9 @@ class _TwinBase:
             bool(flags & FLAG_ACCUMULATE and self.combiner is None)
 
     def _write(self, C, addr, vals, acc):
-        """Store one result word (lanes of signed ints, wrapped), combining if accumulating."""
-        new = np.array([int(v) % (1 << self.acc_bits) for v in vals], dtype=np.uint64)
+        """Store result words (lanes of signed ints, wrapped) at ``addr`` (an int or an array
+        of addresses), combining with the stored words if accumulating."""
+        new = np.array(np.asarray(vals, dtype=object) % (1 << self.acc_bits), dtype=np.uint64)
         C[addr] = self.combiner.twin(C[addr], new) if acc else new
 
 
@@ -148,20 +149,17 @@ class DenseTwin(_TwinBase):
         m, nt, k = args["m"], args["n_tiles"], args["k"]
         A, W, S, C = stores["a"], stores["w"], stores["s"], stores["c"]
         acc = bool(args["flags"] & FLAG_ACCUMULATE)
+        a = A[args["a_base"]:args["a_base"] + m * k].astype(np.int64).reshape(m, k, I)
         for ni in range(nt):
             w = W[args["w_base"] + ni * k:args["w_base"] + (ni + 1) * k].astype(np.int64)
             # lane i, bits 2o+1:2o -> code[kk, i, o]
             codes = (w[:, :, None] >> (2 * np.arange(O))) & 3
-            pos = (codes == CODE_POS).astype(np.int64)
-            neg = (codes == CODE_NEG).astype(np.int64)
-            scales = [_scale_words(S, args["s_base"] + ni * O + o) for o in range(O)]
-            for r in range(m):
-                a = A[args["a_base"] + r * k:args["a_base"] + (r + 1) * k].astype(np.int64)
-                sp = np.einsum("ki,kio->o", a, pos)
-                sn = np.einsum("ki,kio->o", a, neg)
-                vals = [scales[o][0] * int(sp[o]) - scales[o][1] * int(sn[o]) for o in range(O)]
-                addr = args["c_base"] + r * nt + ni
-                self._write(C, addr, vals, acc)
+            sp = np.einsum("rki,kio->ro", a, (codes == CODE_POS).astype(np.int64))
+            sn = np.einsum("rki,kio->ro", a, (codes == CODE_NEG).astype(np.int64))
+            s = S[args["s_base"] + ni * O:args["s_base"] + (ni + 1) * O].astype(object)
+            vals = s[None, :, 0] * sp.astype(object) - s[None, :, 1] * sn.astype(object)
+            addrs = args["c_base"] + np.arange(m) * nt + ni
+            self._write(C, addrs, vals, acc)
         return evaluate(self.model, self.env(args))
 
     def perf(self, args):
@@ -249,32 +247,28 @@ class RleTwin(_TwinBase):
         acc = bool(args["flags"] & FLAG_ACCUMULATE)
         P = self.lanes
         steps = self.decode(W[args["w_base"]:args["w_base"] + E, 0], k)
-        cycles = _RleTiming(P)
-        for mi in range(mt):
-            a_row = args["a_base"] + mi * k
-            sp = np.zeros(P, dtype=object)
-            sn = np.zeros(P, dtype=object)
-            for col, w2, leaves, row in steps:
-                flush = leaves and row < n
-                cycles.step(flush)
-                if leaves:
-                    if flush:
-                        wp, wn = _scale_words(S, args["s_base"] + row)
-                        vals = [wp * int(sp[j]) - wn * int(sn[j]) for j in range(P)]
-                        self._write(C, args["c_base"] + mi * n + row, vals, acc)
-                    sp[:] = 0
-                    sn[:] = 0
-                if col is not None and col < k and w2 in (CODE_POS, CODE_NEG):
-                    a = A[a_row + col].astype(object)
-                    if w2 == CODE_POS:
-                        sp += a
-                    else:
-                        sn += a
-        return cycles.total(self.combiner_latency if acc else 0)
+        # Every m-tile replays the same steps: decode once, apply to all tiles at once.
+        a = A[args["a_base"]:args["a_base"] + mt * k].astype(object).reshape(mt, k, P)
+        sp = np.zeros((mt, P), dtype=object)
+        sn = np.zeros((mt, P), dtype=object)
+        tiles = np.arange(mt)
+        for col, w2, leaves, row in steps:
+            if leaves:
+                if row < n:
+                    wp, wn = _scale_words(S, args["s_base"] + row)
+                    self._write(C, args["c_base"] + tiles * n + row, wp * sp - wn * sn, acc)
+                sp[:] = 0
+                sn[:] = 0
+            if col is not None and col < k and w2 in (CODE_POS, CODE_NEG):
+                if w2 == CODE_POS:
+                    sp += a[:, col]
+                else:
+                    sn += a[:, col]
+        return self.cycles_of(W[args["w_base"]:args["w_base"] + E, 0], args, steps=steps)
 
-    def cycles_of(self, entries, args):
+    def cycles_of(self, entries, args, *, steps=None):
         """Cycles of a RUN over ``entries`` without touching any store."""
-        steps = self.decode(entries, args["k"])
+        steps = self.decode(entries, args["k"]) if steps is None else steps
         t = _RleTiming(self.lanes)
         for _ in range(args["m_tiles"]):
             for _, _, leaves, row in steps:
