@@ -130,9 +130,8 @@ PRESET_LIST = ", ".join(f"'{n}'" for n in PRESETS)
      r"array\.rowz: unknown key; allowed: 'kind', 'rows', 'cols', 'dataflow'"),
     (["generate", "CFG"], "[array]\nrows = 0\n",
      r"array\.rows: 0 is out of range; allowed: 1\.\.64"),
-    (["generate", "CFG"], "[pe]\nkind = 'ternary'\n",
-     r"pe\.kind: 'ternary' is not implemented yet; allowed: "
-     + re.escape(", ".join(map(repr, PE_KINDS)))),
+    (["generate", "CFG"], "[array]\nkind = 'feie'\n",
+     r"array\.kind: 'feie' is not implemented yet; allowed: 'systolic', 'tree'"),
     (["generate", "CFG"], "[array\nrows = 2\n", r"config: '.*cfg\.toml' is not valid TOML: .+"),
     (["generate", "missing.toml"], None,
      r"config: 'missing\.toml' is not a readable file; allowed: a TOML path or a preset "

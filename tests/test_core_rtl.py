@@ -83,3 +83,17 @@ def test_odd_geometry_non_square_narrow_acc(tmp_path):
                             "memory": {"a_depth": 64, "b_depth": 48, "c_depth": 96}})
     s = run_regression(cfg, out_dir=tmp_path / "reg", progress=lambda m: None)
     _check(s)
+
+
+@pytest.mark.parametrize("preset", ["ternary", "ternary-rle"])
+def test_ternary_presets(preset, tmp_path):
+    """The tree engine's presets, every default case: ternary weights and per-channel scales
+    loaded at run time, bit-exact against the decoded-weight matmul, cycles equal to the
+    twin's; K past one RUN accumulates over several."""
+    cfg = load_config(preset)
+    s = run_regression(cfg, out_dir=tmp_path / "reg", progress=lambda m: None)
+    _check(s)
+    assert {g["case"] for g in s["gemms"]} == {c["name"] for c in default_cases(cfg)}
+    for case in ("long_k", "long_k_min"):
+        g = next(g for g in s["gemms"] if g["case"] == case)
+        assert g["k"] > cfg.engine.k_capacity() and g["runs"] >= 3

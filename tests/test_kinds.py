@@ -15,6 +15,11 @@ from tessera.generators.kinds.base import OperandLayout
 from tessera.sim.engines.model import evaluate, to_text, variables
 
 
+#: The PE kinds of the systolic array (the PE contract of `tessera.hdl.array.pe`); the
+#: ``ternary`` kind runs on the tree engine and is tested in tests/test_tree_engine.py.
+SYSTOLIC_KINDS = sorted(n for n, k in PE_KINDS.items() if "systolic" in k.engines)
+SYSTOLIC_PRESETS = [p for p in preset_names() if load_config(p).array.kind == "systolic"]
+
 # PEs built only to ask their latency are never elaborated: that is the point.
 NEVER_ELABORATED = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
@@ -29,7 +34,7 @@ def _collect_unelaborated():
 
 
 @NEVER_ELABORATED
-@pytest.mark.parametrize("name", sorted(PE_KINDS))
+@pytest.mark.parametrize("name", SYSTOLIC_KINDS)
 def test_kind_latency_and_ii_match_its_hdl(name):
     """The kind states latency and II without building HDL; they must equal the PE's own."""
     kind = PE_KINDS[name]()
@@ -41,8 +46,20 @@ def test_kind_latency_and_ii_match_its_hdl(name):
     assert pe.signature.acc_shape.width == kind.result_bits
 
 
+def test_ternary_latency_is_the_scalers():
+    from tessera.hdl.arith.ternary_scale import SerialScaler
+    assert PE_KINDS["ternary"]().latency == SerialScaler.LATENCY_EXTRA
+    assert PE_KINDS["ternary"]().engines == ("tree",)
+
+
+def test_every_engine_has_a_pe_kind_and_a_preset():
+    for name in ENGINES:
+        assert any(name in k.engines for k in PE_KINDS.values()), name
+        assert any(load_config(p).array.kind == name for p in preset_names()), name
+
+
 @NEVER_ELABORATED
-@pytest.mark.parametrize("preset", preset_names())
+@pytest.mark.parametrize("preset", SYSTOLIC_PRESETS)
 def test_preset_kinds_match_their_hdl(preset):
     cfg = load_config(preset)
     pe = cfg.pe.make_pe()
@@ -53,10 +70,11 @@ def test_preset_kinds_match_their_hdl(preset):
 def test_kind_parses_only_its_own_keys(name):
     cls = PE_KINDS[name]
     allowed = ", ".join(repr(k) for k in ["kind", *cls.keys()])
+    array = {"kind": cls.engines[0]}
     with pytest.raises(ConfigError, match=rf"^pe\.nosuchkey: unknown key; allowed: "
                                           rf"{re.escape(allowed)}$"):
-        config_from_dict({"pe": {"kind": name, "nosuchkey": 1}})
-    assert config_from_dict({"pe": {"kind": name}}).to_dict()["pe"] == \
+        config_from_dict({"array": array, "pe": {"kind": name, "nosuchkey": 1}})
+    assert config_from_dict({"array": array, "pe": {"kind": name}}).to_dict()["pe"] == \
         {"kind": name, **{k: getattr(cls(), k) for k in cls.keys()}}
 
 
@@ -67,7 +85,7 @@ def test_kind_codes_are_unique():
 
 
 @NEVER_ELABORATED
-@pytest.mark.parametrize("name", sorted(PE_KINDS))
+@pytest.mark.parametrize("name", SYSTOLIC_KINDS)
 def test_combiner_twin_is_consistent(name):
     """Combining with zero-result codes leaves finite results unchanged (int: exactly)."""
     kind = PE_KINDS[name]()
@@ -107,7 +125,7 @@ def test_cycle_model_expression_language():
         evaluate(["pow", 2, 3], {})
 
 
-@pytest.mark.parametrize("preset", preset_names())
+@pytest.mark.parametrize("preset", SYSTOLIC_PRESETS)
 def test_cycle_model_is_the_v1_formula_for_existing_presets(preset):
     """The refactor kept every cycle count: for II 1 the model is the v1 closed form (plus the
     combiner latency on accumulating RUNs, which v1 could not do on FP cores). A kind with
