@@ -7,7 +7,8 @@ own operand generators and its own independent reference.
 import numpy as np
 
 
-__all__ = ["gemm_operands", "reference_gemm", "KINDS"]
+__all__ = ["gemm_operands", "reference_gemm", "save_operands", "load_operands", "case_operands",
+           "KINDS"]
 
 KINDS = ("random", "extremes", "min", "zeros_a", "zeros_b", "relu")
 
@@ -30,3 +31,27 @@ def reference_gemm(cfg, a_codes, b_codes, *, k_split=None, mode=None):
     independent of the golden twin; ``k_split`` is the K (in elements) of each RUN when K is
     split; ``mode`` the PE run-time mode."""
     return cfg.pe.reference(a_codes, b_codes, k_split=k_split, mode=mode)
+
+
+def save_operands(cfg, path, a, b):
+    """Write a layer's operands (element codes; ``b`` as the kind hands it over) to ``path``
+    (``.npz``), for a regression case ``{"operands": path, ...}``."""
+    arrays = {"a": np.asarray(a)}
+    arrays.update({f"b_{k}": v for k, v in cfg.pe.operand_arrays(b).items()})
+    np.savez(path, **arrays)
+
+
+def load_operands(cfg, path):
+    """The operands `save_operands` wrote."""
+    with np.load(path) as d:
+        b = {k[2:]: d[k] for k in d.files if k.startswith("b_")}
+        return d["a"], cfg.pe.operand_from_arrays(b)
+
+
+def case_operands(cfg, spec):
+    """The operands of a regression case: from its ``operands`` file, or generated from its
+    ``kind`` and ``seed``."""
+    if spec.get("operands"):
+        return load_operands(cfg, spec["operands"])
+    return gemm_operands(cfg, spec["m"], spec["n"], spec["k"], kind=spec["kind"],
+                         seed=spec["seed"], mode=spec.get("mode"))

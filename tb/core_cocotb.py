@@ -16,7 +16,7 @@ from tessera.generators.config import config_from_dict
 from tessera.hdl.ctrl.protocol import Err, Op
 from tessera.sim.core import GoldenCore, GoldenTransport
 from tessera.sim.driver import TesseraDriver, TesseraError
-from tessera.sim.workloads import gemm_operands, reference_gemm
+from tessera.sim.workloads import case_operands, gemm_operands, reference_gemm
 from tessera.tb.drivers import CocotbByteTransport, reset, start_clock
 
 
@@ -81,15 +81,13 @@ async def test_gemm(dut, case):
     t, drv = await _setup(dut)
     await drv.connect()
     mode = spec.get("mode")
-    a, b = gemm_operands(CFG, spec["m"], spec["n"], spec["k"], kind=spec["kind"],
-                         seed=spec["seed"], mode=mode)
+    a, b = case_operands(CFG, spec)
     t0, c0 = time.time(), t.cycle
     got, stats = await drv.gemm(a, b, mode=mode)
     expect = reference_gemm(CFG, a, b, k_split=stats.k_split, mode=mode)
     wall, sim_cycles = time.time() - t0, t.cycle - c0
     golden_out, golden_stats = await _golden_cycles(a, b, mode)
     mism = int(np.count_nonzero(got != expect))
-    macs = spec["m"] * spec["n"] * spec["k"]
     ideal = CFG.engine.ideal_cycles(a, b, mode)
     _record({"case": case, "m": spec["m"], "n": spec["n"], "k": spec["k"], "kind": spec["kind"],
              "mode": mode,

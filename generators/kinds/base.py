@@ -249,6 +249,15 @@ class PEKind(_Section):
         the K length of each RUN when K is split across accumulating RUNs."""
         raise NotImplementedError
 
+    def operand_arrays(self, b):
+        """The weight operand ``b`` as named arrays (to save a layer, `sim.workloads`)."""
+        import numpy as np
+        return {"codes": np.asarray(b)}
+
+    def operand_from_arrays(self, arrays):
+        """Inverse of `operand_arrays`."""
+        return arrays["codes"]
+
     def regress_modes(self):
         """The modes the core regression runs every case in (``(None,)`` without modes)."""
         return self.modes or (None,)

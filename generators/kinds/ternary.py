@@ -112,6 +112,13 @@ class TernaryKind(PEKind):
         c = np.asarray(a, dtype=object) @ w
         return np.array(c % (1 << self.acc_bits), dtype=np.uint64).reshape(c.shape)
 
+    def operand_arrays(self, b):
+        return {"codes": b.codes, "wp": b.wp, "wn": b.wn}
+
+    def operand_from_arrays(self, arrays):
+        from tessera.sim.engines.tree import TernaryB
+        return TernaryB(arrays["codes"], arrays["wp"], arrays["wn"])
+
     def result_values(self, codes):
         """Result codes -> exact values (Fractions): signed, in units of 2**-scale_frac."""
         from fractions import Fraction
