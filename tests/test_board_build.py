@@ -49,3 +49,23 @@ def test_ulx3s_preset_bitstream(tmp_path, capsys):
     assert r["dsps"] >= 144
     assert r["luts"] / 144 < 119
     assert r["timing_met"]
+
+
+@pytest.mark.slow
+def test_ternary_preset_bitstream(tmp_path, capsys):
+    """The ternary core (16 x 2 adder trees, run-time weights and scales) on the UP5K: the
+    two scaling multipliers in SB_MAC16s, the trees in logic cells, timing met at 12 MHz
+    (about one minute of place and route)."""
+    out, r = _build("ternary", "icebreaker", tmp_path, capsys)
+    assert (out / "tessera_ternary.bin").is_file()
+    assert 0 < r["luts"] <= r["luts_total"] == 5280
+    assert 1 <= r["dsps"] <= 8
+    assert r["timing_met"] and r["fmax_mhz"] >= 12
+
+
+@pytest.mark.slow
+def test_ternary_rle_preset_bitstream(tmp_path, capsys):
+    """The run-length ternary core on the ECP5-85F."""
+    out, r = _build("ternary-rle", "ulx3s-85f", tmp_path, capsys)
+    assert (out / "tessera_ternary_rle.bit").is_file()
+    assert r["timing_met"]
