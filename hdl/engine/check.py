@@ -3,7 +3,7 @@
 from amaranth import Signal
 
 
-__all__ = ["SerialProducts", "PRODUCT_STEPS"]
+__all__ = ["SerialProducts", "PRODUCT_STEPS", "argument_check"]
 
 #: Cycles of the shift-add multiplications of 16-bit RUN fields.
 PRODUCT_STEPS = 16
@@ -32,3 +32,38 @@ class SerialProducts:
             m.d.sync += [x.eq(x << 1), y.eq(y >> 1)]
             with m.If(y[0]):
                 m.d.sync += p.eq(p + x)
+
+
+def argument_check(m, ctl, *, latch, products, pairs, bad_arg, bad_tile, start, run_state):
+    """The IDLE, CHECK and VERIFY states of an engine's FSM (call inside ``with m.FSM()``).
+
+    IDLE: on ``ctl.start`` do the ``latch`` statements and load ``products`` with ``pairs``.
+    CHECK: `PRODUCT_STEPS` cycles of shift-and-add. VERIFY: pulse ``ctl.check_done`` with
+    `Err.ARG` if ``bad_arg``, else `Err.TILE` if ``bad_tile`` (both back to IDLE, touching
+    nothing), else 0, doing the ``start`` statements and going to ``run_state``. A rejected
+    RUN therefore costs ``PRODUCT_STEPS + 1`` busy cycles, an accepted one starts its first
+    operand read ``PRODUCT_STEPS + 2`` cycles after ``ctl.start``.
+    """
+    from tessera.hdl.ctrl.protocol import Err
+    step = Signal(range(PRODUCT_STEPS), name="check_step")
+    with m.State("IDLE"):
+        with m.If(ctl.start):
+            m.d.sync += [*latch, step.eq(0)]
+            products.start(m, pairs)
+            m.next = "CHECK"
+    with m.State("CHECK"):
+        products.step(m)
+        m.d.sync += step.eq(step + 1)
+        with m.If(step == PRODUCT_STEPS - 1):
+            m.next = "VERIFY"
+    with m.State("VERIFY"):
+        m.d.comb += ctl.check_done.eq(1)
+        with m.If(bad_arg):
+            m.d.comb += ctl.check_err.eq(Err.ARG)
+            m.next = "IDLE"
+        with m.Elif(bad_tile):
+            m.d.comb += ctl.check_err.eq(Err.TILE)
+            m.next = "IDLE"
+        with m.Else():
+            m.d.sync += start
+            m.next = run_state

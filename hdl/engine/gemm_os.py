@@ -5,8 +5,8 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from tessera.hdl.array.systolic import SystolicArray
-from tessera.hdl.ctrl.protocol import Err
 from tessera.hdl.engine.base import EngineControlSignature, ResultSignature, StorePortSignature
+from tessera.hdl.engine.check import PRODUCT_STEPS, SerialProducts, argument_check
 
 
 __all__ = ["GemmOSEngine", "FLAG_ACCUMULATE", "CHECK_CYCLES"]
@@ -15,7 +15,7 @@ __all__ = ["GemmOSEngine", "FLAG_ACCUMULATE", "CHECK_CYCLES"]
 FLAG_ACCUMULATE = 0x01
 
 #: Cycles the argument check takes (16 shift-add steps for the three tile products, 1 compare).
-CHECK_CYCLES = 17
+CHECK_CYCLES = PRODUCT_STEPS + 1
 
 
 class GemmOSEngine(wiring.Component):
@@ -120,11 +120,9 @@ class GemmOSEngine(wiring.Component):
         a_base, b_base, c_base = Signal(16), Signal(16), Signal(16)
         flags = Signal(8)
         acc_mode = Signal()
-        # Serial shift-add multipliers: p1 = mt*k, p2 = nt*k, p3 = mt*nt.
-        mul1_x, mul2_x, mul3_x = Signal(32), Signal(32), Signal(32)
-        mul1_y, mul2_y, mul3_y = Signal(16), Signal(16), Signal(16)
-        a_words, b_words, tiles = Signal(32), Signal(32), Signal(32)
-        step = Signal(range(16))
+        # Serial shift-add products for the bounds: mt*k, nt*k, mt*nt.
+        prods = SerialProducts(3)
+        a_words, b_words, tiles = prods.products
         period = Signal(17 + max(ii, 1).bit_length())
         total_rows = Signal(range(c_depth + 1))
 
@@ -166,65 +164,39 @@ class GemmOSEngine(wiring.Component):
                 pos += w
         m.d.comb += array.b.as_value().eq(self.b_port.r_data)
 
+        bad_arg = (mt == 0) | (nt == 0) | (k == 0) | (flags & ~FLAG_ACCUMULATE).any()
+        if not self._accumulate:
+            bad_arg = bad_arg | (flags & FLAG_ACCUMULATE).any()
+        if mode is not None:
+            bad_arg = bad_arg | (mode >= max(1, self._modes))
+        bad_tile = ((a_base + a_words > a_depth) | (b_base + b_words > b_depth)
+                    | (c_base + tiles * R > c_depth))
+        # k * ii(mode): a constant multiply per mode (II may depend on the mode).
+        kii = k * self._iis[0]
+        if mode is not None:
+            for code in range(1, len(self._iis)):
+                kii = Mux(mode == code, k * self._iis[code], kii)
+        maxrc = max(R, C)
         with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.ctl.start):
-                    m.d.sync += [
-                        mt.eq(self._field(args, "m_tiles")), nt.eq(self._field(args, "n_tiles")),
-                        k.eq(self._field(args, "k")),
-                        a_base.eq(self._field(args, "a_base")),
-                        b_base.eq(self._field(args, "b_base")),
-                        c_base.eq(self._field(args, "c_base")),
-                        flags.eq(self._field(args, "flags")),
-                        mul1_x.eq(self._field(args, "k")), mul1_y.eq(self._field(args, "m_tiles")),
-                        mul2_x.eq(self._field(args, "k")), mul2_y.eq(self._field(args, "n_tiles")),
-                        mul3_x.eq(self._field(args, "n_tiles")),
-                        mul3_y.eq(self._field(args, "m_tiles")),
-                        a_words.eq(0), b_words.eq(0), tiles.eq(0), step.eq(0),
-                    ]
-                    if mode is not None:
-                        m.d.sync += mode.eq(self._field(args, "mode"))
-                    m.next = "CHECK"
-            with m.State("CHECK"):
-                for x, y, p in ((mul1_x, mul1_y, a_words), (mul2_x, mul2_y, b_words),
-                                (mul3_x, mul3_y, tiles)):
-                    m.d.sync += [x.eq(x << 1), y.eq(y >> 1)]
-                    with m.If(y[0]):
-                        m.d.sync += p.eq(p + x)
-                m.d.sync += step.eq(step + 1)
-                with m.If(step == 15):
-                    m.next = "VERIFY"
-            with m.State("VERIFY"):
-                bad_arg = (mt == 0) | (nt == 0) | (k == 0) | (flags & ~FLAG_ACCUMULATE).any()
-                if not self._accumulate:
-                    bad_arg = bad_arg | (flags & FLAG_ACCUMULATE).any()
-                if mode is not None:
-                    bad_arg = bad_arg | (mode >= max(1, self._modes))
-                bad_tile = ((a_base + a_words > a_depth) | (b_base + b_words > b_depth)
-                            | (c_base + tiles * R > c_depth))
-                m.d.comb += self.ctl.check_done.eq(1)
-                with m.If(bad_arg):
-                    m.d.comb += self.ctl.check_err.eq(Err.ARG)
-                    m.next = "IDLE"
-                with m.Elif(bad_tile):
-                    m.d.comb += self.ctl.check_err.eq(Err.TILE)
-                    m.next = "IDLE"
-                with m.Else():
-                    # k * ii(mode): a constant multiply per mode (II may depend on the mode).
-                    kii = k * self._iis[0]
-                    if mode is not None:
-                        for code in range(1, len(self._iis)):
-                            kii = Mux(mode == code, k * self._iis[code], kii)
-                    maxrc = max(R, C)
-                    m.d.sync += [
-                        period.eq(Mux(kii > maxrc, kii, maxrc)),
-                        total_rows.eq(tiles * R),
-                        acc_mode.eq(flags[0]),
-                        t.eq(0), slot.eq(0), kk.eq(0), mi.eq(0), ni.eq(0),
-                        a_row.eq(a_base), b_row.eq(b_base),
-                        c_ptr.eq(c_base), emitted.eq(0),
-                    ]
-                    m.next = "ISSUE"
+            argument_check(
+                m, self.ctl, products=prods, bad_arg=bad_arg, bad_tile=bad_tile,
+                latch=[mt.eq(self._field(args, "m_tiles")), nt.eq(self._field(args, "n_tiles")),
+                       k.eq(self._field(args, "k")),
+                       a_base.eq(self._field(args, "a_base")),
+                       b_base.eq(self._field(args, "b_base")),
+                       c_base.eq(self._field(args, "c_base")),
+                       flags.eq(self._field(args, "flags")),
+                       *([mode.eq(self._field(args, "mode"))] if mode is not None else [])],
+                pairs=[(self._field(args, "k"), self._field(args, "m_tiles")),
+                       (self._field(args, "k"), self._field(args, "n_tiles")),
+                       (self._field(args, "n_tiles"), self._field(args, "m_tiles"))],
+                start=[period.eq(Mux(kii > maxrc, kii, maxrc)),
+                       total_rows.eq(tiles * R),
+                       acc_mode.eq(flags[0]),
+                       t.eq(0), slot.eq(0), kk.eq(0), mi.eq(0), ni.eq(0),
+                       a_row.eq(a_base), b_row.eq(b_base),
+                       c_ptr.eq(c_base), emitted.eq(0)],
+                run_state="ISSUE")
             with m.State("ISSUE"):
                 m.d.comb += issue.eq((slot == 0) & (kk < k))
                 with m.If(issue):

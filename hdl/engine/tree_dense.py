@@ -6,9 +6,8 @@ from amaranth.lib.wiring import In, Out
 
 from tessera.hdl.arith.ternary_scale import SerialScaler
 from tessera.hdl.arith.ternary_tree import TernaryTree
-from tessera.hdl.ctrl.protocol import Err
 from tessera.hdl.engine.base import EngineControlSignature, ResultSignature, StorePortSignature
-from tessera.hdl.engine.check import PRODUCT_STEPS, SerialProducts
+from tessera.hdl.engine.check import SerialProducts, argument_check
 
 
 __all__ = ["TreeDenseEngine", "FLAG_ACCUMULATE", "sum_bits"]
@@ -103,7 +102,6 @@ class TreeDenseEngine(wiring.Component):
         acc_mode = Signal()
         prods = SerialProducts(3)
         a_words, w_words, c_words = prods.products
-        step = Signal(range(PRODUCT_STEPS))
 
         # -- issue side -------------------------------------------------------------------------
         period = Signal(17)
@@ -154,56 +152,38 @@ class TreeDenseEngine(wiring.Component):
         out_r, out_ni = Signal(16), Signal(16)
         c_ptr = Signal(17)
         s_ptr = Signal(17)
-        loads, emitted = Signal(32), Signal(32)
+        emitted = Signal(32)
         m.d.comb += [sc.load.eq(t_valid & t_last), sc.addr.eq(c_ptr), sc.s_base.eq(s_ptr),
                      sc.s_step.eq(1), sc.accumulate.eq(acc_mode)]
         with m.If(sc.load):
-            m.d.sync += [loads.eq(loads + 1), out_r.eq(out_r + 1), c_ptr.eq(c_ptr + f["n_tiles"])]
+            m.d.sync += [out_r.eq(out_r + 1), c_ptr.eq(c_ptr + f["n_tiles"])]
             with m.If(out_r == f["m"] - 1):
                 m.d.sync += [out_r.eq(0), out_ni.eq(out_ni + 1),
                              c_ptr.eq(f["c_base"] + out_ni + 1), s_ptr.eq(s_ptr + O)]
         with m.If(self.result.valid):
             m.d.sync += emitted.eq(emitted + 1)
 
+        bad_arg = ((f["m"] == 0) | (f["n_tiles"] == 0) | (f["k"] == 0)
+                   | (flags & ~FLAG_ACCUMULATE).any())
+        if not self._accumulate:
+            bad_arg = bad_arg | flags[0]
+        bad_tile = ((f["a_base"] + a_words > d["a"]) | (f["w_base"] + w_words > d["w"])
+                    | (f["s_base"] + f["n_tiles"] * O > d["s"])
+                    | (f["c_base"] + c_words > d["c"]))
         with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.ctl.start):
-                    for n, s in f.items():
-                        m.d.sync += s.eq(self._field(n))
-                    m.d.sync += [flags.eq(self._field("flags")), step.eq(0)]
-                    prods.start(m, [(self._field("k"), self._field("m")),
-                                    (self._field("k"), self._field("n_tiles")),
-                                    (self._field("n_tiles"), self._field("m"))])
-                    m.next = "CHECK"
-            with m.State("CHECK"):
-                prods.step(m)
-                m.d.sync += step.eq(step + 1)
-                with m.If(step == PRODUCT_STEPS - 1):
-                    m.next = "VERIFY"
-            with m.State("VERIFY"):
-                bad_arg = ((f["m"] == 0) | (f["n_tiles"] == 0) | (f["k"] == 0)
-                           | (flags & ~FLAG_ACCUMULATE).any())
-                if not self._accumulate:
-                    bad_arg = bad_arg | flags[0]
-                bad_tile = ((f["a_base"] + a_words > d["a"]) | (f["w_base"] + w_words > d["w"])
-                            | (f["s_base"] + f["n_tiles"] * O > d["s"])
-                            | (f["c_base"] + c_words > d["c"]))
-                m.d.comb += self.ctl.check_done.eq(1)
-                with m.If(bad_arg):
-                    m.d.comb += self.ctl.check_err.eq(Err.ARG)
-                    m.next = "IDLE"
-                with m.Elif(bad_tile):
-                    m.d.comb += self.ctl.check_err.eq(Err.TILE)
-                    m.next = "IDLE"
-                with m.Else():
-                    m.d.sync += [
-                        period.eq(Mux(f["k"] > O, f["k"], O)), acc_mode.eq(flags[0]),
-                        t.eq(0), r.eq(0), ni.eq(0),
-                        a_row.eq(f["a_base"]), w_row.eq(f["w_base"]),
-                        out_r.eq(0), out_ni.eq(0), c_ptr.eq(f["c_base"]), s_ptr.eq(f["s_base"]),
-                        loads.eq(0), emitted.eq(0),
-                    ]
-                    m.next = "ISSUE"
+            argument_check(
+                m, self.ctl, products=prods, bad_arg=bad_arg, bad_tile=bad_tile,
+                latch=[*(s.eq(self._field(n)) for n, s in f.items()),
+                       flags.eq(self._field("flags"))],
+                pairs=[(self._field("k"), self._field("m")),
+                       (self._field("k"), self._field("n_tiles")),
+                       (self._field("n_tiles"), self._field("m"))],
+                start=[period.eq(Mux(f["k"] > O, f["k"], O)), acc_mode.eq(flags[0]),
+                       t.eq(0), r.eq(0), ni.eq(0),
+                       a_row.eq(f["a_base"]), w_row.eq(f["w_base"]),
+                       out_r.eq(0), out_ni.eq(0), c_ptr.eq(f["c_base"]), s_ptr.eq(f["s_base"]),
+                       emitted.eq(0)],
+                run_state="ISSUE")
             with m.State("ISSUE"):
                 m.d.comb += issue.eq(t < f["k"])
                 m.d.sync += t.eq(t + 1)

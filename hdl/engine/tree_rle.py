@@ -5,9 +5,8 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from tessera.hdl.arith.ternary_scale import SerialScaler
-from tessera.hdl.ctrl.protocol import Err
 from tessera.hdl.engine.base import EngineControlSignature, ResultSignature, StorePortSignature
-from tessera.hdl.engine.check import PRODUCT_STEPS, SerialProducts
+from tessera.hdl.engine.check import SerialProducts, argument_check
 from tessera.hdl.engine.tree_dense import FLAG_ACCUMULATE, sum_bits
 
 
@@ -78,7 +77,6 @@ class TreeRleEngine(wiring.Component):
         acc_mode = Signal()
         prods = SerialProducts(2)
         a_words, c_words = prods.products
-        step = Signal(range(PRODUCT_STEPS))
         running = Signal()
 
         # -- entry reader: one read in flight at most, one entry held while decode waits --------
@@ -189,45 +187,25 @@ class TreeRleEngine(wiring.Component):
         with m.If(self.result.valid):
             m.d.sync += emitted.eq(emitted + 1)
 
+        bad_arg = ((f["m_tiles"] == 0) | (f["k"] == 0) | (f["n"] == 0)
+                   | (f["entries"] == 0) | (flags & ~FLAG_ACCUMULATE).any())
+        if not self._accumulate:
+            bad_arg = bad_arg | flags[0]
+        bad_tile = ((f["a_base"] + a_words > d["a"]) | (f["w_base"] + f["entries"] > d["w"])
+                    | (f["s_base"] + f["n"] > d["s"]) | (f["c_base"] + c_words > d["c"]))
         with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.ctl.start):
-                    for n, s in f.items():
-                        m.d.sync += s.eq(self._field(n))
-                    m.d.sync += [flags.eq(self._field("flags")), step.eq(0)]
-                    prods.start(m, [(self._field("k"), self._field("m_tiles")),
-                                    (self._field("n"), self._field("m_tiles"))])
-                    m.next = "CHECK"
-            with m.State("CHECK"):
-                prods.step(m)
-                m.d.sync += step.eq(step + 1)
-                with m.If(step == PRODUCT_STEPS - 1):
-                    m.next = "VERIFY"
-            with m.State("VERIFY"):
-                bad_arg = ((f["m_tiles"] == 0) | (f["k"] == 0) | (f["n"] == 0)
-                           | (f["entries"] == 0) | (flags & ~FLAG_ACCUMULATE).any())
-                if not self._accumulate:
-                    bad_arg = bad_arg | flags[0]
-                bad_tile = ((f["a_base"] + a_words > d["a"])
-                            | (f["w_base"] + f["entries"] > d["w"])
-                            | (f["s_base"] + f["n"] > d["s"])
-                            | (f["c_base"] + c_words > d["c"]))
-                m.d.comb += self.ctl.check_done.eq(1)
-                with m.If(bad_arg):
-                    m.d.comb += self.ctl.check_err.eq(Err.ARG)
-                    m.next = "IDLE"
-                with m.Elif(bad_tile):
-                    m.d.comb += self.ctl.check_err.eq(Err.TILE)
-                    m.next = "IDLE"
-                with m.Else():
-                    m.d.sync += [
-                        acc_mode.eq(flags[0]), running.eq(1),
-                        rd_ptr.eq(0), rd_tile.eq(0), hold_v.eq(0),
-                        d_idx.eq(0), d_tile.eq(0), d_end.eq(0), d_done.eq(0),
-                        row.eq(0), cnext.eq(0), a_row.eq(f["a_base"]), c_tile.eq(f["c_base"]),
-                        loads.eq(0), emitted.eq(0),
-                    ]
-                    m.next = "RUN"
+            argument_check(
+                m, self.ctl, products=prods, bad_arg=bad_arg, bad_tile=bad_tile,
+                latch=[*(s.eq(self._field(n)) for n, s in f.items()),
+                       flags.eq(self._field("flags"))],
+                pairs=[(self._field("k"), self._field("m_tiles")),
+                       (self._field("n"), self._field("m_tiles"))],
+                start=[acc_mode.eq(flags[0]), running.eq(1),
+                       rd_ptr.eq(0), rd_tile.eq(0), hold_v.eq(0),
+                       d_idx.eq(0), d_tile.eq(0), d_end.eq(0), d_done.eq(0),
+                       row.eq(0), cnext.eq(0), a_row.eq(f["a_base"]), c_tile.eq(f["c_base"]),
+                       loads.eq(0), emitted.eq(0)],
+                run_state="RUN")
             with m.State("RUN"):
                 with m.If(d_done & ~x_v & ~x_flush & (emitted == loads) & sc.idle):
                     m.d.sync += running.eq(0)
