@@ -345,6 +345,16 @@ def _check_shapes(a, b):
     return a
 
 
+async def _run(drv, stats, progress, **fields):
+    """One RUN, counted into ``stats``."""
+    cyc = await drv.run(**fields)
+    stats.runs += 1
+    stats.cycles += cyc
+    stats.run_cycles.append(cyc)
+    if progress:
+        progress(stats)
+
+
 class DenseMapper:
     """Host side of the dense engine: blocks ``A @ W`` into RUNs and moves the words.
 
@@ -411,13 +421,8 @@ class DenseMapper:
                     for m0 in range(b0, b0 + bl, mr):
                         mm = min(mr, b0 + bl - m0)
                         await drv.write("a", 0, a_words[m0:m0 + mm, k0:k0 + kk].reshape(-1, I))
-                        cyc = await drv.run(m=mm, n_tiles=ntr, k=kk, c_base=(m0 - b0) * ntr,
-                                            flags=FLAG_ACCUMULATE if k0 else 0)
-                        stats.runs += 1
-                        stats.cycles += cyc
-                        stats.run_cycles.append(cyc)
-                        if progress:
-                            progress(stats)
+                        await _run(drv, stats, progress, m=mm, n_tiles=ntr, k=kk,
+                                   c_base=(m0 - b0) * ntr, flags=FLAG_ACCUMULATE if k0 else 0)
                 words = await drv.read("c", 0, bl * ntr)       # r*ntr + ni
                 out[b0:b0 + bl, n0 * O:(n0 + ntr) * O] = words.reshape(bl, ntr * O)
         return out[:, :N], stats
@@ -505,14 +510,9 @@ class RleMapper:
                     for m0 in range(b0, b0 + bl, mt):
                         mm = min(mt, b0 + bl - m0)
                         await drv.write("a", 0, a_words[m0:m0 + mm, k0:k0 + kk].reshape(-1, P))
-                        cyc = await drv.run(m_tiles=mm, k=kk, n=n, entries=len(streams[ci]),
-                                            c_base=(m0 - b0) * n,
-                                            flags=FLAG_ACCUMULATE if k0 else 0)
-                        stats.runs += 1
-                        stats.cycles += cyc
-                        stats.run_cycles.append(cyc)
-                        if progress:
-                            progress(stats)
+                        await _run(drv, stats, progress, m_tiles=mm, k=kk, n=n,
+                                   entries=len(streams[ci]), c_base=(m0 - b0) * n,
+                                   flags=FLAG_ACCUMULATE if k0 else 0)
                 words = await drv.read("c", 0, bl * n)             # mi*n + row, lane j
                 blk = words.reshape(bl, n, P).transpose(0, 2, 1).reshape(bl * P, n)
                 out[b0 * P:(b0 + bl) * P, n0:n0 + n] = blk
