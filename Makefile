@@ -5,11 +5,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tessera-installed
 JOBS   ?= 2
+PRESET ?=
 
 .PHONY: demo test test-all lint clean help
 
 help:
 	@echo "make demo      set up .venv, generate the default core, co-simulate a sample layer"
+	@echo "               (make demo PRESET=ternary: another preset)"
 	@echo "make test      set up .venv, run the whole test suite (slow FPGA builds excluded)"
 	@echo "make test-all  also the slow place-and-route runs"
 
@@ -20,7 +22,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m tessera.generators.demo
+	$(PY) -m tessera.generators.demo $(PRESET)
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -q
