@@ -335,3 +335,17 @@ def test_host_flow_float_layer_to_values():
                            for kk, c in enumerate(tw.codes[:, j]) if c)
                 assert got[i, j] == want
         assert np.count_nonzero(tw.codes == 0) > 0
+
+
+def test_rle_perf_counts_the_stream():
+    cfg = _cfg("rle", inputs=4, depth=64, z_bits=3)
+    twin = cfg.engine.twin()
+    st = hw_encode(np.array([[1, 0, 0, 3, 0], [0, 0, 0, 0, 0], [3, 1, 0, 1, 0]]), 3,
+                   min_row_entries=4)
+    args = {"m_tiles": 3, "k": 5, "n": 3, "entries": len(st), "flags": 0}
+    p = twin.perf(args, entries=st)
+    assert p["ideal"] == 3 * 5 and p["predict"] == twin.cycles_of(st, args)
+    # Padded rows never wait: one step per entry and one END step per m-tile, 19 cycles to
+    # the first, then the last row's scaling (4 lanes + 3) and completion.
+    last = 18 + 3 * (len(st) + 1)
+    assert p["predict"] == max(last + 2, last + 1 + 4 + 3 + 1 + 1)

@@ -275,8 +275,12 @@ class RleTwin(_TwinBase):
                 t.step(leaves and row < args["n"])
         return t.total(self.combiner_latency if args["flags"] & FLAG_ACCUMULATE else 0)
 
-    def perf(self, args):
-        return {"ideal": args["m_tiles"] * args["entries"]}
+    def perf(self, args, *, entries):
+        """``predict`` (this RUN's cycles over the stream ``entries``) and ``ideal`` (one cycle
+        per non-zero weight entry and m-tile)."""
+        e = np.asarray(entries, dtype=np.uint64).reshape(-1)
+        nonzero = int(np.count_nonzero(np.isin(e & np.uint64(3), (CODE_POS, CODE_NEG))))
+        return {"predict": self.cycles_of(e, args), "ideal": args["m_tiles"] * nonzero}
 
     def bad_runs(self):
         d = self.depths
