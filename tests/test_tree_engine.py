@@ -82,6 +82,9 @@ def test_presets_load():
      r"^pe\.kind: 'int' cannot run on array\.kind 'tree'; .*'ternary'"),
     ({"kind": "systolic"}, {"kind": "ternary"},
      r"^pe\.kind: 'ternary' cannot run on array\.kind 'systolic'; allowed: array\.kind 'tree'"),
+    ({"kind": "tree", "inputs": 8, "outputs": 32, "scales": 16}, {"kind": "ternary"},
+     r"^array\.scales: 16 cannot hold the scales of one tile \(32 output channels\); "
+     r"allowed: 32\.\.32768$"),
     ({"kind": "tree"}, {"kind": "ternary", "scale_frac": 17},
      r"^pe\.scale_frac: 17 is out of range; allowed: 0\.\.16"),
 ])

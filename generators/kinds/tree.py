@@ -109,6 +109,12 @@ class TreeEngine(Engine):
                                    Field("c_base", 2),
                                    Field("flags", 1, "bit 0: accumulate into C (wrapping add)")])
 
+    def check(self):
+        a = self._a
+        if a.scales < a.outputs:
+            raise ConfigError(f"array.scales: {a.scales} cannot hold the scales of one tile "
+                              f"({a.outputs} output channels); allowed: {a.outputs}..32768")
+
     def make_hdl(self):
         a, pe = self._a, self.cfg.pe
         depths = {s.name: s.depth for s in self.cfg.geometry.stores}
