@@ -258,6 +258,27 @@ class PEKind(_Section):
         """Inverse of `operand_arrays`."""
         return arrays["codes"]
 
+    # -- host values <-> codes (the driver's ``raw=False`` path) ---------------------------------
+    def encode(self, values, *, operand, name=None, mode=None):
+        """Operand values -> element codes, refusing what the format cannot represent.
+
+        ``operand`` is ``"a"`` (activations) or ``"b"`` (weights); ``name`` names the tensor in
+        the message. A value outside the format (300 for int8, 0.5 for an integer kind, NaN
+        where the format has none) raises `ValueError` with one line naming the tensor, the
+        flat index, the value and the allowed range; nothing is rounded or wrapped silently.
+        """
+        raise NotImplementedError(f"pe.kind {self.name!r} has no value codec")
+
+    def decode(self, codes, *, mode=None):
+        """Result codes (accumulator lanes) -> values (int64 for integer kinds, float64 for
+        float kinds)."""
+        raise NotImplementedError(f"pe.kind {self.name!r} has no value codec")
+
+    def epilogue(self):
+        """The kind's on-chip epilogue (bias, requantize, activation applied by the output
+        stage on an output's last K chunk), or None when the kind has none."""
+        return None
+
     def regress_modes(self):
         """The modes the core regression runs every case in (``(None,)`` without modes)."""
         return self.modes or (None,)
@@ -287,6 +308,30 @@ class Engine:
 
     def __init__(self, cfg):
         self.cfg = cfg
+
+    #: The layer types (`tessera.sim.layers` class names) this engine runs on chip; the
+    #: driver's `run_layer` refuses others (pooling, activations and flatten run on the host).
+    layer_types = ()
+
+    def layer_mapper(self):
+        """The host-side mapper from a layer to RUNs: an object with
+        ``async run(driver, layer, x_codes, w_codes, *, progress=None, mode=None)`` that
+        returns ``(result codes, stats)``. GEMM engines share
+        `tessera.sim.lowering.GemmLowering` (im2col on the host side of the mapper)."""
+        from tessera.sim.lowering import GemmLowering
+        return GemmLowering(self.cfg)
+
+    def layer_cases(self, *, quick=False):
+        """The regression's layer cases for this engine (`tessera.sim.lowering.layer_cases`
+        derives them from the geometry for GEMM engines)."""
+        from tessera.sim.lowering import layer_cases
+        return layer_cases(self.cfg, quick=quick)
+
+    def layer_reference(self, layer, x_codes, w_codes, *, k_split=None, mode=None):
+        """Expected result codes of ``layer`` from a reference independent of the mapper:
+        `tessera.sim.layers.reference_codes` (direct convolution over the padded input)."""
+        from tessera.sim.layers import reference_codes
+        return reference_codes(self.cfg.pe, layer, x_codes, w_codes, k_split=k_split, mode=mode)
 
     def geometry(self):
         """The `tessera.hdl.ctrl.memmap.Geometry` of the core."""

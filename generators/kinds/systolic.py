@@ -39,6 +39,7 @@ class SystolicGemm(Engine):
     name = "systolic"
     code = 1
     Section = SystolicSection
+    layer_types = ("Dense", "Conv2d")
 
     def geometry(self):
         cfg, pe = self.cfg, self.cfg.pe

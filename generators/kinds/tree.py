@@ -67,6 +67,7 @@ class TreeEngine(Engine):
     name = "tree"
     code = 2
     Section = TreeSection
+    layer_types = ("Dense", "Conv2d")
 
     @property
     def _a(self):
