@@ -262,17 +262,48 @@ class PEKind(_Section):
     def encode(self, values, *, operand, name=None, mode=None):
         """Operand values -> element codes, refusing what the format cannot represent.
 
-        ``operand`` is ``"a"`` (activations) or ``"b"`` (weights); ``name`` names the tensor in
-        the message. A value outside the format (300 for int8, 0.5 for an integer kind, NaN
-        where the format has none) raises `ValueError` with one line naming the tensor, the
-        flat index, the value and the allowed range; nothing is rounded or wrapped silently.
+        Parameters
+        ----------
+        values : array_like
+            Numbers, any shape (the ``tree`` engine's ternary weights: K x N).
+        operand : {"a", "b"}
+            ``"a"`` (activations) or ``"b"`` (weights).
+        name : str, optional
+            The tensor's name in the message (default: ``operand``).
+        mode : str, optional
+            The run-time mode whose precision applies (kinds with modes).
+
+        Returns
+        -------
+        numpy.ndarray of uint64
+            Element codes of the same shape, as `operands` makes them (the ``ternary`` kind's
+            weights: a `tessera.sim.engines.tree.TernaryB`).
+
+        Raises
+        ------
+        ValueError
+            For the first value (in flat C order) outside the format (300 for int8, 0.5 for an
+            integer kind, NaN where the format has none), with one line
+            ``"<name>[<flat index>]: <value> is <why>; allowed: <range>"``. Nothing is wrapped;
+            only float kinds round, by their format's rule.
         """
         raise NotImplementedError(f"pe.kind {self.name!r} has no value codec")
 
-    def decode(self, codes, *, mode=None):
-        """Result codes (accumulator lanes) -> values (int64 for integer kinds, float64 for
-        float kinds)."""
+    def decode(self, codes, *, mode=None, operand=None):
+        """Result codes (accumulator lanes, as `reference` returns them) -> values: int64 for
+        integer kinds, float64 for float kinds, the kind's own result values otherwise.
+        With ``operand`` (``"a"``/``"b"``): element codes of that operand -> the values
+        `encode` takes (so ``decode(encode(v, operand=o), operand=o) == v`` where ``v`` is
+        representable)."""
         raise NotImplementedError(f"pe.kind {self.name!r} has no value codec")
+
+    def acc_bound(self, k, *, mode=None):
+        """Accumulator overflow check for ``k`` products: ``(bound, limit)`` with ``bound`` the
+        worst-case magnitude (an exact int, in result-code units) of a sum of ``k`` products
+        of the kind's operands in ``mode`` and ``limit`` the largest magnitude the accumulator
+        holds; None where it does not apply (float accumulation). ``bound > limit`` means the
+        wrapping accumulator can overflow (the driver warns)."""
+        return None
 
     def epilogue(self):
         """The kind's on-chip epilogue (bias, requantize, activation applied by the output

@@ -10,7 +10,7 @@ from tessera.sim.precision import PrecisionMode, precision_modes, reference_matm
 
 
 __all__ = ["BitFusionKind", "SlotLayout", "MODES", "DEFAULT_MODE", "int_family_operands",
-           "mode_formats"]
+           "int_family_encode", "int_family_decode", "int_family_acc_bound", "mode_formats"]
 
 #: Every activation x weight precision in {8, 4, 2} x {8, 4, 2}, each operand signed or
 #: unsigned: 36 run-time modes, ``a8s_w8s`` (code 0) ... ``a2u_w2u`` (code 35).
@@ -83,6 +83,36 @@ def int_family_operands(pm, m, n, k, *, kind, rng):
     if kind == "relu":
         a = np.where(rng.random(a.shape) < 0.5, 0, np.abs(a).clip(max=pm.a_range[1]))
     return pm.encode_a(a), pm.encode_b(b)
+
+
+def int_family_encode(pm, values, operand, name):
+    """Integer values -> element codes of operand ``operand`` in precision mode ``pm``: two's
+    complement for a signed operand, binary for an unsigned one (`PrecisionMode.encode_a`'s
+    codes); a value must be integral and within the mode's range of that operand."""
+    from tessera.generators.kinds.int import check_operand, int_codes
+    bits, signed = ((pm.a_bits, pm.a_signed) if check_operand(operand) == "a"
+                    else (pm.b_bits, pm.b_signed))
+    what = f"{'signed' if signed else 'unsigned'} {bits}-bit in mode {pm.name}"
+    return int_codes(values, bits, signed, name=name or operand, what=what)
+
+
+def int_family_decode(pm, codes, acc_bits, operand):
+    """Result codes (``acc_bits`` two's complement) -> int64, or with ``operand`` element codes
+    of that operand in mode ``pm`` -> int64 values."""
+    from tessera.generators.kinds.int import check_operand, signed_values
+    if operand is None:
+        return signed_values(codes, acc_bits)
+    c = np.asarray(codes, dtype=np.uint64)
+    return pm.decode_a(c) if check_operand(operand) == "a" else pm.decode_b(c)
+
+
+def int_family_acc_bound(pm, k, acc_bits):
+    """``(K * max|a| * max|b|, 2**(acc_bits-1) - 1)`` in mode ``pm``: max|x| is
+    ``2**(bits-1)`` for a signed operand, ``2**bits - 1`` for an unsigned one."""
+    from tessera.generators.kinds.int import check_k
+    amax = max(abs(v) for v in pm.a_range)
+    bmax = max(abs(v) for v in pm.b_range)
+    return check_k(k) * amax * bmax, (1 << (acc_bits - 1)) - 1
 
 
 def mode_formats(modes, default, elems, ii):
@@ -167,6 +197,23 @@ class BitFusionKind(PEKind):
         """Exact integer matrix product of the decoded elements, wrapped to ``acc_bits``
         (independent of bricks, slots and shifts; the K split does not matter)."""
         return reference_matmul(self.precision(mode), a, b, self.acc_bits)
+
+    # -- values <-> codes --------------------------------------------------------------------
+    def encode(self, values, *, operand, name=None, mode=None):
+        """Integer values -> element codes in ``mode`` (None: `DEFAULT_MODE`): each operand
+        at that mode's precision and signedness (``a4u_w8s``: activations 0..15, weights
+        -128..127), two's complement or binary codes; a non-integer or out-of-range value
+        raises the one-line `ValueError` (nothing wraps)."""
+        return int_family_encode(self.precision(mode), values, operand, name)
+
+    def decode(self, codes, *, mode=None, operand=None):
+        """Result codes -> int64 values (``acc_bits`` two's complement); with ``operand``,
+        element codes of that operand in ``mode`` -> int64 values."""
+        return int_family_decode(self.precision(mode), codes, self.acc_bits, operand)
+
+    def acc_bound(self, k, *, mode=None):
+        """``(K * max|a| * max|b|, 2**(acc_bits-1) - 1)`` for ``mode``'s operand ranges."""
+        return int_family_acc_bound(self.precision(mode), k, self.acc_bits)
 
     def regress_modes(self):
         return REGRESS_MODES

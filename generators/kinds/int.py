@@ -1,13 +1,143 @@
 """PE kind ``int``: signed integer MAC with a wrapping accumulator."""
 
+import numbers
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
-from tessera.generators.kinds.base import Combiner, OperandLayout, PEKind, check_int
+from tessera.generators.kinds.base import Combiner, OperandLayout, PEKind, check_int, short
 
 
-__all__ = ["IntKind", "WrapAddCombiner"]
+__all__ = ["IntKind", "WrapAddCombiner", "value_error", "as_reals", "first_bad", "int_codes",
+           "int_range", "grid_levels", "fmt_number", "signed_values", "check_operand",
+           "check_k"]
+
+
+# -- the value codec helpers shared by the integer-family kinds ----------------------------------
+def _item(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def fmt_number(x):
+    """A number for a message: an integer without a point, a dyadic fraction as its exact
+    decimal (``0.125``), anything else as ``repr``."""
+    x = _item(x)
+    if isinstance(x, Fraction):
+        if x.denominator == 1:
+            return str(x.numerator)
+        return repr(float(x)) if Fraction(float(x)) == x else str(x)
+    if isinstance(x, float) and x.is_integer() and abs(x) < 2 ** 53:
+        return str(int(x))
+    return repr(x) if isinstance(x, (int, float)) else str(x)
+
+
+def value_error(name, index, value, why, allowed):
+    """The codec's one-line `ValueError`: ``<name>[<index>]: <value> is <why>; allowed: ...``."""
+    v = _item(value)
+    text = repr(v) if isinstance(v, (int, float)) else short(v)
+    return ValueError(f"{name}[{index}]: {text} is {why}; allowed: {allowed}")
+
+
+def as_reals(values, name, allowed):
+    """Operand values -> ``(array, x)``: the values as a NumPy array (any shape) and as float64.
+
+    Integers, floats and exact rationals (`fractions.Fraction`) are numbers; anything else
+    (strings, complex numbers, None) is refused, as is a rational that float64 does not hold
+    exactly (so no value is rounded on its way in). Integers too large for float64 keep their
+    magnitude, so range checks still refuse them.
+    """
+    arr = np.asarray(values)
+    if arr.dtype.kind in "biuf":
+        return arr, arr.astype(np.float64)
+    if arr.dtype.kind != "O":
+        flat = arr.reshape(-1)
+        raise value_error(name, 0, flat[0] if flat.size else arr, "not a number", allowed)
+    x = np.empty(arr.shape, dtype=np.float64)
+    for i, v in enumerate(arr.reshape(-1)):
+        ok = isinstance(v, (numbers.Real, np.integer, np.floating))
+        try:
+            f = float(v) if ok else None
+        except (OverflowError, ValueError, TypeError):
+            f = float("inf") if ok and v > 0 else (float("-inf") if ok else None)
+        if f is None:
+            raise value_error(name, i, v, "not a number", allowed)
+        if isinstance(v, numbers.Rational) and not isinstance(v, numbers.Integral) \
+                and np.isfinite(f) and Fraction(f) != Fraction(v):
+            raise value_error(name, i, v, "not exactly representable as a float64", allowed)
+        x.reshape(-1)[i] = f
+    return arr, x
+
+
+def first_bad(arr, checks, name, allowed):
+    """Raise `value_error` for the first element (in flat, C order) that fails a check.
+
+    ``checks`` is a sequence of ``(bad, why)`` pairs (boolean arrays that broadcast to
+    ``arr``'s shape); for the first failing element the first failing check names the reason.
+    """
+    masks = [(np.broadcast_to(b, arr.shape).reshape(-1), why) for b, why in checks]
+    if not masks:
+        return
+    bad = np.logical_or.reduce([m for m, _ in masks])
+    hits = np.flatnonzero(bad)
+    if hits.size:
+        i = int(hits[0])
+        why = next(w for m, w in masks if m[i])
+        raise value_error(name, i, arr.reshape(-1)[i], why, allowed)
+
+
+def int_range(bits, signed):
+    """``(lo, hi)`` of a ``bits``-bit two's complement (or unsigned) integer."""
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
+def int_codes(values, bits, signed, *, name, what=None):
+    """Integer values -> ``bits``-bit element codes (two's complement or unsigned), uint64.
+
+    A value must be integral (an integer, or a float with an integral value) and within
+    `int_range`; anything else raises the codec's one-line `ValueError` (nothing wraps).
+    ``what`` describes the format in the message (default ``signed 8-bit`` and the like).
+    """
+    lo, hi = int_range(bits, signed)
+    what = what or f"{'signed' if signed else 'unsigned'} {bits}-bit"
+    allowed = f"integers {lo}..{hi} ({what})"
+    arr, x = as_reals(values, name, allowed)
+    with np.errstate(invalid="ignore"):
+        integral = np.isfinite(x) & (np.floor(x) == x)
+        first_bad(arr, ((~integral, "not an integer"),
+                        ((x < lo) | (x > hi), "out of range")), name, allowed)
+    q = x.astype(np.int64)
+    return (q & np.int64((1 << bits) - 1)).astype(np.uint64) if bits < 64 else q.view(np.uint64)
+
+
+def grid_levels(x, frac_bits, lo, hi):
+    """Values on the fixed-point grid of ``frac_bits`` fraction bits: ``(q, on_grid, in_range)``
+    with ``q = x * 2**frac_bits`` (exact: a power-of-two scaling) as int64 where valid."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        u = np.ldexp(x, frac_bits)
+        on = np.isfinite(u) & (np.floor(u) == u)
+        inr = on & (u >= lo) & (u <= hi)
+    return np.where(inr, u, 0).astype(np.int64), on, inr
+
+
+def check_operand(operand):
+    """``operand`` must be ``"a"`` or ``"b"``."""
+    if operand not in ("a", "b"):
+        raise ValueError(f"operand: {operand!r} is unknown; allowed: 'a', 'b'")
+    return operand
+
+
+def check_k(k):
+    """``k`` (products per accumulation) must be a positive integer; returns it as an int."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k: {k!r} is not a positive integer; allowed: integers >= 1")
+    return int(k)
+
+
+def signed_values(codes, bits):
+    """``bits``-bit two's complement result codes -> int64 values."""
+    from tessera.sim import intmac
+    return intmac.from_codes(np.asarray(codes, dtype=np.uint64), bits)
 
 
 class WrapAddCombiner(Combiner):
@@ -92,6 +222,37 @@ class IntKind(PEKind):
             top = (1 << (self.a_bits - 1)) - 1
             a = np.where(rng.random(a.shape) < 0.5, 0, np.abs(a).clip(max=top))
         return intmac.to_codes(a, self.a_bits), intmac.to_codes(b, self.b_bits)
+
+    # -- values <-> codes --------------------------------------------------------------------
+    def encode(self, values, *, operand, name=None, mode=None):
+        """Signed integer values -> two's complement element codes (uint64, same shape).
+
+        A value must be integral (an integer, or a float with an integral value) and within
+        ``-2**(bits-1)..2**(bits-1)-1`` of its operand (``a_bits`` or ``b_bits``); 300 or 0.5
+        for int8 raise ``ValueError("a[i]: 300 is out of range; allowed: integers -128..127
+        (signed 8-bit)")``. Nothing is rounded or wrapped.
+        """
+        self.mode_code(mode)
+        bits = self._operand_bits(operand)
+        return int_codes(values, bits, True, name=name or operand)
+
+    def decode(self, codes, *, mode=None, operand=None):
+        """Result codes (``acc_bits`` two's complement) -> int64 values; with ``operand``
+        (``"a"``/``"b"``) element codes of that operand -> int64 values instead."""
+        self.mode_code(mode)
+        bits = self.acc_bits if operand is None else self._operand_bits(operand)
+        return signed_values(codes, bits)
+
+    def acc_bound(self, k, *, mode=None):
+        """``(K * 2**(a_bits-1) * 2**(b_bits-1), 2**(acc_bits-1) - 1)``: the largest |sum| of
+        ``k`` products (every product (-2**(a_bits-1)) * (-2**(b_bits-1))) and the largest
+        magnitude the accumulator holds."""
+        self.mode_code(mode)
+        return (check_k(k) << (self.a_bits - 1 + self.b_bits - 1),
+                (1 << (self.acc_bits - 1)) - 1)
+
+    def _operand_bits(self, operand):
+        return {"a": self.a_bits, "b": self.b_bits}[check_operand(operand)]
 
     def reference(self, a, b, *, k_split=None, mode=None):
         """Exact int64 matrix product, then the two's complement wrap (independent of the twin;

@@ -3,7 +3,9 @@
 from dataclasses import dataclass
 
 from tessera.generators.kinds.base import OperandLayout, PEKind, check_int
-from tessera.generators.kinds.bitfusion import mode_formats, int_family_operands
+from tessera.generators.kinds.bitfusion import (int_family_acc_bound, int_family_decode,
+                                                int_family_encode, int_family_operands,
+                                                mode_formats)
 from tessera.generators.kinds.int import WrapAddCombiner
 from tessera.sim.precision import precision_modes, reference_matmul
 
@@ -94,6 +96,22 @@ class MultiPrecKind(PEKind):
         """Exact integer matrix product of the decoded elements, wrapped to ``acc_bits``
         (independent of nibbles and steps; the K split does not matter)."""
         return reference_matmul(self.precision(mode), a, b, self.acc_bits)
+
+    # -- values <-> codes --------------------------------------------------------------------
+    def encode(self, values, *, operand, name=None, mode=None):
+        """Integer values -> element codes in ``mode`` (None: `DEFAULT_MODE`, ``a8s_w8s``):
+        each operand at that mode's precision and signedness, two's complement or binary
+        codes; a non-integer or out-of-range value raises the one-line `ValueError`."""
+        return int_family_encode(self.precision(mode), values, operand, name)
+
+    def decode(self, codes, *, mode=None, operand=None):
+        """Result codes -> int64 values (``acc_bits`` two's complement); with ``operand``,
+        element codes of that operand in ``mode`` -> int64 values."""
+        return int_family_decode(self.precision(mode), codes, self.acc_bits, operand)
+
+    def acc_bound(self, k, *, mode=None):
+        """``(K * max|a| * max|b|, 2**(acc_bits-1) - 1)`` for ``mode``'s operand ranges."""
+        return int_family_acc_bound(self.precision(mode), k, self.acc_bits)
 
     def regress_modes(self):
         return REGRESS_MODES
