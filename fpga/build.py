@@ -291,8 +291,8 @@ def _options(value, name):
 
 def _check_out_dir(out_dir):
     """``out_dir`` must be new, empty or a build folder tessera wrote (its ``build_result.json``
-    lists every file in it); see `tessera.generators.emit.check_output_dir`."""
-    from tessera.generators.emit import check_output_dir
+    lists every file in it); see `tessera.outpaths.check_output_dir`."""
+    from tessera.outpaths import check_output_dir
     return check_output_dir(out_dir, records=(RESULT_FILE,), what="build folder")
 
 
@@ -306,7 +306,7 @@ def check_build_environment():
 
 
 def _record_files(folder, skip):
-    from tessera.generators.emit import _sha256_file
+    from tessera.outpaths import _sha256_file
     out = {}
     for root, _, names in os.walk(folder):
         for n in names:
@@ -319,7 +319,7 @@ def _record_files(folder, skip):
 def _keep_failed(tmp, out_dir):
     """Move a failed build ``tmp`` to ``<out_dir>.failed`` (replacing an earlier failed build
     there, never anything else; then a fresh ``<out_dir>.failed-*`` is used)."""
-    from tessera.generators.emit import OutputPathError, check_output_dir, swap_in
+    from tessera.outpaths import OutputPathError, check_output_dir, swap_in
     (tmp / FAILED_RECORD).write_text(json.dumps(
         {"format": _CACHE_FORMAT, "files": _record_files(tmp, {FAILED_RECORD})}, indent=2)
         + "\n")
@@ -450,7 +450,7 @@ def build_bitstream(core, *, board, out_dir, name="tessera", seed=1, progress=pr
             f"{key[:12]})")
         return dataclasses.replace(previous, cached=True)
 
-    from tessera.generators.emit import make_parents, new_tmp_dir, remove_created, swap_in
+    from tessera.outpaths import make_parents, new_tmp_dir, remove_created, swap_in
     made = make_parents(plan_out)
     tmp = new_tmp_dir(out_dir.parent)        # a normal folder's permissions, short hidden name
     done = False

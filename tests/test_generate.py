@@ -325,11 +325,11 @@ def test_interrupted_swap_keeps_previous_output(tmp_path, monkeypatch):
     out = tmp_path / "out"
     generate_core(config_from_dict(TINY), out)
     before = files_of(out)
-    from tessera.generators import emit
+    from tessera import outpaths
 
     def interrupted(src, dst):
         raise KeyboardInterrupt()
-    monkeypatch.setattr(emit, "_exchange", interrupted)
+    monkeypatch.setattr(outpaths, "_exchange", interrupted)
     with pytest.raises(KeyboardInterrupt):
         generate_core(config_from_dict({**TINY, "array": {"rows": 3, "cols": 1}}), out)
     monkeypatch.undo()
@@ -342,9 +342,9 @@ def test_swap_without_exchange_keeps_previous_output(tmp_path, monkeypatch):
     out = tmp_path / "out"
     generate_core(config_from_dict(TINY), out)
     before = files_of(out)
-    from tessera.generators import emit
-    monkeypatch.setattr(emit, "_exchange", lambda src, dst: False)
-    real = emit.os.rename
+    from tessera import outpaths
+    monkeypatch.setattr(outpaths, "_exchange", lambda src, dst: False)
+    real = outpaths.os.rename
     calls = []
 
     def rename(src, dst):
@@ -352,14 +352,14 @@ def test_swap_without_exchange_keeps_previous_output(tmp_path, monkeypatch):
         if len(calls) == 2:
             raise KeyboardInterrupt()
         return real(src, dst)
-    monkeypatch.setattr(emit.os, "rename", rename)
+    monkeypatch.setattr(outpaths.os, "rename", rename)
     with pytest.raises(KeyboardInterrupt):
         generate_core(config_from_dict({**TINY, "array": {"rows": 3, "cols": 1}}), out)
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert files_of(out) == before
     # ... and without the failure it replaces the folder.
-    monkeypatch.setattr(emit, "_exchange", lambda src, dst: False)
+    monkeypatch.setattr(outpaths, "_exchange", lambda src, dst: False)
     generate_core(config_from_dict({**TINY, "array": {"rows": 3, "cols": 1}}), out)
     assert files_of(out) != before and [p.name for p in tmp_path.iterdir()] == ["out"]
 

@@ -199,8 +199,8 @@ def test_output_symlink_is_refused(project, capsys):
 def test_read_only_location(project, capsys, monkeypatch):
     """A read-only file system (simulated: the probe says so) and, for a non-root user, a
     folder without write permission: one line, before any work."""
-    from tessera.generators import emit
-    monkeypatch.setattr(emit, "_read_only", lambda folder: True)
+    from tessera import outpaths
+    monkeypatch.setattr(outpaths, "_read_only", lambda folder: True)
     monkeypatch.setattr("tessera.generators.generate.build_core", never("build_core"))
     code, _, err = run(capsys, "generate", "s.toml", "-o", "out")
     assert code == 2
@@ -221,8 +221,8 @@ def test_read_only_location(project, capsys, monkeypatch):
 
 
 def test_regress_in_read_only_working_directory(project, capsys, monkeypatch):
-    from tessera.generators import emit
-    monkeypatch.setattr(emit, "_read_only", lambda folder: True)
+    from tessera import outpaths
+    monkeypatch.setattr(outpaths, "_read_only", lambda folder: True)
     monkeypatch.setattr("tessera.generators.regress.run_regression", never("run_regression"))
     code, _, err = run(capsys, "regress", "s.toml")
     assert code == 2
