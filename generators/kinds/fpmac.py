@@ -212,6 +212,62 @@ class FPMacKind(PEKind):
         return reference_fp_gemm(self.fmt_in, self.fmt_acc, a, b, chunk=self.chunk,
                                  k_split=k_split)
 
+    # -- values <-> codes --------------------------------------------------------------------
+    def encode(self, values, *, operand, name=None, mode=None):
+        """Real values -> ``input_format`` codes (uint64, same shape), for A and B alike.
+
+        The rule: a finite value is rounded once, exactly from its float64 value, to the
+        nearest value of the format by the format's own rounding (`tessera.sim.fp.encode`):
+        ties to even, except ``dlfloat16`` whose definition rounds ties away from zero
+        (``"rnu"``); values below the smallest magnitude underflow as the format defines
+        (gradual underflow, or to zero without subnormals). Refused (one-line `ValueError`):
+        a finite value whose magnitude exceeds the largest finite value ``max_finite`` (even
+        one that would round down to it), unless the format saturates by definition
+        (``overflow = "saturate"``: it becomes ``+-max_finite``); ``+-inf`` where the format
+        has no Inf (``fp8_e4m3``, ``hfp8``, ``hfp8_ibm``, ``dlfloat16``). NaN is accepted
+        (every `FloatFormat` has a NaN code) and becomes the canonical NaN; ``-0.0`` becomes
+        ``+0`` where the format has no negative zero.
+        """
+        from tessera.generators.kinds.int import as_reals, check_operand, first_bad
+        from tessera.sim import fp
+        self.mode_code(mode)
+        check_operand(operand)
+        fmt = self.fmt_in
+        name = name or operand
+        allowed = self.value_range()
+        arr, x = as_reals(values, name, allowed)
+        checks = []
+        if not fmt.has_inf:
+            checks.append((np.isinf(x), f"infinite and {fmt.name} has no Inf"))
+        if fmt.overflow != "saturate":
+            with np.errstate(invalid="ignore"):
+                beyond = np.isfinite(x) & (np.abs(x) > fmt.max_finite)
+            checks.append((beyond, f"beyond the largest finite {fmt.name} magnitude"))
+        first_bad(arr, checks, name, allowed)
+        return fp.encode(fmt, x).astype(np.uint64)
+
+    def value_range(self):
+        """What `encode` accepts, in words (the ``allowed:`` part of its messages)."""
+        from tessera.generators.kinds.int import fmt_number
+        fmt = self.fmt_in
+        rnd = "ties to even" if fmt.rounding == "rne" else "ties away from zero"
+        top = (f"finite values with |x| <= {fmt_number(fmt.max_finite)}"
+               if fmt.overflow != "saturate" else "finite values (saturating at "
+               f"+-{fmt_number(fmt.max_finite)})")
+        inf = ", +-inf" if fmt.has_inf else ""
+        return f"{top}{inf}, nan ({fmt.name}, rounded to nearest, {rnd})"
+
+    def decode(self, codes, *, mode=None, operand=None):
+        """Result codes (``acc_format``) -> float64 values (exact: NaN, ``+-inf``, ``-0.0``
+        as the format has them); with ``operand``, ``input_format`` codes -> float64."""
+        from tessera.generators.kinds.int import check_operand
+        from tessera.sim import fp
+        self.mode_code(mode)
+        if operand is not None:
+            check_operand(operand)
+        fmt = self.fmt_acc if operand is None else self.fmt_in
+        return fp.decode(fmt, np.asarray(codes, dtype=np.uint64).astype(np.int64))
+
     @classmethod
     def units(cls):
         from tessera.generators.kinds import fpunits
