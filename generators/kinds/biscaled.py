@@ -101,6 +101,64 @@ class BiScaledKind(PEKind):
         from tessera.sim.biscaled import result_values
         return result_values(self, codes)
 
+    # -- values <-> codes (the driver's value path) ---------------------------------------------
+    def encode(self, values, *, operand, name=None, mode=None):
+        """Exactly representable values -> lane element codes (code | selector << bits, as
+        `operands` makes them; uint64, same shape).
+
+        A value is representable when it is a level of scale-fine (a multiple of
+        ``2**-fine_frac_bits`` within its range) or of scale-wide (a multiple of
+        ``2**-wide_frac_bits`` within its wider range). Scale-fine is chosen where both hold,
+        so a code is canonical; the result is the exact dot product of the values. Anything
+        else (off the scale-fine grid, beyond scale-fine and off the scale-wide grid, beyond
+        scale-wide, NaN) raises the codec's one-line `ValueError`. Real data goes through the
+        histogram encoder instead (`encode_operands`), whose codes the driver takes raw.
+        """
+        from tessera.generators.kinds.int import as_reals, check_operand, first_bad, grid_levels
+        f = self.a_format if check_operand(operand) == "a" else self.b_format
+        self.mode_code(mode)
+        name = name or operand
+        allowed = self.value_range(operand)
+        arr, x = as_reals(values, name, allowed)
+        lo, hi = f.fine.min_int, f.fine.max_int
+        qf, on_f, in_f = grid_levels(x, f.fine_frac_bits, lo, hi)
+        qw, on_w, in_w = grid_levels(x, f.wide_frac_bits, lo, hi)
+        first_bad(arr, ((~np.isfinite(x), "not a finite number"),
+                        (~on_f, f"not a multiple of the scale-fine LSB "
+                                f"{_num(f.fine.lsb)}"),
+                        (~in_f & ~in_w & _beyond(x, f.wide), "out of range"),
+                        (~in_f & ~in_w, f"beyond scale-fine and not a multiple of the "
+                                        f"scale-wide LSB {_num(f.wide.lsb)}")), name, allowed)
+        sw = ~in_f
+        return f.lane_codes(f.fine.to_code(np.where(sw, qw, qf)), sw.astype(np.int64))
+
+    def value_range(self, operand):
+        """What `encode` accepts for ``operand``, in words (the ``allowed:`` of its messages)."""
+        from tessera.generators.kinds.int import check_operand
+        f = self.a_format if check_operand(operand) == "a" else self.b_format
+        return (f"multiples of {_num(f.fine.lsb)} in {_num(f.fine.min_value)}.."
+                f"{_num(f.fine.max_value)} (scale-fine) or of {_num(f.wide.lsb)} in "
+                f"{_num(f.wide.min_value)}..{_num(f.wide.max_value)} (scale-wide)")
+
+    def decode(self, codes, *, mode=None, operand=None):
+        """Result codes -> float64 values in units of ``2**-(FBx_fine + FBy_fine)``
+        (`tessera.sim.biscaled.result_values`); with ``operand``, lane element codes ->
+        their values (float64, exact)."""
+        from tessera.generators.kinds.int import check_operand
+        self.mode_code(mode)
+        if operand is None:
+            return self.result_values(codes)
+        f = self.a_format if check_operand(operand) == "a" else self.b_format
+        return f.decode(*f.split_lane_codes(codes))
+
+    def acc_bound(self, k, *, mode=None):
+        """``K * 2**(a_bits-1) * 2**(b_bits-1) * 2**(Da + Db)`` in result units (both operands
+        the most negative code at scale-wide) against ``2**(acc_bits-1) - 1``."""
+        from tessera.generators.kinds.int import check_k
+        self.mode_code(mode)
+        return (check_k(k) << (self.a_bits - 1 + self.b_bits - 1 + self.a_format.d
+                               + self.b_format.d), (1 << (self.acc_bits - 1)) - 1)
+
     # -- workloads -----------------------------------------------------------------------------
     def operands(self, m, n, k, *, kind, rng, mode=None):
         """Lane codes of long-tailed data (Laplace with a scale of a quarter of the scale-fine
@@ -184,6 +242,17 @@ def _decode_exact(lanes, bits, fine_fb, wide_fb):
             q -= 1 << bits
         out[idx] = q * Fraction(2) ** -(wide_fb if (c >> bits) & 1 else fine_fb)
     return out
+
+
+def _num(x):
+    from tessera.generators.kinds.int import fmt_number
+    return fmt_number(Fraction(x))
+
+
+def _beyond(x, fixed):
+    """Values outside ``fixed``'s range (at any grid)."""
+    with np.errstate(invalid="ignore"):
+        return (x < float(fixed.min_value)) | (x > float(fixed.max_value))
 
 
 def biscaled_formats(fa, fb, acc_bits):

@@ -117,6 +117,64 @@ class FpecKind(PEKind):
         return result_values(self, codes)
 
     # -- workloads -----------------------------------------------------------------------------
+    # -- values <-> codes (the driver's value path) ---------------------------------------------
+    def encode(self, values, *, operand, name=None, mode=None):
+        """Fixed-point levels -> element codes (uint64, same shape), exact.
+
+        A value is a level of the operand's signed fixed-point format: a multiple of the LSB
+        ``2**-frac_bits`` within ``min_int * LSB .. max_int * LSB``. Its code carries EZB
+        set (no compensation: the quantization error of an exact level is zero), so the core's
+        result is the exact dot product of the values. Anything else (0.3 on a 0.25 grid,
+        a level beyond the range, NaN) raises the codec's one-line `ValueError`. Real data
+        is quantized with error compensation by the format's quantizer instead
+        (`tessera.sim.fpec.quantize_operands`, ``a_format.quantize``), whose codes go to the
+        driver as raw codes.
+        """
+        from tessera.generators.kinds.int import as_reals, check_operand, first_bad, grid_levels
+        f = self.a_format if check_operand(operand) == "a" else self.b_format
+        self.mode_code(mode)
+        name = name or operand
+        allowed = self.value_range(operand)
+        arr, x = as_reals(values, name, allowed)
+        q, on, inr = grid_levels(x, f.fixed.frac_bits, f.fixed.min_int, f.fixed.max_int)
+        first_bad(arr, ((~np.isfinite(x), "not a finite number"),
+                        (~on, f"not a multiple of the LSB {_num(f.fixed.lsb)}"),
+                        (~inr, "out of range")), name, allowed)
+        return f.pack(q, 1, 0, 0)
+
+    def value_range(self, operand):
+        """What `encode` accepts for ``operand``, in words (the ``allowed:`` of its messages)."""
+        from tessera.generators.kinds.int import check_operand
+        fx = (self.a_format if check_operand(operand) == "a" else self.b_format).fixed
+        return (f"multiples of {_num(fx.lsb)} in {_num(fx.min_value)}..{_num(fx.max_value)} "
+                f"(levels of signed fixed point, {fx.frac_bits} fraction bits)")
+
+    def decode(self, codes, *, mode=None, operand=None):
+        """Result codes -> float64 values ``O * 2**-(FBx + FBy + s)``
+        (`tessera.sim.fpec.result_values`); with ``operand``, element codes -> the value
+        each stands for, level plus error estimate (float64, exact), whatever its EZB."""
+        from tessera.generators.kinds.int import check_operand
+        from tessera.sim.fpec import result_values
+        self.mode_code(mode)
+        if operand is None:
+            return result_values(self, codes)
+        f = self.a_format if check_operand(operand) == "a" else self.b_format
+        level, est = f.decode(np.asarray(codes, dtype=np.uint64))
+        return level + est
+
+    def acc_bound(self, k, *, mode=None):
+        """Worst |result code| of ``k`` products of any element codes, compensation included:
+        ``K * (2**(wa-1) * 2**(wb-1) * 2**s + M * (2**(wa-1) + 2**(wb-1)))`` with ``wa``,
+        ``wb`` the computation bits and ``M`` the largest error magnitude (1 without EMB
+        bits, ``2**(emb_bits+1)`` with), against ``2**(acc_bits-1) - 1``."""
+        from tessera.generators.kinds.int import check_k
+        from tessera.sim.fpec import emb_magnitude
+        self.mode_code(mode)
+        m = int(emb_magnitude(self.emb_bits, (1 << self.emb_bits) - 1))
+        xa, yb = 1 << (self.a_w - 1), 1 << (self.b_w - 1)
+        return (check_k(k) * ((xa * yb << self.s) + m * (xa + yb)),
+                (1 << (self.acc_bits - 1)) - 1)
+
     def operands(self, m, n, k, *, kind, rng, mode=None):
         """Quantized FPEC codes of real data (normal, about a third of the range per sigma);
         ``extremes``: the end levels with every EZB/EDB/EMB combination; ``min``: the most
@@ -196,6 +254,11 @@ def _decode_exact(codes, int_bits, frac_bits, emb_bits):
         lv[idx] = q * lsb
         est[idx] = Fraction(0) if ezb else (-mag if edb else mag)
     return lv, est
+
+
+def _num(x):
+    from tessera.generators.kinds.int import fmt_number
+    return fmt_number(Fraction(x))
 
 
 def fpec_formats(fa, fb, acc_bits):
