@@ -127,6 +127,106 @@ class TernaryKind(PEKind):
         return np.vectorize(lambda v: Fraction(int(v), 1 << self.scale_frac),
                             otypes=[object])(signed)
 
+    # -- values <-> codes (the driver's value path) ---------------------------------------------
+    def encode(self, values, *, operand, name=None, mode=None):
+        """Operand values -> what `operands` hands over, exactly.
+
+        ``operand="a"``: activation values are the unsigned integers ``0..2**act_bits - 1``
+        (e.g. k-bit bounded-ReLU codes, `tessera.sim.ternary.quantize_act`); returns uint64
+        codes of the same shape. ``operand="b"``: a K x N matrix of weight values (inputs x
+        output channels) whose every entry is 0, ``+Wp`` or ``-Wn`` of its column, ``Wp`` and
+        ``Wn`` positive multiples of ``2**-scale_frac`` up to ``(2**scale_bits - 1) *
+        2**-scale_frac`` (one pair for the whole layer when ``per_channel`` is false);
+        returns a `tessera.sim.engines.tree.TernaryB` (2-bit codes and scale codes). A
+        column without positive (negative) entries gets its other scale, else 1 (or the
+        largest scale below 1). Anything else raises the codec's one-line `ValueError`;
+        float weights are ternarized first (`tessera.sim.ternary.ternarize`), with their
+        scales rounded by `TernaryFormat.encode_scale`.
+        """
+        from tessera.generators.kinds.int import check_operand, int_codes
+        self.mode_code(mode)
+        name = name or check_operand(operand)
+        if operand == "a":
+            return int_codes(values, self.act_bits, False, name=name)
+        return self._encode_weights(values, name)
+
+    def _encode_weights(self, values, name):
+        from tessera.generators.kinds.int import (as_reals, first_bad, fmt_number, grid_levels,
+                                                  value_error)
+        from tessera.sim.engines.tree import TernaryB
+        fmt = self.format()
+        lsb, top = fmt.scale_min, fmt.scale_max
+        one = "layer (pe.per_channel is false)" if not self.per_channel else \
+            "output channel (column)"
+        allowed = (f"0, +Wp or -Wn, one Wp and one Wn per {one}, multiples of "
+                   f"{fmt_number(lsb)} in {fmt_number(lsb)}..{fmt_number(top)}")
+        arr, x = as_reals(values, name, allowed)
+        if x.ndim != 2:
+            raise ValueError(f"{name}: shape {x.shape} is not K x N; allowed: a 2-D array of "
+                             f"weights (inputs x output channels)")
+        q, on, inr = grid_levels(np.abs(x), self.scale_frac, 1, fmt.scale_code_max)
+        nz = x != 0
+        first_bad(arr, ((~np.isfinite(x), "not a finite number"),
+                        (nz & ~on, f"not a multiple of 2**-{self.scale_frac} = "
+                                   f"{fmt_number(lsb)}"),
+                        (nz & ~inr, "out of range")), name, allowed)
+        k, n = x.shape
+        scales = []
+        for sign, label in ((1, "positive"), (-1, "negative")):
+            hit = (np.sign(x) == sign)
+            if self.per_channel:
+                first = np.argmax(hit, axis=0)                        # first hit per column
+                has = hit.any(axis=0)
+                ref = np.where(has, q[first, np.arange(n)], 0)
+                ref_at = first * n + np.arange(n)
+            else:
+                i0 = int(np.argmax(hit.reshape(-1)))
+                has = np.full(n, hit.any())
+                ref = np.full(n, q.reshape(-1)[i0] if hit.any() else 0)
+                ref_at = np.full(n, i0)
+            bad = np.flatnonzero((hit & (q != ref[None, :])).reshape(-1))
+            if bad.size:
+                i = int(bad[0])
+                j, r = i % n, int(ref_at[i % n])
+                where = f"column {j}" if self.per_channel else "the layer"
+                raise value_error(name, i, arr.reshape(-1)[i],
+                                  f"a second {label} value in {where} (the first is "
+                                  f"{fmt_number(arr.reshape(-1)[r])} at {name}[{r}])", allowed)
+            scales.append((ref, has))
+        (wp, has_p), (wn, has_n) = scales
+        default = min(1 << self.scale_frac, fmt.scale_code_max)
+        wp_out = np.where(has_p, wp, np.where(has_n, wn, default))
+        wn_out = np.where(has_n, wn, np.where(has_p, wp, default))
+        codes = np.where(x > 0, 0b01, np.where(x < 0, 0b11, 0b00))
+        return TernaryB(codes.astype(np.uint8), wp_out.astype(np.int64),
+                        wn_out.astype(np.int64))
+
+    def decode(self, codes, *, mode=None, operand=None):
+        """Result codes -> exact values (`result_values`: Fractions in units of
+        ``2**-scale_frac``). With ``operand="a"``: activation codes -> int64; with
+        ``operand="b"``: a `TernaryB` -> the K x N weight values ``+Wp``, 0, ``-Wn``
+        (float64, exact)."""
+        from tessera.generators.kinds.int import check_operand
+        self.mode_code(mode)
+        if operand is None:
+            return self.result_values(codes)
+        if check_operand(operand) == "a":
+            return np.asarray(codes, dtype=np.uint64).astype(np.int64)
+        c = np.asarray(codes.codes)
+        unit = 2.0 ** -self.scale_frac
+        wp = np.asarray(codes.wp, dtype=np.float64)[None, :] * unit
+        wn = np.asarray(codes.wn, dtype=np.float64)[None, :] * unit
+        return np.where(c == 0b01, wp, np.where(c == 0b11, -wn, 0.0))
+
+    def acc_bound(self, k, *, mode=None):
+        """``K * (2**act_bits - 1) * (2**scale_bits - 1)`` (every weight the largest scale of
+        one sign, every activation the largest) in result units against
+        ``2**(acc_bits-1) - 1``."""
+        from tessera.generators.kinds.int import check_k
+        self.mode_code(mode)
+        return (check_k(k) * ((1 << self.act_bits) - 1) * ((1 << self.scale_bits) - 1),
+                (1 << (self.acc_bits - 1)) - 1)
+
     @classmethod
     def units(cls):
         from tessera.generators.kinds.ternary_units import ternary_units
