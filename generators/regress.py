@@ -88,7 +88,7 @@ def check_regression(cfg, *, cases=None, junit=None, out_dir=None, build_root="b
     `tessera.generators.emit.OutputPathError` or ValueError)."""
     from tessera.generators.emit import check_output_dir, check_output_file
     if cases is not None and not cases:
-        raise ValueError("regression: no GEMM cases given")
+        raise ValueError("regression: no GEMM or layer cases given")
     check_output_dir(_work_dir(cfg, out_dir), records=(RECORD,), what="regression folder")
     check_location(build_root, "simulation cache")
     if junit is not None:
@@ -116,7 +116,7 @@ def _files_of(folder, skip):
 
 
 def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, quick=False,
-                   junit=None, progress=print, test_filter=None, cases=None):
+                   junit=None, progress=print, test_filter=None, cases=None, layers=None):
     """Generate the core, run the cocotb regression on Verilator, return a summary dict.
 
     The work folder (default ``build/regress/<name>-<digest>``: ``rtl/``, ``plan.json``,
@@ -129,8 +129,11 @@ def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, qu
                                          remove_created, swap_in, write_output_file)
     from tessera.sim.runner import run_cocotb
     t0 = time.monotonic()
+    if layers is None:        # the engine's layer cases come with the default GEMM cases
+        layers = cfg.engine.layer_cases(quick=quick) if cases is None else []
     cases = default_cases(cfg, quick=quick) if cases is None else cases
-    check_regression(cfg, cases=cases, junit=junit, out_dir=out_dir, build_root=build_root)
+    check_regression(cfg, cases=cases + layers, junit=junit, out_dir=out_dir,
+                     build_root=build_root)
     out_dir = pathlib.Path(_work_dir(cfg, out_dir)).absolute()
     where = check_output_dir(out_dir, records=(RECORD,), what="regression folder")
     made = make_parents(where)
@@ -140,13 +143,13 @@ def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, qu
         progress(f"[regress] generating {cfg.core.name} ({cfg.rows}x{cfg.cols} {cfg.pe.name})")
         manifest = generate_core(cfg, gen_dir)
         t_gen = time.monotonic() - t0
-        plan = {"config": cfg.to_dict(), "cases": cases, "poll_cycles": 64}
+        plan = {"config": cfg.to_dict(), "cases": cases, "layers": layers, "poll_cycles": 64}
         plan_path = tmp / "plan.json"
         plan_path.write_text(json.dumps(plan, indent=1))
         results_path = tmp / "results.jsonl"
         results_path.write_text("")
-        progress(f"[regress] {len(cases)} GEMM cases + info/back-pressure/malformed-command "
-                 f"tests")
+        progress(f"[regress] {len(cases)} GEMM cases, {len(layers)} layer cases + "
+                 f"info/back-pressure/malformed-command tests")
         res = run_cocotb(verilog=[gen_dir / manifest["verilog"]], top=manifest["top"],
                          test_module="tessera.tb.core_cocotb",
                          build_root=pathlib.Path(build_root), waves=waves,
@@ -154,8 +157,10 @@ def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, qu
                          extra_env={"TESSERA_PLAN": str(plan_path.resolve()),
                                     "TESSERA_RESULTS": str(results_path.resolve())},
                          test_filter=test_filter, progress=progress)
-        measurements = [json.loads(line) for line in results_path.read_text().splitlines()
-                        if line]
+        records = [json.loads(line) for line in results_path.read_text().splitlines()
+                   if line]
+        measurements = [r for r in records if "layer" not in r]
+        layer_records = [r for r in records if "layer" in r]
         results_path.unlink()
         if junit is not None:
             junit_path = write_output_file(junit, _tag_junit((tmp / "results.xml").read_bytes()),
@@ -170,6 +175,7 @@ def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, qu
             "tests": [{"name": t.name, "status": t.status, "seconds": round(t.seconds, 3),
                        "message": t.message} for t in res.tests],
             "gemms": measurements,
+            "layers": layer_records,
             "junit": str(junit_path),
             "waves": str(res.waves) if res.waves else None,
             "rebuilt": res.rebuilt,

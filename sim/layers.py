@@ -22,7 +22,7 @@ import numpy as np
 
 
 __all__ = ["Dense", "Conv2d", "MaxPool2d", "AvgPool2d", "Relu", "Clip", "Flatten",
-           "LAYER_TYPES", "CHIP_TYPES", "layer_from_dict", "apply_host", "conv2d_direct",
+           "LAYER_TYPES", "CHIP_TYPES", "layer_from_dict", "describe", "apply_host", "conv2d_direct",
            "reference_codes", "weight_columns", "LayerError"]
 
 
@@ -245,6 +245,21 @@ LAYER_TYPES = tuple(c.type for c in _CLASSES)
 
 #: The layer types an engine may run on chip (the rest run on the host).
 CHIP_TYPES = ("Dense", "Conv2d")
+
+
+def describe(layer):
+    """A short label: ``Dense 37->7``, ``Conv2d 3->4 3x3/s1/p1``, ``Conv2d dw 3->3 3x3/s1/p1``."""
+    if isinstance(layer, dict):
+        layer = layer_from_dict(layer)
+    if isinstance(layer, Dense):
+        return f"Dense {layer.in_features}->{layer.out_features}"
+    if isinstance(layer, Conv2d):
+        (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+        s = f"{sh}" if sh == sw else f"{sh}x{sw}"
+        p = f"{ph}" if ph == pw else f"{ph}x{pw}"
+        dw = " dw" if layer.depthwise else ""
+        return f"Conv2d{dw} {layer.in_channels}->{layer.out_channels} {kh}x{kw}/s{s}/p{p}"
+    return layer.type
 
 
 def layer_from_dict(d):

@@ -1,4 +1,5 @@
-"""cocotb regression of a generated core: GEMMs vs reference, cycles vs golden, bad commands.
+"""cocotb regression of a generated core: GEMMs and layers vs reference, cycles vs golden, bad
+commands.
 
 Loaded by the simulator, driven by a plan file (``TESSERA_PLAN``, written by
 `tessera.generators.regress`); per-case measurements go to ``TESSERA_RESULTS`` (JSON lines).
@@ -16,6 +17,8 @@ from tessera.generators.config import config_from_dict
 from tessera.hdl.ctrl.protocol import Err, Op
 from tessera.sim.core import GoldenCore, GoldenTransport
 from tessera.sim.driver import TesseraDriver, TesseraError
+from tessera.sim.layers import layer_from_dict
+from tessera.sim.lowering import layer_operands, run_layer
 from tessera.sim.workloads import case_operands, gemm_operands, reference_gemm
 from tessera.tb.drivers import CocotbByteTransport, reset, start_clock
 
@@ -27,8 +30,8 @@ def _load_plan():
                            "tessera.generators.regress); without a plan there is nothing to test")
     with open(path) as f:
         plan = json.load(f)
-    if not plan.get("cases") or not plan.get("config"):
-        raise RuntimeError(f"plan {path} has no GEMM cases or no config")
+    if not (plan.get("cases") or plan.get("layers")) or not plan.get("config"):
+        raise RuntimeError(f"plan {path} has no GEMM or layer cases, or no config")
     return plan
 
 
@@ -73,32 +76,66 @@ async def test_info(dut):
     assert info.accumulate == (CFG.pe.combiner() is not None)
 
 
-@cocotb.parametrize(case=[c["name"] for c in PLAN["cases"]])
-async def test_gemm(dut, case):
-    """One GEMM: bit-exact against the independent reference, cycle-exact against the golden
-    model, and the golden model bit-exact against the reference too."""
-    spec = next(c for c in PLAN["cases"] if c["name"] == case)
-    t, drv = await _setup(dut)
-    await drv.connect()
-    mode = spec.get("mode")
-    a, b = case_operands(CFG, spec)
-    t0, c0 = time.time(), t.cycle
-    got, stats = await drv.gemm(a, b, mode=mode)
-    expect = reference_gemm(CFG, a, b, k_split=stats.k_split, mode=mode)
-    wall, sim_cycles = time.time() - t0, t.cycle - c0
-    golden_out, golden_stats = await _golden_cycles(a, b, mode)
-    mism = int(np.count_nonzero(got != expect))
-    ideal = CFG.engine.ideal_cycles(a, b, mode)
-    _record({"case": case, "m": spec["m"], "n": spec["n"], "k": spec["k"], "kind": spec["kind"],
-             "mode": mode,
-             "mismatches": mism, "cycles": stats.cycles, "golden_cycles": golden_stats.cycles,
-             "runs": stats.runs, "k_split": stats.k_split, "ideal_cycles": ideal,
-             "utilization": ideal / stats.cycles if stats.cycles else None,
-             "sim_cycles_total": sim_cycles, "wall_s": round(wall, 3)})
-    assert mism == 0, f"{mism} of {got.size} results differ from the reference"
-    assert np.array_equal(golden_out, expect), "golden core model disagrees with the reference"
-    assert stats.run_cycles == golden_stats.run_cycles, \
-        f"RTL cycles {stats.run_cycles} != golden {golden_stats.run_cycles}"
+if PLAN.get("cases"):
+    @cocotb.parametrize(case=[c["name"] for c in PLAN["cases"]])
+    async def test_gemm(dut, case):
+        """One GEMM: bit-exact against the independent reference, cycle-exact against the golden
+        model, and the golden model bit-exact against the reference too."""
+        spec = next(c for c in PLAN["cases"] if c["name"] == case)
+        t, drv = await _setup(dut)
+        await drv.connect()
+        mode = spec.get("mode")
+        a, b = case_operands(CFG, spec)
+        t0, c0 = time.time(), t.cycle
+        got, stats = await drv.gemm(a, b, mode=mode)
+        expect = reference_gemm(CFG, a, b, k_split=stats.k_split, mode=mode)
+        wall, sim_cycles = time.time() - t0, t.cycle - c0
+        golden_out, golden_stats = await _golden_cycles(a, b, mode)
+        mism = int(np.count_nonzero(got != expect))
+        ideal = CFG.engine.ideal_cycles(a, b, mode)
+        _record({"case": case, "m": spec["m"], "n": spec["n"], "k": spec["k"],
+                 "kind": spec["kind"], "mode": mode,
+                 "mismatches": mism, "cycles": stats.cycles, "golden_cycles": golden_stats.cycles,
+                 "runs": stats.runs, "k_split": stats.k_split, "ideal_cycles": ideal,
+                 "utilization": ideal / stats.cycles if stats.cycles else None,
+                 "sim_cycles_total": sim_cycles, "wall_s": round(wall, 3)})
+        assert mism == 0, f"{mism} of {got.size} results differ from the reference"
+        assert np.array_equal(golden_out, expect), "golden core model disagrees with the reference"
+        assert stats.run_cycles == golden_stats.run_cycles, \
+            f"RTL cycles {stats.run_cycles} != golden {golden_stats.run_cycles}"
+
+
+if PLAN.get("layers"):
+    @cocotb.parametrize(case=[c["name"] for c in PLAN["layers"]])
+    async def test_layer(dut, case):
+        """One layer (dense or convolution) through the engine's layer mapper: bit-exact
+        against the engine's independent layer reference (a direct convolution over the
+        padded input), cycle-exact against the golden core."""
+        spec = next(c for c in PLAN["layers"] if c["name"] == case)
+        layer = layer_from_dict(spec["layer"])
+        mode = spec.get("mode")
+        t, drv = await _setup(dut)
+        await drv.connect()
+        x, w = layer_operands(CFG, layer, spec["input"], kind=spec.get("kind", "random"),
+                              seed=spec["seed"], mode=mode)
+        t0, c0 = time.time(), t.cycle
+        got, stats = await run_layer(drv, layer, x, w, raw=True, mode=mode)
+        wall, sim_cycles = time.time() - t0, t.cycle - c0
+        expect = CFG.engine.layer_reference(layer, x, w, k_split=stats.k_split, mode=mode)
+        gd = TesseraDriver(GoldenTransport(GoldenCore(CFG)), CFG)
+        await gd.connect()
+        golden_out, golden_stats = await run_layer(gd, layer, x, w, raw=True, mode=mode)
+        got = np.asarray(got, dtype=np.uint64)
+        mism = int(np.count_nonzero(got != np.asarray(expect, dtype=np.uint64)))
+        _record({"case": case, "layer": spec["layer"], "input": spec["input"], "mode": mode,
+                 "mismatches": mism, **stats.as_dict(),
+                 "golden_cycles": golden_stats.cycles,
+                 "sim_cycles_total": sim_cycles, "wall_s": round(wall, 3)})
+        assert mism == 0, f"{mism} of {got.size} results differ from the reference"
+        assert np.array_equal(np.asarray(golden_out, np.uint64), np.asarray(expect, np.uint64)), \
+            "golden core model disagrees with the reference"
+        assert stats.run_cycles == golden_stats.run_cycles, \
+            f"RTL cycles {stats.run_cycles} != golden {golden_stats.run_cycles}"
 
 
 @cocotb.test()
