@@ -249,18 +249,30 @@ class CoreConfig:
         return self.engine.geometry()
 
     def core_info(self):
-        """The INFO payload this core reports (`tessera.hdl.ctrl.protocol.CoreInfo`)."""
-        from tessera.hdl.ctrl.protocol import (CAP_ACCUMULATE, CAP_MODES, CoreInfo, StoreInfo,
-                                               VERSION)
-        pe = self.pe
+        """The INFO payload this core reports (`tessera.hdl.ctrl.protocol.CoreInfo`): engine,
+        layer types, PE kind, formats, epilogue capabilities, timing and every store."""
+        from tessera.hdl.ctrl.protocol import (CAP_ACCUMULATE, CAP_MODES, FORMAT_OPERANDS,
+                                               VERSION, CoreInfo, FormatInfo, StoreInfo,
+                                               epilogue_caps, store_role)
+        pe, engine = self.pe, self.engine
         comb = pe.combiner()
         caps = (CAP_ACCUMULATE if comb is not None else 0) | (CAP_MODES if pe.modes else 0)
+        lay = pe.layout()
+        formats = pe.formats()
+        default_bits = {"a": lay.a_bits, "b": lay.b_bits, "acc": pe.result_bits}
+        host = [s for s in self.geometry.stores if not s.result]
         return CoreInfo(
-            version=VERSION, engine=self.engine.code, pe_kind=pe.code, pe_latency=pe.latency,
-            pe_ii=pe.ii(), capabilities=caps, rows=self.rows, cols=self.cols,
+            version=VERSION, engine=engine.code, engine_name=engine.name, pe_kind=pe.code,
+            pe_name=pe.name, pe_latency=pe.latency, pe_ii=pe.ii(), capabilities=caps,
+            rows=self.rows, cols=self.cols,
             combiner_latency=comb.latency if comb is not None else 0, modes=len(pe.modes),
-            stores=tuple(StoreInfo(id=s.id, lanes=s.lanes, lane_bits=s.lane_bits,
-                                   depth=s.depth, result=s.result)
+            layer_types=tuple(engine.layer_types), epilogue=epilogue_caps(pe.epilogue()),
+            formats=tuple(FormatInfo.from_format(formats[o], default_bits[o])
+                          for o in FORMAT_OPERANDS),
+            stores=tuple(StoreInfo(name=s.name, id=s.id,
+                                   role=store_role(s, host.index(s) if s in host else 0),
+                                   lanes=s.lanes, lane_bits=s.lane_bits, word_bits=s.word_bits,
+                                   depth=s.depth)
                          for s in self.geometry.stores))
 
     def to_dict(self):

@@ -12,7 +12,7 @@ from importlib import metadata
 
 from amaranth.lib import wiring
 
-from tessera.hdl.ctrl.protocol import COMMANDS, ERROR_TEXT, Err, Op, VERSION
+from tessera.hdl.ctrl.protocol import COMMANDS, ERROR_TEXT, Err, Op, VERSION, info_layout
 from tessera.outpaths import (OutputPathError, OutputPlan, check_output_dir, check_output_file,
                               file_table, foreign_entry, make_parents, new_tmp_dir, quote,
                               remove_created, swap_in, write_output_file, write_outputs)
@@ -85,7 +85,7 @@ def manifest_json(data):
 
 
 def command_set():
-    """The command set as manifest data."""
+    """The command set as manifest data (with the INFO layout and its code tables)."""
     return {
         "version": VERSION,
         "opcodes": {k: v for k, v in vars(Op).items() if not k.startswith("_")},
@@ -94,6 +94,7 @@ def command_set():
         "commands": [{"op": c.op, "name": c.name, "args": c.args.as_dict(), "data": c.data,
                       "response": c.response, "engine_args": c.engine_args, "doc": c.doc}
                      for c in COMMANDS],
+        "info": info_layout(),
     }
 
 

@@ -59,7 +59,8 @@ class TesseraDriver:
         Object with async ``send``, ``recv`` and ``idle``.
     cfg : CoreConfig or None
         The config the core was generated from: `connect` checks that INFO matches it, and
-        `gemm` uses its engine's mapper. Without it only INFO/STATUS/READ/WRITE are available.
+        `gemm` uses its engine's mapper. Without it INFO, STATUS, READ and WRITE work from INFO
+        alone (stores by the names INFO reports); RUN needs the engine's argument layout.
     poll_cycles : int
         Idle cycles between STATUS polls while a RUN executes.
     """
@@ -76,26 +77,49 @@ class TesseraDriver:
             raise TesseraError(command, code)
 
     async def connect(self):
-        """Read INFO, check the command-set version and (with a config) the core's identity."""
+        """Read INFO, check the command-set version and (with a config) the core's identity.
+
+        Returns
+        -------
+        CoreInfo
+            Also kept as ``self.info``: the engine, layer types, PE kind, formats, epilogue
+            capabilities and every store (``info.stores_by_name``), so a driver without a
+            config can address the core's stores by name.
+
+        Raises
+        ------
+        VersionError
+            The core speaks another command-set version (one line: what each side speaks and
+            what to do), or, with a config, the core's INFO differs from ``cfg.core_info()``
+            (one line naming the fields that differ).
+        """
         await self.t.send(bytes([Op.INFO]))
         await self._status_byte("INFO")
         version = (await self.t.recv(1))[0]
         if version != VERSION:
-            raise VersionError(f"the core speaks command set v{version} and this driver v{VERSION}; "
-                               f"regenerate the core (or its bitstream) with this tessera")
-        n = (await self.t.recv(1))[0]
-        self.info = CoreInfo.unpack(bytes([version, n]) + await self.t.recv(n))
+            raise VersionError(f"the core speaks command set v{version} and this driver "
+                               f"v{VERSION}; regenerate the core (or its bitstream) with this "
+                               f"tessera, or drive it with the tessera that generated it")
+        head = await self.t.recv(2)
+        n = int.from_bytes(head, "little")
+        self.info = CoreInfo.unpack(bytes([version]) + head + await self.t.recv(n))
         if self.cfg is not None:
             want = self.cfg.core_info()
             if want != self.info:
+                diff = self.info.differences(want)
+                more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
                 raise VersionError(f"the core is not the one the config {self.cfg.source} "
-                                   f"describes: INFO {self.info} != expected {want}")
+                                   f"describes (core != config): {'; '.join(diff[:4])}{more}")
         return self.info
 
     def _store(self, spad):
-        sid = self.cfg.geometry.store(spad).id if self.cfg is not None and isinstance(spad, str) \
-            else {"a": 0, "b": 1, "c": 2}.get(spad, spad)
-        return self.info.store(sid)
+        """The INFO `StoreInfo` of store ``spad``: a name (as INFO names it) or an id."""
+        if self.info is None:
+            raise RuntimeError(f"store {spad!r}: connect() first (the stores come from INFO)")
+        try:
+            return self.info.store(spad)
+        except KeyError as e:
+            raise KeyError(f"store {spad!r}: {e.args[0]}") from None
 
     async def status(self):
         await self.t.send(bytes([Op.STATUS]))
@@ -106,6 +130,8 @@ class TesseraDriver:
 
     async def write(self, spad, addr, lanes):
         """Write words (n x lanes unsigned codes) to store ``spad`` (name or id)."""
+        if self.info is None:
+            await self.connect()
         s = self._store(spad)
         lanes = np.asarray(lanes)
         if lanes.ndim != 2 or lanes.shape[1] != s.lanes:
@@ -117,6 +143,8 @@ class TesseraDriver:
 
     async def read(self, spad, addr, count):
         """Read ``count`` words of store ``spad``; returns count x lanes codes."""
+        if self.info is None:
+            await self.connect()
         s = self._store(spad)
         await self.t.send(bytes([Op.READ]) + command(Op.READ).args.pack(spad=s.id, addr=addr,
                                                                           count=count))
@@ -146,6 +174,16 @@ class TesseraDriver:
         """RUN and wait; returns the RUN's cycle count."""
         await self.start(**fields)
         return (await self.wait()).cycles
+
+    async def run_layer(self, layer, x, w=None, bias=None, *, raw=False, mode=None,
+                        progress=None, epilogue=None):
+        """Run one layer (`tessera.sim.layers`) on the core: values in, values out (codes with
+        ``raw=True``). See `tessera.sim.lowering.run_layer`."""
+        from tessera.sim.lowering import run_layer
+        if self.info is None:
+            await self.connect()
+        return await run_layer(self, layer, x, w, bias, raw=raw, mode=mode, progress=progress,
+                               epilogue=epilogue)
 
     async def gemm(self, a, b, *, progress=None, mode=None):
         """Compute ``a @ b`` on the core (element codes in, result codes out) with the engine's

