@@ -276,3 +276,23 @@ def test_regression_refuses_an_empty_case_list(tmp_path):
     with pytest.raises(ValueError, match="no GEMM cases given"):
         run_regression(load_config("int8-4x4"), cases=[], out_dir=tmp_path / "r",
                        progress=lambda m: None)
+
+
+def test_rtl_tree_core_info_and_store_names_without_config():
+    """The HDL decoder sends v3 INFO from its table; a driver without the config writes and
+    reads the tree core's result store "c" (id 3) by name and leaves the scales (id 2) alone."""
+    from tessera.generators.assemble import build_core
+    from tessera.sim.pysim import run_with_driver
+    cfg = load_config("ternary")
+
+    async def body(t):
+        drv = TesseraDriver(t)
+        info = await drv.connect()
+        c = info.store("c")
+        w = np.arange(3 * c.lanes, dtype=np.uint64).reshape(3, c.lanes) + 1
+        await drv.write("c", 0, w)
+        return info, w, await drv.read("c", 0, 3), await drv.read("s", 0, 3)
+    info, w, back, scales = run_with_driver(build_core(cfg), body)
+    assert info == cfg.core_info() and info.store("c").id == 3
+    np.testing.assert_array_equal(back, w)
+    assert not scales.any()
