@@ -223,22 +223,37 @@ def _print_regress(s):
 
 # -- report -------------------------------------------------------------------------------------
 def cmd_report(args):
-    from tessera.generators.report import check_report, make_report
+    from tessera.generators.report import check_report, load_layers_file, make_report
     cfg = _cfg(args.config)
-    cases = check_report(cfg, plot=args.plot)
-    _check_mappable(cfg, [(c["m"], c["n"], c["k"], None) for c in cases], "report")
+    layers = None
+    if args.layers:
+        try:
+            layers = load_layers_file(args.layers)
+        except OSError as e:
+            raise CliError(f"--layers: {_q(args.layers)}: {e.strerror or e}") from None
+        except Exception as e:
+            raise CliError(f"--layers: {e}") from None
+    cases = check_report(cfg, plot=args.plot, layers=layers)
+    _check_mappable(cfg, [(c["m"], c["n"], c["k"], c.get("mode")) for c in cases], "report")
     _need_verilator()
     say = (lambda s: print(s, file=sys.stderr)) if args.json else print
-    rep = make_report(cfg, progress=say, plot=args.plot)
+    rep = make_report(cfg, progress=say, plot=args.plot, layers=layers)
     if args.json:
         print(json.dumps(rep, indent=1))
     else:
-        print(f"\n{cfg.core.name}: reference GEMM {rep['gemm']} on {cfg.rows}x{cfg.cols} PEs")
-        for k in ("cycles", "ideal_cycles", "utilization", "luts", "dsps", "brams",
-                  "fmax_mhz", "board"):
+        print(f"\n{cfg.core.name}: {cfg.rows}x{cfg.cols} PEs, {cfg.pe.name}")
+        print(f"{'workload':<40} {'mode':<8} {'GEMMs (M x N x K)':<22} {'runs':>5} "
+              f"{'cycles':>9} {'ideal':>9} {'util':>7}")
+        for r in rep["rows"]:
+            gem = r["mapping"]
+            mp = ("{}x{}x{}".format(*gem[0]) + (f" x{len(gem)}" if len(gem) > 1 else ""))
+            print(f"{r['workload']:<40} {str(r['mode'] or '-'):<8} {mp:<22} {r['runs']:>5} "
+                  f"{r['cycles']:>9} {round(r['ideal_cycles']):>9} "
+                  f"{100 * r['utilization']:>6.1f}%")
+        for k in ("board", "luts", "dsps", "brams", "fmax_mhz"):
             if k in rep:
                 v = rep[k]
-                print(f"  {k:<13} {v:.4f}" if isinstance(v, float) else f"  {k:<13} {v}")
+                print(f"  {k:<13} {v:.2f}" if isinstance(v, float) else f"  {k:<13} {v}")
         if "luts" not in rep:
             print("  (no bitstream built yet: run `tessera build` for LUT/DSP/BRAM/Fmax)")
     return EXIT_OK
@@ -413,10 +428,13 @@ def _parser():
     s.add_argument("--quick", action="store_true", help="fewer GEMM cases")
     s.set_defaults(fn=cmd_regress)
 
-    s = command("report", "cycles/utilization of the reference GEMM + last build")
+    s = command("report", "cycles/utilization per layer and mode (RTL) + last build")
     s.add_argument("config", nargs="?", metavar="CONFIG")
     s.add_argument("--json", action="store_true")
     s.add_argument("--plot", metavar="PNG", help="also plot utilization vs GEMM size")
+    s.add_argument("--layers", metavar="TOML",
+                   help="layers to report instead of the default conv 3x3 and dense: [[layer]] "
+                        "tables with name, input (shape) and the layer's keys (docs/cli.md)")
     s.set_defaults(fn=cmd_report)
 
     from tessera.generators.config import BOARDS
