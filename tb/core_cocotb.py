@@ -14,7 +14,7 @@ import cocotb
 import numpy as np
 
 from tessera.generators.config import config_from_dict
-from tessera.hdl.ctrl.protocol import Err, Op
+from tessera.hdl.ctrl.protocol import Err, Op, epilogue_caps
 from tessera.sim.core import GoldenCore, GoldenTransport
 from tessera.sim.driver import TesseraDriver, TesseraError
 from tessera.sim.layers import layer_from_dict
@@ -74,6 +74,18 @@ async def test_info(dut):
     assert (info.engine, info.pe_kind) == (CFG.engine.code, CFG.pe.code)
     assert (info.pe_latency, info.pe_ii) == (CFG.pe.latency, CFG.pe.ii())
     assert info.accumulate == (CFG.pe.combiner() is not None)
+    assert info == CFG.core_info(), "; ".join(info.differences(CFG.core_info()))
+    assert [(s.name, s.id, s.word_bits) for s in info.stores] == \
+        [(s.name, s.id, s.word_bits) for s in g.stores]
+    assert [s.role == "result" for s in info.stores] == [s.result for s in g.stores]
+    assert info.result_store.name == g.result_stores[0].name
+    assert (info.engine_name, info.pe_name) == (CFG.engine.name, CFG.pe.name)
+    assert info.modes == len(CFG.pe.modes) and info.has_modes == bool(CFG.pe.modes)
+    assert info.combiner_latency == (CFG.pe.combiner().latency if CFG.pe.combiner() else 0)
+    assert info.layer_types == tuple(CFG.engine.layer_types)
+    assert info.epilogue == epilogue_caps(CFG.pe.epilogue())
+    assert info.formats == CFG.core_info().formats
+    assert info.version == 3
 
 
 if PLAN.get("cases"):

@@ -266,14 +266,14 @@ def test_cocotb_gemm_module_refuses_to_run_without_a_plan(tmp_path, monkeypatch)
     empty.write_text('{"config": {}, "cases": []}')
     monkeypatch.setenv("TESSERA_PLAN", str(empty))
     sys.modules.pop("tessera.tb.core_cocotb", None)
-    with pytest.raises(RuntimeError, match="has no GEMM cases or no config"):
+    with pytest.raises(RuntimeError, match="has no GEMM or layer cases, or no config"):
         importlib.import_module("tessera.tb.core_cocotb")
     sys.modules.pop("tessera.tb.core_cocotb", None)
 
 
 def test_regression_refuses_an_empty_case_list(tmp_path):
     from tessera.generators.regress import run_regression
-    with pytest.raises(ValueError, match="no GEMM cases given"):
+    with pytest.raises(ValueError, match="no GEMM or layer cases given"):
         run_regression(load_config("int8-4x4"), cases=[], out_dir=tmp_path / "r",
                        progress=lambda m: None)
 
