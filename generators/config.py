@@ -142,10 +142,21 @@ class MemorySection:
     a_depth: int = 1024
     b_depth: int = 1024
     c_depth: int = 1024
+    #: Words of the epilogue parameter store (one per column tile); 0 (the default) builds no
+    #: epilogue hardware, so existing cores keep their size. Only for kinds with an epilogue.
+    p_depth: int = 0
 
     def __post_init__(self):
         for key in ("a_depth", "b_depth", "c_depth"):
             _check_int(f"memory.{key}", getattr(self, key), 16, 32768)
+        if self.p_depth != 0:
+            _check_int("memory.p_depth", self.p_depth, 2, 32768)
+        else:
+            # No epilogue: hide the key from dataclasses.asdict (it reads the instance's
+            # __dataclass_fields__), so every config without one keeps its to_dict and digest
+            # (pinned digests, bitstream caches). Equality still compares p_depth.
+            object.__setattr__(self, "__dataclass_fields__", {
+                k: v for k, v in type(self).__dataclass_fields__.items() if k != "p_depth"})
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,18 @@ class TesseraCore(wiring.Component):
 
     ``host bytes -> CommandDecoder -> RunControl -> engine -> OutputStage``, with one
     scratchpad per store of the geometry. While a RUN executes, the engine reads the operand
-    stores and the output stage owns the result store; otherwise the decoder has them all
-    (operand stores stay host-writable during a RUN). The command set is docs/commands.md.
+    stores and the output stage owns every result store (and reads the epilogue parameter
+    store); otherwise the decoder has them all (operand and parameter stores stay
+    host-writable during a RUN). The command set is docs/commands.md.
 
     Parameters
     ----------
     geometry : Geometry
         Stores in id order (`tessera.hdl.ctrl.memmap`); the engine's ports are named
         ``<store>_port`` for its operand stores, and the first result store takes its results.
+        With an epilogue (the engine's ``epilogue`` attribute, not None), the second result
+        store takes the epilogue's outputs and the one host-written store the engine has no
+        port for is the epilogue's parameter store.
     engine : wiring.Component
         An engine (`tessera.hdl.engine`): members ``ctl``, ``<store>_port`` per operand store
         and ``result``.
@@ -50,13 +54,20 @@ class TesseraCore(wiring.Component):
         self._engine_code = engine_code
         self._combiner = combiner
         self._info = bytes(info)
+        self._epilogue = getattr(engine, "epilogue", None)
+        want = 1 if self._epilogue is None else 2
         results = geometry.result_stores
-        if len(results) != 1:
-            raise ValueError(f"geometry must have exactly one result store, not "
-                             f"{[s.name for s in results]}")
-        for s in geometry.operand_stores:
-            if f"{s.name}_port" not in engine.signature.members:
-                raise ValueError(f"engine has no port for operand store {s.name!r}")
+        if len(results) != want:
+            raise ValueError(f"geometry must have exactly {want} result store(s) (the "
+                             f"accumulator store{' and the epilogue store' if want == 2 else ''}"
+                             f"), not {[s.name for s in results]}")
+        unported = [s.name for s in geometry.operand_stores
+                    if f"{s.name}_port" not in engine.signature.members]
+        if len(unported) > (want - 1):
+            raise ValueError(f"engine has no port for operand store {unported[-1]!r}")
+        if want == 2 and len(unported) != 1:
+            raise ValueError("an epilogue needs one parameter store the engine does not read")
+        self._param_store = unported[0] if unported else None
         super().__init__(HostLinkSignature())
 
     @property
@@ -76,8 +87,17 @@ class TesseraCore(wiring.Component):
                                                 engine_code=self._engine_code)
         m.submodules.runctl = runctl = RunControl(arg_bits=8 * self._engine_args.nbytes)
         m.submodules.engine = engine = self._engine
-        m.submodules.out = out = OutputStage(depth=res.depth, lanes=res.lanes,
-                                             lane_bits=res.lane_bits, combiner=self._combiner)
+        epi = self._epilogue
+        m.submodules.out = out = OutputStage(
+            depth=res.depth, lanes=res.lanes, lane_bits=res.lane_bits, combiner=self._combiner,
+            epilogue=epi, p_depth=g.store(self._param_store).depth if epi is not None else 0,
+            args=self._engine_args)
+        core_ports = {res.name: out.port}
+        if epi is not None:
+            core_ports[g.result_stores[1].name] = out.epi_port
+            core_ports[self._param_store] = out.param_port
+            m.d.comb += [out.run_start.eq(runctl.engine.start),
+                         out.run_args.eq(runctl.engine.args)]
 
         wiring.connect(m, wiring.flipped(self.i), dec.i)
         wiring.connect(m, dec.o, wiring.flipped(self.o))
@@ -92,7 +112,7 @@ class TesseraCore(wiring.Component):
             m.submodules[f"arb_{s.name}"] = arb = StoreArbiter(depth=s.depth, width=s.word_bits,
                                                                core_writes=s.result)
             wiring.connect(m, getattr(dec, f"port_{s.name}"), arb.host)
-            wiring.connect(m, out.port if s.result else getattr(engine, f"{s.name}_port"),
+            wiring.connect(m, core_ports.get(s.name) or getattr(engine, f"{s.name}_port"),
                            arb.core)
             wiring.connect(m, arb.mem, spad)
             m.d.comb += arb.busy.eq(runctl.run.busy)

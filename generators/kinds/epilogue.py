@@ -92,6 +92,8 @@ class IntEpilogueSpec(Epilogue):
 
     MULT_BITS = 32
     lanes_per_channel = 2
+    #: INFO's epilogue capabilities (`tessera.hdl.ctrl.protocol.EPILOGUE_CAPS`).
+    capabilities = ("bias", "requantize", "relu_clip")
 
     def __init__(self, acc_bits, out_bits):
         if isinstance(acc_bits, bool) or not isinstance(acc_bits, int) or not 8 <= acc_bits <= 64:

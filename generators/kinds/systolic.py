@@ -46,14 +46,35 @@ class SystolicGemm(Engine):
         lay = pe.layout()
         R, C = cfg.array.rows, cfg.array.cols
         mem = cfg.memory
-        return Geometry(rows=R, cols=C, stores=(
+        stores = (
             Store("a", 0, R, lay.a_lane_bits, mem.a_depth, doc="activations, one lane per row"),
             Store("b", 1, C, lay.b_lane_bits, mem.b_depth, doc="weights, one lane per column"),
             Store("c", 2, C, pe.result_bits, mem.c_depth, result=True,
                   doc="results, one array row per word"),
-        ))
+        )
+        epi = self.epilogue()
+        if epi is not None:
+            stores += (
+                Store("p", 3, epi.lanes_per_channel * C, epi.lane_bits, mem.p_depth,
+                      doc="epilogue parameters, one word per column tile "
+                          f"({epi.lanes_per_channel} lanes per column)"),
+                Store("r", 4, C, epi.out_bits, mem.c_depth, result=True,
+                      doc="epilogue outputs at operand width, one array row per word"),
+            )
+        return Geometry(rows=R, cols=C, stores=stores)
+
+    def epilogue(self):
+        """The PE kind's epilogue when this core builds it (``memory.p_depth`` > 0), else
+        None."""
+        if not self.cfg.memory.p_depth:
+            return None
+        return self.cfg.pe.epilogue()
 
     def check(self):
+        mem = self.cfg.memory
+        if mem.p_depth and self.cfg.pe.epilogue() is None:
+            raise ConfigError(f"memory.p_depth: {mem.p_depth} asks for an epilogue and pe.kind "
+                              f"{self.cfg.pe.name!r} has none; allowed: 0")
         # A result store must hold one tile of results (one word per array row), or no RUN
         # can ever be accepted.
         g = self.cfg.geometry
@@ -72,17 +93,28 @@ class SystolicGemm(Engine):
                   Field("n_tiles", 2, "column tiles of cols outputs"),
                   Field("k", 2, "words of A and B per tile"),
                   Field("a_base", 2), Field("b_base", 2), Field("c_base", 2),
-                  Field("flags", 1, "bit 0: accumulate into C with the PE kind's combiner")]
+                  Field("flags", 1, "bit 0: accumulate into C with the PE kind's combiner"
+                                    + ("; bit 1: epilogue, results to R" if self.epilogue()
+                                       else ""))]
         if self.cfg.pe.modes:
             fields.append(Field("mode", 1, "PE run-time mode code"))
+        epi = self.epilogue()
+        if epi is not None:
+            nb = -(-epi.out_bits // 8)
+            fields += [Field("p_base", 2, "epilogue parameter word of the RUN's first n-tile"),
+                       Field("zero_point", nb, "epilogue output zero point (out_bits code)"),
+                       Field("lo", nb, "epilogue clamp low (out_bits code)"),
+                       Field("hi", nb, "epilogue clamp high (out_bits code)")]
         return ArgLayout(fields)
 
     def make_hdl(self):
         from tessera.hdl.engine.gemm_os import GemmOSEngine
         cfg = self.cfg
         g = cfg.geometry
+        epi = self.epilogue()
         return GemmOSEngine(rows=cfg.array.rows, cols=cfg.array.cols, pe=cfg.pe.make_pe,
-                            args=self.args(), depths=tuple(s.depth for s in g.stores),
+                            args=self.args(), depths=tuple(s.depth for s in g.stores[:3]),
+                            epilogue=epi, p_depth=g.store("p").depth if epi is not None else 0,
                             accumulate=cfg.pe.combiner() is not None,
                             modes=len(cfg.pe.modes),
                             ii=tuple(cfg.pe.ii(m) for m in cfg.pe.modes) or (cfg.pe.ii(),))
@@ -91,7 +123,7 @@ class SystolicGemm(Engine):
         from tessera.sim.engines.gemm_os import GemmOSTwin
         cfg = self.cfg
         return GemmOSTwin(rows=cfg.array.rows, cols=cfg.array.cols, pe=cfg.pe,
-                          geometry=cfg.geometry)
+                          geometry=cfg.geometry, epilogue=self.epilogue())
 
     def mapper(self):
         from tessera.sim.engines.gemm_os import GemmMapper
@@ -103,10 +135,12 @@ class SystolicGemm(Engine):
         return {"model": "gemm_os", "check_cycles": twin.check_cycles,
                 "pe_latency": self.cfg.pe.latency, "pe_ii": self.cfg.pe.ii(),
                 "combiner_latency": twin.combiner_latency,
+                **({"epilogue": twin.epilogue.as_dict()} if twin.epilogue else {}),
                 "run_cycles": twin.model,
                 "run_cycles_variables": {
                     "m_tiles": "RUN m_tiles", "n_tiles": "RUN n_tiles", "k": "RUN k",
                     "accumulate": "RUN flags bit 0",
+                    **({"epilogue": "RUN flags bit 1"} if twin.epilogue else {}),
                     **({"mode": "RUN mode"} if self.cfg.pe.modes else {})},
                 "ideal_cycles": {"macs_per_cycle": (
                     {m: self.macs_per_cycle(m) for m in self.cfg.pe.modes} if self.cfg.pe.modes

@@ -1,6 +1,6 @@
 """Output stage: stores engine result words, combining them with the stored ones on request."""
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -39,6 +39,17 @@ class OutputStage(wiring.Component):
         The PE kind's combiner: ``latency`` (L) and ``hdl()``, which returns a new one-lane
         combiner component (members ``a`` stored, ``b`` new, ``result``); None if the kind cannot
         accumulate (the bit is then ignored: the engine's argument check refuses such RUNs).
+    epilogue : Epilogue or None
+        The PE kind's epilogue (`tessera.generators.kinds.epilogue`; E = its ``latency``), or
+        None. With one, a word with ``payload.epilogue`` set reads parameter word
+        ``p_base + payload.tile`` in its arrival cycle, goes (after the combiner when
+        accumulating) through one epilogue lane per result lane, and is written E cycles later
+        to the epilogue result store (same address) instead of the accumulator store.
+    p_depth : int
+        Depth of the parameter store (with ``epilogue``).
+    args : ArgLayout or None
+        The RUN argument layout (with ``epilogue``): ``p_base``, ``zero_point``, ``lo`` and
+        ``hi`` are latched from ``run_args`` when ``run_start`` pulses.
 
     Members
     -------
@@ -46,18 +57,46 @@ class OutputStage(wiring.Component):
     port : Out(StorePortSignature(depth, lanes * lane_bits))
     idle : Out(1)
         No word is in flight (nothing arrives this cycle, nothing is waiting to be written).
+    epi_port : Out(StorePortSignature(depth, lanes * out_bits)), only with ``epilogue``
+    param_port : Out(StorePortSignature(p_depth, lanes * lanes_per_channel * param lane bits,
+        write=False)), only with ``epilogue``
+    run_start : In(1), only with ``epilogue``
+    run_args : In(args.nbytes * 8), only with ``epilogue``
     """
 
-    def __init__(self, *, depth, lanes, lane_bits, combiner=None):
+    def __init__(self, *, depth, lanes, lane_bits, combiner=None, epilogue=None, p_depth=0,
+                 args=None):
         self._depth, self._lanes, self._lane_bits = depth, lanes, lane_bits
         self._combiner = combiner
         self._lat = 0 if combiner is None else combiner.latency
+        self._epi, self._args = epilogue, args
         width = lanes * lane_bits
-        super().__init__({
+        members = {
             "i": In(ResultSignature(depth=depth, width=width)),
             "port": Out(StorePortSignature(depth=depth, width=width)),
             "idle": Out(1),
-        })
+        }
+        if epilogue is not None:
+            if epilogue.acc_bits != lane_bits:
+                raise ValueError(f"epilogue acc_bits must be the lane width {lane_bits}, not "
+                                 f"{epilogue.acc_bits}")
+            if args is None or not {"p_base", "zero_point", "lo", "hi"} <= {
+                    f.name for f in args.fields}:
+                raise ValueError("an epilogue needs RUN argument fields p_base, zero_point, lo "
+                                 "and hi")
+            self._pw = lanes * epilogue.lanes_per_channel * epilogue.lane_bits
+            members.update({
+                "epi_port": Out(StorePortSignature(depth=depth,
+                                                   width=lanes * epilogue.out_bits)),
+                "param_port": Out(StorePortSignature(depth=p_depth, width=self._pw,
+                                                     write=False)),
+                "run_start": In(1), "run_args": In(max(1, 8 * args.nbytes)),
+            })
+        super().__init__(members)
+
+    @property
+    def epilogue_latency(self):
+        return 0 if self._epi is None else self._epi.latency
 
     @property
     def combiner_latency(self):
@@ -77,9 +116,10 @@ class OutputStage(wiring.Component):
         m.d.sync += [valid1.eq(self.i.valid), addr1.eq(p.addr), acc1.eq(p.accumulate),
                      new1.eq(p.data)]
         pending = [valid1]
+        # The final word: (valid, address, data) in its write cycle.
         if self._combiner is None:
-            m.d.comb += [self.port.w_addr.eq(addr1), self.port.w_data.eq(new1),
-                         self.port.w_en.eq(valid1)]
+            w_valid, w_addr, w_data = valid1, addr1, new1
+            replace = None
         else:
             lanes = []
             for i in range(self._lanes):
@@ -97,13 +137,65 @@ class OutputStage(wiring.Component):
             addr_acc = _delay(m, addr1, L, "acc_addr")
             pending = [valid1] + chain[1:]
             replace = valid1 & ~acc1
-            m.d.comb += [
-                self.port.w_addr.eq(Mux(replace, addr1, addr_acc)),
-                self.port.w_data.eq(Mux(replace, new1, Cat(*lanes))),
-                self.port.w_en.eq(replace | valid_acc),
-            ]
+            w_valid = replace | valid_acc
+            w_addr = Signal.like(addr1, name="w_addr")
+            w_data = Signal.like(new1, name="w_data")
+            m.d.comb += [w_addr.eq(Mux(replace, addr1, addr_acc)),
+                         w_data.eq(Mux(replace, new1, Cat(*lanes)))]
+        m.d.comb += [self.port.w_addr.eq(w_addr), self.port.w_data.eq(w_data)]
+        if self._epi is None:
+            m.d.comb += self.port.w_en.eq(w_valid)
+        else:
+            pending += self._elaborate_epilogue(m, replace, w_valid, w_addr, w_data)
         busy = self.i.valid
         for s in pending:
             busy = busy | s
         m.d.comb += self.idle.eq(~busy)
         return m
+
+    def _elaborate_epilogue(self, m, replace, w_valid, w_addr, w_data):
+        """The epilogue lanes after the final word; returns their in-flight valid bits."""
+        e, L, p = self._epi, self._lat, self.i.payload
+        ob, lb, w = e.out_bits, e.lane_bits, self._lane_bits
+
+        def field(name):
+            lo, hi = self._args.bit_slice(name)
+            return self.run_args[lo:hi]
+        p_base = Signal(16)
+        zp, lo, hi = (Signal(signed(ob), name=n) for n in ("zp", "lo", "hi"))
+        with m.If(self.run_start):
+            m.d.sync += [p_base.eq(field("p_base")), zp.eq(field("zero_point")[:ob]),
+                         lo.eq(field("lo")[:ob]), hi.eq(field("hi")[:ob])]
+        # Cycle t: read the parameter word of the word's column tile.
+        m.d.comb += [self.param_port.r_addr.eq(p_base + p.tile),
+                     self.param_port.r_en.eq(self.i.valid & p.epilogue)]
+        epi1 = Signal()
+        m.d.sync += epi1.eq(p.epilogue)
+        prm1 = self.param_port.r_data
+        if replace is None or L == 0:
+            w_epi, w_prm = epi1, prm1
+        else:
+            # Accumulating words reach the write L cycles later: hold their parameters.
+            w_epi = Mux(replace, epi1, _delay(m, epi1, L, "epi"))
+            w_prm = Mux(replace, prm1, _delay(m, prm1, L, "prm"))
+        m.d.comb += self.port.w_en.eq(w_valid & ~w_epi)
+        go = w_valid & w_epi
+        outs = []
+        for i in range(self._lanes):
+            m.submodules[f"epi{i}"] = u = e.hdl()
+            b0, m0 = 2 * i * lb, (2 * i + 1) * lb
+            m.d.comb += [u.valid.eq(go), u.acc.eq(w_data[i * w:(i + 1) * w]),
+                         u.bias.eq(w_prm[b0:b0 + e.acc_bits]),
+                         u.mult.eq(w_prm[m0:m0 + e.MULT_BITS]),
+                         u.shift.eq(w_prm[m0 + e.MULT_BITS:m0 + e.MULT_BITS + e.shift_bits]),
+                         u.zero_point.eq(zp), u.lo.eq(lo), u.hi.eq(hi)]
+            outs.append(u)
+        chain = [go]
+        for j in range(e.latency):
+            nxt = Signal(name=f"epi_valid_d{j + 1}")
+            m.d.sync += nxt.eq(chain[-1])
+            chain.append(nxt)
+        addr_e = _delay(m, w_addr, e.latency, "epi_addr")
+        m.d.comb += [self.epi_port.w_addr.eq(addr_e), self.epi_port.w_en.eq(chain[-1]),
+                     self.epi_port.w_data.eq(Cat(*(u.out for u in outs)))]
+        return chain[1:]

@@ -9,7 +9,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 
-__all__ = ["RunSignature", "EngineControlSignature", "StorePortSignature", "ResultSignature"]
+__all__ = ["RunSignature", "EngineControlSignature", "StorePortSignature", "ResultSignature",
+           "TILE_BITS"]
 
 
 class RunSignature(wiring.Signature):
@@ -113,9 +114,18 @@ class StorePortSignature(wiring.Signature):
         return f"StorePortSignature(depth={self.depth}, width={self.width}, write={self.write})"
 
 
+#: Bits of `ResultSignature`'s ``tile`` member.
+TILE_BITS = 16
+
+
 def ResultSignature(*, depth, width):
     """Engine result words: ``payload.addr`` in the result store, ``payload.data`` (a whole
-    word) and ``payload.accumulate`` (combine with the stored word instead of replacing it).
-    Always ready: the output stage takes one word per cycle."""
+    word), ``payload.accumulate`` (combine with the stored word instead of replacing it),
+    ``payload.epilogue`` (apply the PE kind's epilogue and write the epilogue result store
+    instead) and ``payload.tile`` (the RUN's column tile the word belongs to: the output stage
+    reads epilogue parameter word ``p_base + tile``). Engines that never set ``epilogue`` may
+    leave ``epilogue`` and ``tile`` at 0. Always ready: the output stage takes one word per
+    cycle."""
     return stream.Signature(data.StructLayout({
-        "addr": range(depth), "data": width, "accumulate": 1}), always_ready=True)
+        "addr": range(depth), "data": width, "accumulate": 1, "epilogue": 1,
+        "tile": TILE_BITS}), always_ready=True)

@@ -9,10 +9,14 @@ from tessera.hdl.engine.base import EngineControlSignature, ResultSignature, Sto
 from tessera.hdl.engine.check import PRODUCT_STEPS, SerialProducts, argument_check
 
 
-__all__ = ["GemmOSEngine", "FLAG_ACCUMULATE", "CHECK_CYCLES"]
+__all__ = ["GemmOSEngine", "FLAG_ACCUMULATE", "FLAG_EPILOGUE", "CHECK_CYCLES"]
 
 #: RUN flag bit: add the results to what the result store holds (the PE kind's combiner).
 FLAG_ACCUMULATE = 0x01
+
+#: RUN flag bit: the output stage applies the PE kind's epilogue (parameter words ``p_base +
+#: n-tile``) and writes the epilogue result store instead of the accumulator store.
+FLAG_EPILOGUE = 0x02
 
 #: Cycles the argument check takes (16 shift-add steps for the three tile products, 1 compare).
 CHECK_CYCLES = PRODUCT_STEPS + 1
@@ -52,6 +56,13 @@ class GemmOSEngine(wiring.Component):
     ii : tuple of int or None
         The PE's initiation interval per mode code (one entry without modes); None: the PE's
         own ``ii`` for every mode.
+    epilogue : Epilogue or None
+        The PE kind's epilogue when the core builds one (the core's output stage applies it;
+        the engine checks ``FLAG_EPILOGUE`` and supplies each result word's n-tile).
+    p_depth : int
+        Depth of the epilogue parameter store; 0: no epilogue (``FLAG_EPILOGUE`` is an
+        `Err.ARG`). With an epilogue, ``args`` also has ``p_base``, and a RUN with
+        ``FLAG_EPILOGUE`` whose ``p_base + n_tiles`` passes ``p_depth`` is an `Err.TILE`.
 
     Members
     -------
@@ -61,12 +72,15 @@ class GemmOSEngine(wiring.Component):
     result : Out(ResultSignature(depths[2], cols * acc bits))
     """
 
-    def __init__(self, *, rows, cols, pe, args, depths, accumulate, modes=0, ii=None):
+    def __init__(self, *, rows, cols, pe, args, depths, accumulate, modes=0, ii=None,
+                 epilogue=None, p_depth=0):
         self._array = SystolicArray(rows=rows, cols=cols, pe=pe)
         self._rows, self._cols = rows, cols
         self._args = args
         self._depths = tuple(depths)
         self._accumulate = bool(accumulate)
+        self._p_depth = p_depth if epilogue is not None else 0
+        self._epilogue = epilogue
         self._modes = modes
         n = max(1, modes)
         self._iis = tuple(ii) if ii is not None else (self._array.pe_ii,) * n
@@ -75,6 +89,8 @@ class GemmOSEngine(wiring.Component):
         self._ii = max(self._iis)
         names = {f.name for f in args.fields}
         need = {"m_tiles", "n_tiles", "k", "a_base", "b_base", "c_base", "flags"}
+        if p_depth:
+            need.add("p_base")
         if not need <= names:
             raise ValueError(f"args must have the fields {sorted(need)}, not {sorted(names)}")
         members = self._array.signature.members
@@ -95,6 +111,15 @@ class GemmOSEngine(wiring.Component):
             "b_port": Out(StorePortSignature(depth=db, width=cols * b_bits, write=False)),
             "result": Out(ResultSignature(depth=dc, width=cols * acc_bits)),
         })
+
+    @property
+    def epilogue(self):
+        """The epilogue descriptor the output stage must apply (None: no epilogue)."""
+        return self._epilogue
+
+    @property
+    def p_depth(self):
+        return self._p_depth
 
     @property
     def pe_latency(self):
@@ -120,6 +145,9 @@ class GemmOSEngine(wiring.Component):
         a_base, b_base, c_base = Signal(16), Signal(16), Signal(16)
         flags = Signal(8)
         acc_mode = Signal()
+        epi_mode = Signal()
+        out_row = Signal(range(max(R, 2)))    # row and n-tile of the next result word
+        out_tile = Signal(16)
         # Serial shift-add products for the bounds: mt*k, nt*k, mt*nt.
         prods = SerialProducts(3)
         a_words, b_words, tiles = prods.products
@@ -164,13 +192,17 @@ class GemmOSEngine(wiring.Component):
                 pos += w
         m.d.comb += array.b.as_value().eq(self.b_port.r_data)
 
-        bad_arg = (mt == 0) | (nt == 0) | (k == 0) | (flags & ~FLAG_ACCUMULATE).any()
+        allowed = FLAG_ACCUMULATE | (FLAG_EPILOGUE if self._p_depth else 0)
+        bad_arg = (mt == 0) | (nt == 0) | (k == 0) | (flags & ~allowed & 0xFF).any()
         if not self._accumulate:
             bad_arg = bad_arg | (flags & FLAG_ACCUMULATE).any()
         if mode is not None:
             bad_arg = bad_arg | (mode >= max(1, self._modes))
         bad_tile = ((a_base + a_words > a_depth) | (b_base + b_words > b_depth)
                     | (c_base + tiles * R > c_depth))
+        if self._p_depth:
+            p_base = Signal(16)
+            bad_tile = bad_tile | (flags[1] & (p_base + nt > self._p_depth))
         # k * ii(mode): a constant multiply per mode (II may depend on the mode).
         kii = k * self._iis[0]
         if mode is not None:
@@ -186,13 +218,15 @@ class GemmOSEngine(wiring.Component):
                        b_base.eq(self._field(args, "b_base")),
                        c_base.eq(self._field(args, "c_base")),
                        flags.eq(self._field(args, "flags")),
-                       *([mode.eq(self._field(args, "mode"))] if mode is not None else [])],
+                       *([mode.eq(self._field(args, "mode"))] if mode is not None else []),
+                       *([p_base.eq(self._field(args, "p_base"))] if self._p_depth else [])],
                 pairs=[(self._field(args, "k"), self._field(args, "m_tiles")),
                        (self._field(args, "k"), self._field(args, "n_tiles")),
                        (self._field(args, "n_tiles"), self._field(args, "m_tiles"))],
                 start=[period.eq(Mux(kii > maxrc, kii, maxrc)),
                        total_rows.eq(tiles * R),
-                       acc_mode.eq(flags[0]),
+                       acc_mode.eq(flags[0]), epi_mode.eq(flags[1]),
+                       out_row.eq(0), out_tile.eq(0),
                        t.eq(0), slot.eq(0), kk.eq(0), mi.eq(0), ni.eq(0),
                        a_row.eq(a_base), b_row.eq(b_base),
                        c_ptr.eq(c_base), emitted.eq(0)],
@@ -227,7 +261,11 @@ class GemmOSEngine(wiring.Component):
             self.result.payload.addr.eq(c_ptr),
             self.result.payload.data.eq(array.out_data.as_value()),
             self.result.payload.accumulate.eq(acc_mode),
+            self.result.payload.epilogue.eq(epi_mode),
+            self.result.payload.tile.eq(out_tile),
         ]
         with m.If(array.out_valid):
-            m.d.sync += [c_ptr.eq(c_ptr + 1), emitted.eq(emitted + 1)]
+            m.d.sync += [c_ptr.eq(c_ptr + 1), emitted.eq(emitted + 1), out_row.eq(out_row + 1)]
+            with m.If(out_row == R - 1):
+                m.d.sync += [out_row.eq(0), out_tile.eq(Mux(out_tile == nt - 1, 0, out_tile + 1))]
         return m

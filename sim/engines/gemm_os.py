@@ -3,14 +3,14 @@
 import numpy as np
 
 from tessera.hdl.ctrl.protocol import Err
-from tessera.hdl.engine.gemm_os import CHECK_CYCLES, FLAG_ACCUMULATE
+from tessera.hdl.engine.gemm_os import CHECK_CYCLES, FLAG_ACCUMULATE, FLAG_EPILOGUE
 from tessera.sim.engines.model import evaluate
 
 
 __all__ = ["GemmOSTwin", "GemmMapper", "cycle_model", "plan_gemm", "CHECK_CYCLES"]
 
 
-def cycle_model(*, rows, cols, pe_latency, pe_ii, combiner_latency):
+def cycle_model(*, rows, cols, pe_latency, pe_ii, combiner_latency, epilogue_latency=None):
     """Busy cycles of a RUN as an expression tree in ``m_tiles``, ``n_tiles``, ``k``,
     ``accumulate`` and, when ``pe_ii`` is a per-mode tuple, ``mode``
     (`tessera.sim.engines.model`); the RTL must meet it exactly.
@@ -20,8 +20,9 @@ def cycle_model(*, rows, cols, pe_latency, pe_ii, combiner_latency):
     tile issued at cycle ``kk * ii`` of its period; after the last pair of the last tile it
     takes 1 (store read) + ``pe_latency`` + ``cols`` (systolic skew) + 1 (array output
     register) + ``rows`` (drain, one row per cycle) + 1 (output write) cycles, plus the
-    combiner latency when accumulating, until the last result is stored; busy falls one
-    cycle later.
+    combiner latency when accumulating, plus ``epilogue_latency`` with the epilogue flag
+    (a term present only for cores with an epilogue), until the last result is stored; busy
+    falls one cycle later.
     """
     if isinstance(pe_ii, int):
         ii = pe_ii
@@ -33,8 +34,11 @@ def cycle_model(*, rows, cols, pe_latency, pe_ii, combiner_latency):
     period = ["max", ["*", "k", ii], rows, cols]
     tiles = ["*", "m_tiles", "n_tiles"]
     last_issue = ["*", ["-", "k", 1], ii]
-    return ["+", CHECK_CYCLES + 1, ["*", ["-", tiles, 1], period], last_issue,
-            1 + pe_latency + cols + rows + 2, ["if", "accumulate", combiner_latency, 0]]
+    model = ["+", CHECK_CYCLES + 1, ["*", ["-", tiles, 1], period], last_issue,
+             1 + pe_latency + cols + rows + 2, ["if", "accumulate", combiner_latency, 0]]
+    if epilogue_latency is not None:
+        model.append(["if", "epilogue", epilogue_latency, 0])
+    return model
 
 
 class GemmOSTwin:
@@ -46,19 +50,23 @@ class GemmOSTwin:
     pe : PEKind
         The PE kind config (its twin computes a tile, its combiner accumulates).
     geometry : Geometry
+    epilogue : Epilogue or None
+        The PE kind's epilogue when the core has one (stores ``p`` and ``r``).
     """
 
     check_cycles = CHECK_CYCLES
 
-    def __init__(self, *, rows, cols, pe, geometry):
+    def __init__(self, *, rows, cols, pe, geometry, epilogue=None):
         self.rows, self.cols = rows, cols
         self.pe = pe
         self.tile_model = pe.twin()
         self.combiner = pe.combiner()
         self.depths = {s.name: s.depth for s in geometry.stores}
         ii = tuple(pe.ii(m) for m in pe.modes) if pe.modes else pe.ii()
+        self.epilogue = epilogue
         self.model = cycle_model(rows=rows, cols=cols, pe_latency=pe.latency,
-                                 pe_ii=ii, combiner_latency=self.combiner_latency)
+                                 pe_ii=ii, combiner_latency=self.combiner_latency,
+                                 epilogue_latency=epilogue.latency if epilogue else None)
 
     @property
     def combiner_latency(self):
@@ -67,19 +75,23 @@ class GemmOSTwin:
     def check(self, args):
         """The error code the argument check gives (0: the RUN proceeds)."""
         mt, nt, k, flags = args["m_tiles"], args["n_tiles"], args["k"], args["flags"]
-        if mt == 0 or nt == 0 or k == 0 or flags & ~FLAG_ACCUMULATE & 0xFF \
+        allowed = FLAG_ACCUMULATE | (FLAG_EPILOGUE if self.epilogue else 0)
+        if mt == 0 or nt == 0 or k == 0 or flags & ~allowed & 0xFF \
                 or (flags & FLAG_ACCUMULATE and self.combiner is None):
             return Err.ARG
         if "mode" in args and args["mode"] >= max(1, len(self.pe.modes)):
             return Err.ARG
         if args["a_base"] + mt * k > self.depths["a"] or args["b_base"] + nt * k > self.depths["b"] \
-                or args["c_base"] + mt * nt * self.rows > self.depths["c"]:
+                or args["c_base"] + mt * nt * self.rows > self.depths["c"] \
+                or (flags & FLAG_EPILOGUE and args["p_base"] + nt > self.depths["p"]):
             return Err.TILE
         return Err.OK
 
     def env(self, args):
         env = {"m_tiles": args["m_tiles"], "n_tiles": args["n_tiles"], "k": args["k"],
                "accumulate": args["flags"] & FLAG_ACCUMULATE}
+        if self.epilogue:
+            env["epilogue"] = args["flags"] & FLAG_EPILOGUE
         if "mode" in args:
             env["mode"] = args["mode"]
         return env
@@ -88,6 +100,7 @@ class GemmOSTwin:
         """Execute a checked RUN on ``stores`` ({name: depth x lanes codes}); returns cycles."""
         mt, nt, k = args["m_tiles"], args["n_tiles"], args["k"]
         acc = bool(args["flags"] & FLAG_ACCUMULATE)
+        epi = bool(args["flags"] & FLAG_EPILOGUE)
         mode = self.pe.modes[args["mode"]] if "mode" in args and self.pe.modes else None
         A, B, Cm = stores["a"], stores["b"], stores["c"]
         R = self.rows
@@ -99,8 +112,21 @@ class GemmOSTwin:
                 base = args["c_base"] + (mi * nt + ni) * R
                 if acc:
                     res = self.combiner.twin(Cm[base:base + R], res)
-                Cm[base:base + R] = res
+                if epi:
+                    stores["r"][base:base + R] = self._epilogue(stores, args, ni, res)
+                else:
+                    Cm[base:base + R] = res
         return evaluate(self.model, self.env(args))
+
+    def _epilogue(self, stores, args, ni, res):
+        """Epilogue output codes of one tile (R x C accumulator codes), parameters from word
+        ``p_base + ni``."""
+        from tessera.sim.intmac import from_codes, to_codes
+        e = self.epilogue
+        bias, mult, shift = e.unpack_params(stores["p"][args["p_base"] + ni])
+        run = [int(from_codes(args[f], e.out_bits)) for f in ("zero_point", "lo", "hi")]
+        out = e.twin(from_codes(res, e.acc_bits), bias, mult, shift, *run)
+        return to_codes(out, e.out_bits)
 
     def perf(self, args, *, macs=None):
         """``predict`` (cycles of this RUN) and ``ideal`` (its lane-pair products over the PEs,
@@ -132,6 +158,8 @@ class GemmOSTwin:
                 if nt < 1:
                     continue
                 env = {"m_tiles": mt, "n_tiles": nt, "k": k, "accumulate": 0}
+                if self.epilogue:
+                    env["epilogue"] = 0
                 if self.pe.modes:
                     env["mode"] = 0
                 cycles = evaluate(self.model, env)
@@ -172,13 +200,24 @@ class GemmMapper:
     def __init__(self, cfg):
         self.cfg = cfg
 
-    def plan(self, m, n, k_words):
+    def plan(self, m, n, k_words, *, epilogue=False):
         g = self.cfg.geometry
-        return plan_gemm(m, n, k_words, rows=g.rows, cols=g.cols,
-                         depths=tuple(s.depth for s in g.stores),
-                         accumulate=self.cfg.pe.combiner() is not None)
+        mt, nt, kc = plan_gemm(m, n, k_words, rows=g.rows, cols=g.cols,
+                               depths=tuple(s.depth for s in g.stores[:3]),
+                               accumulate=self.cfg.pe.combiner() is not None)
+        if epilogue:                  # one parameter word per n-tile of a RUN
+            nt = min(nt, g.store("p").depth)
+        return mt, nt, kc
 
-    async def gemm(self, drv, a, b, *, progress=None, mode=None):
+    async def gemm(self, drv, a, b, *, progress=None, mode=None, epilogue=None):
+        """``a @ b`` (element codes) on the core; returns (M x N result codes, `GemmStats`).
+
+        ``epilogue``: None (results are accumulator codes from store C), or a dict with the
+        per-output-channel ``bias``, ``mult`` and ``shift`` (length N) and the RUN's
+        ``zero_point``, ``lo`` and ``hi`` (signed values): the parameter store is loaded per
+        block of n-tiles, the last K chunk's RUN sets `FLAG_EPILOGUE`, and the results are
+        the epilogue's ``out_bits`` codes read from store R (`tessera.sim.epilogue`).
+        """
         from tessera.sim.driver import GemmStats
         from tessera.sim.layout import tile_a, tile_b, untile_c
         pe, g = self.cfg.pe, self.cfg.geometry
@@ -200,26 +239,43 @@ class GemmMapper:
         a_w = lay.pack_a(a_p)                 # mp x K words
         b_w = lay.pack_b(b_p.T).T             # K words x np
         k_words = kp // kw
-        mt_run, nt_run, kc = self.plan(m, n, k_words)
+        epi = self.cfg.engine.epilogue() if epilogue is not None else None
+        if epilogue is not None and epi is None:
+            raise ValueError("gemm: epilogue= needs a core with an epilogue "
+                             "(memory.p_depth > 0 and a PE kind that has one)")
+        mt_run, nt_run, kc = self.plan(m, n, k_words, epilogue=epilogue is not None)
+        extra = {"mode": pe.mode_code(mode)} if pe.modes else {}
+        if epilogue is not None:
+            params = epi.pack_params(*(np.broadcast_to(np.asarray(epilogue[f]), (n,))
+                                       for f in ("bias", "mult", "shift")))
+            params = np.concatenate([params, np.zeros(
+                (np_ - n) * epi.lanes_per_channel, dtype=np.uint64)])
+            from tessera.sim.intmac import to_codes
+            extra.update({f: int(to_codes(epilogue[f], epi.out_bits))
+                          for f in ("zero_point", "lo", "hi")})
         out = np.zeros((mp, np_), dtype=np.uint64)
         stats = GemmStats(k_split=kc * kw)
         mt_all, nt_all = mp // R, np_ // C
-        extra = {"mode": pe.mode_code(mode)} if pe.modes else {}
         for m0 in range(0, mt_all, mt_run):
             mt = min(mt_run, mt_all - m0)
             for n0 in range(0, nt_all, nt_run):
                 nt = min(nt_run, nt_all - n0)
+                if epi is not None:
+                    lpw = C * epi.lanes_per_channel
+                    await drv.write("p", 0, params[n0 * lpw:(n0 + nt) * lpw].reshape(nt, lpw))
                 for k0 in range(0, k_words, kc):
                     kk = min(kc, k_words - k0)
+                    flags = FLAG_ACCUMULATE if k0 > 0 else 0
+                    if epi is not None and k0 + kk >= k_words:
+                        flags |= FLAG_EPILOGUE
                     await drv.write("a", 0, tile_a(a_w[m0 * R:(m0 + mt) * R, k0:k0 + kk], R))
                     await drv.write("b", 0, tile_b(b_w[k0:k0 + kk, n0 * C:(n0 + nt) * C], C))
-                    cyc = await drv.run(m_tiles=mt, n_tiles=nt, k=kk,
-                                        flags=FLAG_ACCUMULATE if k0 > 0 else 0, **extra)
+                    cyc = await drv.run(m_tiles=mt, n_tiles=nt, k=kk, flags=flags, **extra)
                     stats.runs += 1
                     stats.cycles += cyc
                     stats.run_cycles.append(cyc)
                     if progress:
                         progress(stats)
-                words = await drv.read("c", 0, mt * nt * R)
+                words = await drv.read("c" if epi is None else "r", 0, mt * nt * R)
                 out[m0 * R:(m0 + mt) * R, n0 * C:(n0 + nt) * C] = untile_c(words, mt, nt, R, C)
         return out[:m, :n], stats
