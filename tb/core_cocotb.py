@@ -18,7 +18,7 @@ from tessera.hdl.ctrl.protocol import Err, Op, epilogue_caps
 from tessera.sim.core import GoldenCore, GoldenTransport
 from tessera.sim.driver import TesseraDriver, TesseraError
 from tessera.sim.layers import layer_from_dict
-from tessera.sim.lowering import layer_operands, run_layer
+from tessera.sim.lowering import run_layer
 from tessera.sim.workloads import case_operands, gemm_operands, reference_gemm
 from tessera.tb.drivers import CocotbByteTransport, reset, start_clock
 
@@ -128,8 +128,8 @@ if PLAN.get("layers"):
         mode = spec.get("mode")
         t, drv = await _setup(dut)
         await drv.connect()
-        x, w = layer_operands(CFG, layer, spec["input"], kind=spec.get("kind", "random"),
-                              seed=spec["seed"], mode=mode)
+        x, w = CFG.engine.layer_operands(layer, spec["input"], kind=spec.get("kind", "random"),
+                                         seed=spec["seed"], mode=mode)
         t0, c0 = time.time(), t.cycle
         got, stats = await run_layer(drv, layer, x, w, raw=True, mode=mode)
         wall, sim_cycles = time.time() - t0, t.cycle - c0

@@ -358,6 +358,12 @@ class Engine:
         from tessera.sim.lowering import layer_cases
         return layer_cases(self.cfg, quick=quick)
 
+    def layer_operands(self, layer, in_shape, *, kind="random", seed=0, mode=None):
+        """Input and weight codes of a regression layer case (`tessera.sim.lowering.
+        layer_operands`: drawn by the PE kind's operand generator)."""
+        from tessera.sim.lowering import layer_operands
+        return layer_operands(self.cfg, layer, in_shape, kind=kind, seed=seed, mode=mode)
+
     def layer_reference(self, layer, x_codes, w_codes, *, k_split=None, mode=None):
         """Expected result codes of ``layer`` from a reference independent of the mapper:
         `tessera.sim.layers.reference_codes` (direct convolution over the padded input)."""
