@@ -196,12 +196,14 @@ class CoreConfig:
     def __post_init__(self):
         # Cross-section checks: every store must fit the INFO/protocol framing (lanes and lane
         # bits one byte each, a word transferable in at most 256 bytes).
-        if self.array.kind not in self.pe.engines:
+        engine_cls = ENGINES[self.array.kind]
+        if not engine_cls.accepts(self.pe):
+            engines = [e for e, c in ENGINES.items() if c.accepts(self.pe)]
+            kinds = [k for k, v in PE_KINDS.items() if engine_cls.accepts(v)]
             raise ConfigError(f"pe.kind: {self.pe.name!r} cannot run on array.kind "
                               f"{self.array.kind!r}; allowed: array.kind "
-                              f"{_fmt_allowed(self.pe.engines)} for this PE kind, or a pe.kind "
-                              f"for {self.array.kind!r}: "
-                              f"{_fmt_allowed(k for k, v in PE_KINDS.items() if self.array.kind in v.engines)}")
+                              f"{_fmt_allowed(engines)} for this PE kind, or a pe.kind "
+                              f"for {self.array.kind!r}: {_fmt_allowed(kinds)}")
         try:
             g = self.geometry
         except ValueError as e:

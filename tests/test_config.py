@@ -64,7 +64,7 @@ def test_section_not_a_table():
     ("core", "nme", "'name', 'clock_mhz', 'boards'"),
     ("array", "rowz", "'kind', 'rows', 'cols', 'dataflow'"),
     ("pe", "acc", "'kind', 'a_bits', 'b_bits', 'acc_bits'"),
-    ("memory", "depth", "'a_depth', 'b_depth', 'c_depth'"),
+    ("memory", "depth", "'a_depth', 'b_depth', 'c_depth', 'p_depth'"),
     ("host", "baudrate", "'interface', 'baud'"),
 ])
 def test_unknown_key(section, key, allowed):

@@ -340,6 +340,13 @@ class Engine:
     def __init__(self, cfg):
         self.cfg = cfg
 
+    @classmethod
+    def accepts(cls, kind):
+        """Whether PE kind ``kind`` (a `PEKind` class or instance) runs on this engine. The
+        default asks the kind (`PEKind.engines`); an engine that composes existing kinds
+        overrides it (e.g. every kind that runs on ``systolic``), so no kind file changes."""
+        return cls.name in kind.engines
+
     #: The layer types (`tessera.sim.layers` class names) this engine runs on chip; the
     #: driver's `run_layer` refuses others (pooling, activations and flatten run on the host).
     layer_types = ()
