@@ -151,12 +151,6 @@ class MemorySection:
             _check_int(f"memory.{key}", getattr(self, key), 16, 32768)
         if self.p_depth != 0:
             _check_int("memory.p_depth", self.p_depth, 2, 32768)
-        else:
-            # No epilogue: hide the key from dataclasses.asdict (it reads the instance's
-            # __dataclass_fields__), so every config without one keeps its to_dict and digest
-            # (pinned digests, bitstream caches). Equality still compares p_depth.
-            object.__setattr__(self, "__dataclass_fields__", {
-                k: v for k, v in type(self).__dataclass_fields__.items() if k != "p_depth"})
 
 
 @dataclass(frozen=True)
@@ -279,8 +273,8 @@ class CoreConfig:
             pe_name=pe.name, pe_latency=pe.latency, pe_ii=pe.ii(), capabilities=caps,
             rows=self.rows, cols=self.cols,
             combiner_latency=comb.latency if comb is not None else 0, modes=len(pe.modes),
-            layer_types=tuple(engine.layer_types), epilogue=epilogue_caps(pe.epilogue()),
-            formats=tuple(FormatInfo.from_format(formats[o], default_bits[o])
+            layer_types=tuple(engine.layer_types), epilogue=epilogue_caps(engine.epilogue()),
+            formats=tuple(FormatInfo.from_format(formats.get(o, {}), default_bits[o])
                           for o in FORMAT_OPERANDS),
             stores=tuple(StoreInfo(name=s.name, id=s.id,
                                    role=store_role(s, host.index(s) if s in host else 0),
@@ -294,6 +288,10 @@ class CoreConfig:
         for name in _SECTIONS:
             sec = getattr(self, name)
             sec = sec.to_dict() if name in ("pe", "array") else dataclasses.asdict(sec)
+            if name == "memory" and not sec.get("p_depth"):
+                # No epilogue store: the key is left out, so every config without one keeps
+                # its to_dict and digest (pinned digests, bitstream caches).
+                sec.pop("p_depth", None)
             d[name] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sec.items()}
         return d
 

@@ -83,7 +83,7 @@ async def test_info(dut):
     assert info.modes == len(CFG.pe.modes) and info.has_modes == bool(CFG.pe.modes)
     assert info.combiner_latency == (CFG.pe.combiner().latency if CFG.pe.combiner() else 0)
     assert info.layer_types == tuple(CFG.engine.layer_types)
-    assert info.epilogue == epilogue_caps(CFG.pe.epilogue())
+    assert info.epilogue == epilogue_caps(CFG.engine.epilogue())
     assert info.formats == CFG.core_info().formats
     assert info.version == 3
 

@@ -54,7 +54,7 @@ def test_info_round_trip(preset):
     assert (info.engine, info.engine_name) == (cfg.engine.code, cfg.engine.name)
     assert (info.pe_kind, info.pe_name) == (cfg.pe.code, cfg.pe.name)
     assert info.layer_types == tuple(cfg.engine.layer_types)
-    assert info.epilogue == epilogue_caps(cfg.pe.epilogue())
+    assert info.epilogue == epilogue_caps(cfg.engine.epilogue())
     assert [f.bits for f in info.formats][2] == cfg.pe.result_bits
     assert [s.role for s in info.stores][:2] == ["operand", "operand"]
     assert [s.name for s in info.stores if s.role == "result"] == ["c"]

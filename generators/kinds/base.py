@@ -347,6 +347,11 @@ class Engine:
         overrides it (e.g. every kind that runs on ``systolic``), so no kind file changes."""
         return cls.name in kind.engines
 
+    def epilogue(self):
+        """The epilogue this core builds into its output stage (the PE kind's, when the config
+        asks for it), or None; INFO reports its capabilities."""
+        return None
+
     #: The layer types (`tessera.sim.layers` class names) this engine runs on chip; the
     #: driver's `run_layer` refuses others (pooling, activations and flatten run on the host).
     layer_types = ()
