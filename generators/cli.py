@@ -204,14 +204,14 @@ def _print_regress(s):
               f"{ok}, cycles {cyc}")
     if s.get("layers"):
         from tessera.sim.layers import describe
-        print(f"\n{'layer case':<16} {'layer':<28} {'input':<12} {'runs':>4} {'cycles':>8} "
+        print(f"\n{'layer case':<24} {'layer':<28} {'input':<12} {'runs':>4} {'cycles':>8} "
               f"{'ideal':>8} {'util':>7}  result")
         for g in s["layers"]:
             ok = "bit-exact" if g["mismatches"] == 0 else f"{g['mismatches']} MISMATCHES"
             cyc = "ok" if g["cycles"] == g["golden_cycles"] else f"golden {g['golden_cycles']}"
             shape = "x".join(str(d) for d in g["input"])
             util = f"{100 * g['utilization']:>6.2f}%" if g["utilization"] else "     -"
-            print(f"{g['case']:<16} {describe(g['layer']):<28} {shape:<12} {g['runs']:>4} "
+            print(f"{g['case']:<24} {describe(g['layer']):<28} {shape:<12} {g['runs']:>4} "
                   f"{g['cycles']:>8} {g['ideal_cycles']:>8.0f} {util}  {ok}, cycles {cyc}")
     failed = [t for t in s["tests"] if t["status"] == "failed"]
     for t in failed:

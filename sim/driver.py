@@ -185,9 +185,13 @@ class TesseraDriver:
         return await run_layer(self, layer, x, w, bias, raw=raw, mode=mode, progress=progress,
                                epilogue=epilogue)
 
-    async def gemm(self, a, b, *, progress=None, mode=None):
+    async def gemm(self, a, b, *, progress=None, mode=None, epilogue=None):
         """Compute ``a @ b`` on the core (element codes in, result codes out) with the engine's
-        mapper, blocking to fit the scratchpads. Returns (M x N result codes, `GemmStats`)."""
+        mapper, blocking to fit the scratchpads. Returns (M x N result codes, `GemmStats`).
+        ``epilogue``: on-chip epilogue parameters (cores that build one; the results are then
+        the epilogue's operand-width codes, see the engine's mapper)."""
         if self.info is None:
             await self.connect()
-        return await self.cfg.engine.mapper().gemm(self, a, b, progress=progress, mode=mode)
+        extra = {} if epilogue is None else {"epilogue": epilogue}
+        return await self.cfg.engine.mapper().gemm(self, a, b, progress=progress, mode=mode,
+                                                   **extra)

@@ -23,6 +23,7 @@ from tessera.sim.layers import (CHIP_TYPES, Conv2d, Dense, LayerError, apply_hos
 
 
 __all__ = ["GemmLowering", "LayerStats", "run_layer", "layer_cases", "layer_operands",
+           "case_bias", "requant_params",
            "im2col", "AccumulatorWarning", "LayerError"]
 
 
@@ -90,14 +91,16 @@ class GemmLowering:
         n, o, oh, ow = layer.out_shape(in_shape)
         return [(n * oh * ow, o // layer.groups, layer.gemm_k())] * layer.groups
 
-    async def run(self, drv, layer, x_codes, w_codes, *, progress=None, mode=None):
-        """Run ``layer`` on codes; returns (result codes, `LayerStats`)."""
+    async def run(self, drv, layer, x_codes, w_codes, *, progress=None, mode=None,
+                  epilogue=None):
+        """Run ``layer`` on codes; returns (result codes, `LayerStats`). ``epilogue``: the
+        engine's on-chip epilogue parameters (per-output-channel arrays are cut per group)."""
         pe, engine = self.cfg.pe, self.cfg.engine
         stats = LayerStats()
         x = np.asarray(x_codes, dtype=np.uint64)
 
-        async def gemm(a, b):
-            out, st = await drv.gemm(a, b, progress=progress, mode=mode)
+        async def gemm(a, b, epi=None):
+            out, st = await drv.gemm(a, b, progress=progress, mode=mode, epilogue=epi)
             stats.runs += st.runs
             stats.cycles += st.cycles
             stats.run_cycles += st.run_cycles
@@ -108,7 +111,7 @@ class GemmLowering:
 
         if isinstance(layer, Dense):
             layer.out_shape(x.shape)
-            out = await gemm(x, w_codes)
+            out = await gemm(x, w_codes, epilogue)
             stats.macs = layer.macs(x.shape)
             return out, stats
         n, o, oh, ow = layer.out_shape(x.shape)
@@ -118,7 +121,10 @@ class GemmLowering:
         for g in range(layer.groups):
             a = im2col(x, layer, g)
             b = pe.operand_from_arrays(weight_columns(arrays, layer, g))
-            res = np.asarray(await gemm(a, b), dtype=np.uint64)
+            epi = None if epilogue is None else {
+                k: (np.asarray(v)[g * og:(g + 1) * og] if np.ndim(v) == 1 else v)
+                for k, v in epilogue.items()}
+            res = np.asarray(await gemm(a, b, epi), dtype=np.uint64)
             out[:, g * og:(g + 1) * og] = res.reshape(n, oh, ow, og).transpose(0, 3, 1, 2)
         stats.macs = layer.macs(x.shape)
         return out, stats
@@ -196,8 +202,9 @@ async def run_layer(drv, layer, x, w=None, bias=None, *, raw=False, mode=None, p
         warnings.warn(f"{layer.type}: the accumulator may overflow: K={layer.gemm_k()} products "
                       f"reach {bound[0]} in the worst case, pe.acc_bits holds {bound[1]}",
                       AccumulatorWarning, stacklevel=3)
-    if epilogue is not None and pe.epilogue() is None:
-        raise LayerError(f"epilogue: pe.kind {pe.name!r} has no on-chip epilogue")
+    o = layer.out_features if isinstance(layer, Dense) else layer.out_channels
+    if epilogue is not None:
+        epilogue = requant_params(engine, epilogue, bias, o)
     counting = _Counting(drv.t)
     drv.t = counting
     try:
@@ -210,16 +217,65 @@ async def run_layer(drv, layer, x, w=None, bias=None, *, raw=False, mode=None, p
     finally:
         drv.t = counting.inner
     stats.bytes_out, stats.bytes_in = counting.sent, counting.received
-    if raw or epilogue is not None:
+    if raw:
         return codes, stats
+    if epilogue is not None:       # operand-width codes of the next layer's input format
+        return pe.decode(codes, mode=mode, operand="a"), stats
     y = pe.decode(codes, mode=mode)
     if bias is not None:
         b = np.asarray(bias)
-        o = layer.out_features if isinstance(layer, Dense) else layer.out_channels
         if b.shape != (o,):
             raise LayerError(f"{layer.type}: bias of shape {b.shape}; expected ({o},)")
         y = y + (b.reshape(1, o) if isinstance(layer, Dense) else b.reshape(1, o, 1, 1))
     return y, stats
+
+
+def requant_params(engine, epilogue, bias, channels):
+    """The engine mapper's epilogue parameters from what a user gives `run_layer`.
+
+    ``epilogue`` is a dict: ``scale`` (one real scale in (0, 1), or one per output channel:
+    turned into ``mult``/``shift`` by `tessera.sim.epilogue.quantize_multiplier`, TFLite's
+    rule) or ``mult`` and ``shift`` directly; ``zero_point`` (default 0); ``lo``/``hi``
+    (default the output format's range; ``activation = "relu"`` sets ``lo`` to the zero
+    point). ``bias`` (one integer per output channel, in accumulator units) is added on chip.
+    """
+    from tessera.sim.epilogue import quantize_multiplier
+    epi = engine.epilogue()
+    if epi is None:
+        raise LayerError(f"epilogue: this core has no on-chip epilogue (pe.kind "
+                         f"{engine.cfg.pe.name!r}, memory.p_depth "
+                         f"{getattr(engine.cfg.memory, 'p_depth', 0)}); allowed: a core with "
+                         f"memory.p_depth > 0 and a PE kind that has an epilogue")
+    e = dict(epilogue)
+    unknown = set(e) - {"scale", "mult", "shift", "zero_point", "lo", "hi", "activation"}
+    if unknown:
+        raise LayerError(f"epilogue: unknown keys {sorted(unknown)}; allowed: scale (or mult "
+                         f"and shift), zero_point, lo, hi, activation")
+    if "scale" in e:
+        if "mult" in e or "shift" in e:
+            raise LayerError("epilogue: give scale, or mult and shift, not both")
+        scales = np.broadcast_to(np.asarray(e.pop("scale"), dtype=np.float64), (channels,))
+        pairs = [quantize_multiplier(float(sc)) for sc in scales]
+        e["mult"] = np.array([p[0] for p in pairs], dtype=np.int64)
+        e["shift"] = np.array([p[1] for p in pairs], dtype=np.int64)
+    elif "mult" not in e or "shift" not in e:
+        raise LayerError("epilogue: needs scale, or mult and shift")
+    out_lo, out_hi = -(1 << (epi.out_bits - 1)), (1 << (epi.out_bits - 1)) - 1
+    e.setdefault("zero_point", 0)
+    act = e.pop("activation", None)
+    if act not in (None, "relu"):
+        raise LayerError(f"epilogue.activation: {act!r} is unknown; allowed: None, 'relu' "
+                         f"(ReLU6 and other clips: lo and hi)")
+    e.setdefault("lo", e["zero_point"] if act == "relu" else out_lo)
+    e.setdefault("hi", out_hi)
+    b = np.zeros(channels, dtype=np.int64) if bias is None else np.asarray(bias)
+    if b.shape != (channels,) or not np.all(np.equal(np.mod(b, 1), 0)):
+        raise LayerError(f"bias: {channels} integers (accumulator units) expected with an "
+                         f"epilogue, not shape {b.shape}")
+    e["bias"] = b.astype(np.int64)
+    for k in ("mult", "shift"):
+        e[k] = np.broadcast_to(np.asarray(e[k], dtype=np.int64), (channels,))
+    return e
 
 
 # -- regression cases -------------------------------------------------------------------------
@@ -238,6 +294,23 @@ def layer_cases(cfg, *, quick=False):
     ]
     if quick:
         cases = [c for c in cases if c[0] in ("dense", "conv3x3_s2", "depthwise3x3")]
+    epilogues = {}
+    if cfg.engine.epilogue() is not None:
+        # On-chip requantization: a dense layer with a per-channel scale and zero point, a
+        # convolution with ReLU and a scale whose shift is large, a depthwise one with a clip.
+        cases += [
+            ("dense_requant", Dense(in_features=29, out_features=C + 2), (2, 29)),
+            ("conv3x3_requant_relu", Conv2d(3, C + 1, kernel=3, padding=1), (1, 3, 5, 6)),
+            ("depthwise_requant_clip", Conv2d(2, 4, kernel=3, stride=2, padding=1, groups=2),
+             (1, 2, 7, 7)),
+        ]
+        epilogues = {
+            "dense_requant": {"scale": [0.0004 + 0.0001 * i for i in range(C + 2)],
+                              "zero_point": 3},
+            "conv3x3_requant_relu": {"scale": 0.0011, "zero_point": -4,
+                                     "activation": "relu"},
+            "depthwise_requant_clip": {"scale": 0.0009, "lo": -20, "hi": 50},
+        }
     modes = cfg.pe.regress_modes()
     out = []
     for mode in modes:
@@ -245,10 +318,19 @@ def layer_cases(cfg, *, quick=False):
         for i, (name, layer, shape) in enumerate(cases):
             case = {"name": f"{name}{suffix}", "layer": layer.to_dict(), "input": list(shape),
                     "kind": "random", "seed": 2000 + i}
+            if name in epilogues:
+                case["epilogue"] = epilogues[name]
             if mode is not None:
                 case["mode"] = mode
             out.append(case)
     return out
+
+
+def case_bias(cfg, layer, spec):
+    """The integer bias (accumulator units) of an epilogue layer case, drawn from its seed."""
+    o = layer.out_features if isinstance(layer, Dense) else layer.out_channels
+    rng = np.random.default_rng(spec["seed"] + 7919)
+    return rng.integers(-20000, 20001, o)
 
 
 def layer_operands(cfg, layer, in_shape, *, kind="random", seed=0, mode=None):

@@ -18,7 +18,8 @@ from tessera.hdl.ctrl.protocol import Err, Op, epilogue_caps
 from tessera.sim.core import GoldenCore, GoldenTransport
 from tessera.sim.driver import TesseraDriver, TesseraError
 from tessera.sim.layers import layer_from_dict
-from tessera.sim.lowering import run_layer
+from tessera.sim.epilogue_ref import reference_layer_codes
+from tessera.sim.lowering import case_bias, requant_params, run_layer
 from tessera.sim.workloads import case_operands, gemm_operands, reference_gemm
 from tessera.tb.drivers import CocotbByteTransport, reset, start_clock
 
@@ -130,16 +131,26 @@ if PLAN.get("layers"):
         await drv.connect()
         x, w = CFG.engine.layer_operands(layer, spec["input"], kind=spec.get("kind", "random"),
                                          seed=spec["seed"], mode=mode)
+        kw = {}
+        if spec.get("epilogue"):
+            kw = {"epilogue": spec["epilogue"], "bias": case_bias(CFG, layer, spec)}
         t0, c0 = time.time(), t.cycle
-        got, stats = await run_layer(drv, layer, x, w, raw=True, mode=mode)
+        got, stats = await run_layer(drv, layer, x, w, raw=True, mode=mode, **kw)
         wall, sim_cycles = time.time() - t0, t.cycle - c0
         expect = CFG.engine.layer_reference(layer, x, w, k_split=stats.k_split, mode=mode)
+        if kw:       # the epilogue's exact reference on the accumulator reference
+            epi = CFG.engine.epilogue()
+            o = np.shape(expect)[1]
+            params = requant_params(CFG.engine, kw["epilogue"], kw["bias"], o)
+            expect = reference_layer_codes(expect, params, acc_bits=epi.acc_bits,
+                                           out_bits=epi.out_bits)
         gd = TesseraDriver(GoldenTransport(GoldenCore(CFG)), CFG)
         await gd.connect()
-        golden_out, golden_stats = await run_layer(gd, layer, x, w, raw=True, mode=mode)
+        golden_out, golden_stats = await run_layer(gd, layer, x, w, raw=True, mode=mode, **kw)
         got = np.asarray(got, dtype=np.uint64)
         mism = int(np.count_nonzero(got != np.asarray(expect, dtype=np.uint64)))
         _record({"case": case, "layer": spec["layer"], "input": spec["input"], "mode": mode,
+                 "epilogue": spec.get("epilogue"),
                  "mismatches": mism, **stats.as_dict(),
                  "golden_cycles": golden_stats.cycles,
                  "sim_cycles_total": sim_cycles, "wall_s": round(wall, 3)})

@@ -14,35 +14,11 @@ from amaranth import Shape
 from tessera.generators.kinds.epilogue import IntEpilogueSpec
 from tessera.hdl.arith.epilogue import IntEpilogue
 from tessera.sim.epilogue import int_epilogue, quantize_multiplier, shift_bits_for
+from tessera.sim.epilogue_ref import ref_epilogue, ref_many
 from tests.helpers import simulate
 
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
-
-
-# -- the independent reference --------------------------------------------------------------
-def ref_epilogue(acc, bias, mult, shift, zp, lo, hi, *, acc_bits, out_bits):
-    """One element, exactly, from the definition (docs/epilogue.md), with Fractions."""
-    m = 1 << acc_bits
-    s = (acc + bias) % m
-    if s >= m // 2:
-        s -= m
-    w = max(acc_bits, 32)
-    # round(s * M / 2**31), ties toward +infinity (what gemmlowp's nudge-and-truncate gives),
-    # saturated to w bits.
-    v = Fraction(s * mult, 1 << 31)
-    x = math.floor(v + Fraction(1, 2))
-    x = max(min(x, (1 << (w - 1)) - 1), -(1 << (w - 1)))
-    # x / 2**shift, ties away from zero.
-    q = Fraction(x, 1 << shift)
-    y = math.floor(abs(q) + Fraction(1, 2))
-    y = y if q >= 0 else -y
-    z = min(max(y + zp, lo), hi)
-    return min(max(z, -(1 << (out_bits - 1))), (1 << (out_bits - 1)) - 1)
-
-
-def ref_many(cols, **kw):
-    return np.array([ref_epilogue(*map(int, c), **kw) for c in zip(*cols)], dtype=np.int64)
 
 
 # gemmlowp's fixedpoint.h, transcribed literally for int32 (C division truncates toward 0).

@@ -4,6 +4,7 @@ mapper of every GEMM engine on the golden core against the references."""
 import asyncio
 import itertools
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -14,8 +15,8 @@ from tessera.sim.driver import TesseraDriver
 from tessera.sim.layers import (AvgPool2d, Clip, Conv2d, Dense, Flatten, LayerError, MaxPool2d,
                                 Relu, apply_host, conv2d_direct, layer_from_dict,
                                 reference_codes)
-from tessera.sim.lowering import (GemmLowering, im2col, layer_cases, layer_operands,
-                                  run_layer)
+from tessera.sim.lowering import (AccumulatorWarning, GemmLowering, im2col, layer_cases,
+                                  layer_operands, run_layer)
 
 
 # -- parameters ---------------------------------------------------------------------------------
@@ -186,7 +187,9 @@ def test_layers_on_golden_core(preset):
         async def go():
             await drv.connect()
             return await run_layer(drv, layer, x, w, raw=True, mode=mode)
-        got, st = asyncio.run(go())
+        with warnings.catch_warnings():       # narrow accumulators warn; the wrap is checked
+            warnings.simplefilter("ignore", AccumulatorWarning)
+            got, st = asyncio.run(go())
         want = reference_codes(cfg.pe, layer, x, w, k_split=st.k_split, mode=mode)
         assert np.array_equal(np.asarray(got, np.uint64), np.asarray(want, np.uint64)), \
             f"{preset} {case['name']}"
@@ -215,3 +218,104 @@ def test_run_layer_refusals():
     # A host layer needs no core.
     y, st = asyncio.run(run_layer(drv, MaxPool2d(), np.arange(16.).reshape(1, 1, 4, 4)))
     assert st.where == "host" and y.tolist() == [[[[5., 7.], [13., 15.]]]]
+
+
+# -- the on-chip epilogue through the layer path ----------------------------------------------
+def test_epilogue_layer_cases_on_golden_core():
+    """The int8-requant preset's epilogue cases: golden core == the exact epilogue reference
+    applied to the layer reference; the outputs are spread (not all clamped)."""
+    from tessera.sim.epilogue_ref import reference_layer_codes
+    from tessera.sim.lowering import case_bias, requant_params
+    cfg = load_config("int8-requant")
+    epi = cfg.engine.epilogue()
+    cases = [c for c in layer_cases(cfg) if c.get("epilogue")]
+    assert len(cases) == 3
+    for case in cases:
+        layer = layer_from_dict(case["layer"])
+        x, w = cfg.engine.layer_operands(layer, case["input"], seed=case["seed"])
+        kw = {"epilogue": case["epilogue"], "bias": case_bias(cfg, layer, case)}
+        got, st = asyncio.run(run_layer(_golden(cfg), layer, x, w, raw=True, **kw))
+        acc = cfg.engine.layer_reference(layer, x, w)
+        params = requant_params(cfg.engine, kw["epilogue"], kw["bias"], acc.shape[1])
+        want = reference_layer_codes(acc, params, acc_bits=epi.acc_bits, out_bits=epi.out_bits)
+        assert np.array_equal(got, want), case["name"]
+        assert len(np.unique(got)) > 10, case["name"]
+
+
+def test_epilogue_values_and_bytes():
+    """Values in, requantized int8 values out; the results cross the link at operand width."""
+    from tessera.sim.epilogue import int_epilogue, quantize_multiplier
+    cfg = load_config("int8-requant")
+    layer = Conv2d(3, 8, kernel=3, padding=1)
+    rng = np.random.default_rng(9)
+    x = rng.integers(-128, 128, (1, 3, 8, 8))
+    w = rng.integers(-128, 128, layer.weight_shape)
+    bias = rng.integers(-3000, 3000, 8)
+    acc, plain = asyncio.run(_golden(cfg).run_layer(layer, x, w))
+    y, req = asyncio.run(_golden(cfg).run_layer(
+        layer, x, w, bias=bias, epilogue={"scale": 0.002, "zero_point": 5,
+                                          "activation": "relu"}))
+    mult, shift = quantize_multiplier(0.002)
+    want = int_epilogue(acc, np.broadcast_to(bias.reshape(1, 8, 1, 1), acc.shape), mult, shift,
+                        5, 5, 127, acc_bits=32, out_bits=8)
+    assert np.array_equal(y, want) and y.min() >= 5
+    # 64 outputs x 8 channels: 4 bytes each as accumulators, 1 byte each requantized; the
+    # requantized layer gets one more status byte (its parameter WRITE).
+    assert plain.bytes_in - req.bytes_in == 8 * 8 * 8 * 3 - 1
+
+
+@pytest.mark.parametrize("epilogue, msg", [
+    ({"scale": 1.5}, r"^real_scale must be a finite number in \(0, 1\), not 1\.5$"),
+    ({"mult": 1 << 30}, r"^epilogue: needs scale, or mult and shift$"),
+    ({"scale": 0.1, "mult": 3, "shift": 1}, r"^epilogue: give scale, or mult and shift"),
+    ({"scale": 0.1, "relu": True}, r"^epilogue: unknown keys \['relu'\]; allowed: "),
+    ({"scale": 0.1, "activation": "gelu"}, r"^epilogue\.activation: 'gelu' is unknown"),
+])
+def test_epilogue_parameters_refused(epilogue, msg):
+    cfg = load_config("int8-requant")
+    layer = Dense(4, 2)
+    with pytest.raises(ValueError, match=msg):
+        asyncio.run(_golden(cfg).run_layer(layer, np.zeros((1, 4)), np.zeros((4, 2)),
+                                           epilogue=epilogue))
+
+
+def test_epilogue_refused_without_one():
+    cfg = load_config("int8-4x4")
+    with pytest.raises(LayerError, match=r"^epilogue: this core has no on-chip epilogue "
+                                         r"\(pe\.kind 'int', memory\.p_depth 0\); allowed: "):
+        asyncio.run(_golden(cfg).run_layer(Dense(4, 2), np.zeros((1, 4)), np.zeros((4, 2)),
+                                           epilogue={"scale": 0.5}))
+
+
+def test_report_layers_file_in_docs_parses(tmp_path):
+    """The [[layer]] example of docs/layers.md loads and fits the default core."""
+    import pathlib
+    import re as _re
+    from tessera.generators.report import load_layers_file, report_layers
+    doc = (pathlib.Path(__file__).parent.parent / "docs" / "layers.md").read_text()
+    block = _re.search(r"```toml\n(.*?)```", doc, _re.S).group(1)
+    (tmp_path / "l.toml").write_text(block)
+    layers = load_layers_file(tmp_path / "l.toml")
+    assert [n for n, _, _ in layers] == ["stem", "classifier"]
+    cases = report_layers(load_config("int8-4x4"), layers)
+    assert [c["name"] for c in cases] == ["stem", "classifier"]
+
+
+def test_accumulator_overflow_warns_with_the_bound():
+    """int8 x int8 into 16 bits: K = 27 can reach 27 * 2**14 > 2**15 - 1; the layer still runs
+    (wrapping exactly as the reference) and says so; K = 1 does not warn."""
+    from tessera.generators.config import config_from_dict
+    cfg = config_from_dict({"array": {"rows": 2, "cols": 2},
+                            "pe": {"kind": "int", "acc_bits": 16}})
+    layer = Conv2d(3, 2, kernel=3, padding=1)
+    x = np.full((1, 3, 4, 4), -128)
+    w = np.full(layer.weight_shape, -128)
+    with pytest.warns(AccumulatorWarning, match=r"^Conv2d: the accumulator may overflow: "
+                                                r"K=27 products reach 442368 in the worst "
+                                                r"case, pe\.acc_bits holds 32767$"):
+        y, _ = asyncio.run(_golden(cfg).run_layer(layer, x, w))
+    exact = conv2d_direct(x, w, layer)
+    assert np.array_equal(y, (exact + (1 << 15)) % (1 << 16) - (1 << 15))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        asyncio.run(_golden(cfg).run_layer(Conv2d(1, 2, kernel=1), x[:, :1], w[:, :1, :1, :1]))
