@@ -1,4 +1,4 @@
-"""`make demo`: generate the default core and co-simulate a sample layer on it."""
+"""`make demo`: generate the default core and co-simulate sample layers on it."""
 
 import sys
 import time
@@ -33,30 +33,58 @@ def _demo(argv):
     print(f"\n[1/2] generated {out}/{man['verilog']} in {time.monotonic() - t:.1f}s "
           f"(sha256 {man['verilog_sha256'][:12]}..., manifest.json, "
           f"{man['top']}_defs.h)")
-    # A 3x3 convolution, 16 -> 32 channels, on an 8x8 feature map after a ReLU, lowered to a
-    # GEMM (im2col: 64 output pixels x 144 taps x 32 filters), plus the reference GEMM.
-    cases = [
-        {"name": "conv3x3_16to32", "m": 64, "n": 32, "k": 144, "kind": "relu", "seed": 11},
-        {"name": "fc_256to64", "m": 16, "n": 64, "k": 256, "kind": "random", "seed": 12},
-        {"name": "reference_64", "m": 64, "n": 64, "k": 64, "kind": "random", "seed": 13},
+    # Layers of a small CNN (a 3x3 convolution 16 -> 32 channels on an 8x8 feature map, a
+    # stride-2 depthwise 3x3, a 256 -> 64 dense layer on a batch of 16) through the engine's
+    # layer mapper, plus the 64^3 reference GEMM; with the epilogue, the dense layer again
+    # requantized to the operand format on chip.
+    from tessera.sim.layers import Conv2d, Dense, describe
+    layers = [
+        {"name": "conv3x3_16to32", "layer": Conv2d(16, 32, kernel=3, padding=1).to_dict(),
+         "input": [1, 16, 8, 8], "kind": "relu", "seed": 11},
+        {"name": "dw3x3_s2", "layer": Conv2d(16, 16, kernel=3, stride=2, padding=1,
+                                             groups=16).to_dict(),
+         "input": [1, 16, 8, 8], "kind": "random", "seed": 12},
+        {"name": "fc_256to64", "layer": Dense(256, 64).to_dict(), "input": [16, 256],
+         "kind": "random", "seed": 13},
     ]
+    layers = [c for c in layers if c["layer"]["type"] in cfg.engine.layer_types]
+    epi = cfg.engine.epilogue()
+    if epi is not None:
+        ex = [c for c in cfg.engine.layer_cases() if c.get("epilogue")]
+        if ex:
+            layers.append(dict(ex[0], name="fc_requant"))
+    cases = [{"name": "reference_64", "m": 64, "n": 64, "k": 64, "kind": "random", "seed": 14}]
     print("[2/2] co-simulating on Verilator (cocotb) against the NumPy golden model...")
-    s = run_regression(cfg, cases=cases, test_filter="test_gemm|test_info",
+    s = run_regression(cfg, cases=cases, layers=layers,
+                       test_filter="test_gemm|test_layer|test_info",
                        out_dir=f"build/demo/{cfg.core.name}-regress",
                        progress=lambda m: print("      " + m))
-    print(f"\n{'layer':<16} {'M x N x K':>14} {'cycles':>7} {'ideal':>7} {'util':>7}  result")
+    print(f"\n{'workload':<34} {'GEMMs':>16} {'cycles':>7} {'ideal':>7} {'util':>7} "
+          f"{'from core':>9}  result")
+    rows = []
     for g in s["gemms"]:
-        shape = f"{g['m']}x{g['n']}x{g['k']}"
+        rows.append((f"GEMM {g['m']}x{g['n']}x{g['k']}", f"{g['m']}x{g['n']}x{g['k']}", g,
+                     "-"))
+    for g in s["layers"]:
+        gem = g["gemms"]
+        mp = "{}x{}x{}".format(*gem[0]) + (f" x{len(gem)}" if len(gem) > 1 else "")
+        label = describe(g["layer"]) + (" +requant" if g.get("epilogue") else "")
+        rows.append((label, mp, g, str(g["bytes_from_core"])))
+    for label, mp, g, nbytes in rows:
         ok = "bit-exact" if g["mismatches"] == 0 else f"{g['mismatches']} MISMATCHES"
         cyc = "= golden model" if g["cycles"] == g["golden_cycles"] else \
             f"!= golden {g['golden_cycles']}"
-        print(f"{g['case']:<16} {shape:>14} {g['cycles']:>7} {g['ideal_cycles']:>7.0f} "
-              f"{100 * g['utilization']:>6.2f}%  {ok}, cycles {cyc}")
+        util = 100 * g["ideal_cycles"] / g["cycles"] if g["cycles"] else 0.0
+        print(f"{label:<34} {mp:>16} {g['cycles']:>7} {g['ideal_cycles']:>7.0f} "
+              f"{util:>6.2f}%  {nbytes:>8}  {ok}, cycles {cyc}")
     print(f"\n{s['passed']} passed, {s['failed']} failed; Verilator build "
           f"{'compiled' if s['rebuilt'] else 'cached'} ({s['build_seconds']}s); "
           f"total {time.monotonic() - t0:.1f}s")
-    print("next: `make test`, `.venv/bin/tessera regress`, "
-          "`.venv/bin/tessera build --board icebreaker icebreaker`")
+    arg = f" {spec}" if spec else ""
+    nxt = ["`make test`", f"`.venv/bin/tessera regress{arg}`", f"`.venv/bin/tessera report{arg}`"]
+    if cfg.core.boards and cfg.host.interface == "uart":
+        nxt.append(f"`.venv/bin/tessera build --board {cfg.core.boards[0]}{arg}`")
+    print("next: " + ", ".join(nxt))
     return 0 if s["ok"] else 1
 
 
