@@ -204,7 +204,7 @@ async def run_layer(drv, layer, x, w=None, bias=None, *, raw=False, mode=None, p
                       AccumulatorWarning, stacklevel=3)
     o = layer.out_features if isinstance(layer, Dense) else layer.out_channels
     if epilogue is not None:
-        epilogue = requant_params(engine, epilogue, bias, o)
+        epilogue = requant_params(engine, epilogue, bias, o, mode=mode)
     counting = _Counting(drv.t)
     drv.t = counting
     try:
@@ -220,7 +220,7 @@ async def run_layer(drv, layer, x, w=None, bias=None, *, raw=False, mode=None, p
     if raw:
         return codes, stats
     if epilogue is not None:       # operand-width codes of the next layer's input format
-        return pe.decode(codes, mode=mode, operand="a"), stats
+        return engine.epilogue().decode(codes, mode=mode), stats
     y = pe.decode(codes, mode=mode)
     if bias is not None:
         b = np.asarray(bias)
@@ -230,52 +230,18 @@ async def run_layer(drv, layer, x, w=None, bias=None, *, raw=False, mode=None, p
     return y, stats
 
 
-def requant_params(engine, epilogue, bias, channels):
-    """The engine mapper's epilogue parameters from what a user gives `run_layer`.
-
-    ``epilogue`` is a dict: ``scale`` (one real scale in (0, 1), or one per output channel:
-    turned into ``mult``/``shift`` by `tessera.sim.epilogue.quantize_multiplier`, TFLite's
-    rule) or ``mult`` and ``shift`` directly; ``zero_point`` (default 0); ``lo``/``hi``
-    (default the output format's range; ``activation = "relu"`` sets ``lo`` to the zero
-    point). ``bias`` (one integer per output channel, in accumulator units) is added on chip.
-    """
-    from tessera.sim.epilogue import quantize_multiplier
+def requant_params(engine, epilogue, bias, channels, *, mode=None):
+    """The engine mapper's epilogue parameters from what a user gives `run_layer`: the core's
+    epilogue turns them (`Epilogue.user_params`; the integer one: ``scale`` or ``mult`` and
+    ``shift``, ``zero_point``, ``lo``, ``hi``, ``activation``, the bias in accumulator
+    units)."""
     epi = engine.epilogue()
     if epi is None:
         raise LayerError(f"epilogue: this core has no on-chip epilogue (pe.kind "
                          f"{engine.cfg.pe.name!r}, memory.p_depth "
                          f"{getattr(engine.cfg.memory, 'p_depth', 0)}); allowed: a core with "
                          f"memory.p_depth > 0 and a PE kind that has an epilogue")
-    e = dict(epilogue)
-    unknown = set(e) - {"scale", "mult", "shift", "zero_point", "lo", "hi", "activation"}
-    if unknown:
-        raise LayerError(f"epilogue: unknown keys {sorted(unknown)}; allowed: scale (or mult "
-                         f"and shift), zero_point, lo, hi, activation")
-    if "scale" in e:
-        if "mult" in e or "shift" in e:
-            raise LayerError("epilogue: give scale, or mult and shift, not both")
-        scales = np.broadcast_to(np.asarray(e.pop("scale"), dtype=np.float64), (channels,))
-        pairs = [quantize_multiplier(float(sc)) for sc in scales]
-        e["mult"] = np.array([p[0] for p in pairs], dtype=np.int64)
-        e["shift"] = np.array([p[1] for p in pairs], dtype=np.int64)
-    elif "mult" not in e or "shift" not in e:
-        raise LayerError("epilogue: needs scale, or mult and shift")
-    out_lo, out_hi = -(1 << (epi.out_bits - 1)), (1 << (epi.out_bits - 1)) - 1
-    e.setdefault("zero_point", 0)
-    act = e.pop("activation", None)
-    if act not in (None, "relu"):
-        raise LayerError(f"epilogue.activation: {act!r} is unknown; allowed: None, 'relu' "
-                         f"(ReLU6 and other clips: lo and hi)")
-    e.setdefault("lo", e["zero_point"] if act == "relu" else out_lo)
-    e.setdefault("hi", out_hi)
-    b = np.zeros(channels, dtype=np.int64) if bias is None else np.asarray(bias)
-    if b.shape != (channels,) or not np.all(np.equal(np.mod(b, 1), 0)):
-        raise LayerError(f"bias: {channels} integers (accumulator units) expected with an "
-                         f"epilogue, not shape {b.shape}")
-    e["bias"] = b.astype(np.int64)
-    for k in ("mult", "shift"):
-        e[k] = np.broadcast_to(np.asarray(e[k], dtype=np.int64), (channels,))
-    return e
+    return epi.user_params(epilogue, bias, channels, mode=mode)
 
 
 # -- regression cases -------------------------------------------------------------------------
@@ -295,22 +261,11 @@ def layer_cases(cfg, *, quick=False):
     if quick:
         cases = [c for c in cases if c[0] in ("dense", "conv3x3_s2", "depthwise3x3")]
     epilogues = {}
-    if cfg.engine.epilogue() is not None:
-        # On-chip requantization: a dense layer with a per-channel scale and zero point, a
-        # convolution with ReLU and a scale whose shift is large, a depthwise one with a clip.
-        cases += [
-            ("dense_requant", Dense(in_features=29, out_features=C + 2), (2, 29)),
-            ("conv3x3_requant_relu", Conv2d(3, C + 1, kernel=3, padding=1), (1, 3, 5, 6)),
-            ("depthwise_requant_clip", Conv2d(2, 4, kernel=3, stride=2, padding=1, groups=2),
-             (1, 2, 7, 7)),
-        ]
-        epilogues = {
-            "dense_requant": {"scale": [0.0004 + 0.0001 * i for i in range(C + 2)],
-                              "zero_point": 3},
-            "conv3x3_requant_relu": {"scale": 0.0011, "zero_point": -4,
-                                     "activation": "relu"},
-            "depthwise_requant_clip": {"scale": 0.0009, "lo": -20, "hi": 50},
-        }
+    epi = cfg.engine.epilogue()
+    if epi is not None:          # the epilogue's own example cases
+        for name, layer, shape, params in epi.example_cases(C):
+            cases.append((name, layer, shape))
+            epilogues[name] = params
     modes = cfg.pe.regress_modes()
     out = []
     for mode in modes:
@@ -327,10 +282,11 @@ def layer_cases(cfg, *, quick=False):
 
 
 def case_bias(cfg, layer, spec):
-    """The integer bias (accumulator units) of an epilogue layer case, drawn from its seed."""
+    """The bias of an epilogue layer case, drawn from its seed by the core's epilogue
+    (`Epilogue.case_bias`; the integer one: integers in accumulator units)."""
     o = layer.out_features if isinstance(layer, Dense) else layer.out_channels
     rng = np.random.default_rng(spec["seed"] + 7919)
-    return rng.integers(-20000, 20001, o)
+    return cfg.engine.epilogue().case_bias(rng, o)
 
 
 def layer_operands(cfg, layer, in_shape, *, kind="random", seed=0, mode=None):

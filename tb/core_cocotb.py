@@ -18,7 +18,6 @@ from tessera.hdl.ctrl.protocol import Err, Op, epilogue_caps
 from tessera.sim.core import GoldenCore, GoldenTransport
 from tessera.sim.driver import TesseraDriver, TesseraError
 from tessera.sim.layers import layer_from_dict
-from tessera.sim.epilogue_ref import reference_layer_codes
 from tessera.sim.lowering import case_bias, requant_params, run_layer
 from tessera.sim.workloads import case_operands, gemm_operands, reference_gemm
 from tessera.tb.drivers import CocotbByteTransport, reset, start_clock
@@ -138,12 +137,10 @@ if PLAN.get("layers"):
         got, stats = await run_layer(drv, layer, x, w, raw=True, mode=mode, **kw)
         wall, sim_cycles = time.time() - t0, t.cycle - c0
         expect = CFG.engine.layer_reference(layer, x, w, k_split=stats.k_split, mode=mode)
-        if kw:       # the epilogue's exact reference on the accumulator reference
-            epi = CFG.engine.epilogue()
-            o = np.shape(expect)[1]
-            params = requant_params(CFG.engine, kw["epilogue"], kw["bias"], o)
-            expect = reference_layer_codes(expect, params, acc_bits=epi.acc_bits,
-                                           out_bits=epi.out_bits)
+        if kw:       # the epilogue's independent reference on the accumulator reference
+            params = requant_params(CFG.engine, kw["epilogue"], kw["bias"],
+                                    np.shape(expect)[1], mode=mode)
+            expect = CFG.engine.epilogue().reference_codes(expect, params, mode=mode)
         gd = TesseraDriver(GoldenTransport(GoldenCore(CFG)), CFG)
         await gd.connect()
         golden_out, golden_stats = await run_layer(gd, layer, x, w, raw=True, mode=mode, **kw)

@@ -1,10 +1,18 @@
 """Epilogue descriptors: what a PE kind's on-chip epilogue is, for the output stage, the twins,
-the host (parameter packing) and the manifest.
+the host (parameter packing, user parameters, regression cases, the independent reference)
+and the manifest.
+
+The seam (``docs/epilogue.md``): an `Epilogue` declares its parameters (`param_fields`, each
+per output channel, per RUN, or a RUN flag bit), how a channel's parameters sit in
+parameter-store lanes (`channel_layout`), its one-lane HDL unit (`hdl`: members ``valid``,
+``acc``, one input per parameter, ``out_valid``, ``out``), its code-level twin
+(`apply_codes`), how a user's epilogue dict becomes the mapper's parameters (`user_params`),
+the regression's example cases (`example_cases`, `case_bias`), the independent reference on
+accumulator codes (`reference_codes`) and how its outputs decode (`decode`). The output
+stage, the engines, the mapper and the testbench ask it and hard-code none of its fields.
 
 `IntEpilogueSpec` is the integer kinds' epilogue (bias, TFLite/gemmlowp requantization,
-zero point, activation clamp; ``docs/epilogue.md``), shaped like the kinds' combiners
-(`tessera.generators.kinds.int.WrapAddCombiner`): ``latency``, ``hdl()``, ``twin(...)``,
-``as_dict()``.
+zero point, activation clamp).
 """
 
 from dataclasses import dataclass
@@ -12,56 +20,41 @@ from dataclasses import dataclass
 import numpy as np
 
 
-__all__ = ["Epilogue", "IntEpilogueSpec", "ParamField"]
+__all__ = ["Epilogue", "IntEpilogueSpec", "ParamField", "FLAG_FIRST_BIT", "SCOPES"]
+
+#: Where a parameter comes from: a field of the channel's parameter-store lanes, a RUN
+#: argument field, or one bit of the RUN flags.
+SCOPES = ("channel", "run", "flag")
+
+#: RUN flags bit of an epilogue's first ``flag`` parameter (bit 0: accumulate, bit 1:
+#: epilogue); its i-th flag parameter is bit ``FLAG_FIRST_BIT + i``.
+FLAG_FIRST_BIT = 2
 
 
 @dataclass(frozen=True)
 class ParamField:
     """One epilogue parameter: ``name``, ``bits``, ``signed``, and ``scope`` (``"channel"``: a
-    field of a parameter-store lane, one per output channel; ``"run"``: a RUN argument)."""
+    field of the parameter-store lanes, one per output channel; ``"run"``: a RUN argument;
+    ``"flag"``: one RUN flags bit)."""
     name: str
     bits: int
     signed: bool
     scope: str
     doc: str = ""
 
+    def __post_init__(self):
+        if self.scope not in SCOPES:
+            raise ValueError(f"ParamField.scope must be one of {SCOPES}, not {self.scope!r}")
+        if self.scope == "flag" and (self.bits != 1 or self.signed):
+            raise ValueError(f"flag parameter {self.name!r} must be 1 unsigned bit")
+
     def as_dict(self):
         return {"name": self.name, "bits": self.bits, "signed": self.signed,
                 "scope": self.scope, "doc": self.doc}
 
 
-class Epilogue:
-    """Base of epilogue descriptors.
-
-    ``latency`` cycles from a result word to the epilogue's output word; `hdl` returns a new
-    one-lane `wiring.Component`; `twin` is the bit-exact NumPy function; `param_fields` lists
-    the parameters; `pack_params`/`unpack_params` convert per-channel parameters to and from
-    parameter-store lane codes (``lanes_per_channel`` lanes of ``lane_bits`` each per output
-    channel); `as_dict` describes it for the manifest.
-    """
-    latency: int = 0
-    out_bits: int = 0
-    lane_bits: int = 0
-    lanes_per_channel: int = 1
-
-    def hdl(self):
-        raise NotImplementedError
-
-    def twin(self, *args, **kwargs):
-        raise NotImplementedError
-
-    @property
-    def param_fields(self):
-        raise NotImplementedError
-
-    def pack_params(self, *args, **kwargs):
-        raise NotImplementedError
-
-    def unpack_params(self, lanes):
-        raise NotImplementedError
-
-    def as_dict(self):
-        raise NotImplementedError
+def _mask(bits):
+    return np.uint64((1 << bits) - 1)
 
 
 def _ranged(name, x, bits, signed):
@@ -71,6 +64,189 @@ def _ranged(name, x, bits, signed):
         raise ValueError(f"{name} must hold integers {lo}..{hi}")
     return x
 
+
+def _code(value, bits):
+    """A signed or unsigned integer -> its ``bits``-bit two's complement code."""
+    return int(value) & ((1 << bits) - 1)
+
+
+def _value(code, bits, signed):
+    code = int(code) & ((1 << bits) - 1)
+    return code - (1 << bits) if signed and code >> (bits - 1) else code
+
+
+class Epilogue:
+    """Base of epilogue descriptors.
+
+    Attributes: ``acc_bits`` (the result lane it reads), ``out_bits`` (the operand-width code
+    it writes), ``latency`` (cycles from a result word to its output word), ``lane_bits`` and
+    ``lanes_per_channel`` (a channel's parameters take that many parameter-store lanes),
+    ``capabilities`` (INFO's `tessera.hdl.ctrl.protocol.EPILOGUE_CAPS` names).
+
+    A subclass gives `param_fields`, `hdl`, `apply_codes`, `user_params`, `example_cases`,
+    `case_bias`, `reference_codes`, `decode`, `as_dict` and, when its channel fields do not
+    pack one after another, `channel_layout`.
+    """
+    latency: int = 0
+    acc_bits: int = 0
+    out_bits: int = 0
+    lane_bits: int = 0
+    lanes_per_channel: int = 1
+    capabilities: tuple = ()
+
+    # -- what it is --------------------------------------------------------------------------
+    @property
+    def param_fields(self):
+        raise NotImplementedError
+
+    def fields_of(self, scope):
+        return tuple(f for f in self.param_fields if f.scope == scope)
+
+    @property
+    def channel_fields(self):
+        return self.fields_of("channel")
+
+    @property
+    def run_fields(self):
+        return self.fields_of("run")
+
+    @property
+    def flag_fields(self):
+        return self.fields_of("flag")
+
+    def channel_layout(self):
+        """``(field, bit offset)`` per channel field, in the channel's ``lanes_per_channel *
+        lane_bits`` bits (lane ``j`` of channel ``c`` is parameter lane ``c * lanes_per_channel
+        + j``). Default: one after another, a field never straddling two lanes."""
+        out, pos = [], 0
+        for f in self.channel_fields:
+            if pos % self.lane_bits + f.bits > self.lane_bits:
+                pos = -(-pos // self.lane_bits) * self.lane_bits
+            out.append((f, pos))
+            pos += f.bits
+        if pos > self.lanes_per_channel * self.lane_bits:
+            raise ValueError(f"channel fields take {pos} bits, more than {self.lanes_per_channel}"
+                             f" lanes of {self.lane_bits}")
+        return tuple(out)
+
+    @property
+    def channel_bits(self):
+        return self.lanes_per_channel * self.lane_bits
+
+    def flag_mask(self):
+        """RUN flags bits of the flag parameters."""
+        return sum(1 << (FLAG_FIRST_BIT + i) for i in range(len(self.flag_fields)))
+
+    def run_arg_fields(self):
+        """The RUN argument fields a core with this epilogue adds (`ArgLayout` fields):
+        ``p_base``, then one per run parameter (whole bytes, the code in the low bits)."""
+        from tessera.hdl.ctrl.protocol import Field
+        return [Field("p_base", 2, "epilogue parameter word of the RUN's first output tile")] + [
+            Field(f.name, -(-f.bits // 8), f"epilogue: {f.doc} ({f.bits}-bit code)")
+            for f in self.run_fields]
+
+    def flags_doc(self):
+        bits = "".join(f"; bit {FLAG_FIRST_BIT + i}: epilogue {f.name} ({f.doc})"
+                       for i, f in enumerate(self.flag_fields))
+        return "; bit 1: epilogue, results to R" + bits
+
+    # -- parameter store -----------------------------------------------------------------------
+    def pack_params(self, *args, **kwargs):
+        """Per-channel parameters (positional in `channel_fields` order, or by name; each
+        array_like of shape (..., C)) -> parameter lane codes (..., lanes_per_channel * C),
+        uint64."""
+        names = [f.name for f in self.channel_fields]
+        if len(args) > len(names):
+            raise TypeError(f"pack_params takes at most {len(names)} arrays")
+        vals = dict(zip(names, args))
+        for k, v in kwargs.items():
+            if k not in names or k in vals:
+                raise TypeError(f"pack_params: unexpected or repeated {k!r}; fields: {names}")
+            vals[k] = v
+        missing = [n for n in names if n not in vals]
+        if missing:
+            raise TypeError(f"pack_params: missing {missing}")
+        arrs = np.broadcast_arrays(*(_ranged(f.name, vals[f.name], f.bits, f.signed)
+                                     for f in self.channel_fields))
+        L = self.lanes_per_channel
+        shape = arrs[0].shape
+        out = np.zeros(shape[:-1] + (L * shape[-1],), dtype=np.uint64)
+        for (f, off), a in zip(self.channel_layout(), arrs):
+            lane, bit = divmod(off, self.lane_bits)
+            out[..., lane::L] |= (a.astype(np.uint64) & _mask(f.bits)) << np.uint64(bit)
+        return out
+
+    def unpack_params(self, lanes):
+        """Inverse of `pack_params`: lane codes (..., lanes_per_channel * C) -> one int64
+        array (..., C) per channel field, in `channel_fields` order."""
+        lanes = np.asarray(lanes, dtype=np.uint64)
+        L = self.lanes_per_channel
+        out = []
+        for f, off in self.channel_layout():
+            lane, bit = divmod(off, self.lane_bits)
+            code = (lanes[..., lane::L] >> np.uint64(bit)) & _mask(f.bits)
+            if f.signed:
+                sh = np.uint64(64 - f.bits)
+                out.append((code << sh).view(np.int64) >> np.int64(64 - f.bits))
+            else:
+                out.append(code.astype(np.int64))
+        return tuple(out)
+
+    # -- RUN arguments -------------------------------------------------------------------------
+    def run_codes(self, params):
+        """The mapper's parameters -> ``(fields, flags)``: RUN argument codes of the run
+        parameters and the flags bits of the flag parameters."""
+        fields = {f.name: _code(params[f.name], f.bits) for f in self.run_fields}
+        flags = sum(1 << (FLAG_FIRST_BIT + i) for i, f in enumerate(self.flag_fields)
+                    if params.get(f.name))
+        return fields, flags
+
+    def run_values(self, args):
+        """RUN arguments (codes, with ``flags``) -> {run or flag parameter: value}."""
+        vals = {f.name: _value(args[f.name], f.bits, f.signed) for f in self.run_fields}
+        for i, f in enumerate(self.flag_fields):
+            vals[f.name] = (int(args["flags"]) >> (FLAG_FIRST_BIT + i)) & 1
+        return vals
+
+    # -- behaviour -----------------------------------------------------------------------------
+    def hdl(self):
+        """A new one-lane `wiring.Component`: ``valid``, ``acc`` (``acc_bits``), one input per
+        parameter (named as the field), ``out_valid``, ``out`` (``out_bits``)."""
+        raise NotImplementedError
+
+    def apply_codes(self, acc_codes, chan, run):
+        """The twin on codes: accumulator codes (..., C) -> output codes (..., C), uint64;
+        ``chan``: {channel field: array (C,)}; ``run``: {run/flag field: value}."""
+        raise NotImplementedError
+
+    def user_params(self, epilogue, bias, channels):
+        """A user's epilogue dict (and the per-channel ``bias``) -> the mapper's parameters
+        ({channel field: array (channels,), run/flag field: value})."""
+        raise NotImplementedError
+
+    def example_cases(self, cols):
+        """The regression's epilogue layer cases: ``(name, layer, input shape, epilogue
+        dict)``."""
+        raise NotImplementedError
+
+    def case_bias(self, rng, channels):
+        """The bias of an example case, drawn from ``rng`` (None: no bias)."""
+        return None
+
+    def reference_codes(self, acc_codes, params, *, mode=None):
+        """The independent reference: a layer's accumulator codes (channel axis 1) and the
+        mapper's parameters -> output codes, sharing no code with `apply_codes` or the HDL."""
+        raise NotImplementedError
+
+    def decode(self, codes, *, mode=None):
+        """Output codes -> values (the next layer's operand values)."""
+        raise NotImplementedError
+
+    def twin(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def as_dict(self):
+        raise NotImplementedError
 
 class IntEpilogueSpec(Epilogue):
     """The integer epilogue of an ``acc_bits`` accumulator into ``out_bits`` signed outputs.
@@ -87,7 +263,11 @@ class IntEpilogueSpec(Epilogue):
     acc_bits : int
         8..64.
     out_bits : int
-        2..32.
+        2..32: the width of the result store's lanes (the widest operand format).
+    mode_bits : dict or None
+        For kinds with run-time modes: {mode: the signed activation width of that mode}. A
+        mode's outputs are ``mode_bits[mode]``-bit values in ``out_bits`` lanes: the default
+        clamp (`user_params`) is that mode's range, and `decode` reads that many bits.
     """
 
     MULT_BITS = 32
@@ -95,12 +275,16 @@ class IntEpilogueSpec(Epilogue):
     #: INFO's epilogue capabilities (`tessera.hdl.ctrl.protocol.EPILOGUE_CAPS`).
     capabilities = ("bias", "requantize", "relu_clip")
 
-    def __init__(self, acc_bits, out_bits):
+    def __init__(self, acc_bits, out_bits, *, mode_bits=None):
         if isinstance(acc_bits, bool) or not isinstance(acc_bits, int) or not 8 <= acc_bits <= 64:
             raise ValueError(f"acc_bits must be an integer 8..64, not {acc_bits!r}")
         if isinstance(out_bits, bool) or not isinstance(out_bits, int) or not 2 <= out_bits <= 32:
             raise ValueError(f"out_bits must be an integer 2..32, not {out_bits!r}")
         self.acc_bits, self.out_bits = acc_bits, out_bits
+        self.mode_bits = dict(mode_bits or {})
+        for mode, b in self.mode_bits.items():
+            if not 2 <= b <= out_bits:
+                raise ValueError(f"mode_bits[{mode!r}] must be 2..{out_bits}, not {b!r}")
         self.shift_bits = (acc_bits + 31).bit_length()
         self.lane_bits = max(acc_bits, self.MULT_BITS + self.shift_bits)
         self.latency = 5        # IntEpilogue: bias add, product, high half, shift, clamp
@@ -126,32 +310,97 @@ class IntEpilogueSpec(Epilogue):
                 ParamField("lo", o, True, "run", "clamp low (ReLU: the zero point)"),
                 ParamField("hi", o, True, "run", "clamp high (ReLU6, clip)"))
 
-    def pack_params(self, bias, mult, shift):
-        """Per-channel parameters (each of shape (..., C)) -> lane codes (..., 2*C), uint64."""
-        bias = _ranged("bias", bias, self.acc_bits, True)
-        mult = _ranged("mult", mult, self.MULT_BITS, True)
-        shift = _ranged("shift", shift, self.shift_bits, False)
-        bias, mult, shift = np.broadcast_arrays(bias, mult, shift)
-        b = bias.astype(np.uint64)
-        if self.acc_bits < 64:
-            b &= np.uint64((1 << self.acc_bits) - 1)
-        ms = (mult.astype(np.uint64) & np.uint64(0xFFFFFFFF)) \
-            | (shift.astype(np.uint64) << np.uint64(self.MULT_BITS))
-        out = np.empty(bias.shape[:-1] + (2 * bias.shape[-1],), dtype=np.uint64)
-        out[..., 0::2] = b
-        out[..., 1::2] = ms
-        return out
+    def channel_layout(self):
+        bias, mult, shift = self.channel_fields
+        lb = self.lane_bits
+        return ((bias, 0), (mult, lb), (shift, lb + self.MULT_BITS))
 
-    def unpack_params(self, lanes):
-        """Inverse of `pack_params`: lane codes (..., 2*C) -> (bias, mult, shift), int64."""
-        lanes = np.asarray(lanes, dtype=np.uint64)
-        b, ms = lanes[..., 0::2], lanes[..., 1::2]
-        sh = np.uint64(64 - self.acc_bits)
-        bias = (b << sh).view(np.int64) >> np.int64(64 - self.acc_bits)
-        mult = (ms & np.uint64(0xFFFFFFFF)).astype(np.uint32).view(np.int32).astype(np.int64)
-        shift = ((ms >> np.uint64(self.MULT_BITS))
-                 & np.uint64((1 << self.shift_bits) - 1)).astype(np.int64)
-        return bias, mult, shift
+    def apply_codes(self, acc_codes, chan, run):
+        from tessera.sim.intmac import from_codes, to_codes
+        out = self.twin(from_codes(acc_codes, self.acc_bits), chan["bias"], chan["mult"],
+                        chan["shift"], run["zero_point"], run["lo"], run["hi"])
+        return to_codes(out, self.out_bits)
+
+    def mode_out_bits(self, mode=None):
+        """The signed width of the outputs in ``mode``."""
+        return self.mode_bits.get(mode, self.out_bits)
+
+    def user_params(self, epilogue, bias, channels, *, mode=None):
+        """``epilogue`` is a dict: ``scale`` (one real scale in (0, 1), or one per output
+        channel: turned into ``mult``/``shift`` by `tessera.sim.epilogue.quantize_multiplier`,
+        TFLite's rule) or ``mult`` and ``shift`` directly; ``zero_point`` (default 0);
+        ``lo``/``hi`` (default the output format's range in ``mode``; ``activation = "relu"``
+        sets ``lo`` to the zero point). ``bias`` (one integer per output channel, in
+        accumulator units) is added on chip."""
+        from tessera.sim.epilogue import quantize_multiplier
+        from tessera.sim.layers import LayerError
+        e = dict(epilogue)
+        unknown = set(e) - {"scale", "mult", "shift", "zero_point", "lo", "hi", "activation"}
+        if unknown:
+            raise LayerError(f"epilogue: unknown keys {sorted(unknown)}; allowed: scale (or "
+                             f"mult and shift), zero_point, lo, hi, activation")
+        if "scale" in e:
+            if "mult" in e or "shift" in e:
+                raise LayerError("epilogue: give scale, or mult and shift, not both")
+            scales = np.broadcast_to(np.asarray(e.pop("scale"), dtype=np.float64), (channels,))
+            pairs = [quantize_multiplier(float(sc)) for sc in scales]
+            e["mult"] = np.array([p[0] for p in pairs], dtype=np.int64)
+            e["shift"] = np.array([p[1] for p in pairs], dtype=np.int64)
+        elif "mult" not in e or "shift" not in e:
+            raise LayerError("epilogue: needs scale, or mult and shift")
+        ob = self.mode_out_bits(mode)
+        out_lo, out_hi = -(1 << (ob - 1)), (1 << (ob - 1)) - 1
+        e.setdefault("zero_point", 0)
+        act = e.pop("activation", None)
+        if act not in (None, "relu"):
+            raise LayerError(f"epilogue.activation: {act!r} is unknown; allowed: None, 'relu' "
+                             f"(ReLU6 and other clips: lo and hi)")
+        e.setdefault("lo", e["zero_point"] if act == "relu" else out_lo)
+        e.setdefault("hi", out_hi)
+        for k in ("zero_point", "lo", "hi"):
+            if not out_lo <= int(e[k]) <= out_hi:
+                raise LayerError(f"epilogue.{k}: {e[k]} is outside the {ob}-bit output "
+                                 f"format; allowed: {out_lo}..{out_hi}")
+        b = np.zeros(channels, dtype=np.int64) if bias is None else np.asarray(bias)
+        if b.shape != (channels,) or not np.all(np.equal(np.mod(b, 1), 0)):
+            raise LayerError(f"bias: {channels} integers (accumulator units) expected with an "
+                             f"epilogue, not shape {b.shape}")
+        e["bias"] = b.astype(np.int64)
+        for k in ("mult", "shift"):
+            e[k] = np.broadcast_to(np.asarray(e[k], dtype=np.int64), (channels,))
+        return e
+
+    def example_cases(self, cols):
+        """A dense layer with a per-channel scale and zero point, a convolution with ReLU and
+        a scale whose shift is large, a depthwise one with a clip."""
+        from tessera.sim.layers import Conv2d, Dense
+        C = cols
+        return [
+            ("dense_requant", Dense(in_features=29, out_features=C + 2), (2, 29),
+             {"scale": [0.0004 + 0.0001 * i for i in range(C + 2)], "zero_point": 3}),
+            ("conv3x3_requant_relu", Conv2d(3, C + 1, kernel=3, padding=1), (1, 3, 5, 6),
+             {"scale": 0.0011, "zero_point": -4, "activation": "relu"}),
+            ("depthwise_requant_clip", Conv2d(2, 4, kernel=3, stride=2, padding=1, groups=2),
+             (1, 2, 7, 7), {"scale": 0.0009, "lo": -20, "hi": 50}),
+        ]
+
+    def case_bias(self, rng, channels):
+        return rng.integers(-20000, 20001, channels)
+
+    def reference_codes(self, acc_codes, params, *, mode=None):
+        """`tessera.sim.epilogue_ref.reference_layer_codes` (exact Fractions, element by
+        element)."""
+        from tessera.sim.epilogue_ref import reference_layer_codes
+        return reference_layer_codes(acc_codes, params, acc_bits=self.acc_bits,
+                                     out_bits=self.out_bits)
+
+    def decode(self, codes, *, mode=None):
+        """Signed ``mode_out_bits(mode)``-bit values (int64)."""
+        from tessera.sim.intmac import from_codes
+        return from_codes(codes, self.mode_out_bits(mode))
+
+    def out_format(self, mode=None):
+        return {"kind": "int", "bits": self.mode_out_bits(mode), "signed": True}
 
     def as_dict(self):
         return {"kind": "int_requant", "rule": "tflite_gemmlowp", "acc_bits": self.acc_bits,
@@ -159,4 +408,5 @@ class IntEpilogueSpec(Epilogue):
                 "shift_bits": self.shift_bits, "latency": self.latency,
                 "param_lane_bits": self.lane_bits,
                 "param_lanes_per_channel": self.lanes_per_channel,
+                **({"mode_out_bits": dict(self.mode_bits)} if self.mode_bits else {}),
                 "params": [f.as_dict() for f in self.param_fields]}

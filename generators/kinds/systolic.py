@@ -89,22 +89,17 @@ class SystolicGemm(Engine):
         return min(mem.a_depth, mem.b_depth) * self.cfg.pe.layout(mode).k_per_word
 
     def args(self):
+        epi = self.epilogue()
         fields = [Field("m_tiles", 2, "row tiles of rows outputs"),
                   Field("n_tiles", 2, "column tiles of cols outputs"),
                   Field("k", 2, "words of A and B per tile"),
                   Field("a_base", 2), Field("b_base", 2), Field("c_base", 2),
                   Field("flags", 1, "bit 0: accumulate into C with the PE kind's combiner"
-                                    + ("; bit 1: epilogue, results to R" if self.epilogue()
-                                       else ""))]
+                                    + (epi.flags_doc() if epi is not None else ""))]
         if self.cfg.pe.modes:
             fields.append(Field("mode", 1, "PE run-time mode code"))
-        epi = self.epilogue()
-        if epi is not None:
-            nb = -(-epi.out_bits // 8)
-            fields += [Field("p_base", 2, "epilogue parameter word of the RUN's first n-tile"),
-                       Field("zero_point", nb, "epilogue output zero point (out_bits code)"),
-                       Field("lo", nb, "epilogue clamp low (out_bits code)"),
-                       Field("hi", nb, "epilogue clamp high (out_bits code)")]
+        if epi is not None:         # p_base and the epilogue's own RUN fields
+            fields += epi.run_arg_fields()
         return ArgLayout(fields)
 
     def make_hdl(self):

@@ -44,12 +44,19 @@ class OutputStage(wiring.Component):
         None. With one, a word with ``payload.epilogue`` set reads parameter word
         ``p_base + payload.tile`` in its arrival cycle, goes (after the combiner when
         accumulating) through one epilogue lane per result lane, and is written E cycles later
-        to the epilogue result store (same address) instead of the accumulator store.
+        to the epilogue result store (same address) instead of the accumulator store. The
+        stage knows no parameter by name: each lane unit's channel inputs come from the
+        parameter word by the epilogue's `channel_layout`, its run inputs from the RUN fields
+        of the same names and its flag inputs from the RUN flags bits (`FLAG_FIRST_BIT` on).
     p_depth : int
         Depth of the parameter store (with ``epilogue``).
+    p_channels : int or None
+        Channels per parameter word (default ``lanes``): result lane ``i`` takes the
+        parameters of channel ``i % p_channels`` of the word (1: every lane of a word belongs
+        to one output channel, as in the tree engine's run-length encoding).
     args : ArgLayout or None
-        The RUN argument layout (with ``epilogue``): ``p_base``, ``zero_point``, ``lo`` and
-        ``hi`` are latched from ``run_args`` when ``run_start`` pulses.
+        The RUN argument layout (with ``epilogue``): ``p_base``, the epilogue's run fields and
+        ``flags`` are latched from ``run_args`` when ``run_start`` pulses.
 
     Members
     -------
@@ -58,14 +65,14 @@ class OutputStage(wiring.Component):
     idle : Out(1)
         No word is in flight (nothing arrives this cycle, nothing is waiting to be written).
     epi_port : Out(StorePortSignature(depth, lanes * out_bits)), only with ``epilogue``
-    param_port : Out(StorePortSignature(p_depth, lanes * lanes_per_channel * param lane bits,
-        write=False)), only with ``epilogue``
+    param_port : Out(StorePortSignature(p_depth, p_channels * lanes_per_channel * param lane
+        bits, write=False)), only with ``epilogue``
     run_start : In(1), only with ``epilogue``
     run_args : In(args.nbytes * 8), only with ``epilogue``
     """
 
     def __init__(self, *, depth, lanes, lane_bits, combiner=None, epilogue=None, p_depth=0,
-                 args=None):
+                 p_channels=None, args=None):
         self._depth, self._lanes, self._lane_bits = depth, lanes, lane_bits
         self._combiner = combiner
         self._lat = 0 if combiner is None else combiner.latency
@@ -80,11 +87,14 @@ class OutputStage(wiring.Component):
             if epilogue.acc_bits != lane_bits:
                 raise ValueError(f"epilogue acc_bits must be the lane width {lane_bits}, not "
                                  f"{epilogue.acc_bits}")
-            if args is None or not {"p_base", "zero_point", "lo", "hi"} <= {
-                    f.name for f in args.fields}:
-                raise ValueError("an epilogue needs RUN argument fields p_base, zero_point, lo "
-                                 "and hi")
-            self._pw = lanes * epilogue.lanes_per_channel * epilogue.lane_bits
+            need = ["p_base"] + [f.name for f in epilogue.run_fields] + (
+                ["flags"] if epilogue.flag_fields else [])
+            if args is None or not set(need) <= {f.name for f in args.fields}:
+                raise ValueError(f"an epilogue needs RUN argument fields {', '.join(need)}")
+            self._pch = lanes if p_channels is None else p_channels
+            if self._pch < 1 or lanes % self._pch:
+                raise ValueError(f"p_channels must divide lanes {lanes}, not {p_channels!r}")
+            self._pw = self._pch * epilogue.channel_bits
             members.update({
                 "epi_port": Out(StorePortSignature(depth=depth,
                                                    width=lanes * epilogue.out_bits)),
@@ -155,17 +165,25 @@ class OutputStage(wiring.Component):
 
     def _elaborate_epilogue(self, m, replace, w_valid, w_addr, w_data):
         """The epilogue lanes after the final word; returns their in-flight valid bits."""
+        from tessera.generators.kinds.epilogue import FLAG_FIRST_BIT
         e, L, p = self._epi, self._lat, self.i.payload
-        ob, lb, w = e.out_bits, e.lane_bits, self._lane_bits
+        w, cb = self._lane_bits, e.channel_bits
 
         def field(name):
             lo, hi = self._args.bit_slice(name)
             return self.run_args[lo:hi]
         p_base = Signal(16)
-        zp, lo, hi = (Signal(signed(ob), name=n) for n in ("zp", "lo", "hi"))
+        latched = {}              # run and flag parameters, latched at run_start
+        for f in e.run_fields:
+            latched[f.name] = Signal(signed(f.bits) if f.signed else f.bits, name=f"run_{f.name}")
+        for i, f in enumerate(e.flag_fields):
+            latched[f.name] = Signal(name=f"flag_{f.name}")
         with m.If(self.run_start):
-            m.d.sync += [p_base.eq(field("p_base")), zp.eq(field("zero_point")[:ob]),
-                         lo.eq(field("lo")[:ob]), hi.eq(field("hi")[:ob])]
+            m.d.sync += p_base.eq(field("p_base"))
+            for f in e.run_fields:
+                m.d.sync += latched[f.name].eq(field(f.name)[:f.bits])
+            for i, f in enumerate(e.flag_fields):
+                m.d.sync += latched[f.name].eq(field("flags")[FLAG_FIRST_BIT + i])
         # Cycle t: read the parameter word of the word's column tile.
         m.d.comb += [self.param_port.r_addr.eq(p_base + p.tile),
                      self.param_port.r_en.eq(self.i.valid & p.epilogue)]
@@ -183,12 +201,12 @@ class OutputStage(wiring.Component):
         outs = []
         for i in range(self._lanes):
             m.submodules[f"epi{i}"] = u = e.hdl()
-            b0, m0 = 2 * i * lb, (2 * i + 1) * lb
-            m.d.comb += [u.valid.eq(go), u.acc.eq(w_data[i * w:(i + 1) * w]),
-                         u.bias.eq(w_prm[b0:b0 + e.acc_bits]),
-                         u.mult.eq(w_prm[m0:m0 + e.MULT_BITS]),
-                         u.shift.eq(w_prm[m0 + e.MULT_BITS:m0 + e.MULT_BITS + e.shift_bits]),
-                         u.zero_point.eq(zp), u.lo.eq(lo), u.hi.eq(hi)]
+            slab = w_prm[(i % self._pch) * cb:(i % self._pch + 1) * cb]
+            m.d.comb += [u.valid.eq(go), u.acc.eq(w_data[i * w:(i + 1) * w])]
+            for f, off in e.channel_layout():
+                m.d.comb += getattr(u, f.name).eq(slab[off:off + f.bits])
+            for name, sig in latched.items():
+                m.d.comb += getattr(u, name).eq(sig)
             outs.append(u)
         chain = [go]
         for j in range(e.latency):

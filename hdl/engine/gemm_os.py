@@ -192,7 +192,8 @@ class GemmOSEngine(wiring.Component):
                 pos += w
         m.d.comb += array.b.as_value().eq(self.b_port.r_data)
 
-        allowed = FLAG_ACCUMULATE | (FLAG_EPILOGUE if self._p_depth else 0)
+        allowed = FLAG_ACCUMULATE | ((FLAG_EPILOGUE | self._epilogue.flag_mask())
+                                     if self._p_depth else 0)
         bad_arg = (mt == 0) | (nt == 0) | (k == 0) | (flags & ~allowed & 0xFF).any()
         if not self._accumulate:
             bad_arg = bad_arg | (flags & FLAG_ACCUMULATE).any()

@@ -75,7 +75,8 @@ class GemmOSTwin:
     def check(self, args):
         """The error code the argument check gives (0: the RUN proceeds)."""
         mt, nt, k, flags = args["m_tiles"], args["n_tiles"], args["k"], args["flags"]
-        allowed = FLAG_ACCUMULATE | (FLAG_EPILOGUE if self.epilogue else 0)
+        allowed = FLAG_ACCUMULATE | ((FLAG_EPILOGUE | self.epilogue.flag_mask())
+                                     if self.epilogue else 0)
         if mt == 0 or nt == 0 or k == 0 or flags & ~allowed & 0xFF \
                 or (flags & FLAG_ACCUMULATE and self.combiner is None):
             return Err.ARG
@@ -121,12 +122,10 @@ class GemmOSTwin:
     def _epilogue(self, stores, args, ni, res):
         """Epilogue output codes of one tile (R x C accumulator codes), parameters from word
         ``p_base + ni``."""
-        from tessera.sim.intmac import from_codes, to_codes
         e = self.epilogue
-        bias, mult, shift = e.unpack_params(stores["p"][args["p_base"] + ni])
-        run = [int(from_codes(args[f], e.out_bits)) for f in ("zero_point", "lo", "hi")]
-        out = e.twin(from_codes(res, e.acc_bits), bias, mult, shift, *run)
-        return to_codes(out, e.out_bits)
+        chan = dict(zip((f.name for f in e.channel_fields),
+                        e.unpack_params(stores["p"][args["p_base"] + ni])))
+        return e.apply_codes(res, chan, e.run_values(args))
 
     def perf(self, args, *, macs=None):
         """``predict`` (cycles of this RUN) and ``ideal`` (its lane-pair products over the PEs,
@@ -212,11 +211,12 @@ class GemmMapper:
     async def gemm(self, drv, a, b, *, progress=None, mode=None, epilogue=None):
         """``a @ b`` (element codes) on the core; returns (M x N result codes, `GemmStats`).
 
-        ``epilogue``: None (results are accumulator codes from store C), or a dict with the
-        per-output-channel ``bias``, ``mult`` and ``shift`` (length N) and the RUN's
-        ``zero_point``, ``lo`` and ``hi`` (signed values): the parameter store is loaded per
-        block of n-tiles, the last K chunk's RUN sets `FLAG_EPILOGUE`, and the results are
-        the epilogue's ``out_bits`` codes read from store R (`tessera.sim.epilogue`).
+        ``epilogue``: None (results are accumulator codes from store C), or the epilogue's
+        parameters (`Epilogue.user_params`: one array of length N per channel field, e.g. the
+        integer epilogue's ``bias``, ``mult`` and ``shift``, and a value per run or flag
+        field, e.g. ``zero_point``, ``lo``, ``hi``): the parameter store is loaded per block
+        of n-tiles, the last K chunk's RUN sets `FLAG_EPILOGUE` (and the epilogue's flag
+        bits), and the results are the epilogue's ``out_bits`` codes read from store R.
         """
         from tessera.sim.driver import GemmStats
         from tessera.sim.layout import tile_a, tile_b, untile_c
@@ -245,14 +245,15 @@ class GemmMapper:
                              "(memory.p_depth > 0 and a PE kind that has one)")
         mt_run, nt_run, kc = self.plan(m, n, k_words, epilogue=epilogue is not None)
         extra = {"mode": pe.mode_code(mode)} if pe.modes else {}
+        epi_flags = 0
         if epilogue is not None:
-            params = epi.pack_params(*(np.broadcast_to(np.asarray(epilogue[f]), (n,))
-                                       for f in ("bias", "mult", "shift")))
+            params = epi.pack_params(**{f.name: np.broadcast_to(np.asarray(epilogue[f.name]),
+                                                                (n,))
+                                        for f in epi.channel_fields})
             params = np.concatenate([params, np.zeros(
                 (np_ - n) * epi.lanes_per_channel, dtype=np.uint64)])
-            from tessera.sim.intmac import to_codes
-            extra.update({f: int(to_codes(epilogue[f], epi.out_bits))
-                          for f in ("zero_point", "lo", "hi")})
+            run_fields, epi_flags = epi.run_codes(epilogue)
+            extra.update(run_fields)
         out = np.zeros((mp, np_), dtype=np.uint64)
         stats = GemmStats(k_split=kc * kw)
         mt_all, nt_all = mp // R, np_ // C
@@ -267,7 +268,7 @@ class GemmMapper:
                     kk = min(kc, k_words - k0)
                     flags = FLAG_ACCUMULATE if k0 > 0 else 0
                     if epi is not None and k0 + kk >= k_words:
-                        flags |= FLAG_EPILOGUE
+                        flags |= FLAG_EPILOGUE | epi_flags
                     await drv.write("a", 0, tile_a(a_w[m0 * R:(m0 + mt) * R, k0:k0 + kk], R))
                     await drv.write("b", 0, tile_b(b_w[k0:k0 + kk, n0 * C:(n0 + nt) * C], C))
                     cyc = await drv.run(m_tiles=mt, n_tiles=nt, k=kk, flags=flags, **extra)
