@@ -119,12 +119,12 @@ class BiScaledKind(PEKind):
         self.mode_code(mode)
         name = name or operand
         allowed = self.value_range(operand)
-        arr, x = as_reals(values, name, allowed)
+        arr, x, inexact = as_reals(values, name, allowed)
         lo, hi = f.fine.min_int, f.fine.max_int
         qf, on_f, in_f = grid_levels(x, f.fine_frac_bits, lo, hi)
         qw, on_w, in_w = grid_levels(x, f.wide_frac_bits, lo, hi)
         first_bad(arr, ((~np.isfinite(x), "not a finite number"),
-                        (~on_f, f"not a multiple of the scale-fine LSB "
+                        (~on_f | inexact, f"not a multiple of the scale-fine LSB "
                                 f"{_num(f.fine.lsb)}"),
                         (~in_f & ~in_w & _beyond(x, f.wide), "out of range"),
                         (~in_f & ~in_w, f"beyond scale-fine and not a multiple of the "

@@ -135,10 +135,10 @@ class FpecKind(PEKind):
         self.mode_code(mode)
         name = name or operand
         allowed = self.value_range(operand)
-        arr, x = as_reals(values, name, allowed)
+        arr, x, inexact = as_reals(values, name, allowed)
         q, on, inr = grid_levels(x, f.fixed.frac_bits, f.fixed.min_int, f.fixed.max_int)
         first_bad(arr, ((~np.isfinite(x), "not a finite number"),
-                        (~on, f"not a multiple of the LSB {_num(f.fixed.lsb)}"),
+                        (~on | inexact, f"not a multiple of the LSB {_num(f.fixed.lsb)}"),
                         (~inr, "out of range")), name, allowed)
         return f.pack(q, 1, 0, 0)
 

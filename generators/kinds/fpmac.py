@@ -223,7 +223,8 @@ class FPMacKind(PEKind):
         (gradual underflow, or to zero without subnormals). Refused (one-line `ValueError`):
         a finite value whose magnitude exceeds the largest finite value ``max_finite`` (even
         one that would round down to it), unless the format saturates by definition
-        (``overflow = "saturate"``: it becomes ``+-max_finite``); ``+-inf`` where the format
+        (``overflow = "saturate"``: it becomes ``+-max_finite``); a rational that float64 does
+        not hold (``Fraction(1, 3)``: it would round twice); ``+-inf`` where the format
         has no Inf (``fp8_e4m3``, ``hfp8``, ``hfp8_ibm``, ``dlfloat16``). NaN is accepted
         (every `FloatFormat` has a NaN code) and becomes the canonical NaN; ``-0.0`` becomes
         ``+0`` where the format has no negative zero.
@@ -235,8 +236,8 @@ class FPMacKind(PEKind):
         fmt = self.fmt_in
         name = name or operand
         allowed = self.value_range()
-        arr, x = as_reals(values, name, allowed)
-        checks = []
+        arr, x, inexact = as_reals(values, name, allowed)
+        checks = [(inexact, "not exactly representable as a float64 (rounded twice)")]
         if not fmt.has_inf:
             checks.append((np.isinf(x), f"infinite and {fmt.name} has no Inf"))
         if fmt.overflow != "saturate":

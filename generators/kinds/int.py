@@ -35,25 +35,33 @@ def fmt_number(x):
 def value_error(name, index, value, why, allowed):
     """The codec's one-line `ValueError`: ``<name>[<index>]: <value> is <why>; allowed: ...``."""
     v = _item(value)
-    text = repr(v) if isinstance(v, (int, float)) else short(v)
+    if isinstance(v, (int, float)):
+        text = repr(v)
+    elif isinstance(v, Fraction):
+        text = str(v) if len(str(v)) <= 60 else str(v)[:57] + "..."
+    else:
+        text = short(v)
     return ValueError(f"{name}[{index}]: {text} is {why}; allowed: {allowed}")
 
 
 def as_reals(values, name, allowed):
-    """Operand values -> ``(array, x)``: the values as a NumPy array (any shape) and as float64.
+    """Operand values -> ``(array, x, inexact)``: the values as a NumPy array (any shape), as
+    float64, and a mask of the values float64 does not hold exactly.
 
     Integers, floats and exact rationals (`fractions.Fraction`) are numbers; anything else
-    (strings, complex numbers, None) is refused, as is a rational that float64 does not hold
-    exactly (so no value is rounded on its way in). Integers too large for float64 keep their
-    magnitude, so range checks still refuse them.
+    (strings, complex numbers, None) is refused at once. ``inexact`` marks a non-integral
+    rational that float64 does not hold (1/3): no kind can take it exactly, so each kind
+    refuses it with its own reason, and nothing is rounded on its way in. Integers too large
+    for float64 keep their magnitude, so range checks still refuse them.
     """
     arr = np.asarray(values)
     if arr.dtype.kind in "biuf":
-        return arr, arr.astype(np.float64)
+        return arr, arr.astype(np.float64), np.zeros(arr.shape, dtype=bool)
     if arr.dtype.kind != "O":
         flat = arr.reshape(-1)
         raise value_error(name, 0, flat[0] if flat.size else arr, "not a number", allowed)
     x = np.empty(arr.shape, dtype=np.float64)
+    inexact = np.zeros(arr.shape, dtype=bool)
     for i, v in enumerate(arr.reshape(-1)):
         ok = isinstance(v, (numbers.Real, np.integer, np.floating))
         try:
@@ -62,11 +70,11 @@ def as_reals(values, name, allowed):
             f = float("inf") if ok and v > 0 else (float("-inf") if ok else None)
         if f is None:
             raise value_error(name, i, v, "not a number", allowed)
-        if isinstance(v, numbers.Rational) and not isinstance(v, numbers.Integral) \
-                and np.isfinite(f) and Fraction(f) != Fraction(v):
-            raise value_error(name, i, v, "not exactly representable as a float64", allowed)
         x.reshape(-1)[i] = f
-    return arr, x
+        inexact.reshape(-1)[i] = (isinstance(v, numbers.Rational)
+                                  and not isinstance(v, numbers.Integral)
+                                  and np.isfinite(f) and Fraction(f) != Fraction(v))
+    return arr, x, inexact
 
 
 def first_bad(arr, checks, name, allowed):
@@ -101,9 +109,9 @@ def int_codes(values, bits, signed, *, name, what=None):
     lo, hi = int_range(bits, signed)
     what = what or f"{'signed' if signed else 'unsigned'} {bits}-bit"
     allowed = f"integers {lo}..{hi} ({what})"
-    arr, x = as_reals(values, name, allowed)
+    arr, x, inexact = as_reals(values, name, allowed)
     with np.errstate(invalid="ignore"):
-        integral = np.isfinite(x) & (np.floor(x) == x)
+        integral = np.isfinite(x) & (np.floor(x) == x) & ~inexact
         first_bad(arr, ((~integral, "not an integer"),
                         ((x < lo) | (x > hi), "out of range")), name, allowed)
     q = x.astype(np.int64)
@@ -198,6 +206,12 @@ class IntKind(PEKind):
 
     def combiner(self):
         return WrapAddCombiner(self.acc_bits)
+
+    def epilogue(self):
+        """Bias, TFLite/gemmlowp requantization to the activation format, clamp
+        (`tessera.generators.kinds.epilogue.IntEpilogueSpec`; docs/epilogue.md)."""
+        from tessera.generators.kinds.epilogue import IntEpilogueSpec
+        return IntEpilogueSpec(self.acc_bits, self.a_bits) if self.acc_bits >= 8 else None
 
     def formats(self):
         return int_formats(self.a_bits, self.b_bits, self.acc_bits)

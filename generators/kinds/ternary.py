@@ -160,17 +160,17 @@ class TernaryKind(PEKind):
             "output channel (column)"
         allowed = (f"0, +Wp or -Wn, one Wp and one Wn per {one}, multiples of "
                    f"{fmt_number(lsb)} in {fmt_number(lsb)}..{fmt_number(top)}")
-        arr, x = as_reals(values, name, allowed)
+        arr, x, inexact = as_reals(values, name, allowed)
         if x.ndim != 2:
             raise ValueError(f"{name}: shape {x.shape} is not K x N; allowed: a 2-D array of "
                              f"weights (inputs x output channels)")
         q, on, inr = grid_levels(np.abs(x), self.scale_frac, 1, fmt.scale_code_max)
         nz = x != 0
         first_bad(arr, ((~np.isfinite(x), "not a finite number"),
-                        (nz & ~on, f"not a multiple of 2**-{self.scale_frac} = "
+                        (nz & (~on | inexact), f"not a multiple of 2**-{self.scale_frac} = "
                                    f"{fmt_number(lsb)}"),
                         (nz & ~inr, "out of range")), name, allowed)
-        k, n = x.shape
+        n = x.shape[1]
         scales = []
         for sign, label in ((1, "positive"), (-1, "negative")):
             hit = (np.sign(x) == sign)
