@@ -337,8 +337,20 @@ def cmd_run(args):
     cfg = _cfg(args.config)
     _need_uart(cfg, "run")
     board = get_board(args.board)
-    m, n, k = args.gemm
-    _check_mappable(cfg, [(m, n, k, None)], "run")
+    layers = None
+    if args.layers:
+        from tessera.generators.report import load_layers_file, report_layers
+        if args.gemm is not None:
+            raise CliError("run: give --gemm or --layers, not both")
+        try:
+            layers = report_layers(cfg, load_layers_file(args.layers))
+        except OSError as e:
+            raise CliError(f"--layers: {_q(args.layers)}: {e.strerror or e}") from None
+        except ValueError as e:
+            raise CliError(f"--layers: {e}") from None
+    m, n, k = args.gemm or (16, 16, 16)
+    if layers is None:
+        _check_mappable(cfg, [(m, n, k, None)], "run")
     why = baud_problem(cfg.host.baud, board)
     if why:
         raise CliError(f"host.baud: {cfg.host.baud} cannot be made on the {board.name}: {why}")
@@ -347,14 +359,46 @@ def cmd_run(args):
         async with UartTransport.for_board(args.port, board, baud=cfg.host.baud) as t:
             drv = TesseraDriver(t, cfg, poll_cycles=1000)
             info = await drv.connect()
+            if layers is not None:
+                return info, await _run_layers(drv, cfg, layers, args.seed)
             a, b = gemm_operands(cfg, m, n, k, seed=args.seed)
             got, stats = await drv.gemm(a, b)
-            return info, got, stats, reference_gemm(cfg, a, b, k_split=stats.k_split)
-    info, got, stats, ref = asyncio.run(go())
+            return info, (got, stats, reference_gemm(cfg, a, b, k_split=stats.k_split))
+    info, result = asyncio.run(go())
+    if layers is not None:
+        from tessera.sim.layers import describe
+        print(f"{'layer':<16} {'':<30} {'runs':>5} {'cycles':>9} {'util':>7} {'to core':>8} "
+              f"{'from core':>9}  result")
+        bad_total = 0
+        for case, (bad, st) in zip(layers, result):
+            bad_total += bad
+            util = f"{100 * st.utilization:6.1f}%" if st.utilization else "      -"
+            print(f"{case['name']:<16} {describe(case['layer']):<30} {st.runs:>5} "
+                  f"{st.cycles:>9} {util} {st.bytes_out:>8} {st.bytes_in:>9}  "
+                  f"{'bit-exact' if bad == 0 else f'{bad} mismatches'}")
+        return EXIT_OK if bad_total == 0 else EXIT_FAILED
+    got, stats, ref = result
     bad = int(np.count_nonzero(got != ref))
     print(f"{m}x{n}x{k} GEMM on {args.board}: {stats.cycles} cycles in {stats.runs} runs, "
           f"{'bit-exact' if bad == 0 else f'{bad} mismatches'}")
     return EXIT_OK if bad == 0 else EXIT_FAILED
+
+
+async def _run_layers(drv, cfg, cases, seed):
+    """Each layer case with seeded operands on the core; [(mismatches, LayerStats)]."""
+    import numpy as np
+    from tessera.sim.layers import layer_from_dict
+    from tessera.sim.lowering import run_layer
+    out = []
+    for i, case in enumerate(cases):
+        layer = layer_from_dict(case["layer"])
+        x, w = cfg.engine.layer_operands(layer, case["input"], seed=seed + i,
+                                         mode=case.get("mode"))
+        got, st = await run_layer(drv, layer, x, w, raw=True, mode=case.get("mode"))
+        want = cfg.engine.layer_reference(layer, x, w, k_split=st.k_split, mode=case.get("mode"))
+        out.append((int(np.count_nonzero(np.asarray(got, np.uint64)
+                                         != np.asarray(want, np.uint64))), st))
+    return out
 
 
 # -- argument types -----------------------------------------------------------------------------
@@ -454,12 +498,16 @@ def _parser():
     s.add_argument("--dry-run", action="store_true", help="print the command only")
     s.set_defaults(fn=cmd_program)
 
-    s = command("run", "run a GEMM on a programmed board over its UART")
+    s = command("run", "run a GEMM or layers on a programmed board over its UART")
     s.add_argument("config", nargs="?", metavar="CONFIG")
     s.add_argument("--board", required=True, choices=BOARDS)
     s.add_argument("--port", required=True, type=_port, help="serial port, e.g. /dev/ttyUSB1")
     dim = _int_in(1, MAX_GEMM_DIM, f"1..{MAX_GEMM_DIM}")
-    s.add_argument("--gemm", nargs=3, type=dim, default=(16, 16, 16), metavar=("M", "N", "K"))
+    s.add_argument("--gemm", nargs=3, type=dim, default=None, metavar=("M", "N", "K"),
+                   help="run one M x N x K GEMM of seeded random operands (default 16 16 16)")
+    s.add_argument("--layers", metavar="TOML",
+                   help="run these layers instead ([[layer]] tables as for `report --layers`), "
+                        "each checked against the layer reference")
     s.add_argument("--seed", type=_int_in(0, 2**32 - 1, "0..4294967295"), default=0)
     s.set_defaults(fn=cmd_run)
     return p
