@@ -260,17 +260,18 @@ def layer_cases(cfg, *, quick=False):
     ]
     if quick:
         cases = [c for c in cases if c[0] in ("dense", "conv3x3_s2", "depthwise3x3")]
-    epilogues = {}
     epi = cfg.engine.epilogue()
-    if epi is not None:          # the epilogue's own example cases
-        for name, layer, shape, params in epi.example_cases(C):
-            cases.append((name, layer, shape))
-            epilogues[name] = params
     modes = cfg.pe.regress_modes()
     out = []
     for mode in modes:
         suffix = "" if mode is None or len(modes) == 1 else f"@{mode}"
-        for i, (name, layer, shape) in enumerate(cases):
+        epilogues = {}
+        mode_cases = list(cases)
+        if epi is not None:          # the epilogue's own example cases
+            for name, layer, shape, params in epi.example_cases(C, mode=mode):
+                mode_cases.append((name, layer, shape))
+                epilogues[name] = params
+        for i, (name, layer, shape) in enumerate(mode_cases):
             case = {"name": f"{name}{suffix}", "layer": layer.to_dict(), "input": list(shape),
                     "kind": "random", "seed": 2000 + i}
             if name in epilogues:
@@ -286,7 +287,7 @@ def case_bias(cfg, layer, spec):
     (`Epilogue.case_bias`; the integer one: integers in accumulator units)."""
     o = layer.out_features if isinstance(layer, Dense) else layer.out_channels
     rng = np.random.default_rng(spec["seed"] + 7919)
-    return cfg.engine.epilogue().case_bias(rng, o)
+    return cfg.engine.epilogue().case_bias(rng, o, mode=spec.get("mode"))
 
 
 def layer_operands(cfg, layer, in_shape, *, kind="random", seed=0, mode=None):

@@ -80,8 +80,9 @@ def test_geometry_and_run_fields():
 
 def test_p_depth_refused_for_a_kind_without_epilogue():
     with pytest.raises(ConfigError, match=r"^memory\.p_depth: 4 asks for an epilogue and "
-                                          r"pe\.kind 'fpmac' has none; allowed: 0$"):
-        config_from_dict({"pe": {"kind": "fpmac"}, "memory": {"p_depth": 4}})
+                                          r"pe\.kind 'fpec' has none \(its activations carry "
+                                          r"error-compensation bits .*\); allowed: 0$"):
+        config_from_dict({"pe": {"kind": "fpec"}, "memory": {"p_depth": 4}})
     with pytest.raises(ConfigError, match=r"^memory\.p_depth: 1 is out of range"):
         cfg_of(p_depth=1)
 

@@ -24,6 +24,10 @@ class BiScaledKind(PEKind):
     the code with its selector in the bit above it (``b_bits + 1`` bits).
     """
     name = "biscaled"
+    #: Why ``memory.p_depth`` is refused for this kind (`Engine.check`).
+    no_epilogue_reason = ("each activation picks its own scale (fine or coarse) by "
+                          "magnitude, which the integer requantizer's one scale per channel "
+                          "cannot produce (docs/epilogue.md)")
     code = 7
     a_bits: int = 6
     a_fine_frac_bits: int = 3

@@ -115,6 +115,19 @@ def int_family_acc_bound(pm, k, acc_bits):
     return check_k(k) * amax * bmax, (1 << (acc_bits - 1)) - 1
 
 
+def int_family_epilogue(kind):
+    """The integer epilogue of a run-time-mode integer kind (bitfusion, multiprec): bias,
+    TFLite/gemmlowp requantization and clamp, into signed lanes wide enough for every mode's
+    activations (9 bits when an 8-bit unsigned mode exists), the clamp kept inside the RUN
+    mode's activation range (docs/epilogue.md)."""
+    from tessera.generators.kinds.epilogue import IntEpilogueSpec
+    pms = [kind.precision(md) for md in kind.modes]
+    out_bits = max(pm.a_bits + (0 if pm.a_signed else 1) for pm in pms)
+    ranges = {pm.name: tuple(pm.a_range) for pm in pms}
+    ranges[None] = tuple(kind.precision(None).a_range)
+    return IntEpilogueSpec(kind.acc_bits, out_bits, mode_ranges=ranges)
+
+
 def mode_formats(modes, default, elems, ii):
     return {md.name: {"code": code, "a_bits": md.a_bits, "a_signed": md.a_signed,
                       "b_bits": md.b_bits, "b_signed": md.b_signed,
@@ -184,6 +197,11 @@ class BitFusionKind(PEKind):
 
     def combiner(self):
         return WrapAddCombiner(self.acc_bits)
+
+    def epilogue(self):
+        """Bias, requantization, clamp to the RUN mode's activation range
+        (`int_family_epilogue`; docs/epilogue.md)."""
+        return int_family_epilogue(self)
 
     def formats(self):
         from tessera.sim.bitfusion import products_per_word

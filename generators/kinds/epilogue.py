@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 
-__all__ = ["Epilogue", "IntEpilogueSpec", "ParamField", "FLAG_FIRST_BIT", "SCOPES"]
+__all__ = ["Epilogue", "IntEpilogueSpec", "FPEpilogueSpec", "ParamField", "FLAG_FIRST_BIT",
+           "SCOPES"]
 
 #: Where a parameter comes from: a field of the channel's parameter-store lanes, a RUN
 #: argument field, or one bit of the RUN flags.
@@ -224,13 +225,13 @@ class Epilogue:
         ({channel field: array (channels,), run/flag field: value})."""
         raise NotImplementedError
 
-    def example_cases(self, cols):
-        """The regression's epilogue layer cases: ``(name, layer, input shape, epilogue
-        dict)``."""
+    def example_cases(self, cols, *, mode=None):
+        """The regression's epilogue layer cases in ``mode``: ``(name, layer, input shape,
+        epilogue dict)``."""
         raise NotImplementedError
 
-    def case_bias(self, rng, channels):
-        """The bias of an example case, drawn from ``rng`` (None: no bias)."""
+    def case_bias(self, rng, channels, *, mode=None):
+        """The bias of an example case in ``mode``, drawn from ``rng`` (None: no bias)."""
         return None
 
     def reference_codes(self, acc_codes, params, *, mode=None):
@@ -263,11 +264,13 @@ class IntEpilogueSpec(Epilogue):
     acc_bits : int
         8..64.
     out_bits : int
-        2..32: the width of the result store's lanes (the widest operand format).
-    mode_bits : dict or None
-        For kinds with run-time modes: {mode: the signed activation width of that mode}. A
-        mode's outputs are ``mode_bits[mode]``-bit values in ``out_bits`` lanes: the default
-        clamp (`user_params`) is that mode's range, and `decode` reads that many bits.
+        2..32: the width of the result store's lanes, signed (enough for every mode's
+        activation range).
+    mode_ranges : dict or None
+        For kinds with run-time modes: {mode: (lo, hi)}, the activation range of each mode
+        (key None: the default mode). The clamp `user_params` gives is always inside the RUN
+        mode's range (a user's ``lo``/``hi`` are intersected with it), so every output is an
+        activation of that mode, held as a signed ``out_bits`` code.
     """
 
     MULT_BITS = 32
@@ -275,16 +278,18 @@ class IntEpilogueSpec(Epilogue):
     #: INFO's epilogue capabilities (`tessera.hdl.ctrl.protocol.EPILOGUE_CAPS`).
     capabilities = ("bias", "requantize", "relu_clip")
 
-    def __init__(self, acc_bits, out_bits, *, mode_bits=None):
+    def __init__(self, acc_bits, out_bits, *, mode_ranges=None):
         if isinstance(acc_bits, bool) or not isinstance(acc_bits, int) or not 8 <= acc_bits <= 64:
             raise ValueError(f"acc_bits must be an integer 8..64, not {acc_bits!r}")
         if isinstance(out_bits, bool) or not isinstance(out_bits, int) or not 2 <= out_bits <= 32:
             raise ValueError(f"out_bits must be an integer 2..32, not {out_bits!r}")
         self.acc_bits, self.out_bits = acc_bits, out_bits
-        self.mode_bits = dict(mode_bits or {})
-        for mode, b in self.mode_bits.items():
-            if not 2 <= b <= out_bits:
-                raise ValueError(f"mode_bits[{mode!r}] must be 2..{out_bits}, not {b!r}")
+        self.mode_ranges = {k: tuple(v) for k, v in (mode_ranges or {}).items()}
+        top = (1 << (out_bits - 1))
+        for mode, (lo, hi) in self.mode_ranges.items():
+            if not -top <= lo < hi < top:
+                raise ValueError(f"mode_ranges[{mode!r}] must lie in the signed {out_bits}-bit "
+                                 f"range, not {(lo, hi)!r}")
         self.shift_bits = (acc_bits + 31).bit_length()
         self.lane_bits = max(acc_bits, self.MULT_BITS + self.shift_bits)
         self.latency = 5        # IntEpilogue: bias add, product, high half, shift, clamp
@@ -321,17 +326,21 @@ class IntEpilogueSpec(Epilogue):
                         chan["shift"], run["zero_point"], run["lo"], run["hi"])
         return to_codes(out, self.out_bits)
 
-    def mode_out_bits(self, mode=None):
-        """The signed width of the outputs in ``mode``."""
-        return self.mode_bits.get(mode, self.out_bits)
+    def out_range(self, mode=None):
+        """The outputs' range in ``mode`` (the activation range of a run-time mode, else the
+        signed ``out_bits`` range)."""
+        if mode in self.mode_ranges:
+            return self.mode_ranges[mode]
+        return -(1 << (self.out_bits - 1)), (1 << (self.out_bits - 1)) - 1
 
     def user_params(self, epilogue, bias, channels, *, mode=None):
         """``epilogue`` is a dict: ``scale`` (one real scale in (0, 1), or one per output
         channel: turned into ``mult``/``shift`` by `tessera.sim.epilogue.quantize_multiplier`,
         TFLite's rule) or ``mult`` and ``shift`` directly; ``zero_point`` (default 0);
         ``lo``/``hi`` (default the output format's range in ``mode``; ``activation = "relu"``
-        sets ``lo`` to the zero point). ``bias`` (one integer per output channel, in
-        accumulator units) is added on chip."""
+        sets ``lo`` to the zero point; both are intersected with the range of ``mode``'s
+        activations for kinds with run-time modes). ``bias`` (one integer per output channel,
+        in accumulator units) is added on chip."""
         from tessera.sim.epilogue import quantize_multiplier
         from tessera.sim.layers import LayerError
         e = dict(epilogue)
@@ -348,7 +357,7 @@ class IntEpilogueSpec(Epilogue):
             e["shift"] = np.array([p[1] for p in pairs], dtype=np.int64)
         elif "mult" not in e or "shift" not in e:
             raise LayerError("epilogue: needs scale, or mult and shift")
-        ob = self.mode_out_bits(mode)
+        ob = self.out_bits
         out_lo, out_hi = -(1 << (ob - 1)), (1 << (ob - 1)) - 1
         e.setdefault("zero_point", 0)
         act = e.pop("activation", None)
@@ -361,6 +370,9 @@ class IntEpilogueSpec(Epilogue):
             if not out_lo <= int(e[k]) <= out_hi:
                 raise LayerError(f"epilogue.{k}: {e[k]} is outside the {ob}-bit output "
                                  f"format; allowed: {out_lo}..{out_hi}")
+        if self.mode_ranges:        # outputs are activations of the RUN's mode
+            m_lo, m_hi = self.out_range(mode)
+            e["lo"], e["hi"] = max(int(e["lo"]), m_lo), min(int(e["hi"]), m_hi)
         b = np.zeros(channels, dtype=np.int64) if bias is None else np.asarray(bias)
         if b.shape != (channels,) or not np.all(np.equal(np.mod(b, 1), 0)):
             raise LayerError(f"bias: {channels} integers (accumulator units) expected with an "
@@ -370,22 +382,38 @@ class IntEpilogueSpec(Epilogue):
             e[k] = np.broadcast_to(np.asarray(e[k], dtype=np.int64), (channels,))
         return e
 
-    def example_cases(self, cols):
+    def example_cases(self, cols, *, mode=None):
         """A dense layer with a per-channel scale and zero point, a convolution with ReLU and
-        a scale whose shift is large, a depthwise one with a clip."""
+        a scale whose shift is large, a depthwise one with a clip. Sized for 8-bit outputs;
+        narrower output ranges (``mode``'s) get their scales multiplied by 4 per missing bit
+        (capped at 0.9) and the clip and zero points scaled down, so outputs still spread."""
         from tessera.sim.layers import Conv2d, Dense
         C = cols
+        lo, hi = self.out_range(mode)
+        bits = (hi - lo).bit_length()
+        f = 1 << (2 * max(0, 8 - bits))
+
+        def sc(x):
+            return min(x * f, 0.9)
+
+        def pt(v):                      # a point of the int8 examples, in this range
+            return v if bits >= 8 else max(lo, min(hi, lo + (v + 128) * (hi - lo) // 255))
         return [
             ("dense_requant", Dense(in_features=29, out_features=C + 2), (2, 29),
-             {"scale": [0.0004 + 0.0001 * i for i in range(C + 2)], "zero_point": 3}),
+             {"scale": [sc(0.0004 + 0.0001 * i) for i in range(C + 2)],
+              "zero_point": pt(3)}),
             ("conv3x3_requant_relu", Conv2d(3, C + 1, kernel=3, padding=1), (1, 3, 5, 6),
-             {"scale": 0.0011, "zero_point": -4, "activation": "relu"}),
+             {"scale": sc(0.0011), "zero_point": pt(-4), "activation": "relu"}),
             ("depthwise_requant_clip", Conv2d(2, 4, kernel=3, stride=2, padding=1, groups=2),
-             (1, 2, 7, 7), {"scale": 0.0009, "lo": -20, "hi": 50}),
+             (1, 2, 7, 7), {"scale": sc(0.0009), "lo": pt(-20), "hi": pt(50)}),
         ]
 
-    def case_bias(self, rng, channels):
-        return rng.integers(-20000, 20001, channels)
+    def case_bias(self, rng, channels, *, mode=None):
+        """Integers in +-20000 for 8-bit outputs, divided by the `example_cases` scale factor
+        for narrower output ranges."""
+        lo, hi = self.out_range(mode)
+        top = 20000 >> (2 * max(0, 8 - (hi - lo).bit_length()))
+        return rng.integers(-top, top + 1, channels)
 
     def reference_codes(self, acc_codes, params, *, mode=None):
         """`tessera.sim.epilogue_ref.reference_layer_codes` (exact Fractions, element by
@@ -395,12 +423,13 @@ class IntEpilogueSpec(Epilogue):
                                      out_bits=self.out_bits)
 
     def decode(self, codes, *, mode=None):
-        """Signed ``mode_out_bits(mode)``-bit values (int64)."""
+        """Signed ``out_bits`` values (int64), inside `out_range` of the RUN's mode."""
         from tessera.sim.intmac import from_codes
-        return from_codes(codes, self.mode_out_bits(mode))
+        return from_codes(codes, self.out_bits)
 
     def out_format(self, mode=None):
-        return {"kind": "int", "bits": self.mode_out_bits(mode), "signed": True}
+        lo, hi = self.out_range(mode)
+        return {"kind": "int", "bits": self.out_bits, "signed": True, "range": [lo, hi]}
 
     def as_dict(self):
         return {"kind": "int_requant", "rule": "tflite_gemmlowp", "acc_bits": self.acc_bits,
@@ -408,5 +437,118 @@ class IntEpilogueSpec(Epilogue):
                 "shift_bits": self.shift_bits, "latency": self.latency,
                 "param_lane_bits": self.lane_bits,
                 "param_lanes_per_channel": self.lanes_per_channel,
-                **({"mode_out_bits": dict(self.mode_bits)} if self.mode_bits else {}),
+                **({"mode_ranges": {str(k): list(v) for k, v in self.mode_ranges.items()}}
+                   if self.mode_ranges else {}),
+                "params": [f.as_dict() for f in self.param_fields]}
+
+
+class FPEpilogueSpec(Epilogue):
+    """The floating-point epilogue (``fpmac``): bias add in the accumulator format, conversion
+    to the operand format (its rounding and overflow rules), ReLU
+    (`tessera.hdl.arith.fpepilogue`; ``docs/epilogue.md``).
+
+    Per output channel: ``bias`` (an ``fmt_acc`` code, one lane of ``fmt_acc.width`` bits).
+    Per RUN: the flag ``relu`` (RUN flags bit 2).
+
+    Parameters
+    ----------
+    fmt_acc, fmt_in : FloatFormat
+    add_stages : int
+        Latency of the bias adder (the kind's combiner latency), 1..4.
+    """
+
+    lanes_per_channel = 1
+    capabilities = ("bias", "relu_clip", "fp_convert")
+    CONVERT_STAGES = 1
+
+    def __init__(self, fmt_acc, fmt_in, *, add_stages=2):
+        self.fmt_acc, self.fmt_in = fmt_acc, fmt_in
+        self.add_stages = add_stages
+        self.acc_bits = self.lane_bits = fmt_acc.width
+        self.out_bits = fmt_in.width
+        self.latency = add_stages + self.CONVERT_STAGES + 1
+
+    @property
+    def param_fields(self):
+        return (ParamField("bias", self.fmt_acc.width, False, "channel",
+                           f"{self.fmt_acc.name} code added to the accumulator"),
+                ParamField("relu", 1, False, "flag", "ReLU after the conversion"))
+
+    def hdl(self):
+        from tessera.hdl.arith.fpepilogue import FPEpilogue
+        return FPEpilogue(fmt_acc=self.fmt_acc, fmt_in=self.fmt_in, add_stages=self.add_stages,
+                          convert_stages=self.CONVERT_STAGES)
+
+    def twin(self, acc, bias, relu):
+        from tessera.sim.fpepilogue import fp_epilogue
+        return fp_epilogue(acc, bias, relu, fmt_acc=self.fmt_acc, fmt_in=self.fmt_in)
+
+    def apply_codes(self, acc_codes, chan, run):
+        return self.twin(acc_codes, chan["bias"], run["relu"])
+
+    def user_params(self, epilogue, bias, channels, *, mode=None):
+        """``epilogue``: a dict with ``activation`` (None or ``"relu"``); ``bias``: one value per
+        output channel (default 0), each exactly representable in the accumulator format
+        (a bias the format cannot hold is refused, not rounded)."""
+        from tessera.sim import fp
+        from tessera.sim.layers import LayerError
+        e = dict(epilogue)
+        unknown = set(e) - {"activation"}
+        if unknown:
+            raise LayerError(f"epilogue: unknown keys {sorted(unknown)}; allowed: activation "
+                             f"(the {self.fmt_acc.name} -> {self.fmt_in.name} epilogue has no "
+                             f"scale: fold it into the weights or the bias)")
+        act = e.get("activation")
+        if act not in (None, "relu"):
+            raise LayerError(f"epilogue.activation: {act!r} is unknown; allowed: None, 'relu'")
+        b = np.zeros(channels) if bias is None else np.asarray(bias, dtype=np.float64)
+        if b.shape != (channels,):
+            raise LayerError(f"bias: {channels} values expected with an epilogue, not shape "
+                             f"{b.shape}")
+        codes = fp.encode(self.fmt_acc, b).astype(np.uint64)
+        back = fp.decode(self.fmt_acc, codes)
+        bad = np.flatnonzero(~((back == b) | (np.isnan(back) & np.isnan(b))))
+        if bad.size:
+            i = int(bad[0])
+            raise LayerError(f"bias[{i}]: {float(b[i])!r} is not exactly representable in "
+                             f"{self.fmt_acc.name}; allowed: values of the accumulator format")
+        return {"bias": codes, "relu": int(act == "relu")}
+
+    def example_cases(self, cols, *, mode=None):
+        """A dense layer with a bias, a convolution with ReLU, a depthwise one with ReLU."""
+        from tessera.sim.layers import Conv2d, Dense
+        C = cols
+        return [
+            ("dense_fp_bias", Dense(in_features=23, out_features=C + 2), (2, 23), {}),
+            ("conv3x3_fp_relu", Conv2d(3, C + 1, kernel=3, padding=1), (1, 3, 4, 5),
+             {"activation": "relu"}),
+            ("depthwise_fp_relu", Conv2d(2, 4, kernel=3, stride=2, padding=1, groups=2),
+             (1, 2, 6, 6), {"activation": "relu"}),
+        ]
+
+    def case_bias(self, rng, channels, *, mode=None):
+        """Values of the accumulator format near the outputs' scale."""
+        from tessera.sim import fp
+        return fp.decode(self.fmt_acc, fp.encode(self.fmt_acc, rng.normal(0.0, 2.0, channels)))
+
+    def reference_codes(self, acc_codes, params, *, mode=None):
+        """`tessera.sim.fpepilogue_ref.reference_layer_codes_fp` (values via
+        `tessera.sim.fpref`)."""
+        from tessera.sim.fpepilogue_ref import reference_layer_codes_fp
+        return reference_layer_codes_fp(acc_codes, params, fmt_acc=self.fmt_acc,
+                                        fmt_in=self.fmt_in)
+
+    def decode(self, codes, *, mode=None):
+        from tessera.sim import fp
+        return fp.decode(self.fmt_in, np.asarray(codes, dtype=np.uint64))
+
+    def out_format(self, mode=None):
+        return {"kind": "float", **self.fmt_in.as_dict()}
+
+    def as_dict(self):
+        return {"kind": "fp_convert", "acc_format": self.fmt_acc.name,
+                "out_format": self.fmt_in.name, "add_stages": self.add_stages,
+                "convert_stages": self.CONVERT_STAGES, "latency": self.latency,
+                "param_lane_bits": self.lane_bits,
+                "param_lanes_per_channel": self.lanes_per_channel,
                 "params": [f.as_dict() for f in self.param_fields]}

@@ -21,6 +21,10 @@ class FpecKind(PEKind):
     is the host quantizer's EZB threshold. Across RUNs the result codes add with a wrap (the
     same as accumulating P and C on, since ``(P, C) -> (P << s) + C`` is linear)."""
     name = "fpec"
+    #: Why ``memory.p_depth`` is refused for this kind (`Engine.check`).
+    no_epilogue_reason = ("its activations carry error-compensation bits (EZB, EDB, EMB) "
+                          "that only the host quantizer derives from the unquantized value; "
+                          "the integer requantizer cannot produce them (docs/epilogue.md)")
     code = 6
     a_int_bits: int = 3
     a_frac_bits: int = 2

@@ -168,6 +168,14 @@ class FPMacKind(PEKind):
     def combiner(self):
         return FPAddCombiner(self.fmt_acc, self.combine_stages)
 
+    def epilogue(self):
+        """Bias add in ``acc_format``, conversion to ``input_format`` (its rounding and
+        overflow rules), ReLU (`tessera.generators.kinds.epilogue.FPEpilogueSpec`;
+        docs/epilogue.md). In ``accumulate = "exact"`` mode the PE has already rounded the
+        exact sum once into ``acc_format``, so the same epilogue applies to that value."""
+        from tessera.generators.kinds.epilogue import FPEpilogueSpec
+        return FPEpilogueSpec(self.fmt_acc, self.fmt_in, add_stages=self.combine_stages)
+
     def formats(self):
         out = {"a": _fd(self.fmt_in), "b": _fd(self.fmt_in), "acc": _fd(self.fmt_acc),
                "accumulate": self.accumulate, "chunk": self.chunk or None}

@@ -82,6 +82,12 @@ class MultiPrecKind(PEKind):
     def combiner(self):
         return WrapAddCombiner(self.acc_bits)
 
+    def epilogue(self):
+        """Bias, requantization, clamp to the RUN mode's activation range
+        (`tessera.generators.kinds.bitfusion.int_family_epilogue`; docs/epilogue.md)."""
+        from tessera.generators.kinds.bitfusion import int_family_epilogue
+        return int_family_epilogue(self)
+
     def formats(self):
         return {"a": {"kind": "int", "bits": [8, 4], "signed": "by mode"},
                 "b": {"kind": "int", "bits": [8, 4], "signed": "by mode"},

@@ -73,8 +73,10 @@ class SystolicGemm(Engine):
     def check(self):
         mem = self.cfg.memory
         if mem.p_depth and self.cfg.pe.epilogue() is None:
+            why = getattr(self.cfg.pe, "no_epilogue_reason", "")
             raise ConfigError(f"memory.p_depth: {mem.p_depth} asks for an epilogue and pe.kind "
-                              f"{self.cfg.pe.name!r} has none; allowed: 0")
+                              f"{self.cfg.pe.name!r} has none{f' ({why})' if why else ''}; "
+                              f"allowed: 0")
         # A result store must hold one tile of results (one word per array row), or no RUN
         # can ever be accepted.
         g = self.cfg.geometry
