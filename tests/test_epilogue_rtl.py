@@ -1,17 +1,13 @@
 """The epilogues on the RTL (cocotb + Verilator): each epilogue family's example layer cases
 (`Epilogue.example_cases`) through `run_regression` on a small core, bit-exact against the
 epilogue's independent reference applied to the engine's layer reference, and cycle-exact
-against the golden core. Layers only (``cases=[]``), so each core builds and runs in well
-under a minute."""
+against the golden core. Layers only (``cases=[]``) and, for run-time-mode kinds, two modes,
+so each core builds and runs in about a minute or less."""
 
 import pytest
 
 from tessera.generators.config import config_from_dict
 from tessera.generators.regress import run_regression
-
-
-def _epilogue_layers(cfg):
-    return [c for c in cfg.engine.layer_cases() if c.get("epilogue")]
 
 
 def _check_layers(s, n):
@@ -24,17 +20,26 @@ def _check_layers(s, n):
         assert g["cycles"] == g["golden_cycles"], g
 
 
+MEM = {"a_depth": 64, "b_depth": 64, "c_depth": 64, "p_depth": 4}
+#: name -> (config, modes to run (None: all), epilogue cases to run (None: all))
 CONFIGS = {
-    "int8": {"core": {"name": "epi_int8"}, "array": {"rows": 2, "cols": 3},
-             "pe": {"kind": "int", "a_bits": 8, "b_bits": 8, "acc_bits": 24},
-             "memory": {"a_depth": 64, "b_depth": 64, "c_depth": 64, "p_depth": 4}},
+    "int8": ({"array": {"rows": 2, "cols": 3},
+              "pe": {"kind": "int", "a_bits": 8, "b_bits": 8, "acc_bits": 24}}, None, None),
+    "fp8_fp16": ({"array": {"rows": 2, "cols": 2},
+                  "pe": {"kind": "fpmac", "input_format": "fp8_e4m3", "acc_format": "fp16"}},
+                 None, ("dense_fp_bias", "depthwise_fp_relu")),
+    "multiprec": ({"array": {"rows": 2, "cols": 2}, "pe": {"kind": "multiprec"}},
+                  ("a8u_w8u", "a4s_w4s"), ("dense_requant", "conv3x3_requant_relu")),
 }
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_epilogue_layers_on_rtl(name, tmp_path):
-    cfg = config_from_dict(CONFIGS[name])
-    layers = _epilogue_layers(cfg)
+    d, modes, names = CONFIGS[name]
+    cfg = config_from_dict({"core": {"name": f"epi_{name}"}, "memory": MEM, **d})
+    layers = [c for c in cfg.engine.layer_cases() if c.get("epilogue") is not None
+              and (modes is None or c.get("mode") in modes)
+              and (names is None or c["name"].split("@")[0] in names)]
     assert layers
     s = run_regression(cfg, cases=[], layers=layers, test_filter="test_layer",
                        out_dir=tmp_path / "reg", progress=lambda m: None)
