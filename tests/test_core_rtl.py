@@ -14,7 +14,7 @@ def _check(summary):
     assert not failed, failed
     assert summary["ok"]
     assert summary["gemms"], "no GEMM case ran"
-    for g in summary["gemms"]:
+    for g in summary["gemms"] + summary["layers"]:
         assert g["mismatches"] == 0, g
         assert g["cycles"] == g["golden_cycles"], g
 
@@ -29,9 +29,13 @@ def test_preset_full_regression(preset, tmp_path):
     # K past the scratchpads was split into accumulating RUNs.
     long_k = next(g for g in s["gemms"] if g["case"] == "long_k_min")
     assert long_k["runs"] >= 3
-    # JUnit lists every cocotb test (info, each GEMM, back-pressure, malformed commands).
+    # Every layer case of the engine ran (dense, convolutions, depthwise).
+    layers = {c["name"] for c in cfg.engine.layer_cases()}
+    assert {g["case"] for g in s["layers"]} == layers and len(layers) >= 6
+    # JUnit lists every cocotb test (info, each GEMM and layer, back-pressure, malformed
+    # commands).
     root = ET.parse(s["junit"]).getroot()
-    assert len(list(root.iter("testcase"))) == len(s["tests"]) == len(cases) + 3
+    assert len(list(root.iter("testcase"))) == len(s["tests"]) == len(cases) + len(layers) + 3
 
 
 @pytest.mark.parametrize("preset", ["fp8", "dlfloat"])

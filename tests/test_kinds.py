@@ -138,7 +138,7 @@ def test_cycle_model_is_the_v1_formula_for_existing_presets(preset):
     for code, ii in modes:
         for mt, nt, k in ((1, 1, 1), (3, 2, 7), (1, 1, 300), (5, 5, 2)):
             v1 = 18 + (mt * nt - 1) * max(k * ii, R, C) + (k - 1) * ii + 1 + lat + R + C + 2
-            env = {"m_tiles": mt, "n_tiles": nt, "k": k}
+            env = {"m_tiles": mt, "n_tiles": nt, "k": k, "epilogue": 0}
             if code is not None:
                 env["mode"] = code
             assert evaluate(t["run_cycles"], {**env, "accumulate": 0}) == v1

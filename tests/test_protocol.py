@@ -57,7 +57,8 @@ def test_info_round_trip(preset):
     assert info.epilogue == epilogue_caps(cfg.engine.epilogue())
     assert [f.bits for f in info.formats][2] == cfg.pe.result_bits
     assert [s.role for s in info.stores][:2] == ["operand", "operand"]
-    assert [s.name for s in info.stores if s.role == "result"] == ["c"]
+    assert [s.name for s in info.stores if s.role == "result"] == \
+        [s.name for s in g.result_stores]
 
 
 @pytest.mark.parametrize("preset", ["ternary", "ternary-rle"])

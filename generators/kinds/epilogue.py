@@ -89,6 +89,9 @@ class Epilogue:
     pack one after another, `channel_layout`.
     """
     latency: int = 0
+    #: RUN flags bit of the first flag parameter (the output stage reads it from here, so the
+    #: HDL imports nothing from the generators).
+    flag_first_bit: int = FLAG_FIRST_BIT
     acc_bits: int = 0
     out_bits: int = 0
     lane_bits: int = 0

@@ -47,7 +47,7 @@ class OutputStage(wiring.Component):
         to the epilogue result store (same address) instead of the accumulator store. The
         stage knows no parameter by name: each lane unit's channel inputs come from the
         parameter word by the epilogue's `channel_layout`, its run inputs from the RUN fields
-        of the same names and its flag inputs from the RUN flags bits (`FLAG_FIRST_BIT` on).
+        of the same names and its flag inputs from the RUN flags bits (`e.flag_first_bit` on).
     p_depth : int
         Depth of the parameter store (with ``epilogue``).
     p_channels : int or None
@@ -165,7 +165,6 @@ class OutputStage(wiring.Component):
 
     def _elaborate_epilogue(self, m, replace, w_valid, w_addr, w_data):
         """The epilogue lanes after the final word; returns their in-flight valid bits."""
-        from tessera.generators.kinds.epilogue import FLAG_FIRST_BIT
         e, L, p = self._epi, self._lat, self.i.payload
         w, cb = self._lane_bits, e.channel_bits
 
@@ -183,7 +182,7 @@ class OutputStage(wiring.Component):
             for f in e.run_fields:
                 m.d.sync += latched[f.name].eq(field(f.name)[:f.bits])
             for i, f in enumerate(e.flag_fields):
-                m.d.sync += latched[f.name].eq(field("flags")[FLAG_FIRST_BIT + i])
+                m.d.sync += latched[f.name].eq(field("flags")[e.flag_first_bit + i])
         # Cycle t: read the parameter word of the word's column tile.
         m.d.comb += [self.param_port.r_addr.eq(p_base + p.tile),
                      self.param_port.r_en.eq(self.i.valid & p.epilogue)]
