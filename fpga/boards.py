@@ -292,7 +292,7 @@ def fit_problem(cfg, board):
 
 def baud_problem(baud, board):
     """Why ``baud`` cannot be generated from ``board``'s clock (one phrase), or None."""
-    from tessera.hdl.io.uart import uart_divisor
+    from tessera.hdl.io.params import uart_divisor
     board = get_board(board)
     try:
         uart_divisor(board.clk_hz, baud)

@@ -6,7 +6,7 @@ import numpy as np
 
 # The divisor is a property of the HDL configuration; it lives with the HDL and is re-exported
 # here for the twin's users.
-from tessera.hdl.io.uart import uart_divisor
+from tessera.hdl.io.params import uart_divisor
 
 __all__ = ["Frame", "uart_encode", "uart_decode", "uart_divisor"]
 

@@ -124,3 +124,19 @@ def test_the_checker_sees_arrows():
     assert "tessera.fpga.boards" in GRAPH["tessera.fpga.build"]            # relative
     assert "tessera.outpaths" in GRAPH["tessera.fpga.build"]               # lazy
     assert _arrows("tessera.generators", "tessera.fpga") != []
+
+
+def test_twins_and_host_import_no_hdl_component():
+    """The engine twins, the golden core, the driver and the layer path load without Amaranth:
+    the constants they share with the HDL live in plain modules (`tessera.hdl.engine.params`,
+    `tessera.hdl.io.params`, `tessera.hdl.ctrl.protocol`)."""
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "import tessera.sim.engines.gemm_os, tessera.sim.engines.tree, tessera.sim.uart\n"
+            "import tessera.sim.core, tessera.sim.driver, tessera.sim.layers\n"
+            "import tessera.sim.lowering\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'amaranth'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]", out

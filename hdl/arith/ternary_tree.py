@@ -4,6 +4,8 @@ from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from tessera.hdl.engine.params import tree_latency
+
 
 __all__ = ["TernaryTree", "TernaryDot", "W_ZERO", "W_POS", "W_NEG", "W_UNUSED"]
 
@@ -127,7 +129,7 @@ class TernaryTree(wiring.Component):
     @property
     def latency(self):
         """Cycles from an input word to its outputs: ``max(1, levels)``."""
-        return max(1, _levels(self._inputs))
+        return tree_latency(self._inputs)
 
     @property
     def ii(self):
@@ -278,7 +280,7 @@ class TernaryDot(wiring.Component):
     @property
     def latency(self):
         """Cycles from the ``last`` word to ``result_valid``: tree latency + 3."""
-        return max(1, _levels(self._inputs)) + 3
+        return tree_latency(self._inputs) + 3
 
     @property
     def ii(self):

@@ -2,11 +2,10 @@
 
 from amaranth import Signal
 
+from tessera.hdl.engine.params import PRODUCT_STEPS
+
 
 __all__ = ["SerialProducts", "PRODUCT_STEPS", "argument_check"]
-
-#: Cycles of the shift-add multiplications of 16-bit RUN fields.
-PRODUCT_STEPS = 16
 
 
 class SerialProducts:

@@ -6,20 +6,14 @@ from amaranth.lib.wiring import In, Out
 
 from tessera.hdl.array.systolic import SystolicArray
 from tessera.hdl.engine.base import EngineControlSignature, ResultSignature, StorePortSignature
-from tessera.hdl.engine.check import PRODUCT_STEPS, SerialProducts, argument_check
+from tessera.hdl.engine.check import SerialProducts, argument_check
+from tessera.hdl.engine.params import CHECK_CYCLES, FLAG_ACCUMULATE, FLAG_EPILOGUE
 
 
 __all__ = ["GemmOSEngine", "FLAG_ACCUMULATE", "FLAG_EPILOGUE", "CHECK_CYCLES"]
 
-#: RUN flag bit: add the results to what the result store holds (the PE kind's combiner).
-FLAG_ACCUMULATE = 0x01
-
-#: RUN flag bit: the output stage applies the PE kind's epilogue (parameter words ``p_base +
-#: n-tile``) and writes the epilogue result store instead of the accumulator store.
-FLAG_EPILOGUE = 0x02
-
-#: Cycles the argument check takes (16 shift-add steps for the three tile products, 1 compare).
-CHECK_CYCLES = PRODUCT_STEPS + 1
+# FLAG_ACCUMULATE, FLAG_EPILOGUE and CHECK_CYCLES live in `tessera.hdl.engine.params` (the twin
+# reads them there); re-exported here.
 
 
 class GemmOSEngine(wiring.Component):

@@ -8,12 +8,11 @@ from tessera.hdl.arith.ternary_scale import SerialScaler
 from tessera.hdl.arith.ternary_tree import TernaryTree
 from tessera.hdl.engine.base import EngineControlSignature, ResultSignature, StorePortSignature
 from tessera.hdl.engine.check import SerialProducts, argument_check
+from tessera.hdl.engine.params import FLAG_ACCUMULATE, tree_latency
 
 
 __all__ = ["TreeDenseEngine", "FLAG_ACCUMULATE", "sum_bits"]
 
-#: RUN flag bit: add the results to what the result store holds (wrapping integer add).
-FLAG_ACCUMULATE = 0x01
 
 
 def sum_bits(*, words, inputs, act_bits):
@@ -71,7 +70,7 @@ class TreeDenseEngine(wiring.Component):
         self._args = args
         self._depths = dict(depths)
         self._accumulate = bool(accumulate)
-        self._tree_latency = max(1, (inputs - 1).bit_length())   # = TernaryTree(...).latency
+        self._tree_latency = tree_latency(inputs)               # = TernaryTree(...).latency
         self.sum_bits = sum_bits(words=self._depths["a"], inputs=inputs, act_bits=act_bits)
         d = self._depths
         super().__init__({

@@ -3,7 +3,7 @@
 import numpy as np
 
 from tessera.hdl.ctrl.protocol import Err
-from tessera.hdl.engine.gemm_os import CHECK_CYCLES, FLAG_ACCUMULATE, FLAG_EPILOGUE
+from tessera.hdl.engine.params import CHECK_CYCLES, FLAG_ACCUMULATE, FLAG_EPILOGUE
 from tessera.sim.engines.model import evaluate
 
 

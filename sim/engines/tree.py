@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tessera.hdl.ctrl.protocol import Err
-from tessera.hdl.engine.check import PRODUCT_STEPS
-from tessera.hdl.engine.tree_dense import FLAG_ACCUMULATE
+from tessera.hdl.engine.params import FLAG_ACCUMULATE, PRODUCT_STEPS, tree_latency
 from tessera.sim.engines.model import evaluate
 
 
@@ -85,11 +84,6 @@ def dense_cycle_model(*, outputs, tree_latency, combiner_latency):
     return ["+", START_CYCLES, ["*", ["-", rows, 1], period], ["-", "k", 1],
             1 + tree_latency + outputs + SCALER_EXTRA + 2,
             ["if", "accumulate", combiner_latency, 0]]
-
-
-def tree_latency(inputs):
-    """Pipeline stages of a `TernaryTree` of ``inputs`` leaves: one per adder level (min 1)."""
-    return max(1, (inputs - 1).bit_length())
 
 
 class _TwinBase:

@@ -1,0 +1,25 @@
+"""Engine constants as plain Python: the one home of the numbers an engine's HDL and its golden
+twin (`tessera.sim.engines`) must agree on. No Amaranth import, so a twin reads them without
+importing an HDL module."""
+
+__all__ = ["FLAG_ACCUMULATE", "FLAG_EPILOGUE", "PRODUCT_STEPS", "CHECK_CYCLES",
+           "tree_latency"]
+
+#: RUN flag bit (every engine): add the results to what the result store holds, with the PE
+#: kind's combiner.
+FLAG_ACCUMULATE = 0x01
+
+#: RUN flag bit: the output stage applies the epilogue (parameter words ``p_base + tile``)
+#: and writes the epilogue result store instead of the accumulator store.
+FLAG_EPILOGUE = 0x02
+
+#: Cycles of the shift-add multiplications of 16-bit RUN fields in the argument check.
+PRODUCT_STEPS = 16
+
+#: Cycles the argument check takes (the products, then one compare).
+CHECK_CYCLES = PRODUCT_STEPS + 1
+
+
+def tree_latency(inputs):
+    """Pipeline stages of a `TernaryTree` of ``inputs`` leaves: one per adder level (min 1)."""
+    return max(1, (inputs - 1).bit_length())
