@@ -1,11 +1,12 @@
 """`tessera unit`: single units (a MAC, an array, a scratchpad) emitted alone with a manifest."""
 
 import dataclasses
-from dataclasses import dataclass
 
 from tessera.generators.emit import (MANIFEST_SCHEMA, check_output_dir, file_table, manifest_json,
                                      port_table, sha256, to_verilog, tool_versions,
                                      write_outputs)
+# The entry types live in a leaf module (the kinds import it, never this registry).
+from tessera.generators.kinds.unitspec import Option, Unit
 
 
 __all__ = ["Option", "Unit", "UNITS", "register", "generate_unit", "UnitError"]
@@ -13,24 +14,6 @@ __all__ = ["Option", "Unit", "UNITS", "register", "generate_unit", "UnitError"]
 
 class UnitError(ValueError):
     """Unknown unit or bad unit option; the message names the option, value and allowed."""
-
-
-@dataclass(frozen=True)
-class Option:
-    name: str
-    type: type
-    default: object
-    help: str
-    choices: tuple = ()
-
-
-@dataclass(frozen=True)
-class Unit:
-    name: str
-    summary: str
-    options: tuple
-    build: object          # callable(**options) -> component
-    formats: object = None  # callable(**options) -> manifest "formats" data
 
 
 UNITS = {}

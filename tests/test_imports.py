@@ -140,3 +140,24 @@ def test_twins_and_host_import_no_hdl_component():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]", out
+
+
+def test_kinds_do_not_import_the_unit_registry():
+    """`tessera.generators.units` imports the kind registry to collect each kind's units, so no
+    module under `tessera.generators.kinds` may import it (the cycle of the review): the kinds
+    describe their units with `tessera.generators.kinds.unitspec`, a leaf module."""
+    assert _arrows("tessera.generators.kinds", "tessera.generators.units") == []
+    leaf = GRAPH["tessera.generators.kinds.unitspec"]
+    assert sorted(d for d in leaf if d.split(".")[0] not in sys.stdlib_module_names) == []
+    import subprocess
+    code = ("import sys\n"
+            "from tessera.generators.kinds import PE_KINDS\n"
+            "units = [u.name for k in PE_KINDS.values() for u in k.units()]\n"
+            "assert units, units\n"
+            "print('tessera.generators.units' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False", out
+    from tessera.generators import units
+    from tessera.generators.kinds import unitspec
+    assert (units.Option, units.Unit) == (unitspec.Option, unitspec.Unit)

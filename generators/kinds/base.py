@@ -316,7 +316,9 @@ class PEKind(_Section):
 
     @classmethod
     def units(cls):
-        """`tessera.generators.units.Unit` entries this kind contributes to `tessera unit`."""
+        """The `tessera unit` entries this kind contributes: `Unit`/`Option` of
+        `tessera.generators.kinds.unitspec` (never import `tessera.generators.units`, which
+        imports the kinds)."""
         return ()
 
 

@@ -207,7 +207,7 @@ class BiScaledKind(PEKind):
 
     @classmethod
     def units(cls):
-        from tessera.generators.units import Option, Unit
+        from tessera.generators.kinds.unitspec import Option, Unit
         return (
             Unit(name="biscaled_dot",
                  summary="BiScaled MAC PE (BiScaled-DNN): one multiplier and a 0/Da/Db/Da+Db "

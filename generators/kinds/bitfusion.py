@@ -238,7 +238,7 @@ class BitFusionKind(PEKind):
 
     @classmethod
     def units(cls):
-        from tessera.generators.units import Option, Unit
+        from tessera.generators.kinds.unitspec import Option, Unit
         names = tuple(md.name for md in MODES)
         return (
             Unit(name="bitbrick",

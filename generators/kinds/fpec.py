@@ -223,7 +223,7 @@ class FpecKind(PEKind):
 
     @classmethod
     def units(cls):
-        from tessera.generators.units import Option, Unit
+        from tessera.generators.kinds.unitspec import Option, Unit
         return (
             Unit(name="fpec_mac",
                  summary="FPEC compensated MAC PE (Compensated-DNN): P += qx*qy, compensation "

@@ -297,7 +297,7 @@ def _exact_unit_formats(*, format, acc, max_k, **kw):
 
 
 def _exact_unit():
-    from tessera.generators.units import Option, Unit
+    from tessera.generators.kinds.unitspec import Option, Unit
     names = tuple(_formats())
     return Unit(
         name="fpmac_exact",

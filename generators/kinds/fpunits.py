@@ -1,6 +1,6 @@
 """`tessera unit` entries of the floating-point family (contributed by the ``fpmac`` kind)."""
 
-from tessera.generators.units import Option, Unit
+from tessera.generators.kinds.unitspec import Option, Unit
 
 
 __all__ = ["UNITS"]

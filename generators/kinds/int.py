@@ -278,7 +278,7 @@ class IntKind(PEKind):
 
     @classmethod
     def units(cls):
-        from tessera.generators.units import Option, Unit
+        from tessera.generators.kinds.unitspec import Option, Unit
         return (
             Unit(name="int_mac",
                  summary="signed integer MAC processing element (PE interface, latency 2)",

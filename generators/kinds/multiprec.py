@@ -124,7 +124,7 @@ class MultiPrecKind(PEKind):
 
     @classmethod
     def units(cls):
-        from tessera.generators.units import Option, Unit
+        from tessera.generators.kinds.unitspec import Option, Unit
         return (
             Unit(name="multiprec_pe",
                  summary="DRQ multi-precision PE: one 4-bit multiplier, II 1 at 4x4 bits, 2 at "

@@ -27,7 +27,7 @@ def _dot(*, inputs, act_bits, scale_bits, acc_bits):
 
 
 def ternary_units():
-    from tessera.generators.units import Option, Unit
+    from tessera.generators.kinds.unitspec import Option, Unit
     return (
         Unit(name="ternary_tree",
              summary="ternary reduce-and-scale output channel: gated adder trees (no "
