@@ -46,6 +46,37 @@ def test_kind_latency_and_ii_match_its_hdl(name):
     assert pe.signature.acc_shape.width == kind.result_bits
 
 
+def test_kind_latency_needs_no_amaranth():
+    """Every kind answers latency and II from `tessera.hdl.arith.params` (the one home the HDL
+    PEs read too) without loading Amaranth."""
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "from tessera.generators.kinds import PE_KINDS\n"
+            "for k in PE_KINDS.values():\n"
+            "    kind = k()\n"
+            "    print(kind.name, kind.latency, *(kind.ii(m) for m in kind.modes or (None,)))\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'amaranth'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()
+    assert out[-1] == "[]", out[-1]
+    assert len(out) == len(PE_KINDS) + 1
+
+
+def test_pe_latencies_have_one_home():
+    """The HDL PEs' latencies are the functions of `tessera.hdl.arith.params` (the kinds read the
+    same functions); the numbers themselves are pinned here once more."""
+    from tessera.hdl.arith import params
+    assert params.int_acc_latency() == params.INT_ACC_LATENCY == 2
+    assert params.int_acc_latency(2) == 4
+    assert [params.multiprec_ii(a, b) for a, b in ((4, 4), (8, 4), (4, 8), (8, 8))] == \
+        [1, 2, 2, 4]
+    assert params.multiprec_latency([1, 2, 4]) == 6
+    assert params.TERNARY_SCALE_LATENCY == 3
+    assert PE_KINDS["multiprec"]().latency == 6
+    assert PE_KINDS["bitfusion"](stages=2).latency == 4
+
+
 def test_ternary_latency_is_the_scalers():
     from tessera.hdl.arith.ternary_scale import SerialScaler
     assert PE_KINDS["ternary"]().latency == SerialScaler.LATENCY_EXTRA

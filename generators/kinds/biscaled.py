@@ -7,6 +7,7 @@ import numpy as np
 
 from tessera.generators.kinds.base import ConfigError, OperandLayout, PEKind, check_int
 from tessera.generators.kinds.int import WrapAddCombiner
+from tessera.hdl.arith.params import int_acc_latency
 
 
 __all__ = ["BiScaledKind"]
@@ -75,7 +76,7 @@ class BiScaledKind(PEKind):
 
     @property
     def latency(self):
-        return 2       # BiScaledMacPE: product register, shift + accumulate
+        return int_acc_latency()    # BiScaledMacPE: product register, shift + accumulate
 
     def make_pe(self):
         from tessera.hdl.arith.biscaled import BiScaledMacPE

@@ -6,6 +6,7 @@ import numpy as np
 
 from tessera.generators.kinds.base import OperandLayout, PEKind, check_int
 from tessera.generators.kinds.int import WrapAddCombiner
+from tessera.hdl.arith.params import int_acc_latency
 from tessera.sim.precision import PrecisionMode, precision_modes, reference_matmul
 
 
@@ -179,7 +180,7 @@ class BitFusionKind(PEKind):
 
     @property
     def latency(self):
-        return self.stages + 2    # fusion unit stages, product register, accumulator
+        return int_acc_latency(self.stages)   # fusion unit, product register, accumulator
 
     def ii(self, mode=None):
         self.mode_code(mode)

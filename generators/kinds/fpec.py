@@ -7,6 +7,7 @@ import numpy as np
 
 from tessera.generators.kinds.base import ConfigError, OperandLayout, PEKind, check_int
 from tessera.generators.kinds.int import WrapAddCombiner
+from tessera.hdl.arith.params import int_acc_latency
 
 
 __all__ = ["FpecKind"]
@@ -92,7 +93,7 @@ class FpecKind(PEKind):
 
     @property
     def latency(self):
-        return 2       # FpecMacPE: product/compensation registers, accumulators
+        return int_acc_latency()    # FpecMacPE: product/compensation registers, accumulator
 
     def make_pe(self):
         from tessera.hdl.arith.fpec import FpecMacPE

@@ -7,6 +7,7 @@ from fractions import Fraction
 import numpy as np
 
 from tessera.generators.kinds.base import Combiner, OperandLayout, PEKind, check_int, short
+from tessera.hdl.arith.params import int_acc_latency
 
 
 __all__ = ["IntKind", "WrapAddCombiner", "value_error", "as_reals", "first_bad", "int_codes",
@@ -194,7 +195,7 @@ class IntKind(PEKind):
 
     @property
     def latency(self):
-        return 2       # IntMacPE: product register, accumulator
+        return int_acc_latency()    # IntMacPE: product register, accumulator
 
     def make_pe(self):
         from tessera.hdl.arith.intmac import IntMacPE

@@ -7,6 +7,7 @@ from tessera.generators.kinds.bitfusion import (int_family_acc_bound, int_family
                                                 int_family_encode, int_family_operands,
                                                 mode_formats)
 from tessera.generators.kinds.int import WrapAddCombiner
+from tessera.hdl.arith.params import multiprec_ii, multiprec_latency
 from tessera.sim.precision import precision_modes, reference_matmul
 
 
@@ -24,7 +25,7 @@ REGRESS_MODES = ("a8s_w8s", "a8s_w4u", "a4u_w8s", "a4u_w4u", "a4s_w4s", "a8u_w8u
 
 
 def _ii(md):
-    return (md.a_bits // 4) * (md.b_bits // 4)
+    return multiprec_ii(md.a_bits, md.b_bits)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class MultiPrecKind(PEKind):
 
     @property
     def latency(self):
-        return max(_ii(md) for md in MODES) + 2   # MultiPrecPE: slowest mode's II + 2
+        return multiprec_latency([_ii(md) for md in MODES])   # as MultiPrecPE's
 
     def ii(self, mode=None):
         return _ii(self.precision(mode))

@@ -2,6 +2,7 @@
 
 from amaranth import Module, Mux, Signal, signed
 
+from tessera.hdl.arith.params import int_acc_latency
 from tessera.hdl.array.pe import PE, PESignature
 
 
@@ -82,7 +83,7 @@ class FpecMacPE(PE):
 
     @property
     def latency(self):
-        return 2
+        return int_acc_latency()
 
     def _estimate(self, other, code, w):
         """``±mag(e) * other`` (or 0 with EZB) from shifted copies of ``other``."""

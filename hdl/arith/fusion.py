@@ -5,6 +5,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from tessera.hdl.arith.bitbrick import BRICK_MAX, BRICK_MIN, BitBrick
+from tessera.hdl.arith.params import int_acc_latency
 from tessera.hdl.array.pe import PE, PESignature
 
 
@@ -204,7 +205,7 @@ class BitFusionPE(PE):
 
     @property
     def latency(self):
-        return self._fu.stages + 2
+        return int_acc_latency(self._fu.stages)
 
     @property
     def acc_bits(self):

@@ -2,6 +2,7 @@
 
 from amaranth import Module, Signal, signed
 
+from tessera.hdl.arith.params import int_acc_latency
 from tessera.hdl.array.pe import PE, PESignature
 
 
@@ -60,7 +61,7 @@ class IntMacPE(PE):
 
     @property
     def latency(self):
-        return 2
+        return int_acc_latency()
 
     def elaborate(self, platform):
         m = Module()

@@ -4,6 +4,7 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from tessera.hdl.arith.params import multiprec_ii, multiprec_latency
 from tessera.hdl.array.pe import PE, PESignature
 
 
@@ -88,7 +89,7 @@ class MultiPrecPE(PE):
                 or not 18 <= acc_bits <= 64:
             raise ValueError(f"acc_bits must be an integer 18..64, not {acc_bits!r}")
         self._modes, self._acc_bits = modes, acc_bits
-        self._iis = tuple((md[0] // 4) * (md[2] // 4) for md in modes)
+        self._iis = tuple(multiprec_ii(md[0], md[2]) for md in modes)
         self._ii_max = max(self._iis)
         super().__init__(PESignature(a_shape=8, b_shape=8, acc_shape=signed(acc_bits),
                                      mode_shape=range(len(modes))))
@@ -96,11 +97,11 @@ class MultiPrecPE(PE):
     @staticmethod
     def mode_ii(a_bits, b_bits):
         """Initiation interval of a mode: the number of nibble products of a pair."""
-        return (a_bits // 4) * (b_bits // 4)
+        return multiprec_ii(a_bits, b_bits)
 
     @property
     def latency(self):
-        return self._ii_max + 2
+        return multiprec_latency(self._iis)
 
     @property
     def ii(self):

@@ -4,6 +4,7 @@ from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from tessera.hdl.arith.params import TERNARY_SCALE_LATENCY
 from tessera.hdl.engine.base import ResultSignature, StorePortSignature
 
 
@@ -75,7 +76,7 @@ class SerialScaler(wiring.Component):
         })
 
     #: Cycles from a load to its result word (plus ``lanes``).
-    LATENCY_EXTRA = 3
+    LATENCY_EXTRA = TERNARY_SCALE_LATENCY
 
     def elaborate(self, platform):
         m = Module()
