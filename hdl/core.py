@@ -29,7 +29,8 @@ class TesseraCore(wiring.Component):
         ``<store>_port`` for its operand stores, and the first result store takes its results.
         With an epilogue (the engine's ``epilogue`` attribute, not None), the second result
         store takes the epilogue's outputs and the one host-written store the engine has no
-        port for is the epilogue's parameter store.
+        port for is the epilogue's parameter store; the engine's ``p_channels`` attribute (if
+        any) gives the output channels per parameter word (`OutputStage`).
     engine : wiring.Component
         An engine (`tessera.hdl.engine`): members ``ctl``, ``<store>_port`` per operand store
         and ``result``.
@@ -91,6 +92,7 @@ class TesseraCore(wiring.Component):
         m.submodules.out = out = OutputStage(
             depth=res.depth, lanes=res.lanes, lane_bits=res.lane_bits, combiner=self._combiner,
             epilogue=epi, p_depth=g.store(self._param_store).depth if epi is not None else 0,
+            p_channels=getattr(self._engine, "p_channels", None) if epi is not None else None,
             args=self._engine_args)
         core_ports = {res.name: out.port}
         if epi is not None:

@@ -12,7 +12,8 @@ accumulator codes (`reference_codes`) and how its outputs decode (`decode`). The
 stage, the engines, the mapper and the testbench ask it and hard-code none of its fields.
 
 `IntEpilogueSpec` is the integer kinds' epilogue (bias, TFLite/gemmlowp requantization,
-zero point, activation clamp).
+zero point, activation clamp), `FPEpilogueSpec` the floating-point one, `TernaryEpilogueSpec`
+the ternary kind's (bias, then the k-bit bounded-ReLU activation quantizer).
 """
 
 from dataclasses import dataclass
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 
-__all__ = ["Epilogue", "IntEpilogueSpec", "FPEpilogueSpec", "ParamField", "FLAG_FIRST_BIT",
-           "SCOPES"]
+__all__ = ["Epilogue", "IntEpilogueSpec", "FPEpilogueSpec", "TernaryEpilogueSpec", "ParamField",
+           "FLAG_FIRST_BIT", "SCOPES"]
 
 #: Where a parameter comes from: a field of the channel's parameter-store lanes, a RUN
 #: argument field, or one bit of the RUN flags.
@@ -553,5 +554,184 @@ class FPEpilogueSpec(Epilogue):
                 "out_format": self.fmt_in.name, "add_stages": self.add_stages,
                 "convert_stages": self.CONVERT_STAGES, "latency": self.latency,
                 "param_lane_bits": self.lane_bits,
+                "param_lanes_per_channel": self.lanes_per_channel,
+                "params": [f.as_dict() for f in self.param_fields]}
+
+
+class TernaryEpilogueSpec(Epilogue):
+    """The ternary kind's epilogue: bias add in the accumulator's fixed point, then the k-bit
+    bounded-ReLU activation quantizer of `tessera.sim.ternary` (``k = act_bits``) with a
+    per-channel step (`tessera.hdl.arith.ternary_epilogue`; ``docs/epilogue.md``).
+
+    Per output channel: ``bias`` (signed ``acc_bits``, accumulator units), ``mult`` (unsigned
+    16) and ``shift`` (unsigned ``shift_bits``): ``y = wrap(acc + bias) * mult / 2**shift`` is
+    the quantizer's input in output-code units and the output is ``floor(clip(y, 0, 2**k - 1)
+    + 1/2)``, i.e. ``quantize_act(y / (2**k - 1), k)``. No RUN fields, no flags. A channel's
+    fields take one parameter lane of ``acc_bits + 16 + shift_bits`` bits (bias, mult, shift
+    from bit 0 up) when that is at most 64, else two lanes of ``max(acc_bits, 16 +
+    shift_bits)`` (bias; mult and shift).
+
+    Parameters
+    ----------
+    acc_bits : int
+        8..64 (the kind's ``acc_bits``).
+    act_bits : int
+        1..16: ``k``, the width of the outputs (the kind's activation codes).
+    scale_frac : int
+        The accumulator's fraction bits (the kind's ``scale_frac``): the default step is
+        ``mult = 1``, ``shift = scale_frac`` (the accumulator's value, rounded to a code).
+    scale_bits : int or None
+        The kind's scale-code width, used only to size the example cases' steps.
+    """
+
+    capabilities = ("bias", "ternary_quantizer")
+
+    def __init__(self, acc_bits, act_bits, *, scale_frac=0, scale_bits=None):
+        from tessera.sim.ternary_epilogue import MULT_BITS, shift_bits_for
+        if isinstance(acc_bits, bool) or not isinstance(acc_bits, int) or not 8 <= acc_bits <= 64:
+            raise ValueError(f"acc_bits must be an integer 8..64, not {acc_bits!r}")
+        if isinstance(act_bits, bool) or not isinstance(act_bits, int) or not 1 <= act_bits <= 16:
+            raise ValueError(f"act_bits must be an integer 1..16, not {act_bits!r}")
+        self.acc_bits, self.act_bits, self.out_bits = acc_bits, act_bits, act_bits
+        self.scale_frac, self.scale_bits = scale_frac, scale_bits
+        self.MULT_BITS = MULT_BITS
+        self.shift_bits = shift_bits_for(acc_bits)
+        total = acc_bits + MULT_BITS + self.shift_bits
+        if total <= 64:
+            self.lanes_per_channel, self.lane_bits = 1, total
+        else:
+            self.lanes_per_channel = 2
+            self.lane_bits = max(acc_bits, MULT_BITS + self.shift_bits)
+        self.latency = 4        # TernaryEpilogue: bias add, product, rounding shift, clamp
+
+    @property
+    def param_fields(self):
+        return (ParamField("bias", self.acc_bits, True, "channel",
+                           "added to the accumulator, wrapping"),
+                ParamField("mult", self.MULT_BITS, False, "channel",
+                           "step multiplier (y = (acc + bias) * mult / 2**shift)"),
+                ParamField("shift", self.shift_bits, False, "channel", "step right shift"))
+
+    def hdl(self):
+        from tessera.hdl.arith.ternary_epilogue import TernaryEpilogue
+        return TernaryEpilogue(acc_bits=self.acc_bits, act_bits=self.act_bits)
+
+    def twin(self, acc, bias, mult, shift):
+        """Signed accumulator values in, activation codes out
+        (`tessera.sim.ternary_epilogue`)."""
+        from tessera.sim.ternary_epilogue import ternary_epilogue
+        return ternary_epilogue(acc, bias, mult, shift, acc_bits=self.acc_bits,
+                                act_bits=self.act_bits)
+
+    def apply_codes(self, acc_codes, chan, run):
+        from tessera.sim.intmac import from_codes
+        out = self.twin(from_codes(acc_codes, self.acc_bits), chan["bias"], chan["mult"],
+                        chan["shift"])
+        return np.asarray(out, dtype=np.uint64)
+
+    def user_params(self, epilogue, bias, channels, *, mode=None):
+        """``epilogue`` is a dict: ``scale`` (a positive real, or one per output channel: the
+        quantizer's input in output codes is ``(acc + bias) * scale``; turned into ``mult``
+        and ``shift`` by `tessera.sim.ternary_epilogue.scale_to_mult_shift`), or ``mult`` and
+        ``shift`` directly, or neither (``mult = 1``, ``shift = scale_frac``: the
+        accumulator's value rounded to an activation code, the step when the weights' scales
+        are real magnitudes and the input activations are codes of ``a * (2**k - 1)``).
+        ``bias``: one integer per output channel in accumulator units (default 0)."""
+        from tessera.sim.layers import LayerError
+        from tessera.sim.ternary_epilogue import scale_to_mult_shift
+        e = dict(epilogue)
+        unknown = set(e) - {"scale", "mult", "shift"}
+        if unknown:
+            raise LayerError(f"epilogue: unknown keys {sorted(unknown)}; allowed: scale, or "
+                             f"mult and shift (the ternary quantizer's step)")
+        if "scale" in e:
+            if "mult" in e or "shift" in e:
+                raise LayerError("epilogue: give scale, or mult and shift, not both")
+            sc = np.asarray(e.pop("scale"), dtype=object).reshape(-1)
+            if sc.size not in (1, channels):
+                raise LayerError(f"epilogue.scale: 1 or {channels} values, not {sc.size}")
+            try:
+                pairs = [scale_to_mult_shift(v, acc_bits=self.acc_bits) for v in sc]
+            except ValueError as err:
+                raise LayerError(f"epilogue.scale: {err}") from None
+            pairs = pairs * (channels // len(pairs))
+            e["mult"] = np.array([p[0] for p in pairs], dtype=np.int64)
+            e["shift"] = np.array([p[1] for p in pairs], dtype=np.int64)
+        elif ("mult" in e) != ("shift" in e):
+            raise LayerError("epilogue: mult and shift go together")
+        elif "mult" not in e:
+            e["mult"], e["shift"] = 1, self.scale_frac
+        for f in self.param_fields[1:]:
+            v = np.broadcast_to(np.asarray(e[f.name]), (channels,))
+            if not np.all(np.equal(np.mod(v, 1), 0)) or v.min() < 0 or v.max() >= 1 << f.bits:
+                raise LayerError(f"epilogue.{f.name}: {channels} integers 0..{(1 << f.bits) - 1}"
+                                 f" expected, not {np.asarray(e[f.name]).tolist()!r}")
+            e[f.name] = v.astype(np.int64)
+        half = 1 << (self.acc_bits - 1)
+        b = np.zeros(channels, dtype=np.int64) if bias is None else np.asarray(bias)
+        if b.shape != (channels,) or not np.all(np.equal(np.mod(b, 1), 0)) \
+                or b.min() < -half or b.max() >= half:
+            raise LayerError(f"bias: {channels} integers (accumulator units, signed "
+                             f"{self.acc_bits} bits) expected with an epilogue, not "
+                             f"{b.tolist()!r}")
+        e["bias"] = b.astype(np.int64)
+        return e
+
+    def _case_std(self, k):
+        """Rough standard deviation of a K-term accumulator of the kind's random operands
+        (uniform activation codes and scale codes, a third of the weights zero)."""
+        amax = (1 << self.act_bits) - 1
+        smax = (1 << (self.scale_bits or 16)) - 1
+        return float(np.sqrt(k * 2 / 27) * amax * smax)
+
+    def example_cases(self, cols, *, mode=None):
+        """A dense layer with one step per channel, a convolution with one step, a depthwise
+        one with ``mult``/``shift`` given: steps that spread the outputs over the code range
+        (about half of them clipped to 0 by the bounded ReLU, a few saturated)."""
+        from tessera.sim.layers import Conv2d, Dense
+        from tessera.sim.ternary_epilogue import scale_to_mult_shift
+        C = cols
+        top = (1 << self.act_bits) - 1
+
+        def step(k, f=1.0):             # y spread of about the code range
+            return f * top / (4.5 * self._case_std(k))
+        mult, shift = scale_to_mult_shift(step(9, 2.5), acc_bits=self.acc_bits)
+        return [
+            ("dense_tquant", Dense(in_features=29, out_features=C + 2), (2, 29),
+             {"scale": [step(29, 0.6 + 0.2 * i) for i in range(C + 2)]}),
+            ("conv3x3_tquant", Conv2d(3, C + 1, kernel=3, padding=1), (1, 3, 5, 4),
+             {"scale": step(27)}),
+            ("depthwise_tquant", Conv2d(2, 4, kernel=3, stride=2, padding=1, groups=2),
+             (1, 2, 7, 7), {"mult": mult, "shift": shift}),
+        ]
+
+    def case_bias(self, rng, channels, *, mode=None):
+        """Positive integers of about the accumulator's spread (so that with the example
+        steps about a third of the outputs are clipped to 0 and a few saturate)."""
+        lim = (1 << (self.acc_bits - 1)) - 1
+        std = self._case_std(20)
+        return rng.integers(int(min(0.3 * std, lim)), int(min(1.5 * std, lim)) + 1, channels)
+
+    def reference_codes(self, acc_codes, params, *, mode=None):
+        """`tessera.sim.ternary_epilogue_ref.reference_layer_codes_ternary` (exact Fractions
+        into `tessera.sim.ternary.quantize_act`)."""
+        from tessera.sim.ternary_epilogue_ref import reference_layer_codes_ternary
+        return reference_layer_codes_ternary(acc_codes, params, acc_bits=self.acc_bits,
+                                             act_bits=self.act_bits)
+
+    def decode(self, codes, *, mode=None):
+        """Activation codes ``0 .. 2**act_bits - 1`` (int64): the next ternary layer's input
+        codes (its value is ``code / (2**k - 1)``, `tessera.sim.ternary.dequantize_act`)."""
+        return np.asarray(codes, dtype=np.uint64).astype(np.int64)
+
+    def out_format(self, mode=None):
+        return {"kind": "uint", "bits": self.act_bits, "signed": False,
+                "range": [0, (1 << self.act_bits) - 1], "value": "code / (2**bits - 1)"}
+
+    def as_dict(self):
+        return {"kind": "ternary_quantizer", "rule": "bias, dorefa_quantize_k",
+                "acc_bits": self.acc_bits, "out_bits": self.out_bits,
+                "mult_bits": self.MULT_BITS, "shift_bits": self.shift_bits,
+                "latency": self.latency, "param_lane_bits": self.lane_bits,
                 "param_lanes_per_channel": self.lanes_per_channel,
                 "params": [f.as_dict() for f in self.param_fields]}

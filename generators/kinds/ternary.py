@@ -61,6 +61,14 @@ class TernaryKind(PEKind):
     def combiner(self):
         return WrapAddCombiner(self.acc_bits)
 
+    def epilogue(self):
+        """Bias, then the k-bit bounded-ReLU activation quantizer (``k = act_bits``) with a
+        per-channel step: the outputs are the next layer's activation codes
+        (`tessera.generators.kinds.epilogue.TernaryEpilogueSpec`, ``docs/epilogue.md``)."""
+        from tessera.generators.kinds.epilogue import TernaryEpilogueSpec
+        return TernaryEpilogueSpec(self.acc_bits, self.act_bits, scale_frac=self.scale_frac,
+                                   scale_bits=self.scale_bits)
+
     def format(self):
         """The host toolkit's descriptor (`tessera.sim.ternary.TernaryFormat`)."""
         from tessera.sim.ternary import TernaryFormat

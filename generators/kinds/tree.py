@@ -61,8 +61,10 @@ class TreeEngine(Engine):
     """``[array] kind = "tree"`` with a ``ternary`` PE kind.
 
     Stores: A (activations), W (weights: dense words, or run-length entries), S (scales, one
-    word of (Wp, Wn) per output channel) and C (results). See `TreeDenseEngine` and
-    `TreeRleEngine` for the RUN semantics and docs/architecture.md for the layouts.
+    word of (Wp, Wn) per output channel) and C (results); with ``memory.p_depth`` > 0 also P
+    (the epilogue's per-channel parameters) and R (its outputs: activation codes). See
+    `TreeDenseEngine` and `TreeRleEngine` for the RUN semantics and docs/architecture.md for
+    the layouts.
     """
     name = "tree"
     code = 2
@@ -88,13 +90,38 @@ class TreeEngine(Engine):
             c_lanes = I
             a_doc = "activations: one K element of inputs rows per word"
             c_doc = "results: one output channel of inputs rows per word"
-        return Geometry(rows=I, cols=a.outputs, stores=(
+        stores = (
             Store("a", 0, I, pe.act_bits, mem.a_depth, doc=a_doc),
             w,
             Store("s", 2, 2, pe.scale_bits, a.scales,
                   doc="scales: lane 0 Wp, lane 1 Wn, one word per output channel"),
             Store("c", 3, c_lanes, pe.result_bits, mem.c_depth, result=True, doc=c_doc),
-        ))
+        )
+        epi = self.epilogue()
+        if epi is not None:
+            pch = self.p_channels
+            p_doc = ("epilogue parameters, one word per n-tile of a RUN" if a.dense else
+                     "epilogue parameters, one word per output channel of a RUN")
+            stores += (
+                Store("p", 4, epi.lanes_per_channel * pch, epi.lane_bits, mem.p_depth,
+                      doc=f"{p_doc} ({epi.lanes_per_channel} lane(s) per channel)"),
+                Store("r", 5, c_lanes, epi.out_bits, mem.c_depth, result=True,
+                      doc="epilogue outputs (activation codes), same words as C"),
+            )
+        return Geometry(rows=I, cols=a.outputs, stores=stores)
+
+    @property
+    def p_channels(self):
+        """Output channels per parameter word (and per result word): dense ``outputs``; the
+        run-length engine's result word is one channel of ``inputs`` rows, so 1."""
+        return self._a.outputs if self._a.dense else 1
+
+    def epilogue(self):
+        """The ternary kind's epilogue when this core builds it (``memory.p_depth`` > 0),
+        else None."""
+        if not self.cfg.memory.p_depth:
+            return None
+        return self.cfg.pe.epilogue()
 
     def args(self):
         if self._a.dense:
@@ -106,12 +133,20 @@ class TreeEngine(Engine):
                       Field("k", 2, "K elements (A words) per tile"),
                       Field("n", 2, "output channels (rows of W transposed)"),
                       Field("entries", 2, "run-length entries in W")]
-        return ArgLayout(fields + [Field("a_base", 2), Field("w_base", 2), Field("s_base", 2),
-                                   Field("c_base", 2),
-                                   Field("flags", 1, "bit 0: accumulate into C (wrapping add)")])
+        epi = self.epilogue()
+        fields += [Field("a_base", 2), Field("w_base", 2), Field("s_base", 2),
+                   Field("c_base", 2),
+                   Field("flags", 1, "bit 0: accumulate into C (wrapping add)"
+                         + (epi.flags_doc() if epi is not None else ""))]
+        if epi is not None:         # p_base and the epilogue's own RUN fields
+            fields += epi.run_arg_fields()
+        return ArgLayout(fields)
 
     def check(self):
-        a = self._a
+        a, mem = self._a, self.cfg.memory
+        if mem.p_depth and self.cfg.pe.epilogue() is None:
+            raise ConfigError(f"memory.p_depth: {mem.p_depth} asks for an epilogue and pe.kind "
+                              f"{self.cfg.pe.name!r} has none; allowed: 0")
         if a.scales < a.outputs:
             raise ConfigError(f"array.scales: {a.scales} cannot hold the scales of one tile "
                               f"({a.outputs} output channels); allowed: {a.outputs}..32768")
@@ -119,8 +154,10 @@ class TreeEngine(Engine):
     def make_hdl(self):
         a, pe = self._a, self.cfg.pe
         depths = {s.name: s.depth for s in self.cfg.geometry.stores}
+        epi = self.epilogue()
         common = dict(act_bits=pe.act_bits, scale_bits=pe.scale_bits, acc_bits=pe.acc_bits,
-                      args=self.args(), depths=depths, accumulate=pe.combiner() is not None)
+                      args=self.args(), depths=depths, accumulate=pe.combiner() is not None,
+                      epilogue=epi, p_depth=depths["p"] if epi is not None else 0)
         if a.dense:
             from tessera.hdl.engine.tree_dense import TreeDenseEngine
             return TreeDenseEngine(inputs=a.inputs, outputs=a.outputs, **common)
@@ -158,16 +195,22 @@ class TreeEngine(Engine):
     def timing(self):
         twin = self.twin()
         a = self._a
+        epi = {"epilogue": twin.epilogue.as_dict()} if twin.epilogue else {}
         if a.dense:
             return {"model": "tree_dense", "check_cycles": twin.check_cycles,
                     "tree_latency": twin.tree_latency, "combiner_latency": twin.combiner_latency,
+                    **epi,
                     "run_cycles": twin.model,
-                    "run_cycles_variables": {"m": "RUN m", "n_tiles": "RUN n_tiles",
-                                             "k": "RUN k", "accumulate": "RUN flags bit 0"},
+                    "run_cycles_variables": {
+                        "m": "RUN m", "n_tiles": "RUN n_tiles", "k": "RUN k",
+                        "accumulate": "RUN flags bit 0",
+                        **({"epilogue": "RUN flags bit 1"} if twin.epilogue else {})},
                     "ideal_cycles": {"macs_per_cycle": self.macs_per_cycle()}}
         from tessera.sim.engines.tree import SCALER_EXTRA, START_CYCLES
+        extra = (f" (+ the epilogue latency {twin.epilogue.latency} with RUN flags bit 1)"
+                 if twin.epilogue else "")
         return {"model": "tree_rle", "check_cycles": twin.check_cycles,
-                "combiner_latency": twin.combiner_latency,
+                "combiner_latency": twin.combiner_latency, **epi,
                 "run_cycles": None,
                 "run_cycles_rule": (
                     f"data-dependent: decode step s (one per entry, plus one END step per "
@@ -175,5 +218,6 @@ class TreeEngine(Engine):
                     f"hands a row (< n) to the scaler waits until {a.inputs} - 1 cycles after "
                     f"the previous hand-over; busy ends at max(last step + 2, last hand-over + "
                     f"{a.inputs} + {SCALER_EXTRA + 2}) (+ combiner latency when "
-                    f"accumulating); tessera.sim.engines.tree.RleTwin.cycles_of computes it"),
+                    f"accumulating){extra}; tessera.sim.engines.tree.RleTwin.cycles_of "
+                    f"computes it"),
                 "ideal_cycles": {"entries_per_cycle": 1, "rows_per_entry": a.inputs}}

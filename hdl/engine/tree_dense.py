@@ -8,16 +8,33 @@ from tessera.hdl.arith.ternary_scale import SerialScaler
 from tessera.hdl.arith.ternary_tree import TernaryTree
 from tessera.hdl.engine.base import EngineControlSignature, ResultSignature, StorePortSignature
 from tessera.hdl.engine.check import SerialProducts, argument_check
-from tessera.hdl.engine.params import FLAG_ACCUMULATE, tree_latency
+from tessera.hdl.engine.params import FLAG_ACCUMULATE, FLAG_EPILOGUE, tree_latency
 
 
-__all__ = ["TreeDenseEngine", "FLAG_ACCUMULATE", "sum_bits"]
-
+__all__ = ["TreeDenseEngine", "FLAG_ACCUMULATE", "sum_bits", "tag_results"]
 
 
 def sum_bits(*, words, inputs, act_bits):
     """Width of an exact sum of ``words`` tree outputs (``inputs`` activations each)."""
     return max(1, (words * inputs * ((1 << act_bits) - 1)).bit_length())
+
+
+def tag_results(m, engine, sc, load_tile, epi_mode):
+    """Drive ``engine.result`` from the scaler's result stream, adding the epilogue tags: the
+    ``epilogue`` bit of the RUN and, per word, the parameter ``tile`` it had at its load
+    (``load_tile``), delayed by the scaler's fixed latency (``lanes`` + `LATENCY_EXTRA`)."""
+    r, q = engine.result, sc.result
+    m.d.comb += [r.valid.eq(q.valid), r.payload.addr.eq(q.payload.addr),
+                 r.payload.data.eq(q.payload.data),
+                 r.payload.accumulate.eq(q.payload.accumulate)]
+    if engine.epilogue is None:
+        return
+    cur = load_tile
+    for i in range(sc.lanes + sc.LATENCY_EXTRA):
+        nxt = Signal(len(load_tile), name=f"tile_d{i + 1}")
+        m.d.sync += nxt.eq(cur)
+        cur = nxt
+    m.d.comb += [r.payload.tile.eq(cur), r.payload.epilogue.eq(epi_mode)]
 
 
 class TreeDenseEngine(wiring.Component):
@@ -50,6 +67,14 @@ class TreeDenseEngine(wiring.Component):
         Depths of the stores ``a``, ``w``, ``s``, ``c``.
     accumulate : bool
         Whether ``FLAG_ACCUMULATE`` is allowed.
+    epilogue : Epilogue or None
+        The PE kind's epilogue when the core builds one (the output stage applies it; the
+        engine checks ``FLAG_EPILOGUE`` and tags each result word with its n-tile: parameter
+        word ``p_base + ni`` holds the tile's ``outputs`` channels).
+    p_depth : int
+        Depth of the parameter store; with an epilogue, ``args`` also has ``p_base``, and a
+        RUN with ``FLAG_EPILOGUE`` whose ``p_base + n_tiles`` passes ``p_depth`` is an
+        `Err.TILE`.
 
     Members
     -------
@@ -61,9 +86,14 @@ class TreeDenseEngine(wiring.Component):
     NEED = ("m", "n_tiles", "k", "a_base", "w_base", "s_base", "c_base", "flags")
 
     def __init__(self, *, inputs, outputs, act_bits, scale_bits, acc_bits, args, depths,
-                 accumulate=True):
+                 accumulate=True, epilogue=None, p_depth=0):
         names = {f.name for f in args.fields}
-        if not set(self.NEED) <= names:
+        need = set(self.NEED) | ({"p_base"} if epilogue is not None else set())
+        if epilogue is not None and p_depth < 1:
+            raise ValueError(f"an epilogue needs p_depth >= 1, not {p_depth!r}")
+        self._epilogue = epilogue
+        self._p_depth = p_depth if epilogue is not None else 0
+        if not need <= names:
             raise ValueError(f"args must have the fields {list(self.NEED)}, not {sorted(names)}")
         self.inputs, self.outputs = inputs, outputs
         self.act_bits, self.scale_bits, self.acc_bits = act_bits, scale_bits, acc_bits
@@ -86,6 +116,20 @@ class TreeDenseEngine(wiring.Component):
     @property
     def tree_latency(self):
         return self._tree_latency
+
+    @property
+    def epilogue(self):
+        """The epilogue descriptor the output stage must apply (None: no epilogue)."""
+        return self._epilogue
+
+    @property
+    def p_depth(self):
+        return self._p_depth
+
+    @property
+    def p_channels(self):
+        """Output channels per parameter word: a result word's ``outputs`` channels."""
+        return self.outputs
 
     def _field(self, name):
         lo, hi = self._args.bit_slice(name)
@@ -134,7 +178,6 @@ class TreeDenseEngine(wiring.Component):
                                                 acc_bits=self.acc_bits,
                                                 s_depth=d["s"], c_depth=d["c"])
         wiring.connect(m, sc.s_port, wiring.flipped(self.s_port))
-        wiring.connect(m, sc.result, wiring.flipped(self.result))
         t_valid = trees[0].out_valid
         t_first, t_last = trees[0].out_tag[0], trees[0].out_tag[1]
         for o, tree in enumerate(trees):
@@ -149,6 +192,8 @@ class TreeDenseEngine(wiring.Component):
                 m.d.sync += [acc_p.eq(tot_p), acc_n.eq(tot_n)]
         # Result words leave in row order: address c_base + r*n_tiles + ni, scales of tile ni.
         out_r, out_ni = Signal(16), Signal(16)
+        epi_mode = Signal()
+        tag_results(m, self, sc, out_ni[:max(1, (self._p_depth - 1).bit_length())], epi_mode)
         c_ptr = Signal(17)
         s_ptr = Signal(17)
         emitted = Signal(32)
@@ -162,22 +207,30 @@ class TreeDenseEngine(wiring.Component):
         with m.If(self.result.valid):
             m.d.sync += emitted.eq(emitted + 1)
 
+        allowed = FLAG_ACCUMULATE | ((FLAG_EPILOGUE | self._epilogue.flag_mask())
+                                     if self._epilogue is not None else 0)
         bad_arg = ((f["m"] == 0) | (f["n_tiles"] == 0) | (f["k"] == 0)
-                   | (flags & ~FLAG_ACCUMULATE).any())
+                   | (flags & ~allowed & 0xFF).any())
         if not self._accumulate:
             bad_arg = bad_arg | flags[0]
         bad_tile = ((f["a_base"] + a_words > d["a"]) | (f["w_base"] + w_words > d["w"])
                     | (f["s_base"] + f["n_tiles"] * O > d["s"])
                     | (f["c_base"] + c_words > d["c"]))
+        p_latch = []
+        if self._epilogue is not None:
+            p_base = Signal(16)
+            p_latch = [p_base.eq(self._field("p_base"))]
+            bad_tile = bad_tile | (flags[1] & (p_base + f["n_tiles"] > self._p_depth))
         with m.FSM():
             argument_check(
                 m, self.ctl, products=prods, bad_arg=bad_arg, bad_tile=bad_tile,
                 latch=[*(s.eq(self._field(n)) for n, s in f.items()),
-                       flags.eq(self._field("flags"))],
+                       flags.eq(self._field("flags")), *p_latch],
                 pairs=[(self._field("k"), self._field("m")),
                        (self._field("k"), self._field("n_tiles")),
                        (self._field("n_tiles"), self._field("m"))],
                 start=[period.eq(Mux(f["k"] > O, f["k"], O)), acc_mode.eq(flags[0]),
+                       epi_mode.eq(flags[1]),
                        t.eq(0), r.eq(0), ni.eq(0),
                        a_row.eq(f["a_base"]), w_row.eq(f["w_base"]),
                        out_r.eq(0), out_ni.eq(0), c_ptr.eq(f["c_base"]), s_ptr.eq(f["s_base"]),

@@ -7,7 +7,8 @@ from amaranth.lib.wiring import In, Out
 from tessera.hdl.arith.ternary_scale import SerialScaler
 from tessera.hdl.engine.base import EngineControlSignature, ResultSignature, StorePortSignature
 from tessera.hdl.engine.check import SerialProducts, argument_check
-from tessera.hdl.engine.tree_dense import FLAG_ACCUMULATE, sum_bits
+from tessera.hdl.engine.params import FLAG_EPILOGUE
+from tessera.hdl.engine.tree_dense import FLAG_ACCUMULATE, sum_bits, tag_results
 
 
 __all__ = ["TreeRleEngine", "FLAG_ACCUMULATE", "CODE_POS", "CODE_NEG", "CODE_PAD"]
@@ -35,6 +36,11 @@ class TreeRleEngine(wiring.Component):
     entries: one per cycle, plus one per m-tile, plus waits for the scaler when rows are
     shorter than ``lanes`` entries (`tessera.sim.engines.tree.RleTiming`).
 
+    With an ``epilogue`` (and ``p_depth``, the parameter store's depth), ``args`` also has
+    ``p_base``; a RUN with ``FLAG_EPILOGUE`` whose ``p_base + n`` passes ``p_depth`` is an
+    `Err.TILE`, and each result word (row ``row``: one output channel) is tagged with tile
+    ``row``, so the output stage applies parameter word ``p_base + row`` to all its lanes.
+
     Members
     -------
     ctl : In(EngineControlSignature)
@@ -45,9 +51,14 @@ class TreeRleEngine(wiring.Component):
     NEED = ("m_tiles", "k", "n", "entries", "a_base", "w_base", "s_base", "c_base", "flags")
 
     def __init__(self, *, lanes, act_bits, z_bits, scale_bits, acc_bits, args, depths,
-                 accumulate=True):
+                 accumulate=True, epilogue=None, p_depth=0):
         names = {f.name for f in args.fields}
-        if not set(self.NEED) <= names:
+        need = set(self.NEED) | ({"p_base"} if epilogue is not None else set())
+        if epilogue is not None and p_depth < 1:
+            raise ValueError(f"an epilogue needs p_depth >= 1, not {p_depth!r}")
+        self._epilogue = epilogue
+        self._p_depth = p_depth if epilogue is not None else 0
+        if not need <= names:
             raise ValueError(f"args must have the fields {list(self.NEED)}, not {sorted(names)}")
         self.lanes, self.act_bits, self.z_bits = lanes, act_bits, z_bits
         self.scale_bits, self.acc_bits = scale_bits, acc_bits
@@ -64,6 +75,21 @@ class TreeRleEngine(wiring.Component):
             "s_port": Out(StorePortSignature(depth=d["s"], width=2 * scale_bits, write=False)),
             "result": Out(ResultSignature(depth=d["c"], width=lanes * acc_bits)),
         })
+
+    @property
+    def epilogue(self):
+        """The epilogue descriptor the output stage must apply (None: no epilogue)."""
+        return self._epilogue
+
+    @property
+    def p_depth(self):
+        return self._p_depth
+
+    @property
+    def p_channels(self):
+        """Output channels per parameter word: 1 (all lanes of a result word are one
+        channel)."""
+        return 1
 
     def _field(self, name):
         lo, hi = self._args.bit_slice(name)
@@ -117,7 +143,6 @@ class TreeRleEngine(wiring.Component):
                                                 acc_bits=self.acc_bits,
                                                 s_depth=d["s"], c_depth=d["c"])
         wiring.connect(m, sc.s_port, wiring.flipped(self.s_port))
-        wiring.connect(m, sc.result, wiring.flipped(self.result))
         stall = flush & ~sc.ready_next
         take = step_ent & ~stall     # an entry is consumed this cycle
         end = step_end & ~stall      # the END step happens this cycle
@@ -178,6 +203,8 @@ class TreeRleEngine(wiring.Component):
                 m.d.sync += [acc_p.eq(acc_p + add_p), acc_n.eq(acc_n + add_n)]
             with m.If(self.ctl.start):
                 m.d.sync += [acc_p.eq(0), acc_n.eq(0)]
+        epi_mode = Signal()
+        tag_results(m, self, sc, x_row[:max(1, (self._p_depth - 1).bit_length())], epi_mode)
         m.d.comb += [sc.load.eq(x_flush), sc.addr.eq(x_tile_c + x_row),
                      sc.s_base.eq(f["s_base"] + x_row), sc.s_step.eq(0),
                      sc.accumulate.eq(acc_mode)]
@@ -187,20 +214,27 @@ class TreeRleEngine(wiring.Component):
         with m.If(self.result.valid):
             m.d.sync += emitted.eq(emitted + 1)
 
+        allowed = FLAG_ACCUMULATE | ((FLAG_EPILOGUE | self._epilogue.flag_mask())
+                                     if self._epilogue is not None else 0)
         bad_arg = ((f["m_tiles"] == 0) | (f["k"] == 0) | (f["n"] == 0)
-                   | (f["entries"] == 0) | (flags & ~FLAG_ACCUMULATE).any())
+                   | (f["entries"] == 0) | (flags & ~allowed & 0xFF).any())
         if not self._accumulate:
             bad_arg = bad_arg | flags[0]
         bad_tile = ((f["a_base"] + a_words > d["a"]) | (f["w_base"] + f["entries"] > d["w"])
                     | (f["s_base"] + f["n"] > d["s"]) | (f["c_base"] + c_words > d["c"]))
+        p_latch = []
+        if self._epilogue is not None:
+            p_base = Signal(16)
+            p_latch = [p_base.eq(self._field("p_base"))]
+            bad_tile = bad_tile | (flags[1] & (p_base + f["n"] > self._p_depth))
         with m.FSM():
             argument_check(
                 m, self.ctl, products=prods, bad_arg=bad_arg, bad_tile=bad_tile,
                 latch=[*(s.eq(self._field(n)) for n, s in f.items()),
-                       flags.eq(self._field("flags"))],
+                       flags.eq(self._field("flags")), *p_latch],
                 pairs=[(self._field("k"), self._field("m_tiles")),
                        (self._field("n"), self._field("m_tiles"))],
-                start=[acc_mode.eq(flags[0]), running.eq(1),
+                start=[acc_mode.eq(flags[0]), epi_mode.eq(flags[1]), running.eq(1),
                        rd_ptr.eq(0), rd_tile.eq(0), hold_v.eq(0),
                        d_idx.eq(0), d_tile.eq(0), d_end.eq(0), d_done.eq(0),
                        row.eq(0), cnext.eq(0), a_row.eq(f["a_base"]), c_tile.eq(f["c_base"]),

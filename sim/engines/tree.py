@@ -3,7 +3,9 @@
 `DenseTwin` mirrors `tessera.hdl.engine.tree_dense.TreeDenseEngine`, `RleTwin`
 `tessera.hdl.engine.tree_rle.TreeRleEngine`: what a RUN does to the stores and its exact cycle
 count. `DenseMapper` and `RleMapper` block a ternary layer ``A @ W`` (activations M x K,
-`TernaryB` weights K x N with per-channel scales) into RUNs.
+`TernaryB` weights K x N with per-channel scales) into RUNs. On a core with an epilogue
+(``memory.p_depth`` > 0) the twins apply it (`Epilogue.apply_codes`) to the words of a RUN with
+``FLAG_EPILOGUE`` and write store R instead of C, and the mappers take ``epilogue=``.
 """
 
 from dataclasses import dataclass
@@ -11,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tessera.hdl.ctrl.protocol import Err
-from tessera.hdl.engine.params import FLAG_ACCUMULATE, PRODUCT_STEPS, tree_latency
+from tessera.hdl.engine.params import FLAG_ACCUMULATE, FLAG_EPILOGUE, PRODUCT_STEPS, \
+    tree_latency
 from tessera.sim.engines.model import evaluate
 
 
@@ -69,21 +72,26 @@ def _scale_words(s_store, addr):
 
 
 # -- dense ---------------------------------------------------------------------------------------
-def dense_cycle_model(*, outputs, tree_latency, combiner_latency):
-    """Busy cycles of a dense RUN as an expression tree in ``m``, ``n_tiles``, ``k`` and
-    ``accumulate`` (`tessera.sim.engines.model`); the RTL meets it exactly.
+def dense_cycle_model(*, outputs, tree_latency, combiner_latency, epilogue_latency=None):
+    """Busy cycles of a dense RUN as an expression tree in ``m``, ``n_tiles``, ``k``,
+    ``accumulate`` and (cores with an epilogue) ``epilogue`` (`tessera.sim.engines.model`);
+    the RTL meets it exactly.
 
     `START_CYCLES` of argument checks; then ``m * n_tiles`` rows issued back to back, each
     taking ``P = max(k, outputs)`` cycles (k words, and the scaler's ``outputs`` lanes); after
     the last row's last word: 1 (store read) + ``tree_latency`` (the accumulator adds in the
     tree's last cycle) + ``outputs`` + `SCALER_EXTRA` (scaler) + 2 (output write, completion)
-    cycles, plus the combiner latency when accumulating.
+    cycles, plus the combiner latency when accumulating, plus ``epilogue_latency`` with the
+    epilogue flag (a term present only for cores with an epilogue).
     """
     period = ["max", "k", outputs]
     rows = ["*", "m", "n_tiles"]
-    return ["+", START_CYCLES, ["*", ["-", rows, 1], period], ["-", "k", 1],
-            1 + tree_latency + outputs + SCALER_EXTRA + 2,
-            ["if", "accumulate", combiner_latency, 0]]
+    model = ["+", START_CYCLES, ["*", ["-", rows, 1], period], ["-", "k", 1],
+             1 + tree_latency + outputs + SCALER_EXTRA + 2,
+             ["if", "accumulate", combiner_latency, 0]]
+    if epilogue_latency is not None:
+        model.append(["if", "epilogue", epilogue_latency, 0])
+    return model
 
 
 class _TwinBase:
@@ -95,20 +103,43 @@ class _TwinBase:
         self.combiner = cfg.pe.combiner()
         self.depths = {st.name: st.depth for st in cfg.geometry.stores}
         self.acc_bits = cfg.pe.result_bits
+        self.epilogue = cfg.engine.epilogue()
 
     @property
     def combiner_latency(self):
         return self.combiner.latency if self.combiner is not None else 0
 
+    @property
+    def epilogue_latency(self):
+        return self.epilogue.latency if self.epilogue is not None else 0
+
     def _bad_flags(self, flags):
-        return bool(flags & ~FLAG_ACCUMULATE & 0xFF) or \
+        allowed = FLAG_ACCUMULATE | ((FLAG_EPILOGUE | self.epilogue.flag_mask())
+                                     if self.epilogue is not None else 0)
+        return bool(flags & ~allowed & 0xFF) or \
             bool(flags & FLAG_ACCUMULATE and self.combiner is None)
 
-    def _write(self, C, addr, vals, acc):
+    def _bad_p(self, args, count):
+        """A RUN with the epilogue flag whose parameter words pass the parameter store."""
+        return bool(self.epilogue is not None and args["flags"] & FLAG_EPILOGUE
+                    and args["p_base"] + count > self.depths["p"])
+
+    def _write(self, stores, addr, vals, args, tile):
         """Store result words (lanes of signed ints, wrapped) at ``addr`` (an int or an array
-        of addresses), combining with the stored words if accumulating."""
+        of addresses), combining with the stored words of C if accumulating; with the
+        epilogue flag, the epilogue of parameter word ``p_base + tile`` turns them into
+        store R's words instead."""
+        C = stores["c"]
         new = np.array(np.asarray(vals, dtype=object) % (1 << self.acc_bits), dtype=np.uint64)
-        C[addr] = self.combiner.twin(C[addr], new) if acc else new
+        if args["flags"] & FLAG_ACCUMULATE:
+            new = self.combiner.twin(C[addr], new)
+        if self.epilogue is None or not args["flags"] & FLAG_EPILOGUE:
+            C[addr] = new
+            return
+        e = self.epilogue
+        chan = dict(zip((f.name for f in e.channel_fields),
+                        e.unpack_params(stores["p"][args["p_base"] + tile])))
+        stores["r"][addr] = e.apply_codes(new, chan, e.run_values(args))
 
 
 class DenseTwin(_TwinBase):
@@ -119,8 +150,10 @@ class DenseTwin(_TwinBase):
         a = cfg.array
         self.inputs, self.outputs = a.inputs, a.outputs
         self.tree_latency = tree_latency(a.inputs)
-        self.model = dense_cycle_model(outputs=a.outputs, tree_latency=self.tree_latency,
-                                       combiner_latency=self.combiner_latency)
+        self.model = dense_cycle_model(
+            outputs=a.outputs, tree_latency=self.tree_latency,
+            combiner_latency=self.combiner_latency,
+            epilogue_latency=self.epilogue.latency if self.epilogue is not None else None)
 
     def check(self, args):
         m, nt, k = args["m"], args["n_tiles"], args["k"]
@@ -129,20 +162,22 @@ class DenseTwin(_TwinBase):
         d = self.depths
         if args["a_base"] + m * k > d["a"] or args["w_base"] + nt * k > d["w"] \
                 or args["s_base"] + nt * self.outputs > d["s"] \
-                or args["c_base"] + m * nt > d["c"]:
+                or args["c_base"] + m * nt > d["c"] or self._bad_p(args, nt):
             return Err.TILE
         return Err.OK
 
     def env(self, args):
-        return {"m": args["m"], "n_tiles": args["n_tiles"], "k": args["k"],
-                "accumulate": args["flags"] & FLAG_ACCUMULATE}
+        env = {"m": args["m"], "n_tiles": args["n_tiles"], "k": args["k"],
+               "accumulate": args["flags"] & FLAG_ACCUMULATE}
+        if self.epilogue is not None:
+            env["epilogue"] = args["flags"] & FLAG_EPILOGUE
+        return env
 
     def run(self, stores, args):
         """Execute a checked RUN on ``stores`` ({name: depth x lanes codes}); returns cycles."""
         I, O = self.inputs, self.outputs
         m, nt, k = args["m"], args["n_tiles"], args["k"]
-        A, W, S, C = stores["a"], stores["w"], stores["s"], stores["c"]
-        acc = bool(args["flags"] & FLAG_ACCUMULATE)
+        A, W, S = stores["a"], stores["w"], stores["s"]
         a = A[args["a_base"]:args["a_base"] + m * k].astype(np.int64).reshape(m, k, I)
         for ni in range(nt):
             w = W[args["w_base"] + ni * k:args["w_base"] + (ni + 1) * k].astype(np.int64)
@@ -153,7 +188,7 @@ class DenseTwin(_TwinBase):
             s = S[args["s_base"] + ni * O:args["s_base"] + (ni + 1) * O].astype(object)
             vals = s[None, :, 0] * sp.astype(object) - s[None, :, 1] * sn.astype(object)
             addrs = args["c_base"] + np.arange(m) * nt + ni
-            self._write(C, addrs, vals, acc)
+            self._write(stores, addrs, vals, args, ni)
         return evaluate(self.model, self.env(args))
 
     def perf(self, args):
@@ -179,7 +214,7 @@ class DenseTwin(_TwinBase):
                 continue
             for m in range(1, min(d["a"] // k, d["c"]) + 1):
                 fields = {"m": m, "n_tiles": 1, "k": k}
-                cycles = evaluate(self.model, {**fields, "accumulate": 0})
+                cycles = evaluate(self.model, {**fields, "accumulate": 0, "epilogue": 0})
                 if cycles >= need and (best is None or cycles < best[1]):
                     best = (fields, cycles, {})
                     break
@@ -209,7 +244,8 @@ class RleTwin(_TwinBase):
             return Err.ARG
         d = self.depths
         if args["a_base"] + mt * k > d["a"] or args["w_base"] + e > d["w"] \
-                or args["s_base"] + n > d["s"] or args["c_base"] + mt * n > d["c"]:
+                or args["s_base"] + n > d["s"] or args["c_base"] + mt * n > d["c"] \
+                or self._bad_p(args, n):
             return Err.TILE
         return Err.OK
 
@@ -237,8 +273,7 @@ class RleTwin(_TwinBase):
 
     def run(self, stores, args):
         mt, k, n, E = args["m_tiles"], args["k"], args["n"], args["entries"]
-        A, W, S, C = stores["a"], stores["w"], stores["s"], stores["c"]
-        acc = bool(args["flags"] & FLAG_ACCUMULATE)
+        A, W, S = stores["a"], stores["w"], stores["s"]
         P = self.lanes
         steps = self.decode(W[args["w_base"]:args["w_base"] + E, 0], k)
         # Every m-tile replays the same steps: decode once, apply to all tiles at once.
@@ -250,7 +285,8 @@ class RleTwin(_TwinBase):
             if leaves:
                 if row < n:
                     wp, wn = _scale_words(S, args["s_base"] + row)
-                    self._write(C, args["c_base"] + tiles * n + row, wp * sp - wn * sn, acc)
+                    self._write(stores, args["c_base"] + tiles * n + row, wp * sp - wn * sn,
+                                args, row)
                 sp[:] = 0
                 sn[:] = 0
             if col is not None and col < k and w2 in (CODE_POS, CODE_NEG):
@@ -267,7 +303,8 @@ class RleTwin(_TwinBase):
         for _ in range(args["m_tiles"]):
             for _, _, leaves, row in steps:
                 t.step(leaves and row < args["n"])
-        return t.total(self.combiner_latency if args["flags"] & FLAG_ACCUMULATE else 0)
+        return t.total((self.combiner_latency if args["flags"] & FLAG_ACCUMULATE else 0)
+                       + (self.epilogue_latency if args["flags"] & FLAG_EPILOGUE else 0))
 
     def perf(self, args, *, entries):
         """``predict`` (this RUN's cycles over the stream ``entries``) and ``ideal`` (one cycle
@@ -343,6 +380,23 @@ def _check_shapes(a, b):
     return a
 
 
+def _epilogue_setup(cfg, epilogue, n, channels):
+    """The mapper's epilogue: (spec, per-channel parameter lane codes for ``channels``
+    channels (the first ``n`` from ``epilogue``, the rest 0), RUN fields, flags bits), or
+    Nones without one."""
+    if epilogue is None:
+        return None, None, {}, 0
+    epi = cfg.engine.epilogue()
+    if epi is None:
+        raise ValueError("gemm: epilogue= needs a core with an epilogue (memory.p_depth > 0)")
+    params = epi.pack_params(**{f.name: np.broadcast_to(np.asarray(epilogue[f.name]), (n,))
+                                for f in epi.channel_fields})
+    params = np.concatenate([params, np.zeros((channels - n) * epi.lanes_per_channel,
+                                               dtype=np.uint64)])
+    fields, flags = epi.run_codes(epilogue)
+    return epi, params, fields, FLAG_EPILOGUE | flags
+
+
 async def _run(drv, stats, progress, **fields):
     """One RUN, counted into ``stats``."""
     cyc = await drv.run(**fields)
@@ -358,7 +412,10 @@ class DenseMapper:
 
     Scratchpad layout per RUN: A words ``r*k + kk`` (row r, inputs kk*I..kk*I+I-1), W words
     ``ni*k + kk``, S words ``ni*O + o`` (the n-group's scales, written once per group), C words
-    ``r*n_tiles + ni``. K is split into accumulating RUNs when a row does not fit.
+    ``r*n_tiles + ni``. K is split into accumulating RUNs when a row does not fit. With
+    ``epilogue=``, P words ``ni`` (the n-group's parameters, ``outputs`` channels each),
+    the last K chunk's RUNs set ``FLAG_EPILOGUE`` and the results come from R (same words as
+    C).
     """
 
     def __init__(self, cfg):
@@ -366,22 +423,28 @@ class DenseMapper:
         self.I, self.O = cfg.array.inputs, cfg.array.outputs
         self.d = {s.name: s.depth for s in cfg.geometry.stores}
 
-    def plan(self, m, n, k_words):
-        """(rows per RUN, n-tiles per RUN, K words per RUN) for an M x N x K layer."""
+    def plan(self, m, n, k_words, *, epilogue=False):
+        """(rows per RUN, n-tiles per RUN, K words per RUN) for an M x N x K layer (with an
+        epilogue, at most one n-tile per parameter word)."""
         d = self.d
         nt_all = -(-n // self.O)
         kc = min(k_words, d["a"], d["w"])
         if kc < k_words and self.cfg.pe.combiner() is None:
             raise ValueError(f"K={k_words} words do not fit the scratchpads and this core cannot "
                              f"accumulate")
-        nt = max(1, min(nt_all, d["w"] // kc, d["s"] // self.O, d["c"]))
+        nt = max(1, min(nt_all, d["w"] // kc, d["s"] // self.O, d["c"],
+                        d["p"] if epilogue else nt_all))
         mr = max(1, min(m, d["a"] // kc, d["c"] // nt))
         if nt * self.O > d["s"] or mr * nt > d["c"]:
             raise ValueError(f"scratchpads S (depth {d['s']}) and C (depth {d['c']}) cannot hold "
                              f"one tile of {self.O} output channels")
         return mr, nt, kc
 
-    async def gemm(self, drv, a, b, *, progress=None, mode=None):
+    async def gemm(self, drv, a, b, *, progress=None, mode=None, epilogue=None):
+        """``a @ b`` on the core; returns (M x N result codes, `GemmStats`). ``epilogue``:
+        None (accumulator codes from C) or the epilogue's parameters
+        (`Epilogue.user_params`: one array of N per channel field, a value per run or flag
+        field); the results are then its output codes from R."""
         from tessera.sim.driver import GemmStats
         b = _as_weights(b)
         a = _check_shapes(a, b)
@@ -401,12 +464,16 @@ class DenseMapper:
         c4 = codes.reshape(kw, I, ntl, O)
         w_words = np.bitwise_or.reduce(c4 << (2 * np.arange(O, dtype=np.uint64)), axis=3)
         w_words = w_words.transpose(2, 0, 1)            # ntl x kw x I
-        mr, nt, kc = self.plan(M, N, kw)
+        mr, nt, kc = self.plan(M, N, kw, epilogue=epilogue is not None)
+        epi, params, extra, epi_flags = _epilogue_setup(self.cfg, epilogue, N, ntl * O)
         out = np.zeros((M, ntl * O), dtype=np.uint64)
         stats = GemmStats(k_split=kc * I)
         for n0 in range(0, ntl, nt):
             ntr = min(nt, ntl - n0)
             await drv.write("s", 0, scales[n0 * O:(n0 + ntr) * O])
+            if epi is not None:
+                lpw = O * epi.lanes_per_channel
+                await drv.write("p", 0, params[n0 * lpw:(n0 + ntr) * lpw].reshape(ntr, lpw))
             # A block of rows whose results C holds at once: each W chunk is written once per
             # block, and the block's RUNs accumulate into their own C regions.
             block = max(mr, (self.d["c"] // ntr) // mr * mr)
@@ -419,9 +486,12 @@ class DenseMapper:
                     for m0 in range(b0, b0 + bl, mr):
                         mm = min(mr, b0 + bl - m0)
                         await drv.write("a", 0, a_words[m0:m0 + mm, k0:k0 + kk].reshape(-1, I))
+                        flags = FLAG_ACCUMULATE if k0 else 0
+                        if k0 + kk >= kw:
+                            flags |= epi_flags
                         await _run(drv, stats, progress, m=mm, n_tiles=ntr, k=kk,
-                                   c_base=(m0 - b0) * ntr, flags=FLAG_ACCUMULATE if k0 else 0)
-                words = await drv.read("c", 0, bl * ntr)       # r*ntr + ni
+                                   c_base=(m0 - b0) * ntr, flags=flags, **extra)
+                words = await drv.read("c" if epi is None else "r", 0, bl * ntr)  # r*ntr + ni
                 out[b0:b0 + bl, n0 * O:(n0 + ntr) * O] = words.reshape(bl, ntr * O)
         return out[:, :N], stats
 
@@ -432,7 +502,9 @@ class RleMapper:
     entries so the scaler never waits), then runs m-tiles of ``lanes`` activation rows.
 
     Scratchpad layout per RUN: A words ``mi*k + col`` (lane j: row mi*lanes + j), W entries
-    from 0, S words = the n-group's channels, C words ``mi*n + row``.
+    from 0, S words = the n-group's channels, C words ``mi*n + row``. With ``epilogue=``, P
+    words = the n-group's channels (one channel per word), the last K chunk's RUNs set
+    ``FLAG_EPILOGUE`` and the results come from R (same words as C).
     """
 
     def __init__(self, cfg):
@@ -457,12 +529,13 @@ class RleMapper:
         from tessera.sim.ternary import hw_encode
         return np.asarray(hw_encode(wt, self.z_bits, min_row_entries=self.P), dtype=np.uint64)
 
-    def groups(self, codes_t, kc, mt):
+    def groups(self, codes_t, kc, mt, *, epilogue=False):
         """Split the N output rows into groups whose entry streams fit W for every K chunk
-        (and whose rows fit S and C). Returns a list of (n0, n, [stream per K chunk])."""
+        (and whose rows fit S, C and, with an epilogue, P). Returns a list of (n0, n,
+        [stream per K chunk])."""
         d = self.d
         N, K = codes_t.shape
-        limit_n = min(d["s"], d["c"] // mt, 0xFFFF)
+        limit_n = min(d["s"], d["c"] // mt, 0xFFFF, d["p"] if epilogue else 0xFFFF)
         out, n0 = [], 0
         while n0 < N:
             best = None
@@ -480,7 +553,9 @@ class RleMapper:
             n0 += best[1]
         return out
 
-    async def gemm(self, drv, a, b, *, progress=None, mode=None):
+    async def gemm(self, drv, a, b, *, progress=None, mode=None, epilogue=None):
+        """``a @ b`` on the core; returns (M x N result codes, `GemmStats`); ``epilogue`` as
+        in `DenseMapper.gemm`."""
         from tessera.sim.driver import GemmStats
         b = _as_weights(b)
         a = _check_shapes(a, b)
@@ -495,8 +570,13 @@ class RleMapper:
         codes_t = b.codes.T
         out = np.zeros((mt_all * P, b.shape[1]), dtype=np.uint64)
         stats = GemmStats(k_split=kc)
-        for n0, n, streams in self.groups(codes_t, kc, mt):
+        N = b.shape[1]
+        epi, params, extra, epi_flags = _epilogue_setup(self.cfg, epilogue, N, N)
+        for n0, n, streams in self.groups(codes_t, kc, mt, epilogue=epi is not None):
             await drv.write("s", 0, np.stack([b.wp[n0:n0 + n], b.wn[n0:n0 + n]], axis=1))
+            if epi is not None:
+                lpc = epi.lanes_per_channel
+                await drv.write("p", 0, params[n0 * lpc:(n0 + n) * lpc].reshape(n, lpc))
             # m-tiles whose results C holds at once: each stream is written once per block.
             block = max(mt, (self.d["c"] // n) // mt * mt)
             for b0 in range(0, mt_all, block):
@@ -508,10 +588,13 @@ class RleMapper:
                     for m0 in range(b0, b0 + bl, mt):
                         mm = min(mt, b0 + bl - m0)
                         await drv.write("a", 0, a_words[m0:m0 + mm, k0:k0 + kk].reshape(-1, P))
+                        flags = FLAG_ACCUMULATE if k0 else 0
+                        if k0 + kk >= K:
+                            flags |= epi_flags
                         await _run(drv, stats, progress, m_tiles=mm, k=kk, n=n,
                                    entries=len(streams[ci]), c_base=(m0 - b0) * n,
-                                   flags=FLAG_ACCUMULATE if k0 else 0)
-                words = await drv.read("c", 0, bl * n)             # mi*n + row, lane j
+                                   flags=flags, **extra)
+                words = await drv.read("c" if epi is None else "r", 0, bl * n)  # mi*n + row
                 blk = words.reshape(bl, n, P).transpose(0, 2, 1).reshape(bl * P, n)
                 out[b0 * P:(b0 + bl) * P, n0:n0 + n] = blk
         return out[:M], stats
