@@ -2,7 +2,8 @@
 (`Epilogue.example_cases`) through `run_regression` on a small core, bit-exact against the
 epilogue's independent reference applied to the engine's layer reference, and cycle-exact
 against the golden core. Layers only (``cases=[]``) and, for run-time-mode kinds, two modes,
-so each core builds and runs in about a minute or less."""
+so each core builds and runs in about a minute or less. The ternary kind runs on the tree
+engine, dense and run-length (its epilogue: bias and the k-bit activation quantizer)."""
 
 import pytest
 
@@ -30,6 +31,12 @@ CONFIGS = {
                  None, ("dense_fp_bias", "depthwise_fp_relu")),
     "multiprec": ({"array": {"rows": 2, "cols": 2}, "pe": {"kind": "multiprec"}},
                   ("a8u_w8u", "a4s_w4s"), ("dense_requant", "conv3x3_requant_relu")),
+    "ternary_dense": ({"array": {"kind": "tree", "encoding": "dense", "inputs": 4,
+                                 "outputs": 2, "scales": 64},
+                       "pe": {"kind": "ternary"}}, None, None),
+    "ternary_rle": ({"array": {"kind": "tree", "encoding": "rle", "inputs": 4, "z_bits": 3,
+                               "scales": 64},
+                     "pe": {"kind": "ternary"}}, None, None),
 }
 
 
