@@ -1,9 +1,9 @@
 """BiScaled multiply-accumulate processing element (BiScaled-DNN)."""
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Signal, signed
 
-from tessera.hdl.arith.params import int_acc_latency
-from tessera.hdl.array.pe import PE, PESignature
+from tessera.hdl.arith.intacc import IntAccPE
+from tessera.hdl.array.pe import PESignature
 
 
 __all__ = ["BiScaledMacPE"]
@@ -14,7 +14,7 @@ def _check(name, value, lo, hi):
         raise ValueError(f"{name} must be an integer {lo}..{hi}, not {value!r}")
 
 
-class BiScaledMacPE(PE):
+class BiScaledMacPE(IntAccPE):
     """``acc += (qx * qy) << (swx * da + swy * db)``: one multiplier, one 4-setting shifter.
 
     ``a`` is the activation code with its scale selector ``sw`` as a side-band member (it
@@ -23,8 +23,8 @@ class BiScaledMacPE(PE):
     db or da + db (0, D, 2D when both operands use the same format pair), so the accumulator
     counts units of ``2**-(FBx_fine + FBy_fine)``; it wraps at ``acc_bits``.
 
-    Pipeline: the product and the shift setting are registered, then shifted and accumulated.
-    Latency 2, initiation interval 1.
+    Pipeline (the `IntAccPE` shell): the product and the shift setting are registered, then
+    shifted and accumulated. Latency 2, initiation interval 1.
 
     Parameters
     ----------
@@ -58,27 +58,15 @@ class BiScaledMacPE(PE):
         super().__init__(PESignature(a_shape=a_bits, b_shape=b_bits + 1,
                                      acc_shape=signed(acc_bits), side={"sw": 1}))
 
-    @property
-    def latency(self):
-        return int_acc_latency()
-
-    def elaborate(self, platform):
-        m = Module()
+    def products(self, m):
         wa, wb = self._a_bits, self._b_bits
-        prod = Signal(signed(wa + wb), reset_less=True)
-        sel = Signal(2, reset_less=True)
-        valid_p, first_p, last_p = Signal(), Signal(), Signal()
-        acc = Signal(signed(self._acc_bits), reset_less=True)
-        m.d.sync += [
-            prod.eq(self.a.as_signed() * self.b[:wb].as_signed()),
-            sel.eq(self.sw | (self.b[wb] << 1)),
-            valid_p.eq(self.valid),
-            first_p.eq(self.valid & self.first),
-            last_p.eq(self.valid & self.last),
-            self.result_valid.eq(last_p),
-        ]
+        return {"prod": (self.a.as_signed() * self.b[:wb].as_signed(), signed(wa + wb)),
+                "sel": (self.sw | (self.b[wb] << 1), 2)}
+
+    def term(self, m, regs):
         # The shifter: three settings besides 0 (rarely exercised: only scale-wide operands).
-        shifted = Signal(signed(wa + wb + self._da + self._db))
+        prod, sel = regs["prod"], regs["sel"]
+        shifted = Signal(signed(self._a_bits + self._b_bits + self._da + self._db))
         with m.Switch(sel):
             with m.Case(0):
                 m.d.comb += shifted.eq(prod)
@@ -88,7 +76,4 @@ class BiScaledMacPE(PE):
                 m.d.comb += shifted.eq(prod << self._db)
             with m.Case(3):
                 m.d.comb += shifted.eq(prod << (self._da + self._db))
-        with m.If(valid_p):
-            m.d.sync += acc.eq(Mux(first_p, 0, acc) + shifted)
-        m.d.comb += self.result.eq(acc)
-        return m
+        return shifted

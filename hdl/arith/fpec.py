@@ -1,9 +1,9 @@
 """FPEC compensated multiply-accumulate processing element (Compensated-DNN)."""
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Mux, Signal, signed
 
-from tessera.hdl.arith.params import int_acc_latency
-from tessera.hdl.array.pe import PE, PESignature
+from tessera.hdl.arith.intacc import IntAccPE
+from tessera.hdl.array.pe import PESignature
 
 
 __all__ = ["FpecMacPE"]
@@ -14,7 +14,7 @@ def _check(name, value, lo, hi):
         raise ValueError(f"{name} must be an integer {lo}..{hi}, not {value!r}")
 
 
-class FpecMacPE(PE):
+class FpecMacPE(IntAccPE):
     """Compensated MAC: ``P += qx*qy`` and ``C += ±mag(ex)*qy ± mag(ey)*qx``; result
     ``(P << s) + C``.
 
@@ -29,8 +29,8 @@ class FpecMacPE(PE):
     ``emb_bits = 0`` and ``emb_bits + 2`` otherwise: the compensated dot product in units of
     ``2**-(FBx+FBy+s)``.
 
-    Pipeline as `IntMacPE`: product and compensation registered, then accumulated. Latency 2,
-    initiation interval 1.
+    Pipeline as `IntMacPE` (the `IntAccPE` shell): product and compensation registered, then
+    merged and accumulated. Latency 2, initiation interval 1.
 
     Parameters
     ----------
@@ -81,10 +81,6 @@ class FpecMacPE(PE):
     def s(self):
         return self._s
 
-    @property
-    def latency(self):
-        return int_acc_latency()
-
     def _estimate(self, other, code, w):
         """``±mag(e) * other`` (or 0 with EZB) from shifted copies of ``other``."""
         m = self._emb
@@ -98,30 +94,19 @@ class FpecMacPE(PE):
                 mag = mag + Mux(e[j], other << j, 0)
         return Mux(ezb, 0, Mux(edb, -mag, mag))
 
-    def elaborate(self, platform):
-        m = Module()
-        wa, wb, acc_w = self._a_bits, self._b_bits, self._acc_bits
+    def products(self, m):
+        wa, wb = self._a_bits, self._b_bits
         qx = self.a[:wa].as_signed()
         qy = self.b[:wb].as_signed()
-        prod = Signal(signed(wa + wb), reset_less=True)
         comp_w = max(wa, wb) + self._emb + 3
-        comp = Signal(signed(comp_w), reset_less=True)
-        valid_p, first_p, last_p = Signal(), Signal(), Signal()
-        acc = Signal(signed(acc_w), reset_less=True)
-        m.d.sync += [
-            prod.eq(qx * qy),
-            comp.eq(self._estimate(qy, self.a, wa) + self._estimate(qx, self.b, wb)),
-            valid_p.eq(self.valid),
-            first_p.eq(self.valid & self.first),
-            last_p.eq(self.valid & self.last),
-            self.result_valid.eq(last_p),
-        ]
+        return {"prod": (qx * qy, signed(wa + wb)),
+                "comp": (self._estimate(qy, self.a, wa) + self._estimate(qx, self.b, wb),
+                         signed(comp_w))}
+
+    def term(self, m, regs):
         # P and C share one accumulator: (P << s) + C = sum((qx*qy << s) + comp), so one
         # narrow adder merges the terms before the single wide accumulator adder (a separate
         # C accumulator and a final (P << s) + C adder would cost two more wide adders).
-        term = Signal(signed(wa + wb + self._s + 2))
-        m.d.comb += term.eq((prod << self._s) + comp)
-        with m.If(valid_p):
-            m.d.sync += acc.eq(Mux(first_p, 0, acc) + term)
-        m.d.comb += self.result.eq(acc)
-        return m
+        term = Signal(signed(self._a_bits + self._b_bits + self._s + 2))
+        m.d.comb += term.eq((regs["prod"] << self._s) + regs["comp"])
+        return term

@@ -5,8 +5,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from tessera.hdl.arith.bitbrick import BRICK_MAX, BRICK_MIN, BitBrick
-from tessera.hdl.arith.params import int_acc_latency
-from tessera.hdl.array.pe import PE, PESignature
+from tessera.hdl.arith.intacc import IntAccPE
+from tessera.hdl.array.pe import PESignature
 
 
 __all__ = ["FusionMode", "PRECISIONS", "FusionUnit", "BitFusionPE"]
@@ -160,14 +160,15 @@ class FusionUnit(wiring.Component):
         return m
 
 
-class BitFusionPE(PE):
+class BitFusionPE(IntAccPE):
     """A `FusionUnit` with a wrapping accumulator: the Bit Fusion processing element.
 
     Each operand pair is 16 brick digits per lane (`tessera.sim.bitfusion.pack_slots`); the
     run-time ``mode`` (an index into ``modes``, held for the whole RUN) sets the precision and
-    signedness, so a pair contributes 16, 8, 4, 2 or 1 products. Pipeline: the fusion unit's
-    ``stages``, a product register, the accumulator: latency ``stages + 2``, initiation
-    interval 1 in every mode.
+    signedness, so a pair contributes 16, 8, 4, 2 or 1 products. Pipeline (the `IntAccPE`
+    shell, with the fusion unit as its product function): the fusion unit's ``stages``, a
+    product register, the accumulator: latency ``stages + 2``, initiation interval 1 in every
+    mode.
 
     Parameters
     ----------
@@ -204,15 +205,14 @@ class BitFusionPE(PE):
                                      lanes=16, mode_shape=range(len(modes))))
 
     @property
-    def latency(self):
-        return int_acc_latency(self._fu.stages)
+    def front(self):
+        return self._fu.stages
 
     @property
     def acc_bits(self):
         return self._acc_bits
 
-    def elaborate(self, platform):
-        m = Module()
+    def products(self, m):
         m.submodules.fu = fu = self._fu
         # The mode code decoded into the fusion unit's fields (a constant table).
         with m.Switch(self.mode):
@@ -222,18 +222,4 @@ class BitFusionPE(PE):
                                  fu.mode.b_prec.eq(PRECISIONS.index(bb)),
                                  fu.mode.a_signed.eq(asg), fu.mode.b_signed.eq(bsg)]
         m.d.comb += [fu.a.eq(self.a), fu.b.eq(self.b)]
-        # Control follows the data through the fusion unit's registers.
-        valid, first, last = self.valid, self.valid & self.first, self.valid & self.last
-        for i in range(fu.stages):
-            nv, nf, nl = (Signal(name=f"{n}_s{i}") for n in ("valid", "first", "last"))
-            m.d.sync += [nv.eq(valid), nf.eq(first), nl.eq(last)]
-            valid, first, last = nv, nf, nl
-        prod = Signal.like(fu.result, name="prod", reset_less=True)
-        valid_p, first_p, last_p = Signal(), Signal(), Signal()
-        acc = Signal(signed(self._acc_bits), reset_less=True)
-        m.d.sync += [prod.eq(fu.result), valid_p.eq(valid), first_p.eq(first),
-                     last_p.eq(last), self.result_valid.eq(last_p)]
-        with m.If(valid_p):
-            m.d.sync += acc.eq(Mux(first_p, 0, acc) + prod)
-        m.d.comb += self.result.eq(acc)
-        return m
+        return {"prod": fu.result}

@@ -1,23 +1,24 @@
 """Signed integer multiply-accumulate processing element."""
 
-from amaranth import Module, Signal, signed
+from amaranth import signed
 
-from tessera.hdl.arith.params import int_acc_latency
-from tessera.hdl.array.pe import PE, PESignature
+from tessera.hdl.arith.intacc import IntAccPE
+from tessera.hdl.array.pe import PESignature
 
 
 __all__ = ["IntMacPE"]
 
 
-class IntMacPE(PE):
+class IntMacPE(IntAccPE):
     """Signed ``a_bits`` x ``b_bits`` MAC into a wrapping ``acc_bits`` accumulator.
 
-    Pipeline: the product is registered (so it maps onto a DSP block with an output register),
-    then added into the accumulator. Latency 2: a ``last`` pair presented in cycle t gives
-    ``result_valid`` in cycle t+2, with ``result`` equal to the sum of the accumulation modulo
-    2**acc_bits as a signed number. Initiation interval 1; a new accumulation may start the cycle
-    after the ``last`` pair (the accumulator is then overwritten, the array captures ``result``
-    in the ``result_valid`` cycle).
+    Pipeline (the `IntAccPE` shell, with ``a * b`` as its product): the product is registered
+    (so it maps onto a DSP block with an output register), then added into the accumulator.
+    Latency 2: a ``last`` pair presented in cycle t gives ``result_valid`` in cycle t+2, with
+    ``result`` equal to the sum of the accumulation modulo 2**acc_bits as a signed number.
+    Initiation interval 1; a new accumulation may start the cycle after the ``last`` pair (the
+    accumulator is then overwritten, the array captures ``result`` in the ``result_valid``
+    cycle).
 
     Parameters
     ----------
@@ -59,30 +60,5 @@ class IntMacPE(PE):
     def acc_bits(self):
         return self._acc_bits
 
-    @property
-    def latency(self):
-        return int_acc_latency()
-
-    def elaborate(self, platform):
-        m = Module()
-        prod = Signal(signed(self._a_bits + self._b_bits), reset_less=True)
-        valid_p = Signal()
-        first_p = Signal()
-        last_p = Signal()
-        acc = Signal(signed(self._acc_bits), reset_less=True)
-        m.d.sync += [
-            prod.eq(self.a * self.b),
-            valid_p.eq(self.valid),
-            first_p.eq(self.valid & self.first),
-            last_p.eq(self.valid & self.last),
-            self.result_valid.eq(last_p),
-        ]
-        with m.If(valid_p):
-            with m.If(first_p):
-                m.d.sync += acc.eq(prod)
-            with m.Else():
-                m.d.sync += acc.eq(acc + prod)
-        m.d.comb += self.result.eq(acc)
-        return m
-
-
+    def products(self, m):
+        return {"prod": self.a * self.b}

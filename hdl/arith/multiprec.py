@@ -4,6 +4,7 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from tessera.hdl.arith.intacc import wrap_accumulate
 from tessera.hdl.arith.params import multiprec_ii, multiprec_latency
 from tessera.hdl.array.pe import PE, PESignature
 
@@ -56,10 +57,12 @@ class MultiPrecPE(PE):
     Pipeline: nibble select (the first partial product of a pair is taken straight from the
     inputs, the others from a copy latched with the pair), a multiplier input register, the
     multiplier's output register, then in faster modes a delay of ``max ii - ii(mode)``
-    cycles, so that every mode has the same latency, then the accumulator. Latency
-    ``max ii + 2`` in every mode; the PE's own `ii` is the largest. As the PE contract says,
-    ``mode`` must stay steady while pairs are in flight (from a RUN's first pair to its last
-    result): the delay is chosen by the current mode.
+    cycles, so that every mode has the same latency, then the accumulator (the shared
+    `tessera.hdl.arith.intacc.wrap_accumulate`; the rest of the pipeline is its own: a pair
+    makes up to four terms, so it is not an `IntAccPE`). Latency ``max ii + 2`` in every
+    mode; the PE's own `ii` is the largest. As the PE contract says, ``mode`` must stay steady
+    while pairs are in flight (from a RUN's first pair to its last result): the delay is
+    chosen by the current mode.
 
     Parameters
     ----------
@@ -181,10 +184,6 @@ class MultiPrecPE(PE):
         p_d = cur[0:10].as_signed()
         shift_d, go_d, start_d, end_d = cur[10:12], cur[12], cur[13], cur[14]
 
-        acc = Signal(signed(self._acc_bits), reset_less=True)
         term = Mux(shift_d == 2, p_d << 8, Mux(shift_d == 1, p_d << 4, p_d))
-        with m.If(go_d):
-            m.d.sync += acc.eq(Mux(start_d, 0, acc) + term)
-        m.d.sync += self.result_valid.eq(go_d & end_d)
-        m.d.comb += self.result.eq(acc)
+        wrap_accumulate(m, self, term, valid=go_d, first=start_d, last=go_d & end_d)
         return m

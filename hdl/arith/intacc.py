@@ -1,0 +1,90 @@
+"""The integer accumulator PE shell: a product function, its registered result, a wrapping
+accumulator. `IntMacPE`, `FpecMacPE`, `BiScaledMacPE` and `BitFusionPE` are built on it."""
+
+from amaranth import Module, Mux, Shape, Signal, Value
+
+from tessera.hdl.arith.params import int_acc_latency
+from tessera.hdl.array.pe import PE
+
+
+__all__ = ["IntAccPE", "wrap_accumulate"]
+
+
+def wrap_accumulate(m, pe, term, *, valid, first, last):
+    """The wrapping accumulator of an integer PE, in module ``m``: when ``valid``, the
+    accumulator (``pe.result``'s shape, reset-less) becomes ``term`` if ``first``, else its sum
+    with ``term``, modulo ``2**width``; ``pe.result`` shows the accumulator and
+    ``pe.result_valid`` is ``last`` one cycle later (when the sum is complete). ``last`` must
+    be high only with ``valid`` (pass ``valid & last`` otherwise).
+
+    Returns the accumulator signal.
+    """
+    acc = Signal(pe.result.shape(), name="acc", reset_less=True)
+    with m.If(valid):
+        m.d.sync += acc.eq(Mux(first, 0, acc) + term)
+    m.d.sync += pe.result_valid.eq(last)
+    m.d.comb += pe.result.eq(acc)
+    return acc
+
+
+class IntAccPE(PE):
+    """Base of the integer PEs whose every operand pair makes one term of a wrapping sum.
+
+    Pipeline (initiation interval 1): the subclass's product function, with `front` pipeline
+    registers of its own (control follows the data through as many registers); the product
+    register, which registers what `products` returns; then `term`, combinational, from the
+    registered products; then the accumulator (`wrap_accumulate`) into a signed ``acc_bits``
+    ``result``. Latency ``front + 2`` (`tessera.hdl.arith.params.int_acc_latency`): a ``last``
+    pair presented in cycle t gives ``result_valid`` in cycle t + latency. A new accumulation
+    may start the cycle after the ``last`` pair: its first term reaches the accumulator the
+    cycle after the result was shown.
+
+    Subclasses call ``super().__init__(signature)`` with a `PESignature` whose ``acc_shape`` is
+    ``signed(acc_bits)``, and define `products` (and `term`, `front` where needed).
+    """
+
+    @property
+    def acc_bits(self):
+        return Shape.cast(self.signature.acc_shape).width
+
+    @property
+    def front(self):
+        """Pipeline registers of the product function before the product register."""
+        return 0
+
+    @property
+    def latency(self):
+        return int_acc_latency(self.front)
+
+    def products(self, m):
+        """The values the product register holds, from the operands ``front`` cycles earlier:
+        a dict ``{name: value}`` or ``{name: (value, shape)}`` (a shape truncates or extends
+        the value). Add any submodule or combinational logic to ``m``."""
+        raise NotImplementedError
+
+    def term(self, m, regs):
+        """The term added into the accumulator, from ``regs`` (the registered products by
+        name; the default: the one product itself)."""
+        (value,) = regs.values()
+        return value
+
+    def elaborate(self, platform):
+        m = Module()
+        values = self.products(m)
+        valid, first, last = self.valid, self.valid & self.first, self.valid & self.last
+        for i in range(self.front):
+            nv, nf, nl = (Signal(name=f"{n}_s{i}") for n in ("valid", "first", "last"))
+            m.d.sync += [nv.eq(valid), nf.eq(first), nl.eq(last)]
+            valid, first, last = nv, nf, nl
+        regs = {}
+        for name, value in values.items():
+            value, shape = value if isinstance(value, tuple) else (value, None)
+            value = Value.cast(value)
+            regs[name] = Signal(value.shape() if shape is None else shape, name=name,
+                                reset_less=True)
+            m.d.sync += regs[name].eq(value)
+        valid_p, first_p, last_p = (Signal(name=n) for n in ("valid_p", "first_p", "last_p"))
+        m.d.sync += [valid_p.eq(valid), first_p.eq(first), last_p.eq(last)]
+        term = self.term(m, regs)
+        wrap_accumulate(m, self, term, valid=valid_p, first=first_p, last=last_p)
+        return m
