@@ -89,7 +89,8 @@ class TesseraCore(wiring.Component):
         m.submodules.runctl = runctl = RunControl(arg_bits=8 * self._engine_args.nbytes)
         m.submodules.engine = engine = self._engine
         epi = self._epilogue
-        m.submodules.out = out = OutputStage(
+        # Not "out": epilogue lanes give the stage a port named out (Verilator VARHIDDEN).
+        m.submodules.output_stage = out = OutputStage(
             depth=res.depth, lanes=res.lanes, lane_bits=res.lane_bits, combiner=self._combiner,
             epilogue=epi, p_depth=g.store(self._param_store).depth if epi is not None else 0,
             p_channels=getattr(self._engine, "p_channels", None) if epi is not None else None,

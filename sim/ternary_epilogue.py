@@ -14,8 +14,8 @@ In integers: ``q = clip((s * mult + 2**(shift-1)) >> shift, 0, 2**k - 1)`` (no r
 for ``shift = 0``); every shift value is defined, from ``acc_bits + MULT_BITS`` on ``q`` is 0.
 """
 
-from fractions import Fraction
 import numbers
+from fractions import Fraction
 
 import numpy as np
 

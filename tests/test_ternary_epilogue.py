@@ -228,7 +228,7 @@ def test_hdl_latency_members_and_errors():
         TernaryEpilogueSpec(32, 17)
 
 
-# -- the descriptor ---------------------------------------------------------------------------------
+# -- the descriptor --------------------------------------------------------------------------------
 @pytest.mark.parametrize("acc_bits,lanes,lane_bits", [(8, 1, 29), (24, 1, 46), (32, 1, 54),
                                                       (41, 1, 63), (42, 1, 64), (43, 2, 43),
                                                       (64, 2, 64)])
@@ -276,7 +276,7 @@ def test_user_params():
             e.user_params(ep, bias, 3)
 
 
-# -- the tree cores -----------------------------------------------------------------------------------
+# -- the tree cores --------------------------------------------------------------------------------
 def _cfg(encoding, *, p_depth=8, inputs=4, outputs=2, depth=64, acc_bits=32, act_bits=8,
          z_bits=3):
     array = {"kind": "tree", "encoding": encoding, "inputs": inputs, "scales": 64,
@@ -473,3 +473,15 @@ def test_epilogue_argument_checks(encoding):
     plain = _cfg(encoding, p_depth=0)
     rtl, gold = _rtl_and_golden(plain, [("run", {**one, "flags": 2})])
     assert rtl == gold == [("error", Err.ARG)]
+
+
+@pytest.mark.parametrize("encoding", ["dense", "rle"])
+def test_epilogue_core_lints(encoding, tmp_path):
+    """The generated Verilog of a tree core with the epilogue passes the Verilator lint, and
+    its manifest describes the stores and the epilogue."""
+    from tessera.generators.generate import generate_core
+    from tessera.sim.verilator import lint
+    cfg = _cfg(encoding)
+    man = generate_core(cfg, tmp_path / "core")
+    lint([tmp_path / "core" / man["verilog"]], man["top"]).check()
+    assert man["timing"]["epilogue"]["kind"] == "ternary_quantizer"
