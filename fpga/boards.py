@@ -218,44 +218,34 @@ def _bram_blocks(family, depth, width):
     return min(-(-depth // d) * -(-width // w) for d, w in _BRAM_SHAPES[family])
 
 
-def _multiplier(fmt):
-    """Operand width a PE's multiplier sees for a manifest format (None: unknown)."""
-    if not isinstance(fmt, dict):
-        return None
-    if fmt.get("kind") == "int" and isinstance(fmt.get("bits"), int):
-        return fmt["bits"]
-    if fmt.get("kind") == "float" and isinstance(fmt.get("man_bits"), int):
-        return fmt["man_bits"] + 1
-    return None
-
-
 def estimate(cfg, board):
     """Lower bounds of LUTs, DSP blocks and block RAMs that the core of ``cfg`` needs on
     ``board``, computed from the config only (no HDL is built).
 
     * block RAM: each scratchpad in the fewest blocks of the device's aspect ratios, unless
       holding it in logic (flip-flops on iCE40, LUT RAM on ECP5) is possible within the LUTs;
-    * DSPs: one multiplier per PE, when yosys maps a multiplier of the operand formats to a
-      DSP block (products of 11 bits and more on iCE40, any on ECP5), more for operands wider
-      than a block;
-    * LUTs: per PE the accumulator adder (its result bits; floating-point accumulators count
-      20 LUTs per bit, well under what an FP adder takes), plus a fixed floor for the host link.
+    * DSPs: per PE its multiplier (the kind's `PEResources`), when yosys maps it to a DSP
+      block (products of 11 bits and more on iCE40, any on ECP5), more for operands wider than
+      a block; none for a PE without a multiplier;
+    * LUTs: per PE the kind's LUT floor (by default its accumulator adder), plus a fixed floor
+      for the host link.
+
+    The PE kind states its floor (`PEKind.resources`) and the engine how many PEs it builds
+    (`Engine.pe_count`); nothing here asks which kind or format it is.
     """
     board = get_board(board)
     fam = board.family
-    pe = cfg.pe
-    formats = pe.formats() if hasattr(pe, "formats") else {}
-    pes = cfg.rows * cfg.cols
+    res = cfg.pe.resources()
+    pes = cfg.engine.pe_count()
     # DSP blocks
     dsps = 0
-    wa, wb = _multiplier(formats.get("a")), _multiplier(formats.get("b"))
-    if wa and wb and wa + wb >= _DSP_MIN_PRODUCT[fam]:
-        w = _DSP_WIDTH[fam]
-        dsps = pes * -(-wa // w) * -(-wb // w)
+    if res.multiplier is not None:
+        wa, wb = res.multiplier
+        if wa + wb >= _DSP_MIN_PRODUCT[fam]:
+            w = _DSP_WIDTH[fam]
+            dsps = pes * -(-wa // w) * -(-wb // w)
     # LUTs of the PEs
-    acc = formats.get("acc") if isinstance(formats.get("acc"), dict) else {}
-    per_pe = pe.result_bits * (20 if acc.get("kind") == "float" else 1)
-    luts = _BASE_LUTS + pes * per_pe
+    luts = _BASE_LUTS + pes * res.luts
     # Block RAM: choose per scratchpad between blocks and logic, keeping the LUTs in budget.
     mems = [(_bram_blocks(fam, s.depth, s.word_bits), -(-s.depth * s.word_bits
                                                          // _BITS_PER_LUT[fam]))

@@ -39,6 +39,43 @@ def test_ulx3s_build_does_not_require_openfpgaloader():
     assert "openFPGALoader" not in get_board("ulx3s-85f").platform().required_tools
 
 
+def test_fit_estimate_asks_the_kind_and_the_engine(monkeypatch):
+    """The estimate reads the PE kind's `PEResources` and the engine's PE count, never a format
+    name: the kinds' floors, and a kind that changes its floor changes the estimate."""
+    import dataclasses
+    import inspect
+
+    from tessera.fpga import boards
+    from tessera.generators.config import config_from_dict, load_config
+    from tessera.generators.kinds import PE_KINDS
+    from tessera.generators.kinds.base import Engine, PEResources
+    assert '"kind"' not in inspect.getsource(boards)
+    # The default reproduces the formats-based floor; kinds that know better say so.
+    assert PE_KINDS["int"]().resources() == PEResources(multiplier=(8, 8), luts=32)
+    fp8 = PE_KINDS["fpmac"]()
+    assert fp8.resources() == PEResources(multiplier=(4, 4), luts=20 * fp8.result_bits)
+    assert PE_KINDS["bitfusion"]().resources() == PEResources(multiplier=None, luts=586 + 32)
+    assert PE_KINDS["multiprec"]().resources() == PEResources(multiplier=(5, 5), luts=170)
+    assert PE_KINDS["fpec"]().resources().multiplier == (6, 6)
+    assert PE_KINDS["biscaled"]().resources().multiplier == (6, 6)
+    assert PE_KINDS["ternary"]().resources().multiplier is None
+    # multiprec: a 10-bit product is a DSP on ECP5, not on iCE40 (measured: intfamily.json).
+    mp = load_config("multiprec")
+    assert (boards.estimate(mp, "ulx3s-85f").dsps, boards.estimate(mp, "icebreaker").dsps) == \
+        (mp.rows * mp.cols, 0)
+    # A kind with no multiplier and its own LUT floor, and an engine with its own PE count.
+    cfg = config_from_dict({"array": {"kind": "systolic", "rows": 2, "cols": 2},
+                            "pe": {"kind": "int"}})
+    base = boards.estimate(cfg, "ulx3s-85f")
+    assert (base.dsps, base.luts) == (4, 200 + 4 * 32)
+    monkeypatch.setattr(type(cfg.pe), "resources",
+                        lambda self: PEResources(multiplier=None, luts=100))
+    assert dataclasses.astuple(boards.estimate(cfg, "ulx3s-85f"))[1:3] == (200 + 4 * 100, 0)
+    monkeypatch.setattr(type(cfg.engine), "pe_count", lambda self: 3)
+    assert boards.estimate(cfg, "ulx3s-85f").luts == 200 + 3 * 100
+    assert Engine.pe_count(cfg.engine) == 4
+
+
 def test_yowasp_env_is_absolute_and_path_independent(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     env = yowasp_env()

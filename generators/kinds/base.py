@@ -13,7 +13,7 @@ from typing import ClassVar
 
 
 __all__ = ["ConfigError", "check_int", "check_choice", "fmt_allowed", "OperandLayout",
-           "Combiner", "PEKind", "Engine", "EngineSection"]
+           "Combiner", "PEResources", "PEKind", "Engine", "EngineSection"]
 
 
 class ConfigError(ValueError):
@@ -137,6 +137,36 @@ class Combiner:
 
     def as_dict(self):
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class PEResources:
+    """What one PE needs at least on an FPGA: the floor `tessera.fpga.boards.estimate` counts
+    per PE (`PEKind.resources`).
+
+    Attributes
+    ----------
+    multiplier : tuple of (int, int) or None
+        Operand widths ``(a, b)`` of the PE's one multiplier as a DSP block sees them (the
+        estimate maps it to DSP blocks when yosys would: by the product's width), or None for
+        a PE without a multiplier (LUT tables, shifts, adder trees).
+    luts : int
+        LUTs (iCE40 logic cells, ECP5 LUT4s) one PE takes at least.
+    """
+    multiplier: tuple = None
+    luts: int = 0
+
+
+def _multiplier_width(fmt):
+    """Operand width a multiplier sees for a manifest format descriptor (None: unknown): an
+    integer's bits, a float's significand (``man_bits + 1``)."""
+    if not isinstance(fmt, dict):
+        return None
+    if fmt.get("kind") == "int" and isinstance(fmt.get("bits"), int):
+        return fmt["bits"]
+    if fmt.get("kind") == "float" and isinstance(fmt.get("man_bits"), int):
+        return fmt["man_bits"] + 1
+    return None
 
 
 @dataclass(frozen=True)
@@ -310,6 +340,22 @@ class PEKind(_Section):
         stage on an output's last K chunk), or None when the kind has none."""
         return None
 
+    def resources(self):
+        """The `PEResources` floor of one PE for the FPGA fit estimate (`tessera.fpga.boards`).
+
+        The default reads `formats`: a multiplier of the ``a`` and ``b`` formats' widths (an
+        ``int`` format's ``bits``, a ``float`` format's ``man_bits + 1``; none when either is
+        another format), and one LUT per result bit for the accumulator adder (20 per bit for
+        a ``float`` accumulator, well under what an FP adder takes). A kind that knows better
+        overrides it and names the source of each number (a measurement in
+        ``benchmarks/results/``, or a conservative floor).
+        """
+        formats = self.formats()
+        wa, wb = _multiplier_width(formats.get("a")), _multiplier_width(formats.get("b"))
+        acc = formats.get("acc") if isinstance(formats.get("acc"), dict) else {}
+        return PEResources(multiplier=(wa, wb) if wa and wb else None,
+                           luts=self.result_bits * (20 if acc.get("kind") == "float" else 1))
+
     def regress_modes(self):
         """The modes the core regression runs every case in (``(None,)`` without modes)."""
         return self.modes or (None,)
@@ -387,6 +433,12 @@ class Engine:
     def geometry(self):
         """The `tessera.hdl.ctrl.memmap.Geometry` of the core."""
         raise NotImplementedError
+
+    def pe_count(self):
+        """How many PEs the FPGA fit estimate counts (each at the kind's `PEKind.resources`):
+        by default ``rows x cols`` of the geometry (systolic: the array; tree: inputs x
+        outputs leaves, or the inputs rows of run-length weights)."""
+        return self.cfg.rows * self.cfg.cols
 
     def check(self):
         """Raise `ConfigError` (naming key, value, allowed) for a config this engine cannot run,

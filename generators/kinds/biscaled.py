@@ -5,7 +5,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from tessera.generators.kinds.base import ConfigError, OperandLayout, PEKind, check_int
+from tessera.generators.kinds.base import (ConfigError, OperandLayout, PEKind, PEResources,
+                                          check_int)
 from tessera.generators.kinds.int import WrapAddCombiner
 from tessera.hdl.arith.params import int_acc_latency
 
@@ -89,6 +90,13 @@ class BiScaledKind(PEKind):
 
     def combiner(self):
         return WrapAddCombiner(self.acc_bits)
+
+    def resources(self):
+        """One multiplier of the two codes (the scale is a 4-setting shift); LUTs: the default
+        floor, the accumulator's bits. Measured (benchmarks/results/approx_units.json):
+        ``biscaled6`` takes 1 DSP on ECP5 and UP5K, and 127 / 167 LUTs."""
+        return PEResources(multiplier=(self.a_bits, self.b_bits),
+                           luts=super().resources().luts)
 
     def formats(self):
         return biscaled_formats(self.a_format, self.b_format, self.acc_bits)

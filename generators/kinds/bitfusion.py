@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tessera.generators.kinds.base import OperandLayout, PEKind, check_int
+from tessera.generators.kinds.base import OperandLayout, PEKind, PEResources, check_int
 from tessera.generators.kinds.int import WrapAddCombiner
 from tessera.hdl.arith.params import int_acc_latency
 from tessera.sim.precision import PrecisionMode, precision_modes, reference_matmul
@@ -19,6 +19,10 @@ MODES = precision_modes((8, 4, 2), (8, 4, 2))
 
 #: A RUN or GEMM without a mode: the mode whose lanes are widest (both 32 bits of digits).
 DEFAULT_MODE = "a2s_w2s"
+
+#: LUTs of the fusion unit alone, its least measurement (UP5K, benchmarks/results/
+#: intfamily.json ``fusion_unit``): the floor of a Bit Fusion PE besides its accumulator.
+FUSION_UNIT_LUTS = 586
 
 #: The core regression's modes: each precision pair once, the four signedness pairs in turn.
 REGRESS_MODES = ("a8s_w8s", "a8s_w4u", "a8u_w2s", "a4u_w8u", "a4s_w4s", "a4s_w2u", "a2u_w8s",
@@ -203,6 +207,14 @@ class BitFusionKind(PEKind):
         """Bias, requantization, clamp to the RUN mode's activation range
         (`int_family_epilogue`; docs/epilogue.md)."""
         return int_family_epilogue(self)
+
+    def resources(self):
+        """No multiplier: the 16 BitBricks are 64-entry LUT tables, so yosys maps no DSP (the
+        measured ``bitfusion_pe`` takes 0 DSPs in all four flows). LUTs: the fusion unit's
+        least measurement, 586 (``fusion_unit``, UP5K; 643 on ECP5), plus the accumulator's
+        bits; the whole measured PE takes 698 (UP5K) / 735 (ECP5), and the ``bitfusion`` preset
+        48377 LUT4s for 64 PEs (benchmarks/results/intfamily.json)."""
+        return PEResources(multiplier=None, luts=FUSION_UNIT_LUTS + self.acc_bits)
 
     def formats(self):
         from tessera.sim.bitfusion import products_per_word

@@ -5,7 +5,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from tessera.generators.kinds.base import ConfigError, OperandLayout, PEKind, check_int
+from tessera.generators.kinds.base import (ConfigError, OperandLayout, PEKind, PEResources,
+                                          check_int)
 from tessera.generators.kinds.int import WrapAddCombiner
 from tessera.hdl.arith.params import int_acc_latency
 
@@ -106,6 +107,13 @@ class FpecKind(PEKind):
 
     def combiner(self):
         return WrapAddCombiner(self.acc_bits)
+
+    def resources(self):
+        """One multiplier of the two ``w``-bit value codes (the compensation terms are shifts
+        and adds); LUTs: the default floor, the accumulator's bits. Measured
+        (benchmarks/results/approx_units.json): ``fpec6_emb0`` and ``fpec6_emb1`` take 1 DSP
+        on ECP5 and UP5K, and 173..257 LUTs."""
+        return PEResources(multiplier=(self.a_w, self.b_w), luts=super().resources().luts)
 
     def formats(self):
         return fpec_formats(self.a_format, self.b_format, self.acc_bits)

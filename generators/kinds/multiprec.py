@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from tessera.generators.kinds.base import OperandLayout, PEKind, check_int
+from tessera.generators.kinds.base import OperandLayout, PEKind, PEResources, check_int
 from tessera.generators.kinds.bitfusion import (int_family_acc_bound, int_family_decode,
                                                 int_family_encode, int_family_operands,
                                                 mode_formats)
@@ -19,6 +19,10 @@ MODES = precision_modes((8, 4), (8, 4))
 
 #: A RUN or GEMM without a mode: 8 x 8 bits, signed (the widest lanes).
 DEFAULT_MODE = "a8s_w8s"
+
+#: LUTs of the multi-precision PE (acc_bits 32), its least measurement (ECP5 with its DSP,
+#: benchmarks/results/intfamily.json ``multiprec_pe``).
+MULTIPREC_PE_LUTS = 170
 
 #: The core regression's modes: each precision pair, the signedness pairs in turn.
 REGRESS_MODES = ("a8s_w8s", "a8s_w4u", "a4u_w8s", "a4u_w4u", "a4s_w4s", "a8u_w8u")
@@ -88,6 +92,14 @@ class MultiPrecKind(PEKind):
         (`tessera.generators.kinds.bitfusion.int_family_epilogue`; docs/epilogue.md)."""
         from tessera.generators.kinds.bitfusion import int_family_epilogue
         return int_family_epilogue(self)
+
+    def resources(self):
+        """One 4-bit x 4-bit multiplier, each nibble extended to 5 bits (a 10-bit product: a
+        DSP block on ECP5, LUTs on iCE40, whose DSP mapping starts at 11 bits). LUTs: the
+        least measurement of the PE, 170 (``multiprec_pe`` with its DSP on ECP5; 240 LUT-only,
+        349 on UP5K; benchmarks/results/intfamily.json, acc_bits 32), less its 32-bit
+        accumulator, plus this config's accumulator."""
+        return PEResources(multiplier=(5, 5), luts=MULTIPREC_PE_LUTS - 32 + self.acc_bits)
 
     def formats(self):
         return {"a": {"kind": "int", "bits": [8, 4], "signed": "by mode"},
