@@ -269,8 +269,10 @@ def _row(kind, preset, cfg, mode, name, layer, shape, r, g):
 
 
 def _geometry(cfg):
-    if cfg.engine.name == "tree":
-        return f"{cfg.array.inputs} inputs x {cfg.array.outputs} trees"
+    """The array's own keys (rows x cols, or inputs x outputs for the tree engine)."""
+    keys = {k: v for k, v in cfg.array.to_dict().items() if isinstance(v, int)}
+    if {"inputs", "outputs"} <= set(keys):
+        return f"{keys['inputs']} inputs x {keys['outputs']} trees"
     return f"{cfg.rows}x{cfg.cols}"
 
 
