@@ -246,6 +246,17 @@ def estimate(cfg, board):
             dsps = pes * -(-wa // w) * -(-wb // w)
     # LUTs of the PEs
     luts = _BASE_LUTS + pes * res.luts
+    # The epilogue lanes (one per result lane), when the core builds one.
+    epi = cfg.engine.epilogue()
+    if epi is not None:
+        lanes = cfg.geometry.result_stores[0].lanes
+        er = epi.resources()
+        if er.multiplier is not None:
+            wa, wb = er.multiplier
+            if wa + wb >= _DSP_MIN_PRODUCT[fam]:
+                w = _DSP_WIDTH[fam]
+                dsps += lanes * -(-wa // w) * -(-wb // w)
+        luts += lanes * er.luts
     # Block RAM: choose per scratchpad between blocks and logic, keeping the LUTs in budget.
     mems = [(_bram_blocks(fam, s.depth, s.word_bits), -(-s.depth * s.word_bits
                                                          // _BITS_PER_LUT[fam]))

@@ -455,3 +455,19 @@ def test_uart_transport_errors():
         UartTransport("/dev/null", 0)
     with pytest.raises(Exception, match=r"^cannot open serial port /nonexistent/tty0: "):
         UartTransport("/nonexistent/tty0")
+
+
+def test_estimate_counts_the_epilogue_lanes():
+    """The epilogue's lanes are in the fit estimate: the int8-requant core (4 lanes of an
+    acc 32 x 32 multiplier, 4 DSPs each) needs the 32 DSPs its ECP5 build uses
+    (benchmarks/results/layers.md); the iCEBreaker preset with an epilogue is refused on DSPs,
+    as its real build fails (no ICESTORM_DSP left)."""
+    from tessera.fpga.boards import estimate
+    from tessera.generators.config import ConfigError, config_from_dict, load_config
+    assert estimate(load_config("int8-requant"), "ulx3s-85f").dsps == 32
+    assert estimate(load_config("int8-4x4"), "ulx3s-85f").dsps == 16
+    d = load_config("icebreaker").to_dict()
+    d["memory"]["p_depth"] = 64
+    with pytest.raises(ConfigError, match=r"^core\.boards: 'icebreaker' cannot hold this core: "
+                                          r"it needs at least 24 SB_MAC16 DSPs"):
+        config_from_dict(d)

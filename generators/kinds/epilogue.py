@@ -104,6 +104,13 @@ class Epilogue:
     def param_fields(self):
         raise NotImplementedError
 
+    def resources(self):
+        """The `PEResources` floor of one epilogue lane for the FPGA fit estimate (one lane per
+        result lane): its multiplier's operand widths, or None, and a LUT floor well under
+        the measured lane (`benchmarks/results/layers.md`)."""
+        from tessera.generators.kinds.base import PEResources
+        return PEResources(multiplier=None, luts=0)
+
     def fields_of(self, scope):
         return tuple(f for f in self.param_fields if f.scope == scope)
 
@@ -298,6 +305,13 @@ class IntEpilogueSpec(Epilogue):
         self.lane_bits = max(acc_bits, self.MULT_BITS + self.shift_bits)
         self.latency = 5        # IntEpilogue: bias add, product, high half, shift, clamp
 
+    def resources(self):
+        """One ``acc_bits`` x 32 multiplier (4 DSP blocks for acc 32 on both FPGA families) and
+        8 LUTs per accumulator bit (the measured int32 -> int8 lane: 885 LUT4s with DSPs on
+        the ECP5, 901 logic cells on the UP5K)."""
+        from tessera.generators.kinds.base import PEResources
+        return PEResources(multiplier=(self.acc_bits, self.MULT_BITS), luts=8 * self.acc_bits)
+
     def hdl(self):
         from tessera.hdl.arith.epilogue import IntEpilogue
         return IntEpilogue(acc_bits=self.acc_bits, out_bits=self.out_bits)
@@ -478,6 +492,12 @@ class FPEpilogueSpec(Epilogue):
                            f"{self.fmt_acc.name} code added to the accumulator"),
                 ParamField("relu", 1, False, "flag", "ReLU after the conversion"))
 
+    def resources(self):
+        """No multiplier; 400 LUTs (the measured lanes: fp16 -> fp8 650 LUT4s on the ECP5 and
+        554 logic cells on the UP5K, dlfloat16 508 and 478)."""
+        from tessera.generators.kinds.base import PEResources
+        return PEResources(multiplier=None, luts=400)
+
     def hdl(self):
         from tessera.hdl.arith.fpepilogue import FPEpilogue
         return FPEpilogue(fmt_acc=self.fmt_acc, fmt_in=self.fmt_in, add_stages=self.add_stages,
@@ -611,6 +631,12 @@ class TernaryEpilogueSpec(Epilogue):
                 ParamField("mult", self.MULT_BITS, False, "channel",
                            "step multiplier (y = (acc + bias) * mult / 2**shift)"),
                 ParamField("shift", self.shift_bits, False, "channel", "step right shift"))
+
+    def resources(self):
+        """One ``acc_bits`` x 16 multiplier (the step) and 4 LUTs per accumulator bit (bias
+        add, rounding shift, clamp; a floor, not measured)."""
+        from tessera.generators.kinds.base import PEResources
+        return PEResources(multiplier=(self.acc_bits, 16), luts=4 * self.acc_bits)
 
     def hdl(self):
         from tessera.hdl.arith.ternary_epilogue import TernaryEpilogue

@@ -56,7 +56,10 @@ class TernaryKind(PEKind):
 
     @property
     def latency(self):
-        return 3       # the scaling pipeline after the sums: scale read, products, difference
+        """The scaling pipeline after the sums (scale read, products, difference): the serial
+        scaler's `LATENCY_EXTRA`, stated once in `tessera.hdl.arith.params`."""
+        from tessera.hdl.arith.params import TERNARY_SCALE_LATENCY
+        return TERNARY_SCALE_LATENCY
 
     def combiner(self):
         return WrapAddCombiner(self.acc_bits)
