@@ -343,7 +343,14 @@ def make_parents(plan):
     last) for `remove_created`."""
     made = []
     for d in plan.create[:-1]:
-        os.mkdir(d)
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            # Another process made it between the plan and now (two builds into sibling
+            # folders): fine if it is a folder, and not ours to remove later.
+            if not os.path.isdir(d):
+                raise
+            continue
         made.append(d)
     return made
 
