@@ -157,7 +157,7 @@ def epilogue_params(cfg, layer, shape, seed, mode):
     epilogue of the engine's own layer cases."""
     epi = cfg.engine.epilogue()
     names = {f.name for f in epi.param_fields}
-    if {"mult", "shift"} <= names:
+    if {"mult", "shift", "zero_point"} <= names:        # the integer requantizer
         x, w = cfg.engine.layer_operands(layer, list(shape), kind="random", seed=seed,
                                          mode=mode)
         acc = cfg.engine.layer_reference(layer, x, w, mode=mode)
@@ -804,9 +804,14 @@ def main(argv=None):
     BUILD.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     res = json.loads(JSON_PATH.read_text()) if JSON_PATH.is_file() else {}
-    res["command"] = ".venv/bin/python benchmarks/layers.py " + " ".join(
-        a for a in (argv if argv is not None else sys.argv[1:]))
-    res["command"] = res["command"].strip()
+    prev_wall = float(res.get("wall_s") or 0.0)
+    command = (".venv/bin/python benchmarks/layers.py " + " ".join(
+        a for a in (argv if argv is not None else sys.argv[1:]))).strip()
+    only = [p for p in args.presets.split(",") if p]
+    # A --presets run refreshes those presets' rows and keeps the others (the commands that
+    # gave the figures are all listed).
+    res["command"] = (f"{res['command']}; then {command}" if only and res.get("command")
+                      else command)
     errors = []
     do_synth = args.part in ("synth", "all") and not args.skip_synth
     pool = futs = None
@@ -816,8 +821,15 @@ def main(argv=None):
         say(f"synthesis: {len(futs)} jobs on {args.jobs} worker(s), beside the simulations")
     try:
         if args.part in ("layers", "all"):
-            res["layers"] = part_layers(args.quick, errors,
-                                        [p for p in args.presets.split(",") if p])
+            new = part_layers(args.quick, errors, only)
+            prev = res.get("layers")
+            if only and prev and prev.get("quick") == new.get("quick"):
+                for key in ("rows", "epilogue"):
+                    prev[key] = [r for r in prev.get(key, []) if r["preset"] not in only] \
+                        + new.get(key, [])
+                prev.setdefault("support", {}).update(new.get("support", {}))
+                new = prev
+            res["layers"] = new
         if do_synth:
             res["synth"] = collect_synth(futs, errors)
     finally:
@@ -825,7 +837,8 @@ def main(argv=None):
             pool.shutdown(cancel_futures=True)
     from tessera.fpga.toolchain import tool_versions
     res["tool_versions"] = tool_versions()
-    res["wall_s"] = round(time.monotonic() - t0, 1)
+    # A --presets run adds its time to the run whose other rows it keeps.
+    res["wall_s"] = round(time.monotonic() - t0 + (prev_wall if only else 0.0), 1)
     res["errors"] = errors
     RESULTS.mkdir(parents=True, exist_ok=True)
     JSON_PATH.write_text(json.dumps(res, indent=1) + "\n")
