@@ -193,11 +193,21 @@ def cmd_regress(args):
     return EXIT_OK if summary["ok"] else EXIT_FAILED
 
 
+def _wraps(g):
+    """" (accumulator may wrap: ...)" when the case's K can overflow the accumulator: the
+    results then match the reference's wrap-around, not the exact sums."""
+    b = g.get("acc_bound")
+    if not b or b[0] <= b[1]:
+        return ""
+    return f" (accumulator may wrap: worst case {b[0]} > {b[1]})"
+
+
 def _print_regress(s):
     print(f"\n{'case':<14} {'M':>4} {'N':>4} {'K':>5} {'runs':>4} {'cycles':>8} "
           f"{'ideal':>8} {'util':>7}  result")
     for g in s["gemms"]:
         ok = "bit-exact" if g["mismatches"] == 0 else f"{g['mismatches']} MISMATCHES"
+        ok += _wraps(g)
         cyc = "ok" if g["cycles"] == g["golden_cycles"] else f"golden {g['golden_cycles']}"
         print(f"{g['case']:<14} {g['m']:>4} {g['n']:>4} {g['k']:>5} {g['runs']:>4} "
               f"{g['cycles']:>8} {g['ideal_cycles']:>8.0f} {100 * g['utilization']:>6.2f}%  "
@@ -208,6 +218,7 @@ def _print_regress(s):
               f"{'ideal':>8} {'util':>7}  result")
         for g in s["layers"]:
             ok = "bit-exact" if g["mismatches"] == 0 else f"{g['mismatches']} MISMATCHES"
+            ok += _wraps(g)
             cyc = "ok" if g["cycles"] == g["golden_cycles"] else f"golden {g['golden_cycles']}"
             shape = "x".join(str(d) for d in g["input"])
             util = f"{100 * g['utilization']:>6.2f}%" if g["utilization"] else "     -"

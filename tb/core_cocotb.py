@@ -106,7 +106,7 @@ if PLAN.get("cases"):
         mism = int(np.count_nonzero(got != expect))
         ideal = CFG.engine.ideal_cycles(a, b, mode)
         _record({"case": case, "m": spec["m"], "n": spec["n"], "k": spec["k"],
-                 "kind": spec["kind"], "mode": mode,
+                 "kind": spec["kind"], "mode": mode, "acc_bound": _acc_bound(spec["k"], mode),
                  "mismatches": mism, "cycles": stats.cycles, "golden_cycles": golden_stats.cycles,
                  "runs": stats.runs, "k_split": stats.k_split, "ideal_cycles": ideal,
                  "utilization": ideal / stats.cycles if stats.cycles else None,
@@ -148,6 +148,7 @@ if PLAN.get("layers"):
         mism = int(np.count_nonzero(got != np.asarray(expect, dtype=np.uint64)))
         _record({"case": case, "layer": spec["layer"], "input": spec["input"], "mode": mode,
                  "epilogue": spec.get("epilogue"),
+                 "acc_bound": _acc_bound(layer.gemm_k(), mode),
                  "mismatches": mism, **stats.as_dict(),
                  "golden_cycles": golden_stats.cycles,
                  "sim_cycles_total": sim_cycles, "wall_s": round(wall, 3)})
@@ -249,6 +250,13 @@ async def test_malformed_commands(dut):
         assert st.cycles == cycles, f"RUN {fields}: {st.cycles} cycles, the model says {cycles}"
     # And a normal command works afterwards.
     assert (await drv.connect()).rows == CFG.rows
+
+
+def _acc_bound(k, mode):
+    """``[worst-case |sum|, accumulator limit]`` for K products (`PEKind.acc_bound`), or None:
+    the regression says "may wrap" next to "bit-exact" when the first exceeds the second."""
+    b = CFG.pe.acc_bound(k, mode=mode)
+    return None if b is None else [int(b[0]), int(b[1])]
 
 
 def _run_bytes(**fields):

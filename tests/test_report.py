@@ -48,3 +48,13 @@ def test_report_on_the_rtl(tmp_path, monkeypatch, capsys):
     g = rows["GEMM 64x64x64"]
     assert (rep["cycles"], rep["ideal_cycles"]) == (g["cycles"], g["ideal_cycles"]) \
         and g["ideal_cycles"] == 64 ** 3 / 4
+
+
+def test_regress_table_says_when_the_accumulator_may_wrap():
+    """A case whose K can overflow the accumulator is not silently "bit-exact": the table
+    adds the worst-case bound (the testbench records `PEKind.acc_bound` per case)."""
+    from tessera.generators.cli import _wraps
+    assert _wraps({"acc_bound": [442368, 32767]}) == \
+        " (accumulator may wrap: worst case 442368 > 32767)"
+    assert _wraps({"acc_bound": [16384, 32767]}) == ""
+    assert _wraps({"acc_bound": None}) == ""
