@@ -80,9 +80,11 @@ def test_geometry_and_run_fields():
 
 def test_p_depth_refused_for_a_kind_without_epilogue():
     with pytest.raises(ConfigError, match=r"^memory\.p_depth: 4 asks for an epilogue and "
-                                          r"pe\.kind 'fpec' has none \(its activations carry "
-                                          r"error-compensation bits .*\); allowed: 0$"):
-        config_from_dict({"pe": {"kind": "fpec"}, "memory": {"p_depth": 4}})
+                                          r"pe\.kind 'fpec' has none \(the requantizing "
+                                          r"epilogue needs pe\.acc_bits >= 8\); allowed: 0$"):
+        config_from_dict({"pe": {"kind": "fpec", "a_int_bits": 0, "a_frac_bits": 1,
+                                 "b_int_bits": 0, "b_frac_bits": 1, "acc_bits": 7},
+                          "memory": {"p_depth": 4}})
     with pytest.raises(ConfigError, match=r"^memory\.p_depth: 1 is out of range"):
         cfg_of(p_depth=1)
 

@@ -66,8 +66,11 @@ def test_epilogue_cases_on_golden_core(kind, pe):
     assert len(seen) > 8          # the cases exercise more than the clamp
 
 
-@pytest.mark.parametrize("kind", ["fpec", "biscaled"])
-def test_kinds_without_epilogue_refuse_p_depth(kind):
+# fpec has an epilogue (tests/test_fpec_epilogue.py) except below 8 accumulator bits.
+@pytest.mark.parametrize("kind,pe", [("fpec", {"a_int_bits": 0, "a_frac_bits": 1,
+                                               "b_int_bits": 0, "b_frac_bits": 1,
+                                               "acc_bits": 7})])
+def test_kinds_without_epilogue_refuse_p_depth(kind, pe):
     with pytest.raises(ConfigError, match=rf"^memory\.p_depth: 4 asks for an epilogue and "
                                           rf"pe\.kind '{kind}' has none \(.+\); allowed: 0$"):
-        cfg_of(kind)
+        cfg_of(kind, **pe)

@@ -31,6 +31,7 @@ CONFIGS = {
                  None, ("dense_fp_bias", "depthwise_fp_relu")),
     "multiprec": ({"array": {"rows": 2, "cols": 2}, "pe": {"kind": "multiprec"}},
                   ("a8u_w8u", "a4s_w4s"), ("dense_requant", "conv3x3_requant_relu")),
+    "fpec": ({"array": {"rows": 2, "cols": 2}, "pe": {"kind": "fpec", "emb_bits": 2}}, None, None),
     "ternary_dense": ({"array": {"kind": "tree", "encoding": "dense", "inputs": 4,
                                  "outputs": 2, "scales": 64},
                        "pe": {"kind": "ternary"}}, None, None),

@@ -23,10 +23,8 @@ class FpecKind(PEKind):
     is the host quantizer's EZB threshold. Across RUNs the result codes add with a wrap (the
     same as accumulating P and C on, since ``(P, C) -> (P << s) + C`` is linear)."""
     name = "fpec"
-    #: Why ``memory.p_depth`` is refused for this kind (`Engine.check`).
-    no_epilogue_reason = ("its activations carry error-compensation bits (EZB, EDB, EMB) "
-                          "that only the host quantizer derives from the unquantized value; "
-                          "the integer requantizer cannot produce them (docs/epilogue.md)")
+    #: Why ``memory.p_depth`` is refused when `epilogue` is None (`Engine.check`).
+    no_epilogue_reason = "the requantizing epilogue needs pe.acc_bits >= 8"
     code = 6
     a_int_bits: int = 3
     a_frac_bits: int = 2
@@ -95,6 +93,17 @@ class FpecKind(PEKind):
     @property
     def latency(self):
         return int_acc_latency()    # FpecMacPE: product/compensation registers, accumulator
+
+    def epilogue(self):
+        """Bias, the integer requantizer's exact quotient, ReLU/clip, and EZB/EDB/EMB derived
+        on chip from the exact remainder by the host quantizer's rule: the outputs are the
+        next layer's FPEC activation codes (``a_format``;
+        `tessera.generators.kinds.fpec_epilogue.FpecEpilogueSpec`, ``docs/epilogue.md``)."""
+        from tessera.generators.kinds.fpec_epilogue import FpecEpilogueSpec
+        if self.acc_bits < 8:       # the requantizer's accumulator input is 8..64 bits
+            return None
+        return FpecEpilogueSpec(self.acc_bits, self.a_format,
+                                b_max_int=(1 << (self.b_w - 1)) - 1)
 
     def make_pe(self):
         from tessera.hdl.arith.fpec import FpecMacPE
