@@ -29,6 +29,7 @@ CONFIGS = {
     "fp8_fp16": ({"array": {"rows": 2, "cols": 2},
                   "pe": {"kind": "fpmac", "input_format": "fp8_e4m3", "acc_format": "fp16"}},
                  None, ("dense_fp_bias", "depthwise_fp_relu")),
+    "biscaled": ({"array": {"rows": 2, "cols": 2}, "pe": {"kind": "biscaled"}}, None, None),
     "multiprec": ({"array": {"rows": 2, "cols": 2}, "pe": {"kind": "multiprec"}},
                   ("a8u_w8u", "a4s_w4s"), ("dense_requant", "conv3x3_requant_relu")),
     "fpec": ({"array": {"rows": 2, "cols": 2}, "pe": {"kind": "fpec", "emb_bits": 2}}, None, None),

@@ -26,10 +26,8 @@ class BiScaledKind(PEKind):
     the code with its selector in the bit above it (``b_bits + 1`` bits).
     """
     name = "biscaled"
-    #: Why ``memory.p_depth`` is refused for this kind (`Engine.check`).
-    no_epilogue_reason = ("each activation picks its own scale (fine or coarse) by "
-                          "magnitude, which the integer requantizer's one scale per channel "
-                          "cannot produce (docs/epilogue.md)")
+    #: Why ``memory.p_depth`` is refused (`Engine.check`): only below 8 accumulator bits.
+    no_epilogue_reason = "the requantizing epilogue needs pe.acc_bits >= 8"
     code = 7
     a_bits: int = 6
     a_fine_frac_bits: int = 3
@@ -90,6 +88,17 @@ class BiScaledKind(PEKind):
 
     def combiner(self):
         return WrapAddCombiner(self.acc_bits)
+
+    def epilogue(self):
+        """Bias, TFLite/gemmlowp requantization onto the A format's scale-fine grid, clamp,
+        then per element scale-fine when the level is a code, else re-rounded to scale-wide:
+        the next layer's A lane element (code | selector << bits)
+        (`tessera.generators.kinds.biscaled_epilogue.BiScaledEpilogueSpec`;
+        docs/epilogue.md). None for accumulators under 8 bits."""
+        from tessera.generators.kinds.biscaled_epilogue import BiScaledEpilogueSpec
+        if self.acc_bits < 8:
+            return None
+        return BiScaledEpilogueSpec(self.acc_bits, self.a_format, b_fmt=self.b_format)
 
     def resources(self):
         """One multiplier of the two codes (the scale is a 4-setting shift); LUTs: the default
