@@ -31,38 +31,11 @@ __all__ = ["threshold_bits", "bucket_edges", "fpec_epilogue", "MULT_BITS", "shif
 MULT_BITS = 32
 
 
-def shift_bits_for(acc_bits):
-    return (acc_bits + 31).bit_length()
-
-
-def _frac_bits(f):
-    d = Fraction(f).denominator
-    assert d & (d - 1) == 0
-    return d.bit_length() - 1
-
-
-def threshold_bits(threshold, emb_bits):
-    """``B``: fraction bits of ``|r|`` that decide EZB and EMB exactly (every edge ``T + j *
-    (1/2 - T) / 2**m`` is a multiple of ``2**-B``)."""
-    return max(_frac_bits(threshold), 1) + emb_bits
-
-
-def bucket_edges(threshold, emb_bits):
-    """``(T * 2**B, [edge_j * 2**B for j = 1 .. 2**m - 1])`` as integers (no edges when
-    ``T = 1/2``: the host quantizer's EMB is then always 0)."""
-    B = threshold_bits(threshold, emb_bits)
-    t = Fraction(threshold)
-    n = 1 << emb_bits
-    width = (Fraction(1, 2) - t) / n
-    t0 = t * (1 << B)
-    assert t0.denominator == 1
-    edges = []
-    if width > 0:
-        for j in range(1, n):
-            e = (t + j * width) * (1 << B)
-            assert e.denominator == 1
-            edges.append(int(e))
-    return int(t0), edges
+# The bit-width rules the unit and the twin share live in plain Python beside the HDL
+# (`tessera.hdl.arith.params`), so the unit imports nothing from `tessera.sim`.
+from tessera.hdl.arith.params import (  # noqa: E402
+    bucket_edges, fpec_epilogue_frac_bits as _frac_bits, fpec_shift_bits as shift_bits_for,
+    threshold_bits)
 
 
 def fpec_epilogue(acc, bias, mult, shift, zero_point, lo, hi, *, acc_bits, w, emb_bits,

@@ -63,7 +63,8 @@ class FpecEpilogue(wiring.Component):
     MULT_BITS = 32
 
     def __init__(self, *, acc_bits, w, emb_bits, threshold):
-        from tessera.sim.fpec_epilogue import bucket_edges, shift_bits_for, threshold_bits
+        from tessera.hdl.arith.params import (bucket_edges, fpec_shift_bits as shift_bits_for,
+                                              threshold_bits)
         if isinstance(acc_bits, bool) or not isinstance(acc_bits, int) or not 8 <= acc_bits <= 64:
             raise ValueError(f"acc_bits must be an integer 8..64, not {acc_bits!r}")
         if not 2 <= w <= 16 or emb_bits not in (0, 1, 2) or not 0 < threshold <= 0.5:
