@@ -65,3 +65,38 @@ def drive_pe(dut, seqs, gaps=None):
     assert valid_cycles == [c + dut.latency for c in last_cycles], \
         "result_valid does not follow each last pair by exactly `latency` cycles"
     return results
+
+
+def run_lanes(dut, names, cols, gaps, *, dtype=None, zero_gaps=False):
+    """Drive a one-lane unit with members ``valid``, ``names`` (inputs, sampled with valid) and
+    ``out_valid``/``out``: element ``i`` of every column after ``gaps[i]`` idle cycles (inputs
+    set to 0 during them with ``zero_gaps``); returns the ``out`` values in order."""
+    import numpy as np
+    n = len(cols[0])
+    got = []
+
+    async def drive(ctx):
+        for i in range(n):
+            for _ in range(gaps[i]):
+                ctx.set(dut.valid, 0)
+                if zero_gaps:
+                    for name in names:
+                        ctx.set(getattr(dut, name), 0)
+                await ctx.tick()
+            ctx.set(dut.valid, 1)
+            for name, c in zip(names, cols):
+                ctx.set(getattr(dut, name), int(c[i]))
+            await ctx.tick()
+        ctx.set(dut.valid, 0)
+
+    async def collect(ctx):
+        t = 0
+        while len(got) < n:
+            if ctx.get(dut.out_valid):
+                got.append(ctx.get(dut.out))
+            await ctx.tick()
+            t += 1
+            assert t < 4 * n + 100
+
+    simulate(dut, drive, collect)
+    return np.array(got, dtype=dtype or np.int64)

@@ -26,7 +26,7 @@ from tessera.sim.driver import TesseraDriver
 from tessera.sim.epilogue import shift_bits_for
 from tessera.sim.layers import layer_from_dict
 from tessera.sim.lowering import case_bias, layer_cases, requant_params, run_layer
-from tests.helpers import simulate
+from tests.helpers import run_lanes, simulate
 
 
 NAMES = ["acc", "bias", "mult", "shift", "zero_point", "lo", "hi"]
@@ -141,32 +141,7 @@ def test_twin_random_and_corners_against_reference(acc_bits, bits, d):
 # -- the HDL against the twin ---------------------------------------------------------------
 def run_hdl(acc_bits, bits, d, cols, gaps):
     dut = BiScaledEpilogue(acc_bits=acc_bits, bits=bits, d=d)
-    n = len(cols[0])
-    got = []
-
-    async def drive(ctx):
-        for i in range(n):
-            for _ in range(gaps[i]):
-                ctx.set(dut.valid, 0)
-                await ctx.tick()
-            ctx.set(dut.valid, 1)
-            for name, c in zip(NAMES, cols):
-                ctx.set(getattr(dut, name), int(c[i]))
-            await ctx.tick()
-        ctx.set(dut.valid, 0)
-
-    async def collect(ctx):
-        t = 0
-        while len(got) < n:
-            if ctx.get(dut.out_valid):
-                got.append(ctx.get(dut.out))
-            await ctx.tick()
-            t += 1
-            assert t < 4 * n + 100
-
-    simulate(dut, drive, collect)
-    return np.array(got, dtype=np.uint64)
-
+    return run_lanes(dut, NAMES, cols, gaps, dtype=np.uint64)
 
 @pytest.mark.parametrize("acc_bits,bits,d", [(24, 6, 3), (32, 2, 3), (64, 16, 16), (16, 8, 1)])
 def test_hdl_matches_twin(acc_bits, bits, d):

@@ -15,7 +15,7 @@ from tessera.generators.kinds.epilogue import IntEpilogueSpec
 from tessera.hdl.arith.epilogue import IntEpilogue
 from tessera.sim.epilogue import int_epilogue, quantize_multiplier, shift_bits_for
 from tessera.sim.epilogue_ref import ref_epilogue, ref_many
-from tests.helpers import simulate
+from tests.helpers import run_lanes, simulate
 
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -217,33 +217,8 @@ def test_twin_rejects_out_of_range_inputs():
 # -- the HDL against the twin ---------------------------------------------------------------
 def run_hdl(acc_bits, out_bits, cols, gaps):
     dut = IntEpilogue(acc_bits=acc_bits, out_bits=out_bits)
-    names = ["acc", "bias", "mult", "shift", "zero_point", "lo", "hi"]
-    n = len(cols[0])
-    got = []
-
-    async def drive(ctx):
-        for i in range(n):
-            for _ in range(gaps[i]):
-                ctx.set(dut.valid, 0)
-                await ctx.tick()
-            ctx.set(dut.valid, 1)
-            for name, c in zip(names, cols):
-                ctx.set(getattr(dut, name), int(c[i]))
-            await ctx.tick()
-        ctx.set(dut.valid, 0)
-
-    async def collect(ctx):
-        t = 0
-        while len(got) < n:
-            if ctx.get(dut.out_valid):
-                got.append(ctx.get(dut.out))
-            await ctx.tick()
-            t += 1
-            assert t < 4 * n + 100
-
-    simulate(dut, drive, collect)
-    return np.array(got, dtype=np.int64)
-
+    return run_lanes(dut, ["acc", "bias", "mult", "shift", "zero_point", "lo", "hi"], cols,
+                     gaps)
 
 @pytest.mark.parametrize("acc_bits,out_bits", [(8, 8), (16, 8), (32, 8), (32, 16), (48, 16),
                                                (64, 32), (64, 2)])

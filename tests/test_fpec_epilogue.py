@@ -25,7 +25,7 @@ from tessera.sim.fpec_epilogue_ref import ref_fpec_epilogue
 from tessera.sim.layers import layer_from_dict
 from tessera.sim.lowering import case_bias, layer_cases, requant_params, run_layer
 
-from tests.helpers import simulate
+from tests.helpers import run_lanes, simulate
 
 
 NAMES = ("acc", "bias", "mult", "shift", "zero_point", "lo", "hi")
@@ -174,32 +174,7 @@ def test_reference_is_the_host_quantizer(emb_bits, threshold):
 
 # -- the HDL against the twin ---------------------------------------------------------------
 def run_hdl(dut, cols, gaps):
-    n = len(cols[0])
-    got = []
-
-    async def drive(ctx):
-        for i in range(n):
-            for _ in range(gaps[i]):
-                ctx.set(dut.valid, 0)
-                await ctx.tick()
-            ctx.set(dut.valid, 1)
-            for name, c in zip(NAMES, cols):
-                ctx.set(getattr(dut, name), int(c[i]))
-            await ctx.tick()
-        ctx.set(dut.valid, 0)
-
-    async def collect(ctx):
-        t = 0
-        while len(got) < n:
-            if ctx.get(dut.out_valid):
-                got.append(ctx.get(dut.out))
-            await ctx.tick()
-            t += 1
-            assert t < 4 * n + 100
-
-    simulate(dut, drive, collect)
-    return np.array(got, dtype=np.int64)
-
+    return run_lanes(dut, NAMES, cols, gaps)
 
 @pytest.mark.parametrize("acc_bits,w,emb_bits,threshold",
                          [(16, 4, 2, 0.25), (32, 6, 0, 0.25), (32, 6, 2, 0.3),

@@ -33,7 +33,7 @@ from tessera.sim.ternary_epilogue import (MULT_BITS, scale_to_mult_shift, shift_
                                           ternary_epilogue)
 from tessera.sim.ternary_epilogue_ref import ref_ternary_epilogue
 
-from helpers import simulate
+from helpers import run_lanes, simulate
 
 
 MULTS = [0, 1, 2, 3, 5, 255, 256, 257, 0x7FFF, 0x8000, 0xFFFE, 0xFFFF]
@@ -154,35 +154,8 @@ def test_twin_rejects_out_of_range_inputs():
 # -- the HDL lane against the twin ----------------------------------------------------------------
 def run_hdl(acc_bits, act_bits, cols, gaps):
     dut = TernaryEpilogue(acc_bits=acc_bits, act_bits=act_bits)
-    names = ["acc", "bias", "mult", "shift"]
-    n = len(cols[0])
-    got = []
-
-    async def drive(ctx):
-        for i in range(n):
-            for _ in range(gaps[i]):
-                ctx.set(dut.valid, 0)
-                for name in names:          # garbage between inputs: sampled with valid only
-                    ctx.set(getattr(dut, name), 0)
-                await ctx.tick()
-            ctx.set(dut.valid, 1)
-            for name, c in zip(names, cols):
-                ctx.set(getattr(dut, name), int(c[i]))
-            await ctx.tick()
-        ctx.set(dut.valid, 0)
-
-    async def collect(ctx):
-        t = 0
-        while len(got) < n:
-            if ctx.get(dut.out_valid):
-                got.append(ctx.get(dut.out))
-            await ctx.tick()
-            t += 1
-            assert t < 4 * n + 100
-
-    simulate(dut, drive, collect)
-    return np.array(got, dtype=np.int64)
-
+    # Inputs are 0 between words: the unit samples them with valid only.
+    return run_lanes(dut, ["acc", "bias", "mult", "shift"], cols, gaps, zero_gaps=True)
 
 @pytest.mark.parametrize("acc_bits,act_bits", [(8, 8), (24, 8), (32, 4), (48, 16), (64, 1)])
 def test_hdl_matches_twin(acc_bits, act_bits):
