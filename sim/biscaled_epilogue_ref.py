@@ -45,15 +45,7 @@ def reference_layer_codes_biscaled(acc_codes, params, *, acc_bits, bits, d):
     """Epilogue output lane codes of a layer's accumulator codes (channel axis 1) under
     ``params`` (per-channel ``bias``, ``mult``, ``shift``; the RUN's ``zero_point``, ``lo``,
     ``hi``), element by element with `ref_biscaled_epilogue`."""
-    acc = np.asarray(acc_codes, dtype=object)
-    m = 1 << acc_bits
-    out = np.empty(acc.shape, dtype=np.uint64)
-    for idx in np.ndindex(*acc.shape):
-        c = idx[1]
-        a = int(acc[idx]) % m
-        a = a - m if a >= m // 2 else a
-        out[idx] = ref_biscaled_epilogue(
-            a, int(params["bias"][c]), int(params["mult"][c]), int(params["shift"][c]),
-            int(params["zero_point"]), int(params["lo"]), int(params["hi"]),
-            acc_bits=acc_bits, bits=bits, d=d)
-    return out
+    from tessera.sim.epilogue_ref import per_element
+    return per_element(acc_codes, params, acc_bits=acc_bits,
+                       ref=lambda *v: ref_biscaled_epilogue(*v, acc_bits=acc_bits, bits=bits,
+                                                            d=d))

@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 
 
-__all__ = ["ref_epilogue", "ref_many"]
+__all__ = ["ref_epilogue", "ref_many", "per_element"]
 
 
 def ref_epilogue(acc, bias, mult, shift, zp, lo, hi, *, acc_bits, out_bits):
@@ -35,20 +35,28 @@ def ref_many(cols, **kw):
     return np.array([ref_epilogue(*map(int, c), **kw) for c in zip(*cols)], dtype=np.int64)
 
 
+def per_element(acc_codes, params, *, acc_bits, ref):
+    """Apply a one-element reference ``ref(acc, bias, mult, shift, zero_point, lo, hi)`` to
+    every accumulator code of a layer (channel axis 1; signed ``acc_bits``) with ``params``
+    (per-channel ``bias``, ``mult``, ``shift``; the RUN's ``zero_point``, ``lo``, ``hi``);
+    returns ``ref``'s codes as uint64. Shared by the requantizing epilogues' references."""
+    acc = np.asarray(acc_codes, dtype=object)
+    m = 1 << acc_bits
+    out = np.empty(acc.shape, dtype=np.uint64)
+    run = (int(params["zero_point"]), int(params["lo"]), int(params["hi"]))
+    for idx in np.ndindex(*acc.shape):
+        c = idx[1]
+        a = int(acc[idx]) % m
+        a = a - m if a >= m // 2 else a
+        out[idx] = ref(a, int(params["bias"][c]), int(params["mult"][c]),
+                       int(params["shift"][c]), *run)
+    return out
+
+
 def reference_layer_codes(acc_codes, params, *, acc_bits, out_bits):
     """Epilogue output codes (``out_bits`` two's complement) of a layer's accumulator codes
     (N x O or N x O x H x W, channel axis 1) under ``params`` (per-channel ``bias``, ``mult``,
     ``shift``; the RUN's ``zero_point``, ``lo``, ``hi``), element by element with
     `ref_epilogue`."""
-    acc = np.asarray(acc_codes, dtype=object)
-    m = 1 << acc_bits
-    out = np.empty(acc.shape, dtype=np.uint64)
-    for idx in np.ndindex(*acc.shape):
-        c = idx[1]
-        a = int(acc[idx]) % m
-        a = a - m if a >= m // 2 else a
-        v = ref_epilogue(a, int(params["bias"][c]), int(params["mult"][c]),
-                         int(params["shift"][c]), int(params["zero_point"]), int(params["lo"]),
-                         int(params["hi"]), acc_bits=acc_bits, out_bits=out_bits)
-        out[idx] = v % (1 << out_bits)
-    return out
+    return per_element(acc_codes, params, acc_bits=acc_bits, ref=lambda *v: ref_epilogue(
+        *v, acc_bits=acc_bits, out_bits=out_bits) % (1 << out_bits))

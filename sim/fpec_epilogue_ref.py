@@ -50,15 +50,8 @@ def ref_fpec_epilogue(acc, bias, mult, shift, zp, lo, hi, *, acc_bits, w, emb_bi
 def reference_layer_codes_fpec(acc_codes, params, *, acc_bits, w, emb_bits, threshold):
     """FPEC element codes of a layer's accumulator codes (channel axis 1) under ``params``
     (per-channel ``bias``, ``mult``, ``shift``; the RUN's ``zero_point``, ``lo``, ``hi``)."""
-    acc = np.asarray(acc_codes, dtype=object)
-    m = 1 << acc_bits
-    out = np.empty(acc.shape, dtype=np.uint64)
-    for idx in np.ndindex(*acc.shape):
-        c = idx[1]
-        a = int(acc[idx]) % m
-        a = a - m if a >= m // 2 else a
-        out[idx] = ref_fpec_epilogue(
-            a, int(params["bias"][c]), int(params["mult"][c]), int(params["shift"][c]),
-            int(params["zero_point"]), int(params["lo"]), int(params["hi"]),
-            acc_bits=acc_bits, w=w, emb_bits=emb_bits, threshold=threshold)
-    return out
+    from tessera.sim.epilogue_ref import per_element
+    return per_element(acc_codes, params, acc_bits=acc_bits,
+                       ref=lambda *v: ref_fpec_epilogue(*v, acc_bits=acc_bits, w=w,
+                                                        emb_bits=emb_bits,
+                                                        threshold=threshold))
