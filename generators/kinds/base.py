@@ -340,6 +340,12 @@ class PEKind(_Section):
         stage on an output's last K chunk), or None when the kind has none."""
         return None
 
+    def ptq_recipe(self):
+        """The kind's post-training quantization recipe: a `tessera.sim.ptq.Recipe` subclass
+        (`tessera.sim.ptq.quantize` instantiates it with the user's options), or None when the
+        kind has none (``tessera infer`` then refuses a float model for it)."""
+        return None
+
     def resources(self):
         """The `PEResources` floor of one PE for the FPGA fit estimate (`tessera.fpga.boards`).
 

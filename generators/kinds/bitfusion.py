@@ -208,6 +208,11 @@ class BitFusionKind(PEKind):
         (`int_family_epilogue`; docs/epilogue.md)."""
         return int_family_epilogue(self)
 
+    def ptq_recipe(self):
+        """Integer post-training quantization (`tessera.sim.ptq_int.IntRecipe`)."""
+        from tessera.sim.ptq_int import IntRecipe
+        return IntRecipe
+
     def resources(self):
         """No multiplier: the 16 BitBricks are 64-entry LUT tables, so yosys maps no DSP (the
         measured ``bitfusion_pe`` takes 0 DSPs in all four flows). LUTs: the fusion unit's

@@ -214,6 +214,11 @@ class IntKind(PEKind):
         from tessera.generators.kinds.epilogue import IntEpilogueSpec
         return IntEpilogueSpec(self.acc_bits, self.a_bits) if self.acc_bits >= 8 else None
 
+    def ptq_recipe(self):
+        """Integer post-training quantization (`tessera.sim.ptq_int.IntRecipe`)."""
+        from tessera.sim.ptq_int import IntRecipe
+        return IntRecipe
+
     def formats(self):
         return int_formats(self.a_bits, self.b_bits, self.acc_bits)
 

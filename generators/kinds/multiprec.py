@@ -93,6 +93,11 @@ class MultiPrecKind(PEKind):
         from tessera.generators.kinds.bitfusion import int_family_epilogue
         return int_family_epilogue(self)
 
+    def ptq_recipe(self):
+        """Integer post-training quantization (`tessera.sim.ptq_int.IntRecipe`)."""
+        from tessera.sim.ptq_int import IntRecipe
+        return IntRecipe
+
     def resources(self):
         """One 4-bit x 4-bit multiplier, each nibble extended to 5 bits (a 10-bit product: a
         DSP block on ECP5, LUTs on iCE40, whose DSP mapping starts at 11 bits). LUTs: the

@@ -1,0 +1,348 @@
+"""Quantized networks: the file `tessera infer` and `tessera run` load, and how it runs.
+
+A `QNet` is what post-training quantization (`tessera.sim.ptq`) or the QDQ importer
+(`tessera.sim.onnx_import`) makes from a float model for one PE kind: the layer list with,
+per on-chip layer, its weight *values* (on the kind's grid: `PEKind.encode` checks them), the
+run-time mode, and the epilogue parameters (bias in accumulator units, scale or multiplier and
+shift, zero point, clamp) that turn its accumulators into the next layer's activation values;
+the input quantizer (float image -> activation values); the last layer's bias and per-channel
+output scale (accumulator values -> logits). It names the PE kind and formats it was made for
+and refuses a core of another kind.
+
+Two executors run it on values, layer by layer:
+
+* `run_network(drv, qnet, x)` through a `TesseraDriver` (golden core, Verilator RTL, board):
+  `Dense`/`Conv2d` through the engine's layer mapper with the epilogue on chip when the core
+  has one (``memory.p_depth > 0``), else the same epilogue applied on the host by its twin
+  (`Epilogue.apply_codes`, the unit's bit-exact model); pooling and `Flatten` on the host.
+* `reference_network(qnet, pe, x)`: the independent reference. Accumulators by
+  `tessera.sim.layers.reference_codes` (direct convolution / matrix product of the decoded
+  elements, no im2col, no mapper, no twin), epilogues by `Epilogue.reference_codes` (exact
+  rationals). The RTL and the golden core must equal it bit for bit.
+
+The file is one ``.npz``: a JSON header (``meta``) and one array per weight tensor; loading
+needs no float model and no ONNX.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tessera.sim.layers import (CHIP_TYPES, Dense, LayerError, apply_host, layer_from_dict,
+                                reference_codes)
+
+
+__all__ = ["QNet", "QLayer", "NetResult", "FORMAT_VERSION", "load", "run_network",
+           "reference_network", "quantize_input"]
+
+#: Version of the ``.npz`` layout; a file of another version is refused.
+FORMAT_VERSION = 1
+
+
+@dataclass
+class QLayer:
+    """One layer of a quantized network.
+
+    ``layer``: a `tessera.sim.layers` layer. On-chip layers (`Dense`, `Conv2d`) carry ``w``
+    (weight values the PE kind encodes: Dense in x out, Conv2d OIHW, or the kind's K x O
+    matrix form), ``mode`` (the run-time mode, kinds with modes), and either ``epilogue`` (the
+    epilogue's user parameters, `Epilogue.user_params`; ``bias`` then in accumulator units) or,
+    for the last layer, ``out_scale`` (one real scale per output channel: logits =
+    (accumulator value + ``bias``) x ``out_scale``). ``act``: the real scale and zero point of
+    the activation values this layer outputs (documentation and the float comparison).
+    ``round``: host layers whose outputs leave the grid (average pooling on integer
+    activations) round half away from zero back onto it.
+    """
+    layer: object
+    w: object = None
+    bias: object = None
+    mode: str = None
+    epilogue: dict = None
+    out_scale: object = None
+    act: dict = None
+    round: bool = False
+
+    @property
+    def on_chip(self):
+        return self.layer.type in CHIP_TYPES
+
+    @property
+    def channels(self):
+        return self.layer.out_features if isinstance(self.layer, Dense) \
+            else self.layer.out_channels
+
+
+@dataclass
+class QNet:
+    """A quantized network for one PE kind (see the module docstring).
+
+    ``pe``: the config's ``[pe]`` table it was quantized for; ``input``: the input quantizer
+    (``scale``, ``zero_point``, ``lo``, ``hi``; ``grid`` ``"int"`` to round half away from
+    zero and clamp, ``"format"`` to let the kind's codec round); ``input_shape``: one image's
+    shape (without the batch); ``meta``: provenance (recipe, options, source model).
+    """
+    name: str
+    pe: dict
+    input: dict
+    input_shape: tuple
+    layers: list
+    meta: dict = field(default_factory=dict)
+
+    # -- checks ---------------------------------------------------------------------------------
+    def check_core(self, cfg):
+        """Refuse a core whose PE kind or formats differ from the ones this network was
+        quantized for (one line naming the fields)."""
+        want = {k: v for k, v in self.pe.items()}
+        have = cfg.pe.to_dict()
+        diff = [f"pe.{k}: network {want[k]!r}, core {have.get(k)!r}"
+                for k in sorted(want) if have.get(k) != want[k]]
+        if diff:
+            raise LayerError(f"network {self.name!r} was quantized for another PE: "
+                             f"{'; '.join(diff[:4])}")
+        for i, ql in enumerate(self.layers):
+            if ql.on_chip and ql.layer.type not in cfg.engine.layer_types:
+                raise LayerError(f"layer {i} ({ql.layer.type}): the {cfg.engine.name} engine "
+                                 f"does not run it; it runs {', '.join(cfg.engine.layer_types)}")
+
+    def shapes(self, batch=1):
+        """Each layer's output shape for a batch of ``batch`` images."""
+        shape, out = (batch, *self.input_shape), []
+        for ql in self.layers:
+            shape = ql.layer.out_shape(shape)
+            out.append(shape)
+        return out
+
+    # -- file -----------------------------------------------------------------------------------
+    def save(self, path):
+        """Write the ``.npz`` (JSON header + weight arrays); returns the path."""
+        arrays, layers = {}, []
+        for i, ql in enumerate(self.layers):
+            d = {"layer": ql.layer.to_dict(), "mode": ql.mode, "round": ql.round,
+                 "act": ql.act}
+            if ql.w is not None:
+                arrays[f"w{i}"] = np.asarray(ql.w)
+            if ql.bias is not None:
+                arrays[f"b{i}"] = np.asarray(ql.bias)
+            if ql.epilogue is not None:
+                d["epilogue"] = _jsonable(ql.epilogue)
+            if ql.out_scale is not None:
+                d["out_scale"] = [float(s) for s in np.ravel(ql.out_scale)]
+            layers.append(d)
+        meta = {"format": "tessera-qnet", "version": FORMAT_VERSION, "name": self.name,
+                "pe": self.pe, "input": _jsonable(self.input),
+                "input_shape": list(self.input_shape), "layers": layers, "meta": self.meta}
+        with open(path, "wb") as f:
+            np.savez(f, meta=np.frombuffer(json.dumps(meta, sort_keys=True).encode(),
+                                           dtype=np.uint8), **arrays)
+        return path
+
+
+def _jsonable(d):
+    if isinstance(d, dict):
+        return {k: _jsonable(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in np.asarray(d, dtype=object).tolist()] \
+            if isinstance(d, np.ndarray) else [_jsonable(v) for v in d]
+    if isinstance(d, np.integer):
+        return int(d)
+    if isinstance(d, np.floating):
+        return float(d)
+    return d
+
+
+def load(path):
+    """Read a `QNet` written by `QNet.save`; a file that is not one is refused in one line."""
+    try:
+        z = np.load(path, allow_pickle=False)
+        meta = json.loads(bytes(z["meta"]).decode())
+    except (OSError, ValueError, KeyError) as e:
+        raise LayerError(f"{path}: not a tessera quantized network (.npz with a 'meta' "
+                         f"header): {e}") from None
+    if meta.get("format") != "tessera-qnet" or meta.get("version") != FORMAT_VERSION:
+        raise LayerError(f"{path}: format {meta.get('format')!r} version "
+                         f"{meta.get('version')!r}; this tessera reads tessera-qnet version "
+                         f"{FORMAT_VERSION}")
+    layers = []
+    for i, d in enumerate(meta["layers"]):
+        layers.append(QLayer(layer=layer_from_dict(d["layer"]),
+                             w=z[f"w{i}"] if f"w{i}" in z else None,
+                             bias=z[f"b{i}"] if f"b{i}" in z else None,
+                             mode=d.get("mode"), epilogue=d.get("epilogue"),
+                             out_scale=np.asarray(d["out_scale"]) if "out_scale" in d else None,
+                             act=d.get("act"), round=d.get("round", False)))
+    return QNet(name=meta["name"], pe=meta["pe"], input=meta["input"],
+                input_shape=tuple(meta["input_shape"]), layers=layers, meta=meta["meta"])
+
+
+# -- running -------------------------------------------------------------------------------------
+def quantize_input(qnet, x):
+    """Float images -> the first layer's activation values (the network's input quantizer)."""
+    q = qnet.input
+    v = np.asarray(x, dtype=np.float64) / q["scale"]
+    if q.get("grid", "int") == "int":
+        v = np.trunc(v + np.copysign(0.5, v)) + q.get("zero_point", 0)   # half away from 0
+        v = np.clip(v, q["lo"], q["hi"]).astype(np.int64)
+    return v
+
+
+def _round_away(x):
+    return np.trunc(x + np.copysign(0.5, x)).astype(np.int64)
+
+
+def _host_layer(ql, x):
+    y = apply_host(ql.layer, x)
+    if ql.round:
+        y = _round_away(np.asarray(y, dtype=np.float64))
+    return y
+
+
+def _channels_last(a, layer):
+    return a if isinstance(layer, Dense) else np.moveaxis(a, 1, -1)
+
+
+def _channels_first(a, layer):
+    return a if isinstance(layer, Dense) else np.moveaxis(a, -1, 1)
+
+
+def host_epilogue(epi, acc_codes, params, layer):
+    """Apply epilogue ``epi`` to a layer's accumulator codes on the host with its twin
+    (`Epilogue.apply_codes`, bit-exact to the unit); ``params`` as `Epilogue.user_params`
+    returns them."""
+    names = [f.name for f in epi.channel_fields]
+    chan = {k: np.asarray(params[k]) for k in names}
+    run = {f.name: params[f.name] for f in epi.run_fields}
+    run.update({f.name: int(params.get(f.name, 0)) for f in epi.flag_fields})
+    acc = _channels_last(np.asarray(acc_codes, dtype=np.uint64), layer)
+    flat = acc.reshape(-1, acc.shape[-1])
+    out = np.asarray(epi.apply_codes(flat, chan, run), dtype=np.uint64).reshape(acc.shape)
+    return _channels_first(out, layer)
+
+
+@dataclass
+class LayerRecord:
+    """A layer's cost over a run: the summed `LayerStats` and where its epilogue ran."""
+    index: int
+    layer: object
+    in_shape: tuple
+    out_shape: tuple
+    stats: list = field(default_factory=list)
+    epilogue: str = "none"
+
+    def total(self, key):
+        return sum(getattr(s, key) for s in self.stats)
+
+
+@dataclass
+class NetResult:
+    """Outputs of a network run: ``logits`` (float, N x classes), ``outputs`` (the last
+    layer's result values, exact), ``classes`` (argmax), and per-layer `LayerRecord`s."""
+    logits: np.ndarray
+    outputs: np.ndarray
+    records: list
+
+    @property
+    def classes(self):
+        return np.argmax(self.logits, axis=1)
+
+
+def _logits(ql, y):
+    y = np.asarray(y)
+    vals = np.vectorize(float, otypes=[np.float64])(y) if y.dtype == object \
+        else y.astype(np.float64)
+    if ql.bias is not None:
+        vals = vals + np.asarray(ql.bias, dtype=np.float64).reshape(1, -1)
+    return vals * np.asarray(ql.out_scale, dtype=np.float64).reshape(1, -1)
+
+
+async def run_network(drv, qnet, x, *, batch=None, progress=None):
+    """Run ``qnet`` on float images ``x`` (N x input_shape) through driver ``drv``.
+
+    ``batch``: images per pass (default all; a layer's GEMM then has ``batch`` times the rows,
+    so weights go over the link once per pass). ``progress``: called with (images done, N).
+    Returns a `NetResult`.
+    """
+    cfg = drv.cfg
+    qnet.check_core(cfg)
+    n = len(x)
+    batch = batch or n
+    epi_core = cfg.engine.epilogue()
+    epi = epi_core or cfg.pe.epilogue()
+    records = None
+    logits, outputs = [], []
+    for s in range(0, n, batch):
+        xb = quantize_input(qnet, x[s:s + batch])
+        recs = []
+        for i, ql in enumerate(qnet.layers):
+            rec = LayerRecord(i, ql.layer, tuple(np.shape(xb)), None)
+            if not ql.on_chip:
+                xb = _host_layer(ql, xb)
+                rec.epilogue = "host layer"
+            elif ql.epilogue is not None and epi_core is not None:
+                xb, st = await drv.run_layer(ql.layer, xb, ql.w, ql.bias, mode=ql.mode,
+                                             epilogue=ql.epilogue)
+                rec.stats.append(st)
+                rec.epilogue = "core"
+            elif ql.epilogue is not None:
+                if epi is None:
+                    raise LayerError(f"layer {i} ({ql.layer.type}): the network needs an "
+                                     f"epilogue and pe.kind {cfg.pe.name!r} has none")
+                acc, st = await _raw_layer(drv, ql, xb)
+                params = epi.user_params(ql.epilogue, ql.bias, ql.channels, mode=ql.mode)
+                xb = epi.decode(host_epilogue(epi, acc, params, ql.layer), mode=ql.mode)
+                rec.stats.append(st)
+                rec.epilogue = "host"
+            else:
+                y, st = await drv.run_layer(ql.layer, xb, ql.w, None, mode=ql.mode)
+                rec.stats.append(st)
+                outputs.append(np.asarray(y))
+                xb = _logits(ql, y)
+            rec.out_shape = tuple(np.shape(xb))
+            recs.append(rec)
+        logits.append(xb)
+        if records is None:
+            records = recs
+        else:
+            for r, new in zip(records, recs):
+                r.stats += new.stats
+        if progress:
+            progress(min(s + batch, n), n)
+    return NetResult(np.concatenate(logits), np.concatenate(outputs) if outputs else None,
+                     records)
+
+
+async def _raw_layer(drv, ql, xb):
+    """Accumulator codes of an on-chip layer (values in, codes out)."""
+    pe = drv.cfg.pe
+    xc = pe.encode(np.asarray(xb), operand="a", name="x", mode=ql.mode)
+    wc = pe.encode(ql.w, operand="b", name="w", mode=ql.mode)
+    return await drv.run_layer(ql.layer, xc, wc, raw=True, mode=ql.mode)
+
+
+def reference_network(qnet, pe, x):
+    """The independent reference of ``qnet`` on float images ``x`` for PE kind ``pe``
+    (``cfg.pe``): returns a `NetResult` without records. Accumulators from
+    `tessera.sim.layers.reference_codes`, epilogues from `Epilogue.reference_codes`."""
+    epi = pe.epilogue()
+    xb = quantize_input(qnet, x)
+    outputs = None
+    for i, ql in enumerate(qnet.layers):
+        if not ql.on_chip:
+            xb = _host_layer(ql, xb)
+            continue
+        xc = pe.encode(np.asarray(xb), operand="a", name="x", mode=ql.mode)
+        wc = pe.encode(ql.w, operand="b", name="w", mode=ql.mode)
+        acc = reference_codes(pe, ql.layer, xc, wc, mode=ql.mode)
+        if ql.epilogue is not None:
+            params = epi.user_params(ql.epilogue, ql.bias, ql.channels, mode=ql.mode)
+            codes = _channels_first(
+                np.asarray(epi.reference_codes(
+                    _channels_last(np.asarray(acc, dtype=np.uint64), ql.layer)
+                    .reshape(-1, ql.channels), params, mode=ql.mode),
+                    dtype=np.uint64).reshape(_channels_last(np.asarray(acc), ql.layer).shape),
+                ql.layer)
+            xb = epi.decode(codes, mode=ql.mode)
+        else:
+            outputs = np.asarray(pe.decode(acc, mode=ql.mode))
+            xb = _logits(ql, outputs)
+    return NetResult(xb, outputs, [])
