@@ -49,6 +49,12 @@ class FloatModel:
     input_shape: tuple
     name: str = "model"
 
+    @classmethod
+    def from_net(cls, net):
+        """From a `tessera.sim.digits.FloatNet` (layers, weights, biases, input_shape)."""
+        return cls([FStep(layer, w, b) for layer, w, b in
+                    zip(net.layers, net.weights, net.biases)], tuple(net.input_shape), net.name)
+
     def forward(self, x, *, record=None):
         """Logits of float images ``x`` (float64). ``record``: a list that receives each
         step's output."""
