@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
-__all__ = ["Dense", "Conv2d", "MaxPool2d", "AvgPool2d", "Relu", "Clip", "Flatten",
-           "LAYER_TYPES", "CHIP_TYPES", "layer_from_dict", "describe", "apply_host", "conv2d_direct",
+__all__ = ["Dense", "Conv2d", "MaxPool2d", "AvgPool2d", "Relu", "Clip", "Flatten", "Pad2d",
+           "LAYER_TYPES", "CHIP_TYPES", "layer_from_dict", "describe", "apply_host",
+           "conv2d_direct",
            "reference_codes", "weight_columns", "LayerError"]
 
 
@@ -238,7 +239,28 @@ class Flatten(_Layer):
         return (shape[0], int(np.prod(shape[1:], dtype=np.int64)))
 
 
-_CLASSES = (Dense, Conv2d, MaxPool2d, AvgPool2d, Relu, Clip, Flatten)
+@dataclass(frozen=True)
+class Pad2d(_Layer):
+    """Constant padding of H and W (``padding`` top = bottom, left = right) with ``value``:
+    a convolution on affine-quantized activations pads with the zero point (the real 0), which
+    the core's own zero padding (code 0) is not, so the quantizers put this host layer before
+    such a convolution and run the convolution unpadded."""
+    padding: tuple = (1, 1)
+    value: float = 0.0
+    type = "Pad2d"
+
+    def __post_init__(self):
+        object.__setattr__(self, "padding", _pair("Pad2d.padding", self.padding, 0, 64))
+        if not np.isfinite(self.value):
+            raise LayerError(f"Pad2d.value: {self.value!r} must be a finite number")
+
+    def out_shape(self, shape):
+        self._check_input(shape, 4, "N x C x H x W")
+        ph, pw = self.padding
+        return (shape[0], shape[1], shape[2] + 2 * ph, shape[3] + 2 * pw)
+
+
+_CLASSES = (Dense, Conv2d, MaxPool2d, AvgPool2d, Relu, Clip, Flatten, Pad2d)
 
 #: Every layer type, in INFO code order (code = index + 1).
 LAYER_TYPES = tuple(c.type for c in _CLASSES)
@@ -289,6 +311,11 @@ def apply_host(layer, x):
         return np.clip(x, layer.lo, layer.hi)
     if isinstance(layer, Flatten):
         return x.reshape(layer.out_shape(x.shape))
+    if isinstance(layer, Pad2d):
+        layer.out_shape(x.shape)
+        v = int(layer.value) if np.issubdtype(x.dtype, np.integer) and \
+            float(layer.value).is_integer() else layer.value
+        return _pad(x, *layer.padding, v)
     if isinstance(layer, _Pool):
         n, c, oh, ow = layer.out_shape(x.shape)
         (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding

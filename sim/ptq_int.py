@@ -28,7 +28,7 @@ import numpy as np
 
 from tessera.sim.layers import AvgPool2d, Clip, Dense, LayerError, Relu
 from tessera.sim.ptq import Recipe, clip_range, symmetric_levels
-from tessera.sim.qnet import QLayer, QNet
+from tessera.sim.qnet import QLayer, QNet, padded_conv
 
 
 __all__ = ["IntRecipe", "ActQuant", "parse_precisions"]
@@ -166,8 +166,8 @@ class IntRecipe(Recipe):
             bias = np.floor(fb / (sx * sw) + 0.5).astype(np.int64) - zx * colsum
             last = ci == len(chips) - 1
             if last:
-                layers.append(QLayer(layer=b.layer, w=wq, bias=bias, mode=mode,
-                                     out_scale=sx * sw))
+                layers += padded_conv(b.layer, zx, w=wq, bias=bias, mode=mode,
+                                      out_scale=sx * sw)
                 if b.act is not None:
                     raise LayerError(f"{model.name}: the last layer's activation "
                                      f"({b.act!r}) has no place on the logits; remove it")
@@ -187,11 +187,11 @@ class IntRecipe(Recipe):
                 elif b.act is not None:
                     lo, hi = max(lo, nxt.level(b.act[1])), min(hi, nxt.level(b.act[2]))
                 self._check_bias(bias, ci)
-                layers.append(QLayer(layer=b.layer, w=wq, bias=bias, mode=mode,
-                                     epilogue={"scale": [float(s) for s in scale],
-                                               "zero_point": nxt.zero_point, "lo": lo,
-                                               "hi": hi},
-                                     act=nxt.as_dict()))
+                layers += padded_conv(b.layer, zx, w=wq, bias=bias, mode=mode,
+                                      epilogue={"scale": [float(s) for s in scale],
+                                                "zero_point": nxt.zero_point, "lo": lo,
+                                                "hi": hi},
+                                      act=nxt.as_dict())
                 cur = nxt
             ci += 1
         opts = {k: v for k, v in self.opts.items() if v is not None}

@@ -24,17 +24,18 @@ The file is one ``.npz``: a JSON header (``meta``) and one array per weight tens
 needs no float model and no ONNX.
 """
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from tessera.sim.layers import (CHIP_TYPES, Dense, LayerError, apply_host, layer_from_dict,
-                                reference_codes)
+from tessera.sim.layers import (CHIP_TYPES, Conv2d, Dense, LayerError, Pad2d, apply_host,
+                                layer_from_dict, reference_codes)
 
 
 __all__ = ["QNet", "QLayer", "NetResult", "FORMAT_VERSION", "load", "run_network",
-           "reference_network", "quantize_input"]
+           "reference_network", "quantize_input", "padded_conv", "host_epilogue"]
 
 #: Version of the ``.npz`` layout; a file of another version is refused.
 FORMAT_VERSION = 1
@@ -78,8 +79,9 @@ class QNet:
     """A quantized network for one PE kind (see the module docstring).
 
     ``pe``: the config's ``[pe]`` table it was quantized for; ``input``: the input quantizer
-    (``scale``, ``zero_point``, ``lo``, ``hi``; ``grid`` ``"int"`` to round half away from
-    zero and clamp, ``"format"`` to let the kind's codec round); ``input_shape``: one image's
+    (``scale``, ``zero_point``, ``lo``, ``hi``; ``grid`` ``"int"`` to round and clamp,
+    ``"format"`` to let the kind's codec round; ``round`` ``"half_away"`` (default) or
+    ``"half_even"`` (ONNX ``QuantizeLinear``)); ``input_shape``: one image's
     shape (without the batch); ``meta``: provenance (recipe, options, source model).
     """
     name: str
@@ -175,13 +177,25 @@ def load(path):
                 input_shape=tuple(meta["input_shape"]), layers=layers, meta=meta["meta"])
 
 
+def padded_conv(layer, zero_point, **qlayer):
+    """The `QLayer`s of an on-chip ``layer`` whose input activations have zero point
+    ``zero_point``: a convolution with padding pads with the zero point (the real 0) in a host
+    `Pad2d` and runs unpadded, since the core pads with code 0; anything else as it is."""
+    if not isinstance(layer, Conv2d) or zero_point == 0 or layer.padding == (0, 0):
+        return [QLayer(layer=layer, **qlayer)]
+    conv = dataclasses.replace(layer, padding=(0, 0))
+    return [QLayer(layer=Pad2d(padding=layer.padding, value=zero_point)),
+            QLayer(layer=conv, **qlayer)]
+
+
 # -- running -------------------------------------------------------------------------------------
 def quantize_input(qnet, x):
     """Float images -> the first layer's activation values (the network's input quantizer)."""
     q = qnet.input
     v = np.asarray(x, dtype=np.float64) / q["scale"]
     if q.get("grid", "int") == "int":
-        v = np.trunc(v + np.copysign(0.5, v)) + q.get("zero_point", 0)   # half away from 0
+        r = np.rint(v) if q.get("round") == "half_even" else np.trunc(v + np.copysign(0.5, v))
+        v = r + q.get("zero_point", 0)
         v = np.clip(v, q["lo"], q["hi"]).astype(np.int64)
     return v
 
@@ -246,6 +260,16 @@ class NetResult:
         return np.argmax(self.logits, axis=1)
 
 
+def _dequant(ql, levels):
+    """Logits of a last layer that requantizes (a QDQ model's quantized output)."""
+    a = ql.act
+    return (np.asarray(levels, dtype=np.float64) - a["zero_point"]) * a["scale"]
+
+
+def _last_chip(qnet):
+    return max(i for i, ql in enumerate(qnet.layers) if ql.on_chip)
+
+
 def _logits(ql, y):
     y = np.asarray(y)
     vals = np.vectorize(float, otypes=[np.float64])(y) if y.dtype == object \
@@ -270,34 +294,18 @@ async def run_network(drv, qnet, x, *, batch=None, progress=None):
     epi = epi_core or cfg.pe.epilogue()
     records = None
     logits, outputs = [], []
+    last = _last_chip(qnet)
     for s in range(0, n, batch):
         xb = quantize_input(qnet, x[s:s + batch])
         recs = []
         for i, ql in enumerate(qnet.layers):
-            rec = LayerRecord(i, ql.layer, tuple(np.shape(xb)), None)
-            if not ql.on_chip:
-                xb = _host_layer(ql, xb)
-                rec.epilogue = "host layer"
-            elif ql.epilogue is not None and epi_core is not None:
-                xb, st = await drv.run_layer(ql.layer, xb, ql.w, ql.bias, mode=ql.mode,
-                                             epilogue=ql.epilogue)
-                rec.stats.append(st)
-                rec.epilogue = "core"
-            elif ql.epilogue is not None:
-                if epi is None:
-                    raise LayerError(f"layer {i} ({ql.layer.type}): the network needs an "
-                                     f"epilogue and pe.kind {cfg.pe.name!r} has none")
-                acc, st = await _raw_layer(drv, ql, xb)
-                params = epi.user_params(ql.epilogue, ql.bias, ql.channels, mode=ql.mode)
-                xb = epi.decode(host_epilogue(epi, acc, params, ql.layer), mode=ql.mode)
-                rec.stats.append(st)
-                rec.epilogue = "host"
-            else:
-                y, st = await drv.run_layer(ql.layer, xb, ql.w, None, mode=ql.mode)
-                rec.stats.append(st)
-                outputs.append(np.asarray(y))
-                xb = _logits(ql, y)
-            rec.out_shape = tuple(np.shape(xb))
+            try:
+                xb, rec = await _run_one(drv, qnet, i, ql, xb, epi_core, epi, outputs)
+            except (LayerError, ValueError) as e:
+                raise LayerError(f"layer {i} ({ql.layer.type}): {e}") from None
+            if i == last and ql.epilogue is not None:
+                outputs.append(np.asarray(xb))
+                xb = _dequant(ql, xb)
             recs.append(rec)
         logits.append(xb)
         if records is None:
@@ -309,6 +317,35 @@ async def run_network(drv, qnet, x, *, batch=None, progress=None):
             progress(min(s + batch, n), n)
     return NetResult(np.concatenate(logits), np.concatenate(outputs) if outputs else None,
                      records)
+
+
+async def _run_one(drv, qnet, i, ql, xb, epi_core, epi, outputs):
+    """One layer of `run_network`: (values out, `LayerRecord`)."""
+    rec = LayerRecord(i, ql.layer, tuple(np.shape(xb)), None)
+    if not ql.on_chip:
+        xb = _host_layer(ql, xb)
+        rec.epilogue = "host layer"
+    elif ql.epilogue is not None and epi_core is not None:
+        xb, st = await drv.run_layer(ql.layer, xb, ql.w, ql.bias, mode=ql.mode,
+                                     epilogue=ql.epilogue)
+        rec.stats.append(st)
+        rec.epilogue = "core"
+    elif ql.epilogue is not None:
+        if epi is None:
+            raise LayerError(f"the network needs an epilogue and pe.kind "
+                             f"{drv.cfg.pe.name!r} has none")
+        acc, st = await _raw_layer(drv, ql, xb)
+        params = epi.user_params(ql.epilogue, ql.bias, ql.channels, mode=ql.mode)
+        xb = epi.decode(host_epilogue(epi, acc, params, ql.layer), mode=ql.mode)
+        rec.stats.append(st)
+        rec.epilogue = "host"
+    else:
+        y, st = await drv.run_layer(ql.layer, xb, ql.w, None, mode=ql.mode)
+        rec.stats.append(st)
+        outputs.append(np.asarray(y))
+        xb = _logits(ql, y)
+    rec.out_shape = tuple(np.shape(xb))
+    return xb, rec
 
 
 async def _raw_layer(drv, ql, xb):
@@ -326,6 +363,7 @@ def reference_network(qnet, pe, x):
     epi = pe.epilogue()
     xb = quantize_input(qnet, x)
     outputs = None
+    last = _last_chip(qnet)
     for i, ql in enumerate(qnet.layers):
         if not ql.on_chip:
             xb = _host_layer(ql, xb)
@@ -342,6 +380,9 @@ def reference_network(qnet, pe, x):
                     dtype=np.uint64).reshape(_channels_last(np.asarray(acc), ql.layer).shape),
                 ql.layer)
             xb = epi.decode(codes, mode=ql.mode)
+            if i == last:
+                outputs = np.asarray(xb)
+                xb = _dequant(ql, xb)
         else:
             outputs = np.asarray(pe.decode(acc, mode=ql.mode))
             xb = _logits(ql, outputs)

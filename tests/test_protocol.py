@@ -89,7 +89,7 @@ def test_info_formats():
 
 def test_info_code_tables():
     assert LAYER_TYPES == ("Dense", "Conv2d", "MaxPool2d", "AvgPool2d", "Relu", "Clip",
-                           "Flatten")
+                           "Flatten", "Pad2d")
     assert STORE_ROLES == ("operand", "result", "parameter")
     assert EPILOGUE_CAPS == ("bias", "requantize", "relu_clip", "fp_convert",
                              "ternary_quantizer")

@@ -183,7 +183,8 @@ CAP_ACCUMULATE = 0x01   # RUN accepts the accumulate flag (the PE kind has a com
 CAP_MODES = 0x02        # the PE kind has run-time modes (RUN carries a mode field)
 
 #: Layer types (`tessera.sim.layers` class names): bit i of INFO ``layer_types`` is entry i.
-LAYER_TYPES = ("Dense", "Conv2d", "MaxPool2d", "AvgPool2d", "Relu", "Clip", "Flatten")
+LAYER_TYPES = ("Dense", "Conv2d", "MaxPool2d", "AvgPool2d", "Relu", "Clip", "Flatten",
+               "Pad2d")
 
 #: Store roles, by code: ``operand`` (written by the host, read by the engine: A, B),
 #: ``result`` (written by the core's output stage; the host may not touch it while a RUN
