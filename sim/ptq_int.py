@@ -38,6 +38,10 @@ def _round(x):
     return int(np.floor(float(x) + 0.5))
 
 
+#: Largest requantization scale the recipe uses (the epilogue takes scales in (0, 1)).
+_MAX_SCALE = 0.9999
+
+
 class ActQuant:
     """Affine activation quantizer: levels ``qmin..qmax``, ``x = scale * (q - zero_point)``."""
 
@@ -57,6 +61,14 @@ class ActQuant:
         scale = (hi - lo) / (qmax - qmin)
         z = min(max(_round(qmin - lo / scale), qmin), qmax)
         return cls(scale, z, qmin, qmax)
+
+    def coarsened(self, scale):
+        """The same real range on a coarser grid (``scale`` >= this one's): the requantizer has
+        no left shift, so a layer whose ``s_x s_w / s_y`` would reach 1 widens ``s_y``."""
+        lo = self.scale * (self.qmin - self.zero_point)
+        z = 0 if self.zero_point == 0 else min(max(_round(self.qmin - lo / scale), self.qmin),
+                                               self.qmax)
+        return ActQuant(scale, z, self.qmin, self.qmax)
 
     def level(self, v):
         """The level of real ``v`` (rounded half up, clamped)."""
@@ -150,7 +162,7 @@ class IntRecipe(Recipe):
         fmts = self._formats(chips)
         acts = [self._act(b.x_stats, a, uns) for b, (_, a, _, uns) in zip(chips, fmts)]
         epi = self.pe.epilogue()
-        layers, ci, cur = [], 0, acts[0]
+        layers, ci, cur, coarsened = [], 0, acts[0], []
         for b in blocks:
             if not b.on_chip:
                 layers.append(self._host(b, cur))
@@ -173,11 +185,10 @@ class IntRecipe(Recipe):
                                      f"({b.act!r}) has no place on the logits; remove it")
             else:
                 nxt = acts[ci + 1]
+                if np.max(sx * sw / nxt.scale) >= _MAX_SCALE:
+                    nxt = acts[ci + 1] = nxt.coarsened(float(np.max(sx * sw)) / _MAX_SCALE)
+                    coarsened.append(ci + 1)
                 scale = sx * sw / nxt.scale
-                if np.any(scale >= 1):
-                    raise LayerError(f"layer {b.layer.type} #{ci}: requantization scale "
-                                     f"{float(scale.max()):.4g} >= 1 needs a left shift the "
-                                     f"epilogue does not have; use another method or clip")
                 lo, hi = nxt.qmin, nxt.qmax
                 if self.moded:
                     m_lo, m_hi = epi.out_range(mode)
@@ -198,7 +209,7 @@ class IntRecipe(Recipe):
         return QNet(name=model.name, pe=self.pe.to_dict(), input=acts[0].as_dict() |
                     {"grid": "int"}, input_shape=tuple(model.input_shape), layers=layers,
                     meta={"recipe": self.name, "options": opts,
-                          "modes": [f[0] for f in fmts]})
+                          "modes": [f[0] for f in fmts], "coarsened_inputs": coarsened})
 
     def _check_bias(self, bias, ci):
         acc_bits = self.pe.acc_bits

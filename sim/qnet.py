@@ -35,7 +35,7 @@ from tessera.sim.layers import (CHIP_TYPES, Conv2d, Dense, LayerError, Pad2d, ap
 
 
 __all__ = ["QNet", "QLayer", "NetResult", "FORMAT_VERSION", "load", "run_network",
-           "reference_network", "quantize_input", "padded_conv", "host_epilogue"]
+           "reference_network", "quantize_input", "padded_conv", "host_epilogue", "k_splits_of"]
 
 #: Version of the ``.npz`` layout; a file of another version is refused.
 FORMAT_VERSION = 1
@@ -97,8 +97,9 @@ class QNet:
         quantized for (one line naming the fields)."""
         want = {k: v for k, v in self.pe.items()}
         have = cfg.pe.to_dict()
+        keys = sorted(want, key=lambda k: (k != "kind", k))
         diff = [f"pe.{k}: network {want[k]!r}, core {have.get(k)!r}"
-                for k in sorted(want) if have.get(k) != want[k]]
+                for k in keys if have.get(k) != want[k]]
         if diff:
             raise LayerError(f"network {self.name!r} was quantized for another PE: "
                              f"{'; '.join(diff[:4])}")
@@ -247,6 +248,12 @@ class LayerRecord:
         return sum(getattr(s, key) for s in self.stats)
 
 
+def k_splits_of(result):
+    """{layer index: the K split its RUNs used} of a `run_network` result, for
+    `reference_network`."""
+    return {r.index: r.stats[-1].k_split for r in result.records if r.stats}
+
+
 @dataclass
 class NetResult:
     """Outputs of a network run: ``logits`` (float, N x classes), ``outputs`` (the last
@@ -356,10 +363,13 @@ async def _raw_layer(drv, ql, xb):
     return await drv.run_layer(ql.layer, xc, wc, raw=True, mode=ql.mode)
 
 
-def reference_network(qnet, pe, x):
+def reference_network(qnet, pe, x, *, k_splits=None):
     """The independent reference of ``qnet`` on float images ``x`` for PE kind ``pe``
     (``cfg.pe``): returns a `NetResult` without records. Accumulators from
-    `tessera.sim.layers.reference_codes`, epilogues from `Epilogue.reference_codes`."""
+    `tessera.sim.layers.reference_codes`, epilogues from `Epilogue.reference_codes`.
+    ``k_splits``: {layer index: K per accumulating RUN piece} where the kind's result depends
+    on how K was split (float kinds that round per chunk; `k_splits_of` a `NetResult`)."""
+    k_splits = k_splits or {}
     epi = pe.epilogue()
     xb = quantize_input(qnet, x)
     outputs = None
@@ -370,7 +380,7 @@ def reference_network(qnet, pe, x):
             continue
         xc = pe.encode(np.asarray(xb), operand="a", name="x", mode=ql.mode)
         wc = pe.encode(ql.w, operand="b", name="w", mode=ql.mode)
-        acc = reference_codes(pe, ql.layer, xc, wc, mode=ql.mode)
+        acc = reference_codes(pe, ql.layer, xc, wc, mode=ql.mode, k_split=k_splits.get(i))
         if ql.epilogue is not None:
             params = epi.user_params(ql.epilogue, ql.bias, ql.channels, mode=ql.mode)
             codes = _channels_first(
