@@ -111,8 +111,7 @@ class _Sim:
             self.transport = GoldenTransport(GoldenCore(cfg))
         elif sim == "verilator":
             from tessera.sim.vsim import VerilatorCore
-            self.core = VerilatorCore(cfg, progress=progress)
-            self.core.start()
+            self.core = VerilatorCore(cfg, progress=progress)       # starts the harness
             self.transport = self.core.transport
         else:
             raise InferError(f"--sim: {sim!r}; allowed: golden, verilator")
