@@ -23,11 +23,74 @@ from tessera.generators.kinds.base import (ConfigError, check_choice as _check_c
 
 __all__ = ["ConfigError", "CoreConfig", "CoreSection", "ArraySection", "MemorySection",
            "HostSection", "load_config", "config_from_dict", "preset_names", "preset_summary",
-           "DEFAULT_PRESET", "BOARDS", "CORE_PORTS", "VERILOG_KEYWORDS", "short", "parse_toml"]
+           "DEFAULT_PRESET", "BOARDS", "BOARD_ALIASES", "CORE_PORTS", "VERILOG_KEYWORDS", "short",
+           "parse_toml", "suggest", "with_suggestion", "board_name"]
 
 
 DEFAULT_PRESET = "int8-8x8"
 BOARDS = ("icebreaker", "ulx3s-85f")
+
+#: Other names a board is known by: the ULX3S is sold in several sizes, and tessera builds
+#: only for the 85F, so ``ulx3s`` means that one.
+BOARD_ALIASES = {"ulx3s": "ulx3s-85f"}
+
+
+def suggest(word, choices):
+    """The valid name closest to a mistyped ``word`` among ``choices`` (`difflib` similarity of
+    at least 0.6, as `difflib.get_close_matches`), or None: when none is that close, when two
+    are equally close, or when there is only one choice (the message lists it anyway)."""
+    import difflib
+    if not isinstance(word, str) or not word:
+        return None
+    names = [c for c in choices if isinstance(c, str) and c]
+    by_lower = {c.lower(): c for c in names}
+    if len(by_lower) < 2:
+        return None
+    if word.lower() in by_lower:                   # only the case differs
+        return by_lower[word.lower()]
+    scored = sorted(((difflib.SequenceMatcher(None, word.lower(), c).ratio(), c)
+                     for c in by_lower), reverse=True)
+    best, second = scored[0], scored[1]
+    if best[0] < 0.6 or best[0] == second[0]:
+        return None
+    return by_lower[best[1]]
+
+
+def did_you_mean(word, choices, fmt=repr):
+    """``"did you mean X? "`` for the closest valid name, or ``""``."""
+    s = suggest(word, choices)
+    return f"did you mean {fmt(s)}? " if s is not None else ""
+
+
+_UNKNOWN = re.compile(r"^(?P<head>(?P<key>[\w.\-]+): (?:(?P<value>'[^']*') is unknown"
+                      r"|unknown (?:key|section)); )(?P<tail>allowed: (?P<list>.*))$")
+
+
+def with_suggestion(message):
+    """A "``key: 'x' is unknown; allowed: 'a', 'b'``" or "``sec.key: unknown key; allowed:
+    ...``" message with "did you mean 'a'? " before the allowed list (unchanged otherwise)."""
+    m = _UNKNOWN.match(message)
+    if not m or "did you mean" in message:
+        return message
+    word = m["value"][1:-1] if m["value"] else m["key"].rsplit(".", 1)[-1]
+    choices = re.findall(r"'([^']*)'", m["list"])
+    return m["head"] + did_you_mean(word, choices) + m["tail"]
+
+
+def board_name(name, key="--board"):
+    """The board ``name`` means: a name of `BOARDS` or an alias of one (`BOARD_ALIASES`);
+    anything else raises `ConfigError` naming the closest board."""
+    if isinstance(name, str):
+        if name in BOARDS:
+            return name
+        if name.lower() in BOARD_ALIASES:
+            return BOARD_ALIASES[name.lower()]
+    near = suggest(name, [*BOARDS, *BOARD_ALIASES])
+    hint = f"did you mean {BOARD_ALIASES.get(near, near)!r}? " if near else ""
+    aliases = ", ".join(f"{a!r} for {b!r}" for a, b in BOARD_ALIASES.items())
+    raise ConfigError(f"{key}: {short(name)} is unknown; {hint}allowed: "
+                      f"{_fmt_allowed(BOARDS)} (or {aliases})")
+
 
 HOST_INTERFACES = ("stream", "uart")
 
@@ -117,10 +180,7 @@ class CoreSection:
         if not isinstance(boards, tuple):
             raise ConfigError(f"core.boards: {short(self.boards)} is not a list; "
                               f"allowed: a list of {_fmt_allowed(BOARDS)}")
-        for b in boards:
-            if not isinstance(b, str) or b not in BOARDS:
-                raise ConfigError(f"core.boards: {short(b)} is unknown; allowed: "
-                                  f"{_fmt_allowed(BOARDS)}")
+        boards = tuple(board_name(b, "core.boards") for b in boards)
         if len(set(boards)) != len(boards):
             raise ConfigError(f"core.boards: {short(list(boards))} names a board twice; "
                               f"allowed: each of {_fmt_allowed(BOARDS)} at most once")
@@ -204,9 +264,10 @@ class CoreConfig:
             raise ConfigError(f"array/pe: {e}") from None
         for s in g.stores:
             if s.word_bits > 2048:
-                raise ConfigError(f"array.rows/cols: {s.lanes} lanes x {s.lane_bits} bits give "
-                                  f"{s.word_bits}-bit words in scratchpad {s.name}; allowed: at "
-                                  f"most 2048 bits per scratchpad word")
+                raise ConfigError(f"{self._width_keys(s)}: {s.lanes} lanes x {s.lane_bits} bits "
+                                  f"give {s.word_bits}-bit words in scratchpad {s.name}; "
+                                  f"allowed: at most 2048 bits per scratchpad word (fewer lanes "
+                                  f"or narrower elements)")
         # The engine's own rules: the PE kinds it takes, stores that hold one tile.
         self.engine.check()
         mapper = self.engine.mapper()
@@ -229,6 +290,17 @@ class CoreConfig:
                     raise ConfigError(f"host.baud: {self.host.baud} cannot be made on board "
                                       f"{b!r}: {why}; allowed: a rate within 2 % of the board "
                                       f"clock / an integer divisor, e.g. 115200")
+
+    def _width_keys(self, store):
+        """The keys of this config's own engine and PE kind that set ``store``'s lanes and lane
+        width (``array.rows`` on a systolic array, ``array.inputs`` on the tree engine, ...),
+        found by value; ``array``/``pe`` when no key holds that value."""
+        def keys(section, name, value):
+            return [f"{name}.{k}" for k, v in section.to_dict().items()
+                    if isinstance(v, int) and not isinstance(v, bool) and v == value]
+        lanes = keys(self.array, "array", store.lanes) or [f"array ({self.array.kind} engine)"]
+        bits = keys(self.pe, "pe", store.lane_bits)
+        return "/".join(lanes + bits[:1])
 
     # Derived facts -----------------------------------------------------------------------------
     @property
@@ -332,7 +404,18 @@ def _defaults(cls):
 
 
 def config_from_dict(data, *, source="<dict>"):
-    """Validate plain data (parsed TOML) into a `CoreConfig`, naming any bad key."""
+    """Validate plain data (parsed TOML) into a `CoreConfig`, naming any bad key (and the
+    closest valid name of a mistyped key or value: "did you mean")."""
+    try:
+        return _config_from_dict(data, source=source)
+    except ConfigError as e:
+        text = with_suggestion(str(e))
+        if text == str(e):
+            raise
+        raise ConfigError(text) from None
+
+
+def _config_from_dict(data, *, source):
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a table of sections, got {type(data).__name__}")
     sections = {}
@@ -489,7 +572,8 @@ def load_config(spec=None):
         text = _preset_text(spec)
         source = f"preset:{spec}"
     else:
-        raise ConfigError(f"config: {short(spec, 200)} is neither a file nor a preset; allowed "
-                          f"presets: {_fmt_allowed(preset_names())}")
+        raise ConfigError(f"config: {short(spec, 200)} is neither a file nor a preset; "
+                          f"{did_you_mean(spec, preset_names())}allowed presets: "
+                          f"{_fmt_allowed(preset_names())}")
     data = parse_toml(text, source if source.startswith("preset:") else short(source, 200))
     return config_from_dict(data, source=source)
