@@ -19,9 +19,16 @@ def sum_bits(inputs, act_bits):
     return (inputs * ((1 << act_bits) - 1)).bit_length()
 
 
-def accum_bits(inputs, act_bits):
-    """Width of `TernaryDot`'s two accumulators: ``sum_bits + 16`` (65536 words exact)."""
-    return sum_bits(inputs, act_bits) + 16
+def accum_bits(acc_bits):
+    """Width of `TernaryDot`'s two accumulators: ``acc_bits``.
+
+    They wrap modulo ``2**acc_bits``, and ``(wp * S) mod 2**acc_bits`` depends only on
+    ``S mod 2**acc_bits``, so `dot` (exact class sums) is bit-exact with the hardware for a dot
+    product of any length.
+    """
+    if isinstance(acc_bits, bool) or not isinstance(acc_bits, int) or not 1 <= acc_bits <= 64:
+        raise ValueError(f"acc_bits must be an integer 1..64, not {acc_bits!r}")
+    return acc_bits
 
 
 def _operands(a, w):
@@ -50,18 +57,15 @@ def tree_sums(a, w):
     return sp, sn
 
 
-def dot(a_words, w_words, wp, wn, acc_bits=32, *, act_bits=None):
+def dot(a_words, w_words, wp, wn, acc_bits=32):
     """Result of one `TernaryDot` dot product over a sequence of words.
 
     ``a_words``/``w_words`` are ``(..., words, inputs)``: activations and weight codes of each
     word, first to last. ``wp``/``wn`` are the unsigned scales sampled with the last word
     (scalars or arrays broadcasting against ``(...)``). Returns
     ``(wp * S_p - wn * S_n) mod 2**acc_bits`` as signed int64, with ``S_p``/``S_n`` the class
-    sums over all words.
-
-    ``act_bits`` (if given) also models the accumulators' wrap modulo ``2**accum_bits`` for dot
-    products longer than 65536 words (bit-exact with the hardware for any length); without it
-    the class sums are exact, which is the same for dot products of up to 65536 words.
+    sums over all words: bit-exact with `TernaryDot` for any number of words (its accumulators
+    wrap modulo ``2**acc_bits``, which does not change the wrapped result; see `accum_bits`).
     """
     if isinstance(acc_bits, bool) or not isinstance(acc_bits, int) or not 1 <= acc_bits <= 64:
         raise ValueError(f"acc_bits must be an integer 1..64, not {acc_bits!r}")
@@ -69,12 +73,9 @@ def dot(a_words, w_words, wp, wn, acc_bits=32, *, act_bits=None):
     if a.ndim < 2 or w.ndim < 2:
         raise ValueError("a_words and w_words must be (..., words, inputs)")
     sp, sn = tree_sums(a, w)
-    # Per-word sums are < 2**24 (256 inputs x 16-bit codes), so int64 sums are exact for any
-    # realistic number of words.
+    # Per-word sums are < 2**24 (256 inputs x 16-bit codes), so int64 sums are exact up to
+    # 2**39 words.
     sp, sn = sp.sum(axis=-1), sn.sum(axis=-1)
-    if act_bits is not None:
-        mask = (1 << accum_bits(a.shape[-1], act_bits)) - 1
-        sp, sn = sp & mask, sn & mask
     wp = np.asarray(wp)
     wn = np.asarray(wn)
     for name, x in (("wp", wp), ("wn", wn)):

@@ -73,7 +73,7 @@ def test_twin_random_8_bit(inputs):
 def test_sum_bits():
     assert [tt.sum_bits(n, b) for n, b in [(1, 1), (2, 1), (3, 1), (4, 8), (16, 8), (256, 16)]] \
         == [1, 2, 2, 10, 12, 24]
-    assert tt.accum_bits(16, 8) == 28
+    assert tt.accum_bits(32) == 32
 
 
 def test_twin_dot_against_python_ints():
@@ -92,18 +92,18 @@ def test_twin_dot_against_python_ints():
         assert got == ref_dot(a, w, 2**32 - 1, 2**32 - 1, 64)
 
 
-def test_twin_dot_vectorized_and_accumulator_wrap():
+def test_twin_dot_vectorized_and_long():
     rng = np.random.default_rng(3)
     a = rng.integers(0, 8, (10, 5, 3))
     w = rng.integers(0, 4, (10, 5, 3))
     wp, wn = rng.integers(0, 256, 10), rng.integers(0, 256, 10)
     got = tt.dot(a, w, wp, wn, 16)
     np.testing.assert_array_equal(got, [ref_dot(a[i], w[i], wp[i], wn[i], 16) for i in range(10)])
-    # 2**17 + 5 one-input words of 1 with act_bits=1: the 17-bit accumulators wrap to 5.
+    # 2**17 + 5 one-input words of 1: the class sum is exact past 2**16 words.
     n = (1 << 17) + 5
     ones = np.ones((n, 1), dtype=np.int64)
-    assert tt.dot(ones, ones, 1, 0, 32, act_bits=1) == 5
     assert tt.dot(ones, ones, 1, 0, 32) == n
+    assert tt.dot(ones, ones, 1, 0, 16) == 5
 
 
 def test_twin_rejects_bad_codes():
@@ -292,11 +292,12 @@ def test_dot_bubbles_and_scale_sampled_with_last_word():
     check_dot(dut, random_dots(rng, 150, 6, 8, 8), rng=rng, bubble=0.3, scale_noise=True)
 
 
-def test_dot_accumulators_wrap_after_65536_words():
-    """2**17 + 5 words with S_p = 1 each: the 17-bit accumulator (accum_bits = sum_bits + 16)
-    wraps to 5, as the twin models with ``act_bits``; the exact sum would fit the 32-bit result."""
+def test_dot_exact_after_65536_words():
+    """2**17 + 5 words with S_p = 1 each: the accumulators (accum_bits = acc_bits) keep the
+    whole sum, 3 * (2**17 + 5) in the 32-bit result (issue 20: they used to be sum_bits + 16 =
+    17 bits wide and wrapped to 5)."""
     dut = TernaryDot(inputs=1, act_bits=1, acc_bits=32, scale_bits=2)
-    assert dut.accum_bits == 17
+    assert dut.accum_bits == 32
     n = (1 << 17) + 5
     seen = []
 
@@ -318,8 +319,8 @@ def test_dot_accumulators_wrap_after_65536_words():
 
     simulate(dut, bench)
     ones = np.ones((n, 1), dtype=np.int64)
-    want = int(tt.dot(ones, ones, 3, 0, 32, act_bits=1))
-    assert want == 15
+    want = int(tt.dot(ones, ones, 3, 0, 32))
+    assert want == 3 * n
     assert seen[dut.latency - 1] == (1, want)
     assert [v for v, _ in seen] == [int(k == dut.latency - 1) for k in range(dut.latency + 1)]
 

@@ -183,13 +183,13 @@ class TernaryDot(wiring.Component):
     the one with ``first`` to the one with ``last`` (both high for a one-word dot product),
     each with ``valid`` high; words with ``valid`` low are ignored, so idle cycles may appear
     anywhere. A :class:`TernaryTree` reduces each word to its class sums ``sp``/``sn``; two
-    accumulators of ``accum_bits = sum_bits + 16`` bits sum them over the dot product (exact
-    for up to 65536 words; longer dot products wrap the accumulators modulo
-    ``2**accum_bits``, which still gives the exact result modulo ``2**acc_bits`` whenever
-    ``accum_bits >= acc_bits``). When the ``last`` word's sums are in the accumulators, two
-    registered multiplies form ``wp * S_p`` and ``wn * S_n`` and a registered subtraction
-    gives ``result``, wrapped to ``acc_bits``-bit two's complement. These are the only two
-    multipliers in the channel.
+    accumulators of ``accum_bits = acc_bits`` bits sum them over the dot product, wrapping
+    modulo ``2**acc_bits``. That is exact for dot products of any length: ``(x * y) mod 2**n``
+    depends only on ``x mod 2**n``, so the wrapped sums give the same wrapped result as the
+    exact ones (and no bit above ``acc_bits`` of a sum is ever needed). When the ``last`` word's
+    sums are in the accumulators, two registered multiplies form ``wp * S_p`` and ``wn * S_n``
+    (low ``acc_bits`` bits) and a registered subtraction gives ``result``, wrapped to
+    ``acc_bits``-bit two's complement. These are the only two multipliers in the channel.
 
     ``wp``/``wn`` are unsigned scale codes sampled in the cycle of the ``last`` word (so the
     user holds them stable during the dot product, and may change them for the next one). They
@@ -225,7 +225,7 @@ class TernaryDot(wiring.Component):
     result_valid : Out(1)
         ``result`` holds a finished dot product (one cycle per dot product).
     result : Out(signed(acc_bits))
-        ``(wp * S_p - wn * S_n) mod 2**acc_bits`` as a signed number.
+        ``(wp * S_p - wn * S_n) mod 2**acc_bits`` as a signed number, for any number of words.
     """
 
     def __init__(self, *, inputs, act_bits, acc_bits=32, scale_bits=8):
@@ -274,8 +274,9 @@ class TernaryDot(wiring.Component):
 
     @property
     def accum_bits(self):
-        """Accumulator width, ``sum_bits + 16`` (exact for up to 65536 words)."""
-        return self.sum_bits + 16
+        """Accumulator width: ``acc_bits`` (the sums wrap modulo ``2**acc_bits``, which keeps
+        the result exact for any number of words)."""
+        return self._acc_bits
 
     @property
     def latency(self):
@@ -299,17 +300,20 @@ class TernaryDot(wiring.Component):
         ]
         first_t, last_t = tree.out_tag[0], tree.out_tag[1]
 
-        # Stage "accumulate": the cycle after the tree output.
-        acc_p = Signal(self.accum_bits, reset_less=True)
-        acc_n = Signal(self.accum_bits, reset_less=True)
+        # Stage "accumulate": the cycle after the tree output. The accumulators wrap modulo
+        # 2**acc_bits: the result only needs S_p and S_n modulo 2**acc_bits (see the class
+        # docstring), so this is exact for any number of words.
+        ab = self._acc_bits
+        acc_p = Signal(ab, reset_less=True)
+        acc_n = Signal(ab, reset_less=True)
         done_a = Signal()
         m.d.sync += done_a.eq(tree.out_valid & last_t)
         with m.If(tree.out_valid):
             with m.If(first_t):
-                m.d.sync += [acc_p.eq(tree.sp), acc_n.eq(tree.sn)]
+                m.d.sync += [acc_p.eq(tree.sp[:ab]), acc_n.eq(tree.sn[:ab])]
             with m.Else():
-                m.d.sync += [acc_p.eq((acc_p + tree.sp)[:self.accum_bits]),
-                             acc_n.eq((acc_n + tree.sn)[:self.accum_bits])]
+                m.d.sync += [acc_p.eq((acc_p + tree.sp)[:ab]),
+                             acc_n.eq((acc_n + tree.sn)[:ab])]
 
         # The scales sampled with each word, delayed to line up with the accumulators: the
         # multiply stage reads them tree latency + 1 cycles after the word was presented.
@@ -323,19 +327,23 @@ class TernaryDot(wiring.Component):
         # Stage "multiply": only the low acc_bits of each product matter for the wrapped result
         # ((x * y) mod 2**n depends only on x and y mod 2**n), so the product registers stop
         # there and synthesis trims the multipliers' unused high bits.
-        prod_bits = min(self._scale_bits + self.accum_bits, self._acc_bits)
-        prod_p = Signal(prod_bits, reset_less=True)
-        prod_n = Signal(prod_bits, reset_less=True)
+        prod_p = Signal(ab, reset_less=True)
+        prod_n = Signal(ab, reset_less=True)
         done_m = Signal()
         m.d.sync += [
-            prod_p.eq((wp * acc_p)[:prod_bits]),
-            prod_n.eq((wn * acc_n)[:prod_bits]),
+            prod_p.eq((wp * acc_p)[:ab]),
+            prod_n.eq((wn * acc_n)[:ab]),
             done_m.eq(done_a),
         ]
 
-        # Stage "subtract": registered output, wrapped to acc_bits two's complement.
+        # Stage "subtract": registered output, wrapped to acc_bits two's complement. `diff` is
+        # signed and exactly acc_bits wide, so the assignment wraps (never zero-extends): a
+        # slice would be unsigned, and a difference narrower than the result would then be
+        # zero-extended.
+        diff = Signal(signed(ab))
+        m.d.comb += diff.eq(prod_p - prod_n)
         m.d.sync += [
-            self.result.eq((prod_p - prod_n)[:self._acc_bits]),
+            self.result.eq(diff),
             self.result_valid.eq(done_m),
         ]
         return m
