@@ -8,7 +8,7 @@ from tessera.generators.generate import generate_core
 
 
 __all__ = ["default_cases", "run_regression", "check_regression", "REFERENCE_GEMM",
-           "JUNIT_MARKER"]
+           "JUNIT_MARKER", "prune_work_folders", "case_line", "check_waves_window"]
 
 #: The reference GEMM of `tessera report` (M, N, K).
 REFERENCE_GEMM = (64, 64, 64)
@@ -115,14 +115,178 @@ def _files_of(folder, skip):
     return dict(sorted(out.items()))
 
 
+def prune_work_folders(folder, keep, *, exclude=None, dry_run=False):
+    """Remove all but the ``keep`` newest work folders (those with a ``summary.json`` record:
+    `tessera regress` and `tessera report` write one per config digest) of each core in
+    ``folder``, never ``exclude``. Returns the removed folders (with ``dry_run``: the folders
+    it would remove, removing nothing)."""
+    import re
+    import shutil
+    folder = pathlib.Path(folder)
+    by_core = {}
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return []
+    for d in entries:
+        m = re.fullmatch(r"(.+)-[0-9a-f]{16}", d.name)
+        if not m or not d.is_dir() or not (d / RECORD).is_file():
+            continue
+        by_core.setdefault(m[1], []).append(d)
+    gone = []
+    for dirs in by_core.values():
+        dirs.sort(key=lambda d: (d / RECORD).stat().st_mtime, reverse=True)
+        for d in dirs[keep:]:
+            if exclude is not None and d.resolve() == pathlib.Path(exclude).resolve():
+                continue
+            if not dry_run:
+                shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+    return gone
+
+
+def case_line(record):
+    """One progress line for a finished GEMM or layer case: shape, cycles, result."""
+    ok = "bit-exact" if record.get("mismatches") == 0 else \
+        f"{record.get('mismatches')} MISMATCHES"
+    cyc = "= golden" if record.get("cycles") == record.get("golden_cycles") else \
+        f"!= golden {record.get('golden_cycles')}"
+    if "layer" in record:
+        from tessera.sim.layers import describe
+        what = f"{describe(record['layer'])} on {'x'.join(str(d) for d in record['input'])}"
+    else:
+        what = f"{record['m']}x{record['n']}x{record['k']}"
+    return f"{record['case']:<16} {what:<38} {record.get('cycles', 0):>8} cycles " \
+           f"({cyc}), {ok}"
+
+
+def _test_case(name, cases, layers):
+    """``(kind, case name)`` of a cocotb test name such as ``...test_gemm/case=3`` or
+    ``...test_layer/case=dense``; kind is None for the other tests."""
+    import re
+    m = re.search(r"\.(test_gemm|test_layer)/case=(\S+)$", name)
+    if not m:
+        return None, name.rsplit(".", 1)[-1]
+    table = cases if m[1] == "test_gemm" else layers
+    key = m[2]
+    if key.isdigit() and int(key) < len(table) and key not in {c["name"] for c in table}:
+        key = table[int(key)]["name"]
+    return m[1], key
+
+
+class _Progress:
+    """Prints each test as the simulator reports it finished (`run_cocotb`'s ``on_test``) and
+    keeps each test's window of simulation time (for ``waves_window``)."""
+
+    def __init__(self, progress, results_path, cases, layers, total):
+        self.say, self.path = progress, results_path
+        self.cases, self.layers, self.total = cases, layers, total
+        self.done, self.last_ns, self.windows = 0, 0.0, {}
+        self.t0 = time.monotonic()
+
+    def note(self, message):
+        """Pass a progress message on; the simulation's start resets the clock."""
+        if message.startswith("[sim] running"):
+            self.t0 = time.monotonic()
+        self.say(message)
+
+    def __call__(self, name, status, end_ns):
+        kind, case = _test_case(name, self.cases, self.layers)
+        self.windows[case] = (self.last_ns, end_ns)
+        self.last_ns = end_ns
+        self.done += 1
+        count = f"{self.done}/{self.total}" if self.total else f"{self.done}"
+        text = f"{case} {status}"
+        if kind is not None:
+            rec = None
+            try:
+                for line in self.path.read_text().splitlines():
+                    r = json.loads(line) if line else None
+                    if r and r.get("case") == case:
+                        rec = r
+            except (OSError, ValueError):
+                pass
+            if rec is not None:
+                text = case_line(rec) + ("" if status == "passed" else f" [{status.upper()}]")
+        self.say(f"[regress] {count:>7} {text} ({time.monotonic() - self.t0:.1f}s)")
+
+
+def _expected_tests(cases, layers, test_filter):
+    """How many tests the run will report (cocotb selects names by ``re.search``)."""
+    import re
+    names = (["test_info"] + [f"test_gemm/case={c['name']}" for c in cases]
+             + [f"test_layer/case={c['name']}" for c in layers]
+             + ["test_backpressure", "test_malformed_commands"])
+    if not test_filter:
+        return len(names)
+    try:
+        return sum(1 for n in names if re.search(test_filter, "tessera.tb.core_cocotb." + n))
+    except re.error:
+        return None
+
+
+def _parse_window(window, windows):
+    """``(start_ns, end_ns)`` of ``waves_window``: a case or test name, or "FROM:TO" in ns."""
+    if isinstance(window, (tuple, list)):
+        return float(window[0]), float(window[1])
+    if ":" in window:
+        a, _, b = window.partition(":")
+        try:
+            lo, hi = float(a or 0), float(b) if b else float("inf")
+        except ValueError:
+            raise ValueError(f"waves window: {window!r} is neither a case name nor FROM:TO in "
+                             f"ns") from None
+        if lo > hi:
+            raise ValueError(f"waves window: {window!r} ends before it starts")
+        return lo, hi
+    if window not in windows:
+        from tessera.generators.config import did_you_mean
+        raise ValueError(f"waves window: {window!r} is not a test of this run; "
+                         f"{did_you_mean(window, list(windows))}allowed: "
+                         + ", ".join(repr(n) for n in windows))
+    return windows[window]
+
+
+def check_waves_window(window, cases, layers):
+    """A case-name window must name one of the cases (checked before the run)."""
+    if window is None or isinstance(window, (tuple, list)) or ":" in window:
+        return _parse_window(window, {}) if window is not None else None
+    names = [c["name"] for c in cases] + [c["name"] for c in layers] + \
+        ["test_info", "test_backpressure", "test_malformed_commands"]
+    if window not in names:
+        from tessera.generators.config import did_you_mean
+        raise ValueError(f"--waves-window: {window!r} is not a case of this regression; "
+                         f"{did_you_mean(window, names)}allowed: a case name ("
+                         + ", ".join(repr(n) for n in names) + ") or FROM:TO in ns")
+    return None
+
+
+def _vcd_unit_ns(path):
+    """The time unit of a VCD file, in ns (from its ``$timescale``)."""
+    import re
+    with open(path, errors="replace") as f:
+        head = f.read(4096)
+    m = re.search(r"\$timescale\s*(\d+)\s*(fs|ps|ns|us|ms|s)\s*\$end", head)
+    if not m:
+        return 1e-3
+    return int(m[1]) * {"fs": 1e-6, "ps": 1e-3, "ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}[m[2]]
+
+
 def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, quick=False,
-                   junit=None, progress=print, test_filter=None, cases=None, layers=None):
+                   junit=None, progress=print, test_filter=None, cases=None, layers=None,
+                   waves_depth=None, waves_window=None, keep=None):
     """Generate the core, run the cocotb regression on Verilator, return a summary dict.
 
     The work folder (default ``build/regress/<name>-<digest>``: ``rtl/``, ``plan.json``,
     ``results.xml``, ``summary.json``) is built in a hidden sibling and replaces the previous
     one at the end, under the output rules of `tessera.generators.emit.check_output_dir`;
     ``junit`` (a file path) gets a copy of the JUnit XML. Both are checked before anything runs.
+
+    Each test is reported through ``progress`` as it finishes. ``waves`` (True, "fst" or "vcd"),
+    ``waves_depth`` (levels of hierarchy traced) and ``waves_window`` (a case name, or
+    "FROM:TO" in ns of simulation time; cuts a VCD file to that window) are passed on to
+    `tessera.sim.runner.run_cocotb`; so is ``keep`` (prune all but the last ``keep`` runs and
+    builds of this core), which also prunes the work folders next to the default one.
     """
     import shutil
     from tessera.generators.emit import (check_output_dir, make_parents, new_tmp_dir,
@@ -134,6 +298,15 @@ def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, qu
     cases = default_cases(cfg, quick=quick) if cases is None else cases
     check_regression(cfg, cases=cases + layers, junit=junit, out_dir=out_dir,
                      build_root=build_root)
+    check_waves_window(waves_window, cases, layers)
+    if waves_window is not None and not waves:
+        waves = "vcd"
+    if waves_window is not None and waves is True:
+        waves = "vcd"                     # a window is cut from a VCD file
+    if waves_window is not None and waves == "fst":
+        raise ValueError("--waves-window cuts VCD files; use --waves-format vcd (or no "
+                         "format) with it")
+    default_dir = out_dir is None
     out_dir = pathlib.Path(_work_dir(cfg, out_dir)).absolute()
     where = check_output_dir(out_dir, records=(RECORD,), what="regression folder")
     made = make_parents(where)
@@ -150,13 +323,26 @@ def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, qu
         results_path.write_text("")
         progress(f"[regress] {len(cases)} GEMM cases, {len(layers)} layer cases + "
                  f"info/back-pressure/malformed-command tests")
+        watch = _Progress(progress, results_path, cases, layers,
+                          _expected_tests(cases, layers, test_filter))
         res = run_cocotb(verilog=[gen_dir / manifest["verilog"]], top=manifest["top"],
                          test_module="tessera.tb.core_cocotb",
                          build_root=pathlib.Path(build_root), waves=waves,
+                         waves_depth=waves_depth, keep=keep, on_test=watch,
                          results_xml=tmp / "results.xml",
                          extra_env={"TESSERA_PLAN": str(plan_path.resolve()),
                                     "TESSERA_RESULTS": str(results_path.resolve())},
-                         test_filter=test_filter, progress=progress)
+                         test_filter=test_filter, progress=watch.note)
+        window = None
+        if res.waves is not None and waves_window is not None:
+            from tessera.sim.runner import trim_vcd
+            lo, hi = _parse_window(waves_window, watch.windows)
+            unit = _vcd_unit_ns(res.waves)
+            before = res.waves.stat().st_size
+            after = trim_vcd(res.waves, int(lo / unit), int(min(hi, 1e15) / unit))
+            window = [lo, hi if hi != float("inf") else None]
+            progress(f"[regress] waves cut to {lo:g}..{hi:g} ns: {before / 1e6:.1f} MB -> "
+                     f"{after / 1e6:.1f} MB")
         records = [json.loads(line) for line in results_path.read_text().splitlines()
                    if line]
         measurements = [r for r in records if "layer" not in r]
@@ -178,6 +364,7 @@ def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, qu
             "layers": layer_records,
             "junit": str(junit_path),
             "waves": str(res.waves) if res.waves else None,
+            "waves_window_ns": window,
             "rebuilt": res.rebuilt,
             "generate_seconds": round(t_gen, 2),
             "build_seconds": round(res.build_seconds, 2),
@@ -188,6 +375,8 @@ def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, qu
         where = check_output_dir(out_dir, records=(RECORD,), what="regression folder")
         swap_in(tmp, out_dir, exists=where.exists)
         tmp = None
+        if keep is not None and default_dir:
+            prune_work_folders(out_dir.parent, keep, exclude=out_dir)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -125,7 +125,7 @@ def check_report(cfg, *, plot=None, sizes=None, layers=None):
     return cases
 
 
-def make_report(cfg, *, progress=print, plot=None, sizes=None, layers=None):
+def make_report(cfg, *, progress=print, plot=None, sizes=None, layers=None, keep=None):
     """Run the reference GEMM and the report layers on the core's RTL (cocotb + Verilator), in
     every run-time mode, and gather the figures.
 
@@ -134,14 +134,19 @@ def make_report(cfg, *, progress=print, plot=None, sizes=None, layers=None):
     measured, host transfers excluded, and the bytes each way), the reference GEMM's
     ``cycles``, ``ideal_cycles`` and ``utilization`` (first mode) and, when the core has been
     built for a board, ``luts``, ``dsps``, ``brams``, ``fmax_mhz`` from nextpnr. With ``plot``,
-    also measures a sweep of square GEMM sizes and writes a utilization plot there.
+    also measures a sweep of square GEMM sizes and writes a utilization plot there. With
+    ``keep``, all but the ``keep`` newest report folders, simulation runs and builds of this core
+    are removed afterwards.
     """
     m, n, k = REFERENCE_GEMM
     cases = check_report(cfg, plot=plot, sizes=sizes, layers=layers)
     lcases = report_layers(cfg, layers)
     summary = run_regression(cfg, cases=cases, layers=lcases,
                              test_filter="test_gemm|test_layer", progress=progress,
-                             out_dir=_out_dir(cfg))
+                             out_dir=_out_dir(cfg), keep=keep)
+    if keep is not None:
+        from tessera.generators.regress import prune_work_folders
+        prune_work_folders(_out_dir(cfg).parent, keep, exclude=_out_dir(cfg))
     if not summary["ok"]:
         bad = [t for t in summary["tests"] if t["status"] == "failed"]
         first = bad[0] if bad else {"name": "?", "message": ""}

@@ -7,8 +7,16 @@ Layout under ``build_root`` (default ``build/sim``)::
       src/<name>.v            the exact sources that were compiled
       Vtop.mk, <top>, ...     Verilator output and the simulation executable
       tessera-build.json      completion marker: written last, so its presence means "usable"
-      runs/<stamp>-<pid>-<n>/ one directory per run_cocotb call: results.xml, sim.log, dump.vcd
-    <key>.lock                serializes concurrent builds of the same key (pytest-xdist)
+      runs/<stamp>-<pid>-<n>/ one directory per run_cocotb call: results.xml, sim.log,
+                              dump.fst or dump.vcd
+    <key>.lock                serializes concurrent builds of the same key (pytest-xdist); a
+                              run holds it shared, so `prune_builds` never removes a build in use
+    .lz4/                     lz4.h and liblz4.so for FST waves on a system with the lz4 runtime
+                              library but not its headers (`fst_support`)
+
+With ``keep=N`` a call removes all but the N newest finished runs of its build, and all but
+the N most recently used builds of the same top-level module (`prune_runs`, `prune_builds`);
+without it nothing is removed (the test suite's default).
 
 A key whose marker exists is never rebuilt: the test step is run straight against it, with no
 ``Runner.build()`` call at all (0.7-1 s per run instead of ~25 s). ``Runner.test()`` alone only
@@ -29,6 +37,7 @@ import importlib.util
 import itertools
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -40,7 +49,8 @@ from .verilator import DEFAULT_WAIVERS, verilator_env, verilator_executable, ver
 
 __all__ = [
     "BuildError", "RunResult", "SimulationError", "TestCaseResult", "build_key",
-    "fst_available", "merge_junit", "parse_junit", "run_cocotb",
+    "fst_available", "fst_support", "merge_junit", "parse_junit", "prune_builds", "prune_runs",
+    "run_cocotb", "trim_vcd",
 ]
 
 _MARKER = "tessera-build.json"
@@ -129,6 +139,67 @@ def fst_available(include_dirs=("/usr/include", "/usr/local/include")):
     return any((Path(d) / "lz4.h").is_file() for d in [*include_dirs, *extra] if d)
 
 
+#: The two functions of lz4's stable API (since 1.7.3) that Verilator's FST writer
+#: (``include/fstcpp/fstcpp_writer.cpp``) calls.
+_LZ4_H = """/* Written by tessera (sim/runner.py): the two lz4 functions Verilator's FST writer
+   calls, declared for a system that has the lz4 runtime library but not its headers. */
+#ifndef TESSERA_LZ4_SHIM_H
+#define TESSERA_LZ4_SHIM_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+int LZ4_compressBound(int inputSize);
+int LZ4_compress_default(const char* src, char* dst, int srcSize, int dstCapacity);
+#ifdef __cplusplus
+}
+#endif
+#endif
+"""
+
+
+def _lz4_runtime():
+    """Path of the system's ``liblz4.so.1`` (Debian's liblz4-1, which apt itself needs), or
+    None."""
+    import sysconfig
+    arch = sysconfig.get_config_var("MULTIARCH") or ""
+    for d in ("/usr/lib", "/lib", "/usr/lib64", "/lib64", "/usr/local/lib"):
+        for sub in ([arch] if arch else []) + [""]:
+            p = Path(d) / sub / "liblz4.so.1"
+            if p.is_file():
+                return p
+    return None
+
+
+def fst_support():
+    """How FST waves can be built here: ``"system"`` (lz4.h installed), ``"shim"`` (only the
+    lz4 runtime library: tessera declares the two functions and links the library), or None
+    (VCD only)."""
+    if fst_available():
+        return "system"
+    return "shim" if _lz4_runtime() is not None else None
+
+
+def _lz4_shim_args(build_root):
+    """Verilator arguments that let the FST writer compile and link against the runtime
+    library through ``<build_root>/.lz4/`` (lz4.h and a liblz4.so link)."""
+    lib = _lz4_runtime()
+    shim = Path(build_root).resolve() / ".lz4"
+    shim.mkdir(parents=True, exist_ok=True)
+    header = shim / "lz4.h"
+    if not header.is_file() or header.read_text() != _LZ4_H:
+        tmp = shim / f"lz4.h.{os.getpid()}.tmp"
+        tmp.write_text(_LZ4_H)
+        os.replace(tmp, header)
+    link = shim / "liblz4.so"
+    if not (link.is_symlink() and os.readlink(link) == str(lib)):
+        tmp = shim / f"liblz4.so.{os.getpid()}.tmp"
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(lib, tmp)
+        os.replace(tmp, link)
+    return ["-CFLAGS", f"-I{shim}", "-LDFLAGS", f"-L{shim}"]
+
+
 def _waves_format(waves):
     if waves in (False, None):
         return None
@@ -137,9 +208,9 @@ def _waves_format(waves):
     if waves == "vcd":
         return "vcd"
     if waves == "fst":
-        if not fst_available():
-            raise ValueError("waves='fst' needs lz4.h (Debian package liblz4-dev), which is not "
-                             "installed; use waves='vcd' or waves=True")
+        if fst_support() is None:
+            raise ValueError("waves='fst' needs lz4 (the Debian package liblz4-dev, or at least "
+                             "its runtime liblz4-1), which is not installed; use waves='vcd'")
         return "fst"
     raise ValueError(f"waves must be False, True, 'vcd' or 'fst', not {waves!r}")
 
@@ -243,10 +314,10 @@ def _build(runner, sources, top, build_dir, waves_fmt, build_args, progress):
         shutil.copyfile(p, dst)
         staged.append(dst)
     args = list(build_args)
-    if waves_fmt == "fst":
-        args.append("--trace-fst")
     log = build_dir / "build.log"
-    progress(f"[sim] compiling {top} with Verilator into {build_dir}")
+    what = f" with {waves_fmt.upper()} waves" if waves_fmt else ""
+    progress(f"[sim] verilator: compiling {top}{what} into {build_dir} (C++ build, ~20-60 s; "
+             f"cached for the next run)")
     try:
         runner.build(sources=staged, hdl_toplevel=top, build_dir=build_dir,
                      build_args=args, waves=waves_fmt is not None, always=True,
@@ -260,7 +331,8 @@ def _build(runner, sources, top, build_dir, waves_fmt, build_args, progress):
 
 def run_cocotb(*, verilog, top, test_module, build_root=Path("build/sim"), waves=False,
                test_filter=None, extra_env=None, results_xml=None, timeout_s=None,
-               progress=print, build_args=(), waivers=DEFAULT_WAIVERS, seed=None):
+               progress=print, build_args=(), waivers=DEFAULT_WAIVERS, seed=None,
+               waves_depth=None, keep=None, on_test=None):
     """Build (or reuse) a Verilator simulation of ``verilog`` and run a cocotb test module on it.
 
     Parameters
@@ -275,7 +347,17 @@ def run_cocotb(*, verilog, top, test_module, build_root=Path("build/sim"), waves
     build_root : Path
         Cache root; see the module docstring for the layout.
     waves : bool or {"vcd", "fst"}
-        Record waves. ``True`` picks FST when ``lz4.h`` exists, VCD otherwise. Part of the key.
+        Record waves. ``True`` picks FST when ``lz4.h`` exists, VCD otherwise; ``"fst"`` also
+        builds FST against the lz4 runtime library alone (`fst_support`). Part of the key.
+    waves_depth : int, optional
+        Trace only this many levels of hierarchy (Verilator ``--trace-depth``; 1: the top
+        module's ports and signals). Part of the key.
+    keep : int, optional
+        Afterwards keep only the ``keep`` newest finished runs of this build and the ``keep``
+        most recently used builds of ``top`` (`prune_runs`, `prune_builds`); None keeps all.
+    on_test : Callable[[str, str, float], None], optional
+        Called from a helper thread as each test ends, with its name, ``"passed"``/``"failed"``
+        /``"skipped"`` and the simulation time in ns at its end (read from the log).
     test_filter : str, optional
         Regular expression selecting test names (cocotb ``COCOTB_TEST_FILTER``).
     extra_env : Mapping[str, str], optional
@@ -331,18 +413,35 @@ def run_cocotb(*, verilog, top, test_module, build_root=Path("build/sim"), waves
                          f"(the simulator inherits this process's sys.path)")
     waves_fmt = _waves_format(waves)
     extra_env = {str(k): str(v) for k, v in (extra_env or {}).items()}
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        raise ValueError(f"keep must be a positive integer or None, not {keep!r}")
 
     runner = _verilator_runner(timeout_s, extra_env)
 
     build_root = Path(build_root).resolve()
     build_root.mkdir(parents=True, exist_ok=True)
+    build_args = list(build_args)
+    if waves_fmt is not None and waves_depth is not None:
+        if isinstance(waves_depth, bool) or not isinstance(waves_depth, int) or waves_depth < 1:
+            raise ValueError(f"waves_depth must be a positive integer, not {waves_depth!r}")
+        build_args += ["--trace-depth", str(waves_depth)]
+    if waves_fmt == "fst":
+        build_args.append("--trace-fst")
+        if not fst_available():
+            build_args += _lz4_shim_args(build_root)
     key = build_key(sources, top, waves=waves_fmt, build_args=build_args, waivers=waivers)
     build_dir = build_root / key
     marker = build_dir / _MARKER
     rebuilt = False
     tb0 = time.monotonic()
-    with open(build_root / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # Shared while the build is used, exclusive while it is built: `prune_builds` removes only
+    # builds it can lock exclusively, so never one that a run is using.
+    lock = open(build_root / f"{key}.lock", "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        if not marker.is_file():
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_EX)
         if not marker.is_file():
             if build_dir.exists():
                 progress(f"[sim] removing incomplete build {build_dir}")
@@ -358,8 +457,23 @@ def run_cocotb(*, verilog, top, test_module, build_root=Path("build/sim"), waves
             rebuilt = True
         else:
             progress(f"[sim] reusing cached build {build_dir}")
-    build_seconds = time.monotonic() - tb0
+            try:
+                os.utime(marker)           # "most recently used", for prune_builds
+            except OSError:
+                pass
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        build_seconds = time.monotonic() - tb0
+        if keep is not None:
+            prune_runs(build_dir, keep - 1)
+            prune_builds(build_root, top, keep, exclude=key)
+        return _run(runner, test_module, top, build_dir, waves_fmt, test_filter, seed,
+                    results_xml, timeout_s, t0, rebuilt, build_seconds, progress, on_test)
+    finally:
+        lock.close()
 
+
+def _run(runner, test_module, top, build_dir, waves_fmt, test_filter, seed, results_xml,
+         timeout_s, t0, rebuilt, build_seconds, progress, on_test):
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = build_dir / "runs" / f"{stamp}-{os.getpid()}-{next(_run_counter)}"
     run_dir.mkdir(parents=True)
@@ -367,7 +481,10 @@ def run_cocotb(*, verilog, top, test_module, build_root=Path("build/sim"), waves
     log = run_dir / "sim.log"
     progress(f"[sim] running {test_module} on {top} (log: {log})")
     failure = None
+    watcher = _LogWatcher(log, on_test) if on_test is not None else None
     try:
+        if watcher is not None:
+            watcher.start()
         runner.test(test_module=test_module, hdl_toplevel=top, hdl_toplevel_lang="verilog",
                     build_dir=build_dir, test_dir=run_dir, results_xml=str(xml_path),
                     waves=waves_fmt is not None, test_filter=test_filter, seed=seed,
@@ -375,6 +492,9 @@ def run_cocotb(*, verilog, top, test_module, build_root=Path("build/sim"), waves
     except (RuntimeError, SystemExit) as exc:
         # The runner raises on a non-zero simulator exit and, under pytest, exits on failures.
         failure = exc
+    finally:
+        if watcher is not None:
+            watcher.finish()
     if not xml_path.is_file():
         if timeout_s is not None and time.monotonic() - t0 >= timeout_s:
             raise TimeoutError(f"simulation of {top!r} exceeded timeout_s={timeout_s}; "
@@ -400,6 +520,153 @@ def run_cocotb(*, verilog, top, test_module, build_root=Path("build/sim"), waves
                        build_seconds=build_seconds, waves=waves_path, log=log, run_dir=run_dir)
     progress(f"[sim] {result.summary()}")
     return result
+
+
+#: cocotb's line for a finished test: "<time><unit> INFO cocotb.regression <test> passed".
+_RESULT_LINE = re.compile(r"^\s*(?P<t>[0-9.]+)(?P<u>fs|ps|ns|us|ms|s)\s+\S+\s+"
+                          r"cocotb\.regression\s+(?P<name>\S+) (?P<status>passed|failed|skipped)\b")
+_NS = {"fs": 1e-6, "ps": 1e-3, "ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+
+
+class _LogWatcher:
+    """Follows a simulator log in a thread and calls ``callback(name, status, end_ns)`` for
+    each test cocotb reports as finished (so a long regression shows progress)."""
+
+    def __init__(self, path, callback):
+        import threading
+        self._path, self._callback = Path(path), callback
+        self._pos, self._partial = 0, ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def finish(self):
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self):
+        while not self._stop.wait(0.25):
+            self._poll()
+        self._poll()
+
+    def _poll(self):
+        try:
+            with open(self._path, errors="replace") as f:
+                f.seek(self._pos)
+                data = f.read()
+                self._pos = f.tell()
+        except OSError:
+            return
+        lines = (self._partial + data).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            m = _RESULT_LINE.match(line)
+            if m:
+                try:
+                    self._callback(m["name"], m["status"], float(m["t"]) * _NS[m["u"]])
+                except Exception:   # a progress printer must never break the run
+                    pass
+
+
+def _finished(run):
+    try:
+        return (run / "results.xml").is_file() or time.time() - run.stat().st_mtime > 86400
+    except OSError:
+        return False
+
+
+def prune_runs(build_dir, keep, *, dry_run=False):
+    """Remove all but the ``keep`` newest finished runs (``runs/*`` with a ``results.xml``, or
+    untouched for a day) of one build; runs still going are left alone. Returns the removed
+    folders (with ``dry_run``: the folders it would remove, removing nothing)."""
+    runs = Path(build_dir) / "runs"
+    try:
+        entries = [r for r in runs.iterdir() if r.is_dir() and _finished(r)]
+    except OSError:
+        return []
+    entries.sort(key=lambda r: r.stat().st_mtime, reverse=True)
+    gone = entries[max(keep, 0):]
+    for r in gone if not dry_run else ():
+        shutil.rmtree(r, ignore_errors=True)
+    return gone
+
+
+def prune_builds(build_root, top, keep, *, exclude=None, dry_run=False):
+    """Remove all but the ``keep`` most recently used complete builds of module ``top`` under
+    ``build_root`` (never ``exclude``, a key, and never a build another process is using: one
+    whose lock cannot be taken). Returns the removed folders (with ``dry_run``: the folders it
+    would remove, removing nothing)."""
+    build_root = Path(build_root)
+    found = []
+    for marker in build_root.glob(f"*/{_MARKER}"):
+        try:
+            info = json.loads(marker.read_text())
+            used = marker.stat().st_mtime
+        except (OSError, ValueError):
+            continue
+        if info.get("top") == top:
+            found.append((used, marker.parent))
+    found.sort(key=lambda e: e[0], reverse=True)
+    gone = []
+    for _, d in found[max(keep, 0):]:
+        if d.name == exclude:
+            continue
+        with open(build_root / f"{d.name}.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue                  # in use
+            if not dry_run:
+                shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+    return gone
+
+
+def trim_vcd(path, start, end, *, out=None):
+    """Cut the VCD file ``path`` to the times ``start``..``end`` (in its own time unit): the
+    header, the value of every signal at ``start`` (as ``$dumpvars``), then the changes up to
+    ``end``. Written to ``out`` (default: ``path`` itself, replaced atomically); returns the
+    new file's size in bytes."""
+    path = Path(path)
+    out = Path(out) if out is not None else path
+    tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
+    state = {}
+    with open(path, errors="replace") as src, open(tmp, "w") as dst:
+        for line in src:                              # the header, as is
+            dst.write(line)
+            if line.startswith("$enddefinitions"):
+                break
+        now, opened = 0, False
+        for line in src:
+            c = line[:1]
+            if c == "#":
+                now = int(line[1:])
+                if not opened and now >= start:
+                    dst.write(f"#{start}\n$dumpvars\n")
+                    dst.writelines(state.values())
+                    dst.write("$end\n")
+                    opened = True
+                    if now == start:
+                        continue
+                if opened:
+                    if now > end:
+                        break
+                    dst.write(line)
+                continue
+            if opened:
+                dst.write(line)
+            elif c in "01xzXZ" and len(line) > 2:
+                state[line[1:].strip()] = line
+            elif c in "bBrR":
+                state[line.split()[-1]] = line
+        if not opened:
+            dst.write(f"#{start}\n$dumpvars\n")
+            dst.writelines(state.values())
+            dst.write("$end\n")
+    os.replace(tmp, out)
+    return out.stat().st_size
 
 
 def parse_junit(path):
