@@ -176,6 +176,12 @@ class FPMacKind(PEKind):
         from tessera.generators.kinds.epilogue import FPEpilogueSpec
         return FPEpilogueSpec(self.fmt_acc, self.fmt_in, add_stages=self.combine_stages)
 
+    def ptq_recipe(self):
+        """Floating-point post-training quantization (`tessera.sim.ptq_fp.FPRecipe`): scales
+        folded into the weights and the bias, ReLU through the epilogue's flag."""
+        from tessera.sim.ptq_fp import FPRecipe
+        return FPRecipe
+
     def formats(self):
         out = {"a": _fd(self.fmt_in), "b": _fd(self.fmt_in), "acc": _fd(self.fmt_acc),
                "accumulate": self.accumulate, "chunk": self.chunk or None}
