@@ -72,6 +72,11 @@ class TernaryKind(PEKind):
         return TernaryEpilogueSpec(self.acc_bits, self.act_bits, scale_frac=self.scale_frac,
                                    scale_bits=self.scale_bits)
 
+    def ptq_recipe(self):
+        """Ternary post-training quantization (`tessera.sim.ptq_ternary.TernaryRecipe`)."""
+        from tessera.sim.ptq_ternary import TernaryRecipe
+        return TernaryRecipe
+
     def format(self):
         """The host toolkit's descriptor (`tessera.sim.ternary.TernaryFormat`)."""
         from tessera.sim.ternary import TernaryFormat
