@@ -1,4 +1,5 @@
-"""The ``tessera`` command line: presets, generate, unit, regress, report, build, program, run.
+"""The ``tessera`` command line: presets, generate, unit, regress, report, build, program, run,
+clean.
 
 Every command checks what it can decide from the config and the arguments (the config itself,
 output paths, whether a layer maps onto the scratchpads, whether the core fits the named board)
@@ -8,7 +9,6 @@ unexpected exception prints one line and how to see its traceback (``--debug``, 
 """
 
 import argparse
-import asyncio
 import json
 import os
 import pathlib
@@ -121,20 +121,24 @@ def _lint(path, top):
 # -- unit ---------------------------------------------------------------------------------------
 def cmd_unit(args, extra):
     from tessera.generators.units import UNITS, generate_unit, get_unit
-    if args.list or not args.name:
-        if extra:
-            raise CliError(f"unit: unexpected arguments {_q(' '.join(extra), 60)} without a "
-                           f"unit NAME")
-        for name in sorted(UNITS):
-            u = UNITS[name]
-            print(f"{name}: {u.summary}")
-            for o in u.options:
-                choices = f"; one of {', '.join(map(str, o.choices))}" if o.choices else ""
-                tname = {int: "INT", str: "NAME"}.get(o.type, "BOOL")
-                print(f"    --{o.name.replace('_', '-')} {tname}  {o.help} "
-                      f"(default {o.default}{choices})")
+    if args.name is None:
+        if extra or args.output or args.lint:
+            given = " ".join([*(["-o", args.output] if args.output else []),
+                              *(["--lint"] if args.lint else []), *extra])
+            raise CliError(f"unit: {_q(given, 60)} needs a unit NAME first; allowed NAMEs: "
+                           + ", ".join(sorted(UNITS)) + " (`tessera unit --list`)")
+        if args.help:
+            _unit_command_parser().print_help()
+            raise SystemExit(EXIT_OK)
+        _print_unit_list(UNITS)
         return EXIT_OK
+    if args.list:
+        raise CliError(f"unit: --list takes no unit NAME (given {_q(args.name, 40)}); see "
+                       f"`tessera unit {args.name} --help` for one unit's options")
     unit = get_unit(args.name)
+    if args.help:
+        _unit_parser(unit).print_help()
+        raise SystemExit(EXIT_OK)
     opts = _parse_unit_options(unit, extra)
     out = pathlib.Path(args.output) if args.output else pathlib.Path("build/unit") / args.name
     _check_out(out)
@@ -148,15 +152,82 @@ def cmd_unit(args, extra):
     return EXIT_OK
 
 
+def _option_type_name(o):
+    return {int: "INT", str: "NAME"}.get(o.type, "BOOL")
+
+
+def _print_unit_list(units):
+    for name in sorted(units):
+        u = units[name]
+        print(f"{name}: {u.summary}")
+        for o in u.options:
+            choices = f"; one of {', '.join(map(str, o.choices))}" if o.choices else ""
+            print(f"    --{o.name.replace('_', '-')} {_option_type_name(o)}  {o.help} "
+                  f"(default {o.default}{choices})")
+
+
+def _unit_example(unit):
+    """A command line for the help's example: the unit with its first option changed."""
+    for o in unit.options:
+        if o.choices:
+            other = next((c for c in o.choices if c not in (o.default, "")), None)
+            if other is not None:
+                return f"--{o.name.replace('_', '-')} {other}"
+        elif o.type is int:
+            return f"--{o.name.replace('_', '-')} {o.default}"
+    return ""
+
+
+def _unit_parser(unit):
+    """An argparse parser that documents one unit's options (for ``tessera unit NAME --help``;
+    the options themselves are parsed by `_parse_unit_options`)."""
+    ex = _unit_example(unit)
+    p = _Parser(prog=f"tessera unit {unit.name}", add_help=False,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                description=f"{unit.summary}.\n\nWrites tessera_{unit.name}.v and manifest.json "
+                            f"(ports, latency, formats: docs/manifest.md).",
+                epilog="example:\n"
+                       f"  tessera unit {unit.name}{' ' + ex if ex else ''} "
+                       f"-o build/unit/{unit.name}\n"
+                       f"  tessera unit {unit.name} --lint")
+    g = p.add_argument_group("unit options (as --opt VALUE or --opt=VALUE)")
+    for o in unit.options:
+        choices = f"; one of {', '.join(repr(c) for c in o.choices)}" if o.choices else ""
+        g.add_argument(f"--{o.name.replace('_', '-')}", metavar=_option_type_name(o),
+                       help=f"{o.help} (default {o.default!r}{choices})".replace("%", "%%"))
+    _common_unit_arguments(p.add_argument_group("common options"))
+    return p
+
+
+def _common_unit_arguments(g, *, with_list=False):
+    g.add_argument("-h", "--help", action="store_true",
+                   help="show this help (with NAME: the unit's own options) and exit")
+    if with_list:
+        g.add_argument("--list", action="store_true",
+                       help="list every unit with its options and defaults")
+    g.add_argument("-o", "--output", metavar="DIR",
+                   help="output folder: new, or one tessera wrote (default build/unit/NAME)")
+    g.add_argument("--lint", action="store_true",
+                   help="also run verilator --lint-only on the Verilog (docs/lint.md)")
+
+
+def _unit_command_parser():
+    return _SUBPARSERS["unit"]
+
+
 def _parse_unit_options(unit, extra):
+    from tessera.generators.config import did_you_mean
     known = {"--" + o.name.replace("_", "-"): o for o in unit.options}
     opts = {}
     it = iter(extra)
     for tok in it:
         key, eq, val = tok.partition("=")
         if key not in known:
-            raise CliError(f"unit {unit.name}: unknown option {_q(key, 40)}; allowed: "
-                           + ", ".join(sorted(known)))
+            what = "option" if key.startswith("-") else "argument"
+            raise CliError(f"unit {unit.name}: unknown {what} {_q(key, 40)}; "
+                           f"{did_you_mean(key, known, str)}allowed: "
+                           + (", ".join(sorted(known)) or "no options")
+                           + f" (`tessera unit {unit.name} --help`)")
         if not eq:
             try:
                 val = next(it)
@@ -176,21 +247,74 @@ def _parse_unit_options(unit, extra):
 
 # -- regress ------------------------------------------------------------------------------------
 def cmd_regress(args):
-    from tessera.generators.regress import check_regression, default_cases, run_regression
+    from tessera.generators.regress import (check_regression, check_waves_window, default_cases,
+                                            run_regression)
     cfg = _cfg(args.config)
     junit = pathlib.Path(args.junit) if args.junit else None
     cases = default_cases(cfg, quick=args.quick)
     check_regression(cfg, cases=cases, junit=junit)
+    layers = cfg.engine.layer_cases(quick=args.quick)
+    waves = _waves_choice(args)
+    if args.waves_window is not None:
+        try:
+            check_waves_window(args.waves_window, cases, layers)
+        except ValueError as e:
+            raise CliError(str(e)) from None
     _check_mappable(cfg, [(c["m"], c["n"], c["k"], c.get("mode")) for c in cases], "regress")
     _need_verilator()
-    say = (lambda s: print(s, file=sys.stderr)) if args.json else print
-    summary = run_regression(cfg, waves=args.waves, quick=args.quick, junit=junit,
-                             progress=say)
+    keep = _keep()
+    say = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else \
+        (lambda s: print(s, flush=True))
+    summary = run_regression(cfg, waves=waves, quick=args.quick, junit=junit, progress=say,
+                             waves_depth=args.waves_depth, waves_window=args.waves_window,
+                             keep=keep)
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
         _print_regress(summary)
     return EXIT_OK if summary["ok"] else EXIT_FAILED
+
+
+def _waves_choice(args):
+    """What `run_regression` gets for ``waves``: False, or "fst"/"vcd" (FST by default where
+    this machine can build it; a window is cut from VCD)."""
+    from tessera.sim.runner import fst_support
+    wanted = args.waves or args.waves_format is not None or args.waves_depth is not None \
+        or args.waves_window is not None
+    if not wanted:
+        return False
+    if args.waves_format == "fst":
+        if args.waves_window is not None:
+            raise CliError("--waves-window cuts VCD files; drop --waves-format fst (a window "
+                           "gives VCD) or drop the window")
+        if fst_support() is None:
+            raise CliError("--waves-format fst: Verilator's FST writer needs lz4 (Debian: "
+                           "liblz4-dev, or its runtime liblz4-1), which is not installed; "
+                           "allowed here: --waves-format vcd")
+        return "fst"
+    if args.waves_format == "vcd" or args.waves_window is not None:
+        return "vcd"
+    return "fst" if fst_support() is not None else "vcd"
+
+
+#: Environment variable: how many runs, builds and work folders per core the commands keep.
+KEEP_ENV = "TESSERA_KEEP"
+DEFAULT_KEEP = 3
+
+
+def _keep():
+    text = os.environ.get(KEEP_ENV, "").strip()
+    if not text:
+        return DEFAULT_KEEP
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise CliError(f"{KEEP_ENV}: {_q(text, 40)} is not a positive integer; allowed: 1 or "
+                       f"more (how many runs, builds and work folders per core to keep; "
+                       f"default {DEFAULT_KEEP})")
+    return value
 
 
 def _wraps(g):
@@ -229,7 +353,13 @@ def _print_regress(s):
         print(f"FAILED {t['name']}: {t['message'].splitlines()[0] if t['message'] else ''}")
     print(f"\n{s['passed']} passed, {s['failed']} failed ({s['wall_seconds']}s; "
           f"build {'compiled' if s['rebuilt'] else 'cached'}); JUnit: {s['junit']}"
-          + (f"; waves: {s['waves']}" if s["waves"] else ""))
+          + (f"; waves: {s['waves']}" if s["waves"] else "")
+          + (f" ({_window_text(s['waves_window_ns'])})" if s.get("waves_window_ns") else ""))
+
+
+def _window_text(w):
+    lo, hi = w
+    return f"window {lo:g}..{'end' if hi is None else format(hi, 'g')} ns"
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -247,27 +377,52 @@ def cmd_report(args):
     cases = check_report(cfg, plot=args.plot, layers=layers)
     _check_mappable(cfg, [(c["m"], c["n"], c["k"], c.get("mode")) for c in cases], "report")
     _need_verilator()
-    say = (lambda s: print(s, file=sys.stderr)) if args.json else print
-    rep = make_report(cfg, progress=say, plot=args.plot, layers=layers)
+    keep = _keep()
+    say = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else \
+        (lambda s: print(s, flush=True))
+    rep = make_report(cfg, progress=say, plot=args.plot, layers=layers, keep=keep)
     if args.json:
         print(json.dumps(rep, indent=1))
     else:
-        print(f"\n{cfg.core.name}: {cfg.rows}x{cfg.cols} PEs, {cfg.pe.name}")
-        print(f"{'workload':<40} {'mode':<8} {'GEMMs (M x N x K)':<22} {'runs':>5} "
-              f"{'cycles':>9} {'ideal':>9} {'util':>7}")
-        for r in rep["rows"]:
-            gem = r["mapping"]
-            mp = ("{}x{}x{}".format(*gem[0]) + (f" x{len(gem)}" if len(gem) > 1 else ""))
-            print(f"{r['workload']:<40} {str(r['mode'] or '-'):<8} {mp:<22} {r['runs']:>5} "
-                  f"{r['cycles']:>9} {round(r['ideal_cycles']):>9} "
-                  f"{100 * r['utilization']:>6.1f}%")
-        for k in ("board", "luts", "dsps", "brams", "fmax_mhz"):
-            if k in rep:
-                v = rep[k]
-                print(f"  {k:<13} {v:.2f}" if isinstance(v, float) else f"  {k:<13} {v}")
-        if "luts" not in rep:
-            print("  (no bitstream built yet: run `tessera build` for LUT/DSP/BRAM/Fmax)")
+        print(format_report(cfg, rep))
     return EXIT_OK
+
+
+def human(value, digits=3):
+    """A number for people: integers (and floats that are whole) as integers, other floats
+    with ``digits`` significant digits but never in exponent form for everyday sizes
+    (``23.987654`` -> ``"24"`` at 2 digits, ``"24.0"`` at 3; ``32768.0`` -> ``"32768"``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    import math
+    if value == 0 or not math.isfinite(value):
+        return str(value)
+    decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(value)))))
+    return f"{value:.{decimals}f}"
+
+
+def format_report(cfg, rep):
+    """The text `tessera report` prints: one row per workload and mode, figures rounded for
+    people (the JSON keeps full precision)."""
+    lines = [f"\n{cfg.core.name}: {cfg.rows}x{cfg.cols} PEs, {cfg.pe.name}",
+             f"{'workload':<40} {'mode':<8} {'GEMMs (M x N x K)':<22} {'runs':>5} "
+             f"{'cycles':>9} {'ideal':>9} {'util':>6}"]
+    for r in rep["rows"]:
+        gem = r["mapping"]
+        mp = ("{}x{}x{}".format(*gem[0]) + (f" x{len(gem)}" if len(gem) > 1 else ""))
+        lines.append(f"{r['workload']:<40} {str(r['mode'] or '-'):<8} {mp:<22} {r['runs']:>5} "
+                     f"{r['cycles']:>9} {round(r['ideal_cycles']):>9} "
+                     f"{100 * r['utilization']:>5.1f}%")
+    for k in ("board", "luts", "dsps", "brams", "fmax_mhz"):
+        if k in rep:
+            v = rep[k]
+            text = f"{v:.2f}" if k == "fmax_mhz" and isinstance(v, float) else human(v)
+            lines.append(f"  {k:<13} {text}")
+    if "luts" not in rep:
+        lines.append("  (no bitstream built yet: run `tessera build` for LUT/DSP/BRAM/Fmax)")
+    return "\n".join(lines)
 
 
 # -- build / program / run ----------------------------------------------------------------------
@@ -340,6 +495,7 @@ def cmd_program(args):
 
 
 def cmd_run(args):
+    import asyncio
     import numpy as np
     from tessera.fpga.boards import baud_problem, get_board
     from tessera.fpga.link import UartTransport
@@ -369,7 +525,12 @@ def cmd_run(args):
     async def go():
         async with UartTransport.for_board(args.port, board, baud=cfg.host.baud) as t:
             drv = TesseraDriver(t, cfg, poll_cycles=1000)
-            info = await drv.connect()
+            try:
+                info = await drv.connect()
+            except Exception as e:
+                if type(e).__name__ != "VersionError" or drv.info is None:
+                    raise
+                raise CliError(_mismatch(cfg, drv.info, args)) from None
             if layers is not None:
                 return info, await _run_layers(drv, cfg, layers, args.seed)
             a, b = gemm_operands(cfg, m, n, k, seed=args.seed)
@@ -395,6 +556,20 @@ def cmd_run(args):
     return EXIT_OK if bad == 0 else EXIT_FAILED
 
 
+def _mismatch(cfg, info, args):
+    """One short line: the core on the board is not the config's, and which fields differ."""
+    want = cfg.core_info()
+    fields = []
+    for d in info.differences(want):
+        name = d.split(":", 1)[0].split(".", 1)[0]        # "store b.lanes" -> "store b"
+        if name not in fields:
+            fields.append(name)
+    shown = ", ".join(fields[:5]) + (f" and {len(fields) - 5} more" if len(fields) > 5 else "")
+    return (f"run: the core on {_q(args.port, 40)} is not the one the config describes "
+            f"(differs in {shown}); program the bitstream built from this config, or run with "
+            f"the config the bitstream was built from")
+
+
 async def _run_layers(drv, cfg, cases, seed):
     """Each layer case with seeded operands on the core; [(mismatches, LayerStats)]."""
     import numpy as np
@@ -410,6 +585,191 @@ async def _run_layers(drv, cfg, cases, seed):
         out.append((int(np.count_nonzero(np.asarray(got, np.uint64)
                                          != np.asarray(want, np.uint64))), st))
     return out
+
+
+# -- clean --------------------------------------------------------------------------------------
+#: Files by which tessera recognizes a folder it wrote (docs/cli.md, "Output paths").
+RECORDS = ("manifest.json", "summary.json", "build_result.json", "build_failed.json",
+           "tessera-build.json", "tessera-vsim.json")
+
+
+def cmd_clean(args):
+    root = pathlib.Path(args.dir)
+    if not root.exists():
+        print(f"{root}/: nothing to clean")
+        return EXIT_OK
+    if not root.is_dir():
+        raise CliError(f"clean: {_q(str(root))} is not a folder")
+    before = _size(root)
+    if args.keep is not None:
+        gone, left = _prune_all(root, args.keep, args.dry_run), []
+    else:
+        gone, left = _clean_plan(root)
+        if not args.dry_run:
+            for path, _ in gone:
+                _remove(path)
+    freed = sum(size for _, size in gone) if args.dry_run else None
+    if not args.dry_run:
+        _remove_empty(root, [p for p, _ in gone])
+    verb = "would remove" if args.dry_run else "removed"
+    for path, size in gone:
+        print(f"  {verb} {path} ({_mb(size)})")
+    for path in left[:10]:
+        print(f"  left {path} (not written by tessera)")
+    if len(left) > 10:
+        print(f"  left {len(left) - 10} more entries not written by tessera")
+    after = before - freed if args.dry_run else _size(root) if root.exists() else 0
+    print(f"{root}/: {_mb(before)} -> {_mb(after)} ({verb} {len(gone)} "
+          f"{'entry' if len(gone) == 1 else 'entries'}"
+          + (f"; kept the newest {args.keep} per core" if args.keep is not None else "")
+          + (f"; left {len(left)} not written by tessera" if left else "") + ")")
+    return EXIT_OK
+
+
+def _mb(n):
+    return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+
+
+def _size(path):
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for n in filenames + dirnames:
+            try:
+                st = os.lstat(os.path.join(dirpath, n))
+            except OSError:
+                continue
+            if not os.path.isdir(os.path.join(dirpath, n)) or os.path.islink(
+                    os.path.join(dirpath, n)):
+                total += st.st_size
+    return total
+
+
+def _is_key(name, length=16):
+    import re
+    return re.fullmatch(rf"[0-9a-f]{{{length}}}", name) is not None
+
+
+def _busy(lock_path):
+    """True if another process holds the simulation-build lock ``lock_path``."""
+    import fcntl
+    try:
+        with open(lock_path, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+    except OSError:
+        return False
+    return False
+
+
+def _clean_plan(root):
+    """(tessera's entries under ``root`` with their sizes, the entries it left alone)."""
+    gone, left = [], []
+    hour_ago = time.time() - 3600
+
+    def visit(folder):
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            return
+        names = {e.name for e in entries}
+        for e in entries:
+            if e.is_symlink():
+                left.append(e)
+            elif e.is_dir():
+                if e.name.startswith((".tessera-tmp-", ".tessera-old-")):
+                    if e.stat().st_mtime < hour_ago:       # younger: a run may be writing it
+                        gone.append((e, _size(e)))
+                elif _is_key(e.name) and f"{e.name}.lock" in names:
+                    if not _busy(folder / f"{e.name}.lock"):
+                        gone.append((e, _size(e)))
+                elif any((e / r).is_file() for r in RECORDS):
+                    gone.append((e, _size(e)))
+                elif e.name == ".lz4" and (e / "lz4.h").is_file():
+                    gone.append((e, _size(e)))
+                elif _is_key(e.name, 64) and all(f.suffix == ".v" for f in e.iterdir()):
+                    gone.append((e, _size(e)))            # the test suite's unit sources
+                else:
+                    visit(e)
+            elif e.name.endswith(".lock") and _is_key(e.name[:-5]):
+                gone.append((e, e.stat().st_size))
+            else:
+                left.append(e)
+    if any((root / r).is_file() for r in RECORDS):
+        return [(root, _size(root))], []
+    visit(root)
+    return gone, left
+
+
+def _prune_all(root, keep, dry_run):
+    """`tessera clean --keep N`: the pruning every run does, over the whole build folder;
+    returns [(path, size)] of what goes (or would go, with ``dry_run``)."""
+    from tessera.generators.regress import prune_work_folders
+    from tessera.sim.runner import prune_builds, prune_runs
+
+    def prune(really):
+        out = []
+        markers = sorted(root.rglob("tessera-build.json"))
+        for marker in markers:
+            out += prune_runs(marker.parent, keep, dry_run=not really)
+        tops = {}
+        for marker in markers:
+            try:
+                top = json.loads(marker.read_text()).get("top")
+            except (OSError, ValueError):
+                continue
+            if top:
+                tops.setdefault(marker.parent.parent, set()).add(top)
+        for sim_root, names in sorted(tops.items()):
+            for top in sorted(names):
+                out += prune_builds(sim_root, top, keep, dry_run=not really)
+        for folder in sorted({m.parent.parent for m in root.rglob("summary.json")}):
+            out += prune_work_folders(folder, keep, dry_run=not really)
+        return out
+
+    plan = [(p, _size(p)) for p in prune(False)]
+    if not dry_run:
+        prune(True)
+    # The builds that stay drop their precompiled headers (builds made before tessera did
+    # that itself); a build in use is left alone.
+    from tessera.sim.runner import slim_build
+    for marker in sorted(root.rglob("tessera-build.json")):
+        d = marker.parent
+        gch = [(g, g.stat().st_size) for g in d.glob("*.gch")]
+        if not gch or _busy(d.parent / f"{d.name}.lock"):
+            continue
+        plan += gch
+        if not dry_run:
+            slim_build(d)
+    return plan
+
+
+def _remove(path):
+    import shutil
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def _remove_empty(root, touched=()):
+    """Remove the folders under ``root`` (and ``root``) that are left empty: those that held
+    what was removed (``touched``: the removed paths), and others untouched for a minute (a run
+    may have just made one to write into)."""
+    ours = {os.path.abspath(os.path.dirname(p)) for p in touched}
+    recent = time.time() - 60
+    for dirpath, _, _ in os.walk(root, topdown=False):
+        path = os.path.abspath(dirpath)
+        try:
+            if path in ours or os.stat(path).st_mtime < recent:
+                os.rmdir(path)         # only ever removes an empty folder
+                ours.add(os.path.dirname(path))
+        except OSError:
+            pass
 
 
 # -- argument types -----------------------------------------------------------------------------
@@ -434,12 +794,49 @@ def _port(text):
     return text
 
 
+def _board(text):
+    """A board name or alias (``ulx3s`` is the ULX3S-85F), with "did you mean" otherwise."""
+    from tessera.generators.config import ConfigError, board_name
+    try:
+        return board_name(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[1]) from None
+
+
+_board.__name__ = "board"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse without abbreviations: ``--out`` never silently means ``--output``."""
+    """argparse without abbreviations (``--out`` never silently means ``--output``), whose
+    errors for an unknown option name the closest one."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+
+    def unknown(self, extra):
+        """Exit with this (sub)command's usage and the unknown arguments (and the closest
+        option to each mistyped one)."""
+        from tessera.generators.config import suggest
+        options = [o for a in self._actions for o in a.option_strings]
+        hints = {}
+        for tok in extra:
+            near = suggest(tok.partition("=")[0], options) if tok.startswith("-") else None
+            if near:
+                hints[tok] = near
+        if len(hints) == 1:
+            hint = f" (did you mean {next(iter(hints.values()))}?)"
+        else:
+            hint = "".join(f"; {t}: did you mean {n}?" for t, n in hints.items())
+        self.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+
+
+#: Every subcommand's parser, by name (for its own usage in errors and `tessera unit --help`).
+_SUBPARSERS = {}
+
+_CONFIG_HELP = ("a TOML file (docs/config.md) or a preset name (`tessera presets`); default: "
+                "the default preset, int8-8x8")
+_BOARD_HELP = "the board: icebreaker or ulx3s-85f (ulx3s means the ULX3S-85F)"
 
 
 def _parser():
@@ -447,80 +844,169 @@ def _parser():
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="print the traceback of an error (also TESSERA_DEBUG=1)")
     p = _Parser(
-        prog="tessera", parents=[debug],
+        prog="tessera", parents=[debug], formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Generate, verify and deploy DNN-inference accelerator cores. CONFIG is a "
-                    "TOML file or a preset name (see `tessera presets`); default: the default "
-                    "preset.")
+                    "TOML file or a preset name\n(see `tessera presets`); default: the default "
+                    "preset. `tessera COMMAND --help` explains a command.",
+        epilog="example:\n"
+               "  tessera presets\n"
+               "  tessera generate icebreaker -o build/ice\n"
+               "  tessera regress int8-4x4 --quick")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
 
-    def command(name, help, **kw):
-        return sub.add_parser(name, help=help, parents=[debug], **kw)
+    def command(name, help, description, example, **kw):
+        s = sub.add_parser(name, help=help, parents=[debug], description=description,
+                           epilog="example:\n" + "\n".join(f"  {e}" for e in example),
+                           formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+        _SUBPARSERS[name] = s
+        return s
 
-    s = command("presets", "list the built-in presets")
+    def config(s):
+        s.add_argument("config", nargs="?", metavar="CONFIG", help=_CONFIG_HELP)
+
+    s = command("presets", "list the built-in presets",
+                "Lists the built-in presets: name, one-line summary, and (default) after the "
+                "default one.",
+                ["tessera presets"])
     s.set_defaults(fn=cmd_presets)
 
-    s = command("generate", "write Verilog, manifest.json and driver constants")
-    s.add_argument("config", nargs="?", metavar="CONFIG")
+    s = command("generate", "write Verilog, manifest.json and driver constants",
+                "Writes the core's Verilog (<name>.v), manifest.json (ports, timing, formats, "
+                "command set:\ndocs/manifest.md) and the C header <name>_defs.h into one folder.",
+                ["tessera generate icebreaker -o build/ice",
+                 "tessera generate my_core.toml --lint"])
+    config(s)
     s.add_argument("-o", "--output", metavar="DIR",
                    help="output folder: new, or one tessera wrote (default build/generate/NAME)")
-    s.add_argument("--lint", action="store_true", help="also run verilator --lint-only")
+    s.add_argument("--lint", action="store_true",
+                   help="also run verilator --lint-only on the Verilog (docs/lint.md)")
     s.set_defaults(fn=cmd_generate)
 
     s = command("unit", "write one unit (a MAC, an array, ...) alone",
-                description="Options after NAME are the unit's own (see --list).")
-    s.add_argument("name", nargs="?", metavar="NAME")
-    s.add_argument("--list", action="store_true", help="list units and their options")
-    s.add_argument("-o", "--output", metavar="DIR",
-                   help="output folder: new, or one tessera wrote (default build/unit/NAME)")
-    s.add_argument("--lint", action="store_true", help="also run verilator --lint-only")
+                "Writes one unit alone: tessera_<NAME>.v and manifest.json. Options after NAME "
+                "are the unit's own\n(`tessera unit NAME --help` lists them; `tessera unit "
+                "--list` lists every unit).",
+                ["tessera unit --list", "tessera unit int_mac --help",
+                 "tessera unit int_mac --acc-bits 24 -o build/mac24"],
+                add_help=False)
+    s.add_argument("name", nargs="?", metavar="NAME",
+                   help="the unit (see --list); without NAME: list the units")
+    _common_unit_arguments(s, with_list=True)
     s.set_defaults(fn=cmd_unit, takes_extra=True)
 
-    s = command("regress", "cocotb + Verilator regression against the golden model")
-    s.add_argument("config", nargs="?", metavar="CONFIG")
-    s.add_argument("--waves", action="store_true", help="write a VCD waveform")
-    s.add_argument("--json", action="store_true", help="print a machine-readable summary")
-    s.add_argument("--junit", metavar="PATH", help="JUnit XML path (new, or one tessera wrote)")
-    s.add_argument("--quick", action="store_true", help="fewer GEMM cases")
+    s = command("regress", "cocotb + Verilator regression against the golden model",
+                "Generates the core and runs its cocotb testbench on Verilator: GEMM and layer "
+                "cases bit-exact against\nthe reference and cycle-exact against the golden "
+                "model, plus INFO, back-pressure and malformed-command\ntests. Each test is "
+                "printed as it finishes. Work files: build/regress/NAME-DIGEST/; the newest\n"
+                f"{DEFAULT_KEEP} runs, builds and work folders per core are kept ({KEEP_ENV}=N "
+                f"to keep another number).",
+                ["tessera regress int8-4x4 --quick",
+                 "tessera regress icebreaker --waves --waves-window ragged",
+                 "tessera regress my_core.toml --junit results.xml --json > summary.json"])
+    config(s)
+    s.add_argument("--quick", action="store_true",
+                   help="fewer GEMM cases (7 instead of 11 per mode, and fewer layers)")
+    s.add_argument("--waves", action="store_true",
+                   help="record a waveform: FST where this machine's Verilator can write it, "
+                        "else VCD")
+    s.add_argument("--waves-format", choices=("fst", "vcd"), default=None,
+                   help="the waveform format (implies --waves)")
+    s.add_argument("--waves-depth", metavar="N", type=_int_in(1, 99, "1..99"), default=None,
+                   help="trace N levels of hierarchy only (1: the core's own signals; implies "
+                        "--waves)")
+    s.add_argument("--waves-window", metavar="CASE|FROM:TO",
+                   help="keep only one case's stretch of the waveform (a case name such as "
+                        "ragged, or FROM:TO in ns of simulation time); gives VCD (implies "
+                        "--waves)")
+    s.add_argument("--junit", metavar="PATH",
+                   help="also write the JUnit XML to PATH (new, or a JUnit file tessera wrote)")
+    s.add_argument("--json", action="store_true",
+                   help="print the summary as JSON on stdout (progress goes to stderr)")
     s.set_defaults(fn=cmd_regress)
 
-    s = command("report", "cycles/utilization per layer and mode (RTL) + last build")
-    s.add_argument("config", nargs="?", metavar="CONFIG")
-    s.add_argument("--json", action="store_true")
-    s.add_argument("--plot", metavar="PNG", help="also plot utilization vs GEMM size")
+    s = command("report", "cycles/utilization per layer and mode (RTL) + last build",
+                "Runs the 64x64x64 reference GEMM and layers on the core's RTL in every "
+                "run-time mode and prints, per\nworkload and mode, the mapping, RUNs, "
+                "measured and ideal cycles and utilization; plus LUTs, DSPs,\nBRAMs and Fmax "
+                "of the last `tessera build` of the core.",
+                ["tessera report int8-4x4",
+                 "tessera report bitfusion --layers my_layers.toml --json"])
+    config(s)
+    s.add_argument("--json", action="store_true",
+                   help="print the report as JSON (full precision; progress goes to stderr)")
+    s.add_argument("--plot", metavar="PNG",
+                   help="also sweep square GEMM sizes and plot utilization into PNG (new, or a "
+                        "plot tessera wrote)")
     s.add_argument("--layers", metavar="TOML",
                    help="layers to report instead of the default conv 3x3 and dense: [[layer]] "
                         "tables with name, input (shape) and the layer's keys (docs/cli.md)")
     s.set_defaults(fn=cmd_report)
 
-    from tessera.generators.config import BOARDS
-    s = command("build", "bitstream for a board, with LUT/DSP/BRAM/Fmax")
-    s.add_argument("config", nargs="?", metavar="CONFIG")
-    s.add_argument("--board", required=True, choices=BOARDS)
+    s = command("build", "bitstream for a board, with LUT/DSP/BRAM/Fmax",
+                "Synthesizes, places and routes the core with its UART bridge for a board "
+                "(YoWASP yosys + nextpnr),\nshowing each tool stage, and prints LUT/DSP/BRAM "
+                "use and Fmax against the board clock. The config\nneeds [host] interface = "
+                "\"uart\".",
+                ["tessera build icebreaker --board icebreaker",
+                 "tessera build ulx3s --board ulx3s --seed 2 --json"])
+    config(s)
+    s.add_argument("--board", required=True, type=_board, metavar="BOARD", help=_BOARD_HELP)
     s.add_argument("-o", "--output", metavar="DIR",
                    help="build folder: new, or one tessera built (default build/fpga/NAME-BOARD)")
     s.add_argument("--seed", type=_int_in(0, 2**31 - 1, "0..2147483647"), default=1,
-                   help="nextpnr placement seed")
-    s.add_argument("--json", action="store_true")
+                   help="nextpnr placement seed, 0..2147483647 (default 1)")
+    s.add_argument("--json", action="store_true", help="print the build result as JSON")
     s.set_defaults(fn=cmd_build)
 
-    s = command("program", "load a bitstream onto a board with openFPGALoader")
-    s.add_argument("bitstream", metavar="BITSTREAM")
-    s.add_argument("--board", required=True, choices=BOARDS)
-    s.add_argument("--dry-run", action="store_true", help="print the command only")
+    s = command("program", "load a bitstream onto a board with openFPGALoader",
+                "Loads a bitstream written by `tessera build` onto a board with "
+                "openFPGALoader.",
+                ["tessera program build/fpga/tessera_icebreaker-icebreaker/"
+                 "tessera_icebreaker.bin --board icebreaker",
+                 "tessera program top.bit --board ulx3s --dry-run"])
+    s.add_argument("bitstream", metavar="BITSTREAM",
+                   help="the bitstream file (.bin for icebreaker, .bit for ulx3s-85f)")
+    s.add_argument("--board", required=True, type=_board, metavar="BOARD", help=_BOARD_HELP)
+    s.add_argument("--dry-run", action="store_true",
+                   help="print the openFPGALoader command instead of running it")
     s.set_defaults(fn=cmd_program)
 
-    s = command("run", "run a GEMM or layers on a programmed board over its UART")
-    s.add_argument("config", nargs="?", metavar="CONFIG")
-    s.add_argument("--board", required=True, choices=BOARDS)
-    s.add_argument("--port", required=True, type=_port, help="serial port, e.g. /dev/ttyUSB1")
+    s = command("run", "run a GEMM or layers on a programmed board over its UART",
+                "Connects to a programmed board over its UART at the config's host.baud, "
+                "checks that the core is the\none the config describes, runs a GEMM (or "
+                "layers) of seeded random operands and compares the result\nwith the "
+                "reference. Exit status 0 when bit-exact, 1 otherwise.",
+                ["tessera run icebreaker --board icebreaker --port /dev/ttyUSB1",
+                 "tessera run icebreaker --board icebreaker --port /dev/ttyUSB1 --gemm 32 8 64"])
+    config(s)
+    s.add_argument("--board", required=True, type=_board, metavar="BOARD", help=_BOARD_HELP)
+    s.add_argument("--port", required=True, type=_port,
+                   help="the board's serial port, e.g. /dev/ttyUSB1")
     dim = _int_in(1, MAX_GEMM_DIM, f"1..{MAX_GEMM_DIM}")
     s.add_argument("--gemm", nargs=3, type=dim, default=None, metavar=("M", "N", "K"),
-                   help="run one M x N x K GEMM of seeded random operands (default 16 16 16)")
+                   help=f"run one M x N x K GEMM of seeded random operands, each 1.."
+                        f"{MAX_GEMM_DIM} (default 16 16 16)")
     s.add_argument("--layers", metavar="TOML",
                    help="run these layers instead ([[layer]] tables as for `report --layers`), "
                         "each checked against the layer reference")
-    s.add_argument("--seed", type=_int_in(0, 2**32 - 1, "0..4294967295"), default=0)
+    s.add_argument("--seed", type=_int_in(0, 2**32 - 1, "0..4294967295"), default=0,
+                   help="operand seed, 0..4294967295 (default 0)")
     s.set_defaults(fn=cmd_run)
+
+    s = command("clean", "remove what tessera built under build/",
+                "Removes what tessera wrote under build/ (simulation builds and runs, regress "
+                "and report work folders,\ngenerated cores and units, bitstream builds): "
+                "folders it recognizes by their records. Anything else\nis left and named. "
+                "With --keep N, keeps the newest N of each core instead.",
+                ["tessera clean --dry-run", "tessera clean", "tessera clean --keep 1"])
+    s.add_argument("--dry-run", action="store_true",
+                   help="list what would be removed, and its size, without removing it")
+    s.add_argument("--keep", metavar="N", type=_int_in(1, 1000, "1..1000"), default=None,
+                   help="keep the newest N runs, builds and work folders of each core")
+    s.add_argument("--dir", metavar="DIR", default="build",
+                   help="the build folder (default build, in the working directory)")
+    s.set_defaults(fn=cmd_clean)
     return p
 
 
@@ -570,6 +1056,16 @@ def _message(e):
 
 
 def main(argv=None):
+    """The `tessera` console script: parse, then run the command under `guarded`. A Ctrl-C
+    anywhere, the first imports included, ends with one line and status 130."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("tessera: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
     p = _parser()
     args, extra = p.parse_known_args(argv)
@@ -578,7 +1074,7 @@ def main(argv=None):
         p.print_help()
         return EXIT_ERROR
     if extra and not getattr(args, "takes_extra", False):
-        p.error(f"unrecognized arguments: {' '.join(extra)}")
+        _SUBPARSERS[args.cmd].unknown(extra)
     if getattr(args, "takes_extra", False):
         return guarded(lambda: args.fn(args, extra), debug=debug)
     return guarded(lambda: args.fn(args), debug=debug)
