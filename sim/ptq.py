@@ -253,6 +253,8 @@ class Recipe:
                              f"allowed: {', '.join(METHODS)}")
 
     def build(self, model, blocks):
+        """A `QNet` from the calibrated ``blocks``; a recipe that needs the calibration images
+        themselves (bias correction) adds a keyword parameter ``calib_x``."""
         raise NotImplementedError
 
 
@@ -267,4 +269,7 @@ def quantize(model, pe, calib_x, **options):
     for i, st in enumerate(model.steps):
         if st.layer.type in CHIP_TYPES and st.w is None:
             raise LayerError(f"layer {i} ({st.layer.type}) has no weights")
-    return recipe.build(model, calibrate(model, calib_x))
+    import inspect
+    extra = {"calib_x": calib_x} if "calib_x" in inspect.signature(recipe.build).parameters \
+        else {}                  # recipes that correct biases on the calibration images
+    return recipe.build(model, calibrate(model, calib_x), **extra)
