@@ -502,3 +502,21 @@ def test_clean_keep_prunes_and_drops_precompiled_headers(capsys, tmp_path):
     assert [b.exists() for b in builds] == [False, False, True, True]
     assert not (builds[3] / "Vtop__pch.h.fast.gch").exists() and (builds[3] / "obj.o").exists()
     assert "kept the newest 2 per core" in out
+
+
+@pytest.mark.slow
+def test_regress_waves_window_and_fst_on_the_rtl(capsys, tmp_path, monkeypatch):
+    """The 4x4 quick regression's waves: one case's window is a small VCD (the whole run was
+    172 MB of VCD), FST where this machine can build it (10 MB); every test is printed."""
+    from tessera.sim.runner import fst_support
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "regress", "int8-4x4", "--quick", "--waves-window", "ragged")
+    assert code == 0, err
+    assert re.search(r"^\[regress\] +13/13 test_malformed_commands passed", out, re.M)
+    s = re.search(r"waves: (\S+dump\.vcd) \(window ([0-9.]+)\.\.([0-9.]+) ns\)", out)
+    assert s and pathlib.Path(s[1]).stat().st_size < 2_000_000
+    if fst_support() is not None:
+        code, out, err = run(capsys, "regress", "int8-4x4", "--quick", "--waves")
+        assert code == 0, err
+        fst = re.search(r"waves: (\S+dump\.fst)", out)
+        assert fst and pathlib.Path(fst[1]).stat().st_size < 20_000_000
