@@ -363,6 +363,12 @@ def _window_text(w):
 
 
 # -- report -------------------------------------------------------------------------------------
+def cmd_infer(args):
+    from tessera.generators.infer import run_cli
+    cfg = _cfg(args.config)
+    return run_cli(args, cfg)
+
+
 def cmd_report(args):
     from tessera.generators.report import check_report, load_layers_file, make_report
     cfg = _cfg(args.config)
@@ -943,6 +949,50 @@ def _parser():
                         "tables with name, input (shape) and the layer's keys (docs/cli.md)")
     s.set_defaults(fn=cmd_report)
 
+    s = command("infer", "run a network (ONNX or quantized) on the core: accuracy, cycles",
+                "Compiles MODEL for the core (an .onnx float model is quantized for the core's "
+                "PE kind from the\ncalibration images; an int8 QDQ model keeps its scales; a "
+                ".npz is a network --save wrote;\ndigits-mlp and digits-cnn are built in), runs "
+                "it layer by layer on the golden model or the\nVerilated RTL and prints per "
+                "layer the mapping, RUNs, cycles against the ideal, where the\nepilogue ran and "
+                "the bytes over the host link; then the accuracy, beside the float model's,\n"
+                "and on how many images the outputs equal the independent reference "
+                "(docs/models.md).",
+                ["tessera infer digits-cnn --data digits --sim verilator",
+                 "tessera infer model.onnx bitfusion --data test.npz --precisions 8,4x2 "
+                 "--images 100",
+                 "tessera infer model_qdq.onnx int8-requant --sim golden --json"])
+    s.add_argument("model", metavar="MODEL",
+                   help="an .onnx file (float or int8 QDQ), a quantized network .npz, or "
+                        "digits-mlp / digits-cnn")
+    config(s)
+    s.add_argument("--data", default="digits", metavar="digits|FILE.npz",
+                   help="images: 'digits' (default: the 1347/450 split of scikit-learn's "
+                        "digits) or an .npz with x, optional y (labels) and x_calib")
+    s.add_argument("--sim", choices=("golden", "verilator"), default="golden",
+                   help="the golden model (default) or the core's Verilog under Verilator "
+                        "(built once per config under build/vsim)")
+    s.add_argument("--images", type=_int_in(1, 10**7, "1..10000000"), default=None,
+                   metavar="N", help="run the first N test images (default all)")
+    s.add_argument("--batch", type=_int_in(1, 4096, "1..4096"), default=50, metavar="B",
+                   help="images per pass through the layers, 1..4096 (default 50)")
+    s.add_argument("--calib", type=_int_in(1, 10**7, "1..10000000"), default=None,
+                   metavar="N", help="calibrate on the first N calibration images (default "
+                                     "all)")
+    s.add_argument("--method", choices=("max", "percentile", "sawb"), default=None,
+                   help="activation range rule of the quantizer (default: the recipe's)")
+    s.add_argument("--percentile", type=float, default=None, metavar="P",
+                   help="the percentile of --method percentile (default 99.99)")
+    s.add_argument("--precisions", default=None, metavar="LIST",
+                   help="bitfusion/multiprec: one precision per Dense/Conv layer, A or AxW "
+                        "(e.g. 8,4x2,8)")
+    s.add_argument("--save", metavar="QNET.npz",
+                   help="also write the quantized network (loads without the float model)")
+    s.add_argument("--json", action="store_true",
+                   help="print the result as JSON (progress goes to stderr)")
+    s.add_argument("--plot", metavar="PNG", help="plot cycles and ideal cycles per layer")
+    s.set_defaults(fn=cmd_infer)
+
     s = command("build", "bitstream for a board, with LUT/DSP/BRAM/Fmax",
                 "Synthesizes, places and routes the core with its UART bridge for a board "
                 "(YoWASP yosys + nextpnr),\nshowing each tool stage, and prints LUT/DSP/BRAM "
@@ -1016,7 +1066,8 @@ def _parser():
 _EXPECTED_NAMES = {"BuildError", "ProgramError", "ToolchainError", "LinkError", "LinkTimeout",
                    "TesseraError", "LintError", "VerilatorNotFoundError", "VersionError",
                    "SimulationError", "OutputPathError", "ConfigError", "UnitError",
-                   "ReportError", "TimeoutExpired"}
+                   "ReportError", "TimeoutExpired", "LayerError", "InferError", "OnnxError",
+                   "VsimError"}
 
 
 def _expected(e):
