@@ -348,6 +348,12 @@ def _print_regress(s):
             util = f"{100 * g['utilization']:>6.2f}%" if g["utilization"] else "     -"
             print(f"{g['case']:<24} {describe(g['layer']):<28} {shape:<12} {g['runs']:>4} "
                   f"{g['cycles']:>8} {g['ideal_cycles']:>8.0f} {util}  {ok}, cycles {cyc}")
+    if s.get("network"):
+        n = s["network"]
+        ok = "bit-exact" if n["equal_golden"] == n["images"] else "MISMATCHES"
+        print(f"\nnetwork case: {n['network']} quantized for {n.get('pe')}, {n['images']} "
+              f"images, classes {n['classes']} (labels {n['labels']}), {n['cycles']} cycles; "
+              f"{ok}, cycles {'ok' if n['cycles_equal'] else '!= golden'}")
     failed = [t for t in s["tests"] if t["status"] == "failed"]
     for t in failed:
         print(f"FAILED {t['name']}: {t['message'].splitlines()[0] if t['message'] else ''}")

@@ -84,10 +84,21 @@ def table_rows(summary):
     return out
 
 
+def network_line(rec, cfg):
+    """The network case as the demo shows it: classes against labels, bit-exactness."""
+    right = sum(c == y for c, y in zip(rec["classes"], rec["labels"] or []))
+    ok = "bit-exact" if rec["equal_golden"] == rec["images"] else "MISMATCHES"
+    cyc = "= golden model" if rec["cycles_equal"] else "!= golden model"
+    return (f"\ndigits MLP quantized for {cfg.pe.name}, {rec['images']} test images through the "
+            f"RTL: {right}/{rec['images']} classified right, {rec['cycles']} cycles; {ok}, "
+            f"cycles {cyc}")
+
+
 def next_line(cfg, spec):
     """What to try next, for the preset (or file) the demo ran: the same CONFIG throughout."""
     arg = f" {shlex.quote(str(spec))}" if spec else ""
-    nxt = ["`make test`", f"`.venv/bin/tessera regress{arg}`", f"`.venv/bin/tessera report{arg}`"]
+    nxt = ["`make test`", f"`.venv/bin/tessera regress{arg}`", f"`.venv/bin/tessera report{arg}`",
+           f"`.venv/bin/tessera infer digits-cnn{arg or ' int8-8x8'} --sim verilator`"]
     if cfg.core.boards and cfg.host.interface == "uart":
         nxt.append(f"`.venv/bin/tessera build{arg} --board {cfg.core.boards[0]}`")
     return "next: " + ", ".join(nxt)
@@ -127,11 +138,14 @@ def _demo(argv):
         if line is not None:
             print(line, flush=True)
     s = run_regression(cfg, cases=cases, layers=layers,
-                       test_filter="test_gemm|test_layer|test_info",
-                       out_dir=f"build/demo/{cfg.core.name}-regress", progress=say, keep=keep)
+                       test_filter="test_gemm|test_layer|test_info|test_network",
+                       out_dir=f"build/demo/{cfg.core.name}-regress", progress=say, keep=keep,
+                       network=True, network_images=8)
     print(f"\n{TABLE_HEADER}")
     for line in table_rows(s):
         print(line)
+    if s.get("network"):
+        print(network_line(s["network"], cfg))
     print(f"\n{s['passed']} passed, {s['failed']} failed; Verilator build "
           f"{'compiled' if s['rebuilt'] else 'cached'} ({s['build_seconds']}s); "
           f"total {time.monotonic() - t0:.1f}s")

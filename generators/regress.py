@@ -145,8 +145,34 @@ def prune_work_folders(folder, keep, *, exclude=None, dry_run=False):
     return gone
 
 
+def network_case(cfg, work_dir, *, images=2):
+    """The regression's network case: the digits MLP (`tessera.sim.digits`, trained on the
+    spot) quantized for the core's PE kind by its recipe from 256 calibration images, saved
+    into ``work_dir``, and the first ``images`` test images. None when the kind has no
+    quantization recipe."""
+    if cfg.pe.ptq_recipe() is None:
+        return None
+    import warnings
+    from tessera.sim import digits
+    from tessera.sim.ptq import FloatModel, quantize
+    x_tr, _, x_te, y_te = digits.load_split()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # accumulator bound warnings of narrow kinds
+        q = quantize(FloatModel.from_net(digits.train_mlp()), cfg.pe, x_tr[:256])
+    path = pathlib.Path(work_dir) / "network.npz"
+    q.save(path)
+    return {"name": "digits_mlp", "qnet": str(path.resolve()),
+            "x": x_te[:images].tolist(), "y": y_te[:images].tolist()}
+
+
 def case_line(record):
-    """One progress line for a finished GEMM or layer case: shape, cycles, result."""
+    """One progress line for a finished GEMM, layer or network case: shape, cycles, result."""
+    if "network" in record:
+        same = record.get("equal_golden") == record.get("images")
+        return (f"{record['case']:<16} {'network, ' + str(record['images']) + ' images':<38} "
+                f"{record.get('cycles', 0):>8} cycles "
+                f"({'= golden' if record.get('cycles_equal') else '!= golden'}), "
+                f"{'bit-exact' if same else 'MISMATCHES'}")
     ok = "bit-exact" if record.get("mismatches") == 0 else \
         f"{record.get('mismatches')} MISMATCHES"
     cyc = "= golden" if record.get("cycles") == record.get("golden_cycles") else \
@@ -164,6 +190,8 @@ def _test_case(name, cases, layers):
     """``(kind, case name)`` of a cocotb test name such as ``...test_gemm/case=3`` or
     ``...test_layer/case=dense``; kind is None for the other tests."""
     import re
+    if name.endswith(".test_network"):
+        return "test_network", "digits_mlp"
     m = re.search(r"\.(test_gemm|test_layer)/case=(\S+)$", name)
     if not m:
         return None, name.rsplit(".", 1)[-1]
@@ -211,11 +239,12 @@ class _Progress:
         self.say(f"[regress] {count:>7} {text} ({time.monotonic() - self.t0:.1f}s)")
 
 
-def _expected_tests(cases, layers, test_filter):
+def _expected_tests(cases, layers, test_filter, network=False):
     """How many tests the run will report (cocotb selects names by ``re.search``)."""
     import re
     names = (["test_info"] + [f"test_gemm/case={c['name']}" for c in cases]
              + [f"test_layer/case={c['name']}" for c in layers]
+             + (["test_network"] if network else [])
              + ["test_backpressure", "test_malformed_commands"])
     if not test_filter:
         return len(names)
@@ -274,7 +303,8 @@ def _vcd_unit_ns(path):
 
 def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, quick=False,
                    junit=None, progress=print, test_filter=None, cases=None, layers=None,
-                   waves_depth=None, waves_window=None, keep=None):
+                   waves_depth=None, waves_window=None, keep=None, network=None,
+                   network_images=2):
     """Generate the core, run the cocotb regression on Verilator, return a summary dict.
 
     The work folder (default ``build/regress/<name>-<digest>``: ``rtl/``, ``plan.json``,
@@ -287,12 +317,16 @@ def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, qu
     "FROM:TO" in ns of simulation time; cuts a VCD file to that window) are passed on to
     `tessera.sim.runner.run_cocotb`; so is ``keep`` (prune all but the last ``keep`` runs and
     builds of this core), which also prunes the work folders next to the default one.
+    ``network`` (default: only when neither ``cases`` nor ``layers`` is given) adds the network
+    case (`network_case`: ``network_images`` digits images through the MLP quantized for the
+    core).
     """
     import shutil
     from tessera.generators.emit import (check_output_dir, make_parents, new_tmp_dir,
                                          remove_created, swap_in, write_output_file)
     from tessera.sim.runner import run_cocotb
     t0 = time.monotonic()
+    with_network = (cases is None and layers is None) if network is None else network
     if layers is None:        # the engine's layer cases come with the default GEMM cases
         layers = cfg.engine.layer_cases(quick=quick) if cases is None else []
     cases = default_cases(cfg, quick=quick) if cases is None else cases
@@ -316,15 +350,19 @@ def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, qu
         progress(f"[regress] generating {cfg.core.name} ({cfg.rows}x{cfg.cols} {cfg.pe.name})")
         manifest = generate_core(cfg, gen_dir)
         t_gen = time.monotonic() - t0
-        plan = {"config": cfg.to_dict(), "cases": cases, "layers": layers, "poll_cycles": 64}
+        network = network_case(cfg, tmp, images=network_images) if with_network else None
+        plan = {"config": cfg.to_dict(), "cases": cases, "layers": layers, "poll_cycles": 64,
+                "network": network}
         plan_path = tmp / "plan.json"
         plan_path.write_text(json.dumps(plan, indent=1))
         results_path = tmp / "results.jsonl"
         results_path.write_text("")
-        progress(f"[regress] {len(cases)} GEMM cases, {len(layers)} layer cases + "
-                 f"info/back-pressure/malformed-command tests")
+        progress(f"[regress] {len(cases)} GEMM cases, {len(layers)} layer cases"
+                 + (f", a network ({len(network['x'])} digits images through the "
+                    f"{network['name']})" if network else "")
+                 + " + info/back-pressure/malformed-command tests")
         watch = _Progress(progress, results_path, cases, layers,
-                          _expected_tests(cases, layers, test_filter))
+                          _expected_tests(cases, layers, test_filter, bool(network)))
         res = run_cocotb(verilog=[gen_dir / manifest["verilog"]], top=manifest["top"],
                          test_module="tessera.tb.core_cocotb",
                          build_root=pathlib.Path(build_root), waves=waves,
@@ -345,8 +383,9 @@ def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, qu
                      f"{after / 1e6:.1f} MB")
         records = [json.loads(line) for line in results_path.read_text().splitlines()
                    if line]
-        measurements = [r for r in records if "layer" not in r]
+        measurements = [r for r in records if "layer" not in r and "network" not in r]
         layer_records = [r for r in records if "layer" in r]
+        network_records = [r for r in records if "network" in r]
         results_path.unlink()
         if junit is not None:
             junit_path = write_output_file(junit, _tag_junit((tmp / "results.xml").read_bytes()),
@@ -362,6 +401,7 @@ def run_regression(cfg, *, out_dir=None, build_root="build/sim", waves=False, qu
                        "message": t.message} for t in res.tests],
             "gemms": measurements,
             "layers": layer_records,
+            "network": network_records[0] if network_records else None,
             "junit": str(junit_path),
             "waves": str(res.waves) if res.waves else None,
             "waves_window_ns": window,

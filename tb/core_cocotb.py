@@ -159,6 +159,42 @@ if PLAN.get("layers"):
             f"RTL cycles {stats.run_cycles} != golden {golden_stats.run_cycles}"
 
 
+if PLAN.get("network"):
+    @cocotb.test()
+    async def test_network(dut):
+        """A handful of digits images through a quantized network (the MLP, quantized for this
+        core's PE kind), layer by layer on the RTL: outputs equal to the golden core's and to
+        the independent reference, cycles of every RUN equal to the golden core's."""
+        from tessera.sim.qnet import k_splits_of, load, reference_network, run_network
+        spec = PLAN["network"]
+        q = load(spec["qnet"])
+        x = np.asarray(spec["x"], dtype=np.float32)
+        t, drv = await _setup(dut)
+        await drv.connect()
+        t0, c0 = time.time(), t.cycle
+        res = await run_network(drv, q, x)
+        wall, sim_cycles = time.time() - t0, t.cycle - c0
+        gd = TesseraDriver(GoldenTransport(GoldenCore(CFG)), CFG)
+        await gd.connect()
+        gold = await run_network(gd, q, x)
+        ref = reference_network(q, CFG.pe, x, k_splits=k_splits_of(res))
+        same_gold = [np.array_equal(a, b) for a, b in zip(res.outputs, gold.outputs)]
+        same_ref = [np.array_equal(a, b) for a, b in zip(res.outputs, ref.outputs)]
+        rtl_cycles = [s.run_cycles for r in res.records for s in r.stats]
+        gold_cycles = [s.run_cycles for r in gold.records for s in r.stats]
+        _record({"case": spec["name"], "network": spec["name"], "pe": CFG.pe.name,
+                 "images": len(x),
+                 "equal_golden": int(sum(same_gold)), "equal_reference": int(sum(same_ref)),
+                 "classes": res.classes.tolist(), "labels": spec.get("y"),
+                 "cycles": int(sum(sum(c) for c in rtl_cycles)),
+                 "cycles_equal": rtl_cycles == gold_cycles,
+                 "sim_cycles_total": sim_cycles, "wall_s": round(wall, 3)})
+        assert all(same_gold), f"RTL outputs differ from the golden core on images " \
+                               f"{[i for i, ok in enumerate(same_gold) if not ok]}"
+        assert all(same_ref), "the golden core's outputs differ from the reference"
+        assert rtl_cycles == gold_cycles, f"RTL RUN cycles {rtl_cycles} != golden {gold_cycles}"
+
+
 @cocotb.test()
 async def test_backpressure(dut):
     """Idle cycles on the command stream and back-pressure on responses change nothing."""

@@ -410,10 +410,11 @@ def test_readme_demo_sample_is_what_make_demo_prints():
     i = 5
     if lines[i].startswith("      verilator: "):
         i += 1
-    n = 1 + len(cases) + len(layers)                      # test_info, GEMMs, layers
+    n = 1 + len(cases) + len(layers) + 1           # test_info, GEMMs, layers, the network
     progress = lines[i:i + n]
     assert [demo.progress_line("[regress] " + ln.strip()) for ln in progress] == progress
-    names = ["test_info"] + [c["name"] for c in cases] + [c["name"] for c in layers]
+    names = ["test_info"] + [c["name"] for c in cases] + [c["name"] for c in layers] + \
+        ["digits_mlp"]
     for k, (ln, name) in enumerate(zip(progress, names)):
         assert re.match(rf"      {k + 1}/{n} {name} ", ln), ln
     i += n
@@ -425,9 +426,13 @@ def test_readme_demo_sample_is_what_make_demo_prints():
     assert [r[:34].rstrip() for r in rows] == labels
     assert all(r.endswith("bit-exact, cycles = golden model") for r in rows)
     rest = lines[i + 2 + len(rows):]
-    assert rest[0] == "" and re.fullmatch(r"\d+ passed, 0 failed; Verilator build (cached|"
-                                          r"compiled) \([0-9.]+s\); total [0-9.]+s", rest[1])
-    assert rest[2] == demo.next_line(cfg, None) and len(rest) == 3
+    assert rest[0] == "" and re.fullmatch(rf"digits MLP quantized for {cfg.pe.name}, 8 test "
+                                          r"images through the RTL: \d/8 classified right, "
+                                          r"\d+ cycles; bit-exact, cycles = golden model",
+                                          rest[1])
+    assert rest[2] == "" and re.fullmatch(r"\d+ passed, 0 failed; Verilator build (cached|"
+                                          r"compiled) \([0-9.]+s\); total [0-9.]+s", rest[3])
+    assert rest[4] == demo.next_line(cfg, None) and len(rest) == 5
 
 
 @pytest.mark.parametrize("spec", [None, "ternary", "icebreaker"])
