@@ -31,4 +31,4 @@ test-all: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -q -m ""
 
 clean:
-	rm -rf build
+	@if [ -x $(VENV)/bin/tessera ]; then $(VENV)/bin/tessera clean; else rm -rf build; fi

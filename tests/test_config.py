@@ -484,3 +484,19 @@ def test_digest_sensitive_to_fpmac_fields(key, value):
 
 def test_default_dataclass_matches_documented_defaults():
     assert CoreConfig().to_dict() == DEFAULTS
+
+
+def test_tree_outputs_zero_is_refused():
+    """``array.outputs`` is 1..32 for the dense tree engine; 0 is not 'left out' (issue 20)."""
+    import pytest as _pytest
+    from tessera.generators.config import config_from_dict, load_config
+    from tessera.generators.kinds.base import ConfigError
+    d = load_config("ternary").to_dict()
+    d["array"]["outputs"] = 0
+    with _pytest.raises(ConfigError, match=r"array.outputs: 0 is out of range; allowed: 1..32"):
+        config_from_dict(d)
+    d = load_config("ternary-rle").to_dict()
+    d["array"]["outputs"] = 0
+    with _pytest.raises(ConfigError, match=r"array.outputs: 0 is not used by encoding 'rle'"):
+        config_from_dict(d)
+    assert load_config("ternary").array.outputs == 2

@@ -73,7 +73,8 @@ def test_default_preset_quick_with_waves(tmp_path):
     # The GEMM cases only: layers are checked on the RTL by the other regressions, and each
     # layer case would add megabytes of VCD here.
     s = run_regression(cfg, cases=default_cases(cfg, quick=True), layers=[], waves=True,
-                       out_dir=tmp_path / "reg", progress=lambda m: None)
+                       waves_depth=1, keep=1, out_dir=tmp_path / "reg",
+                       progress=lambda m: None)
     _check(s)
     assert s["waves"] and s["waves"].endswith(".vcd")
     with open(s["waves"]) as f:

@@ -27,7 +27,7 @@ class TreeSection(EngineSection):
     """
     name = "tree"
     inputs: int = 16
-    outputs: int = 0
+    outputs: int = None
     encoding: str = "dense"
     z_bits: int = 6
     scales: int = 256
@@ -38,7 +38,7 @@ class TreeSection(EngineSection):
         check_int("array.z_bits", self.z_bits, 1, 13)
         check_int("array.scales", self.scales, 16, 32768)
         if self.encoding == "dense":
-            if self.outputs == 0:
+            if self.outputs is None:
                 object.__setattr__(self, "outputs", 4)
             check_int("array.outputs", self.outputs, 1, 32)
             if self.inputs * self.outputs > 1024:
@@ -46,7 +46,7 @@ class TreeSection(EngineSection):
                                   f"codes make a {2 * self.inputs * self.outputs}-bit W word; "
                                   f"allowed: inputs x outputs at most 1024")
         else:
-            if self.outputs not in (0, 1):
+            if self.outputs not in (None, 1):
                 raise ConfigError(f"array.outputs: {self.outputs!r} is not used by encoding "
                                   f"'rle' (one output channel at a time over inputs rows); "
                                   f"allowed: leave it out, or 1")
