@@ -107,6 +107,11 @@ class BiScaledKind(PEKind):
         return PEResources(multiplier=(self.a_bits, self.b_bits),
                            luts=super().resources().luts)
 
+    def ptq_recipe(self):
+        """BiScaled post-training quantization (`tessera.sim.ptq_biscaled.BiScaledRecipe`)."""
+        from tessera.sim.ptq_biscaled import BiScaledRecipe
+        return BiScaledRecipe
+
     def formats(self):
         return biscaled_formats(self.a_format, self.b_format, self.acc_bits)
 

@@ -124,6 +124,11 @@ class FpecKind(PEKind):
         on ECP5 and UP5K, and 173..257 LUTs."""
         return PEResources(multiplier=(self.a_w, self.b_w), luts=super().resources().luts)
 
+    def ptq_recipe(self):
+        """FPEC post-training quantization (`tessera.sim.ptq_fpec.FpecRecipe`)."""
+        from tessera.sim.ptq_fpec import FpecRecipe
+        return FpecRecipe
+
     def formats(self):
         return fpec_formats(self.a_format, self.b_format, self.acc_bits)
 
