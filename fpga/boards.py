@@ -55,8 +55,9 @@ class Board:
         ``(role, resource, number, where)``: which LED shows which status
         (roles: ``heartbeat``, ``busy``, ``error``, ``link``, ``activity``; see ``docs/fpga.md``).
     luts_total, dsps_total, brams_total : int
-        Device totals: LUT4s; DSP blocks (SB_MAC16 / MULT18X18D); block RAMs (iCE40: 30 EBR +
-        4 SPRAM, ECP5: DP16KD).
+        Device totals: LUT4s; DSP blocks (SB_MAC16 / MULT18X18D); block RAMs as nextpnr counts
+        them (iCE40: the 30 EBR, ICESTORM_RAM; the UP5K's 4 SPRAMs are not block RAM and are
+        reported apart, see `fpga.build.BuildResult`; ECP5: DP16KD).
     bitstream_suffix : str
         ``".bin"`` (icepack) or ``".bit"`` (ecppack).
     synth_opts : str
@@ -125,7 +126,7 @@ BOARDS = {
             ("activity",  "led", 3, "break-off PMOD, pin 27 (PMOD2 pin 1)"),
             ("link",      "led", 4, "break-off PMOD, pin 25 (PMOD2 pin 2)"),
         ),
-        luts_total=5280, dsps_total=8, brams_total=30 + 4,
+        luts_total=5280, dsps_total=8, brams_total=30,
         bitstream_suffix=".bin", synth_opts="-dsp -spram",
         tools=("yosys", "nextpnr-ice40", "icepack"),
         openfpgaloader_board="ice40_generic",

@@ -35,15 +35,18 @@ _CACHE_FORMAT = 1
 #: nextpnr cell types counted per report field, per device family.
 CELLS = {
     "ice40": {"luts": ("ICESTORM_LC",), "dsps": ("ICESTORM_DSP",),
-              "brams": ("ICESTORM_RAM", "ICESTORM_SPRAM"), "ffs": ()},
+              "brams": ("ICESTORM_RAM",), "sprams": ("ICESTORM_SPRAM",), "ffs": ()},
     "ecp5":  {"luts": ("TRELLIS_COMB",), "dsps": ("MULT18X18D",),
-              "brams": ("DP16KD",), "ffs": ("TRELLIS_FF",)},
+              "brams": ("DP16KD",), "sprams": (), "ffs": ("TRELLIS_FF",)},
 }
 
 #: Flip-flop cell-name prefixes in the synthesized netlist, where nextpnr does not count them.
 _FF_PREFIXES = {"ice40": ("SB_DFF",), "ecp5": ("TRELLIS_FF",)}
 
 _OVERRIDES = ("AMARANTH_nextpnr_opts", "AMARANTH_synth_opts")
+
+#: BuildResult fields that `BuildResult.load` counts again from the stored nextpnr table.
+_RAM_FIELDS = ("brams", "brams_total", "sprams", "sprams_total")
 
 
 class BuildError(RuntimeError):
@@ -64,7 +67,8 @@ class BuildResult:
     dsps, dsps_total : int
         SB_MAC16 (ICESTORM_DSP) / MULT18X18D blocks.
     brams, brams_total : int
-        Block RAMs: EBR + SPRAM on iCE40 (30 + 4), DP16KD on ECP5 (208).
+        Block RAMs as nextpnr counts them: EBR (ICESTORM_RAM) on iCE40 (30 on the UP5K),
+        DP16KD on ECP5 (208).
     ffs : int
         Flip-flops (TRELLIS_FF from nextpnr on ECP5; SB_DFF* cells of the synthesized netlist on
         iCE40, where nextpnr packs them into logic cells).
@@ -87,6 +91,9 @@ class BuildResult:
         nextpnr's full utilization table: cell type -> ``{"used": n, "available": n}``.
     tool_versions : dict
     seed : int
+    sprams, sprams_total : int
+        The UP5K's single-port RAMs (ICESTORM_SPRAM, 4 x 256 kbit), not counted as block RAM;
+        0 / 0 on ECP5.
     cached : bool
         True when this result was reused from an earlier identical build.
     """
@@ -110,6 +117,8 @@ class BuildResult:
     utilization: dict = field(default_factory=dict)
     tool_versions: dict = field(default_factory=dict)
     seed: int = 1
+    sprams: int = 0
+    sprams_total: int = 0
     cached: bool = False
 
     def to_json(self, files=None):
@@ -146,6 +155,14 @@ class BuildResult:
         if not isinstance(record, dict) or record.pop("format", None) != _CACHE_FORMAT:
             return None
         names = {f.name for f in dataclasses.fields(cls)}
+        # The RAM figures are counted again from the stored nextpnr table, as
+        # `summarize_report` counts them now (older records counted SPRAM as block RAM).
+        try:
+            figures = summarize_report({"utilization": record["utilization"], "fmax": {}},
+                                       record["board"])
+            record.update({k: figures[k] for k in _RAM_FIELDS})
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
         if not names - {"cached"} <= record.keys():
             return None
         record = {k: v for k, v in record.items() if k in names}
@@ -168,6 +185,7 @@ class BuildResult:
             f"FFs       {self.ffs}",
             f"DSPs      {self.dsps} / {self.dsps_total}",
             f"BRAMs     {self.brams} / {self.brams_total}",
+            *([f"SPRAMs    {self.sprams} / {self.sprams_total}"] if self.sprams else []),
             f"Fmax      {fmax} (target {self.target_mhz:g} MHz, timing {status})",
             f"bitstream {self.bitstream}",
         ])
@@ -240,7 +258,8 @@ def summarize_report(report, board):
     Returns
     -------
     dict
-        ``luts``, ``luts_total``, ``dsps``, ``dsps_total``, ``brams``, ``brams_total``,
+        ``luts``, ``luts_total``, ``dsps``, ``dsps_total``, ``brams``, ``brams_total``
+        (EBR only on iCE40), ``sprams``, ``sprams_total`` (iCE40 SPRAM; 0 on ECP5),
         ``ffs`` (0 where nextpnr does not count FFs), ``fmax_mhz``, ``target_mhz``,
         ``timing_met``.
     """
@@ -249,7 +268,7 @@ def summarize_report(report, board):
     util = report["utilization"]
     figures = {}
     for field_name, default_total in (("luts", board.luts_total), ("dsps", board.dsps_total),
-                                      ("brams", board.brams_total)):
+                                      ("brams", board.brams_total), ("sprams", 0)):
         figures[field_name] = _count(util, cells[field_name], "used")
         figures[f"{field_name}_total"] = (_count(util, cells[field_name], "available")
                                           or default_total)

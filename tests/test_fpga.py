@@ -235,11 +235,31 @@ def test_parse_and_summarize_report(tmp_path):
     report = parse_nextpnr_report(path)
     figures = summarize_report(report, "icebreaker")
     assert figures == {"luts": 300, "luts_total": 5280, "dsps": 2, "dsps_total": 8,
-                       "brams": 4, "brams_total": 34, "ffs": 0, "fmax_mhz": 31.25,
+                       "brams": 3, "brams_total": 30, "sprams": 1, "sprams_total": 4,
+                       "ffs": 0, "fmax_mhz": 31.25,
                        "target_mhz": 12.0, "timing_met": False}     # the 48 MHz clock fails
     path.write_text('{"fmax": {}}')
     with pytest.raises(ValueError, match=r"is not a nextpnr --report file"):
         parse_nextpnr_report(path)
+
+
+def test_load_counts_ram_again_from_the_report(tmp_path):
+    # A record written before SPRAM was told apart (brams 4 / 34, no sprams fields) loads with
+    # the figures of its stored nextpnr table: 3 / 30 EBR and 1 / 4 SPRAM.
+    util = {"ICESTORM_LC": {"used": 300, "available": 5280},
+            "ICESTORM_RAM": {"used": 3, "available": 30},
+            "ICESTORM_SPRAM": {"used": 1, "available": 4}}
+    result = BuildResult(bitstream=str(tmp_path / "t.bin"), board="icebreaker",
+                         device="iCE40UP5K", luts=300, luts_total=5280, dsps=0, dsps_total=8,
+                         brams=4, brams_total=34, ffs=0, fmax_mhz=30.0, target_mhz=12.0,
+                         timing_met=True, seconds=1.0, report_path=str(tmp_path / "t.json"),
+                         key="k", utilization=util)
+    record = json.loads(result.to_json())
+    del record["sprams"], record["sprams_total"]
+    (tmp_path / RESULT_FILE).write_text(json.dumps(record))
+    loaded = BuildResult.load(tmp_path)
+    assert (loaded.brams, loaded.brams_total, loaded.sprams, loaded.sprams_total) == (3, 30, 1, 4)
+    assert "SPRAMs    1 / 4" in loaded.summary()
 
 
 # --- real builds -------------------------------------------------------------------------------
@@ -272,6 +292,13 @@ def test_icebreaker_bitstream_and_cache(tmp_path):
     assert not result.cached
     assert os.path.getsize(result.bitstream) == 104090     # every UP5K .bin has this size
     assert result.brams >= 1                               # the 32-byte RX FIFO in an EBR
+    # Block RAM as nextpnr counts it: the UP5K's 30 EBR (ICESTORM_RAM), not the 4 SPRAMs too.
+    util = parse_nextpnr_report(result.report_path)["utilization"]
+    assert (result.brams, result.brams_total) == (util["ICESTORM_RAM"]["used"],
+                                                  util["ICESTORM_RAM"]["available"]) == (1, 30)
+    assert (result.sprams, result.sprams_total) == (0, util["ICESTORM_SPRAM"]["available"]) \
+        == (0, 4)
+    assert "BRAMs     1 / 30" in result.summary() and "SPRAM" not in result.summary()
     text = "\n".join(lines)
     for stage in ("elaborate", "synthesis (yosys)", "place and route (nextpnr-ice40)",
                   "bitstream (icepack)", "done:"):
