@@ -52,6 +52,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from tessera.sim.fpec import compensated_codes  # noqa: F401  (re-exported)
+
 from tessera.sim.layers import AvgPool2d, Clip, Dense, LayerError, Relu
 from tessera.sim.ptq import Recipe, clip_range, symmetric_levels
 from tessera.sim.qnet import QLayer, QNet, padded_conv
@@ -296,40 +298,6 @@ class FpecRecipe(FixedPointRecipe):
 
 
 # -- compensated activation values -> codes -------------------------------------------------------
-def compensated_codes(fmt, values):
-    """FPEC element codes (`FpecFormat` ``fmt``) of values that are a level plus an error
-    estimate, as `FpecFormat.decode` and the fpec epilogue's ``decode`` give them: the level
-    ``q = ceil(u - 1/2)`` of ``u = value / LSB`` (saturated to the format), the estimate the
-    rest. Where the estimate is below half an LSB these are the codes the epilogue and
-    `FpecFormat.quantize` wrote. A value half an LSB between two levels (every compensated
-    value without EMB bits; the top EMB otherwise) has two codes, the lower level upward and
-    the upper level downward; the lower level's is returned (the same value, so the same
-    products with exact weights). Raises `ValueError` (one line, the first bad element) for a
-    value that is no level plus an estimate of the format."""
-    f = fmt.fixed
-    x = np.asarray(values, dtype=np.float64)
-    s = fmt.s
-    u = np.ldexp(x, f.frac_bits + s)                     # units of LSB * 2**-s, exact
-    ok = np.isfinite(u) & (np.floor(u) == u)
-    ui = np.where(ok, u, 0).astype(np.int64)
-    q = np.clip(-np.floor_divide((1 << (s - 1)) - ui, 1 << s), f.min_int, f.max_int)
-    d = ui - (q << s)
-    mag = np.abs(d)
-    if fmt.emb_bits == 0:
-        e = np.zeros_like(d)
-        ok &= (mag <= 1)
-    else:
-        e = mag - (1 << fmt.emb_bits) - 1
-        ok &= (d == 0) | ((e >= 0) & (e < (1 << fmt.emb_bits)))
-    if not ok.all():
-        i = int(np.flatnonzero(~ok.ravel())[0])
-        raise ValueError(f"values[{i}]: {float(x.ravel()[i])!r} is not an FPEC level plus an "
-                         f"error estimate of {fmt.fixed} (EMB {fmt.emb_bits} bits)")
-    ezb = (d == 0).astype(np.int64)
-    return fmt.pack(q, ezb, np.where(ezb == 1, 0, d < 0).astype(np.int64),
-                    np.where(ezb == 1, 0, e))
-
-
 def encode_takes_compensated(pe):
     """True when ``pe.encode(operand="a")`` accepts a compensated activation value (half an
     LSB off a level): what a QNet of two or more FPEC layers needs to run."""

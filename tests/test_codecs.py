@@ -426,9 +426,13 @@ def test_fpec_every_level_and_code(kind):
         ref = [fpec_ref_value(kind, op, c) for c in all_codes.tolist()]
         assert [Fraction(v) for v in values.tolist()] == ref
         for c, v in zip(all_codes.tolist(), values.tolist()):
-            if (c >> w) & 1:                      # compensated: not a level, refused
+            if (c >> w) & 1 and op == "b":       # compensated weight: not a level, refused
                 with pytest.raises(ValueError, match=r"is not a multiple of the LSB"):
                     kind.encode([v], operand=op)
+            elif (c >> w) & 1:                    # compensated activation (the epilogue's
+                got = kind.encode([v], operand=op)    # outputs): a code of the same value
+                assert Fraction(kind.decode(got, operand=op).tolist()[0]) == Fraction(v)
+                assert (int(got[0]) >> w) & 1 == 1  # not-EZB set: compensated
             else:                                 # EZB: canonical code, EDB/EMB cleared
                 assert int(kind.encode([v], operand=op)[0]) == c & ((1 << w) - 1)
 

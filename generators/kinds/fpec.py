@@ -151,8 +151,11 @@ class FpecKind(PEKind):
         A value is a level of the operand's signed fixed-point format: a multiple of the LSB
         ``2**-frac_bits`` within ``min_int * LSB .. max_int * LSB``. Its code carries EZB
         set (no compensation: the quantization error of an exact level is zero), so the core's
-        result is the exact dot product of the values. Anything else (0.3 on a 0.25 grid,
-        a level beyond the range, NaN) raises the codec's one-line `ValueError`. Real data
+        result is the exact dot product of the values. An activation (``operand="a"``) may also
+        be a level plus an error estimate, as the FPEC epilogue's outputs decode
+        (`tessera.sim.fpec.compensated_codes` gives their codes back), so a network's layers
+        chain. Anything else (0.3 on a 0.25 grid, a level beyond the range, NaN) raises the
+        codec's one-line `ValueError`. Real data
         is quantized with error compensation by the format's quantizer instead
         (`tessera.sim.fpec.quantize_operands`, ``a_format.quantize``), whose codes go to the
         driver as raw codes.
@@ -164,6 +167,17 @@ class FpecKind(PEKind):
         allowed = self.value_range(operand)
         arr, x, inexact = as_reals(values, name, allowed)
         q, on, inr = grid_levels(x, f.fixed.frac_bits, f.fixed.min_int, f.fixed.max_int)
+        off = ~np.isfinite(x) | ~on | inexact | ~inr
+        if operand == "a" and off.any():
+            # An activation the FPEC epilogue wrote: a level plus its error estimate (EZB
+            # clear); its code is the one the epilogue wrote (`compensated_codes`).
+            from tessera.sim.fpec import compensated_codes
+            try:
+                comp = compensated_codes(f, np.where(off, x, 0.0))
+            except ValueError:
+                comp = None
+            if comp is not None and not inexact[off].any():
+                return np.where(off, comp, f.pack(q, 1, 0, 0)).astype(np.uint64)
         first_bad(arr, ((~np.isfinite(x), "not a finite number"),
                         (~on | inexact, f"not a multiple of the LSB {_num(f.fixed.lsb)}"),
                         (~inr, "out of range")), name, allowed)
