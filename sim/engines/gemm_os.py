@@ -105,11 +105,17 @@ class GemmOSTwin:
         mode = self.pe.modes[args["mode"]] if "mode" in args and self.pe.modes else None
         A, B, Cm = stores["a"], stores["b"], stores["c"]
         R = self.rows
+        batch = getattr(self.tile_model, "tiles", None)   # optional: all tiles in one pass
+        if batch is not None:
+            a_all = np.asarray(A[args["a_base"]:args["a_base"] + mt * k])
+            b_all = np.asarray(B[args["b_base"]:args["b_base"] + nt * k])
+            every = batch(a_all.reshape(mt, k, -1), b_all.reshape(nt, k, -1), mode=mode)
         for mi in range(mt):
             a_words = A[args["a_base"] + mi * k:args["a_base"] + (mi + 1) * k]
             for ni in range(nt):
                 b_words = B[args["b_base"] + ni * k:args["b_base"] + (ni + 1) * k]
-                res = self.tile_model.tile(a_words, b_words, mode=mode)
+                res = every[mi, ni] if batch is not None else \
+                    self.tile_model.tile(a_words, b_words, mode=mode)
                 base = args["c_base"] + (mi * nt + ni) * R
                 if acc:
                     res = self.combiner.twin(Cm[base:base + R], res)
