@@ -356,7 +356,7 @@ def load_qdq(path, pe):
     pending = None          # a weight layer waiting for its output QuantizeLinear
     pending_q = None        # (scale, zp) of a QuantizeLinear waiting for its DequantizeLinear
     relu = False
-    input_q = None
+    input_q = input_tensor = None
     for i, node in enumerate(chain):
         op = node.op_type
         if op == "QuantizeLinear":
@@ -367,6 +367,7 @@ def load_qdq(path, pe):
                 pending_q = (s, z)
             elif state is None:
                 input_q = (s, z)
+                input_tensor = node.output[0]
                 pending_q = (s, z)
                 state = (s, z)
             else:
@@ -420,7 +421,7 @@ def load_qdq(path, pe):
     s, z = input_q
     return QNet(name=g.name, pe=pe.to_dict(),
                 input={"scale": s, "zero_point": z, "lo": -128, "hi": 127, "grid": "int",
-                       "round": "half_even"},
+                       "round": "half_even", "onnx_tensor": input_tensor},
                 input_shape=g.input_shape, layers=layers,
                 meta={"recipe": "onnx-qdq", "source": str(path), "mode": mode})
 
@@ -481,7 +482,8 @@ def _requant_layer(qnode, p, state, out_q, relu, mode):
     return padded_conv(p["layer"], zx, w=p["w"], bias=_folded_bias(p, zx), mode=mode,
                        epilogue={"scale": [float(v) for v in scale], "zero_point": zy,
                                  "lo": max(zy, -128) if relu else -128, "hi": 127},
-                       act={"scale": sy, "zero_point": zy, "lo": -128, "hi": 127})
+                       act={"scale": sy, "zero_point": zy, "lo": -128, "hi": 127,
+                            "onnx_tensor": qnode.output[0]})
 
 
 def _float_out_layer(p, state, mode):
