@@ -1,0 +1,160 @@
+"""Engine ``feie``: the FEIE / ZASCA time-multiplexed convolution array with zero skipping
+(`tessera.hdl.engine.feie`, twin `tessera.sim.engines.feie`, docs/feie.md)."""
+
+from dataclasses import dataclass
+
+from tessera.generators.kinds.base import ConfigError, Engine, EngineSection, check_int
+
+
+__all__ = ["FeieEngine", "FeieSection"]
+
+
+@dataclass(frozen=True)
+class FeieSection(EngineSection):
+    """``[array] kind = "feie"``.
+
+    ``tiles`` PE groups (1..16), each on its own output channel, share the pixel broadcast;
+    ``pes`` PEs per group (at least ceil(K/S) for a K-wide filter at stride S); ``kmax`` the
+    widest filter row (1..7, the taps a W word holds per group); ``zero_skip`` the mapper's
+    default mode (true: ZASCAS, zero pixels cost nothing; false: ZASCAD, every position costs
+    a cycle; a RUN flag either way); ``col_bits``/``row_bits`` the entry's column and row
+    fields (padded row widths below ``2**col_bits``, RUNs of up to ``2**row_bits`` rows).
+    """
+    name = "feie"
+    tiles: int = 4
+    pes: int = 3
+    kmax: int = 3
+    zero_skip: bool = True
+    col_bits: int = 8
+    row_bits: int = 8
+
+    def __post_init__(self):
+        check_int("array.tiles", self.tiles, 1, 16)
+        check_int("array.pes", self.pes, 1, 7)
+        check_int("array.kmax", self.kmax, 1, 7)
+        check_int("array.col_bits", self.col_bits, 2, 12)
+        check_int("array.row_bits", self.row_bits, 1, 12)
+        if not isinstance(self.zero_skip, bool):
+            raise ConfigError(f"array.zero_skip: {self.zero_skip!r} is not a boolean; "
+                              f"allowed: true, false")
+        if self.pes < -(-self.kmax // 2):
+            raise ConfigError(f"array.pes: {self.pes} PEs cannot run a {self.kmax}-wide "
+                              f"filter even at stride 2; allowed: {-(-self.kmax // 2)}..7")
+
+
+class FeieEngine(Engine):
+    """``[array] kind = "feie"`` with an ``int`` PE kind of at most 8-bit operands.
+
+    Stores: A (activation entries: value, column, sub-position, row; one per word), W (one
+    word per sub-position (input channel, filter row): ``kmax`` taps for each of ``tiles``
+    output channels) and C (results: one output position, ``tiles`` channels per word).
+    """
+    name = "feie"
+    code = 3
+    Section = FeieSection
+    layer_types = ("Conv2d",)
+
+    @classmethod
+    def accepts(cls, kind):
+        from tessera.generators.kinds.int import IntKind
+        k = kind if isinstance(kind, type) else type(kind)
+        return issubclass(k, IntKind)
+
+    @property
+    def _a(self):
+        return self.cfg.array
+
+    def entry_layout(self):
+        from tessera.sim.engines.feie import EntryLayout
+        mem = self.cfg.memory
+        return EntryLayout(act_bits=self.cfg.pe.a_bits, col_bits=self._a.col_bits,
+                           q_bits=max(1, (mem.b_depth - 1).bit_length()),
+                           row_bits=self._a.row_bits)
+
+    def geometry(self):
+        from tessera.hdl.ctrl.memmap import Geometry, Store
+        a, pe, mem = self._a, self.cfg.pe, self.cfg.memory
+        lay = self.entry_layout()
+        stores = (
+            Store("a", 0, 1, lay.bits, mem.a_depth,
+                  doc=f"activation entries: value (bits {lay.act_bits - 1}:0), column, "
+                      f"sub-position q, output row (docs/feie.md)"),
+            Store("w", 1, a.tiles * a.kmax, pe.b_bits, mem.b_depth,
+                  doc="filter rows: word q = the taps of sub-position q, kmax lanes per tile"),
+            Store("c", 2, a.tiles, pe.result_bits, mem.c_depth, result=True,
+                  doc="results: one output position per word, one lane per tile"),
+        )
+        return Geometry(rows=a.pes, cols=a.tiles, stores=stores)
+
+    def args(self):
+        from tessera.hdl.ctrl.protocol import ArgLayout, Field
+        return ArgLayout([
+            Field("rows", 2, "output rows"), Field("ow", 2, "outputs per row"),
+            Field("wp", 2, "padded input row width (positions per row and sub-position)"),
+            Field("q", 2, "sub-positions (input channel x filter row) per column"),
+            Field("k", 1, "filter width"), Field("stride", 1, "stride (1 or 2)"),
+            Field("entries", 2, "activation entries in A"),
+            Field("a_base", 2), Field("w_base", 2), Field("c_base", 2),
+            Field("flags", 1, "bit 0: accumulate into C; bit 2: dense (every position)")])
+
+    def check(self):
+        pe = self.cfg.pe
+        if pe.a_bits > 8 or pe.b_bits > 8:
+            raise ConfigError(f"pe.a_bits/b_bits: {pe.a_bits}/{pe.b_bits}; allowed: at most 8 "
+                              f"on array.kind 'feie' (int8 PEs)")
+
+    def make_hdl(self):
+        from tessera.hdl.engine.feie import FeieHdl
+        a = self._a
+        depths = {s.name: s.depth for s in self.cfg.geometry.stores}
+        return FeieHdl(tiles=a.tiles, pes=a.pes, kmax=a.kmax, layout=self.entry_layout(),
+                       b_bits=self.cfg.pe.b_bits, acc_bits=self.cfg.pe.result_bits,
+                       args=self.args(), depths=depths)
+
+    def twin(self):
+        from tessera.sim.engines.feie import FeieTwin
+        return FeieTwin(cfg=self.cfg)
+
+    def mapper(self):
+        from tessera.sim.engines.feie import FeieLowering
+        return FeieLowering(self.cfg)
+
+    def layer_mapper(self):
+        return self.mapper()
+
+    def layer_cases(self, *, quick=False):
+        from tessera.sim.layers import Conv2d
+        cases = [
+            ("seed_1x3", Conv2d(1, 1, kernel=(1, 3)), (1, 1, 2, 8)),
+            ("conv3x3", Conv2d(3, self._a.tiles + 1, kernel=3, padding=1), (1, 3, 6, 5)),
+            ("conv3x3_s2", Conv2d(2, 3, kernel=3, stride=2, padding=1), (1, 2, 7, 7)),
+            ("depthwise3x3", Conv2d(2, 2, kernel=3, padding=1, groups=2), (1, 2, 5, 5)),
+            ("conv1x1", Conv2d(5, 3, kernel=1), (2, 5, 3, 4)),
+        ]
+        if quick:
+            cases = [c for c in cases if c[0] in ("seed_1x3", "conv3x3_s2", "depthwise3x3")]
+        return [{"name": n, "layer": layer.to_dict(), "input": list(shape), "kind": "relu",
+                 "seed": 3000 + i} for i, (n, layer, shape) in enumerate(cases)]
+
+    def pe_count(self):
+        return self._a.pes * self._a.tiles
+
+    def macs_per_cycle(self, mode=None):
+        """Peak MACs per cycle: every PE of every tile busy (``pes`` x ``tiles``)."""
+        return self._a.pes * self._a.tiles
+
+    def k_capacity(self, mode=None):
+        return self.cfg.memory.b_depth
+
+    def timing(self):
+        from tessera.sim.engines.feie import CHECK_CYCLES, DONE_DEPTH, END_CYCLES, START_CYCLES
+        return {"model": "feie", "check_cycles": CHECK_CYCLES,
+                "run_cycles": None,
+                "run_cycles_rule": (
+                    f"data-dependent: {START_CYCLES} + the schedule's cycles + {END_CYCLES}; "
+                    f"one entry (skip) or position (dense) broadcast per cycle after a 2-cycle "
+                    f"fetch, stalling only while a PE's done queue (depth {DONE_DEPTH}) is "
+                    f"full; outputs written in order, one word per cycle, once the broadcast "
+                    f"has passed their last column; tessera.sim.engines.feie.simulate computes "
+                    f"it and predict() is the closed form"),
+                "ideal_cycles": {"macs_per_cycle": self.macs_per_cycle()}}

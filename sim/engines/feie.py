@@ -1,0 +1,508 @@
+"""Golden twin and host mapper of the FEIE / ZASCA convolution engine (``array.kind = "feie"``).
+
+The schedule (docs/feie.md, `tessera.hdl.engine.feie.FeieEngine`): a RUN computes ``rows``
+output rows of ``ow`` outputs each for ``tiles`` output channels at once. Its input is a
+stream of activation *entries* in position order; an entry is a non-zero input pixel with its
+position: output row ``row`` (within the RUN), padded column ``col`` and sub-position ``q``
+(the (input channel, filter row) pair, the W word holding that filter row for every tile).
+
+One entry is broadcast per cycle to the ``P`` PEs of every tile (zero skipping, ZASCAS); with
+the dense flag (ZASCAD) every position ``(row, col, q)`` costs one cycle, zeros included.
+Output ``g = row * ow + j`` lives in PE ``g mod P``; the pixel at ``col`` adds
+``x * w[q][k]`` to each output ``j`` with ``k = col - stride * j`` in ``0..K-1``. A PE that
+must start a new output moves its finished partial sum into its done queue (depth
+`DONE_DEPTH`; the broadcast stalls while a needed queue is full). A flush walker writes the
+outputs in order, one result word (``tiles`` lanes) per cycle, each as soon as the broadcast
+has passed its last column (from the done queue, the PE, or 0 for an output no pixel
+reached).
+
+`FeieTwin` follows that schedule cycle by cycle (outputs and the exact cycle count, the RTL
+meets it); `predict` is the closed-form model; `FeieLowering` maps `Conv2d` (and GEMMs, as
+1x1 convolutions) onto RUNs; `encode_rows` is the host's activation encoder.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tessera.hdl.ctrl.protocol import Err
+from tessera.hdl.engine.params import FLAG_ACCUMULATE, PRODUCT_STEPS
+
+
+__all__ = ["FLAG_DENSE", "DONE_DEPTH", "EntryLayout", "Schedule", "simulate", "predict",
+           "FeieTwin", "FeieLowering", "encode_rows", "CHECK_CYCLES", "START_CYCLES"]
+
+#: RUN flag: dense mode (ZASCAD), one cycle per position, zeros included.
+FLAG_DENSE = 0x04
+#: Depth of each PE's done queue (finished partial sums waiting for the flush walker).
+DONE_DEPTH = 2
+#: Busy cycles of a RUN the argument check rejects.
+CHECK_CYCLES = PRODUCT_STEPS + 1
+#: Busy cycles before the first RUN-state cycle, plus the cycles after the walker's last word
+#: (calibrated against the RTL: argument check, then done and the output stage's write).
+START_CYCLES = PRODUCT_STEPS + 2
+END_CYCLES = 2
+
+
+@dataclass(frozen=True)
+class EntryLayout:
+    """Bits of one activation entry (one A word, one lane): value (``act_bits``, lowest), then
+    ``col`` (``col_bits``), ``q`` (``q_bits``) and ``row`` (``row_bits``)."""
+    act_bits: int = 8
+    col_bits: int = 8
+    q_bits: int = 8
+    row_bits: int = 8
+
+    @property
+    def bits(self):
+        return self.act_bits + self.col_bits + self.q_bits + self.row_bits
+
+    def pack(self, val, col, q, row):
+        val, col = np.asarray(val, np.uint64), np.asarray(col, np.uint64)
+        q, row = np.asarray(q, np.uint64), np.asarray(row, np.uint64)
+        s1 = self.act_bits
+        s2 = s1 + self.col_bits
+        s3 = s2 + self.q_bits
+        return (val | (col << np.uint64(s1)) | (q << np.uint64(s2))
+                | (row << np.uint64(s3))).astype(np.uint64)
+
+    def unpack(self, words):
+        w = np.asarray(words, dtype=np.uint64)
+
+        def f(lo, bits):
+            return ((w >> np.uint64(lo)) & np.uint64((1 << bits) - 1)).astype(np.int64)
+        s1 = self.act_bits
+        s2 = s1 + self.col_bits
+        s3 = s2 + self.q_bits
+        return (f(0, self.act_bits), f(s1, self.col_bits), f(s2, self.q_bits),
+                f(s3, self.row_bits))
+
+
+def _signed(v, bits):
+    v = int(v) & ((1 << bits) - 1)
+    return v - (1 << bits) if v >> (bits - 1) else v
+
+
+@dataclass
+class Schedule:
+    """What one RUN's schedule did: ``outputs`` (G x tiles Python ints, unwrapped), the
+    RUN-state ``cycles``, the ``broadcasts`` (cycles that broadcast an entry or position),
+    ``stalls`` (cycles the broadcast waited for a done queue) and, with ``trace``, per
+    broadcast ``(entry index or None, [(pe, g, k), ...])``."""
+    outputs: list
+    cycles: int = 0
+    broadcasts: int = 0
+    stalls: int = 0
+    trace: list = field(default_factory=list)
+
+
+def simulate(entries, weights, *, rows, ow, wp, q, k, stride, pes, tiles, kmax, dense=False,
+             act_bits=8, w_bits=8, trace=False, done_depth=DONE_DEPTH):
+    """Follow the RUN schedule cycle by cycle (the RTL's state machine, in Python).
+
+    ``entries``: (val, col, q, row) codes per entry, in stream order; ``weights(qi)``: the W
+    word of sub-position ``qi`` as ``tiles * kmax`` lane codes. Returns a `Schedule`.
+    """
+    vals, cols, qs, rws = (np.asarray(a, dtype=np.int64) for a in entries)
+    E = len(vals)
+    P, T, K, S = pes, tiles, k, stride
+    G = rows * ow
+    live_v = [False] * P
+    live_g = [0] * P
+    live_val = [[0] * T for _ in range(P)]
+    fifo = [[] for _ in range(P)]
+    out = [[0] * T for _ in range(G)]
+    p2, rd_v, e3 = 0, False, None
+    pos = 0                                  # dense: positions broadcast so far
+    npos = rows * wp * q
+    gf = pf = rf = jf = 0
+    sch = Schedule(outputs=out)
+    wcache = {}
+
+    def wword(qi):
+        if qi not in wcache:
+            wcache[qi] = [_signed(c, w_bits) for c in weights(qi)]
+        return wcache[qi]
+
+    cycles = 0
+    while gf < G:
+        cycles += 1
+        # -- where the broadcast stands (start of cycle) ----------------------------------------
+        if dense:
+            end = pos >= npos
+            cur = None if end else divmod(pos // q, wp)         # (row, col)
+        else:
+            end = p2 >= E and e3 is None
+            cur = None if e3 is None else (int(rws[e3]), int(cols[e3]))
+        # -- flush walker --------------------------------------------------------------------
+        emit = None
+        takes_live = -1
+        passed = end or (cur is not None and (cur[0] > rf or (cur[0] == rf
+                                                             and cur[1] > S * jf + K - 1)))
+        if fifo[pf] and fifo[pf][0][0] == gf:
+            emit = fifo[pf][0][1]
+            pop = pf
+        else:
+            pop = -1
+            if passed:
+                if live_v[pf] and live_g[pf] == gf:
+                    emit, takes_live = list(live_val[pf]), pf
+                else:
+                    emit = [0] * T
+        # -- broadcast ------------------------------------------------------------------------
+        consumed = False
+        bcast = False
+        if dense:
+            ready = not end and (e3 is not None or p2 >= E)
+            apply_entry = False
+            if ready:
+                prow, pcol = cur
+                pq = pos % q
+                if e3 is not None and (int(rws[e3]), int(cols[e3]), int(qs[e3])) == \
+                        (prow, pcol, pq):
+                    apply_entry = True
+                else:
+                    bcast = True                  # a zero position: one cycle, no PE change
+                    if trace:
+                        sch.trace.append((None, []))
+        else:
+            apply_entry = e3 is not None
+        stalled = False
+        if apply_entry:
+            row, col, qi = int(rws[e3]), int(cols[e3]), int(qs[e3])
+            x = _signed(vals[e3], act_bits)
+            jhi = min(col // S, ow - 1)
+            ghi = row * ow + jhi
+            plan = []
+            for p in range(P):
+                t = (ghi % P - p) % P
+                j = jhi - t
+                kk = col - S * j
+                if j >= 0 and kk < K:
+                    plan.append((p, ghi - t, kk))
+            need_push = [p for p, g, _ in plan
+                         if live_v[p] and p != takes_live and live_g[p] != g]
+            if any(len(fifo[p]) >= done_depth for p in need_push):
+                stalled = True
+                sch.stalls += 1
+            else:
+                w = wword(qi)
+                for p, g, kk in plan:
+                    prods = [x * w[t * kmax + kk] for t in range(T)]
+                    if live_v[p] and p != takes_live and live_g[p] == g:
+                        live_val[p] = [a + b for a, b in zip(live_val[p], prods)]
+                    else:
+                        if p in need_push:
+                            fifo[p].append((live_g[p], live_val[p]))
+                        live_v[p], live_g[p], live_val[p] = True, g, prods
+                        if p == takes_live:
+                            takes_live = -2 - p          # taken and refilled this cycle
+                consumed = True
+                bcast = True
+                if trace:
+                    sch.trace.append((e3, [(p, g, kk) for p, g, kk in plan]))
+        if bcast:
+            sch.broadcasts += 1
+            if dense:
+                pos += 1
+        # walker effects
+        if emit is not None:
+            if pop >= 0:
+                fifo[pop].pop(0)
+            if takes_live >= 0:
+                live_v[takes_live] = False
+            out[gf] = emit
+            gf += 1
+            pf = (pf + 1) % P
+            jf += 1
+            if jf == ow:
+                jf, rf = 0, rf + 1
+        # -- entry pipeline --------------------------------------------------------------------
+        if consumed:
+            e3 = None
+        if e3 is None and rd_v and p2 < E and not stalled:
+            e3, p2 = p2, p2 + 1
+        rd_v = True
+    sch.cycles = cycles
+    return sch
+
+
+def run_cycles(sched_cycles):
+    """Busy cycles of an accepted RUN whose schedule took ``sched_cycles`` RUN-state cycles."""
+    return START_CYCLES + sched_cycles + END_CYCLES
+
+
+def predict(*, rows, ow, wp, q, k, stride, nonzeros, dense=False):
+    """Closed-form busy cycles of a RUN: the broadcasts (``rows*wp*q`` dense, the non-zero
+    entries when skipping) plus the pipeline fill (2) and the outputs still to write after
+    the last broadcast (about ``ceil(k/stride)``), or the outputs' one word per cycle when
+    they outnumber the broadcasts; plus the fixed start and end. Exact when no done queue
+    fills (the usual case); `FeieTwin` gives the exact count."""
+    b = rows * wp * q if dense else nonzeros
+    tail = -(-k // stride)
+    return START_CYCLES + END_CYCLES + max(2 + b + tail, 1 + rows * ow)
+
+
+# -- host encoder ------------------------------------------------------------------------------
+def encode_rows(xp, *, ys, q_list, kh, stride_h, c0=0):
+    """Entries of output rows ``ys`` (relative rows 0..len(ys)-1) over the padded input
+    ``xp`` (C x Hp x Wp codes, uint): for each row, column and sub-position ``q`` of
+    ``q_list`` (pairs (c, i): input channel, filter row) the non-zero pixel
+    ``xp[c, y*stride_h + i, col]``, in position order. Returns (val, col, q, row) arrays."""
+    vals, cols, qs, rws = [], [], [], []
+    wp = xp.shape[2]
+    for r, y in enumerate(ys):
+        block = np.stack([xp[c, y * stride_h + i, :] for c, i in q_list], axis=1)  # Wp x Q
+        cc, qq = np.nonzero(block)
+        vals.append(block[cc, qq])
+        cols.append(cc)
+        qs.append(qq)
+        rws.append(np.full(len(cc), r))
+    del wp
+    cat = (lambda a: np.concatenate(a).astype(np.int64) if a else np.zeros(0, np.int64))
+    return cat(vals), cat(cols), cat(qs), cat(rws)
+
+
+# -- the twin ----------------------------------------------------------------------------------
+class FeieTwin:
+    """What a RUN does to the stores and its exact cycle count (`FeieEngine`)."""
+    check_cycles = CHECK_CYCLES
+
+    def __init__(self, *, cfg):
+        self.cfg = cfg
+        a = cfg.array
+        self.tiles, self.pes, self.kmax = a.tiles, a.pes, a.kmax
+        self.layout = cfg.engine.entry_layout()
+        self.acc_bits = cfg.pe.result_bits
+        self.a_bits, self.b_bits = cfg.pe.a_bits, cfg.pe.b_bits
+        self.combiner = cfg.pe.combiner()
+        self.depths = {st.name: st.depth for st in cfg.geometry.stores}
+
+    def check(self, args):
+        """0 or the `Err` code the engine's argument check gives."""
+        rows, ow, wp, q, k, s = (args[n] for n in ("rows", "ow", "wp", "q", "k", "stride"))
+        flags = args["flags"]
+        if rows == 0 or ow == 0 or wp == 0 or q == 0 or k == 0 or s == 0 or k > self.kmax \
+                or s > 2 or -(-k // s) > self.pes or flags & ~(FLAG_ACCUMULATE | FLAG_DENSE) \
+                or (flags & FLAG_ACCUMULATE and self.combiner is None):
+            return Err.ARG
+        d = self.depths
+        if args["a_base"] + args["entries"] > d["a"] or args["w_base"] + q > d["w"] \
+                or args["c_base"] + rows * ow > d["c"]:
+            return Err.TILE
+        return Err.OK
+
+    def schedule(self, stores, args, *, trace=False):
+        E = args["entries"]
+        ent = self.layout.unpack(stores["a"][args["a_base"]:args["a_base"] + E, 0])
+        W = stores["w"]
+        return simulate(ent, lambda qi: W[(args["w_base"] + qi) % self.depths["w"]],
+                        rows=args["rows"], ow=args["ow"], wp=args["wp"], q=args["q"],
+                        k=args["k"], stride=args["stride"], pes=self.pes, tiles=self.tiles,
+                        kmax=self.kmax, dense=bool(args["flags"] & FLAG_DENSE),
+                        act_bits=self.layout.act_bits, w_bits=self.b_bits, trace=trace)
+
+    def run(self, stores, args):
+        """Execute a checked RUN on ``stores``; returns its busy cycles."""
+        sch = self.schedule(stores, args)
+        mask = (1 << self.acc_bits) - 1
+        new = np.array([[v & mask for v in o] for o in sch.outputs], dtype=np.uint64)
+        new = new.reshape(-1, self.tiles)
+        base = args["c_base"]
+        C = stores["c"]
+        if args["flags"] & FLAG_ACCUMULATE:
+            new = self.combiner.twin(C[base:base + len(new)], new)
+        C[base:base + len(new)] = new
+        return run_cycles(sch.cycles)
+
+    def perf(self, args, *, nonzeros):
+        return {"predict": predict(rows=args["rows"], ow=args["ow"], wp=args["wp"],
+                                   q=args["q"], k=args["k"], stride=args["stride"],
+                                   nonzeros=nonzeros, dense=bool(args["flags"] & FLAG_DENSE))}
+
+    def bad_runs(self):
+        d = self.depths
+        one = {"rows": 1, "ow": 1, "wp": 1, "q": 1, "k": 1, "stride": 1, "entries": 0}
+        return [({**one, "entries": d["a"] + 1}, Err.TILE) if d["a"] < 65535 else
+                ({**one, "a_base": d["a"], "entries": 1}, Err.TILE),
+                ({**one, "q": d["w"] + 1}, Err.TILE) if d["w"] < 65535 else
+                ({**one, "w_base": d["w"]}, Err.TILE),
+                ({**one, "ow": d["c"] + 1}, Err.TILE),
+                ({**one, "rows": 0}, Err.ARG),
+                ({**one, "k": self.kmax + 1}, Err.ARG),
+                ({**one, "flags": 0x80}, Err.ARG)]
+
+    def busy_run(self, need):
+        """A dense RUN over an empty stream (every position a zero) that stays busy for
+        ``need`` cycles: (fields, cycles, preload)."""
+        d = self.depths
+        wp = 1
+        while True:
+            fields = {"rows": 1, "ow": 1, "wp": wp, "q": 1, "k": 1, "stride": 1, "entries": 0,
+                      "flags": FLAG_DENSE}
+            sch = simulate((np.zeros(0),) * 4, lambda qi: [0] * (self.tiles * self.kmax),
+                           rows=1, ow=1, wp=wp, q=1, k=1, stride=1, pes=self.pes,
+                           tiles=self.tiles, kmax=self.kmax, dense=True)
+            cycles = run_cycles(sch.cycles)
+            if cycles >= need:
+                return {k: v for k, v in fields.items()}, cycles, {}
+            if wp >= 255:
+                return None
+            wp = min(255, 2 * wp)
+        del d
+
+
+# -- host mapper -------------------------------------------------------------------------------
+class FeieLowering:
+    """Layer mapper of the FEIE engine: `Conv2d` (groups 1 or depthwise) onto RUNs, and GEMMs
+    as 1x1 convolutions (``gemm``).
+
+    Per RUN: W words ``q`` = the filter rows of sub-positions ``q`` of the chunk (``tiles``
+    output channels x ``kmax`` taps per word), A = the entries of a block of output rows
+    (`encode_rows`), C words ``r*ow + j`` (``tiles`` lanes). Sub-positions (input channel,
+    filter row) are split into chunks that W holds; chunks after the first accumulate.
+    ``dense`` (default: ``array.zero_skip`` false) sets the RUN's dense flag.
+    """
+
+    def __init__(self, cfg, *, dense=None):
+        self.cfg = cfg
+        a = cfg.array
+        self.T, self.kmax = a.tiles, a.kmax
+        self.dense = (not a.zero_skip) if dense is None else bool(dense)
+        self.d = {s.name: s.depth for s in cfg.geometry.stores}
+        self.lay = cfg.engine.entry_layout()
+
+    def plan_q(self, q_total, wp):
+        d = self.d
+        qc = min(q_total, d["w"], d["a"] // wp, (1 << self.lay.q_bits))
+        if qc < 1:
+            raise ValueError(f"a padded row of {wp} pixels does not fit scratchpad A "
+                             f"(depth {d['a']})")
+        if qc < q_total and self.cfg.pe.combiner() is None:
+            raise ValueError("the filter does not fit scratchpad W and this core cannot "
+                             "accumulate")
+        return qc
+
+    async def conv(self, drv, x, w, layer, *, progress=None, stats=None):
+        """``layer`` (a `Conv2d` with groups 1) on codes ``x`` (N x C x H x W) and ``w``
+        (O x C x KH x KW); returns N x O x OH x OW result codes."""
+        from tessera.sim.lowering import LayerStats
+        stats = stats if stats is not None else LayerStats()
+        (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+        n, o, oh, ow = layer.out_shape(x.shape)
+        if kw > self.kmax or sw > 2 or -(-kw // sw) > self.cfg.array.pes:
+            raise ValueError(f"Conv2d: kernel width {kw} at stride {sw} needs "
+                             f"{-(-kw // sw)} PEs per tile and kmax >= {kw}; this core has "
+                             f"{self.cfg.array.pes} PEs and kmax {self.kmax}")
+        C = x.shape[1]
+        xp = np.pad(np.asarray(x, np.uint64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        wpad = xp.shape[3]
+        if wpad >= (1 << self.lay.col_bits):
+            raise ValueError(f"padded width {wpad} exceeds the {self.lay.col_bits}-bit column "
+                             f"field")
+        q_all = [(c, i) for c in range(C) for i in range(kh)]
+        qc = self.plan_q(len(q_all), wpad)
+        d = self.d
+        out = np.zeros((n, o, oh, ow), dtype=np.uint64)
+        wcodes = np.asarray(w, dtype=np.uint64)
+        T, KM = self.T, self.kmax
+        rows_cap = max(1, min(d["c"] // ow, (1 << self.lay.row_bits)))
+        if ow > d["c"]:
+            raise ValueError(f"an output row of {ow} does not fit scratchpad C "
+                             f"(depth {d['c']})")
+        for b in range(n):
+            # Entries of every (row, chunk), computed once.
+            chunks = [q_all[q0:q0 + qc] for q0 in range(0, len(q_all), qc)]
+            row_entries = [[encode_rows(xp[b], ys=[y], q_list=ch, kh=kh, stride_h=sh)
+                            for ch in chunks] for y in range(oh)]
+            # Blocks of output rows whose entries (every chunk) fit A and results fit C.
+            blocks, y0 = [], 0
+            while y0 < oh:
+                y1 = y0 + 1
+                while y1 < oh and y1 - y0 < rows_cap and all(
+                        sum(len(row_entries[y][ci][0]) for y in range(y0, y1 + 1)) <= d["a"]
+                        for ci in range(len(chunks))):
+                    y1 += 1
+                blocks.append((y0, y1))
+                y0 = y1
+            for t0 in range(0, o, T):
+                tn = min(T, o - t0)
+                for y0, y1 in blocks:
+                    for ci, ch in enumerate(chunks):
+                        words = np.zeros((len(ch), T * KM), dtype=np.uint64)
+                        for qi, (c, i) in enumerate(ch):
+                            for t in range(tn):
+                                words[qi, t * KM:t * KM + kw] = wcodes[t0 + t, c, i, :]
+                        await drv.write("w", 0, words)
+                        parts = [row_entries[y][ci] for y in range(y0, y1)]
+                        ent = [np.concatenate([p[f] for p in parts]) for f in range(3)]
+                        rws = np.concatenate([np.full(len(p[0]), y - y0)
+                                              for y, p in zip(range(y0, y1), parts)])
+                        E = len(ent[0])
+                        if E:
+                            await drv.write("a", 0, self.lay.pack(ent[0], ent[1], ent[2],
+                                                                  rws).reshape(-1, 1))
+                        flags = (FLAG_ACCUMULATE if ci else 0) | (FLAG_DENSE if self.dense
+                                                                  else 0)
+                        cyc = await drv.run(rows=y1 - y0, ow=ow, wp=wpad, q=len(ch), k=kw,
+                                            stride=sw, entries=E, a_base=0, w_base=0,
+                                            c_base=0, flags=flags)
+                        stats.runs += 1
+                        stats.cycles += cyc
+                        stats.run_cycles.append(cyc)
+                        if progress:
+                            progress(stats)
+                    res = await drv.read("c", 0, (y1 - y0) * ow)
+                    res = np.asarray(res, np.uint64).reshape(y1 - y0, ow, T)
+                    out[b, t0:t0 + tn, y0:y1] = res[:, :, :tn].transpose(2, 0, 1)
+        return out
+
+    async def run(self, drv, layer, x_codes, w_codes, *, progress=None, mode=None):
+        """Run a `Conv2d` layer on codes; returns (result codes, `LayerStats`)."""
+        from tessera.sim.layers import Conv2d
+        from tessera.sim.lowering import LayerStats
+        stats = LayerStats()
+        x = np.asarray(x_codes, dtype=np.uint64)
+        n, o, oh, ow = layer.out_shape(x.shape)
+        w = np.asarray(self.cfg.pe.operand_arrays(w_codes)["codes"], dtype=np.uint64)
+        if w.ndim == 2:                  # K x O matrix form
+            w = w.T.reshape(layer.weight_shape)
+        if layer.groups == 1:
+            out = await self.conv(drv, x, w, layer, progress=progress, stats=stats)
+        else:
+            g, og = layer.groups, o // layer.groups
+            out = np.zeros((n, o, oh, ow), dtype=np.uint64)
+            sub = Conv2d(1, og, kernel=layer.kernel, stride=layer.stride,
+                         padding=layer.padding)
+            for gi in range(g):
+                out[:, gi * og:(gi + 1) * og] = await self.conv(
+                    drv, x[:, gi:gi + 1], w[gi * og:(gi + 1) * og], sub, progress=progress,
+                    stats=stats)
+        stats.macs = layer.macs(x.shape)
+        stats.gemms.append((n * oh * ow, o, layer.gemm_k()))
+        stats.ideal_cycles = stats.macs / self.cfg.engine.macs_per_cycle()
+        return out, stats
+
+    async def gemm(self, drv, a, b, *, progress=None, mode=None, epilogue=None):
+        """``a @ b`` (M x K by K x N codes) as a 1x1 convolution over a 1 x M image."""
+        from tessera.sim.driver import GemmStats
+        from tessera.sim.layers import Conv2d
+        from tessera.sim.lowering import LayerStats
+        if epilogue is not None:
+            raise ValueError("gemm: the feie engine has no epilogue")
+        a = np.asarray(a, dtype=np.uint64)
+        b = np.asarray(b, dtype=np.uint64)
+        M, K = a.shape
+        N = b.shape[1]
+        layer = Conv2d(K, N, kernel=1)
+        width = max(1, min(M, 64, self.d["a"], self.d["c"]))
+        rows = -(-M // width)
+        ap = np.zeros((rows * width, K), dtype=np.uint64)
+        ap[:M] = a
+        x = ap.T.reshape(1, K, rows, width)
+        w = b.T.reshape(N, K, 1, 1)
+        st = LayerStats()
+        out = await self.conv(drv, x, w, layer, progress=progress, stats=st)
+        gs = GemmStats(k_split=self.plan_q(K, width))
+        gs.runs, gs.cycles, gs.run_cycles = st.runs, st.cycles, list(st.run_cycles)
+        return out.reshape(N, rows * width)[:, :M].T.copy(), gs
