@@ -45,7 +45,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: (label, preset, [pe] overrides, PTQ options per net or for both)
 KINDS = [
     ("int8", "int8-8x8", {}, {}),
-    ("int4", "int8-8x8", {"a_bits": 4, "b_bits": 4}, {"method": "percentile"}),
+    ("int4", "int8-8x8", {"a_bits": 4, "b_bits": 4}, {"method": "sawb",
+                                                       "weight_method": "sawb"}),
     ("fp8_e4m3", "fp8", {}, {}),
     ("fp8_e5m2", "fp8", {"input_format": "fp8_e5m2", "acc_format": "fp32"}, {}),
     ("hfp8", "fp8", {"input_format": "hfp8"}, {}),
