@@ -131,8 +131,8 @@ PRESET_LIST = ", ".join(f"'{n}'" for n in PRESETS)
      r"'dataflow'"),
     (["generate", "CFG"], "[array]\nrows = 0\n",
      r"array\.rows: 0 is out of range; allowed: 1\.\.64"),
-    (["generate", "CFG"], "[array]\nkind = 'feie'\n",
-     r"array\.kind: 'feie' is not implemented yet; allowed: 'systolic', 'tree'"),
+    (["generate", "CFG"], "[array]\nkind = 'mesh'\n",
+     r"array\.kind: 'mesh' is unknown; allowed: 'systolic', 'tree', 'feie'"),
     (["generate", "CFG"], "[array\nrows = 2\n", r"config: '.*cfg\.toml' is not valid TOML: .+"),
     (["generate", "missing.toml"], None,
      r"config: 'missing\.toml' is not a readable file; allowed: a TOML path or a preset "

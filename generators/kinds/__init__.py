@@ -9,6 +9,7 @@ Nothing outside these modules compares kind names (docs/architecture.md, "How to
 from tessera.generators.kinds.base import ConfigError, Engine, PEKind
 from tessera.generators.kinds.biscaled import BiScaledKind
 from tessera.generators.kinds.bitfusion import BitFusionKind
+from tessera.generators.kinds.feie import FeieEngine
 from tessera.generators.kinds.fpec import FpecKind
 from tessera.generators.kinds.fpmac import FPMacKind
 from tessera.generators.kinds.int import IntKind
@@ -30,10 +31,10 @@ PE_KINDS = {k.name: k for k in (IntKind, FPMacKind, FpecKind, BiScaledKind, BitF
 PE_KINDS_LATER = ()
 
 #: ``array.kind`` -> its engine class.
-ENGINES = {e.name: e for e in (SystolicGemm, TreeEngine)}
+ENGINES = {e.name: e for e in (SystolicGemm, TreeEngine, FeieEngine)}
 
 #: ``array.kind`` values that are planned but not built.
-ENGINES_LATER = ("feie",)
+ENGINES_LATER = ()
 
 #: The kinds a config gets when it names none.
 DEFAULT_PE_KIND = "int"

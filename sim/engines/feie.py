@@ -41,7 +41,7 @@ CHECK_CYCLES = PRODUCT_STEPS + 1
 #: Busy cycles before the first RUN-state cycle, plus the cycles after the walker's last word
 #: (calibrated against the RTL: argument check, then done and the output stage's write).
 START_CYCLES = PRODUCT_STEPS + 2
-END_CYCLES = 2
+END_CYCLES = 1
 
 
 @dataclass(frozen=True)
