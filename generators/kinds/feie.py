@@ -52,7 +52,7 @@ class FeieEngine(Engine):
     name = "feie"
     code = 3
     Section = FeieSection
-    layer_types = ("Conv2d",)
+    layer_types = ("Dense", "Conv2d")
 
     @classmethod
     def accepts(cls, kind):

@@ -333,23 +333,22 @@ class FeieTwin:
                 ({**one, "flags": 0x80}, Err.ARG)]
 
     def busy_run(self, need):
-        """A dense RUN over an empty stream (every position a zero) that stays busy for
-        ``need`` cycles: (fields, cycles, preload)."""
-        d = self.depths
+        """A dense RUN of ``wp`` 1-tap outputs over an empty stream (every position a zero)
+        that stays busy for ``need`` cycles: (fields, cycles, preload)."""
+        top = min(255, self.depths["c"])
         wp = 1
         while True:
-            fields = {"rows": 1, "ow": 1, "wp": wp, "q": 1, "k": 1, "stride": 1, "entries": 0,
-                      "flags": FLAG_DENSE}
+            fields = {"rows": 1, "ow": wp, "wp": wp, "q": 1, "k": 1, "stride": 1,
+                      "entries": 0, "flags": FLAG_DENSE}
             sch = simulate((np.zeros(0),) * 4, lambda qi: [0] * (self.tiles * self.kmax),
-                           rows=1, ow=1, wp=wp, q=1, k=1, stride=1, pes=self.pes,
+                           rows=1, ow=wp, wp=wp, q=1, k=1, stride=1, pes=self.pes,
                            tiles=self.tiles, kmax=self.kmax, dense=True)
             cycles = run_cycles(sch.cycles)
             if cycles >= need:
-                return {k: v for k, v in fields.items()}, cycles, {}
-            if wp >= 255:
+                return fields, cycles, {}
+            if wp >= top:
                 return None
-            wp = min(255, 2 * wp)
-        del d
+            wp = min(top, 2 * wp)
 
 
 # -- host mapper -------------------------------------------------------------------------------
@@ -458,11 +457,22 @@ class FeieLowering:
         return out
 
     async def run(self, drv, layer, x_codes, w_codes, *, progress=None, mode=None):
-        """Run a `Conv2d` layer on codes; returns (result codes, `LayerStats`)."""
-        from tessera.sim.layers import Conv2d
+        """Run a `Conv2d` (or a `Dense` layer, as a 1x1 convolution) on codes; returns
+        (result codes, `LayerStats`)."""
+        from tessera.sim.layers import Conv2d, Dense
         from tessera.sim.lowering import LayerStats
         stats = LayerStats()
         x = np.asarray(x_codes, dtype=np.uint64)
+        if isinstance(layer, Dense):
+            layer.out_shape(x.shape)
+            b = np.asarray(self.cfg.pe.operand_arrays(w_codes)["codes"], dtype=np.uint64)
+            out, st = await self.gemm(drv, x, b, progress=progress)
+            stats.runs, stats.cycles, stats.run_cycles = st.runs, st.cycles, st.run_cycles
+            stats.k_split = st.k_split
+            stats.macs = layer.macs(x.shape)
+            stats.gemms.append((x.shape[0], layer.out_features, layer.in_features))
+            stats.ideal_cycles = stats.macs / self.cfg.engine.macs_per_cycle()
+            return out, stats
         n, o, oh, ow = layer.out_shape(x.shape)
         w = np.asarray(self.cfg.pe.operand_arrays(w_codes)["codes"], dtype=np.uint64)
         if w.ndim == 2:                  # K x O matrix form
