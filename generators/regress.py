@@ -149,16 +149,21 @@ def network_case(cfg, work_dir, *, images=2):
     """The regression's network case: the digits MLP (`tessera.sim.digits`, trained on the
     spot) quantized for the core's PE kind by its recipe from 256 calibration images, saved
     into ``work_dir``, and the first ``images`` test images. None when the kind has no
-    quantization recipe."""
+    quantization recipe or the quantized network does not fit the core (a folded bias wider
+    than a narrow accumulator)."""
     if cfg.pe.ptq_recipe() is None:
         return None
     import warnings
     from tessera.sim import digits
     from tessera.sim.ptq import FloatModel, quantize
     x_tr, _, x_te, y_te = digits.load_split()
+    from tessera.sim.layers import LayerError
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")      # accumulator bound warnings of narrow kinds
-        q = quantize(FloatModel.from_net(digits.train_mlp()), cfg.pe, x_tr[:256])
+        try:
+            q = quantize(FloatModel.from_net(digits.train_mlp()), cfg.pe, x_tr[:256])
+        except LayerError:     # the network does not fit this core (e.g. a narrow accumulator)
+            return None
     path = pathlib.Path(work_dir) / "network.npz"
     q.save(path)
     return {"name": "digits_mlp", "qnet": str(path.resolve()),
