@@ -32,10 +32,13 @@ def test_preset_full_regression(preset, tmp_path):
     # Every layer case of the engine ran (dense, convolutions, depthwise).
     layers = {c["name"] for c in cfg.engine.layer_cases()}
     assert {g["case"] for g in s["layers"]} == layers and len(layers) >= 6
-    # JUnit lists every cocotb test (info, each GEMM and layer, back-pressure, malformed
-    # commands).
+    # JUnit lists every cocotb test (info, each GEMM and layer, the network, back-pressure,
+    # malformed commands).
     root = ET.parse(s["junit"]).getroot()
-    assert len(list(root.iter("testcase"))) == len(s["tests"]) == len(cases) + len(layers) + 3
+    assert len(list(root.iter("testcase"))) == len(s["tests"]) == len(cases) + len(layers) + 4
+    # The network case: digits images through the MLP quantized for the core, bit-exact.
+    n = s["network"]
+    assert n["equal_golden"] == n["equal_reference"] == n["images"] and n["cycles_equal"]
 
 
 @pytest.mark.parametrize("preset", ["fp8", "dlfloat"])
