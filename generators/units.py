@@ -258,9 +258,12 @@ def generate_unit(name, options, out_dir):
 
 def _register_kind_units():
     """Each PE kind contributes its own `tessera unit` entries (`PEKind.units`)."""
-    from tessera.generators.kinds import PE_KINDS
+    from tessera.generators.kinds import ENGINES, PE_KINDS
     for kind in PE_KINDS.values():
         for unit in kind.units():
+            register(unit)
+    for engine in ENGINES.values():          # an engine may contribute units too
+        for unit in getattr(engine, "units", lambda: ())():
             register(unit)
 
 

@@ -42,6 +42,37 @@ class FeieSection(EngineSection):
                               f"filter even at stride 2; allowed: {-(-self.kmax // 2)}..7")
 
 
+def _unit_cfg(*, tiles, pes, kmax, acc_bits, a_depth, w_depth, c_depth):
+    from tessera.generators.config import config_from_dict
+    return config_from_dict({
+        "array": {"kind": "feie", "tiles": tiles, "pes": pes, "kmax": kmax},
+        "pe": {"kind": "int", "a_bits": 8, "b_bits": 8, "acc_bits": acc_bits},
+        "memory": {"a_depth": a_depth, "b_depth": w_depth, "c_depth": c_depth}})
+
+
+def _unit_array(**opts):
+    from tessera.hdl.engine.feie import FeieArrayUnit
+    return FeieArrayUnit(_unit_cfg(**opts).engine.make_hdl())
+
+
+def _unit_formats(**opts):
+    cfg = _unit_cfg(**opts)
+    lay = cfg.engine.entry_layout()
+    return {"a": {"kind": "feie_entry", "bits": lay.bits,
+                  "fields": [{"name": "value", "offset": 0, "width": lay.act_bits,
+                              "kind": "int", "signed": True},
+                             {"name": "col", "offset": lay.act_bits, "width": lay.col_bits},
+                             {"name": "q", "offset": lay.act_bits + lay.col_bits,
+                              "width": lay.q_bits},
+                             {"name": "row", "offset": lay.act_bits + lay.col_bits
+                              + lay.q_bits, "width": lay.row_bits}]},
+            "w": {"kind": "int", "bits": 8, "signed": True,
+                  "lanes": f"tiles x kmax ({opts['tiles']} x {opts['kmax']})"},
+            "acc": {"kind": "int", "bits": cfg.pe.result_bits, "signed": True,
+                    "overflow": "wrap"},
+            "args": [{"name": f.name, "bytes": f.nbytes} for f in cfg.engine.args().fields]}
+
+
 class FeieEngine(Engine):
     """``[array] kind = "feie"`` with an ``int`` PE kind of at most 8-bit operands.
 
@@ -59,6 +90,24 @@ class FeieEngine(Engine):
         from tessera.generators.kinds.int import IntKind
         k = kind if isinstance(kind, type) else type(kind)
         return issubclass(k, IntKind)
+
+    @classmethod
+    def units(cls):
+        """``tessera unit feie_array``: the engine alone (`FeieHdl`), store ports and RUN
+        control as the core's seam wires them."""
+        from tessera.generators.kinds.unitspec import Option, Unit
+        return (Unit(
+            name="feie_array",
+            summary="FEIE / ZASCAS zero-skipping convolution engine: one activation entry "
+                    "broadcast per cycle to pes x tiles int8 PEs; docs/feie.md",
+            options=(Option("tiles", int, 4, "PE groups, one output channel each (1..16)"),
+                     Option("pes", int, 3, "PEs per group (1..7, at least ceil(kmax/2))"),
+                     Option("kmax", int, 3, "widest filter row (1..7)"),
+                     Option("acc_bits", int, 24, "partial-sum width (16..64)"),
+                     Option("a_depth", int, 1024, "activation entries (store A)"),
+                     Option("w_depth", int, 64, "filter-row words (store W)"),
+                     Option("c_depth", int, 256, "result words (store C)")),
+            build=_unit_array, formats=_unit_formats),)
 
     @property
     def _a(self):

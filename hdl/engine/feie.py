@@ -10,7 +10,7 @@ from tessera.hdl.engine.check import SerialProducts, argument_check
 from tessera.hdl.engine.params import FLAG_ACCUMULATE
 
 
-__all__ = ["FeieHdl", "FLAG_DENSE"]
+__all__ = ["FeieHdl", "FeieArrayUnit", "FLAG_DENSE"]
 
 FLAG_DENSE = 0x04
 
@@ -280,4 +280,42 @@ class FeieHdl(wiring.Component):
                     m.d.sync += running.eq(0)
                     m.d.comb += self.ctl.done.eq(1)
                     m.next = "IDLE"
+        return m
+
+
+class FeieArrayUnit(wiring.Component):
+    """`FeieHdl` as a stand-alone unit (``tessera unit feie_array``): the same ``ctl``,
+    ``a_port`` and ``w_port``; the always-ready result stream as plain ports ``result_valid``,
+    ``result_addr``, ``result_data`` (``tiles`` lanes of ``acc_bits``) and
+    ``result_accumulate``, one word per cycle, to be written (or added) at ``result_addr``.
+
+    Members
+    -------
+    ctl : In(EngineControlSignature)
+    a_port, w_port : Out(StorePortSignature(..., write=False))
+    result_valid, result_accumulate : Out(1)
+    result_addr : Out(range(c_depth))
+    result_data : Out(tiles * acc_bits)
+    """
+
+    def __init__(self, engine):
+        self.engine = engine
+        e = engine.signature.members
+        super().__init__({
+            "ctl": e["ctl"], "a_port": e["a_port"], "w_port": e["w_port"],
+            "result_valid": Out(1), "result_accumulate": Out(1),
+            "result_addr": Out(range(engine._depths["c"])),
+            "result_data": Out(engine.tiles * engine.acc_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.engine = e = self.engine
+        wiring.connect(m, wiring.flipped(self.ctl), e.ctl)
+        wiring.connect(m, wiring.flipped(self.a_port), e.a_port)
+        wiring.connect(m, wiring.flipped(self.w_port), e.w_port)
+        m.d.comb += [self.result_valid.eq(e.result.valid),
+                     self.result_addr.eq(e.result.payload.addr),
+                     self.result_data.eq(e.result.payload.data),
+                     self.result_accumulate.eq(e.result.payload.accumulate)]
         return m

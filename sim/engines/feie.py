@@ -489,7 +489,7 @@ class FeieLowering:
                     drv, x[:, gi:gi + 1], w[gi * og:(gi + 1) * og], sub, progress=progress,
                     stats=stats)
         stats.macs = layer.macs(x.shape)
-        stats.gemms.append((n * oh * ow, o, layer.gemm_k()))
+        stats.gemms += [(n * oh * ow, o // layer.groups, layer.gemm_k())] * layer.groups
         stats.ideal_cycles = stats.macs / self.cfg.engine.macs_per_cycle()
         return out, stats
 
