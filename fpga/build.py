@@ -16,7 +16,7 @@ from amaranth.lib import wiring
 
 from .boards import get_board
 from .toolchain import require_tools, tool_versions, yowasp_env
-from .top import BoardTop
+from .top import BoardTop, pll_plan
 
 __all__ = ["BuildError", "BuildResult", "build_plan", "build_bitstream", "parse_nextpnr_report",
            "summarize_report", "check_build_environment", "RESULT_FILE", "FAILED_RECORD",
@@ -76,7 +76,7 @@ class BuildResult:
         Fmax nextpnr achieved for the clock of the ``sync`` domain (None if the design has no
         clocked logic).
     target_mhz : float
-        The board clock frequency the design is constrained to.
+        The core clock the design is constrained to (the board clock, or the PLL's output).
     timing_met : bool
         Every constrained clock meets its constraint.
     seconds : float
@@ -243,10 +243,10 @@ def _netlist_ffs(netlist_path, top, prefixes):
                if cell.get("type", "").startswith(prefixes))
 
 
-def summarize_report(report, board):
+def summarize_report(report, board, target_hz=None):
     """Reduce a parsed nextpnr report to the :class:`BuildResult` figures.
 
-    The ``sync`` clock is the timed clock whose constraint equals the board clock (the
+    The ``sync`` clock is the timed clock whose constraint equals the core clock (the
     slowest of them if there are several); its achieved frequency is ``fmax_mhz``.
 
     Parameters
@@ -254,6 +254,8 @@ def summarize_report(report, board):
     report : dict
         From :func:`parse_nextpnr_report`.
     board : str or fpga.boards.Board
+    target_hz : float, optional
+        The core clock (a PLL's output); the board clock by default.
 
     Returns
     -------
@@ -273,7 +275,7 @@ def summarize_report(report, board):
         figures[f"{field_name}_total"] = (_count(util, cells[field_name], "available")
                                           or default_total)
     figures["ffs"] = _count(util, cells["ffs"], "used")
-    target = board.clk_mhz
+    target = board.clk_mhz if target_hz is None else target_hz / 1e6
     clocks = report["fmax"]
     sync = [c for c in clocks.values() if abs(c["constraint"] - target) <= 1e-3 * target]
     candidates = sync or list(clocks.values())
@@ -284,14 +286,14 @@ def summarize_report(report, board):
     return figures
 
 
-def _as_top(core, board, baud):
+def _as_top(core, board, baud, clk_hz=None):
     if isinstance(core, BoardTop):
         if core.board.name != board.name:
             raise ValueError(f"core is a BoardTop for board {core.board.name!r}, "
                              f"not {board.name!r}")
         return core
     if isinstance(core, wiring.Component):
-        return BoardTop(core, board, baud=baud)
+        return BoardTop(core, board, baud=baud, clk_hz=clk_hz)
     if isinstance(core, Elaboratable):
         return core              # a complete top that requests its own pins
     raise TypeError(f"core must be a byte-stream wiring.Component, a BoardTop or an "
@@ -366,7 +368,7 @@ def _first_error(log_path):
 
 
 def build_plan(core, *, board, name="tessera", seed=1, nextpnr_opts=None, synth_opts=None,
-               baud=115200):
+               baud=115200, clk_hz=None):
     """Elaborate ``core`` for ``board`` into an amaranth ``BuildPlan``, without running tools.
 
     Takes the same arguments as :func:`build_bitstream` (which calls it). Cheap: this is the
@@ -383,7 +385,7 @@ def build_plan(core, *, board, name="tessera", seed=1, nextpnr_opts=None, synth_
         raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
     if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
         raise ValueError(f"name must be an identifier (ASCII letters, digits, _), not {name!r}")
-    top = _as_top(core, board, baud)
+    top = _as_top(core, board, baud, clk_hz)
     pnr = ["--seed", str(seed), "--report", f"{name}.report.json", "--timing-allow-fail",
            *_options(nextpnr_opts, "nextpnr_opts")]
     synth = [*board.synth_opts.split(), *_options(synth_opts, "synth_opts")]
@@ -396,11 +398,11 @@ def build_plan(core, *, board, name="tessera", seed=1, nextpnr_opts=None, synth_
 
 
 def build_bitstream(core, *, board, out_dir, name="tessera", seed=1, progress=print,
-                    nextpnr_opts=None, synth_opts=None, baud=115200):
+                    nextpnr_opts=None, synth_opts=None, baud=115200, clk_hz=None):
     """Synthesize, place, route and pack a design for a board, with a utilization report.
 
-    ``core`` is wrapped in :class:`tessera.fpga.top.BoardTop` (UART bridge and LEDs) unless it already
-    is one. The design goes through ``platform.build(..., do_build=False)``, and the resulting
+    ``core`` is wrapped in :class:`tessera.fpga.top.BoardTop` (clocking, the framed UART link
+    and LEDs) unless it already is one. The design goes through ``platform.build(..., do_build=False)``, and the resulting
     build plan is run in a temporary folder next to ``out_dir`` with :func:`yowasp_env` (the
     same steps as ``BuildPlan.execute_local``, but with the tool output captured in
     ``build.log`` and the current stage printed). Only a complete build replaces ``out_dir``;
@@ -432,6 +434,9 @@ def build_bitstream(core, *, board, out_dir, name="tessera", seed=1, progress=pr
         ``synth_opts``, e.g. ``-dsp -spram`` on iCE40).
     baud : int
         UART bit rate when ``core`` gets wrapped in a :class:`BoardTop`.
+    clk_hz : float, optional
+        Core clock when ``core`` gets wrapped in a :class:`BoardTop` (a PLL makes it when it
+        is not the board clock); the board clock by default.
 
     Returns
     -------
@@ -457,9 +462,16 @@ def build_bitstream(core, *, board, out_dir, name="tessera", seed=1, progress=pr
 
     start = time.monotonic()
     say(f"[{0:7.1f}s] elaborate for {board.name} ({board.device})")
+    if isinstance(core, BoardTop):
+        target_hz = core.clk_hz
+    elif clk_hz is not None and isinstance(core, wiring.Component):
+        plan_pll = pll_plan(board, clk_hz)
+        target_hz = plan_pll.out_hz if plan_pll else board.clk_hz
+    else:
+        target_hz = board.clk_hz
     plan, key, versions = build_plan(core, board=board, name=name, seed=seed,
                                      nextpnr_opts=nextpnr_opts, synth_opts=synth_opts,
-                                     baud=baud)
+                                     baud=baud, clk_hz=clk_hz)
     report_name = f"{name}.report.json"
 
     previous = BuildResult.load(out_dir)
@@ -508,7 +520,7 @@ def build_bitstream(core, *, board, out_dir, name="tessera", seed=1, progress=pr
                              f"[log: {failed / 'build.log'}]")
 
         report = parse_nextpnr_report(tmp / report_name)
-        figures = summarize_report(report, board)
+        figures = summarize_report(report, board, target_hz)
         if not CELLS[board.family]["ffs"]:
             figures["ffs"] = _netlist_ffs(tmp / f"{name}.json", name,
                                           _FF_PREFIXES[board.family])

@@ -337,6 +337,7 @@ class FramedLinkTwin:
     def _decide(self, seq, length):
         behind = _behind(self.x, seq)
         if behind == 0:
+            self.armed = True               # the sender is (re)sending from here
             if length > self.rx_buffer - len(self.rx):
                 return Reason.FULL
             return TAKE
@@ -750,6 +751,7 @@ class FramedTransport:
         self._last_sent = b""
         self._garbage = bytearray()
         self._pause_until = 0.0
+        self._last_rx_at = 0.0
         self._outbox = bytearray()    # control frames to write at the end of the step
         self._hellos = []             # HELLO replies seen (while opening)
         max_payload = self.info.max_payload if self.info else 256
@@ -764,6 +766,11 @@ class FramedTransport:
     @property
     def window(self):
         return self._window or self.info.rx_buffer
+
+    @property
+    def _quiet_time(self):
+        # Silence inside a frame that makes it a truncated one (the board uses 10 ms).
+        return max(32 * self.pipe.byte_time, self.pipe.base_timeout / 4)
 
     @property
     def timeout(self):
@@ -925,6 +932,7 @@ class FramedTransport:
     def _decide(self, seq, length):
         behind = _behind(self._rx_expected, seq)
         if behind == 0:
+            self._armed = True              # the board is (re)sending from here
             return TAKE
         if behind < 0x8000:
             self._ack_due = True            # a duplicate: our ACK was lost
@@ -938,7 +946,8 @@ class FramedTransport:
 
     def _strike(self, why):
         self._strikes += 1
-        self._reasons[why] = self._reasons.get(why, 0) + 1
+        if why is not None:
+            self._reasons[why] = self._reasons.get(why, 0) + 1
         self._progress_at = self.pipe.now()
         if self._strikes > self.retries:
             raise self._failure()
@@ -948,7 +957,7 @@ class FramedTransport:
         if refused:
             what = ", ".join(f"{k} ({v}x)" for k, v in refused.items())
             return LinkCorrupt(f"{self.label}: the link to {self.pipe.name} kept failing: "
-                               f"{self.retries} retries in a row, frames refused with {what}; "
+                               f"{self.retries} retries in a row, frames refused: {what}; "
                                f"check the cable, the baud rate and the board's clock"
                                + (f" ({self.hint})" if self.hint else ""))
         return self._timeout_error(f"no answer after {self.retries} retries",
@@ -977,9 +986,11 @@ class FramedTransport:
         try:
             if data:
                 self.stats.wire_in += len(data)
+                self._last_rx_at = self.pipe.now()
                 self._parser.feed(data)
                 self._note_garbage(data)
-            elif self._parser.in_frame:
+            elif self._parser.in_frame and \
+                    self.pipe.now() - self._last_rx_at >= self._quiet_time:
                 self._parser.line_quiet()
             if self._ack_due:
                 self._ack_due = False
@@ -1002,11 +1013,14 @@ class FramedTransport:
     def _on_event(self, ev):
         if True:
             if isinstance(ev, Refused):
+                # One loss makes the frames after it out of sequence too: like the board, the
+                # host answers (and counts as a retry) only the first refusal after progress.
                 self.stats.refused_in += 1
+                self._reasons[str(ev)] = self._reasons.get(str(ev), 0) + 1
                 if self._armed:
                     self._armed = False
                     self._control(ff.NAK, ev.reason)
-                self._strike(str(ev))
+                    self._strike(None)
             elif isinstance(ev, tuple):          # ("skipped", frame): a duplicate
                 return
             elif ev.kind == ff.HELLO:

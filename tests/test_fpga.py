@@ -291,14 +291,14 @@ def test_icebreaker_bitstream_and_cache(tmp_path):
     _check_result(result, "icebreaker", out_dir)
     assert not result.cached
     assert os.path.getsize(result.bitstream) == 104090     # every UP5K .bin has this size
-    assert result.brams >= 1                               # the 32-byte RX FIFO in an EBR
+    assert result.brams >= 1                     # the framed link's 1 KiB buffers, in EBRs
     # Block RAM as nextpnr counts it: the UP5K's 30 EBR (ICESTORM_RAM), not the 4 SPRAMs too.
     util = parse_nextpnr_report(result.report_path)["utilization"]
     assert (result.brams, result.brams_total) == (util["ICESTORM_RAM"]["used"],
-                                                  util["ICESTORM_RAM"]["available"]) == (1, 30)
+                                                  util["ICESTORM_RAM"]["available"]) == (4, 30)
     assert (result.sprams, result.sprams_total) == (0, util["ICESTORM_SPRAM"]["available"]) \
         == (0, 4)
-    assert "BRAMs     1 / 30" in result.summary() and "SPRAM" not in result.summary()
+    assert "BRAMs     4 / 30" in result.summary() and "SPRAM" not in result.summary()
     text = "\n".join(lines)
     for stage in ("elaborate", "synthesis (yosys)", "place and route (nextpnr-ice40)",
                   "bitstream (icepack)", "done:"):

@@ -432,7 +432,7 @@ def test_persistent_crc_errors_name_the_command():
 
     with pytest.raises(LinkCorrupt, match=r"^READ spad=2 addr=0 count=4: the link to "
                                           r"sim:golden kept failing: 4 retries in a row, "
-                                          r"frames refused with (payload|header) CRC error"):
+                                          r"frames refused: (payload|header) CRC error"):
         asyncio.run(go())
 
 

@@ -9,12 +9,21 @@ from amaranth.lib.wiring import In, Out
 from tessera.hdl.io import frame_format as ff
 from tessera.hdl.io.params import _check_int
 
-__all__ = ["FramedLink", "LINK_CRC"]
+__all__ = ["FramedLink", "LINK_CRC", "check_link_args"]
 
 #: The CRC of both header and payload: CRC-16/IBM-3740 (polynomial 0x1021, init 0xFFFF, no
 #: reflection, no final XOR), sent most significant byte first so that the CRC register over a
 #: field and its CRC is 0.
 LINK_CRC = catalog.CRC16_IBM_3740
+
+
+def check_link_args(*, max_payload=256, rx_buffer=1024, tx_buffer=1024, gather=32,
+                    frame_timeout=0):
+    """Check `FramedLink`'s parameters without building one; raise ValueError naming the
+    first bad one."""
+    ff.check_link_sizes(max_payload, rx_buffer, tx_buffer)
+    _check_int("gather", gather, 1)
+    _check_int("frame_timeout", frame_timeout, 0)
 
 
 class FramedLink(wiring.Component):
@@ -32,9 +41,9 @@ class FramedLink(wiring.Component):
     * a refused frame (bad header or payload CRC, wrong length, no room, unknown type, out of
       sequence, or the line quiet for ``frame_timeout`` cycles inside it) is answered with a
       NAK giving the reason and the expected offset, once: after a NAK the receiver stays
-      silent about further refused frames until it takes a frame (HDLC's REJ rule, so a burst
-      of frames after a lost one draws one NAK, not one each). A duplicate (an offset already
-      taken) is answered with an ACK;
+      silent about further refused frames until a frame with the expected offset arrives
+      (HDLC's REJ rule, so a burst of frames after a lost one draws one NAK, not one each). A
+      duplicate (an offset already taken) is answered with an ACK;
     * bytes from ``i`` wait in a transmit buffer of ``tx_buffer`` bytes until the host
       acknowledges them; a data frame goes out when ``max_payload`` bytes are waiting or no
       new byte has come for ``gather`` cycles. A NAK from the host rewinds the sender to its
@@ -84,12 +93,13 @@ class FramedLink(wiring.Component):
 
     def __init__(self, *, max_payload=256, rx_buffer=1024, tx_buffer=1024, gather=32,
                  frame_timeout=0):
-        ff.check_link_sizes(max_payload, rx_buffer, tx_buffer)
+        check_link_args(max_payload=max_payload, rx_buffer=rx_buffer, tx_buffer=tx_buffer,
+                        gather=gather, frame_timeout=frame_timeout)
         self._max_payload = max_payload
         self._rx_buffer = rx_buffer
         self._tx_buffer = tx_buffer
-        self._gather = _check_int("gather", gather, 1)
-        self._frame_timeout = _check_int("frame_timeout", frame_timeout, 0)
+        self._gather = gather
+        self._frame_timeout = frame_timeout
         super().__init__({
             "line_rx": In(stream.Signature(8)),
             "line_tx": Out(stream.Signature(8)),
@@ -172,14 +182,18 @@ class FramedLink(wiring.Component):
         hdr_type = Signal(8)
         hdr_seq = Signal(16)
         hdr_len = Signal(16)
-        idx = Signal(16)
-        skip = Signal(17)
+        # Counters within a frame only need to reach max_payload + the CRC bytes.
+        count_range = range(max(P, ff.HEADER_BYTES) + ff.CRC_BYTES + 1)
+        idx = Signal(count_range)
+        skip = Signal(count_range)
+        short_len = hdr_len[:len(idx)]       # hdr_len where it is known to be <= max_payload
         armed = Signal(init=1)
         quiet = Signal(range(max(self._frame_timeout, 1) + 1))
         timed_out = Signal()
 
         reject = Signal()
         reject_code = Signal(8)
+        rearm = Signal()
         ack_event = Signal()
         commit = Signal()
         peer_ack = Signal()
@@ -187,7 +201,7 @@ class FramedLink(wiring.Component):
         hello = Signal()
         hello_r = Signal()
 
-        used = Signal(16)
+        used = Signal(rx_bits + 1)           # taken, not yet read: at most rx_buffer
         m.d.comb += [
             got.eq(line.valid & line.ready),
             rcrc.data.eq(byte),
@@ -208,7 +222,7 @@ class FramedLink(wiring.Component):
             with m.If((hdr_len == 0) | (hdr_len > P)):
                 m.next = "HUNT"
             with m.Else():
-                m.d.sync += skip.eq(hdr_len + ff.CRC_BYTES)
+                m.d.sync += skip.eq(short_len + ff.CRC_BYTES)
                 m.next = "SKIP"
 
         with m.FSM(name="rx_fsm") as rx_fsm:
@@ -249,7 +263,10 @@ class FramedLink(wiring.Component):
                         refuse(ff.Reason.LENGTH)
                         m.next = "HUNT"
                     with m.Elif(behind == 0):
-                        with m.If(hdr_len > RXB - used):
+                        # The frame we expect: the sender is (re)sending from here, so a
+                        # refusal of it is worth a NAK again.
+                        m.d.comb += rearm.eq(1)
+                        with m.If(short_len + used > RXB):
                             refuse(ff.Reason.FULL)
                             skip_payload()
                         with m.Else():
@@ -278,12 +295,12 @@ class FramedLink(wiring.Component):
                 with m.If(got):
                     m.d.comb += [
                         rcrc.valid.eq(1),
-                        rx_wp.en.eq(idx < hdr_len),          # not the CRC bytes
-                        rx_wp.addr.eq((x_exp + idx)[:rx_bits]),
+                        rx_wp.en.eq(idx < short_len),        # not the CRC bytes
+                        rx_wp.addr.eq((x_exp[:rx_bits] + idx)[:rx_bits]),
                         rx_wp.data.eq(byte),
                     ]
                     m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == hdr_len + ff.CRC_BYTES - 1):
+                    with m.If(idx == short_len + ff.CRC_BYTES - 1):
                         m.next = "PCHECK"
                 with m.Elif(timed_out):
                     refuse(ff.Reason.TRUNCATED)
@@ -323,8 +340,8 @@ class FramedLink(wiring.Component):
 
         # -- the core's bytes into the transmit buffer ----------------------------------------
         gather = Signal(range(self._gather + 1))
-        in_flight = Signal(16)
-        pending = Signal(16)
+        in_flight = Signal(tx_bits + 1)      # written, not acknowledged: at most tx_buffer
+        pending = Signal(tx_bits + 1)        # written, not sent
         m.d.comb += [
             in_flight.eq(e_wr - a_ack),
             pending.eq(e_wr - n_next),
@@ -348,10 +365,11 @@ class FramedLink(wiring.Component):
 
         t_type = Signal(8)
         t_seq = Signal(16)
-        t_len = Signal(16)
+        t_len = Signal(range(P + 1))
+        t_len16 = Signal(16)
         t_buf = Signal()             # payload from the transmit buffer (else the control bytes)
         t_code = Signal(8)
-        tidx = Signal(16)
+        tidx = Signal(count_range)
         fetched = Signal()
         reply = Array(Const(b, 8) for b in self.hello_reply + bytes(1))
         out = self.line_tx
@@ -359,7 +377,8 @@ class FramedLink(wiring.Component):
         m.d.comb += [
             sent.eq(out.valid & out.ready),
             tcrc.data.eq(out.payload),
-            tx_rp.addr.eq((t_seq + tidx)[:tx_bits]),
+            tx_rp.addr.eq((t_seq[:tx_bits] + tidx)[:tx_bits]),
+            t_len16.eq(t_len),
             tx_rp.en.eq(1),
         ]
         m.d.sync += fetched.eq(1)
@@ -387,7 +406,7 @@ class FramedLink(wiring.Component):
                     m.d.sync += tidx.eq(0)
                     m.next = "HEADER"
             with m.State("HEADER"):
-                fields = Array([t_type, t_seq[:8], t_seq[8:], t_len[:8], t_len[8:],
+                fields = Array([t_type, t_seq[:8], t_seq[8:], t_len16[:8], t_len16[8:],
                                 tcrc.crc[8:], tcrc.crc[:8], tcrc.crc[:8]])
                 m.d.comb += [out.valid.eq(1), out.payload.eq(fields[tidx[:3]])]
                 with m.If(sent):
@@ -422,11 +441,13 @@ class FramedLink(wiring.Component):
             m.d.sync += [x_exp.eq(x_exp + hdr_len), armed.eq(1)]
         with m.If(ack_event):
             m.d.sync += [ctl_pending.eq(1), ctl_nak.eq(0)]
-        with m.If(reject & armed):
+        with m.If(rearm):
+            m.d.sync += armed.eq(1)
+        with m.If(reject & (armed | rearm)):
             m.d.sync += [ctl_pending.eq(1), ctl_nak.eq(1), ctl_code.eq(reject_code),
                          armed.eq(0)]
         ack_span = Signal(16)
-        ack_ahead = Signal(16)
+        ack_ahead = Signal(tx_bits + 1)
         m.d.comb += [ack_span.eq(hdr_seq - a_ack), ack_ahead.eq(n_next - a_ack)]
         with m.If((peer_ack | peer_nak) & (ack_span <= in_flight)):
             m.d.sync += a_ack.eq(hdr_seq)
