@@ -402,10 +402,11 @@ def build_bitstream(core, *, board, out_dir, name="tessera", seed=1, progress=pr
     """Synthesize, place, route and pack a design for a board, with a utilization report.
 
     ``core`` is wrapped in :class:`tessera.fpga.top.BoardTop` (clocking, the framed UART link
-    and LEDs) unless it already is one. The design goes through ``platform.build(..., do_build=False)``, and the resulting
-    build plan is run in a temporary folder next to ``out_dir`` with :func:`yowasp_env` (the
-    same steps as ``BuildPlan.execute_local``, but with the tool output captured in
-    ``build.log`` and the current stage printed). Only a complete build replaces ``out_dir``;
+    and LEDs) unless it already is one. The design goes through
+    ``platform.build(..., do_build=False)``, and the resulting build plan is run in a temporary
+    folder next to ``out_dir`` with :func:`yowasp_env` (the same steps as
+    ``BuildPlan.execute_local``, but with the tool output captured in ``build.log`` and the
+    current stage printed). Only a complete build replaces ``out_dir``;
     a failed one is left in ``<out_dir>.failed`` for its logs.
 
     If ``out_dir`` already holds a result whose key (the build plan digest, which covers the
