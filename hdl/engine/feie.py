@@ -15,6 +15,23 @@ __all__ = ["FeieHdl", "FeieArrayUnit", "FLAG_DENSE"]
 FLAG_DENSE = 0x04
 
 
+def _mod_const(m, x, n, name):
+    """``x mod n`` for a small constant ``n`` without a divider (yosys would build a
+    ``len(x)``-stage divider, too deep for synthesis): the sum of the bits' residues
+    ``2**i mod n``, then a table of that sum mod ``n``."""
+    if n & (n - 1) == 0:
+        return x[:max(1, (n - 1).bit_length())]
+    total = len(x) * (n - 1)
+    s = Signal(range(total + 1), name=f"{name}_rsum")
+    m.d.comb += s.eq(sum(Mux(x[i], (1 << i) % n, 0) for i in range(len(x))))
+    r = Signal(range(n), name=f"{name}_mod")
+    with m.Switch(s):
+        for v in range(total + 1):
+            with m.Case(v):
+                m.d.comb += r.eq(v % n)
+    return r
+
+
 class FeieHdl(wiring.Component):
     """Executes FEIE RUNs (the schedule of `tessera.sim.engines.feie.simulate`, cycle for
     cycle).
@@ -168,7 +185,7 @@ class FeieHdl(wiring.Component):
         ghi = Signal(24)
         m.d.comb += ghi.eq(e3_row * f["ow"] + jhi)
         ghi_mod = Signal(range(P))
-        m.d.comb += ghi_mod.eq(ghi % P)
+        m.d.comb += ghi_mod.eq(_mod_const(m, ghi, P, "ghi"))
         touched = [Signal(name=f"touched{p}") for p in range(P)]
         same = [Signal(name=f"same{p}") for p in range(P)]
         need_push = [Signal(name=f"need_push{p}") for p in range(P)]
