@@ -1,17 +1,17 @@
-"""Host side of the board link: the core's byte stream over a USB serial port."""
+"""Host side of the board link: a USB serial port as a pipe for the framed link
+(:class:`SerialPipe`, what `tessera run` uses), and the raw byte-stream transport of bare cores
+(:class:`UartTransport`)."""
 
 import asyncio
+import errno
+import os
+import select
 import time
 
-__all__ = ["LinkError", "LinkTimeout", "UartTransport"]
+from tessera.sim.framing import LinkCorrupt, LinkError, LinkTimeout
 
-
-class LinkError(RuntimeError):
-    """The serial port cannot be opened or used."""
-
-
-class LinkTimeout(LinkError, TimeoutError):
-    """The board did not send the expected bytes in time."""
+__all__ = ["LinkError", "LinkTimeout", "LinkCorrupt", "SerialPipe", "UartTransport",
+           "serial_ports"]
 
 
 def _serial():
@@ -23,8 +23,133 @@ def _serial():
     return serial
 
 
+def serial_ports():
+    """The serial ports pyserial finds on this machine (device paths).
+
+    Returns
+    -------
+    list of str
+    """
+    try:
+        from serial.tools import list_ports
+    except ImportError:
+        return []
+    return sorted(p.device for p in list_ports.comports())
+
+
+def _open_error(port, error):
+    """A one-line `LinkError` for a port that cannot be opened: missing, busy or forbidden."""
+    text = str(error)
+    code = getattr(error, "errno", None)
+    if code is None and isinstance(getattr(error, "args", None), tuple):
+        code = next((a for a in error.args if isinstance(a, int)), None)
+    if "exclusively lock" in text or code in (errno.EBUSY, errno.EAGAIN):
+        return LinkError(f"serial port {port} is busy: another program has it open (a "
+                         f"terminal, another `tessera run`); close it and try again")
+    if code == errno.EACCES or "Permission denied" in text:
+        return LinkError(f"no permission to open serial port {port}; add your user to the "
+                         f"group that owns it (`ls -l {port}`; usually dialout) and log in "
+                         f"again")
+    if code == errno.ENOENT or "No such file" in text or not os.path.exists(port):
+        here = serial_ports()
+        return LinkError(f"no serial port {port}: is the board plugged in? (serial ports "
+                         f"here: {', '.join(here) if here else 'none'})")
+    return LinkError(f"cannot open serial port {port}: {text}")
+
+
+class SerialPipe:
+    """A serial port as a pipe for `tessera.sim.framing.FramedTransport` (8N1 at ``baud``, no
+    flow control), opened exclusively so that two programs cannot share a board.
+
+    I/O is synchronous inside the coroutines (``select`` on the port's descriptor): the event
+    loop has nothing else to do meanwhile. Also serves a virtual board's pseudo-terminal
+    (`tessera.sim.vsim.VerilatorPty`), whose line runs slower than real time: pass a larger
+    ``byte_time`` and ``base_timeout`` then.
+
+    Parameters
+    ----------
+    port : str
+        Device path, e.g. ``/dev/ttyUSB1`` (iCEBreaker: the FTDI's second interface) or
+        ``/dev/ttyUSB0`` (ULX3S).
+    baud : int
+    clk_hz : float
+        Core clock, for :meth:`idle`.
+    byte_time : float, optional
+        Seconds per line byte for the retransmission timer (default ``10 / baud``).
+    base_timeout : float
+        Seconds of slack on top of the line time (USB latency, host scheduling).
+
+    Raises
+    ------
+    LinkError
+        The port does not exist, is busy (open elsewhere), cannot be opened for lack of
+        permission, or pyserial is missing; one line each.
+    """
+
+    def __init__(self, port, baud=115200, *, clk_hz=12e6, byte_time=None, base_timeout=0.5):
+        if not isinstance(port, str) or not port:
+            raise ValueError(f"port must be a serial device path, not {port!r}")
+        if not isinstance(baud, int) or isinstance(baud, bool) or baud <= 0:
+            raise ValueError(f"baud must be a positive integer, not {baud!r}")
+        serial = _serial()
+        self.name = port
+        self.baud, self.clk_hz = baud, clk_hz
+        self.byte_time = 10.0 / baud if byte_time is None else byte_time
+        self.base_timeout = base_timeout
+        try:
+            self._port = serial.Serial(port, baudrate=baud, bytesize=8, parity="N", stopbits=1,
+                                       timeout=0, write_timeout=None, exclusive=True)
+        except (serial.SerialException, OSError, ValueError) as error:
+            raise _open_error(port, error) from None
+        self._fd = self._port.fileno()
+        self._port.reset_input_buffer()
+
+    def now(self):
+        return time.monotonic()
+
+    async def write(self, data):
+        view = memoryview(bytes(data))
+        try:
+            while view:
+                _, w, _ = select.select([], [self._fd], [], 5.0)
+                if not w:
+                    raise LinkTimeout(f"writing to {self.name} blocked for 5 s (is the "
+                                      f"device stuck?)")
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except LinkError:
+            raise
+        except OSError as error:
+            raise LinkError(f"writing to {self.name} failed: {error.strerror or error} (was "
+                            f"the board unplugged?)") from None
+
+    async def read(self, timeout):
+        try:
+            r, _, _ = select.select([self._fd], [], [], max(0.0, timeout))
+            if not r:
+                return b""
+            return os.read(self._fd, 1 << 16)
+        except BlockingIOError:
+            return b""
+        except OSError as error:
+            if error.errno == errno.EIO:          # a pty whose other side went away
+                raise LinkError(f"reading from {self.name} failed: the other side closed "
+                                f"it") from None
+            raise LinkError(f"reading from {self.name} failed: {error.strerror or error} (was "
+                            f"the board unplugged?)") from None
+
+    async def idle(self, cycles):
+        await asyncio.sleep(cycles / self.clk_hz)
+
+    def close(self):
+        if self._port.is_open:
+            self._port.close()
+
+
 class UartTransport:
-    """Byte transport to a core behind :class:`tessera.fpga.top.BoardTop`, over a serial port.
+    """Raw byte transport to a core over a serial port, without framing (the bare core's byte
+    stream; a `tessera.fpga.top.BoardTop` speaks the framed link: use `SerialPipe` with
+    `tessera.sim.framing.FramedTransport` for it, as `tessera.fpga.deploy` does).
 
     The host driver talks to the simulated core and to the board through the same three
     coroutines: :meth:`send`, :meth:`recv` and :meth:`idle`. The blocking pyserial calls run in

@@ -464,9 +464,22 @@ class GoldenBoard:
                  tx_buffer=1024):
         self.core = core
         self.core_factory = core_factory
+        self.compute_cycles = 0       # RUN cycles of the core so far (it answers at once)
+        self._count_runs(core)
         self.link = FramedLinkTwin(max_payload=max_payload, rx_buffer=rx_buffer,
                                    tx_buffer=tx_buffer, on_data=self._to_core,
                                    on_hello=self._reset_core)
+
+    def _count_runs(self, core):
+        run = getattr(core, "_run", None)
+        if run is None:
+            return
+
+        def counted(raw):
+            err = run(raw)
+            self.compute_cycles += core.cycles
+            return err
+        core._run = counted
 
     def _to_core(self, payload):
         return self.core.feed(payload)
@@ -476,6 +489,7 @@ class GoldenBoard:
             fresh = self.core_factory()
             if hasattr(self.core, "stores") and hasattr(fresh, "stores"):
                 fresh.stores = self.core.stores
+            self._count_runs(fresh)
             self.core = fresh
 
     def exchange(self, data):
@@ -498,10 +512,11 @@ class GoldenPipe:
     """A pipe to a :class:`GoldenBoard` over a modelled 8N1 line at ``baud``, in modelled time.
 
     Each direction is a line that carries one byte per ``10/baud`` s; a frame reaches the other
-    side when its last byte has. The board answers a frame as soon as it has it (the core model
-    answers at once). :meth:`read` and :meth:`idle` advance the modelled clock instead of
-    waiting, so a run takes the time its line bytes need, not wall time: `now` after a run is
-    the time the link would have taken on a board (without USB latency or compute).
+    side when its last byte has. The board answers a frame as soon as it has it, after the RUN
+    cycles it started (at ``clk_hz``; the driver's STATUS polls never see the golden core
+    busy). :meth:`read` and :meth:`idle` advance the modelled clock instead of waiting, so a run
+    takes the time its line bytes and RUNs need, not wall time: `now` after a run is the time a
+    board would take with an instant host and no USB latency.
 
     Parameters
     ----------
@@ -549,7 +564,10 @@ class GoldenPipe:
         start = max(self._now, self._host_free)
         self._host_free = start + len(data) * self.byte_time
         self.wire_to_board += len(data)
-        self._board_sends(self.board.exchange(data), self._host_free)
+        cycles = self.board.compute_cycles
+        out = self.board.exchange(data)
+        self._board_sends(out, self._host_free
+                          + (self.board.compute_cycles - cycles) / self.clk_hz)
 
     async def read(self, timeout):
         self._check_quiet(self._now + timeout)

@@ -333,7 +333,7 @@ def _build(verilog_text, top, bdir, vargs, waivers, jobs, cxx_opt, progress):
                          f"lines of {log}:\n{_tail(log)}")
 
 
-def _config_build(cfg, verilog, top, build_root, progress, jobs):
+def _config_build(cfg, verilog, top, build_root, progress, jobs, extra_args=()):
     if verilog is None:
         progress(f"[vsim] generating the Verilog of {cfg.core.name}")
         top, text = core_verilog(cfg, name=top)
@@ -346,7 +346,8 @@ def _config_build(cfg, verilog, top, build_root, progress, jobs):
                         f"{type(verilog).__name__}")
     if verilog is not None:
         top = top or cfg.core.name
-    return build_harness(text, top, build_root=build_root, progress=progress, jobs=jobs)
+    return build_harness(text, top, build_root=build_root, progress=progress, jobs=jobs,
+                         extra_args=extra_args)
 
 
 def _describe_exit(rc):
@@ -795,11 +796,20 @@ class VerilatorPty:
     (no UART bit timing, the baud rate is ignored); the harness blocks while the core is idle,
     so an unused pty costs no CPU. It ends with :meth:`close` (SIGTERM).
 
+    With ``uart`` (cycles per bit) the Verilog must be a board top without pins and clocking
+    (`tessera.fpga.top.LinkTop`, whose Verilog `tessera.fpga.top.link_top_verilog` gives): the
+    harness is built in its board mode (``-DTESSERA_BOARD``, ``tb/vharness.cpp``) and the pty
+    carries *line* bytes, sent to and decoded from the top's ``rx``/``tx`` pins bit by bit at
+    ``uart`` cycles per bit: a virtual board at its own clock and baud rate, framed link and
+    all. :meth:`cycles` then reports the simulated cycles.
+
     Parameters
     ----------
     cfg : CoreConfig
     verilog, top, build_root, progress, jobs, quiet_cycles, start
         As for :class:`VerilatorCore`.
+    uart : int, optional
+        Board mode: clock cycles per UART bit.
 
     Attributes
     ----------
@@ -810,7 +820,13 @@ class VerilatorPty:
     """
 
     def __init__(self, cfg, *, verilog=None, top=None, build_root="build/vsim",
-                 progress=_progress_stderr, jobs=None, quiet_cycles=64, start=True):
+                 progress=_progress_stderr, jobs=None, quiet_cycles=64, start=True, uart=None):
+        if uart is not None and (not isinstance(uart, int) or uart < 4):
+            raise ValueError(f"uart must be an integer >= 4 (cycles per bit), not {uart!r}")
+        if uart is not None and verilog is None:
+            raise ValueError("a board-mode VerilatorPty needs the board top's Verilog "
+                             "(tessera.fpga.top.link_top_verilog)")
+        self.uart = uart
         self.cfg = cfg
         self._verilog, self._top = verilog, top
         self.build_root = Path(build_root)
@@ -830,14 +846,16 @@ class VerilatorPty:
         """Build (or reuse) the binary, start the harness, learn its pty. Returns ``self``."""
         if self.process is not None:
             raise RuntimeError("VerilatorPty.start(): the harness is already running")
+        board = () if self.uart is None else ("-CFLAGS", "-DTESSERA_BOARD")
         if self.build is None:
             self.build = _config_build(self.cfg, self._verilog, self._top, self.build_root,
-                                       self.progress, self.jobs)
+                                       self.progress, self.jobs, extra_args=board)
         self._stderr = tempfile.TemporaryFile(prefix="vharness-", suffix=".log")
+        mode = [] if self.uart is None else ["--uart", str(self.uart), "--ctl-fd", "0"]
         self.process = subprocess.Popen(
-            [str(self.build.binary), "--pty", "--quiet", str(self.quiet_cycles)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr,
-            start_new_session=True)
+            [str(self.build.binary), "--pty", "--quiet", str(self.quiet_cycles), *mode],
+            stdin=subprocess.DEVNULL if self.uart is None else subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self._stderr, start_new_session=True)
         r, _, _ = select.select([self.process.stdout], [], [], 30.0)
         line = self.process.stdout.readline().decode(errors="replace").strip() if r else ""
         if not line.startswith("/"):
@@ -848,8 +866,31 @@ class VerilatorPty:
                                    f"); its stderr:\n{err.strip() or '(nothing)'}",
                                    self.returncode)
         self.port = line
-        self.progress(f"[vsim] {self.cfg.core.name} serves its byte stream on {self.port}")
+        what = "byte stream" if self.uart is None else "board top's UART"
+        self.progress(f"[vsim] {self.cfg.core.name} serves its {what} on {self.port}")
         return self
+
+    def cycles(self, timeout=30.0):
+        """Simulated cycles since reset, and the *active* ones (within 256 cycles of a line bit,
+        a busy core or a byte: what a board with an instant host would take). Board mode only.
+
+        Returns
+        -------
+        tuple of (int, int)
+        """
+        if self.uart is None:
+            raise RuntimeError("cycles() needs a board-mode VerilatorPty (uart=...)")
+        if self.process is None or self.process.poll() is not None:
+            raise VsimProcessError(f"the Verilator harness of {self.cfg.core.name} is not "
+                                   f"running", self.returncode)
+        self.process.stdin.write(b"C")
+        self.process.stdin.flush()
+        r, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline().decode(errors="replace").split() if r else []
+        if len(line) != 4 or line[0] != "cycles":
+            raise VsimError(f"the Verilator harness did not report its cycles within "
+                            f"{timeout} s (got {' '.join(line)!r})")
+        return int(line[1]), int(line[3])
 
     def _stderr_text(self):
         if self._stderr is None:
@@ -872,6 +913,11 @@ class VerilatorPty:
                 proc.wait()
         self.returncode = proc.returncode
         proc.stdout.close()
+        if proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
         text = self._stderr_text()
         self._stderr.close()
         self._stderr = None

@@ -36,6 +36,18 @@
 //   --raw (default): plain bytes both ways (a file, a pipe, `tessera` over a pty). At end of
 //     input the harness runs until the core is idle and quiet, writes the output and exits.
 //   --pty: raw mode behind a new pseudo-terminal; its path is printed as the first stdout line.
+//     With --ctl-fd N the harness also reads control bytes from descriptor N: 'C' is answered
+//     on stdout with a line "cycles <total> active <active>" (see the board mode).
+//
+// Board mode (compiled with -DTESSERA_BOARD; tessera.sim.vsim.VerilatorBoard). The model is a
+// board top without its pins and clocking (tessera.fpga.top.LinkTop: clk, rst, rx, tx, busy and
+// the other LEDs) and the host's bytes are *line* bytes: each one is sent on `rx` as an 8N1
+// frame of --uart N cycles per bit (start, 8 data bits LSB first, stop; back to back while
+// bytes are pending), and `tx` is decoded the same way (sampled in the middle of each bit), so
+// the UART and the framed link run at the board's clock and baud rate. The harness blocks only
+// when no line bit is moving, the core is not busy and --quiet cycles passed. "active" cycles
+// are those within 256 cycles of activity (a line bit, busy, a byte): the time a board with an
+// instant host would take.
 // Cycles since reset are reported on stderr at exit ("vharness: <n> cycles ..."); SIGTERM and
 // SIGINT stop the harness at once, with that report.
 
@@ -74,6 +86,8 @@ struct Options {
     uint64_t poll_every = 256;
     uint64_t reset_cycles = 4;
     uint64_t max_cycles = 0;   // 0: no limit
+    int ctl_fd = -1;           // --ctl-fd: control bytes ('C': report cycles on stdout)
+    uint64_t uart = 0;         // board mode: cycles per UART bit (0: not given)
 };
 
 [[noreturn]] void die(const char* what) {
@@ -127,15 +141,27 @@ private:
     size_t out_data_at_ = SIZE_MAX;  // framed: offset of the open 'D' frame header in out_
     bool eof_ = false;
     bool quit_ = false;
+    uint64_t active_ = 0;          // cycles within 256 cycles of activity
+#ifdef TESSERA_BOARD
+    uint64_t ser_left_ = 0;        // cycles left of the frame being sent on rx
+    uint8_t ser_byte_ = 0;
+    uint64_t des_t_ = 0;           // cycles since the start bit's falling edge on tx (0: idle)
+    uint16_t des_bits_ = 0;
+    bool des_break_ = false;       // a bad stop bit: wait for the line to go high
+#endif
     bool stop_ = false;            // --max-cycles reached, or a signal
     std::chrono::steady_clock::time_point t0_;
 
     void reset() {
         top_->clk = 0;
         top_->rst = 1;
+#ifdef TESSERA_BOARD
+        top_->rx = 1;
+#else
         top_->i___05Fvalid = 0;
         top_->i___05Fpayload = 0;
         top_->o___05Fready = 1;
+#endif
         top_->eval();
         for (uint64_t i = 0; i < opt_.reset_cycles; ++i) {
             top_->clk = 1;
@@ -210,8 +236,8 @@ private:
             in_pos_ = 0;
         }
         for (;;) {
-            pollfd p{opt_.in_fd, POLLIN, 0};
-            int r = ::poll(&p, 1, block ? -1 : 0);
+            pollfd p[2] = {{opt_.in_fd, POLLIN, 0}, {opt_.ctl_fd, POLLIN, 0}};
+            int r = ::poll(p, opt_.ctl_fd >= 0 ? 2 : 1, block ? -1 : 0);
             if (r < 0) {
                 if (errno == EINTR) {
                     if (g_signal) return true;
@@ -220,6 +246,10 @@ private:
                 die("poll");
             }
             if (r == 0) return true;   // nothing now
+            if (opt_.ctl_fd >= 0 && (p[1].revents & (POLLIN | POLLHUP))) {
+                control_input();
+                if (!(p[0].revents & POLLIN)) continue;
+            }
             size_t old = in_.size();
             in_.resize(old + (1 << 16));
             ssize_t n = ::read(opt_.in_fd, in_.data() + old, 1 << 16);
@@ -248,6 +278,23 @@ private:
             }
             consumed_ += uint64_t(n);
             return true;
+        }
+    }
+
+    // --ctl-fd: 'C' -> "cycles <total> active <active>\n" on stdout.
+    void control_input() {
+        char buf[64];
+        ssize_t n = ::read(opt_.ctl_fd, buf, sizeof buf);
+        if (n <= 0) {                  // the host closed it: stop listening
+            opt_.ctl_fd = -1;
+            return;
+        }
+        for (ssize_t i = 0; i < n; ++i) {
+            if (buf[i] == 'C') {
+                std::printf("cycles %llu active %llu\n", (unsigned long long)cycle_,
+                            (unsigned long long)active_);
+                std::fflush(stdout);
+            }
         }
     }
 
@@ -339,6 +386,76 @@ private:
         }
     }
 
+#ifdef TESSERA_BOARD
+    // One cycle of the board top: `drive` offers the next line byte to the rx serializer (it
+    // is taken when the serializer is idle: in_fire), tx is decoded into output bytes.
+    inline void cycle_once(bool drive, uint8_t payload) {
+        const uint64_t div = opt_.uart;
+        bool in_fire = false;
+        if (ser_left_ == 0 && drive) {
+            ser_byte_ = payload;
+            ser_left_ = 10 * div;
+            in_fire = true;
+        }
+        uint8_t level = 1;
+        if (ser_left_) {
+            const uint64_t bit = (10 * div - ser_left_) / div;   // 0 start, 1..8 data, 9 stop
+            level = bit == 0 ? 0 : bit <= 8 ? (ser_byte_ >> (bit - 1)) & 1 : 1;
+            --ser_left_;
+        }
+        top_->rx = level;
+        top_->eval();
+        const bool txl = top_->tx;
+        const bool busy = top_->busy;
+        bool out_fire = false;
+        uint8_t ob = 0;
+        if (des_break_) {
+            if (txl) des_break_ = false;
+        } else if (des_t_ == 0) {
+            if (!txl) {
+                des_t_ = 1;
+                des_bits_ = 0;
+            }
+        } else {
+            const uint64_t t = des_t_ - 1;                 // cycles since the falling edge
+            if (t >= div / 2 && (t - div / 2) % div == 0) {
+                const uint64_t k = (t - div / 2) / div;    // 0 start, 1..8 data, 9 stop
+                if (k == 0 && txl) {
+                    des_t_ = 0;                            // a glitch, not a start bit
+                } else if (k >= 1 && k <= 8) {
+                    des_bits_ |= uint16_t(txl) << (k - 1);
+                } else if (k == 9) {
+                    if (txl) {
+                        out_fire = true;
+                        ob = uint8_t(des_bits_);
+                    } else {
+                        des_break_ = true;
+                    }
+                    des_t_ = 0;
+                }
+            }
+            if (des_t_) ++des_t_;
+        }
+        top_->clk = 1;
+        top_->eval();
+        top_->clk = 0;
+        ++cycle_;
+        if (in_fire) {
+            ++in_pos_;
+            if (opt_.framed) --data_left_;
+        }
+        if (out_fire) {
+            out_byte(ob);
+            last_out_ = cycle_;
+        }
+        if (in_fire || out_fire || busy || ser_left_ || des_t_ || !txl) last_activity_ = cycle_;
+        if (cycle_ - last_activity_ < 256) ++active_;
+        if (opt_.max_cycles && cycle_ >= opt_.max_cycles) stop_ = true;
+        if (!out_.empty() && (cycle_ - last_out_ >= opt_.quiet || out_.size() >= (1u << 16) ||
+                              opt_.pty))
+            flush();
+    }
+#else
     inline void cycle_once(bool drive, uint8_t payload) {
         top_->i___05Fvalid = drive;
         top_->i___05Fpayload = payload;
@@ -361,10 +478,12 @@ private:
             last_activity_ = last_out_ = cycle_;
         }
         if (busy) last_activity_ = cycle_;
+        if (cycle_ - last_activity_ < 256) ++active_;
         if (opt_.max_cycles && cycle_ >= opt_.max_cycles) stop_ = true;
         if (!out_.empty() && (cycle_ - last_out_ >= opt_.quiet || out_.size() >= (1u << 16)))
             flush();
     }
+#endif
 
     // Tick while host bytes are pending in the buffer (or an idle frame runs).
     void tick_while_pending() {
@@ -416,7 +535,8 @@ private:
 void usage() {
     std::fprintf(stderr,
                  "usage: vharness [--framed | --raw | --pty] [--in-fd N] [--out-fd N] "
-                 "[--quiet N] [--poll N] [--reset-cycles N] [--max-cycles N]\n");
+                 "[--quiet N] [--poll N] [--reset-cycles N] [--max-cycles N] [--ctl-fd N] "
+                 "[--uart N]\n");
     std::exit(2);
 }
 
@@ -439,12 +559,20 @@ int main(int argc, char** argv) {
         else if (a == "--poll") opt.poll_every = value("--poll");
         else if (a == "--reset-cycles") opt.reset_cycles = value("--reset-cycles");
         else if (a == "--max-cycles") opt.max_cycles = value("--max-cycles");
+        else if (a == "--ctl-fd") opt.ctl_fd = int(value("--ctl-fd"));
+        else if (a == "--uart") opt.uart = value("--uart");
         else usage();
     }
     if (opt.quiet < 1 || opt.poll_every < 1) {
         std::fprintf(stderr, "vharness: --quiet and --poll must be >= 1\n");
         return 2;
     }
+#ifdef TESSERA_BOARD
+    if (opt.uart < 4) {
+        std::fprintf(stderr, "vharness: a board-top build needs --uart N (cycles per bit, >= 4)\n");
+        return 2;
+    }
+#endif
     if (opt.pty) {
         opt.framed = false;
         int master = ::posix_openpt(O_RDWR | O_NOCTTY);
