@@ -234,11 +234,13 @@ def _ecp5_pll(fin, fout):
             f = fpfd * clkfb
             if not 3.125e6 <= f <= 400e6:
                 continue
-            op = next((d for d in range(1, 129) if 400e6 <= f * d <= 800e6), None)
-            if op is None:
+            ops = [d for d in range(1, 129) if 400e6 <= f * d <= 800e6]
+            if not ops:
                 continue
-            if best is None or abs(f - fout) < abs(best[0] - fout):
-                best = (f, f * op, dict(CLKI_DIV=clki, CLKFB_DIV=clkfb, CLKOP_DIV=op))
+            op = min(ops, key=lambda d: abs(f * d - 600e6))     # the VCO mid-range
+            key = (abs(f - fout), abs(f * op - 600e6))
+            if best is None or key < best[3]:
+                best = (f, f * op, dict(CLKI_DIV=clki, CLKFB_DIV=clkfb, CLKOP_DIV=op), key)
     return best
 
 
@@ -257,6 +259,7 @@ def pll_plan(board, clk_hz, *, tolerance=0.005):
         return None
     search = _ice40_pll if board.family == "ice40" else _ecp5_pll
     found = search(board.clk_hz, clk_hz)
+    found = found and found[:3]
     if found is None or abs(found[0] - clk_hz) > tolerance * clk_hz:
         near = "" if found is None else f"; nearest it can make: {found[0] / 1e6:.4g} MHz"
         span = "16..275" if board.family == "ice40" else "3.125..400"
