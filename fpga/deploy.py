@@ -8,7 +8,8 @@ Ports (:func:`open_port`):
 * ``sim:verilator``: the config's board top (`tessera.fpga.top.LinkTop`: UART, framed link,
   core) under Verilator at the board's clock and baud rate, behind a pseudo-terminal that the
   host opens exactly like a serial device (`tessera.sim.vsim.VerilatorPty` in board mode: the
-  UART runs bit by bit in the C++ harness);
+  UART runs bit by bit in the C++ harness); the host's clock is the simulated one, so its
+  timeouts are in board time;
 * ``sim:golden``: the framer's golden twin in front of the golden core on a modelled line
   (`tessera.sim.framing.GoldenBoard`): instant, and its times are the line's.
 
@@ -41,12 +42,6 @@ __all__ = ["DeployError", "Port", "parse_port", "open_port", "connect", "run_gem
 #: The virtual boards `open_port` knows.
 SIM_PORTS = ("sim:golden", "sim:verilator")
 
-#: How much slower than real time the virtual board's line may run: its retransmission timer
-#: scales by this (the simulation is slower than a board; a spurious retransmission is harmless
-#: but wastes simulated time).
-SIM_SLOWDOWN = 200
-
-
 class DeployError(RuntimeError):
     """A deployment failure the user can fix; the message is one line."""
 
@@ -68,6 +63,49 @@ def parse_port(spec):
                               f"{', '.join(SIM_PORTS)}")
         return spec[4:], None
     return "serial", spec
+
+
+class _VirtualBoardPipe:
+    """The pipe to ``sim:verilator``: its pseudo-terminal (a `SerialPipe`), with the board's
+    *simulated* time as the clock. Waiting for bytes lets simulated time pass (the harness
+    would otherwise stop while all is quiet), so timeouts, retransmissions and the board's own
+    frame timeout happen in board time, whatever the simulation's speed."""
+
+    base_timeout = 0.05
+
+    def __init__(self, serial_pipe, sim, clk_hz):
+        self._pipe, self._sim, self.clk_hz = serial_pipe, sim, clk_hz
+        self.name = serial_pipe.name
+        self.byte_time = serial_pipe.byte_time
+        self._cycles = 0
+
+    def now(self):
+        self._cycles = self._sim.cycles()[0]
+        return self._cycles / self.clk_hz
+
+    async def write(self, data):
+        await self._pipe.write(data)
+
+    async def read(self, timeout):
+        # The simulation runs on while it has something to do: bytes come in wall time.
+        data = await self._pipe.read(0.02)
+        if data or timeout <= 0:
+            return data
+        # Quiet: let board time pass, up to the timeout, a few byte times at a time.
+        end = self._cycles + max(1, round(timeout * self.clk_hz))
+        step = max(1, round(16 * self.byte_time * self.clk_hz))
+        while True:
+            total, _ = self._sim.idle(min(step, max(1, end - self._cycles)))
+            self._cycles = total
+            data = await self._pipe.read(0.002)
+            if data or self._cycles >= end:
+                return data
+
+    async def idle(self, cycles):
+        self._cycles = self._sim.idle(int(cycles))[0]
+
+    def close(self):
+        self._pipe.close()
 
 
 def _clock(cfg, board):
@@ -191,8 +229,7 @@ async def open_port(spec, cfg, board, *, baud=None, retries=8, progress=None,
         sim = VerilatorPty(cfg, verilog=text, top=top, build_root=build_root, progress=say,
                            uart=divisor, quiet_cycles=4 * 10 * divisor)
         try:
-            pipe = SerialPipe(sim.port, baud, clk_hz=clk_hz,
-                              byte_time=SIM_SLOWDOWN * 10.0 / baud, base_timeout=5.0)
+            pipe = _VirtualBoardPipe(SerialPipe(sim.port, baud, clk_hz=clk_hz), sim, clk_hz)
         except BaseException:
             sim.close()
             raise

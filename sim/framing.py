@@ -595,17 +595,20 @@ class NoisyPipe:
     """A pipe that damages what passes through it: for error-injection tests and figures.
 
     Each chunk written (towards the board) or read (towards the host) is, with the given
-    probabilities, hit by one flipped bit, one dropped byte, or garbage inserted before it.
+    probabilities, hit by one flipped bit, one dropped byte, or garbage inserted before it; with
+    ``per_byte`` the probabilities apply to each byte instead (line noise, whatever the chunk
+    sizes: a pseudo-terminal or a UART hands over bytes in chunks of any size).
 
     Parameters
     ----------
     pipe
         The pipe to wrap.
     flip, drop, garbage : float
-        Probability per chunk of each damage.
+        Probability per chunk (or byte) of each damage.
     seed : int
     directions : str
         ``"both"``, ``"to_board"`` or ``"to_host"``.
+    per_byte : bool
 
     Attributes
     ----------
@@ -613,8 +616,10 @@ class NoisyPipe:
         Counts of each damage done.
     """
 
-    def __init__(self, pipe, *, flip=0.0, drop=0.0, garbage=0.0, seed=0, directions="both"):
+    def __init__(self, pipe, *, flip=0.0, drop=0.0, garbage=0.0, seed=0, directions="both",
+                 per_byte=False):
         self.pipe = pipe
+        self.per_byte = per_byte
         self.flip, self.drop, self.garbage = flip, drop, garbage
         self.rng = random.Random(seed)
         self.directions = directions
@@ -629,6 +634,20 @@ class NoisyPipe:
         if not self.enabled or not data:
             return bytes(data)
         r = self.rng
+        if self.per_byte:
+            out = bytearray()
+            for b in data:
+                if r.random() < self.garbage:
+                    out += bytes(r.randrange(256) for _ in range(r.randrange(1, 9)))
+                    self.damaged["garbage"] += 1
+                if r.random() < self.drop:
+                    self.damaged["drop"] += 1
+                    continue
+                if r.random() < self.flip:
+                    b ^= 1 << r.randrange(8)
+                    self.damaged["flip"] += 1
+                out.append(b)
+            return bytes(out)
         if r.random() < self.flip:
             i = r.randrange(len(data))
             data[i] ^= 1 << r.randrange(8)

@@ -878,18 +878,34 @@ class VerilatorPty:
         -------
         tuple of (int, int)
         """
+        return self._control(b"C", "cycles", timeout)
+
+    def idle(self, cycles, timeout=300.0):
+        """Let ``cycles`` cycles pass (on a board, time passes while its host waits; the
+        harness otherwise stops when all is quiet). Board mode only.
+
+        Returns
+        -------
+        tuple of (int, int)
+            The cycles afterwards, as :meth:`cycles`.
+        """
+        if not isinstance(cycles, int) or not 0 <= cycles < 1 << 32:
+            raise ValueError(f"cycles must be an int in 0..2**32-1, not {cycles!r}")
+        return self._control(b"I" + cycles.to_bytes(4, "little"), "idled", timeout)
+
+    def _control(self, command, answer, timeout):
         if self.uart is None:
-            raise RuntimeError("cycles() needs a board-mode VerilatorPty (uart=...)")
+            raise RuntimeError("cycles() and idle() need a board-mode VerilatorPty (uart=...)")
         if self.process is None or self.process.poll() is not None:
             raise VsimProcessError(f"the Verilator harness of {self.cfg.core.name} is not "
                                    f"running", self.returncode)
-        self.process.stdin.write(b"C")
+        self.process.stdin.write(command)
         self.process.stdin.flush()
         r, _, _ = select.select([self.process.stdout], [], [], timeout)
         line = self.process.stdout.readline().decode(errors="replace").split() if r else []
-        if len(line) != 4 or line[0] != "cycles":
-            raise VsimError(f"the Verilator harness did not report its cycles within "
-                            f"{timeout} s (got {' '.join(line)!r})")
+        if len(line) != 4 or line[0] != answer:
+            raise VsimError(f"the Verilator harness did not answer {command[:1].decode()!r} "
+                            f"within {timeout} s (got {' '.join(line)!r})")
         return int(line[1]), int(line[3])
 
     def _stderr_text(self):

@@ -37,7 +37,9 @@
 //     input the harness runs until the core is idle and quiet, writes the output and exits.
 //   --pty: raw mode behind a new pseudo-terminal; its path is printed as the first stdout line.
 //     With --ctl-fd N the harness also reads control bytes from descriptor N: 'C' is answered
-//     on stdout with a line "cycles <total> active <active>" (see the board mode).
+//     on stdout with a line "cycles <total> active <active>" (see the board mode); 'I' u32 n
+//     (little-endian) ticks n more cycles even when everything is quiet (time passing on a
+//     board while its host waits) and then answers "idled <total> active <active>".
 //
 // Board mode (compiled with -DTESSERA_BOARD; tessera.sim.vsim.VerilatorBoard). The model is a
 // board top without its pins and clocking (tessera.fpga.top.LinkTop: clk, rst, rx, tx, busy and
@@ -142,6 +144,8 @@ private:
     bool eof_ = false;
     bool quit_ = false;
     uint64_t active_ = 0;          // cycles within 256 cycles of activity
+    uint64_t ctl_idle_ = 0;        // --ctl-fd 'I': cycles still to tick
+    std::vector<uint8_t> ctl_in_;  // --ctl-fd: bytes of an incomplete command
 #ifdef TESSERA_BOARD
     uint64_t ser_left_ = 0;        // cycles left of the frame being sent on rx
     uint8_t ser_byte_ = 0;
@@ -248,7 +252,11 @@ private:
             if (r == 0) return true;   // nothing now
             if (opt_.ctl_fd >= 0 && (p[1].revents & (POLLIN | POLLHUP))) {
                 control_input();
-                if (!(p[0].revents & POLLIN)) continue;
+                if (ctl_idle_ > 0) block = false;      // time must pass: back to the loop
+                if (!(p[0].revents & POLLIN)) {
+                    if (!block) return true;
+                    continue;
+                }
             }
             size_t old = in_.size();
             in_.resize(old + (1 << 16));
@@ -281,21 +289,40 @@ private:
         }
     }
 
-    // --ctl-fd: 'C' -> "cycles <total> active <active>\n" on stdout.
+    // --ctl-fd: 'C' -> "cycles <total> active <active>\n" on stdout; 'I' u32 n -> tick n
+    // cycles, then "idled <total> active <active>\n".
     void control_input() {
-        char buf[64];
+        uint8_t buf[64];
         ssize_t n = ::read(opt_.ctl_fd, buf, sizeof buf);
         if (n <= 0) {                  // the host closed it: stop listening
             opt_.ctl_fd = -1;
             return;
         }
-        for (ssize_t i = 0; i < n; ++i) {
-            if (buf[i] == 'C') {
-                std::printf("cycles %llu active %llu\n", (unsigned long long)cycle_,
-                            (unsigned long long)active_);
-                std::fflush(stdout);
+        ctl_in_.insert(ctl_in_.end(), buf, buf + n);
+        size_t i = 0;
+        while (i < ctl_in_.size()) {
+            if (ctl_in_[i] == 'C') {
+                report("cycles");
+                i += 1;
+            } else if (ctl_in_[i] == 'I') {
+                if (ctl_in_.size() - i < 5) break;
+                uint32_t v = 0;
+                for (int k = 0; k < 4; ++k) v |= uint32_t(ctl_in_[i + 1 + k]) << (8 * k);
+                if (v == 0) report("idled");
+                ctl_idle_ += v;
+                i += 5;
+            } else {
+                std::fprintf(stderr, "vharness: bad control byte 0x%02x\n", ctl_in_[i]);
+                std::exit(2);
             }
         }
+        ctl_in_.erase(ctl_in_.begin(), ctl_in_.begin() + i);
+    }
+
+    void report(const char* what) {
+        std::printf("%s %llu active %llu\n", what, (unsigned long long)cycle_,
+                    (unsigned long long)active_);
+        std::fflush(stdout);
     }
 
     uint32_t get_u32(size_t at) const {
@@ -363,6 +390,11 @@ private:
                 continue;
             }
             if (quit_) return;
+            if (ctl_idle_ > 0) {       // --ctl-fd 'I': time passes even if all is quiet
+                tick_free(ctl_idle_ < opt_.poll_every ? ctl_idle_ : opt_.poll_every);
+                read_more(false);
+                continue;
+            }
             const bool idle = !top_->busy && quiet();
             if (eof_) {
                 if (opt_.framed || idle) return;
@@ -440,6 +472,7 @@ private:
         top_->eval();
         top_->clk = 0;
         ++cycle_;
+        if (ctl_idle_ && --ctl_idle_ == 0) report("idled");
         if (in_fire) {
             ++in_pos_;
             if (opt_.framed) --data_left_;
@@ -468,6 +501,7 @@ private:
         top_->eval();
         top_->clk = 0;
         ++cycle_;
+        if (ctl_idle_ && --ctl_idle_ == 0) report("idled");
         if (in_fire) {
             ++in_pos_;
             if (opt_.framed) --data_left_;
