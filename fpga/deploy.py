@@ -37,7 +37,8 @@ from .boards import baud_problem, get_board
 from .top import link_sizes, pll_plan
 
 __all__ = ["DeployError", "Port", "parse_port", "open_port", "connect", "run_gemm",
-           "run_layers", "run_network", "check_model", "SIM_PORTS"]
+           "run_layers", "run_network", "check_model", "check_shapes", "board_problem",
+           "format_gemm", "format_layers", "format_network", "SIM_PORTS"]
 
 #: The virtual boards `open_port` knows.
 SIM_PORTS = ("sim:golden", "sim:verilator")
@@ -106,6 +107,35 @@ class _VirtualBoardPipe:
 
     def close(self):
         self._pipe.close()
+
+
+def board_problem(cfg, board):
+    """Why the core of ``cfg`` cannot go on ``board`` (one phrase), or None: it certainly does
+    not fit (`tessera.fpga.boards.fit_problem`), the board's PLL cannot make its
+    ``core.clock_mhz``, or ``host.baud`` cannot be made from that clock. ``host.interface`` does
+    not matter: every board top has the framed UART link.
+
+    Returns
+    -------
+    str or None
+    """
+    from tessera.hdl.io.params import uart_divisor
+    from .boards import fit_problem
+    board = get_board(board)
+    why = fit_problem(cfg, board)
+    if why:
+        return f"{cfg.core.name} cannot fit the {board.name}: it {why}"
+    try:
+        plan = pll_plan(board, cfg.core.clock_mhz * 1e6)
+    except ValueError as e:
+        return str(e)
+    clk_hz = plan.out_hz if plan else board.clk_hz
+    try:
+        uart_divisor(clk_hz, cfg.host.baud)
+    except ValueError as e:
+        return (f"host.baud: {cfg.host.baud} cannot be made on the {board.name}: {e} (the core "
+                f"clock is {clk_hz / 1e6:g} MHz)")
+    return None
 
 
 def _clock(cfg, board):
@@ -371,7 +401,8 @@ def run_layers(spec, cfg, board, cases, *, seed=0, **kw):
             want = cfg.engine.layer_reference(layer, x, w, k_split=st.k_split,
                                               mode=case.get("mode"))
             bad = int(np.count_nonzero(np.asarray(got, np.uint64) != np.asarray(want, np.uint64)))
-            out.append({"name": case.get("name", f"layer{i}"), "mismatches": bad, "stats": st})
+            out.append({"name": case.get("name", f"layer{i}"), "layer": case["layer"],
+                        "mismatches": bad, "stats": st})
         if out:
             out[-1]["link"] = _link_figures(port, t0, w0, p0, len(cases),
                                             sum(o["stats"].cycles for o in out))
@@ -429,7 +460,7 @@ def check_model(cfg, qnet, batch=1):
 
 
 def run_network(spec, cfg, board, qnet, x, y=None, *, batch=50, images=None, progress=None,
-                **kw):
+                on_images=None, **kw):
     """Run a quantized network on images ``x`` on the core behind ``spec``.
 
     Each image's outputs are compared with the independent reference
@@ -447,7 +478,9 @@ def run_network(spec, cfg, board, qnet, x, y=None, *, batch=50, images=None, pro
     images : int, optional
         Only the first ``images``.
     progress : callable, optional
-        ``progress(done, total)`` and, with a string, one-line messages.
+        One-line messages (building the virtual board).
+    on_images : callable, optional
+        ``on_images(done, total)`` after each batch.
 
     Returns
     -------
@@ -473,14 +506,12 @@ def run_network(spec, cfg, board, qnet, x, y=None, *, batch=50, images=None, pro
     y = None if y is None else np.asarray(y[:n])
     batch = min(batch, n)
     check_model(cfg, qnet, batch)
-    say = (lambda line: progress(line)) if progress else None
-    done = (lambda d, t: progress(d, t)) if progress else None
 
     async def body(port, drv):
         t0, w0, p0 = _stats0(port)
         wall = time.perf_counter()
         try:
-            res = await qrun(drv, qnet, x, batch=batch, progress=done)
+            res = await qrun(drv, qnet, x, batch=batch, progress=on_images)
         except LayerError as e:
             raise DeployError(f"model {qnet.name!r} does not fit the core {cfg.core.name}: "
                               f"{e}") from None
@@ -489,7 +520,7 @@ def run_network(spec, cfg, board, qnet, x, y=None, *, batch=50, images=None, pro
         out = _link_figures(port, t0, w0, p0, n, cycles)
         return res, wall, out, port
 
-    res, wall, link, port = _run(body, spec, cfg, board, progress=say, **kw)
+    res, wall, link, port = _run(body, spec, cfg, board, progress=progress, **kw)
     ref = reference_network(qnet, cfg.pe, x, k_splits=k_splits_of(res))
     same = sum(np.array_equal(a, b) for a, b in zip(res.outputs, ref.outputs))
     cycles = sum(r.total("cycles") for r in res.records if r.stats)
@@ -514,3 +545,63 @@ def run_network(spec, cfg, board, qnet, x, y=None, *, batch=50, images=None, pro
         "naks_out": link["naks_out"], "timeouts": link["timeouts"],
         "classes": res.classes.tolist(),
     }
+
+
+# -- what `tessera run` prints ----------------------------------------------------------------
+
+def _ms(seconds):
+    return f"{seconds * 1e3:.1f} ms"
+
+
+def _time_note(port_kind):
+    return {"golden": "modelled line + RUN cycles",
+            "verilator": "simulated board time"}.get(port_kind, "wall time")
+
+
+def format_gemm(r, *, port, board):
+    """The lines `tessera run --gemm` prints for a `run_gemm` result."""
+    kind = parse_port(port)[0]
+    ok = "bit-exact" if r["mismatches"] == 0 else f"{r['mismatches']} mismatches"
+    return "\n".join([
+        f"{r['m']}x{r['n']}x{r['k']} GEMM on {board} ({port}): {r['cycles']} cycles in "
+        f"{r['runs']} runs, {ok}",
+        f"  {_ms(r['board_s'])} ({_time_note(kind)}): {_ms(r['link_s'])} on the link "
+        f"({100 * r['link_share']:.1f} %), {r['payload_bytes']} payload bytes in "
+        f"{r['wire_bytes']} line bytes, {r['retransmitted']} resent"])
+
+
+def format_layers(rows, *, port, board):
+    """The table `tessera run --layers` prints for a `run_layers` result."""
+    from tessera.sim.layers import describe, layer_from_dict
+    kind = parse_port(port)[0]
+    lines = [f"{'layer':<16} {'':<30} {'runs':>5} {'cycles':>9} {'util':>7} {'to core':>8} "
+             f"{'from core':>9}  result"]
+    for row in rows:
+        st = row["stats"]
+        util = f"{100 * st.utilization:6.1f}%" if st.utilization else "      -"
+        layer = row.get("layer")
+        what = describe(layer_from_dict(layer)) if layer else ""
+        ok = "bit-exact" if row["mismatches"] == 0 else f"{row['mismatches']} mismatches"
+        lines.append(f"{row['name']:<16} {what:<30} {st.runs:>5} {st.cycles:>9} {util} "
+                     f"{st.bytes_out:>8} {st.bytes_in:>9}  {ok}")
+    link = rows[-1]["link"] if rows else None
+    if link:
+        lines.append(f"on {board} ({port}): {_ms(link['board_s'])} ({_time_note(kind)}), "
+                     f"{100 * link['link_share']:.1f} % on the link")
+    return "\n".join(lines)
+
+
+def format_network(r):
+    """The lines `tessera run MODEL` prints for a `run_network` result."""
+    kind = parse_port(r["port"])[0]
+    acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f} %"
+    return "\n".join([
+        f"{r['model']} on {r['core']} ({r['board']}, {r['port']}): {r['images']} images, "
+        f"accuracy {acc}, {r['equal_to_reference']}/{r['images']} equal to the reference",
+        f"  {r['images_per_s']:.2f} images/s ({_time_note(kind)} at {r['clk_hz'] / 1e6:g} MHz, "
+        f"{r['baud']} baud); per image: link {_ms(r['link_s_per_image'])} "
+        f"({100 * r['link_share']:.1f} %), compute {_ms(r['compute_s_per_image'])}, "
+        f"{r['wire_bytes_per_image']:.0f} line bytes",
+        f"  link efficiency {100 * r['link_efficiency']:.1f} % (payload / line bytes); "
+        f"{r['retransmitted']} bytes resent, {r['naks_in']} NAKs in, {r['timeouts']} timeouts; "
+        f"host wall time {r['wall_s']:.1f} s ({r['wall_images_per_s']:.1f} images/s)"])
