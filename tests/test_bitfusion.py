@@ -387,4 +387,5 @@ def test_unit_lint_and_bad_mode(tmp_path, capsys):
                  "--lint"]) == 0
     assert "lint: clean" in capsys.readouterr().out
     assert main(["unit", "fusion_unit", "--mode", "a3s_w8s", "-o", str(tmp_path / "x")]) == 2
-    assert "option mode = 'a3s_w8s'; allowed: 'runtime', 'a8s_w8s'" in capsys.readouterr().err
+    assert "--mode 'a3s_w8s' is not allowed; allowed: 'runtime', 'a8s_w8s'" in \
+        capsys.readouterr().err

@@ -310,7 +310,7 @@ def exact_cfg(**pe):
 
 @pytest.mark.parametrize("pe,pattern", [
     ({"accumulate": "exactly"},
-     r"pe\.accumulate: 'exactly' is unknown; allowed: 'step', 'exact'"),
+     r"pe\.accumulate: 'exactly' is unknown; did you mean 'exact'\? allowed: 'step', 'exact'"),
     ({"chunk": 64}, r"pe\.chunk: 64 is not allowed with pe\.accumulate = 'exact' \(one exact "
                     r"sum has nothing to chunk\); allowed: 0"),
     ({"input_format": "bf16", "acc_format": "fp32"},

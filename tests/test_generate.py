@@ -443,21 +443,22 @@ def test_unit_scratchpad(tmp_path):
 
 @pytest.mark.parametrize("name, opts, pattern", [
     ("int_mac", {"acc_bits": 15},
-     r"unit int_mac: acc_bits must be an integer 16\.\.64 \(at least a_bits \+ b_bits\), not 15"),
-    ("int_mac", {"a_bits": 33}, r"unit int_mac: a_bits must be an integer 2\.\.32, not 33"),
-    ("int_mac", {"b_bits": "8"}, r"unit int_mac: b_bits must be an integer 2\.\.32, not '8'"),
-    ("int_array", {"rows": 65}, r"unit int_array: rows must be an integer 1\.\.64, not 65"),
-    ("int_array", {"cols": 0}, r"unit int_array: cols must be an integer 1\.\.64, not 0"),
+     r"unit int_mac: --acc-bits must be an integer 16\.\.64 \(at least --a-bits \+ --b-bits\), "
+     r"not 15"),
+    ("int_mac", {"a_bits": 33}, r"unit int_mac: --a-bits must be an integer 2\.\.32, not 33"),
+    ("int_mac", {"b_bits": "8"}, r"unit int_mac: --b-bits must be an integer 2\.\.32, not '8'"),
+    ("int_array", {"rows": 65}, r"unit int_array: --rows must be an integer 1\.\.64, not 65"),
+    ("int_array", {"cols": 0}, r"unit int_array: --cols must be an integer 1\.\.64, not 0"),
     ("int_array", {"acc_bits": 8},
-     r"unit int_array: acc_bits must be an integer 16\.\.64 .*, not 8"),
-    ("scratchpad", {"width": 0}, r"unit scratchpad: width must be an integer 1\.\.4096, not 0"),
-    ("scratchpad", {"depth": 1}, r"unit scratchpad: depth must be an integer 2\.\.65536, not 1"),
+     r"unit int_array: --acc-bits must be an integer 16\.\.64 .*, not 8"),
+    ("scratchpad", {"width": 0}, r"unit scratchpad: --width must be an integer 1\.\.4096, not 0"),
+    ("scratchpad", {"depth": 1}, r"unit scratchpad: --depth must be an integer 2\.\.65536, not 1"),
     ("int_mac", {"acc": 24},
      r"unit int_mac: unknown option 'acc'; allowed: 'a_bits', 'b_bits', 'acc_bits'"),
     ("scratchpad", {"rows": 2},
      r"unit scratchpad: unknown option 'rows'; allowed: 'width', 'depth'"),
     ("fpmac9", {},
-     r"unit: 'fpmac9' is unknown; allowed: "
+     r"unit: 'fpmac9' is unknown; did you mean 'fpmac'\? allowed: "
      + re.escape(", ".join(repr(n) for n in sorted(UNITS)))),
 ])
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

@@ -40,7 +40,7 @@ def test_fpmac_manifest_formats(tmp_path):
 
 
 def test_bad_options(tmp_path, capsys):
-    with pytest.raises(UnitError, match=r"^unit fpmac: option acc = 'fp12'; allowed: "):
+    with pytest.raises(UnitError, match=r"^unit fpmac: --acc 'fp12' is not allowed; allowed: "):
         generate_unit("fpmac", {"acc": "fp12"}, tmp_path / "x")
     with pytest.raises(UnitError, match=r"^unit fpmac: .*stages"):
         generate_unit("fpmac", {"stages": 0}, tmp_path / "y")
