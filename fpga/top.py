@@ -145,7 +145,9 @@ class LinkTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         clk_hz = self._clk_hz
-        m.submodules.uart_rx = urx = UARTRx(divisor=self._divisor, fifo_depth=4)
+        # The link takes a byte per cycle but for one cycle after each header and payload:
+        # one byte of buffer is plenty when bytes come 10 * divisor cycles apart.
+        m.submodules.uart_rx = urx = UARTRx(divisor=self._divisor, fifo_depth=1)
         m.submodules.uart_tx = utx = UARTTx(divisor=self._divisor)
         m.submodules.link = link = FramedLink(**self._link_args)
         core = self._core
@@ -156,27 +158,35 @@ class LinkTop(wiring.Component):
         wiring.connect(m, link.o, core.i)
         wiring.connect(m, core.o, link.i)
 
-        def stretch(name, event, cycles):
-            count = Signal(range(cycles + 1), name=f"{name}_count")
+        # LED timing from one millisecond prescaler (logic cells count on the UP5K).
+        ms_cycles = max(clk_hz // 1000, 1)
+        prescale = Signal(range(ms_cycles))
+        ms = Signal()
+        m.d.comb += ms.eq(prescale == ms_cycles - 1)
+        m.d.sync += prescale.eq(Mux(ms, 0, prescale + 1))
+
+        def stretch(name, event, millis):
+            count = Signal(range(millis + 1), name=f"{name}_ms")
             with m.If(event):
-                m.d.sync += count.eq(cycles)
-            with m.Elif(count != 0):
+                m.d.sync += count.eq(millis)
+            with m.Elif(ms & (count != 0)):
                 m.d.sync += count.eq(count - 1)
             return count != 0
 
         heartbeat = Signal()
-        half_second = Signal(range(max(clk_hz // 2, 1)))
-        with m.If(half_second == max(clk_hz // 2, 1) - 1):
-            m.d.sync += [half_second.eq(0), heartbeat.eq(~heartbeat)]
-        with m.Else():
-            m.d.sync += half_second.eq(half_second + 1)
+        half_second = Signal(range(500))
+        with m.If(ms):
+            with m.If(half_second == 499):
+                m.d.sync += [half_second.eq(0), heartbeat.eq(~heartbeat)]
+            with m.Else():
+                m.d.sync += half_second.eq(half_second + 1)
         trouble = link.rejected | urx.error | urx.overrun
         m.d.comb += [
             self.heartbeat.eq(heartbeat),
             self.busy.eq(core.busy),
             self.error.eq(core.error),
-            self.link.eq(stretch("link", trouble, max(clk_hz // 2, 1))),
-            self.activity.eq(stretch("activity", urx.busy | utx.busy, max(clk_hz // 20, 1))),
+            self.link.eq(stretch("link", trouble, 500)),
+            self.activity.eq(stretch("activity", urx.busy | utx.busy, 50)),
         ]
         return m
 

@@ -170,7 +170,7 @@ class FramedLink(wiring.Component):
         # Stream offsets, modulo 2**16 (docs/link.md): host -> core (X expected, R read by the
         # core) and core -> host (E written by the core, A acknowledged, N next to send).
         x_exp = Signal(16)
-        r_rd = Signal(16)
+        r_rd = Signal(rx_bits + 1)           # X - R <= rx_buffer: the low bits suffice
         e_wr = Signal(16)
         a_ack = Signal(16)
         n_next = Signal(16)
@@ -334,8 +334,8 @@ class FramedLink(wiring.Component):
             self.o.payload.eq(rx_rp.data),
         ]
         with m.If(load):
-            m.d.sync += o_valid.eq(r_rd != x_exp)
-            with m.If(r_rd != x_exp):
+            m.d.sync += o_valid.eq(r_rd != x_exp[:rx_bits + 1])
+            with m.If(r_rd != x_exp[:rx_bits + 1]):
                 m.d.sync += r_rd.eq(r_rd + 1)
 
         # -- the core's bytes into the transmit buffer ----------------------------------------
