@@ -213,3 +213,29 @@ def test_baud_the_board_cannot_make(ice):
     with pytest.raises(DeployError, match=r"^host\.baud: 1400000 cannot be made on the "
                                           r"icebreaker: "):
         deploy.run_gemm("sim:golden", ice, "icebreaker", 4, 4, 4, baud=1_400_000)
+
+
+def test_board_problem_ignores_the_host_interface():
+    """Any config that fits a board goes on it, `stream` cores included (the default preset is
+    one, listed for the ULX3S 85F); what does not fit, or runs at a clock or baud rate the board
+    cannot make, is refused in one line."""
+    from dataclasses import replace
+    default = load_config("int8-8x8")
+    assert default.host.interface == "stream"
+    assert deploy.board_problem(default, "ulx3s-85f") is None
+    assert deploy.board_problem(default, "icebreaker").startswith(
+        "tessera_int8_8x8 cannot fit the icebreaker: it needs at least 64 SB_MAC16 DSPs")
+    ice = load_config("icebreaker")
+    fast = replace(ice, core=replace(ice.core, clock_mhz=14.0))
+    assert deploy.board_problem(fast, "icebreaker").startswith(
+        "core.clock_mhz: 14 MHz cannot be made by the icebreaker's PLL")
+    assert deploy.board_problem(replace(ice, core=replace(ice.core, clock_mhz=24.0)),
+                                "icebreaker") is None
+
+
+def test_what_run_prints(ice):
+    r = deploy.run_gemm("sim:golden", ice, "icebreaker", 8, 8, 8)
+    text = deploy.format_gemm(r, port="sim:golden", board="icebreaker")
+    assert text.splitlines()[0] == ("8x8x8 GEMM on icebreaker (sim:golden): "
+                                    f"{r['cycles']} cycles in 1 runs, bit-exact")
+    assert "(modelled line + RUN cycles)" in text
