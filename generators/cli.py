@@ -506,7 +506,32 @@ def cmd_program(args):
     return EXIT_OK
 
 
+def cmd_run_model(args):
+    """`tessera run --model QNET`: a quantized network on the board (or a virtual board,
+    ``--port sim:golden|sim:verilator``), through `tessera.fpga.deploy.run_network`."""
+    from tessera.fpga import deploy
+    from tessera.generators.infer import load_data
+    from tessera.sim.qnet import load
+    cfg = _cfg(args.config)
+    if args.gemm is not None or args.layers:
+        raise CliError("run: give --model, --gemm or --layers, one of them")
+    qnet = load(args.model)
+    qnet.check_core(cfg)
+    _, x, y = load_data(args.data)
+    say = (lambda m: print(m, file=sys.stderr))
+
+    def on_images(done, total):
+        print(f"\r[run] images {done}/{total}", end="" if done < total else "\n",
+              file=sys.stderr, flush=True)
+    r = deploy.run_network(args.port, cfg, args.board, qnet, x, y, images=args.images,
+                           progress=say, on_images=on_images)
+    print(deploy.format_network(r))
+    return EXIT_OK if r["equal_to_reference"] == r["images"] else EXIT_FAILED
+
+
 def cmd_run(args):
+    if getattr(args, "model", None):
+        return cmd_run_model(args)
     import asyncio
     import numpy as np
     from tessera.fpga.boards import baud_problem, get_board
@@ -1048,6 +1073,14 @@ def _parser():
                         "each checked against the layer reference")
     s.add_argument("--seed", type=_int_in(0, 2**32 - 1, "0..4294967295"), default=0,
                    help="operand seed, 0..4294967295 (default 0)")
+    s.add_argument("--model", metavar="QNET.npz",
+                   help="run this quantized network (what `tessera infer --save` writes) on "
+                        "the images of --data, with accuracy, images per second and link time "
+                        "per image (--port sim:golden or sim:verilator: a virtual board)")
+    s.add_argument("--data", default="digits", metavar="digits|FILE.npz",
+                   help="images for --model (default: the digits test split)")
+    s.add_argument("--images", type=_int_in(1, 10**7, "1..10000000"), default=None,
+                   metavar="N", help="with --model: the first N images (default all)")
     s.set_defaults(fn=cmd_run)
 
     s = command("clean", "remove what tessera built under build/",

@@ -77,3 +77,23 @@ def test_infer_own_data_file(capsys, tmp_path):
     assert code == 0, err
     r = json.loads(out)
     assert r["images"] == 16 and r["equal_to_reference"] == 16
+
+
+def test_run_model_on_the_virtual_board(capsys, tmp_path):
+    """The network `tessera infer --save` wrote runs with `tessera run --model` on the golden
+    virtual board (framed link, the board's baud): accuracy, equal to the reference, link time."""
+    q = tmp_path / "mlp.npz"
+    code, _, err = run(capsys, "infer", "digits-mlp", "icebreaker", "--images", "4", "--save",
+                       str(q))
+    assert code == 0, err
+    code, out, err = run(capsys, "run", "icebreaker", "--board", "icebreaker", "--port",
+                         "sim:golden", "--model", str(q), "--images", "20")
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert first.startswith("digits_mlp on tessera_icebreaker (icebreaker, sim:golden): 20 "
+                            "images, accuracy ")
+    assert first.endswith("20/20 equal to the reference")
+    assert "link efficiency" in out
+    code, _, err = run(capsys, "run", "fp8", "--board", "ulx3s", "--port", "sim:golden",
+                       "--model", str(q), "--images", "2")
+    assert code == 2 and "quantized for another PE" in err
