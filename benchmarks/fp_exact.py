@@ -2,16 +2,20 @@
 two exact-mode presets on their boards.
 
 Units (the flow and harness of `benchmarks/fp_units.py`: registered inputs and outputs,
-YoWASP yosys + nextpnr, seed 1) on ECP5-85F and iCE40 UP5K:
+YoWASP yosys + nextpnr with seeds 1, 2, 3) on ECP5-85F and iCE40 UP5K:
 
 * ``step``: `FPMac`, round into FP16 at every product (2 stages, the seeds' semantics);
 * ``chunk``: `FPMac` with chunk-based accumulation, CL = 64 (3 stages);
 * ``exact``: `FPExactMac`, products summed exactly in a 52-bit window, one rounding
   (3 stages: the fewest LUTs; 5 stages: the fastest).
 
-Presets (``tessera build PRESET --board B``, the whole core with its UART bridge):
-``icebreaker-fp8`` on the iCEBreaker (12 MHz) and ``ulx3s-fp8`` on the ULX3S 85F (25 MHz).
-The ECP5 place and route takes minutes with the WebAssembly nextpnr.
+Presets (`fpga.build.build_bitstream`, as ``tessera build PRESET --board B --seed N``: the
+whole core with its UART bridge), once per seed: ``icebreaker-fp8`` on the iCEBreaker (12 MHz)
+and ``ulx3s-fp8`` on the ULX3S 85F (25 MHz). The ECP5 place and route takes about ten minutes
+per seed with the WebAssembly nextpnr.
+
+Every Fmax is the median of nextpnr seeds 1, 2 and 3, with min..max (`benchmarks/seeds.py`);
+"x step" is the ratio of the medians.
 
 Usage::
 
@@ -25,7 +29,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,10 +39,10 @@ if str(ROOT) not in sys.path:
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import fp_units  # noqa: E402
+import seeds as S  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 BUILD = ROOT / "build" / "bench" / "fp_exact"
-BIN = fp_units.BIN
 
 #: (mode label, unit name, stages, unit class, keyword arguments)
 MACS = [
@@ -49,8 +52,10 @@ MACS = [
     ("exact", "mac_e4m3_fp16_exact", 3, "FPExactMac", {"fmt_in": "fp8_e4m3", "fmt_acc": "fp16"}),
     ("exact", "mac_e4m3_fp16_exact", 5, "FPExactMac", {"fmt_in": "fp8_e4m3", "fmt_acc": "fp16"}),
 ]
-#: (preset, board, PEs)
-PRESETS = [("icebreaker-fp8", "icebreaker"), ("ulx3s-fp8", "ulx3s-85f")]
+#: (preset, board, array override or None): the presets, and ``icebreaker-fp8`` laid out 2x2
+#: (two FP16 combiners instead of one).
+PRESETS = [("icebreaker-fp8", "icebreaker", None), ("ulx3s-fp8", "ulx3s-85f", None),
+           ("icebreaker-fp8", "icebreaker", (2, 2))]
 
 
 def units(jobs):
@@ -63,30 +68,35 @@ def units(jobs):
             r = fut.result()
             r["mode"] = mode
             out.append(r)
-            print(f"  {name} stages={st} {arch}: {r['lut4']} LUT4, {r['fmax_mhz']} MHz",
+            print(f"  {name} stages={st} {arch}: {r['lut4']} LUT4, {S.mhz(r, 2)} MHz",
                   flush=True)
     out.sort(key=lambda r: ([m[1] for m in MACS].index(r["unit"]), r["stages"], r["arch"]))
     return out
 
 
-def build(preset, board):
-    from tessera.generators.config import load_config
+def build(preset, board, array=None):
+    from tessera.generators.config import config_from_dict, load_config
     cfg = load_config(preset)
-    out = BUILD / f"{preset}-{board}"
+    tag = f"{preset}-{board}"
+    if array:
+        d = cfg.to_dict()
+        d["array"]["rows"], d["array"]["cols"] = array
+        cfg = config_from_dict(d, source=f"{preset} laid out {array[0]}x{array[1]}")
+        tag += f"-{array[0]}x{array[1]}"
     t0 = time.time()
-    proc = subprocess.run([str(BIN / "tessera"), "build", preset, "--board", board, "-o",
-                           str(out), "--json"], capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"tessera build {preset} failed:\n{proc.stderr[-2000:]}")
-    r = json.loads(proc.stdout)
-    keep = ("board", "device", "luts", "luts_total", "dsps", "dsps_total", "brams",
-            "brams_total", "ffs", "fmax_mhz", "target_mhz", "timing_met")
-    res = {k: r.get(k) for k in keep}
+    res = S.core_builds(preset, board, lambda seed: BUILD / f"{tag}-s{seed}",
+                        say=lambda m: print(m, flush=True), cfg=cfg)
     res.update(preset=preset, pes=cfg.pes, array=f"{cfg.rows}x{cfg.cols}",
-               stages=cfg.pe.stages, wall_seconds=round(time.time() - t0, 1))
-    print(f"  {preset} on {board}: {res['luts']}/{res['luts_total']} LUTs, "
-          f"{res['fmax_mhz']} MHz (target {res['target_mhz']})", flush=True)
+               layout_override=bool(array), stages=cfg.pe.stages,
+               wall_seconds=round(time.time() - t0, 1))
+    if res["fits"]:
+        print(f"  {preset} on {board}: {res['luts']}/{res['luts_total']} LUTs, "
+              f"{S.mhz(res, 2)} MHz (target {res['target_mhz']})", flush=True)
     return res
+
+
+def _spram(b):
+    return f" + {b['sprams']} / {b['sprams_total']} SPRAM" if b.get("sprams") else ""
 
 
 def markdown(res):
@@ -94,8 +104,8 @@ def markdown(res):
              "exact-mode presets", ""]
     if res.get("units"):
         lines += ["MAC units in the harness of `benchmarks/fp_units.py` (registered inputs and "
-                  "outputs, nextpnr seed 1). ECP5 LUT4 counts the carry cells' LUTs; "
-                  "x step = Fmax over the round-every-step MAC's.", "",
+                  f"outputs). MHz: {S.WHAT}. ECP5 LUT4 counts the carry cells' LUTs; "
+                  "x step = median Fmax over the round-every-step MAC's median Fmax.", "",
                   "| mode | stages | ECP5 LUT4 | ECP5 MULT18 | ECP5 MHz | x step | UP5K LC | "
                   "UP5K DSP | UP5K MHz | x step |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -106,22 +116,33 @@ def markdown(res):
         for (mode, unit, st), v in by.items():
             e, i = v["ecp5"], v["ice40"]
             lines.append(
-                f"| {mode} | {st} | {e['lut4']} | {e['mult18']} | {e['fmax_mhz']} | "
-                f"{e['fmax_mhz'] / base['ecp5']['fmax_mhz']:.2f} | {i['lut4']} | {i['dsp']} | "
-                f"{i['fmax_mhz']} | {i['fmax_mhz'] / base['ice40']['fmax_mhz']:.2f} |")
+                f"| {mode} | {st} | {e['lut4']} | {e['mult18']} | {S.mhz(e, 2)} | "
+                f"{S.ratio(e, base['ecp5']):.2f} | {i['lut4']} | {i['dsp']} | "
+                f"{S.mhz(i, 2)} | {S.ratio(i, base['ice40']):.2f} |")
         lines.append("")
     if res.get("builds"):
-        lines += ["Presets (`tessera build PRESET --board B`, whole core with UART bridge, "
-                  "nextpnr seed 1):", "",
+        lines += ["Presets (`tessera build PRESET --board B --seed N`, whole core with UART "
+                  f"bridge; resources of seed 1, Fmax: {S.WHAT}; timing met at every seed):",
+                  "",
                   "| preset | board | array (MACs) | PE stages | LUTs | DSPs | BRAMs | FFs | "
                   "Fmax (board clock) | timing |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for b in res["builds"]:
+            layout = f" laid out {b['array']}" if b.get("layout_override") else ""
+            if not b.get("fits", True):
+                lines.append(
+                    f"| `{b['preset']}`{layout} | {b['board']} | {b['array']} ({b['pes']}) | "
+                    f"{b['stages']} | **does not fit**"
+                    + (f": needs {b['needs']}" if b.get("needs") else "")
+                    + f" (seed {b['seed']}) | | | | | failed |")
+                continue
             lines.append(
-                f"| `{b['preset']}` | {b['board']} ({b['device']}) | {b['array']} ({b['pes']}) "
+                f"| `{b['preset']}`{layout} | {b['board']} ({b['device']}) | {b['array']} "
+                f"({b['pes']}) "
                 f"| {b['stages']} | {b['luts']} / {b['luts_total']} | {b['dsps']} / "
-                f"{b['dsps_total']} | {b['brams']} / {b['brams_total']} | {b['ffs']} | "
-                f"{b['fmax_mhz']} MHz ({b['target_mhz']:g} MHz) | "
+                f"{b['dsps_total']} | {b['brams']} / {b['brams_total']}"
+                f"{_spram(b)} | {b['ffs']} | "
+                f"{S.mhz(b, 2)} MHz ({b['target_mhz']:g} MHz) | "
                 f"{'met' if b['timing_met'] else 'FAILED'} |")
         lines.append("")
     return "\n".join(lines)

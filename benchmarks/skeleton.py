@@ -1,8 +1,15 @@
 """Figures of the walking skeleton: generation and regression times, RTL utilization of the
 reference GEMM, and board utilization/Fmax. Writes benchmarks/results/skeleton.{json,md}.
 
-    .venv/bin/python benchmarks/skeleton.py            # everything (board builds take minutes)
+Board builds: the ``icebreaker`` and ``ulx3s`` presets (`fpga.build.build_bitstream`, the core
+with its UART bridge) once per nextpnr seed 1, 2, 3 (`benchmarks/seeds.py`), in
+``build/bench/skeleton/<preset>-<board>-sN`` (a folder holding the same build is reused);
+resources of seed 1, Fmax the median of the seeds with min..max. The ULX3S place and route
+takes close to an hour per seed.
+
+    .venv/bin/python benchmarks/skeleton.py                # everything
     .venv/bin/python benchmarks/skeleton.py --no-builds
+    .venv/bin/python benchmarks/skeleton.py --only-builds  # keep the other figures of the JSON
 """
 
 import argparse
@@ -16,6 +23,9 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import seeds as S  # noqa: E402
 
 from tessera.generators.config import load_config  # noqa: E402
 from tessera.generators.generate import generate_core  # noqa: E402
@@ -75,41 +85,40 @@ def regression_time(preset):
 
 
 def board_build(preset, board):
-    from tessera.fpga.build import build_bitstream
-    from tessera.generators.assemble import build_core
     cfg = load_config(preset)
     t = time.monotonic()
-    r = build_bitstream(build_core(cfg), board=board, name=cfg.core.name, baud=cfg.host.baud,
-                        out_dir=ROOT / "build" / "fpga" / f"{cfg.core.name}-{board}",
-                        progress=lambda x: say("    " + x))
-    import dataclasses
-    d = dataclasses.asdict(r)
-    return {"preset": preset, "board": board, "device": d["device"], "pes": cfg.pes,
-            "luts": d["luts"], "luts_total": d["luts_total"], "dsps": d["dsps"],
-            "dsps_total": d["dsps_total"], "brams": d["brams"], "brams_total": d["brams_total"],
-            "fmax_mhz": round(d["fmax_mhz"], 2), "target_mhz": d["target_mhz"],
-            "timing_met": d["timing_met"], "luts_per_mac": round(d["luts"] / cfg.pes, 1),
-            "seconds": round(time.monotonic() - t, 1)}
+    folder = ROOT / "build" / "bench" / "skeleton"
+    r = S.core_builds(preset, board, lambda seed: folder / f"{preset}-{board}-s{seed}", say=say)
+    r.update(preset=preset, pes=cfg.pes, wall_seconds=round(time.monotonic() - t, 1))
+    if r["fits"]:
+        r["luts_per_mac"] = round(r["luts"] / cfg.pes, 1)
+    return r
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-builds", action="store_true", help="skip the board builds")
+    ap.add_argument("--only-builds", action="store_true",
+                    help="only the board builds; the other figures stay as in skeleton.json")
     args = ap.parse_args()
     res = {}
-    say("[1/4] tessera generate time (default preset, median of 3)")
-    res["generate_s"] = round(time_generate(None), 2)
-    say(f"      {res['generate_s']} s")
-    say("[2/4] reference GEMM cycles on the RTL")
-    res["reference_gemm"] = [reference_gemm(p) for p in ("int8-4x4", "int8-8x8", "ulx3s")]
-    for r in res["reference_gemm"]:
-        say(f"      {r['preset']:<9} {r['array']:>5}: {r['cycles']} cycles vs ideal "
-            f"{r['ideal_cycles']:.0f} -> {100 * r['utilization']:.2f}%")
-    say("[3/4] full regression wall time (default preset; cold = Verilator compile included)")
-    res["regression"] = regression_time("int8-8x8")
-    say(f"      {res['regression']}")
+    if args.only_builds:
+        res = {k: v for k, v in json.loads((OUT / "skeleton.json").read_text()).items()
+               if k != "boards"}
+    else:
+        say("[1/4] tessera generate time (default preset, median of 3)")
+        res["generate_s"] = round(time_generate(None), 2)
+        say(f"      {res['generate_s']} s")
+        say("[2/4] reference GEMM cycles on the RTL")
+        res["reference_gemm"] = [reference_gemm(p) for p in ("int8-4x4", "int8-8x8", "ulx3s")]
+        for r in res["reference_gemm"]:
+            say(f"      {r['preset']:<9} {r['array']:>5}: {r['cycles']} cycles vs ideal "
+                f"{r['ideal_cycles']:.0f} -> {100 * r['utilization']:.2f}%")
+        say("[3/4] full regression wall time (default preset; cold = Verilator compile included)")
+        res["regression"] = regression_time("int8-8x8")
+        say(f"      {res['regression']}")
     if not args.no_builds:
-        say("[4/4] board builds (yosys + nextpnr, seed 1)")
+        say(f"[4/4] board builds (yosys + nextpnr, seeds {', '.join(map(str, S.SEEDS))})")
         res["boards"] = [board_build("icebreaker", "icebreaker"), board_build("ulx3s", "ulx3s-85f")]
         for b in res["boards"]:
             say(f"      {b}")
@@ -120,12 +129,20 @@ def main():
         lines.append(f"| {r['preset']} | {r['array']} | {r['cycles']} | {r['ideal_cycles']:.0f} "
                      f"| {100 * r['utilization']:.2f} % |")
     if "boards" in res:
-        lines += ["", "| preset | board | PEs | LUTs | DSPs | BRAMs | Fmax (target) | LUTs/MAC |",
+        lines += ["", f"Board builds: resources of seed 1, Fmax {S.WHAT}.", "",
+                  "| preset | board | PEs | LUTs | DSPs | BRAMs | Fmax (target) | LUTs/MAC |",
                   "|---|---|---|---|---|---|---|---|"]
         for b in res["boards"]:
+            if not b.get("fits", True):
+                lines.append(f"| {b['preset']} | {b['board']} | {b['pes']} | **does not fit**"
+                             + (f": needs {b['needs']}" if b.get("needs") else "")
+                             + f" (seed {b['seed']}) | | | | |")
+                continue
+            spram = (f" + {b['sprams']}/{b['sprams_total']} SPRAM" if b.get("sprams") else "")
             lines.append(f"| {b['preset']} | {b['board']} | {b['pes']} | {b['luts']}/"
                          f"{b['luts_total']} | {b['dsps']}/{b['dsps_total']} | {b['brams']}/"
-                         f"{b['brams_total']} | {b['fmax_mhz']} MHz ({b['target_mhz']:.0f}) | "
+                         f"{b['brams_total']}{spram} | {S.mhz(b, 2)} MHz "
+                         f"({b['target_mhz']:.0f}){'' if b['timing_met'] else ' FAILED'} | "
                          f"{b['luts_per_mac']} |")
     lines += ["", f"generate (default preset): {res['generate_s']} s; regression "
               f"({res['regression']['tests']} tests): {res['regression']['cold_s']} s cold, "
