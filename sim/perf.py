@@ -1,0 +1,648 @@
+"""Analytic performance model: cycles and link time of a layer or a network, in closed form.
+
+`predict(layer_or_network, cfg)` answers what a layer costs on a core without running a
+schedule: the engine's host mapper decides how a layer becomes RUNs (blocking to fit the
+stores, K split over accumulating RUNs), and each RUN's busy cycles follow from the engine's
+pipeline in closed form. Both are counted, never walked: a layer's RUNs fall into at most a
+few distinct shapes (full blocks and the ragged last block of M, N and K), so the sum over RUNs
+is a sum over those shapes times their multiplicities.
+
+Per RUN, by engine (docs/perf.md derives each term):
+
+``systolic`` (output-stationary GEMM, every PE kind)
+    ``check + tiles*k*ii + (tiles-1)*(max(k*ii, R, C) - k*ii) + (lat + C + R + 3 - ii)
+    + acc*comb + epi*epi_lat`` with ``tiles = m_tiles*n_tiles``, ``k`` in words,
+    ``check = CHECK_CYCLES + 1``, ``lat``/``ii`` the PE kind's latency and the RUN mode's
+    initiation interval, ``comb`` the combiner's latency (accumulating RUNs), ``epi_lat`` the
+    epilogue's (the RUN of an output's last K chunk on a core with an epilogue).
+``tree``, dense weights
+    ``START + m*n_tiles*k + (m*n_tiles-1)*(max(k, O) - k) + (tree_lat + O + 5)
+    + acc*comb + epi*epi_lat``.
+``tree``, run-length weights
+    ``START + m_tiles*entries + m_tiles + (P + 6) + acc*comb + epi*epi_lat``: one decode step
+    per entry and one END step per m-tile (the host encoder gives every row at least ``P``
+    entries, so the scaler never stalls the decoder). ``entries`` is data-dependent: it is
+    counted from the weights by a vector op (`rle_row_entries`), never by encoding a stream.
+``feie``
+    `tessera.sim.engines.feie.predict` per RUN (the engine's own closed form), with the
+    non-zero activations per output row and sub-position chunk counted from the input by a
+    vector op (`feie_row_nonzeros`).
+
+Host transfers: the bytes of every WRITE, READ, RUN and STATUS the mapper sends and receives
+(exact for one STATUS poll per RUN), and, given a `Link`, their line time (framing overhead
+per frame and acknowledgement, 10 line bits per byte). Today transfers and RUNs are strictly
+sequential, so a layer's time is compute plus link; the result keeps them apart so that
+overlap terms (ping-pong banks, a RUN queue; issue 18) can be added as ``max(...)`` of them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tessera.hdl.ctrl.protocol import STATUS_BYTES, Op, command
+from tessera.hdl.engine.params import CHECK_CYCLES, PRODUCT_STEPS, tree_latency
+
+__all__ = ["predict", "Link", "LayerPrediction", "Prediction", "TERMS", "rle_row_entries",
+           "feie_row_nonzeros"]
+
+#: The per-term breakdown of cycles every prediction carries (they sum to ``cycles``).
+TERMS = ("check", "compute", "bubbles", "fill_drain", "combiner", "epilogue")
+
+_TREE_START = PRODUCT_STEPS + 2     # tree engines: argument check, then the first read
+_RLE_SCALER_EXTRA = 3               # tree RLE: scaler cycles beyond one per lane
+
+
+@dataclass(frozen=True)
+class Link:
+    """A host link: ``baud`` (line bits per second, 10 per byte), ``max_payload`` (bytes per
+    frame of the framed link, docs/link.md; None for a raw byte stream), ``clock_hz`` (the
+    core's clock, to turn cycles into seconds; default the config's ``core.clock_mhz``).
+
+    A framed message of ``n`` payload bytes costs ``n + ceil(n / max_payload) * 10`` line
+    bytes (header 8 and payload CRC 2 per frame) plus one 8-byte acknowledgement frame per data
+    frame from the other side."""
+    baud: float
+    max_payload: int | None = 256
+    clock_hz: float | None = None
+
+    @classmethod
+    def for_config(cls, cfg, *, max_payload=256):
+        """The link a config's ``[host]`` section describes (UART: its baud, framed)."""
+        baud = getattr(cfg.host, "baud", None) or 115200
+        return cls(baud=float(baud), max_payload=max_payload)
+
+    def wire_bytes(self, messages):
+        """Line bytes of ``messages`` (an array of payload byte counts, one per send)."""
+        msgs = np.asarray(messages, dtype=np.int64)
+        if self.max_payload is None:
+            return int(msgs.sum())
+        frames = -(-msgs // self.max_payload)
+        return int(msgs.sum() + frames.sum() * (10 + 8))
+
+
+@dataclass
+class LayerPrediction:
+    """The model's answer for one layer: ``cycles`` (the RUNs' busy cycles, as the core's
+    STATUS counts them), ``terms`` (``TERMS`` -> cycles, summing to ``cycles``), ``runs``,
+    ``bytes_to_core``/``bytes_from_core`` (payload bytes over the host link), ``wire_bytes``
+    and ``link_s``/``compute_s`` (with a link), ``where`` (``"core"`` or ``"host"``)."""
+    index: int
+    layer: object
+    in_shape: tuple
+    mode: object = None
+    epilogue: bool = False
+    where: str = "core"
+    runs: int = 0
+    cycles: int = 0
+    terms: dict = field(default_factory=lambda: dict.fromkeys(TERMS, 0))
+    bytes_to_core: int = 0
+    bytes_from_core: int = 0
+    messages: list = field(default_factory=list, repr=False)
+    wire_bytes: int | None = None
+    link_s: float | None = None
+    compute_s: float | None = None
+
+    @property
+    def seconds(self):
+        """Compute plus link time (sequential today), or None without a link."""
+        if self.link_s is None:
+            return None
+        return self.compute_s + self.link_s
+
+    def as_dict(self):
+        lt = self.layer.type if hasattr(self.layer, "type") else str(self.layer)
+        return {"index": self.index, "layer": lt, "in_shape": list(self.in_shape),
+                "mode": self.mode, "epilogue": self.epilogue, "where": self.where,
+                "runs": self.runs, "cycles": self.cycles, "terms": dict(self.terms),
+                "bytes_to_core": self.bytes_to_core, "bytes_from_core": self.bytes_from_core,
+                "wire_bytes": self.wire_bytes, "link_s": self.link_s,
+                "compute_s": self.compute_s}
+
+
+@dataclass
+class Prediction:
+    """The model's answer for a layer or a network: ``layers`` (`LayerPrediction` each) and
+    their totals; ``model_s``: the wall time the model took."""
+    layers: list
+    model_s: float = 0.0
+
+    @property
+    def cycles(self):
+        return sum(p.cycles for p in self.layers)
+
+    @property
+    def runs(self):
+        return sum(p.runs for p in self.layers)
+
+    @property
+    def terms(self):
+        return {t: sum(p.terms[t] for p in self.layers) for t in TERMS}
+
+    @property
+    def bytes_to_core(self):
+        return sum(p.bytes_to_core for p in self.layers)
+
+    @property
+    def bytes_from_core(self):
+        return sum(p.bytes_from_core for p in self.layers)
+
+    @property
+    def link_s(self):
+        if any(p.link_s is None for p in self.layers):
+            return None
+        return sum(p.link_s for p in self.layers)
+
+    @property
+    def compute_s(self):
+        if any(p.compute_s is None for p in self.layers):
+            return None
+        return sum(p.compute_s for p in self.layers)
+
+    @property
+    def seconds(self):
+        if self.link_s is None:
+            return None
+        return self.compute_s + self.link_s
+
+    def as_dict(self):
+        return {"cycles": self.cycles, "runs": self.runs, "terms": self.terms,
+                "bytes_to_core": self.bytes_to_core, "bytes_from_core": self.bytes_from_core,
+                "link_s": self.link_s, "compute_s": self.compute_s, "seconds": self.seconds,
+                "model_s": self.model_s, "layers": [p.as_dict() for p in self.layers]}
+
+
+# -- counting helpers -----------------------------------------------------------------------
+def _split(total, size):
+    """Pieces of ``total`` cut into ``size``: [(piece, count)], at most two entries."""
+    if total <= 0:
+        return []
+    out = [(size, total // size)] if total >= size else []
+    if total % size:
+        out.append((total % size, 1))
+    return out
+
+
+def _k_chunks(total, size, epilogue):
+    """K chunks of an output: [(words, accumulate, epilogue, count)]: the first chunk writes,
+    the later ones accumulate, the last one applies the epilogue."""
+    n = -(-total // size)
+    last = total - (n - 1) * size
+    if n == 1:
+        return [(total, 0, int(epilogue), 1)]
+    out = [(size, 0, 0, 1)]
+    if n > 2:
+        out.append((size, 1, 0, n - 2))
+    out.append((last, 1, int(epilogue), 1))
+    return out
+
+
+def _blocked(total, run, block):
+    """RUN sizes when ``total`` is cut into blocks of ``block`` and each block into RUNs of
+    ``run`` (the tree mappers' row blocks): [(size, count)]."""
+    out = {}
+    for bsz, bn in _split(total, block):
+        for rsz, rn in _split(bsz, run):
+            out[rsz] = out.get(rsz, 0) + rn * bn
+    return list(out.items())
+
+
+class _Acc:
+    """Accumulates RUN terms and host messages for one layer."""
+
+    def __init__(self, pred):
+        self.p = pred
+
+    def run(self, count, **terms):
+        if count <= 0:
+            return
+        self.p.runs += count
+        for k, v in terms.items():
+            self.p.terms[k] += count * v
+        self.p.cycles += count * sum(terms.values())
+
+    def send(self, nbytes, count=1, *, reply=1):
+        """``count`` commands of ``nbytes`` to the core, each answered by ``reply`` bytes."""
+        if count <= 0:
+            return
+        self.p.bytes_to_core += count * nbytes
+        self.p.bytes_from_core += count * reply
+        self.p.messages.append((nbytes, count))
+        self.p.messages.append((reply, count))
+
+
+def _cmd_bytes(cfg):
+    w = 1 + command(Op.WRITE).args.nbytes
+    r = 1 + command(Op.READ).args.nbytes
+    run = 1 + command(Op.RUN).args.nbytes + cfg.engine.args().nbytes
+    return w, r, run
+
+
+class _Proto:
+    """Bytes of the driver's commands on this core (`tessera.sim.driver.TesseraDriver`)."""
+
+    def __init__(self, cfg, acc):
+        self.acc = acc
+        self.wb = {s.name: s.word_bytes for s in cfg.geometry.stores}
+        self.w, self.r, self.runb = _cmd_bytes(cfg)
+
+    def write(self, store, words, count=1):
+        self.acc.send(self.w + words * self.wb[store], count)
+
+    def read(self, store, words, count=1):
+        self.acc.send(self.r, count, reply=1 + words * self.wb[store])
+
+    def run(self, count=1):
+        """RUN (one status byte back) and one STATUS poll (``STATUS_BYTES`` back)."""
+        self.acc.send(self.runb, count)
+        self.acc.send(1, count, reply=STATUS_BYTES)
+
+
+# -- systolic GEMM --------------------------------------------------------------------------
+def _gemm_runs(cfg, acc, proto, m, n, k_el, mode, epilogue):
+    from tessera.sim.engines.gemm_os import GemmMapper
+    pe, g = cfg.pe, cfg.geometry
+    R, C = g.rows, g.cols
+    kw = pe.layout(mode).k_per_word
+    k_words = -(-k_el // kw)
+    mt, nt, kc = GemmMapper(cfg).plan(m, n, k_words, epilogue=epilogue)
+    ii = pe.ii(mode)
+    lat = pe.latency
+    comb = pe.combiner()
+    comb_lat = comb.latency if comb is not None else 0
+    epi = cfg.engine.epilogue() if epilogue else None
+    epi_lat = epi.latency if epi is not None else 0
+    chunks = _k_chunks(k_words, kc, epi is not None)
+    for ms, mc in _split(-(-m // R), mt):
+        for ns, nc in _split(-(-n // C), nt):
+            tiles = ms * ns
+            if epi is not None:
+                proto.write("p", ns, mc * nc)
+            for ks, a, e, kcnt in chunks:
+                cnt = mc * nc * kcnt
+                period = max(ks * ii, R, C)
+                acc.run(cnt, check=CHECK_CYCLES + 1, compute=tiles * ks * ii,
+                        bubbles=(tiles - 1) * (period - ks * ii),
+                        fill_drain=lat + C + R + 3 - ii, combiner=a * comb_lat,
+                        epilogue=e * epi_lat)
+                proto.write("a", ms * ks, cnt)
+                proto.write("b", ns * ks, cnt)
+                proto.run(cnt)
+            proto.read("c" if epi is None else "r", tiles * R, mc * nc)
+
+
+# -- tree: dense ----------------------------------------------------------------------------
+def _dense_runs(cfg, acc, proto, m, n, k_el, epilogue):
+    from tessera.sim.engines.tree import DenseMapper
+    a = cfg.array
+    I, O = a.inputs, a.outputs
+    k_words = -(-k_el // I)
+    mapper = DenseMapper(cfg)
+    mr, nt, kc = mapper.plan(m, n, k_words, epilogue=epilogue)
+    d = mapper.d
+    tl = tree_latency(I)
+    comb = cfg.pe.combiner()
+    comb_lat = comb.latency if comb is not None else 0
+    epi = cfg.engine.epilogue() if epilogue else None
+    epi_lat = epi.latency if epi is not None else 0
+    chunks = _k_chunks(k_words, kc, epi is not None)
+    nk = sum(c[3] for c in chunks)
+    for ntr, ncount in _split(-(-n // O), nt):
+        proto.write("s", ntr * O, ncount)
+        if epi is not None:
+            proto.write("p", ntr, ncount)
+        block = max(mr, (d["c"] // ntr) // mr * mr)
+        blocks = _split(m, block)
+        nblocks = sum(c for _, c in blocks)
+        for ks, acc_f, e, kcnt in chunks:
+            # W is written once per block when K is split, else once for the first block
+            proto.write("w", ntr * ks, ncount * kcnt * (nblocks if nk > 1 else 1))
+        for mm, mcount in _blocked(m, mr, block):
+            for ks, acc_f, e, kcnt in chunks:
+                cnt = ncount * mcount * kcnt
+                rows = mm * ntr
+                acc.run(cnt, check=_TREE_START, compute=rows * ks,
+                        bubbles=(rows - 1) * (max(ks, O) - ks), fill_drain=tl + O + 5,
+                        combiner=acc_f * comb_lat, epilogue=e * epi_lat)
+                proto.write("a", mm * ks, cnt)
+                proto.run(cnt)
+        for bsz, bc in blocks:
+            proto.read("c" if epi is None else "r", bsz * ntr, ncount * bc)
+
+
+# -- tree: run-length -----------------------------------------------------------------------
+def rle_row_entries(codes_t, *, lanes, z_bits):
+    """Entries each row of ``codes_t`` (rows x cols ternary codes, non-zero = a weight) gets
+    in the run-length stream of the host encoder (`tessera.sim.ternary.hw_encode` with
+    ``min_row_entries = lanes``): its non-zeros, the zero fillers of gaps longer than the zero
+    field holds and the end marker, at least ``lanes``. A vector op over the non-zero
+    positions (no stream is built)."""
+    nzm = np.asarray(codes_t) != 0
+    rows, cols = nzm.shape
+    zmax = min((1 << z_bits) - 1, cols - 1)
+    last = rows * cols - 1
+    pos = np.flatnonzero(nzm.reshape(-1))
+    if pos.size == 0 or pos[-1] != last:
+        pos = np.append(pos, last)
+    prev = np.concatenate(([-1], pos[:-1]))
+    fill = (pos - prev - 1) // (zmax + 1)
+    landing = np.bincount(pos // cols, minlength=rows)
+    if fill.any():
+        rep = np.repeat(prev, fill)
+        step = np.arange(rep.size) - np.repeat(np.cumsum(fill) - fill, fill) + 1
+        landing = landing + np.bincount((rep + step * (zmax + 1)) // cols, minlength=rows)
+    return np.maximum(landing, lanes)
+
+
+def _rle_runs(cfg, acc, proto, m, k, codes_t, epilogue):
+    from tessera.sim.engines.tree import RleMapper
+    P, zb = cfg.array.inputs, cfg.array.z_bits
+    mapper = RleMapper(cfg)
+    d = mapper.d
+    n = codes_t.shape[0]
+    mt, kc = mapper.plan(m, n, k)
+    comb = cfg.pe.combiner()
+    comb_lat = comb.latency if comb is not None else 0
+    epi = cfg.engine.epilogue() if epilogue else None
+    epi_lat = epi.latency if epi is not None else 0
+    k0s = list(range(0, k, kc))
+    limit_n = min(d["s"], d["c"] // mt, 0xFFFF, d["p"] if epi is not None else 0xFFFF)
+    # Row entries over the whole chunk (cumulative), then the mapper's greedy groups: the
+    # longest run of channels whose streams fit W in every chunk.
+    per = np.stack([rle_row_entries(codes_t[:, k0:k0 + kc], lanes=P, z_bits=zb)
+                    for k0 in k0s])
+    cum = np.concatenate([np.zeros((len(k0s), 1), np.int64), np.cumsum(per, axis=1)], axis=1)
+    mt_all = -(-m // P)
+    n0 = 0
+    while n0 < n:
+        hi = min(n, n0 + limit_n)
+        ends = [int(np.searchsorted(cum[c], cum[c, n0] + d["w"], side="right")) - 1
+                for c in range(len(k0s))]
+        n1 = max(n0 + 1, min(hi, *ends))
+        g = n1 - n0
+        # the group's own streams (the encoder starts each group afresh)
+        ents = [int(rle_row_entries(codes_t[n0:n1, k0:k0 + kc], lanes=P, z_bits=zb).sum())
+                for k0 in k0s]
+        proto.write("s", g)
+        if epi is not None:
+            proto.write("p", g)
+        block = max(mt, (d["c"] // g) // mt * mt)
+        blocks = _split(mt_all, block)
+        nblocks = sum(c for _, c in blocks)
+        for ci, k0 in enumerate(k0s):
+            kk = min(kc, k - k0)
+            E = ents[ci]
+            proto.write("w", E, nblocks if len(k0s) > 1 else 1)
+            a_f = int(ci > 0)
+            e_f = int(epi is not None and k0 + kk >= k)
+            for mm, mcount in _blocked(mt_all, mt, block):
+                acc.run(mcount, check=_TREE_START, compute=mm * E, bubbles=mm,
+                        fill_drain=P + _RLE_SCALER_EXTRA + 3, combiner=a_f * comb_lat,
+                        epilogue=e_f * epi_lat)
+                proto.write("a", mm * kk, mcount)
+                proto.run(mcount)
+        for bsz, bc in blocks:
+            proto.read("c" if epi is None else "r", bsz * g, bc)
+        n0 = n1
+
+
+# -- feie -----------------------------------------------------------------------------------
+def feie_row_nonzeros(x, layer, q_chunk):
+    """Non-zero activations per (image, output row, sub-position chunk) a FEIE RUN streams:
+    ``x`` (N x C x H x W codes), chunks of ``q_chunk`` sub-positions (input channel, filter
+    row) in the mapper's order. A count per input row, gathered; returns N x chunks x OH."""
+    (kh, _), (sh, _), (ph, _) = layer.kernel, layer.stride, layer.padding
+    nz = np.count_nonzero(np.asarray(x), axis=3)                 # N x C x H
+    nb, c, h = nz.shape
+    nzp = np.zeros((nb, c, h + 2 * ph), dtype=np.int64)
+    nzp[:, :, ph:ph + h] = nz
+    oh = (h + 2 * ph - kh) // sh + 1
+    rows = np.arange(oh)[None, :] * sh + np.arange(kh)[:, None]  # kh x OH
+    per_q = nzp[:, :, rows].reshape(nb, c * kh, oh)              # q = c*kh + i
+    starts = np.arange(0, c * kh, q_chunk)
+    return np.add.reduceat(per_q, starts, axis=1)
+
+
+def _feie_conv(cfg, acc, proto, x_shape, layer, nonzeros):
+    from tessera.sim.engines import feie
+    a = cfg.array
+    T = a.tiles
+    lower = feie.FeieLowering(cfg)
+    d = lower.d
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+    nb, o, oh, ow = layer.out_shape(x_shape)
+    c = x_shape[1]
+    wpad = x_shape[3] + 2 * pw
+    q_all = c * kh
+    qc = lower.plan_q(q_all, wpad)
+    chunk_q = [min(qc, q_all - q0) for q0 in range(0, q_all, qc)]
+    rows_cap = max(1, min(d["c"] // ow, 1 << lower.lay.row_bits))
+    dense = lower.dense
+    groups = -(-o // T)
+    for b in range(nb):
+        cnt = np.asarray(nonzeros[b], dtype=np.int64)            # chunks x OH
+        cum = np.concatenate([np.zeros((cnt.shape[0], 1), np.int64), np.cumsum(cnt, 1)], 1)
+        y0 = 0
+        while y0 < oh:
+            hi = min(oh, y0 + rows_cap)
+            ends = [int(np.searchsorted(cum[ci], cum[ci, y0] + d["a"], side="right")) - 1
+                    for ci in range(cnt.shape[0])]
+            y1 = max(y0 + 1, min(hi, *ends))
+            rows = y1 - y0
+            for ci, q in enumerate(chunk_q):
+                E = int(cum[ci, y1] - cum[ci, y0])
+                cyc = feie.predict(rows=rows, ow=ow, wp=wpad, q=q, k=kw, stride=sw,
+                                   nonzeros=E, dense=dense)
+                work = rows * wpad * q if dense else E
+                acc.run(groups, check=feie.START_CYCLES, compute=work,
+                        fill_drain=cyc - feie.START_CYCLES - work)
+                proto.write("w", q, groups)
+                if E:
+                    proto.write("a", E, groups)
+                proto.run(groups)
+            proto.read("c", rows * ow, groups)
+            y0 = y1
+
+
+def _feie_runs(cfg, acc, proto, layer, in_shape, x, density):
+    from tessera.sim.engines import feie
+    from tessera.sim.layers import Conv2d, Dense
+    lower = feie.FeieLowering(cfg)
+    d = lower.d
+    if isinstance(layer, Dense):
+        m, k = in_shape
+        width = max(1, min(m, 64, d["a"], d["c"]))
+        rows = -(-m // width)
+        conv = Conv2d(k, layer.out_features, kernel=1)
+        shape = (1, k, rows, width)
+        if x is not None:
+            ap = np.zeros((rows * width, k), dtype=np.uint64)
+            ap[:m] = np.asarray(x, dtype=np.uint64)
+            x = ap.T.reshape(shape)
+        parts = [(conv, shape, x, 0, rows * width - m)]
+    elif layer.groups == 1:
+        parts = [(layer, tuple(in_shape), x, 0, 0)]
+    else:
+        og = layer.out_channels // layer.groups
+        sub = Conv2d(1, og, kernel=layer.kernel, stride=layer.stride, padding=layer.padding)
+        n, _, h, w = in_shape
+        parts = [(sub, (n, 1, h, w), None if x is None else np.asarray(x)[:, gi:gi + 1], gi, 0)
+                 for gi in range(layer.groups)]
+    for conv, shape, xs, _, pad_rows in parts:
+        qc = lower.plan_q(shape[1] * conv.kernel[0], shape[3] + 2 * conv.padding[1])
+        if xs is not None:
+            nz = feie_row_nonzeros(xs, conv, qc)
+        else:
+            nz = _feie_density_counts(conv, shape, qc, 1.0 if density is None else density,
+                                      pad_rows)
+        _feie_conv(cfg, acc, proto, shape, conv, nz)
+
+
+def _feie_density_counts(layer, shape, qc, density, pad_cols):
+    """Expected non-zeros per (image, chunk, output row) when only a density is known: the
+    in-image pixels of each sub-position row times ``density`` (padding contributes none)."""
+    (kh, _), (sh, _), (ph, _) = layer.kernel, layer.stride, layer.padding
+    nb, c, h, w = shape
+    oh = (h + 2 * ph - kh) // sh + 1
+    inside = np.zeros(h + 2 * ph)
+    inside[ph:ph + h] = 1.0
+    rows = np.arange(oh)[None, :] * sh + np.arange(kh)[:, None]
+    per_row = np.tile(inside[rows], (c, 1)) * (w - pad_cols / max(1, h)) * density
+    starts = np.arange(0, c * kh, qc)
+    out = np.rint(np.add.reduceat(per_row, starts, axis=0)).astype(np.int64)
+    return np.broadcast_to(out, (nb, *out.shape))
+
+
+# -- front end ------------------------------------------------------------------------------
+def _items(obj, input_shape, mode, epilogue, x, w, batch):
+    """Normalize what `predict` was given into dicts (layer, in_shape, mode, epilogue, x, w)."""
+    from tessera.sim.layers import layer_from_dict
+    from tessera.sim.qnet import QNet
+    if isinstance(obj, QNet):
+        shape = (batch, *obj.input_shape)
+        out = []
+        for ql in obj.layers:
+            out.append({"layer": ql.layer, "in_shape": shape, "mode": ql.mode,
+                        "epilogue": ql.epilogue is not None, "w": ql.w, "values": True})
+            shape = ql.layer.out_shape(shape)
+        return out
+    if isinstance(obj, dict) and "layer" in obj:
+        return [dict(obj)]
+    if isinstance(obj, dict):
+        obj = layer_from_dict(obj)
+    if isinstance(obj, (list, tuple)) and obj and not hasattr(obj, "type"):
+        if len(obj) == 2 and hasattr(obj[0], "type") and not hasattr(obj[1], "type") \
+                and not isinstance(obj[1], dict):
+            return [{"layer": obj[0], "in_shape": tuple(obj[1]), "mode": mode,
+                     "epilogue": epilogue, "x": x, "w": w}]
+        out = []
+        for item in obj:
+            out += _items(item, None, mode, epilogue, None, None, batch)
+        return out
+    if input_shape is None:
+        raise ValueError(f"predict: {type(obj).__name__} needs input_shape= (or pass "
+                         f"(layer, input_shape) pairs)")
+    return [{"layer": obj, "in_shape": tuple(input_shape), "mode": mode,
+             "epilogue": epilogue, "x": x, "w": w}]
+
+
+def _layer(cfg, idx, item, link, density):
+    from tessera.sim.layers import CHIP_TYPES, layer_from_dict
+    layer = item["layer"]
+    if isinstance(layer, dict):
+        layer = layer_from_dict(layer)
+    shape = tuple(int(s) for s in item["in_shape"])
+    mode = item.get("mode")
+    want_epi = bool(item.get("epilogue")) and cfg.engine.epilogue() is not None
+    pred = LayerPrediction(idx, layer, shape, mode=mode, epilogue=want_epi)
+    if layer.type not in CHIP_TYPES:
+        pred.where = "host"
+        return pred
+    acc = _Acc(pred)
+    proto = _Proto(cfg, acc)
+    eng = cfg.engine.name
+    if eng == "feie":
+        x = item.get("x")
+        if x is not None and item.get("values"):
+            x = cfg.pe.encode(np.asarray(x), operand="a", mode=mode)
+        _feie_runs(cfg, acc, proto, layer, shape, x, item.get("density", density))
+    else:
+        from tessera.sim.lowering import GemmLowering
+        gemms = GemmLowering(cfg).gemms(layer, shape)
+        if eng == "systolic":
+            for m, n, k in gemms:
+                _gemm_runs(cfg, acc, proto, m, n, k, mode, want_epi)
+        elif cfg.array.dense:
+            for m, n, k in gemms:
+                _dense_runs(cfg, acc, proto, m, n, k, want_epi)
+        else:
+            codes = _ternary_codes(cfg, layer, item, density)
+            og = codes.shape[1] // len(gemms)         # one GEMM per group
+            for g, (m, n, k) in enumerate(gemms):
+                _rle_runs(cfg, acc, proto, m, k, codes[:, g * og:(g + 1) * og].T, want_epi)
+    if link is not None:
+        clk = link.clock_hz or cfg.core.clock_mhz * 1e6
+        msgs = np.repeat([b for b, _ in pred.messages], [c for _, c in pred.messages])
+        pred.wire_bytes = link.wire_bytes(msgs)
+        pred.link_s = pred.wire_bytes * 10.0 / link.baud
+        pred.compute_s = pred.cycles / clk
+    return pred
+
+
+def _ternary_codes(cfg, layer, item, density):
+    """K x O ternary weight codes of a layer on the run-length engine (K: per group), from
+    ``w`` (codes or values, a `TernaryB` or its codes) or, without weights, a seeded draw at
+    ``density`` (non-zero fraction; default 2/3)."""
+    from tessera.sim.layers import Dense
+    w = item.get("w")
+    k = layer.gemm_k()
+    o = layer.out_features if isinstance(layer, Dense) else layer.out_channels
+    if w is None:
+        dens = item.get("density", density)
+        dens = 2 / 3 if dens is None else dens
+        rng = np.random.default_rng(0)
+        return (rng.random((k, o)) < dens).astype(np.uint8)
+    if item.get("values"):
+        w = cfg.pe.encode(w, operand="b")
+    codes = np.asarray(getattr(w, "codes", w))
+    if codes.ndim == 4:                          # OIHW
+        codes = codes.reshape(o, -1).T
+    return codes
+
+
+def predict(layer_or_network, cfg, *, link=None, input_shape=None, mode=None, epilogue=False,
+            x=None, w=None, density=None, batch=1):
+    """Predicted cycles (and link time) of a layer or a network on the core ``cfg`` describes.
+
+    Parameters
+    ----------
+    layer_or_network
+        A layer (`tessera.sim.layers`, with ``input_shape``), a ``(layer, input_shape)``
+        pair, a dict ``{"layer", "in_shape", "mode", "epilogue", "x", "w", "density"}``, a
+        list of those (a network), or a `tessera.sim.qnet.QNet` (its layers at ``batch``).
+    cfg : CoreConfig
+    link : Link, optional
+        The host link: adds line bytes and seconds per layer.
+    mode : str, optional
+        The RUN mode (kinds with modes).
+    epilogue : bool
+        The layer's outputs go through the core's epilogue (cores that build one).
+    x, w : array_like, optional
+        Operand codes for the data-dependent engines: the input activations (``feie``: the
+        non-zero pixels per row are counted) and the ternary weights (``tree`` with run-length
+        weights: K x N codes or a `TernaryB`; non-zeros and zero runs are counted).
+    density : float, optional
+        Non-zero fraction to assume where ``x``/``w`` are not given (``feie``: 1.0; run-length
+        weights: 2/3).
+
+    Returns
+    -------
+    Prediction
+    """
+    t0 = time.perf_counter()
+    items = _items(layer_or_network, input_shape, mode, epilogue, x, w, batch)
+    layers = [_layer(cfg, i, it, link, density) for i, it in enumerate(items)]
+    return Prediction(layers, model_s=time.perf_counter() - t0)
+
