@@ -37,6 +37,7 @@ overlap terms (ping-pong banks, a RUN queue; issue 18) can be added as ``max(...
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -441,6 +442,9 @@ def _feie_conv(cfg, acc, proto, x_shape, layer, nonzeros):
     rows_cap = max(1, min(d["c"] // ow, 1 << lower.lay.row_bits))
     dense = lower.dense
     groups = -(-o // T)
+    # the engine's own predict: pass the array facts it asks for (pes, drain) when it does
+    params = inspect.signature(feie.predict).parameters
+    extra = {k: getattr(a, k) for k in ("pes", "drain") if k in params and hasattr(a, k)}
     for b in range(nb):
         cnt = np.asarray(nonzeros[b], dtype=np.int64)            # chunks x OH
         cum = np.concatenate([np.zeros((cnt.shape[0], 1), np.int64), np.cumsum(cnt, 1)], 1)
@@ -454,7 +458,7 @@ def _feie_conv(cfg, acc, proto, x_shape, layer, nonzeros):
             for ci, q in enumerate(chunk_q):
                 E = int(cum[ci, y1] - cum[ci, y0])
                 cyc = feie.predict(rows=rows, ow=ow, wp=wpad, q=q, k=kw, stride=sw,
-                                   nonzeros=E, dense=dense)
+                                   nonzeros=E, dense=dense, **extra)
                 work = rows * wpad * q if dense else E
                 acc.run(groups, check=feie.START_CYCLES, compute=work,
                         fill_drain=cyc - feie.START_CYCLES - work)
