@@ -46,7 +46,8 @@ def test_seed_example_through_the_core():
     w = np.array([2, -3, 5]).reshape(1, 1, 1, 3)
     dense = _check(layer, xz, w, True)
     skip = _check(layer, xz, w, False)
-    assert dense[0] - skip[0] == 2      # 6 broadcasts fewer, 4 more words left after the last
+    assert dense[0] - skip[0] == 6      # the 6 zero pixels cost nothing
+    assert dense == [1 + 1 + 16 + 1 + 2]  # check, fill, 16 broadcasts, last word, write
     assert _check(layer, x, w, True) == dense
 
 

@@ -18,7 +18,10 @@ class FeieSection(EngineSection):
     widest filter row (1..7, the taps a W word holds per group); ``zero_skip`` the mapper's
     default mode (true: ZASCAS, zero pixels cost nothing; false: ZASCAD, every position costs
     a cycle; a RUN flag either way); ``col_bits``/``row_bits`` the entry's column and row
-    fields (padded row widths below ``2**col_bits``, RUNs of up to ``2**row_bits`` rows).
+    fields (padded row widths below ``2**col_bits``, RUNs of up to ``2**row_bits`` rows);
+    ``drain`` the outputs each PE hands to one result word (1..4): a C word holds
+    ``pes * drain`` consecutive outputs, so the drain writes up to ``pes * drain`` outputs per
+    cycle while the broadcast goes on.
     """
     name = "feie"
     tiles: int = 4
@@ -27,6 +30,7 @@ class FeieSection(EngineSection):
     zero_skip: bool = True
     col_bits: int = 8
     row_bits: int = 8
+    drain: int = 1
 
     def __post_init__(self):
         check_int("array.tiles", self.tiles, 1, 16)
@@ -34,6 +38,7 @@ class FeieSection(EngineSection):
         check_int("array.kmax", self.kmax, 1, 7)
         check_int("array.col_bits", self.col_bits, 2, 12)
         check_int("array.row_bits", self.row_bits, 1, 12)
+        check_int("array.drain", self.drain, 1, 4)
         if not isinstance(self.zero_skip, bool):
             raise ConfigError(f"array.zero_skip: {self.zero_skip!r} is not a boolean; "
                               f"allowed: true, false")
@@ -42,10 +47,10 @@ class FeieSection(EngineSection):
                               f"filter even at stride 2; allowed: {-(-self.kmax // 2)}..7")
 
 
-def _unit_cfg(*, tiles, pes, kmax, acc_bits, a_depth, w_depth, c_depth):
+def _unit_cfg(*, tiles, pes, kmax, acc_bits, a_depth, w_depth, c_depth, drain=1):
     from tessera.generators.config import config_from_dict
     return config_from_dict({
-        "array": {"kind": "feie", "tiles": tiles, "pes": pes, "kmax": kmax},
+        "array": {"kind": "feie", "tiles": tiles, "pes": pes, "kmax": kmax, "drain": drain},
         "pe": {"kind": "int", "a_bits": 8, "b_bits": 8, "acc_bits": acc_bits},
         "memory": {"a_depth": a_depth, "b_depth": w_depth, "c_depth": c_depth}})
 
@@ -78,7 +83,8 @@ class FeieEngine(Engine):
 
     Stores: A (activation entries: value, column, sub-position, row; one per word), W (one
     word per sub-position (input channel, filter row): ``kmax`` taps for each of ``tiles``
-    output channels) and C (results: one output position, ``tiles`` channels per word).
+    output channels) and C (results: ``pes * drain`` consecutive output positions, ``tiles``
+    channels each, per word).
     """
     name = "feie"
     code = 3
@@ -103,6 +109,7 @@ class FeieEngine(Engine):
             options=(Option("tiles", int, 4, "PE groups, one output channel each (1..16)"),
                      Option("pes", int, 3, "PEs per group (1..7, at least ceil(kmax/2))"),
                      Option("kmax", int, 3, "widest filter row (1..7)"),
+                     Option("drain", int, 1, "outputs per PE in one result word (1..4)"),
                      Option("acc_bits", int, 24, "partial-sum width (16..64)"),
                      Option("a_depth", int, 1024, "activation entries (store A)"),
                      Option("w_depth", int, 64, "filter-row words (store W)"),
@@ -130,8 +137,10 @@ class FeieEngine(Engine):
                       f"sub-position q, output row (docs/feie.md)"),
             Store("w", 1, a.tiles * a.kmax, pe.b_bits, mem.b_depth,
                   doc="filter rows: word q = the taps of sub-position q, kmax lanes per tile"),
-            Store("c", 2, a.tiles, pe.result_bits, mem.c_depth, result=True,
-                  doc="results: one output position per word, one lane per tile"),
+            Store("c", 2, a.pes * a.drain * a.tiles, pe.result_bits, mem.c_depth, result=True,
+                  doc=f"results: word w = outputs w*{a.pes * a.drain} .. "
+                      f"w*{a.pes * a.drain}+{a.pes * a.drain - 1} (pes x drain), one lane "
+                      f"per tile each"),
         )
         return Geometry(rows=a.pes, cols=a.tiles, stores=stores)
 
@@ -158,7 +167,7 @@ class FeieEngine(Engine):
         depths = {s.name: s.depth for s in self.cfg.geometry.stores}
         return FeieHdl(tiles=a.tiles, pes=a.pes, kmax=a.kmax, layout=self.entry_layout(),
                        b_bits=self.cfg.pe.b_bits, acc_bits=self.cfg.pe.result_bits,
-                       args=self.args(), depths=depths)
+                       args=self.args(), depths=depths, drain=a.drain)
 
     def twin(self):
         from tessera.sim.engines.feie import FeieTwin
@@ -196,14 +205,17 @@ class FeieEngine(Engine):
         return self.cfg.memory.b_depth
 
     def timing(self):
-        from tessera.sim.engines.feie import CHECK_CYCLES, DONE_DEPTH, END_CYCLES, START_CYCLES
+        from tessera.sim.engines.feie import CHECK_CYCLES, END_CYCLES, START_CYCLES
+        a = self._a
         return {"model": "feie", "check_cycles": CHECK_CYCLES,
                 "run_cycles": None,
                 "run_cycles_rule": (
                     f"data-dependent: {START_CYCLES} + the schedule's cycles + {END_CYCLES}; "
-                    f"one entry (skip) or position (dense) broadcast per cycle after a 2-cycle "
-                    f"fetch, stalling only while a PE's done queue (depth {DONE_DEPTH}) is "
-                    f"full; outputs written in order, one word per cycle, once the broadcast "
-                    f"has passed their last column; tessera.sim.engines.feie.simulate computes "
-                    f"it and predict() is the closed form"),
+                    f"one entry (skip) or position (dense) broadcast per cycle from the first "
+                    f"RUN cycle (the first entry is fetched during the one-cycle argument "
+                    f"check), stalling only while a PE's done queue (depth {a.drain + 1}) is "
+                    f"full; result words of {a.pes * a.drain} outputs written in order, one "
+                    f"per cycle in parallel with the broadcast, once the broadcast has passed "
+                    f"their last output's last column; tessera.sim.engines.feie.simulate "
+                    f"computes it and predict() is the closed form"),
                 "ideal_cycles": {"macs_per_cycle": self.macs_per_cycle()}}

@@ -6,7 +6,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from tessera.hdl.engine.base import EngineControlSignature, ResultSignature, StorePortSignature
-from tessera.hdl.engine.check import SerialProducts, argument_check
+from tessera.hdl.ctrl.protocol import Err
 from tessera.hdl.engine.params import FLAG_ACCUMULATE
 
 
@@ -41,25 +41,30 @@ class FeieHdl(wiring.Component):
     and adds ``x * W[w_base + q][tile, k]`` for ``k = col - stride*j`` in ``0..k-1``
     (int8 x int8 products into ``acc_bits`` wrapping partial sums: the ``int`` kind's
     multiply and accumulate, built here). A PE moving to a new output pushes the finished one
-    into its 2-deep done queue (the broadcast stalls while a needed queue is full). The flush
-    walker emits outputs ``0 .. rows*ow-1`` in order on ``result`` (address ``c_base + g``,
-    ``tiles`` lanes), each once the broadcast has passed its last column. With ``FLAG_DENSE``
-    every position ``(row, col, q)`` takes a cycle (zeros do not change any PE).
+    into its done queue (``drain + 1`` deep; the broadcast stalls while a needed queue is
+    full). The drain writes result word ``c_base + w`` (outputs ``w*V .. w*V + V - 1``,
+    ``V = pes * drain``, ``tiles`` lanes each) as soon as the broadcast has passed the last
+    column of its last output, in parallel with the broadcast. With ``FLAG_DENSE`` every
+    position ``(row, col, q)`` takes a cycle (zeros do not change any PE).
+
+    The argument check takes one cycle (``rows * ow`` by a multiplier, not serially) and
+    issues the first entry's A read; the first RUN cycle reads its W word, the second
+    broadcasts it.
 
     Members
     -------
     ctl : In(EngineControlSignature)
     a_port, w_port : Out(StorePortSignature(..., write=False))
-    result : Out(ResultSignature(depths["c"], tiles * acc_bits))
+    result : Out(ResultSignature(depths["c"], pes * drain * tiles * acc_bits))
     """
 
     NEED = ("rows", "ow", "wp", "q", "k", "stride", "entries", "a_base", "w_base", "c_base")
 
-    def __init__(self, *, tiles, pes, kmax, layout, b_bits, acc_bits, args, depths):
+    def __init__(self, *, tiles, pes, kmax, layout, b_bits, acc_bits, args, depths, drain=1):
         names = {f.name for f in args.fields}
         if not set(self.NEED) | {"flags"} <= names:
             raise ValueError(f"args must have the fields {list(self.NEED)}, not {sorted(names)}")
-        self.tiles, self.pes, self.kmax = tiles, pes, kmax
+        self.tiles, self.pes, self.kmax, self.drain = tiles, pes, kmax, drain
         self.layout, self.b_bits, self.acc_bits = layout, b_bits, acc_bits
         self._args = args
         self._depths = dict(depths)
@@ -69,7 +74,8 @@ class FeieHdl(wiring.Component):
             "a_port": Out(StorePortSignature(depth=d["a"], width=layout.bits, write=False)),
             "w_port": Out(StorePortSignature(depth=d["w"], width=tiles * kmax * b_bits,
                                              write=False)),
-            "result": Out(ResultSignature(depth=d["c"], width=tiles * acc_bits)),
+            "result": Out(ResultSignature(depth=d["c"],
+                                          width=pes * drain * tiles * acc_bits)),
         })
 
     def _field(self, name):
@@ -79,14 +85,16 @@ class FeieHdl(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         P, T, KM, lay, d = self.pes, self.tiles, self.kmax, self.layout, self._depths
-        AB = self.acc_bits
+        AB, M = self.acc_bits, self.drain
+        V, D = P * M, M + 1
         f = {n: Signal(16, name=f"arg_{n}") for n in self.NEED}
         flags = Signal(8)
-        prods = SerialProducts(1)
-        G = prods.products[0]
         running = Signal()
         s2 = Signal()                      # stride 2
         m.d.comb += s2.eq(f["stride"] == 2)
+        G = Signal(32)                     # outputs of the RUN (registered in VERIFY)
+        G_now = Signal(32)
+        m.d.comb += G_now.eq(f["rows"] * f["ow"])
 
         def unpack(word):
             s1 = lay.act_bits
@@ -96,7 +104,6 @@ class FeieHdl(wiring.Component):
 
         # -- entry pipeline: A read, then the W read of the entry's q ---------------------------
         p2 = Signal(17)
-        rd_v = Signal()
         e3_v = Signal()
         e3_val, e3_col = Signal(lay.act_bits), Signal(lay.col_bits)
         e3_q, e3_row = Signal(lay.q_bits), Signal(lay.row_bits)
@@ -118,54 +125,74 @@ class FeieHdl(wiring.Component):
             cur_col.eq(Mux(dense, pcol, e3_col)),
         ]
 
-        # -- PEs ---------------------------------------------------------------------------------
+        # -- PEs and their done queues -----------------------------------------------------------
         live_v = [Signal(name=f"live_v{p}") for p in range(P)]
         live_g = [Signal(24, name=f"live_g{p}") for p in range(P)]
         live_val = [[Signal(AB, name=f"live{p}_{t}") for t in range(T)] for p in range(P)]
-        cnt = [Signal(range(3), name=f"cnt{p}") for p in range(P)]
-        q_g = [[Signal(24, name=f"dq{p}_{i}_g") for i in range(2)] for p in range(P)]
-        q_val = [[[Signal(AB, name=f"dq{p}_{i}_{t}") for t in range(T)] for i in range(2)]
+        cnt = [Signal(range(D + 1), name=f"cnt{p}") for p in range(P)]
+        q_g = [[Signal(24, name=f"dq{p}_{i}_g") for i in range(D)] for p in range(P)]
+        q_val = [[[Signal(AB, name=f"dq{p}_{i}_{t}") for t in range(T)] for i in range(D)]
                  for p in range(P)]
 
-        # -- flush walker ------------------------------------------------------------------------
-        gf = Signal(32)
-        pf = Signal(range(P))
-        rf, jf = Signal(16), Signal(16)
+        # -- drain: result word w = outputs gw .. gw + V - 1 ------------------------------------
+        gw = Signal(24)
+        rl, jl = Signal(16), Signal(16)          # row and column of output gw + V - 1
+        dvr, dvj = Signal(16), Signal(16)        # V = dvr rows + dvj columns
         walking = Signal()
-        m.d.comb += walking.eq(running & (gf < G))
+        m.d.comb += walking.eq(running & (gw < G))
+        over = Signal()
+        m.d.comb += over.eq(gw + (V - 1) >= G)
+        r_l, j_l = Signal(16), Signal(16)
+        m.d.comb += [r_l.eq(Mux(over, f["rows"] - 1, rl)), j_l.eq(Mux(over, f["ow"] - 1, jl))]
         last_col = Signal(18)
-        m.d.comb += last_col.eq(Mux(s2, jf << 1, jf) + f["k"] - 1)
+        m.d.comb += last_col.eq(Mux(s2, j_l << 1, j_l) + f["k"] - 1)
         passed = Signal()
-        m.d.comb += passed.eq(end | (cur_valid & ((cur_row > rf) | ((cur_row == rf)
+        m.d.comb += passed.eq(end | (cur_valid & ((cur_row > r_l) | ((cur_row == r_l)
                                                                    & (cur_col > last_col)))))
-        head_hit = [Signal(name=f"head_hit{p}") for p in range(P)]
-        live_hit = [Signal(name=f"live_hit{p}") for p in range(P)]
-        takes_live = [Signal(name=f"takes_live{p}") for p in range(P)]
-        pop = [Signal(name=f"pop{p}") for p in range(P)]
         emit = Signal()
-        emit_data = Signal(T * AB)
+        m.d.comb += emit.eq(walking & passed)
+        rem = Signal(32)
+        m.d.comb += rem.eq(G - gw)
+        npop = [Signal(range(M + 1), name=f"npop{p}") for p in range(P)]
+        takes = [Signal(name=f"takes{p}") for p in range(P)]
+        lanes = []
+        for i in range(M):
+            for p in range(P):
+                ln = i * P + p
+                g = Signal(24, name=f"wg{p}_{i}")
+                m.d.comb += g.eq(gw + ln)
+                ok = Signal(name=f"lane_ok{p}_{i}")
+                m.d.comb += ok.eq(emit & (rem > ln))
+                hits = [Signal(name=f"hit{p}_{i}_{s}") for s in range(D)]
+                for s in range(D):
+                    m.d.comb += hits[s].eq(ok & (cnt[p] > s) & (q_g[p][s] == g))
+                lh = Signal(name=f"live_hit{p}_{i}")
+                m.d.comb += lh.eq(ok & live_v[p] & (live_g[p] == g) & ~Cat(*hits).any())
+                lane = [Signal(AB, name=f"out{p}_{i}_{t}") for t in range(T)]
+                for t in range(T):
+                    v = Mux(lh, live_val[p][t], 0)
+                    for s in reversed(range(D)):
+                        v = Mux(hits[s], q_val[p][s][t], v)
+                    m.d.comb += lane[t].eq(v)
+                lanes.append((p, i, Cat(*hits).any(), lh, lane))
         for p in range(P):
-            sel = walking & (pf == p)
-            m.d.comb += [head_hit[p].eq(sel & (cnt[p] != 0) & (q_g[p][0] == gf)),
-                         live_hit[p].eq(sel & live_v[p] & (live_g[p] == gf))]
-            m.d.comb += [pop[p].eq(head_hit[p]),
-                         takes_live[p].eq(~head_hit[p] & live_hit[p] & passed)]
-            with m.If(head_hit[p]):
-                m.d.comb += [emit.eq(1), emit_data.eq(Cat(*q_val[p][0]))]
-            with m.Elif(sel & passed):
-                m.d.comb += emit.eq(1)
-                with m.If(live_hit[p]):
-                    m.d.comb += emit_data.eq(Cat(*live_val[p]))
+            mine = [(qh, lh) for pp, _, qh, lh, _ in lanes if pp == p]
+            m.d.comb += [npop[p].eq(sum(qh for qh, _ in mine)),
+                         takes[p].eq(Cat(*(lh for _, lh in mine)).any())]
+        lanes.sort(key=lambda x: x[1] * P + x[0])
+        wcount = Signal(16)
         m.d.comb += [self.result.valid.eq(emit),
-                     self.result.payload.addr.eq(f["c_base"] + gf),
-                     self.result.payload.data.eq(emit_data),
+                     self.result.payload.addr.eq(f["c_base"] + wcount),
+                     self.result.payload.data.eq(Cat(*(c for *_, lane in lanes for c in lane))),
                      self.result.payload.accumulate.eq(flags[0])]
         with m.If(emit):
-            m.d.sync += [gf.eq(gf + 1), pf.eq(Mux(pf == P - 1, 0, pf + 1))]
-            with m.If(jf == f["ow"] - 1):
-                m.d.sync += [jf.eq(0), rf.eq(rf + 1)]
+            jn = Signal(17)
+            m.d.comb += jn.eq(jl + dvj)
+            m.d.sync += [gw.eq(gw + V), wcount.eq(wcount + 1)]
+            with m.If(jn >= f["ow"]):
+                m.d.sync += [jl.eq(jn - f["ow"]), rl.eq(rl + dvr + 1)]
             with m.Else():
-                m.d.sync += jf.eq(jf + 1)
+                m.d.sync += [jl.eq(jn), rl.eq(rl + dvr)]
 
         # -- broadcast ---------------------------------------------------------------------------
         ready = Signal()
@@ -173,8 +200,8 @@ class FeieHdl(wiring.Component):
         apply_entry = Signal()
         zero_pos = Signal()
         m.d.comb += [
-            ready.eq(running & ~pend & (e3_v | (p2 >= f["entries"]))),
             match.eq(e3_v & (e3_row == prow) & (e3_col == pcol) & (e3_q == pq)),
+            ready.eq(running & ~pend & (e3_v | (p2 >= f["entries"]))),
             apply_entry.eq(Mux(dense, ready & match, running & e3_v)),
             zero_pos.eq(dense & ready & ~match),
         ]
@@ -202,10 +229,10 @@ class FeieHdl(wiring.Component):
             m.d.comb += [j.eq(jhi - t), kk.eq(e3_col - Mux(s2, j << 1, j))]
             m.d.comb += [touched[p].eq((j >= 0) & (kk < f["k"])), g_p[p].eq(ghi - t),
                          k_p[p].eq(kk)]
-            lv = live_v[p] & ~takes_live[p]
+            lv = live_v[p] & ~takes[p]
             m.d.comb += [same[p].eq(lv & (live_g[p] == g_p[p])),
                          need_push[p].eq(touched[p] & lv & (live_g[p] != g_p[p]))]
-            full_needed.append(need_push[p] & (cnt[p] == 2))
+            full_needed.append(need_push[p] & (cnt[p] - npop[p] >= D))
         m.d.comb += stall.eq(apply_entry & Cat(*full_needed).any())
         do_apply = Signal()
         m.d.comb += do_apply.eq(apply_entry & ~stall)
@@ -224,25 +251,30 @@ class FeieHdl(wiring.Component):
                 prod = Signal(AB, name=f"prod{p}_{t}")
                 m.d.comb += prod.eq(x * w.as_signed())
                 prods_p.append(prod)
-            push = do_apply & need_push[p]
-            # done queue: pop (walker) and push (broadcast)
-            with m.If(pop[p]):
-                m.d.sync += [q_g[p][0].eq(q_g[p][1])] + \
-                    [a.eq(b) for a, b in zip(q_val[p][0], q_val[p][1])]
+            push = Signal(name=f"push{p}")
+            m.d.comb += push.eq(do_apply & need_push[p])
+            # done queue: the drain pops npop from the head, the broadcast pushes at the tail
+            with m.Switch(npop[p]):
+                for n in range(1, M + 1):
+                    with m.Case(n):
+                        for s in range(D - n):
+                            m.d.sync += [q_g[p][s].eq(q_g[p][s + n])] + \
+                                [a.eq(b) for a, b in zip(q_val[p][s], q_val[p][s + n])]
             with m.If(push):
-                slot = cnt[p] - pop[p]
-                for i in range(2):
+                slot = Signal(range(D + 1), name=f"slot{p}")
+                m.d.comb += slot.eq(cnt[p] - npop[p])
+                for i in range(D):
                     with m.If(slot == i):
                         m.d.sync += [q_g[p][i].eq(live_g[p])] + \
                             [a.eq(b) for a, b in zip(q_val[p][i], live_val[p])]
-            m.d.sync += cnt[p].eq(cnt[p] + push - pop[p])
+            m.d.sync += cnt[p].eq(cnt[p] + push - npop[p])
             with m.If(do_apply & touched[p]):
                 with m.If(same[p]):
                     m.d.sync += [a.eq(a + b) for a, b in zip(live_val[p], prods_p)]
                 with m.Else():
                     m.d.sync += [live_v[p].eq(1), live_g[p].eq(g_p[p])] + \
                         [a.eq(b) for a, b in zip(live_val[p], prods_p)]
-            with m.Elif(takes_live[p]):
+            with m.Elif(takes[p]):
                 m.d.sync += live_v[p].eq(0)
 
         # dense position advance
@@ -259,41 +291,59 @@ class FeieHdl(wiring.Component):
             with m.Else():
                 m.d.sync += pq.eq(pq + 1)
 
-        # entry pipeline
+        # entry pipeline: A is read one entry ahead (the first read issued in the check cycle,
+        # when the store port turns to the engine)
         move = Signal()
-        m.d.comb += move.eq(running & (~e3_v | do_apply) & rd_v & (p2 < f["entries"]))
-        m.d.comb += [self.a_port.r_en.eq(running), self.a_port.r_addr.eq(f["a_base"] + p2 + move),
-                     self.w_port.r_en.eq(running),
+        m.d.comb += move.eq(running & (~e3_v | do_apply) & (p2 < f["entries"]))
+        m.d.comb += [self.a_port.r_en.eq(1), self.a_port.r_addr.eq(f["a_base"] + p2 + move),
+                     self.w_port.r_en.eq(1),
                      self.w_port.r_addr.eq(f["w_base"] + Mux(move, n_q, e3_q))]
-        with m.If(running):
-            m.d.sync += rd_v.eq(1)
         with m.If(do_apply):
             m.d.sync += e3_v.eq(0)
         with m.If(move):
             m.d.sync += [e3_v.eq(1), e3_val.eq(n_val), e3_col.eq(n_col), e3_q.eq(n_q),
                          e3_row.eq(n_row), p2.eq(p2 + 1)]
 
-        # -- argument check and FSM --------------------------------------------------------------
+        # -- argument check (one cycle) and FSM --------------------------------------------------
         allowed = FLAG_ACCUMULATE | FLAG_DENSE
         kf, sf = f["k"], f["stride"]
         bad_arg = ((f["rows"] == 0) | (f["ow"] == 0) | (f["wp"] == 0) | (f["q"] == 0)
                    | (kf == 0) | (sf == 0) | (kf > KM) | (sf > 2)
                    | Mux(sf == 2, ((kf + 1) >> 1) > P, kf > P)
                    | (flags & ~allowed & 0xFF).any())
+        cbv = sum((f["c_base"] << i) for i in range(V.bit_length()) if V >> i & 1)
         bad_tile = ((f["a_base"] + f["entries"] > d["a"]) | (f["w_base"] + f["q"] > d["w"])
-                    | (f["c_base"] + G > d["c"]))
+                    | (cbv + G_now > d["c"] * V))
+        # V = dvr rows + dvj columns; output V - 1 at row (V-1) // ow, column (V-1) % ow
+        dv = [Signal(16, name=n) for n in ("dvr_n", "dvj_n", "rl0", "jl0")]
+        m.d.comb += [dv[0].eq(0), dv[1].eq(V), dv[2].eq(0), dv[3].eq(V - 1)]
+        with m.Switch(f["ow"]):
+            for o in range(1, V + 1):
+                with m.Case(o):
+                    m.d.comb += [dv[0].eq(V // o), dv[1].eq(V % o),
+                                 dv[2].eq((V - 1) // o), dv[3].eq((V - 1) % o)]
         with m.FSM():
-            argument_check(
-                m, self.ctl, products=prods, bad_arg=bad_arg, bad_tile=bad_tile,
-                latch=[*(s.eq(self._field(n)) for n, s in f.items()),
-                       flags.eq(self._field("flags"))],
-                pairs=[(self._field("rows"), self._field("ow"))],
-                start=[running.eq(1), p2.eq(0), rd_v.eq(0), e3_v.eq(0), prow.eq(0),
-                       pcol.eq(0), pq.eq(0), pend.eq(0), gf.eq(0), pf.eq(0), rf.eq(0),
-                       jf.eq(0), *(v.eq(0) for v in live_v), *(c.eq(0) for c in cnt)],
-                run_state="RUN")
+            with m.State("IDLE"):
+                with m.If(self.ctl.start):
+                    m.d.sync += [*(s.eq(self._field(n)) for n, s in f.items()),
+                                 flags.eq(self._field("flags")), p2.eq(0), e3_v.eq(0)]
+                    m.next = "VERIFY"
+            with m.State("VERIFY"):
+                m.d.comb += self.ctl.check_done.eq(1)
+                with m.If(bad_arg):
+                    m.d.comb += self.ctl.check_err.eq(Err.ARG)
+                    m.next = "IDLE"
+                with m.Elif(bad_tile):
+                    m.d.comb += self.ctl.check_err.eq(Err.TILE)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [running.eq(1), G.eq(G_now), prow.eq(0), pcol.eq(0),
+                                 pq.eq(0), pend.eq(0), gw.eq(0), wcount.eq(0),
+                                 dvr.eq(dv[0]), dvj.eq(dv[1]), rl.eq(dv[2]), jl.eq(dv[3]),
+                                 *(v.eq(0) for v in live_v), *(c.eq(0) for c in cnt)]
+                    m.next = "RUN"
             with m.State("RUN"):
-                with m.If(~walking):
+                with m.If(emit & (gw + V >= G)):
                     m.d.sync += running.eq(0)
                     m.d.comb += self.ctl.done.eq(1)
                     m.next = "IDLE"

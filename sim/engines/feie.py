@@ -26,22 +26,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tessera.hdl.ctrl.protocol import Err
-from tessera.hdl.engine.params import FLAG_ACCUMULATE, PRODUCT_STEPS
+from tessera.hdl.engine.params import FLAG_ACCUMULATE
 
 
-__all__ = ["FLAG_DENSE", "DONE_DEPTH", "EntryLayout", "Schedule", "simulate", "predict",
+__all__ = ["FLAG_DENSE", "EntryLayout", "Schedule", "simulate", "predict",
            "FeieTwin", "FeieLowering", "encode_rows", "CHECK_CYCLES", "START_CYCLES"]
 
 #: RUN flag: dense mode (ZASCAD), one cycle per position, zeros included.
 FLAG_DENSE = 0x04
-#: Depth of each PE's done queue (finished partial sums waiting for the flush walker).
-DONE_DEPTH = 2
-#: Busy cycles of a RUN the argument check rejects.
-CHECK_CYCLES = PRODUCT_STEPS + 1
-#: Busy cycles before the first RUN-state cycle, plus the cycles after the walker's last word
-#: (calibrated against the RTL: argument check, then done and the output stage's write).
-START_CYCLES = PRODUCT_STEPS + 2
-END_CYCLES = 1
+#: Busy cycles of a RUN the argument check rejects (the check takes one cycle: ``rows * ow``
+#: by a multiplier).
+CHECK_CYCLES = 1
+#: Busy cycles before the first RUN-state cycle (the check, which also issues the first A
+#: read), and after the RUN state's last cycle (the output stage's write).
+START_CYCLES = 1
+END_CYCLES = 2
 
 
 @dataclass(frozen=True)
@@ -96,26 +95,33 @@ class Schedule:
     trace: list = field(default_factory=list)
 
 
-def simulate(entries, weights, *, rows, ow, wp, q, k, stride, pes, tiles, kmax, dense=False,
-             act_bits=8, w_bits=8, trace=False, done_depth=DONE_DEPTH):
+def simulate(entries, weights, *, rows, ow, wp, q, k, stride, pes, tiles, kmax, drain=1,
+             dense=False, act_bits=8, w_bits=8, trace=False, done_depth=None):
     """Follow the RUN schedule cycle by cycle (the RTL's state machine, in Python).
 
     ``entries``: (val, col, q, row) codes per entry, in stream order; ``weights(qi)``: the W
-    word of sub-position ``qi`` as ``tiles * kmax`` lane codes. Returns a `Schedule`.
+    word of sub-position ``qi`` as ``tiles * kmax`` lane codes. Returns a `Schedule` whose
+    ``cycles`` count the RUN state (the first broadcast in its first cycle).
     """
     vals, cols, qs, rws = (np.asarray(a, dtype=np.int64) for a in entries)
     E = len(vals)
     P, T, K, S = pes, tiles, k, stride
+    D = drain + 1 if done_depth is None else done_depth
+    V = P * drain
     G = rows * ow
+    words = -(-G // V)
     live_v = [False] * P
     live_g = [0] * P
     live_val = [[0] * T for _ in range(P)]
     fifo = [[] for _ in range(P)]
     out = [[0] * T for _ in range(G)]
-    p2, rd_v, e3 = 0, False, None
+    # The entry pipeline: the check cycle read entry 0 from A; the first cycle moves it up
+    # (and reads its W word), the second broadcasts it.
+    e3 = None
+    p2 = 0
     pos = 0                                  # dense: positions broadcast so far
     npos = rows * wp * q
-    gf = pf = rf = jf = 0
+    w = 0
     sch = Schedule(outputs=out)
     wcache = {}
 
@@ -125,41 +131,47 @@ def simulate(entries, weights, *, rows, ow, wp, q, k, stride, pes, tiles, kmax, 
         return wcache[qi]
 
     cycles = 0
-    while gf < G:
+    while w < words:
         cycles += 1
         # -- where the broadcast stands (start of cycle) ----------------------------------------
         if dense:
             end = pos >= npos
             cur = None if end else divmod(pos // q, wp)         # (row, col)
         else:
-            end = p2 >= E and e3 is None
+            end = e3 is None and p2 >= E
             cur = None if e3 is None else (int(rws[e3]), int(cols[e3]))
-        # -- flush walker --------------------------------------------------------------------
-        emit = None
-        takes_live = -1
-        passed = end or (cur is not None and (cur[0] > rf or (cur[0] == rf
-                                                             and cur[1] > S * jf + K - 1)))
-        if fifo[pf] and fifo[pf][0][0] == gf:
-            emit = fifo[pf][0][1]
-            pop = pf
-        else:
-            pop = -1
-            if passed:
-                if live_v[pf] and live_g[pf] == gf:
-                    emit, takes_live = list(live_val[pf]), pf
-                else:
-                    emit = [0] * T
+        # -- drain: word w once the broadcast has passed the last column of its last output ----
+        rl, jl = divmod(min(w * V + V - 1, G - 1), ow)
+        passed = end or (cur is not None and (cur[0] > rl or (cur[0] == rl
+                                                             and cur[1] > S * jl + K - 1)))
+        pops = [0] * P
+        takes = set()
+        if passed:
+            for ln in range(V):
+                g = w * V + ln
+                if g >= G:
+                    continue
+                p = ln % P
+                hit = [s for s, (gg, _) in enumerate(fifo[p]) if gg == g]
+                if hit:
+                    assert hit == [pops[p]], "done queue out of order"
+                    out[g] = fifo[p][hit[0]][1]
+                    pops[p] += 1
+                elif live_v[p] and live_g[p] == g:
+                    out[g] = list(live_val[p])
+                    takes.add(p)
+            w += 1
+        for p in range(P):
+            del fifo[p][:pops[p]]
         # -- broadcast ------------------------------------------------------------------------
         consumed = False
         bcast = False
         if dense:
-            ready = not end and (e3 is not None or p2 >= E)
             apply_entry = False
-            if ready:
+            if not end and (e3 is not None or p2 >= E):
                 prow, pcol = cur
-                pq = pos % q
                 if e3 is not None and (int(rws[e3]), int(cols[e3]), int(qs[e3])) == \
-                        (prow, pcol, pq):
+                        (prow, pcol, pos % q):
                     apply_entry = True
                 else:
                     bcast = True                  # a zero position: one cycle, no PE change
@@ -168,6 +180,7 @@ def simulate(entries, weights, *, rows, ow, wp, q, k, stride, pes, tiles, kmax, 
         else:
             apply_entry = e3 is not None
         stalled = False
+        refilled = set()
         if apply_entry:
             row, col, qi = int(rws[e3]), int(cols[e3]), int(qs[e3])
             x = _signed(vals[e3], act_bits)
@@ -181,48 +194,37 @@ def simulate(entries, weights, *, rows, ow, wp, q, k, stride, pes, tiles, kmax, 
                 if j >= 0 and kk < K:
                     plan.append((p, ghi - t, kk))
             need_push = [p for p, g, _ in plan
-                         if live_v[p] and p != takes_live and live_g[p] != g]
-            if any(len(fifo[p]) >= done_depth for p in need_push):
+                         if live_v[p] and p not in takes and live_g[p] != g]
+            if any(len(fifo[p]) >= D for p in need_push):
                 stalled = True
                 sch.stalls += 1
             else:
-                w = wword(qi)
+                wv = wword(qi)
                 for p, g, kk in plan:
-                    prods = [x * w[t * kmax + kk] for t in range(T)]
-                    if live_v[p] and p != takes_live and live_g[p] == g:
+                    prods = [x * wv[t * kmax + kk] for t in range(T)]
+                    if live_v[p] and p not in takes and live_g[p] == g:
                         live_val[p] = [a + b for a, b in zip(live_val[p], prods)]
                     else:
+                        assert not (p in takes and live_g[p] == g)
                         if p in need_push:
                             fifo[p].append((live_g[p], live_val[p]))
                         live_v[p], live_g[p], live_val[p] = True, g, prods
-                        if p == takes_live:
-                            takes_live = -2 - p          # taken and refilled this cycle
+                        refilled.add(p)
                 consumed = True
                 bcast = True
                 if trace:
                     sch.trace.append((e3, [(p, g, kk) for p, g, kk in plan]))
+        for p in takes - refilled:
+            live_v[p] = False
         if bcast:
             sch.broadcasts += 1
             if dense:
                 pos += 1
-        # walker effects
-        if emit is not None:
-            if pop >= 0:
-                fifo[pop].pop(0)
-            if takes_live >= 0:
-                live_v[takes_live] = False
-            out[gf] = emit
-            gf += 1
-            pf = (pf + 1) % P
-            jf += 1
-            if jf == ow:
-                jf, rf = 0, rf + 1
-        # -- entry pipeline --------------------------------------------------------------------
+        # -- entry pipeline: the next entry (A already read) moves up as this one goes -------
         if consumed:
             e3 = None
-        if e3 is None and rd_v and p2 < E and not stalled:
+        if e3 is None and p2 < E:
             e3, p2 = p2, p2 + 1
-        rd_v = True
     sch.cycles = cycles
     return sch
 
@@ -232,15 +234,18 @@ def run_cycles(sched_cycles):
     return START_CYCLES + sched_cycles + END_CYCLES
 
 
-def predict(*, rows, ow, wp, q, k, stride, nonzeros, dense=False):
-    """Closed-form busy cycles of a RUN: the broadcasts (``rows*wp*q`` dense, the non-zero
-    entries when skipping) plus the pipeline fill (2) and the outputs still to write after
-    the last broadcast (about ``ceil(k/stride)``), or the outputs' one word per cycle when
-    they outnumber the broadcasts; plus the fixed start and end. Exact when no done queue
-    fills (the usual case); `FeieTwin` gives the exact count."""
+def predict(*, rows, ow, wp, q, k, stride, nonzeros, dense=False, pes=3, drain=1):
+    """Closed-form busy cycles of a RUN: the broadcasts ``B`` (``rows*wp*q`` dense, the
+    non-zero entries when skipping) and the result words ``ceil(rows*ow / (pes*drain))``
+    overlap, so the schedule takes ``max(B + tail, words)`` with ``tail`` = 1 + the words
+    still open after the last broadcast (those holding the last ``ceil(k/stride)`` outputs);
+    plus the fixed start and end. Exact when no done queue fills and the last words are not
+    the drain's backlog; `FeieTwin` gives the exact count."""
     b = rows * wp * q if dense else nonzeros
-    tail = -(-k // stride)
-    return START_CYCLES + END_CYCLES + max(2 + b + tail, 1 + rows * ow)
+    v = pes * drain
+    words = -(-rows * ow // v)
+    tail = 1 + min(words, -(-(-(-k // stride)) // v))
+    return START_CYCLES + END_CYCLES + max(b + tail, words)
 
 
 # -- host encoder ------------------------------------------------------------------------------
@@ -271,7 +276,8 @@ class FeieTwin:
     def __init__(self, *, cfg):
         self.cfg = cfg
         a = cfg.array
-        self.tiles, self.pes, self.kmax = a.tiles, a.pes, a.kmax
+        self.tiles, self.pes, self.kmax, self.drain = a.tiles, a.pes, a.kmax, a.drain
+        self.words_per = a.pes * a.drain          # outputs per result word
         self.layout = cfg.engine.entry_layout()
         self.acc_bits = cfg.pe.result_bits
         self.a_bits, self.b_bits = cfg.pe.a_bits, cfg.pe.b_bits
@@ -286,9 +292,9 @@ class FeieTwin:
                 or s > 2 or -(-k // s) > self.pes or flags & ~(FLAG_ACCUMULATE | FLAG_DENSE) \
                 or (flags & FLAG_ACCUMULATE and self.combiner is None):
             return Err.ARG
-        d = self.depths
+        d, v = self.depths, self.words_per
         if args["a_base"] + args["entries"] > d["a"] or args["w_base"] + q > d["w"] \
-                or args["c_base"] + rows * ow > d["c"]:
+                or args["c_base"] * v + rows * ow > d["c"] * v:
             return Err.TILE
         return Err.OK
 
@@ -299,15 +305,19 @@ class FeieTwin:
         return simulate(ent, lambda qi: W[(args["w_base"] + qi) % self.depths["w"]],
                         rows=args["rows"], ow=args["ow"], wp=args["wp"], q=args["q"],
                         k=args["k"], stride=args["stride"], pes=self.pes, tiles=self.tiles,
-                        kmax=self.kmax, dense=bool(args["flags"] & FLAG_DENSE),
+                        kmax=self.kmax, drain=self.drain,
+                        dense=bool(args["flags"] & FLAG_DENSE),
                         act_bits=self.layout.act_bits, w_bits=self.b_bits, trace=trace)
 
     def run(self, stores, args):
         """Execute a checked RUN on ``stores``; returns its busy cycles."""
         sch = self.schedule(stores, args)
         mask = (1 << self.acc_bits) - 1
-        new = np.array([[v & mask for v in o] for o in sch.outputs], dtype=np.uint64)
-        new = new.reshape(-1, self.tiles)
+        v = self.words_per
+        words = -(-len(sch.outputs) // v)
+        new = np.zeros((words * v, self.tiles), dtype=np.uint64)
+        new[:len(sch.outputs)] = [[x & mask for x in o] for o in sch.outputs]
+        new = new.reshape(words, v * self.tiles)
         base = args["c_base"]
         C = stores["c"]
         if args["flags"] & FLAG_ACCUMULATE:
@@ -318,7 +328,8 @@ class FeieTwin:
     def perf(self, args, *, nonzeros):
         return {"predict": predict(rows=args["rows"], ow=args["ow"], wp=args["wp"],
                                    q=args["q"], k=args["k"], stride=args["stride"],
-                                   nonzeros=nonzeros, dense=bool(args["flags"] & FLAG_DENSE))}
+                                   nonzeros=nonzeros, dense=bool(args["flags"] & FLAG_DENSE),
+                                   pes=self.pes, drain=self.drain)}
 
     def bad_runs(self):
         d = self.depths
@@ -327,7 +338,7 @@ class FeieTwin:
                 ({**one, "a_base": d["a"], "entries": 1}, Err.TILE),
                 ({**one, "q": d["w"] + 1}, Err.TILE) if d["w"] < 65535 else
                 ({**one, "w_base": d["w"]}, Err.TILE),
-                ({**one, "ow": d["c"] + 1}, Err.TILE),
+                ({**one, "ow": d["c"] * self.words_per + 1}, Err.TILE),
                 ({**one, "rows": 0}, Err.ARG),
                 ({**one, "k": self.kmax + 1}, Err.ARG),
                 ({**one, "flags": 0x80}, Err.ARG)]
@@ -335,14 +346,14 @@ class FeieTwin:
     def busy_run(self, need):
         """A dense RUN of ``wp`` 1-tap outputs over an empty stream (every position a zero)
         that stays busy for ``need`` cycles: (fields, cycles, preload)."""
-        top = min(255, self.depths["c"])
+        top = min(255, self.depths["c"] * self.words_per)
         wp = 1
         while True:
             fields = {"rows": 1, "ow": wp, "wp": wp, "q": 1, "k": 1, "stride": 1,
                       "entries": 0, "flags": FLAG_DENSE}
             sch = simulate((np.zeros(0),) * 4, lambda qi: [0] * (self.tiles * self.kmax),
                            rows=1, ow=wp, wp=wp, q=1, k=1, stride=1, pes=self.pes,
-                           tiles=self.tiles, kmax=self.kmax, dense=True)
+                           tiles=self.tiles, kmax=self.kmax, drain=self.drain, dense=True)
             cycles = run_cycles(sch.cycles)
             if cycles >= need:
                 return fields, cycles, {}
@@ -382,6 +393,33 @@ class FeieLowering:
                              "accumulate")
         return qc
 
+    def blocks(self, counts, ow):
+        """RUN blocks over the (image, output row) sequence: ``counts[i][ci]`` entries of row
+        ``i`` in chunk ``ci``; a block ``(i0, i1)`` holds as many consecutive rows as A (every
+        chunk), C (``rows * ow`` outputs in words of ``pes * drain``), the row field and the
+        entries field take. Rows of different images share a RUN."""
+        d = self.d
+        v = self.cfg.array.pes * self.cfg.array.drain
+        if ow > d["c"] * v:
+            raise ValueError(f"an output row of {ow} does not fit scratchpad C "
+                             f"(depth {d['c']} words of {v} outputs)")
+        rows_cap = max(1, min(d["c"] * v // ow, 1 << self.lay.row_bits))
+        cap = min(d["a"], 0xFFFF)
+        n = len(counts)
+        nch = len(counts[0]) if n else 0
+        out, i0 = [], 0
+        while i0 < n:
+            tot = list(counts[i0])
+            i1 = i0 + 1
+            while i1 < n and i1 - i0 < rows_cap and all(
+                    tot[ci] + counts[i1][ci] <= cap for ci in range(nch)):
+                for ci in range(nch):
+                    tot[ci] += counts[i1][ci]
+                i1 += 1
+            out.append((i0, i1))
+            i0 = i1
+        return out
+
     async def conv(self, drv, x, w, layer, *, progress=None, stats=None):
         """``layer`` (a `Conv2d` with groups 1) on codes ``x`` (N x C x H x W) and ``w``
         (O x C x KH x KW); returns N x O x OH x OW result codes."""
@@ -401,59 +439,51 @@ class FeieLowering:
                              f"field")
         q_all = [(c, i) for c in range(C) for i in range(kh)]
         qc = self.plan_q(len(q_all), wpad)
-        d = self.d
+        chunks = [q_all[q0:q0 + qc] for q0 in range(0, len(q_all), qc)]
         out = np.zeros((n, o, oh, ow), dtype=np.uint64)
         wcodes = np.asarray(w, dtype=np.uint64)
         T, KM = self.T, self.kmax
-        rows_cap = max(1, min(d["c"] // ow, (1 << self.lay.row_bits)))
-        if ow > d["c"]:
-            raise ValueError(f"an output row of {ow} does not fit scratchpad C "
-                             f"(depth {d['c']})")
-        for b in range(n):
-            # Entries of every (row, chunk), computed once.
-            chunks = [q_all[q0:q0 + qc] for q0 in range(0, len(q_all), qc)]
-            row_entries = [[encode_rows(xp[b], ys=[y], q_list=ch, kh=kh, stride_h=sh)
-                            for ch in chunks] for y in range(oh)]
-            # Blocks of output rows whose entries (every chunk) fit A and results fit C.
-            blocks, y0 = [], 0
-            while y0 < oh:
-                y1 = y0 + 1
-                while y1 < oh and y1 - y0 < rows_cap and all(
-                        sum(len(row_entries[y][ci][0]) for y in range(y0, y1 + 1)) <= d["a"]
-                        for ci in range(len(chunks))):
-                    y1 += 1
-                blocks.append((y0, y1))
-                y0 = y1
-            for t0 in range(0, o, T):
-                tn = min(T, o - t0)
-                for y0, y1 in blocks:
-                    for ci, ch in enumerate(chunks):
-                        words = np.zeros((len(ch), T * KM), dtype=np.uint64)
-                        for qi, (c, i) in enumerate(ch):
-                            for t in range(tn):
-                                words[qi, t * KM:t * KM + kw] = wcodes[t0 + t, c, i, :]
-                        await drv.write("w", 0, words)
-                        parts = [row_entries[y][ci] for y in range(y0, y1)]
-                        ent = [np.concatenate([p[f] for p in parts]) for f in range(3)]
-                        rws = np.concatenate([np.full(len(p[0]), y - y0)
-                                              for y, p in zip(range(y0, y1), parts)])
-                        E = len(ent[0])
-                        if E:
-                            await drv.write("a", 0, self.lay.pack(ent[0], ent[1], ent[2],
-                                                                  rws).reshape(-1, 1))
-                        flags = (FLAG_ACCUMULATE if ci else 0) | (FLAG_DENSE if self.dense
-                                                                  else 0)
-                        cyc = await drv.run(rows=y1 - y0, ow=ow, wp=wpad, q=len(ch), k=kw,
-                                            stride=sw, entries=E, a_base=0, w_base=0,
-                                            c_base=0, flags=flags)
-                        stats.runs += 1
-                        stats.cycles += cyc
-                        stats.run_cycles.append(cyc)
-                        if progress:
-                            progress(stats)
-                    res = await drv.read("c", 0, (y1 - y0) * ow)
-                    res = np.asarray(res, np.uint64).reshape(y1 - y0, ow, T)
-                    out[b, t0:t0 + tn, y0:y1] = res[:, :, :tn].transpose(2, 0, 1)
+        v = self.cfg.array.pes * self.cfg.array.drain
+        # Entries of every (image, output row) and chunk, computed once; a RUN takes a block
+        # of consecutive rows, across images.
+        seq = [(b, y) for b in range(n) for y in range(oh)]
+        row_entries = [[encode_rows(xp[b], ys=[y], q_list=ch, kh=kh, stride_h=sh)
+                        for ch in chunks] for b, y in seq]
+        blocks = self.blocks([[len(e[0]) for e in re] for re in row_entries], ow)
+        for t0 in range(0, o, T):
+            tn = min(T, o - t0)
+            for i0, i1 in blocks:
+                rows = i1 - i0
+                for ci, ch in enumerate(chunks):
+                    words = np.zeros((len(ch), T * KM), dtype=np.uint64)
+                    for qi, (c, i) in enumerate(ch):
+                        for t in range(tn):
+                            words[qi, t * KM:t * KM + kw] = wcodes[t0 + t, c, i, :]
+                    await drv.write("w", 0, words)
+                    parts = [row_entries[i][ci] for i in range(i0, i1)]
+                    ent = [np.concatenate([p[f] for p in parts]) for f in range(3)]
+                    rws = np.concatenate([np.full(len(p[0]), i - i0, dtype=np.int64)
+                                          for i, p in zip(range(i0, i1), parts)])
+                    E = len(ent[0])
+                    if E:
+                        await drv.write("a", 0, self.lay.pack(ent[0], ent[1], ent[2],
+                                                              rws).reshape(-1, 1))
+                    flags = (FLAG_ACCUMULATE if ci else 0) | (FLAG_DENSE if self.dense
+                                                              else 0)
+                    cyc = await drv.run(rows=rows, ow=ow, wp=wpad, q=len(ch), k=kw,
+                                        stride=sw, entries=E, a_base=0, w_base=0,
+                                        c_base=0, flags=flags)
+                    stats.runs += 1
+                    stats.cycles += cyc
+                    stats.run_cycles.append(cyc)
+                    if progress:
+                        progress(stats)
+                nw = -(-rows * ow // v)
+                res = np.asarray(await drv.read("c", 0, nw), np.uint64)
+                res = res.reshape(nw * v, T)[:rows * ow].reshape(rows, ow, T)
+                for i in range(i0, i1):
+                    b, y = seq[i]
+                    out[b, t0:t0 + tn, y] = res[i - i0, :, :tn].T
         return out
 
     async def run(self, drv, layer, x_codes, w_codes, *, progress=None, mode=None):
@@ -505,7 +535,8 @@ class FeieLowering:
         M, K = a.shape
         N = b.shape[1]
         layer = Conv2d(K, N, kernel=1)
-        width = max(1, min(M, 64, self.d["a"], self.d["c"]))
+        width = max(1, min(M, 64, self.d["a"],
+                           self.d["c"] * self.cfg.array.pes * self.cfg.array.drain))
         rows = -(-M // width)
         ap = np.zeros((rows * width, K), dtype=np.uint64)
         ap[:M] = a
