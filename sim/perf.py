@@ -59,29 +59,35 @@ _RLE_SCALER_EXTRA = 3               # tree RLE: scaler cycles beyond one per lan
 @dataclass(frozen=True)
 class Link:
     """A host link: ``baud`` (line bits per second, 10 per byte), ``max_payload`` (bytes per
-    frame of the framed link, docs/link.md; None for a raw byte stream), ``clock_hz`` (the
-    core's clock, to turn cycles into seconds; default the config's ``core.clock_mhz``).
+    frame of the framed link, docs/link.md; None for a raw byte stream), ``window`` (bytes the
+    sender has in flight before it waits for an acknowledgement: the receiver's buffer, 1024
+    on the board tops), ``clock_hz`` (the core's clock, to turn cycles into seconds; default
+    the config's ``core.clock_mhz``).
 
-    A framed message of ``n`` payload bytes costs ``n + ceil(n / max_payload) * 10`` line
-    bytes (header 8 and payload CRC 2 per frame) plus one 8-byte acknowledgement frame per data
-    frame from the other side."""
+    A framed message (one command, or one response) of ``n`` payload bytes costs
+    ``n + ceil(n / max_payload) * 10`` line bytes (header 8 and payload CRC 2 per frame) plus
+    ``ceil(n / window)`` 8-byte acknowledgement frames from the other side (the receiver
+    acknowledges what one exchange delivered)."""
     baud: float
     max_payload: int | None = 256
+    window: int = 1024
     clock_hz: float | None = None
 
     @classmethod
-    def for_config(cls, cfg, *, max_payload=256):
-        """The link a config's ``[host]`` section describes (UART: its baud, framed)."""
+    def for_config(cls, cfg, *, max_payload=256, window=1024):
+        """The link a config's ``[host]`` section describes (its baud, framed; 115200 where
+        the config names none)."""
         baud = getattr(cfg.host, "baud", None) or 115200
-        return cls(baud=float(baud), max_payload=max_payload)
+        return cls(baud=float(baud), max_payload=max_payload, window=window)
 
     def wire_bytes(self, messages):
-        """Line bytes of ``messages`` (an array of payload byte counts, one per send)."""
+        """Line bytes of ``messages`` (an array of payload byte counts, one per message)."""
         msgs = np.asarray(messages, dtype=np.int64)
         if self.max_payload is None:
             return int(msgs.sum())
         frames = -(-msgs // self.max_payload)
-        return int(msgs.sum() + frames.sum() * (10 + 8))
+        acks = -(-msgs // self.window)
+        return int(msgs.sum() + frames.sum() * 10 + acks.sum() * 8)
 
 
 @dataclass
