@@ -1,67 +1,118 @@
 """The FEIE engine's RTL (Amaranth simulator, whole core) against its twin (golden core) and
-an independent direct convolution: bit for bit and cycle for cycle, dense and skipping."""
+an independent direct convolution (`einsum_conv`, below): bit for bit and cycle for cycle,
+dense and skipping, over random shapes, strides 1 and 2, paddings, filter widths 1..7,
+sparsities, tiles 1..16 and result words of 1 or 2 outputs per PE."""
 
 import asyncio
 
 import numpy as np
+import pytest
 
 from tessera.generators.assemble import build_core
 from tessera.generators.config import config_from_dict
 from tessera.sim.core import GoldenCore, GoldenTransport
 from tessera.sim.driver import TesseraDriver
 from tessera.sim.engines.feie import FeieLowering
-from tessera.sim.layers import Conv2d, conv2d_direct
+from tessera.sim.layers import Conv2d
 from tessera.sim.pysim import run_with_driver
 
-CFG = config_from_dict({"array": {"kind": "feie", "tiles": 2, "pes": 3, "kmax": 3},
-                        "pe": {"kind": "int", "a_bits": 8, "b_bits": 8, "acc_bits": 24},
-                        "memory": {"a_depth": 256, "b_depth": 32, "c_depth": 64}})
+
+def einsum_conv(x, w, stride, pad):
+    """Cross-correlation of int arrays x (N x C x H x W) and w (O x C x KH x KW) over the
+    zero-padded input: one einsum over the sliding windows (not the engine's schedule)."""
+    (sh, sw), (ph, pw) = stride, pad
+    xp = np.pad(np.asarray(x, np.int64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    kh, kw = w.shape[2:]
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))
+    win = win[:, :, ::sh, ::sw]                      # N x C x OH x OW x KH x KW
+    return np.einsum("ncyxij,ocij->noyx", win, np.asarray(w, np.int64))
 
 
-def _both(layer, x, w, dense):
+def _cfg(tiles=2, pes=3, kmax=3, drain=1, acc_bits=24, a=256, w=32, c=64):
+    return config_from_dict({"array": {"kind": "feie", "tiles": tiles, "pes": pes,
+                                       "kmax": kmax, "drain": drain},
+                             "pe": {"kind": "int", "a_bits": 8, "b_bits": 8,
+                                    "acc_bits": acc_bits},
+                             "memory": {"a_depth": a, "b_depth": w, "c_depth": c}})
+
+
+def _both(cfg, cases):
+    """Each (layer, x codes, w codes, dense) through the RTL core and the golden core."""
     async def body(drv):
         await drv.connect()
-        return await FeieLowering(CFG, dense=dense).run(drv, layer, x, w)
-    rtl = run_with_driver(build_core(CFG), lambda t: body(TesseraDriver(t, CFG)))
-    gold = asyncio.run(body(TesseraDriver(GoldenTransport(GoldenCore(CFG)), CFG)))
+        return [await FeieLowering(cfg, dense=dense).run(drv, layer, x, w)
+                for layer, x, w, dense in cases]
+    rtl = run_with_driver(build_core(cfg), lambda t: body(TesseraDriver(t, cfg)))
+    gold = asyncio.run(body(TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)))
     return rtl, gold
 
 
-def _check(layer, x, wt, dense):
-    (r, rs), (g, gs) = _both(layer, (x & 255).astype(np.uint64), (wt & 255).astype(np.uint64),
-                             dense)
-    ref = (conv2d_direct(x, wt, layer).astype(np.int64) & 0xFFFFFF).astype(np.uint64)
-    assert np.array_equal(r, ref) and np.array_equal(g, ref)
-    assert rs.run_cycles == gs.run_cycles
-    return rs.run_cycles
+def _check(cfg, cases):
+    """RTL = twin = einsum, bit for bit, and RTL cycles = twin cycles, per RUN."""
+    acc = cfg.pe.result_bits
+    coded = [(layer, (x & 255).astype(np.uint64), (wt & 255).astype(np.uint64), dense)
+             for layer, x, wt, dense in cases]
+    rtl, gold = _both(cfg, coded)
+    cycles = []
+    for (layer, x, wt, _), (r, rs), (g, gs) in zip(cases, rtl, gold):
+        ref = einsum_conv(x, wt, layer.stride, layer.padding)
+        ref = (ref & ((1 << acc) - 1)).astype(np.uint64)
+        assert np.array_equal(g, ref), layer
+        assert np.array_equal(r, ref), layer
+        assert rs.run_cycles == gs.run_cycles, layer
+        cycles.append(rs.run_cycles)
+    return cycles
 
 
 def test_seed_example_through_the_core():
-    """Two rows of 8 pixels, a 1x3 filter: the zero-skipping RUN is 6 cycles shorter than the
-    dense one (16 -> 10 broadcasts), outputs equal, Psum6 and Psum7 = 0."""
+    """Two rows of 8 pixels, a 1x3 filter: 16 broadcasts dense, 10 with X6..X11 zero, outputs
+    equal, Psum6 and Psum7 = 0; the RUN adds 5 cycles to the broadcasts (check, fill, the
+    last result word, the output stage's write)."""
     layer = Conv2d(1, 1, kernel=(1, 3))
     x = np.arange(1, 17).reshape(1, 1, 2, 8)
     xz = x.copy()
     xz.flat[5:11] = 0
     w = np.array([2, -3, 5]).reshape(1, 1, 1, 3)
-    dense = _check(layer, xz, w, True)
-    skip = _check(layer, xz, w, False)
-    assert dense[0] - skip[0] == 6      # the 6 zero pixels cost nothing
-    assert dense == [1 + 1 + 16 + 1 + 2]  # check, fill, 16 broadcasts, last word, write
-    assert _check(layer, x, w, True) == dense
+    dense, skip, full = _check(_cfg(), [(layer, xz, w, True), (layer, xz, w, False),
+                                        (layer, x, w, True)])
+    assert dense == [1 + 1 + 16 + 1 + 2] == full
+    assert skip == [1 + 1 + 10 + 1 + 2]
+    assert einsum_conv(xz, w, (1, 1), (0, 0)).reshape(-1)[5:7].tolist() == [0, 0]
 
 
-def test_random_layers_rtl_equals_twin():
-    rng = np.random.default_rng(1)
-    for _ in range(10):
-        k = int(rng.integers(1, 4))
-        s = int(rng.integers(1, 3))
-        p = int(rng.integers(0, k))
-        c, o = int(rng.integers(1, 4)), int(rng.integers(1, 4))
-        kh = int(rng.integers(1, 4))
-        layer = Conv2d(c, o, kernel=(kh, k), stride=s, padding=(0, p))
-        h, w = int(rng.integers(kh, 6)), int(rng.integers(k, 9))
-        x = rng.integers(-128, 128, size=(1, c, h, w))
-        x[rng.random(x.shape) < rng.choice([0.0, 0.5, 0.8, 0.95, 1.0])] = 0
-        wt = rng.integers(-128, 128, size=layer.weight_shape)
-        _check(layer, x, wt, bool(rng.integers(0, 2)))
+def _random_case(rng, cfg, small=True):
+    a = cfg.array
+    s = int(rng.integers(1, 3))
+    k = int(rng.integers(1, min(a.kmax, a.pes * s) + 1))
+    kh = int(rng.integers(1, 4 if small else 8))
+    pw, ph = int(rng.integers(0, k)), int(rng.integers(0, kh))
+    c, o = int(rng.integers(1, 4)), int(rng.integers(1, 2 * a.tiles + 2))
+    layer = Conv2d(c, o, kernel=(kh, k), stride=s, padding=(ph, pw))
+    h, w = int(rng.integers(max(1, kh - 2 * ph), kh + 4)), int(rng.integers(max(1, k - 2 * pw),
+                                                                          k + 8))
+    n = int(rng.integers(1, 3))
+    x = rng.integers(-128, 128, size=(n, c, h, w))
+    x[rng.random(x.shape) < rng.choice([0.0, 0.5, 0.8, 0.95, 1.0])] = 0
+    wt = rng.integers(-128, 128, size=layer.weight_shape)
+    return layer, x, wt, bool(rng.integers(0, 2))
+
+
+@pytest.mark.parametrize("tiles,pes,kmax,drain,seed", [(2, 3, 3, 1, 1), (1, 4, 7, 2, 2),
+                                                      (5, 7, 7, 1, 3), (16, 2, 4, 2, 4)])
+def test_random_layers_rtl_equals_twin(tiles, pes, kmax, drain, seed):
+    cfg = _cfg(tiles=tiles, pes=pes, kmax=kmax, drain=drain)
+    rng = np.random.default_rng(seed)
+    _check(cfg, [_random_case(rng, cfg) for _ in range(5)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(6))
+def test_random_layers_rtl_equals_twin_sweep(seed):
+    rng = np.random.default_rng(100 + seed)
+    cfg = _cfg(tiles=int(rng.integers(1, 17)), pes=int(rng.integers(1, 8)),
+               kmax=int(rng.integers(1, 8)), drain=int(rng.integers(1, 3)),
+               c=int(rng.choice([16, 64])))
+    if cfg.array.pes < -(-cfg.array.kmax // 2):
+        cfg = _cfg(tiles=cfg.array.tiles, pes=-(-cfg.array.kmax // 2), kmax=cfg.array.kmax,
+                   drain=cfg.array.drain)
+    _check(cfg, [_random_case(rng, cfg, small=False) for _ in range(8)])
