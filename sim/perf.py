@@ -569,6 +569,8 @@ def _layer(cfg, idx, item, link, density):
     pred = LayerPrediction(idx, layer, shape, mode=mode, epilogue=want_epi)
     if layer.type not in CHIP_TYPES:
         pred.where = "host"
+        if link is not None:
+            pred.wire_bytes, pred.link_s, pred.compute_s = 0, 0.0, 0.0
         return pred
     acc = _Acc(pred)
     proto = _Proto(cfg, acc)
