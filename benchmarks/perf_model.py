@@ -83,8 +83,8 @@ CONFIGS = [
                                          "memory": {"a_depth": 64, "b_depth": 128,
                                                     "c_depth": 64}}),
     ("feie-4x3", "feie", {}),
-    ("feie-2x3-dense", "feie", {"array": {"tiles": 2, "pes": 3, "kmax": 3,
-                                          "zero_skip": False},
+    ("feie-2x3-dense-drain2", "feie", {"array": {"tiles": 2, "pes": 3, "kmax": 3,
+                                                 "zero_skip": False, "drain": 2},
                                 "memory": {"a_depth": 256, "b_depth": 16, "c_depth": 64}}),
 ]
 
@@ -374,6 +374,9 @@ def main(argv=None):
     ap.add_argument("--golden", action="store_true",
                     help="run the points on the golden core instead of the RTL (a dry run; "
                          "writes nothing)")
+    ap.add_argument("--render", action="store_true",
+                    help="no RTL: measure the model's time per network again and rewrite the "
+                         "table and plot from the points in the JSON")
     ap.add_argument("--merge", action="store_true",
                     help="keep the other configs' points already in the JSON")
     args = ap.parse_args(argv)
@@ -384,6 +387,13 @@ def main(argv=None):
     if want and len(configs) != len(want):
         ap.error(f"unknown configs: {sorted(want - {c[0] for c in CONFIGS})}")
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.render:
+        data = json.loads(JSON_PATH.read_text())
+        say("model time per network")
+        data["model_times"] = model_times([c for c in CONFIGS if c[0] in
+                                           {m["config"] for m in data["configs"]}])
+        finish(data)
+        return 0 if data["max_abs_error_pct"] <= BOUND else 1
     t0 = time.monotonic()
     data = {"points": [], "configs": [], "model_times": []}
     if args.merge and JSON_PATH.exists():
@@ -415,17 +425,25 @@ def main(argv=None):
     say("model time per network")
     data["model_times"] = model_times([c for c in CONFIGS
                                        if c[0] in {m["config"] for m in data["configs"]}])
+    data["wall_s"], data["cpu_s"] = time.monotonic() - t0, cpu_seconds()
+    finish(data)
+    return 0 if data["max_abs_error_pct"] <= BOUND else 1
+
+
+def finish(data):
+    """Worst points (overall and per engine), then the JSON, the table and the plot."""
     pts = data["points"]
     worst = max(pts, key=lambda r: abs(r["error_pct"]))
     data["worst"] = worst
     data["max_abs_error_pct"] = abs(worst["error_pct"])
-    data["wall_s"], data["cpu_s"] = time.monotonic() - t0, cpu_seconds()
+    data["max_abs_error_pct_by_engine"] = {
+        e: max(abs(r["error_pct"]) for r in pts if r["engine"] == e)
+        for e in sorted({r["engine"] for r in pts})}
     JSON_PATH.write_text(json.dumps(data, indent=1, default=str))
     write_md(data)
     write_png(data)
     say(f"{len(pts)} points, worst {abs(worst['error_pct']):.2f} % ({worst['config']}, "
         f"{worst['layer']}); wrote {JSON_PATH.name}, {MD_PATH.name}, {PNG_PATH.name}")
-    return 0 if data["max_abs_error_pct"] <= BOUND else 1
 
 
 if __name__ == "__main__":

@@ -436,6 +436,7 @@ def _feie_conv(cfg, acc, proto, x_shape, layer, nonzeros):
     from tessera.sim.engines import feie
     a = cfg.array
     T = a.tiles
+    v = a.pes * getattr(a, "drain", 1)            # outputs per result word
     lower = feie.FeieLowering(cfg)
     d = lower.d
     (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
@@ -445,35 +446,39 @@ def _feie_conv(cfg, acc, proto, x_shape, layer, nonzeros):
     q_all = c * kh
     qc = lower.plan_q(q_all, wpad)
     chunk_q = [min(qc, q_all - q0) for q0 in range(0, q_all, qc)]
-    rows_cap = max(1, min(d["c"] // ow, 1 << lower.lay.row_bits))
+    rows_cap = max(1, min(d["c"] * v // ow, 1 << lower.lay.row_bits))
+    cap = min(d["a"], 0xFFFF)
     dense = lower.dense
     groups = -(-o // T)
     # the engine's own predict: pass the array facts it asks for (pes, drain) when it does
     params = inspect.signature(feie.predict).parameters
     extra = {k: getattr(a, k) for k in ("pes", "drain") if k in params and hasattr(a, k)}
-    for b in range(nb):
-        cnt = np.asarray(nonzeros[b], dtype=np.int64)            # chunks x OH
-        cum = np.concatenate([np.zeros((cnt.shape[0], 1), np.int64), np.cumsum(cnt, 1)], 1)
-        y0 = 0
-        while y0 < oh:
-            hi = min(oh, y0 + rows_cap)
-            ends = [int(np.searchsorted(cum[ci], cum[ci, y0] + d["a"], side="right")) - 1
-                    for ci in range(cnt.shape[0])]
-            y1 = max(y0 + 1, min(hi, *ends))
-            rows = y1 - y0
-            for ci, q in enumerate(chunk_q):
-                E = int(cum[ci, y1] - cum[ci, y0])
-                cyc = feie.predict(rows=rows, ow=ow, wp=wpad, q=q, k=kw, stride=sw,
-                                   nonzeros=E, dense=dense, **extra)
-                work = rows * wpad * q if dense else E
-                acc.run(groups, check=feie.START_CYCLES, compute=work,
-                        fill_drain=cyc - feie.START_CYCLES - work)
-                proto.write("w", q, groups)
-                if E:
-                    proto.write("a", E, groups)
-                proto.run(groups)
-            proto.read("c", rows * ow, groups)
-            y0 = y1
+    # The mapper's blocks: consecutive (image, output row)s, across images, as many as A
+    # holds in every chunk, C holds and the row field counts (cumulative sums, one search
+    # per block).
+    cnt = np.asarray(nonzeros, dtype=np.int64).transpose(1, 0, 2).reshape(len(chunk_q), -1)
+    cum = np.concatenate([np.zeros((cnt.shape[0], 1), np.int64), np.cumsum(cnt, 1)], 1)
+    n_rows = cnt.shape[1]
+    i0 = 0
+    while i0 < n_rows:
+        hi = min(n_rows, i0 + rows_cap)
+        ends = [int(np.searchsorted(cum[ci], cum[ci, i0] + cap, side="right")) - 1
+                for ci in range(cnt.shape[0])]
+        i1 = max(i0 + 1, min(hi, *ends))
+        rows = i1 - i0
+        for ci, q in enumerate(chunk_q):
+            E = int(cum[ci, i1] - cum[ci, i0])
+            cyc = feie.predict(rows=rows, ow=ow, wp=wpad, q=q, k=kw, stride=sw,
+                               nonzeros=E, dense=dense, **extra)
+            work = rows * wpad * q if dense else E
+            acc.run(groups, check=feie.START_CYCLES, compute=work,
+                    fill_drain=cyc - feie.START_CYCLES - work)
+            proto.write("w", q, groups)
+            if E:
+                proto.write("a", E, groups)
+            proto.run(groups)
+        proto.read("c", -(-rows * ow // v), groups)
+        i0 = i1
 
 
 def _feie_runs(cfg, acc, proto, layer, in_shape, x, density):
@@ -483,7 +488,8 @@ def _feie_runs(cfg, acc, proto, layer, in_shape, x, density):
     d = lower.d
     if isinstance(layer, Dense):
         m, k = in_shape
-        width = max(1, min(m, 64, d["a"], d["c"]))
+        width = max(1, min(m, 64, d["a"], d["c"] * cfg.array.pes
+                           * getattr(cfg.array, "drain", 1)))
         rows = -(-m // width)
         conv = Conv2d(k, layer.out_features, kernel=1)
         shape = (1, k, rows, width)

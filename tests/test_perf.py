@@ -147,12 +147,15 @@ def test_feie_plan_matches_the_mapper():
     import inspect
 
     from tessera.sim.engines import feie
-    cfg = derive("feie", memory={"a_depth": 128, "b_depth": 16, "c_depth": 32})
-    rng = np.random.default_rng(21)
     params = inspect.signature(feie.predict).parameters
-    extra = {k: getattr(cfg.array, k) for k in ("pes", "drain") if k in params}
-    for i, (layer, shape) in enumerate(random_layers(rng, 5, kmax=cfg.array.kmax,
-                                                     pes=cfg.array.pes)):
+    cases = []
+    for seed, arr in ((21, {}), (22, {"drain": 2, "zero_skip": False})):
+        cfg = derive("feie", array=arr, memory={"a_depth": 128, "b_depth": 16, "c_depth": 32})
+        rng = np.random.default_rng(seed)
+        cases += [(cfg, lay) for lay in random_layers(rng, 4, kmax=cfg.array.kmax,
+                                                        pes=cfg.array.pes)]
+    for i, (cfg, (layer, shape)) in enumerate(cases):
+        extra = {k: getattr(cfg.array, k) for k in ("pes", "drain") if k in params}
         runs = []
         st, x, w = golden_layer(cfg, layer, shape, seed=i, record=runs)
         want = sum(feie.predict(rows=r["rows"], ow=r["ow"], wp=r["wp"], q=r["q"], k=r["k"],
@@ -162,6 +165,7 @@ def test_feie_plan_matches_the_mapper():
         pr = predict(layer, cfg, input_shape=shape, x=x)
         assert pr.runs == st.runs == len(runs)
         assert pr.cycles == want, (layer, shape)
+        assert (pr.bytes_to_core, pr.bytes_from_core) == (st.bytes_out, st.bytes_in)
 
 
 def test_directed_gemm_hand_count():
