@@ -96,7 +96,7 @@ def compile_model(model, cfg, calib, *, method=None, percentile=None, precisions
     if tuple(fm.input_shape) != tuple(np.shape(calib)[1:]):
         raise InferError(f"--data: images of shape {tuple(np.shape(calib)[1:])}; the model "
                          f"takes {tuple(fm.input_shape)}")
-    q = quantize(fm, cfg.pe, calib, **options)
+    q = quantize(fm, cfg.pe, calib, **{**cfg.engine.ptq_options(), **options})
     q.check_core(cfg)
     return q, fm, how
 

@@ -22,6 +22,12 @@ for 8-bit activations and 4-bit weights; default every layer at the kind's wides
 activations unsigned when the calibrated input never goes negative. A layer's outputs are
 the next layer's activations, so its clamp is the next layer's activation range intersected
 with its own mode's (the epilogue clamps inside the RUN mode's range).
+
+Option ``act_zero_point = 0`` (an engine that skips zero activation codes asks for it through
+`Engine.ptq_options`, e.g. ``feie``): every activation has zero point 0, so a real 0 (a ReLU
+output's, the image's background) is code 0; on signed levels a non-negative tensor takes
+``0 .. 2**(A-1) - 1`` (one level bit fewer than the asymmetric grid) and any other the
+symmetric ``-(2**(A-1) - 1) .. 2**(A-1) - 1``.
 """
 
 import numpy as np
@@ -107,7 +113,7 @@ class IntRecipe(Recipe):
     """Post-training quantization for the integer kinds (see the module docstring)."""
     name = "int"
     OPTIONS = {"method": "max", "percentile": 99.99, "weight_method": "max",
-               "precisions": None}
+               "precisions": None, "act_zero_point": None}
 
     def __init__(self, pe, **options):
         super().__init__(pe, **options)
@@ -115,6 +121,9 @@ class IntRecipe(Recipe):
         if self.opts["weight_method"] not in ("max", "percentile", "sawb"):
             raise LayerError(f"quantize: weight_method {self.opts['weight_method']!r} is "
                              f"unknown; allowed: max, percentile, sawb")
+        if self.opts["act_zero_point"] not in (None, 0):
+            raise LayerError(f"quantize: act_zero_point {self.opts['act_zero_point']!r}; "
+                             f"allowed: 0 (every activation with zero point 0) or unset")
         if not self.moded and self.opts["precisions"] is not None:
             raise LayerError(f"quantize: option 'precisions' does not apply to pe.kind "
                              f"{pe.name!r} (its widths are pe.a_bits/pe.b_bits)")
@@ -151,6 +160,16 @@ class IntRecipe(Recipe):
 
     def _act(self, stats, bits, unsigned):
         qmin, qmax = self._levels(bits, unsigned)
+        if self.opts["act_zero_point"] == 0 and qmin < 0:
+            # Zero point 0 on signed levels (an engine that skips zero codes): a non-negative
+            # tensor takes 0..qmax, any other the symmetric -qmax..qmax.
+            if stats.lo >= 0:
+                qmin = 0
+            else:
+                alpha = clip_range(stats, self.opts["method"], bits,
+                                   percentile=self.opts["percentile"])
+                top = min(max(-stats.lo, stats.hi), alpha)
+                return ActQuant(top / qmax if top > 0 else 1.0, 0, -qmax, qmax)
         return ActQuant.calibrate(stats, qmin, qmax, method=self.opts["method"], bits=bits,
                                   percentile=self.opts["percentile"])
 

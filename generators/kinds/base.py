@@ -406,6 +406,13 @@ class Engine:
         asks for it), or None; INFO reports its capabilities."""
         return None
 
+    def ptq_options(self):
+        """Options this engine imposes on the PE kind's quantization recipe
+        (`tessera.sim.ptq.quantize`), under the user's own: e.g. ``{"act_zero_point": 0}``
+        for an engine that skips zero activations (a real 0 must then be code 0). Default:
+        none."""
+        return {}
+
     #: The layer types (`tessera.sim.layers` class names) this engine runs on chip; the
     #: driver's `run_layer` refuses others (pooling, activations and flatten run on the host).
     layer_types = ()
