@@ -109,10 +109,11 @@ def test_random_layers_rtl_equals_twin(tiles, pes, kmax, drain, seed):
 @pytest.mark.parametrize("seed", range(6))
 def test_random_layers_rtl_equals_twin_sweep(seed):
     rng = np.random.default_rng(100 + seed)
-    cfg = _cfg(tiles=int(rng.integers(1, 17)), pes=int(rng.integers(1, 8)),
-               kmax=int(rng.integers(1, 8)), drain=int(rng.integers(1, 3)),
-               c=int(rng.choice([16, 64])))
-    if cfg.array.pes < -(-cfg.array.kmax // 2):
-        cfg = _cfg(tiles=cfg.array.tiles, pes=-(-cfg.array.kmax // 2), kmax=cfg.array.kmax,
-                   drain=cfg.array.drain)
+    kmax = int(rng.integers(1, 8))
+    pes = int(rng.integers(-(-kmax // 2), 8))
+    drain = int(rng.integers(1, 3))
+    if pes * drain * 24 > 2048 // 16:              # C words hold at most 2048 bits
+        drain = 1
+    tiles = int(rng.integers(1, min(16, 2048 // (24 * pes * drain)) + 1))
+    cfg = _cfg(tiles=tiles, pes=pes, kmax=kmax, drain=drain, c=int(rng.choice([16, 64])))
     _check(cfg, [_random_case(rng, cfg, small=False) for _ in range(8)])

@@ -122,3 +122,24 @@ def test_skip_cycles_follow_nonzeros_and_predict(monkeypatch):
             pred = predict(rows=1, ow=ow, wp=W, q=q, k=K, stride=1, nonzeros=len(cc),
                            dense=dense)
             assert abs(exact - pred) <= max(4, 0.05 * exact), (s, dense, exact, pred)
+
+
+def test_engine_quantizer_zero_point_zero():
+    """The engine asks the int recipe for zero-point-0 activations (`Engine.ptq_options`):
+    the image and every ReLU output take levels 0..127, so a real 0 is code 0 and the
+    digits CNN's conv2 input (conv1's ReLU output) has zeros to skip."""
+    from tessera.generators.config import load_config
+    from tessera.generators.infer import _builtin
+    from tessera.sim import digits, qnet
+    from tessera.sim.ptq import quantize
+    cfg = load_config("zascas")
+    assert cfg.engine.ptq_options() == {"act_zero_point": 0}
+    xtr, _, xte, _ = digits.load_split()
+    q = quantize(_builtin("digits-cnn"), cfg.pe, xtr[:200], **cfg.engine.ptq_options())
+    assert q.input["zero_point"] == 0 and q.input["lo"] == 0 and q.input["hi"] == 127
+    epis = [ql.epilogue for ql in q.layers if ql.epilogue is not None]
+    assert epis and all(e["zero_point"] == 0 and e["lo"] == 0 for e in epis)
+    x0 = qnet.quantize_input(q, xte[:20])
+    assert x0.min() == 0 and (x0 == 0).mean() > 0.3     # the digits' background is code 0
+    default = quantize(_builtin("digits-cnn"), cfg.pe, xtr[:200])
+    assert default.input["zero_point"] == -128           # the int recipe's own rule

@@ -194,6 +194,11 @@ class FeieEngine(Engine):
         return [{"name": n, "layer": layer.to_dict(), "input": list(shape), "kind": "relu",
                  "seed": 3000 + i} for i, (n, layer, shape) in enumerate(cases)]
 
+    def ptq_options(self):
+        """Zero skipping needs a real 0 to be code 0: activations with zero point 0
+        (`tessera.sim.ptq_int`, option ``act_zero_point``)."""
+        return {"act_zero_point": 0}
+
     def pe_count(self):
         return self._a.pes * self._a.tiles
 
