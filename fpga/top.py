@@ -201,7 +201,7 @@ class PllPlan:
     in_hz, out_hz : float
         Reference and (exact) output frequency.
     params : dict
-        The primitive's divider parameters (iCE40 ``SB_PLL40_CORE``: ``DIVR``, ``DIVF``,
+        The primitive's divider parameters (iCE40 ``SB_PLL40_PAD``: ``DIVR``, ``DIVF``,
         ``DIVQ``, ``FILTER_RANGE``; ECP5 ``EHXPLLL``: ``CLKI_DIV``, ``CLKFB_DIV``,
         ``CLKOP_DIV``).
     vco_hz : float
@@ -286,11 +286,12 @@ class BoardTop(Elaboratable):
 
     Clocking: the ``sync`` domain runs at ``clk_hz``. When that is the board clock (12 MHz on
     the iCEBreaker, 25 MHz on the ULX3S) the clock pin drives it directly; otherwise the
-    board's PLL makes it (iCE40 ``SB_PLL40_CORE``, ECP5 ``EHXPLLL``, settings from
-    :func:`pll_plan`) and its output is constrained to that frequency. Reset: a power-on timer
-    on the board clock (15 us: iCE40 block RAMs read as zero for ~3 us after configuration)
-    and the PLL's lock, combined and synchronised into ``sync`` by a `ResetSynchronizer`
-    (asserted at once, released on a clock edge).
+    board's PLL makes it (iCE40 ``SB_PLL40_PAD`` on the clock pin's pad, which the iCE40's
+    PLL must own; ECP5 ``EHXPLLL``; settings from :func:`pll_plan`) and its output is
+    constrained to that frequency. Reset: a power-on timer (15 us: iCE40 block RAMs read as
+    zero for ~3 us after configuration; on the board clock, or on an iCE40 PLL's output from
+    its lock) and the PLL's lock, combined and synchronised into ``sync`` by a
+    `ResetSynchronizer` (asserted at once, released on a clock edge).
 
     The board's USB serial port (``uart`` resource ``board.uart``) carries the framed host
     link at ``baud`` bits/s, 8N1, no flow control (docs/link.md). LEDs (the pins per board are
@@ -405,38 +406,39 @@ class BoardTop(Elaboratable):
 
     def _clocking(self, m, platform):
         board = self._board
-        clk_pin = platform.request(platform.default_clk, 0, dir="-")
-        m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_pin)
-        clk_in = clk_buf.i
-        # Power-on reset on the board clock: the iCE40 BRAM quirk wants > 3 us (5x margin).
-        delay = max(int(15e-6 * board.clk_hz), 2)
-        m.domains.por = ClockDomain("por", reset_less=True, local=True)
-        m.d.comb += ClockSignal("por").eq(clk_in)
-        timer = Signal(range(delay + 1))
-        por_done = Signal()
-        with m.If(timer == delay):
-            m.d.por += por_done.eq(1)
-        with m.Else():
-            m.d.por += timer.eq(timer + 1)
-
-        m.domains.sync = ClockDomain("sync")
         plan = self._pll
-        if plan is None:
-            m.d.comb += ClockSignal("sync").eq(clk_in)
-            locked = Const(1)
-        else:
+        clk_pin = platform.request(platform.default_clk, 0, dir="-")
+        m.domains.sync = ClockDomain("sync")
+        m.domains.por = ClockDomain("por", reset_less=True, local=True)
+        if plan is not None and plan.family == "ice40":
+            # The iCE40's PLL sits on the clock pin's own pad (the iCEBreaker's pin 35): it
+            # must take the pad (SB_PLL40_PAD), which then feeds nothing else; so the power-on
+            # timer runs on the PLL's output and counts from lock.
             clk_out = Signal()
             locked = Signal()
             p = plan.params
-            if plan.family == "ice40":
-                m.submodules.pll = Instance(
-                    "SB_PLL40_CORE",
-                    p_FEEDBACK_PATH="SIMPLE", p_PLLOUT_SELECT="GENCLK",
-                    p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"],
-                    p_FILTER_RANGE=p["FILTER_RANGE"],
-                    i_REFERENCECLK=clk_in, i_RESETB=Const(1), i_BYPASS=Const(0),
-                    o_PLLOUTGLOBAL=clk_out, o_LOCK=locked)
+            m.submodules.pll = Instance(
+                "SB_PLL40_PAD",
+                p_FEEDBACK_PATH="SIMPLE", p_PLLOUT_SELECT="GENCLK",
+                p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"],
+                p_FILTER_RANGE=p["FILTER_RANGE"],
+                i_PACKAGEPIN=clk_pin.io, i_RESETB=Const(1), i_BYPASS=Const(0),
+                o_PLLOUTGLOBAL=clk_out, o_LOCK=locked)
+            m.d.comb += [ClockSignal("sync").eq(clk_out), ClockSignal("por").eq(clk_out)]
+            platform.add_clock_constraint(clk_out, plan.out_hz)
+            por_hz, count = plan.out_hz, locked
+        else:
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_pin)
+            clk_in = clk_buf.i
+            m.d.comb += ClockSignal("por").eq(clk_in)
+            por_hz, count = board.clk_hz, Const(1)
+            if plan is None:
+                m.d.comb += ClockSignal("sync").eq(clk_in)
+                locked = Const(1)
             else:
+                clk_out = Signal()
+                locked = Signal()
+                p = plan.params
                 m.submodules.pll = Instance(
                     "EHXPLLL",
                     p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED",
@@ -454,8 +456,16 @@ class BoardTop(Elaboratable):
                     a_FREQUENCY_PIN_CLKOP=f"{plan.out_hz / 1e6:g}",
                     a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
                     a_MFG_GMCREF_SEL="2")
-            m.d.comb += ClockSignal("sync").eq(clk_out)
-            platform.add_clock_constraint(clk_out, plan.out_hz)
+                m.d.comb += ClockSignal("sync").eq(clk_out)
+                platform.add_clock_constraint(clk_out, plan.out_hz)
+        # Power-on reset: the iCE40 BRAM quirk wants > 3 us after configuration (5x margin).
+        delay = max(int(15e-6 * por_hz), 2)
+        timer = Signal(range(delay + 1))
+        por_done = Signal()
+        with m.If(timer == delay):
+            m.d.por += por_done.eq(1)
+        with m.Elif(count):
+            m.d.por += timer.eq(timer + 1)
         m.submodules.reset_sync = ResetSynchronizer(~(por_done & locked), domain="sync")
 
     def elaborate(self, platform):

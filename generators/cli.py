@@ -438,19 +438,23 @@ def format_report(cfg, rep):
 
 
 # -- build / program / run ----------------------------------------------------------------------
+def _board_fits(cfg, board, command):
+    """The core of ``cfg`` must fit ``board`` at its clock and baud rate
+    (`tessera.fpga.deploy.board_problem`); its ``host.interface`` does not matter: every board
+    top has the framed UART link."""
+    from tessera.fpga.deploy import board_problem
+    why = board_problem(cfg, board)
+    if why:
+        # "core.clock_mhz: ..." and "host.baud: ..." name their option already.
+        raise CliError(why if why.startswith(("core.", "host.")) else f"{command}: {why}")
+
+
 def cmd_build(args):
-    from tessera.fpga.boards import baud_problem, fit_problem
     from tessera.fpga.build import RESULT_FILE, check_build_environment
     cfg = _cfg(args.config)
-    _need_uart(cfg, "build")
-    # Cheap checks first: environment, fit and baud rate, output folder, tools.
+    # Cheap checks first: environment, fit, clock and baud rate, output folder, tools.
     check_build_environment()
-    why = fit_problem(cfg, args.board)
-    if why:
-        raise CliError(f"build: {cfg.core.name} cannot fit the {args.board}: it {why}")
-    why = baud_problem(cfg.host.baud, args.board)
-    if why:
-        raise CliError(f"host.baud: {cfg.host.baud} cannot be made on the {args.board}: {why}")
+    _board_fits(cfg, args.board, "build")
     out = pathlib.Path(args.output) if args.output else \
         pathlib.Path("build/fpga") / f"{cfg.core.name}-{args.board}"
     _check_out(out, records=(RESULT_FILE,), what="build folder")
@@ -464,7 +468,8 @@ def cmd_build(args):
     from tessera.generators.assemble import build_core
     say = (lambda s: print(s, file=sys.stderr)) if args.json else print
     res = build_bitstream(build_core(cfg), board=args.board, out_dir=out, name=cfg.core.name,
-                          seed=args.seed, baud=cfg.host.baud, progress=say)
+                          seed=args.seed, baud=cfg.host.baud,
+                          clk_hz=cfg.core.clock_mhz * 1e6, progress=say)
     import dataclasses
     d = dataclasses.asdict(res)
     if args.json:
@@ -475,17 +480,10 @@ def cmd_build(args):
     print(f"  DSPs   {d['dsps']:>6} / {d['dsps_total']}")
     print(f"  BRAMs  {d['brams']:>6} / {d['brams_total']}")
     met = "met" if d["timing_met"] else "NOT met"
-    print(f"  Fmax   {d['fmax_mhz']:.1f} MHz vs board clock {d['target_mhz']:.1f} MHz "
+    print(f"  Fmax   {d['fmax_mhz']:.1f} MHz vs core clock {d['target_mhz']:.1f} MHz "
           f"(timing {met})")
     print(f"  bitstream {d['bitstream']}")
     return EXIT_OK
-
-
-def _need_uart(cfg, command):
-    """Board commands reach the core through the UART bridge: ``host.interface`` says so."""
-    if cfg.host.interface != "uart":
-        raise CliError(f"host.interface: {cfg.host.interface!r} has no board link; allowed for "
-                       f"`tessera {command}`: 'uart' (set [host] interface = \"uart\" and baud)")
 
 
 def cmd_program(args):
@@ -506,41 +504,34 @@ def cmd_program(args):
     return EXIT_OK
 
 
-def cmd_run_model(args):
-    """`tessera run --model QNET`: a quantized network on the board (or a virtual board,
-    ``--port sim:golden|sim:verilator``), through `tessera.fpga.deploy.run_network`."""
+def _run_positionals(args, extra):
+    """``(config, model)`` of `tessera run [CONFIG] [MODEL]`: argparse gives a trailing MODEL
+    after the options as an extra argument; one positional is the MODEL when it is an ``.npz``
+    file name, else the CONFIG."""
+    options = [t for t in extra if t.startswith("-")]
+    words = [t for t in extra if not t.startswith("-")]
+    if options:
+        _SUBPARSERS["run"].unknown(extra)
+    given = [v for v in (args.config, args.model) if v is not None] + words
+    if len(given) > 2:
+        _SUBPARSERS["run"].unknown(given[2:])
+    config, model = (given + [None, None])[:2]
+    if model is None and config is not None and config.lower().endswith(".npz"):
+        config, model = None, config
+    if args.model_option is not None:
+        if model is not None:
+            raise CliError(f"run: the model is given twice ({_q(model, 60)} and --model "
+                           f"{_q(args.model_option, 60)}); give MODEL once")
+        model = args.model_option
+    return config, model
+
+
+def cmd_run(args, extra=()):
     from tessera.fpga import deploy
-    from tessera.generators.infer import load_data
-    from tessera.sim.qnet import load
+    args.config, model = _run_positionals(args, list(extra))
+    if model is not None:
+        return cmd_run_model(args, model)
     cfg = _cfg(args.config)
-    if args.gemm is not None or args.layers:
-        raise CliError("run: give --model, --gemm or --layers, one of them")
-    qnet = load(args.model)
-    qnet.check_core(cfg)
-    _, x, y = load_data(args.data)
-    say = (lambda m: print(m, file=sys.stderr))
-
-    def on_images(done, total):
-        print(f"\r[run] images {done}/{total}", end="" if done < total else "\n",
-              file=sys.stderr, flush=True)
-    r = deploy.run_network(args.port, cfg, args.board, qnet, x, y, images=args.images,
-                           progress=say, on_images=on_images)
-    print(deploy.format_network(r))
-    return EXIT_OK if r["equal_to_reference"] == r["images"] else EXIT_FAILED
-
-
-def cmd_run(args):
-    if getattr(args, "model", None):
-        return cmd_run_model(args)
-    import asyncio
-    import numpy as np
-    from tessera.fpga.boards import baud_problem, get_board
-    from tessera.fpga.link import UartTransport
-    from tessera.sim.driver import TesseraDriver
-    from tessera.sim.workloads import gemm_operands, reference_gemm
-    cfg = _cfg(args.config)
-    _need_uart(cfg, "run")
-    board = get_board(args.board)
     layers = None
     if args.layers:
         from tessera.generators.report import load_layers_file, report_layers
@@ -555,73 +546,41 @@ def cmd_run(args):
     m, n, k = args.gemm or (16, 16, 16)
     if layers is None:
         _check_mappable(cfg, [(m, n, k, None)], "run")
-    why = baud_problem(cfg.host.baud, board)
-    if why:
-        raise CliError(f"host.baud: {cfg.host.baud} cannot be made on the {board.name}: {why}")
-
-    async def go():
-        async with UartTransport.for_board(args.port, board, baud=cfg.host.baud) as t:
-            drv = TesseraDriver(t, cfg, poll_cycles=1000)
-            try:
-                info = await drv.connect()
-            except Exception as e:
-                if type(e).__name__ != "VersionError" or drv.info is None:
-                    raise
-                raise CliError(_mismatch(cfg, drv.info, args)) from None
-            if layers is not None:
-                return info, await _run_layers(drv, cfg, layers, args.seed)
-            a, b = gemm_operands(cfg, m, n, k, seed=args.seed)
-            got, stats = await drv.gemm(a, b)
-            return info, (got, stats, reference_gemm(cfg, a, b, k_split=stats.k_split))
-    info, result = asyncio.run(go())
+    _board_fits(cfg, args.board, "run")
+    say = (lambda line: print(line, file=sys.stderr, flush=True))
     if layers is not None:
-        from tessera.sim.layers import describe
-        print(f"{'layer':<16} {'':<30} {'runs':>5} {'cycles':>9} {'util':>7} {'to core':>8} "
-              f"{'from core':>9}  result")
-        bad_total = 0
-        for case, (bad, st) in zip(layers, result):
-            bad_total += bad
-            util = f"{100 * st.utilization:6.1f}%" if st.utilization else "      -"
-            print(f"{case['name']:<16} {describe(case['layer']):<30} {st.runs:>5} "
-                  f"{st.cycles:>9} {util} {st.bytes_out:>8} {st.bytes_in:>9}  "
-                  f"{'bit-exact' if bad == 0 else f'{bad} mismatches'}")
-        return EXIT_OK if bad_total == 0 else EXIT_FAILED
-    got, stats, ref = result
-    bad = int(np.count_nonzero(got != ref))
-    print(f"{m}x{n}x{k} GEMM on {args.board}: {stats.cycles} cycles in {stats.runs} runs, "
-          f"{'bit-exact' if bad == 0 else f'{bad} mismatches'}")
-    return EXIT_OK if bad == 0 else EXIT_FAILED
+        rows = deploy.run_layers(args.port, cfg, args.board, layers, seed=args.seed,
+                                 progress=say)
+        print(deploy.format_layers(rows, port=args.port, board=args.board))
+        return EXIT_OK if all(r["mismatches"] == 0 for r in rows) else EXIT_FAILED
+    r = deploy.run_gemm(args.port, cfg, args.board, m, n, k, seed=args.seed, progress=say)
+    print(deploy.format_gemm(r, port=args.port, board=args.board))
+    return EXIT_OK if r["mismatches"] == 0 else EXIT_FAILED
 
 
-def _mismatch(cfg, info, args):
-    """One short line: the core on the board is not the config's, and which fields differ."""
-    want = cfg.core_info()
-    fields = []
-    for d in info.differences(want):
-        name = d.split(":", 1)[0].split(".", 1)[0]        # "store b.lanes" -> "store b"
-        if name not in fields:
-            fields.append(name)
-    shown = ", ".join(fields[:5]) + (f" and {len(fields) - 5} more" if len(fields) > 5 else "")
-    return (f"run: the core on {_q(args.port, 40)} is not the one the config describes "
-            f"(differs in {shown}); program the bitstream built from this config, or run with "
-            f"the config the bitstream was built from")
+def cmd_run_model(args, model):
+    """`tessera run [CONFIG] MODEL`: a quantized network on the board (or a virtual board,
+    ``--port sim:golden|sim:verilator``), through `tessera.fpga.deploy.run_network`."""
+    from tessera.fpga import deploy
+    from tessera.generators.infer import load_data
+    from tessera.sim.qnet import load
+    cfg = _cfg(args.config)
+    if args.gemm is not None or args.layers:
+        raise CliError("run: give MODEL, --gemm or --layers, one of them")
+    _board_fits(cfg, args.board, "run")
+    qnet = load(model)
+    _, x, y = load_data(args.data)
+    images = len(x) if args.images is None else min(args.images, len(x))
+    deploy.check_model(cfg, qnet, batch=min(50, images))
+    say = (lambda line: print(line, file=sys.stderr, flush=True))
 
-
-async def _run_layers(drv, cfg, cases, seed):
-    """Each layer case with seeded operands on the core; [(mismatches, LayerStats)]."""
-    import numpy as np
-    from tessera.sim.layers import layer_from_dict
-    from tessera.sim.lowering import run_layer
-    out = []
-    for i, case in enumerate(cases):
-        layer = layer_from_dict(case["layer"])
-        x, w = cfg.engine.layer_operands(layer, case["input"], seed=seed + i,
-                                         mode=case.get("mode"))
-        got, st = await run_layer(drv, layer, x, w, raw=True, mode=case.get("mode"))
-        want = cfg.engine.layer_reference(layer, x, w, k_split=st.k_split, mode=case.get("mode"))
-        out.append((int(np.count_nonzero(np.asarray(got, np.uint64)
-                                         != np.asarray(want, np.uint64))), st))
-    return out
+    def on_images(done, total):
+        print(f"\r[run] images {done}/{total}", end="" if done < total else "\n",
+              file=sys.stderr, flush=True)
+    r = deploy.run_network(args.port, cfg, args.board, qnet, x, y, images=args.images,
+                           progress=say, on_images=on_images)
+    print(deploy.format_network(r))
+    return EXIT_OK if r["equal_to_reference"] == r["images"] else EXIT_FAILED
 
 
 # -- clean --------------------------------------------------------------------------------------
@@ -827,7 +786,12 @@ def _int_in(lo, hi, what):
 def _port(text):
     if not text or "\0" in text:
         raise argparse.ArgumentTypeError(f"{text!r} is not a serial device path; allowed: e.g. "
-                                         f"/dev/ttyUSB1")
+                                         f"/dev/ttyUSB1, or sim:golden, sim:verilator")
+    if text.startswith("sim:"):
+        from tessera.fpga.deploy import SIM_PORTS
+        if text not in SIM_PORTS:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a virtual board; allowed: "
+                                             f"{', '.join(SIM_PORTS)}")
     return text
 
 
@@ -1025,11 +989,15 @@ def _parser():
     s.set_defaults(fn=cmd_infer)
 
     s = command("build", "bitstream for a board, with LUT/DSP/BRAM/Fmax",
-                "Synthesizes, places and routes the core with its UART bridge for a board "
-                "(YoWASP yosys + nextpnr),\nshowing each tool stage, and prints LUT/DSP/BRAM "
-                "use and Fmax against the board clock. The config\nneeds [host] interface = "
-                "\"uart\".",
+                "Synthesizes, places and routes the core for a board (YoWASP yosys + nextpnr) "
+                "inside its board top:\nthe board's clocking (a PLL when core.clock_mhz is not "
+                "the board clock), reset synchronisation,\nthe framed UART link at host.baud "
+                "(docs/link.md) and status LEDs; shows each tool stage and prints\nLUT/DSP/BRAM "
+                "use and Fmax against the core clock. Any config that fits the board builds,\n"
+                "whatever its host.interface; one that certainly does not fit is refused before "
+                "synthesis.",
                 ["tessera build icebreaker --board icebreaker",
+                 "tessera build --board ulx3s        # the default preset, on the ULX3S 85F",
                  "tessera build ulx3s --board ulx3s --seed 2 --json"])
     config(s)
     s.add_argument("--board", required=True, type=_board, metavar="BOARD", help=_BOARD_HELP)
@@ -1053,17 +1021,30 @@ def _parser():
                    help="print the openFPGALoader command instead of running it")
     s.set_defaults(fn=cmd_program)
 
-    s = command("run", "run a GEMM or layers on a programmed board over its UART",
-                "Connects to a programmed board over its UART at the config's host.baud, "
-                "checks that the core is the\none the config describes, runs a GEMM (or "
-                "layers) of seeded random operands and compares the result\nwith the "
-                "reference. Exit status 0 when bit-exact, 1 otherwise.",
+    s = command("run", "run a GEMM, layers or a network on a board (or a virtual board)",
+                "Connects to a board programmed by `tessera build` over its framed UART link "
+                "(docs/link.md) at the\nconfig's host.baud, checks that the core is the one "
+                "the config describes (INFO), then runs\na GEMM or layers of seeded random "
+                "operands, or the quantized network MODEL (what `tessera infer\n--save` "
+                "writes) on test images, each result checked against the reference. --port "
+                "sim:golden\nor sim:verilator is a virtual board: the golden model behind the "
+                "framer's twin, or the board\ntop's Verilog (UART, framed link, core) under "
+                "Verilator at the board's clock and baud. Exit\nstatus 0 when bit-exact, 1 "
+                "otherwise.",
                 ["tessera run icebreaker --board icebreaker --port /dev/ttyUSB1",
-                 "tessera run icebreaker --board icebreaker --port /dev/ttyUSB1 --gemm 32 8 64"])
+                 "tessera run icebreaker --board icebreaker --port sim:golden --gemm 32 8 64",
+                 "tessera run icebreaker --board icebreaker --port sim:verilator mlp.npz "
+                 "--images 50"])
     config(s)
+    s.add_argument("model", nargs="?", metavar="MODEL",
+                   help="a quantized network .npz (`tessera infer ... --save`): run it on the "
+                        "images of --data and print accuracy, images per second and link time "
+                        "per image")
     s.add_argument("--board", required=True, type=_board, metavar="BOARD", help=_BOARD_HELP)
-    s.add_argument("--port", required=True, type=_port,
-                   help="the board's serial port, e.g. /dev/ttyUSB1")
+    s.add_argument("--port", required=True, type=_port, metavar="PORT",
+                   help="the board's serial port, e.g. /dev/ttyUSB1; or a virtual board: "
+                        "sim:golden (the golden model, instant) or sim:verilator (the board "
+                        "top's Verilog under Verilator, built once under build/vsim)")
     dim = _int_in(1, MAX_GEMM_DIM, f"1..{MAX_GEMM_DIM}")
     s.add_argument("--gemm", nargs=3, type=dim, default=None, metavar=("M", "N", "K"),
                    help=f"run one M x N x K GEMM of seeded random operands, each 1.."
@@ -1073,15 +1054,13 @@ def _parser():
                         "each checked against the layer reference")
     s.add_argument("--seed", type=_int_in(0, 2**32 - 1, "0..4294967295"), default=0,
                    help="operand seed, 0..4294967295 (default 0)")
-    s.add_argument("--model", metavar="QNET.npz",
-                   help="run this quantized network (what `tessera infer --save` writes) on "
-                        "the images of --data, with accuracy, images per second and link time "
-                        "per image (--port sim:golden or sim:verilator: a virtual board)")
+    s.add_argument("--model", dest="model_option", metavar="QNET.npz", default=None,
+                   help="the same as MODEL (its older spelling)")
     s.add_argument("--data", default="digits", metavar="digits|FILE.npz",
-                   help="images for --model (default: the digits test split)")
+                   help="images for MODEL (default: the digits test split)")
     s.add_argument("--images", type=_int_in(1, 10**7, "1..10000000"), default=None,
-                   metavar="N", help="with --model: the first N images (default all)")
-    s.set_defaults(fn=cmd_run)
+                   metavar="N", help="with MODEL: the first N images (default all)")
+    s.set_defaults(fn=cmd_run, takes_extra=True)
 
     s = command("clean", "remove what tessera built under build/",
                 "Removes what tessera wrote under build/ (simulation builds and runs, regress "
@@ -1103,10 +1082,10 @@ def _parser():
 #: Exceptions that are expected failures (printed as one line, exit 2), besides the classes
 #: below: matched by name so that modules need not be imported to be caught.
 _EXPECTED_NAMES = {"BuildError", "ProgramError", "ToolchainError", "LinkError", "LinkTimeout",
-                   "TesseraError", "LintError", "VerilatorNotFoundError", "VersionError",
-                   "SimulationError", "OutputPathError", "ConfigError", "UnitError",
-                   "ReportError", "TimeoutExpired", "LayerError", "InferError", "OnnxError",
-                   "VsimError"}
+                   "LinkCorrupt", "DeployError", "TesseraError", "LintError",
+                   "VerilatorNotFoundError", "VersionError", "SimulationError", "OutputPathError",
+                   "ConfigError", "UnitError", "ReportError", "TimeoutExpired", "LayerError",
+                   "InferError", "OnnxError", "VsimError"}
 
 
 def _expected(e):

@@ -39,7 +39,7 @@ def test_pll_plans():
         pll_plan("icebreaker", 14e6)
 
 
-@pytest.mark.parametrize("board,hz,cell", [("icebreaker", 24e6, "SB_PLL40_CORE"),
+@pytest.mark.parametrize("board,hz,cell", [("icebreaker", 24e6, "SB_PLL40_PAD"),
                                            ("ulx3s-85f", 50e6, "EHXPLLL")])
 def test_build_plan_with_a_pll(board, hz, cell):
     top = BoardTop(EchoPlusOne(), board, clk_hz=hz)

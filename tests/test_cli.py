@@ -266,12 +266,3 @@ def test_console_script(tmp_path):
     assert re.fullmatch(r"tessera: error: config: 'nope' is neither a file nor a preset; .*\n",
                         bad.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ice"]
-
-
-def test_build_needs_uart_interface(capsys):
-    """host.interface means something: a stream-only core has no board link to build."""
-    rc = main(["build", "int8-8x8", "--board", "ulx3s-85f"])
-    assert rc == 2
-    err = capsys.readouterr().err
-    assert re.search(r"host\.interface: 'stream' has no board link; allowed for `tessera build`: "
-                     r"'uart'", err), err

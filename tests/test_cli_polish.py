@@ -180,32 +180,25 @@ def test_ctrl_c_during_startup_imports_prints_no_traceback(tmp_path):
 
 
 # -- run: the config-mismatch line --------------------------------------------------------------
-def test_run_mismatch_names_the_fields_in_one_short_line(capsys, monkeypatch, tmp_path):
-    """The board answers INFO as the `icebreaker` preset's core; the config asks for 4x4."""
-    from tessera.fpga import link
-    from tessera.sim.core import GoldenCore, GoldenTransport
-
-    class Board(GoldenTransport):
-        async def __aenter__(self):
-            return self
-
-        async def __aexit__(self, *exc):
-            return False
-    monkeypatch.setattr(link.UartTransport, "for_board", staticmethod(
-        lambda port, board, baud=115200, timeout=1.0: Board(GoldenCore(load_config("icebreaker")))))
+def test_run_mismatch_names_the_fields_in_one_short_line(capsys, tmp_path):
+    """The board answers INFO as the `icebreaker` preset's core; the config asks for 2x2."""
+    from tests.test_cli_run import BoardOnPty, error_line
+    board = BoardOnPty(load_config("icebreaker"))
     (tmp_path / "c.toml").write_text(
         '[core]\nname = "other"\nboards = ["icebreaker"]\n[array]\nrows = 2\ncols = 2\n'
         '[memory]\na_depth = 512\nb_depth = 512\nc_depth = 256\n'
         '[host]\ninterface = "uart"\n')
-    code, out, err = run(capsys, "run", tmp_path / "c.toml", "--board", "icebreaker",
-                         "--port", "/dev/ttyUSB9")
+    try:
+        code, out, err = run(capsys, "run", tmp_path / "c.toml", "--board", "icebreaker",
+                             "--port", board.path)
+    finally:
+        board.close()
     assert code == 2 and out == ""
-    line = err.strip()
-    assert "\n" not in line and len(line) < 300, line
-    assert re.fullmatch(r"tessera: error: run: the core on '/dev/ttyUSB9' is not the one the "
-                        r"config describes \(differs in cols, format acc, store b, store c\); "
-                        r"program the bitstream built from this config, or run with the config "
-                        r"the bitstream was built from", line), line
+    line = error_line(err, rf"the core on {re.escape(board.path)} is not the one the config "
+                           rf"other describes \(differs in cols, format acc, store b, store c\); "
+                           rf"program the bitstream built from this config, or run with the "
+                           rf"config the bitstream was built from")
+    assert len(line) < 300
 
 
 # -- report: figures rounded for people ---------------------------------------------------------

@@ -337,7 +337,10 @@ def test_build_bad_arguments_fail_first(project, capsys, monkeypatch):
     assert "Traceback" not in err
     assert re.search(r"^tessera build: error: argument --seed: -1 is out of range; allowed: "
                      r"0\.\.2147483647$", err, re.M), err
-    (project / "b.toml").write_text(uart + "baud = 2500000\n")
+    # At the board's 12 MHz (the default clock_mhz, 25, has a PLL make 25 MHz on the
+    # iCEBreaker, from which 2.5 Mbaud is exact).
+    (project / "b.toml").write_text(uart.replace('name = "s"', 'name = "s"\nclock_mhz = 12.0')
+                                    + "baud = 2500000\n")
     code, _, err = run(capsys, "build", "b.toml", "--board", "icebreaker")
     assert code == 2
     error_line(err, r"host\.baud: 2500000 cannot be made on the icebreaker: baud 2500000 is "
@@ -631,23 +634,21 @@ def test_manifest_doc_covers_every_unit(capsys):
     assert not missing, f"docs/manifest.md has no row for {missing}"
 
 
-def test_run_uses_host_baud(project, capsys, monkeypatch):
-    """`tessera run` ignored host.baud: a core built at 9600 baud was opened at 115200."""
-    from tessera.fpga import link
-    seen = {}
-
-    def for_board(port, board, *, baud=115200, timeout=1.0):
-        seen.update(port=port, board=getattr(board, "name", board), baud=baud)
-        raise link.LinkError(f"cannot open serial port {port}: no such device")
-    monkeypatch.setattr(link.UartTransport, "for_board", staticmethod(for_board))
-    (project / "u.toml").write_text(
-        '[core]\nname = "u"\nboards = ["icebreaker"]\n[array]\nrows = 2\ncols = 2\n'
-        '[memory]\na_depth = 16\nb_depth = 16\nc_depth = 16\n'
-        '[host]\ninterface = "uart"\nbaud = 9600\n')
-    code, _, err = run(capsys, "run", "u.toml", "--board", "icebreaker", "--port", "/dev/nope")
-    assert code == 2
-    error_line(err, r"cannot open serial port /dev/nope: no such device")
-    assert seen == {"port": "/dev/nope", "board": "icebreaker", "baud": 9600}
+def test_run_uses_host_baud(capsys, tmp_path):
+    """`tessera run` once ignored host.baud. On the golden virtual board the line is modelled
+    at the config's baud: the same GEMM takes 12x as long at 9600 as at 115200."""
+    from tests.test_cli_run import gemm_ms, preset_text
+    toml = (preset_text("icebreaker").replace('name = "tessera_icebreaker"',
+                                              'name = "slow_link"')
+            .replace("baud = 115200", "baud = 9600"))
+    (tmp_path / "slow.toml").write_text(toml)
+    code, fast, err = run(capsys, "run", "icebreaker", "--board", "icebreaker", "--port",
+                          "sim:golden", "--gemm", "16", "16", "16")
+    assert code == 0, err
+    code, slow, err = run(capsys, "run", tmp_path / "slow.toml", "--board", "icebreaker",
+                          "--port", "sim:golden", "--gemm", "16", "16", "16")
+    assert code == 0, err
+    assert gemm_ms(slow) / gemm_ms(fast) == pytest.approx(115200 / 9600, rel=0.03)
 
 
 def test_malformed_commands_do_not_race_small_scratchpads(tmp_path):
