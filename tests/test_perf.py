@@ -305,6 +305,31 @@ def test_link_time_against_the_virtual_board(preset):
     assert pr.seconds == pytest.approx(secs, rel=1e-3)
 
 
+def test_qnet_against_golden():
+    """A quantized network (on-chip epilogue on the first layer, a host Flatten, a plain last
+    layer) at batch 7: per-layer cycles equal `run_network`'s on the golden core."""
+    from tessera.sim.qnet import QLayer, QNet, run_network
+    cfg = load_config("int8-requant")
+    rng = np.random.default_rng(0)
+    layers = [QLayer(Conv2d(1, 4, kernel=3, padding=1), w=rng.integers(-20, 20, (4, 1, 3, 3)),
+                     bias=np.zeros(4),
+                     epilogue={"scale": 0.01, "zero_point": 0, "activation": "relu"}),
+              QLayer(Flatten()),
+              QLayer(Dense(144, 5), w=rng.integers(-20, 20, (144, 5)), bias=np.zeros(5),
+                     out_scale=np.ones(5))]
+    qnet = QNet("t", cfg.pe.to_dict(), {"scale": 1 / 64, "zero_point": 0, "lo": -128,
+                                         "hi": 127}, (1, 6, 6), layers)
+    drv = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)
+
+    async def go():
+        await drv.connect()
+        return await run_network(drv, qnet, rng.random((7, 1, 6, 6)))
+    res = asyncio.run(go())
+    pr = predict(qnet, cfg, batch=7)
+    assert [p.cycles for p in pr.layers] == [r.total("cycles") for r in res.records]
+    assert [p.epilogue for p in pr.layers] == [True, False, False]
+
+
 def test_needs_an_input_shape():
     with pytest.raises(ValueError, match=r"^predict: Dense needs input_shape="):
         predict(Dense(4, 4), load_config("int8-4x4"))
