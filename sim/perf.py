@@ -434,51 +434,18 @@ def feie_row_nonzeros(x, layer, q_chunk):
 
 def _feie_conv(cfg, acc, proto, x_shape, layer, nonzeros):
     from tessera.sim.engines import feie
-    a = cfg.array
-    T = a.tiles
-    v = a.pes * getattr(a, "drain", 1)            # outputs per result word
-    lower = feie.FeieLowering(cfg)
-    d = lower.d
-    (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
-    nb, o, oh, ow = layer.out_shape(x_shape)
-    c = x_shape[1]
-    wpad = x_shape[3] + 2 * pw
-    q_all = c * kh
-    qc = lower.plan_q(q_all, wpad)
-    chunk_q = [min(qc, q_all - q0) for q0 in range(0, q_all, qc)]
-    rows_cap = max(1, min(d["c"] * v // ow, 1 << lower.lay.row_bits))
-    cap = min(d["a"], 0xFFFF)
-    dense = lower.dense
-    groups = -(-o // T)
-    # the engine's own predict: pass the array facts it asks for (pes, drain) when it does
-    params = inspect.signature(feie.predict).parameters
-    extra = {k: getattr(a, k) for k in ("pes", "drain") if k in params and hasattr(a, k)}
-    # The mapper's blocks: consecutive (image, output row)s, across images, as many as A
-    # holds in every chunk, C holds and the row field counts (cumulative sums, one search
-    # per block).
-    cnt = np.asarray(nonzeros, dtype=np.int64).transpose(1, 0, 2).reshape(len(chunk_q), -1)
-    cum = np.concatenate([np.zeros((cnt.shape[0], 1), np.int64), np.cumsum(cnt, 1)], 1)
-    n_rows = cnt.shape[1]
-    i0 = 0
-    while i0 < n_rows:
-        hi = min(n_rows, i0 + rows_cap)
-        ends = [int(np.searchsorted(cum[ci], cum[ci, i0] + cap, side="right")) - 1
-                for ci in range(cnt.shape[0])]
-        i1 = max(i0 + 1, min(hi, *ends))
-        rows = i1 - i0
-        for ci, q in enumerate(chunk_q):
-            E = int(cum[ci, i1] - cum[ci, i0])
-            cyc = feie.predict(rows=rows, ow=ow, wp=wpad, q=q, k=kw, stride=sw,
-                               nonzeros=E, dense=dense, **extra)
-            work = rows * wpad * q if dense else E
+    for ev in feie.plan_conv(cfg, x_shape, layer, nonzeros):
+        if ev[0] == "run":
+            _, groups, q, entries, cycles, work = ev
             acc.run(groups, check=feie.START_CYCLES, compute=work,
-                    fill_drain=cyc - feie.START_CYCLES - work)
+                    fill_drain=cycles - feie.START_CYCLES - work)
             proto.write("w", q, groups)
-            if E:
-                proto.write("a", E, groups)
+            if entries:
+                proto.write("a", entries, groups)
             proto.run(groups)
-        proto.read("c", -(-rows * ow // v), groups)
-        i0 = i1
+        else:
+            _, words, groups = ev
+            proto.read("c", words, groups)
 
 
 def _feie_runs(cfg, acc, proto, layer, in_shape, x, density):
