@@ -29,7 +29,7 @@ from tessera.hdl.ctrl.protocol import Err
 from tessera.hdl.engine.params import FLAG_ACCUMULATE
 
 
-__all__ = ["FLAG_DENSE", "EntryLayout", "Schedule", "simulate", "predict",
+__all__ = ["FLAG_DENSE", "EntryLayout", "Schedule", "simulate", "predict", "plan_conv",
            "FeieTwin", "FeieLowering", "encode_rows", "CHECK_CYCLES", "START_CYCLES"]
 
 #: RUN flag: dense mode (ZASCAD), one cycle per position, zeros included.
@@ -249,16 +249,22 @@ def predict(*, rows, ow, wp, q, k, stride, nonzeros, dense=False, pes=3, drain=1
 
 
 # -- host encoder ------------------------------------------------------------------------------
-def encode_rows(xp, *, ys, q_list, kh, stride_h, c0=0):
+def encode_rows(xp, *, ys, q_list, kh, stride_h, c0=0, keep=None):
     """Entries of output rows ``ys`` (relative rows 0..len(ys)-1) over the padded input
     ``xp`` (C x Hp x Wp codes, uint): for each row, column and sub-position ``q`` of
     ``q_list`` (pairs (c, i): input channel, filter row) the non-zero pixel
-    ``xp[c, y*stride_h + i, col]``, in position order. Returns (val, col, q, row) arrays."""
+    ``xp[c, y*stride_h + i, col]``, in position order; with ``keep`` (a boolean array like
+    ``xp``) also the zeros where it is true (ZASCAD on the image: every pixel, not the
+    padding). Returns (val, col, q, row) arrays."""
     vals, cols, qs, rws = [], [], [], []
     wp = xp.shape[2]
     for r, y in enumerate(ys):
         block = np.stack([xp[c, y * stride_h + i, :] for c, i in q_list], axis=1)  # Wp x Q
-        cc, qq = np.nonzero(block)
+        if keep is None:
+            cc, qq = np.nonzero(block)
+        else:
+            kb = np.stack([keep[c, y * stride_h + i, :] for c, i in q_list], axis=1)
+            cc, qq = np.nonzero((block != 0) | kb)
         vals.append(block[cc, qq])
         cols.append(cc)
         qs.append(qq)
@@ -266,6 +272,38 @@ def encode_rows(xp, *, ys, q_list, kh, stride_h, c0=0):
     del wp
     cat = (lambda a: np.concatenate(a).astype(np.int64) if a else np.zeros(0, np.int64))
     return cat(vals), cat(cols), cat(qs), cat(rws)
+
+
+def plan_conv(cfg, x_shape, layer, nonzeros):
+    """The RUNs `FeieLowering.conv` issues for a `Conv2d` (groups 1) on input ``x_shape``,
+    from the entries per (image, chunk, output row) ``nonzeros`` (N x chunks x OH), as events
+    for the performance model: ``("run", groups, q, entries, predicted cycles, broadcasts)``
+    (``groups`` identical RUNs, one per group of ``tiles`` output channels) and
+    ``("read", words, groups)`` (the C words read back after a block)."""
+    a = cfg.array
+    lower = FeieLowering(cfg)
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+    nb, o, oh, ow = layer.out_shape(x_shape)
+    wpad = x_shape[3] + 2 * pw
+    q_all = x_shape[1] * kh
+    qc = lower.plan_q(q_all, wpad)
+    chunk_q = [min(qc, q_all - q0) for q0 in range(0, q_all, qc)]
+    nz = np.asarray(nonzeros, dtype=np.int64)                    # N x chunks x OH
+    counts = [[int(nz[b, ci, y]) for ci in range(len(chunk_q))]
+              for b in range(nb) for y in range(oh)]
+    groups = -(-o // a.tiles)
+    v = a.pes * a.drain
+    for i0, i1 in lower.blocks(counts, ow):
+        rows = i1 - i0
+        for ci, q in enumerate(chunk_q):
+            e = sum(c[ci] for c in counts[i0:i1])
+            if lower.dense == "pixels":
+                raise ValueError("plan_conv: the pixel-dense mode needs the pixels' count")
+            dense = lower.dense is True
+            cyc = predict(rows=rows, ow=ow, wp=wpad, q=q, k=kw, stride=sw, nonzeros=e,
+                          dense=dense, pes=a.pes, drain=a.drain)
+            yield ("run", groups, q, e, cyc, rows * wpad * q if dense else e)
+        yield ("read", -(-rows * ow // v), groups)
 
 
 # -- the twin ----------------------------------------------------------------------------------
@@ -371,14 +409,18 @@ class FeieLowering:
     output channels x ``kmax`` taps per word), A = the entries of a block of output rows
     (`encode_rows`), C words ``r*ow + j`` (``tiles`` lanes). Sub-positions (input channel,
     filter row) are split into chunks that W holds; chunks after the first accumulate.
-    ``dense`` (default: ``array.zero_skip`` false) sets the RUN's dense flag.
+    ``dense`` (default: ``array.zero_skip`` false) sets the RUN's dense flag (ZASCAD: every
+    position of the padded rows costs a cycle); ``dense="pixels"`` instead stores every pixel
+    of the image, zeros included, as an entry (ZASCAD without the padding: what skipping
+    saves is then exactly the zero pixels).
     """
 
     def __init__(self, cfg, *, dense=None):
         self.cfg = cfg
         a = cfg.array
         self.T, self.kmax = a.tiles, a.kmax
-        self.dense = (not a.zero_skip) if dense is None else bool(dense)
+        self.dense = (not a.zero_skip) if dense is None else \
+            dense if dense == "pixels" else bool(dense)
         self.d = {s.name: s.depth for s in cfg.geometry.stores}
         self.lay = cfg.engine.entry_layout()
 
@@ -447,7 +489,11 @@ class FeieLowering:
         # Entries of every (image, output row) and chunk, computed once; a RUN takes a block
         # of consecutive rows, across images.
         seq = [(b, y) for b in range(n) for y in range(oh)]
-        row_entries = [[encode_rows(xp[b], ys=[y], q_list=ch, kh=kh, stride_h=sh)
+        keep = None
+        if self.dense == "pixels":
+            keep = np.zeros(xp.shape[1:], dtype=bool)
+            keep[:, ph:ph + x.shape[2], pw:pw + x.shape[3]] = True
+        row_entries = [[encode_rows(xp[b], ys=[y], q_list=ch, kh=kh, stride_h=sh, keep=keep)
                         for ch in chunks] for b, y in seq]
         blocks = self.blocks([[len(e[0]) for e in re] for re in row_entries], ow)
         for t0 in range(0, o, T):
@@ -468,7 +514,7 @@ class FeieLowering:
                     if E:
                         await drv.write("a", 0, self.lay.pack(ent[0], ent[1], ent[2],
                                                               rws).reshape(-1, 1))
-                    flags = (FLAG_ACCUMULATE if ci else 0) | (FLAG_DENSE if self.dense
+                    flags = (FLAG_ACCUMULATE if ci else 0) | (FLAG_DENSE if self.dense is True
                                                               else 0)
                     cyc = await drv.run(rows=rows, ow=ow, wp=wpad, q=len(ch), k=kw,
                                         stride=sw, entries=E, a_base=0, w_base=0,
