@@ -198,9 +198,11 @@ _BITS_PER_LUT = {"ice40": 1, "ecp5": 16}
 #: (``synth_ice40 -dsp``: DSP_Y_MINWIDTH=11; ``synth_ecp5``: any multiplier of 2x2 and up).
 _DSP_MIN_PRODUCT = {"ice40": 11, "ecp5": 4}
 _DSP_WIDTH = {"ice40": 16, "ecp5": 18}
-#: The host link and the command decoder: a floor well under what they take (the UART bridge
-#: alone measures 274 logic cells on iCE40 and 342 LUT4s on ECP5).
-_BASE_LUTS = 200
+#: The board top's framed host link (UART, framer with its CRCs and go-back-N buffers, LEDs)
+#: and the command decoder: a floor under what they take. The board top around a one-byte echo
+#: core measures 1201 logic cells on the UP5K and 1227 LUT4s on the ECP5-85F (nextpnr seed 1;
+#: the raw UART bridge it replaced took 274 and 342).
+_BASE_LUTS = {"ice40": 1100, "ecp5": 1100}
 
 
 @dataclass(frozen=True)
@@ -228,8 +230,9 @@ def estimate(cfg, board):
     * DSPs: per PE its multiplier (the kind's `PEResources`), when yosys maps it to a DSP
       block (products of 11 bits and more on iCE40, any on ECP5), more for operands wider than
       a block; none for a PE without a multiplier;
-    * LUTs: per PE the kind's LUT floor (by default its accumulator adder), plus a fixed floor
-      for the host link.
+    * LUTs: per PE the kind's LUT floor (by default its accumulator adder), plus a floor for
+      the board top's framed host link;
+    * the framed link's two buffers (`tessera.fpga.top.link_sizes`) in block RAM.
 
     The PE kind states its floor (`PEKind.resources`) and the engine how many PEs it builds
     (`Engine.pe_count`); nothing here asks which kind or format it is.
@@ -246,7 +249,7 @@ def estimate(cfg, board):
             w = _DSP_WIDTH[fam]
             dsps = pes * -(-wa // w) * -(-wb // w)
     # LUTs of the PEs
-    luts = _BASE_LUTS + pes * res.luts
+    luts = _BASE_LUTS[fam] + pes * res.luts
     # The epilogue lanes (one per result lane), when the core builds one.
     epi = cfg.engine.epilogue()
     if epi is not None:
@@ -271,6 +274,10 @@ def estimate(cfg, board):
         if best is None or key < best[0]:
             best = (key, blocks, logic)
     _, brams, logic = best
+    # The framed link's receive and transmit buffers (byte wide) are block RAM on every board.
+    from .top import link_sizes
+    link = link_sizes(board)
+    brams += sum(_bram_blocks(fam, link[b], 8) for b in ("rx_buffer", "tx_buffer"))
     return Estimate(board=board.name, luts=luts + logic, dsps=dsps, brams=brams,
                     luts_total=board.luts_total, dsps_total=board.dsps_total,
                     brams_total=_BRAM_BLOCKS[fam])

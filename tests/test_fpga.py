@@ -67,12 +67,12 @@ def test_fit_estimate_asks_the_kind_and_the_engine(monkeypatch):
     cfg = config_from_dict({"array": {"kind": "systolic", "rows": 2, "cols": 2},
                             "pe": {"kind": "int"}})
     base = boards.estimate(cfg, "ulx3s-85f")
-    assert (base.dsps, base.luts) == (4, 200 + 4 * 32)
+    assert (base.dsps, base.luts) == (4, 1100 + 4 * 32)
     monkeypatch.setattr(type(cfg.pe), "resources",
                         lambda self: PEResources(multiplier=None, luts=100))
-    assert dataclasses.astuple(boards.estimate(cfg, "ulx3s-85f"))[1:3] == (200 + 4 * 100, 0)
+    assert dataclasses.astuple(boards.estimate(cfg, "ulx3s-85f"))[1:3] == (1100 + 4 * 100, 0)
     monkeypatch.setattr(type(cfg.engine), "pe_count", lambda self: 3)
-    assert boards.estimate(cfg, "ulx3s-85f").luts == 200 + 3 * 100
+    assert boards.estimate(cfg, "ulx3s-85f").luts == 1100 + 3 * 100
     assert Engine.pe_count(cfg.engine) == 4
 
 
