@@ -294,6 +294,8 @@ def write_md(data):
              f"`benchmarks/perf_model.py`: `tessera.sim.perf.predict` against the Verilated RTL's "
              f"RUN cycle counts (sum of STATUS cycles per layer), {len(pts)} (layer, config) "
              f"points on {len(data['configs'])} configs. Bound: {BOUND} % on every point.", ""]
+    if data.get("note"):
+        lines += [data["note"], ""]
     if worst:
         lines += [f"**Worst point: {abs(worst['error_pct']):.2f} %** ({worst['config']}, "
                   f"{worst['layer']}: RTL {worst['rtl_cycles']}, model {worst['predicted']}). "
@@ -377,6 +379,7 @@ def main(argv=None):
     ap.add_argument("--render", action="store_true",
                     help="no RTL: measure the model's time per network again and rewrite the "
                          "table and plot from the points in the JSON")
+    ap.add_argument("--note", help="a line for the table's head (e.g. the commits measured)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the other configs' points already in the JSON")
     args = ap.parse_args(argv)
@@ -389,6 +392,8 @@ def main(argv=None):
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.render:
         data = json.loads(JSON_PATH.read_text())
+        if args.note:
+            data["note"] = args.note
         say("model time per network")
         data["model_times"] = model_times([c for c in CONFIGS if c[0] in
                                            {m["config"] for m in data["configs"]}])
