@@ -41,6 +41,7 @@ JSON_PATH = RESULTS / "perf_model.json"
 MD_PATH = RESULTS / "perf_model.md"
 PNG_PATH = RESULTS / "perf_model.png"
 BOUND = 2.0          # per cent, every point
+STATUS_REPLY = 7     # bytes of a STATUS answer (tessera.hdl.ctrl.protocol.STATUS_BYTES)
 
 #: (name, preset, {section: {key: value}}): every engine, PE kind and accumulate mode; array
 #: shapes and scratchpad depths varied (small depths force K splits and many RUNs).
@@ -302,6 +303,14 @@ def write_md(data):
                   f"Mean |error| {errs.mean():.3f} %, points exact: "
                   f"{int((errs == 0).sum())}/{len(pts)}, within {BOUND} %: "
                   f"{int((errs <= BOUND).sum())}/{len(pts)}.", ""]
+    polls = [(r["bytes_to_core"] - r["bytes_to_core_pred"],
+              r["bytes_from_core"] - r["bytes_from_core_pred"]) for r in pts]
+    same = sum(1 for a, b in polls if a == b == 0)
+    only_polls = sum(1 for a, b in polls if a >= 0 and b == a * (STATUS_REPLY))
+    lines += [f"Host bytes (the driver's count on the RTL against the model's): equal on {same}/"
+              f"{len(pts)} points; on {only_polls}/{len(pts)} the difference is only extra "
+              f"STATUS polls (1 byte out, {STATUS_REPLY} back each: the RTL harness polls every "
+              f"64 cycles, the model counts one poll per RUN).", ""]
     lines += ["## Per config", "", "| config | engine | kind | shape | points | RUNs | "
               "max abs err % | mean abs err % | Verilator build |", "|---|---|---|---|---|---|---|---|---|"]
     for c in data["configs"]:
