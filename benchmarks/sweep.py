@@ -125,17 +125,18 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     path = RESULTS / "sweep.json"
-    res = json.loads(path.read_text()) if path.exists() else {}
-    for part in args.parts.split(","):
-        if part in ("ice40", "ecp5"):
-            res[part] = board_part(part, args.workers)
-        elif part == "scaling":
-            res["scaling"] = scaling_part()
-        else:
+    parts = args.parts.split(",")
+    for part in parts:
+        if part not in ("ice40", "ecp5", "scaling"):
             raise SystemExit(f"--parts: {part!r} is not a part; allowed: ice40, ecp5, scaling")
+    for part in parts:
+        value = board_part(part, args.workers) if part != "scaling" else scaling_part()
+        # read again: another part may have been written meanwhile by another run
+        res = json.loads(path.read_text()) if path.exists() else {}
+        res[part] = value
         path.write_text(json.dumps(res, indent=2) + "\n")
         (RESULTS / "sweep.md").write_text(markdown(res))
-    print(markdown(res))
+    print(markdown(json.loads(path.read_text())))
     return 0
 
 

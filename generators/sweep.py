@@ -6,7 +6,8 @@ A grid file (TOML) names base configs and axes::
     bases = ["int8-8x8", "fp8"]       # presets, or config files relative to the grid file
     rtl_sample = 2                    # points also run on the RTL: a count (evenly spread
                                       # over the valid points) or a list of point indices
-    presets = true                    # add the board's presets as marked points (default)
+    presets = true                    # add the board's presets as marked points (default),
+                                      # or a list of preset names
 
     [axes]                            # dotted config keys -> values; the grid is the product
     "array.rows" = [2, 4, 8]
@@ -74,7 +75,7 @@ class SweepError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Grid:
     """A parsed grid file: base configs, axes (key, values) in file order, the RTL sample and
-    whether the presets are added."""
+    the presets added (True: every preset of the board; a tuple: those)."""
     bases: tuple
     axes: tuple
     rtl_sample: object = 0
@@ -160,8 +161,16 @@ def grid_from_dict(data, *, source="<grid>", folder=Path(".")):
         raise SweepError(f"{source}: sweep.rtl_sample: {sample!r} must be a count >= 0 or a "
                          f"list of point indices")
     presets = sw.get("presets", True)
-    if not isinstance(presets, bool):
-        raise SweepError(f"{source}: sweep.presets: {presets!r} must be true or false")
+    if isinstance(presets, list):
+        unknown = [n for n in presets if n not in preset_names()]
+        if unknown or not all(isinstance(n, str) for n in presets):
+            raise SweepError(f"{source}: sweep.presets: {unknown[0] if unknown else presets!r}"
+                             f" is not a preset; allowed: true, false or a list of "
+                             f"{', '.join(preset_names())}")
+        presets = tuple(presets)
+    elif not isinstance(presets, bool):
+        raise SweepError(f"{source}: sweep.presets: {presets!r} must be true, false or a list "
+                         f"of preset names")
     return Grid(tuple(resolved), tuple(out_axes),
                 tuple(sample) if isinstance(sample, list) else sample, presets, source)
 
@@ -198,7 +207,8 @@ def expand(grid, *, family=None):
             points.append(p)
     if grid.presets:
         board = SYNTH_BOARDS.get(family) if family else None
-        for name in preset_names():
+        names = grid.presets if isinstance(grid.presets, tuple) else preset_names()
+        for name in names:
             cfg = load_config(name)
             if board is not None and board not in cfg.core.boards:
                 continue
@@ -487,7 +497,7 @@ def run_sweep(grid, workload, *, out, synth=None, stage="synth", pnr_seed=1, bat
             mode = f"LocalCluster of {n} worker process{'es' if n > 1 else ''}"
             mem = "auto"
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, memory_limit=mem,
+                                   dashboard_address=":0", memory_limit=mem,
                                    silence_logs=40)
             client = Client(cluster)
         say(f"  on {mode}")
