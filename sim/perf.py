@@ -453,7 +453,7 @@ def _feie_runs(cfg, acc, proto, layer, in_shape, x, density):
     from tessera.sim.layers import Conv2d, Dense
     lower = feie.FeieLowering(cfg)
     d = lower.d
-    if isinstance(layer, Dense):
+    if isinstance(layer, Dense):            # a 1x1 convolution over a 1 x M image (the mapper)
         m, k = in_shape
         width = max(1, min(m, 64, d["a"], d["c"] * cfg.array.pes
                            * getattr(cfg.array, "drain", 1)))
@@ -464,37 +464,38 @@ def _feie_runs(cfg, acc, proto, layer, in_shape, x, density):
             ap = np.zeros((rows * width, k), dtype=np.uint64)
             ap[:m] = np.asarray(x, dtype=np.uint64)
             x = ap.T.reshape(shape)
-        parts = [(conv, shape, x, 0, rows * width - m)]
+        parts = [(conv, shape, x, rows * width - m)]
     elif layer.groups == 1:
-        parts = [(layer, tuple(in_shape), x, 0, 0)]
-    else:
+        parts = [(layer, tuple(in_shape), x, 0)]
+    else:                                   # depthwise: one single-channel conv per group
         og = layer.out_channels // layer.groups
         sub = Conv2d(1, og, kernel=layer.kernel, stride=layer.stride, padding=layer.padding)
         n, _, h, w = in_shape
-        parts = [(sub, (n, 1, h, w), None if x is None else np.asarray(x)[:, gi:gi + 1], gi, 0)
+        parts = [(sub, (n, 1, h, w), None if x is None else np.asarray(x)[:, gi:gi + 1], 0)
                  for gi in range(layer.groups)]
-    for conv, shape, xs, _, pad_rows in parts:
+    for conv, shape, xs, pad in parts:
         qc = lower.plan_q(shape[1] * conv.kernel[0], shape[3] + 2 * conv.padding[1])
         if xs is not None:
             nz = feie_row_nonzeros(xs, conv, qc)
         else:
             nz = _feie_density_counts(conv, shape, qc, 1.0 if density is None else density,
-                                      pad_rows)
+                                      pad)
         _feie_conv(cfg, acc, proto, shape, conv, nz)
 
 
-def _feie_density_counts(layer, shape, qc, density, pad_cols):
+def _feie_density_counts(layer, shape, qc, density, pad):
     """Expected non-zeros per (image, chunk, output row) when only a density is known: the
-    in-image pixels of each sub-position row times ``density`` (padding contributes none)."""
+    pixels of each input row times ``density`` (padding contributes none; ``pad``: zero
+    pixels at the end of the last input row, a Dense layer's rows past M)."""
     (kh, _), (sh, _), (ph, _) = layer.kernel, layer.stride, layer.padding
     nb, c, h, w = shape
     oh = (h + 2 * ph - kh) // sh + 1
-    inside = np.zeros(h + 2 * ph)
-    inside[ph:ph + h] = 1.0
-    rows = np.arange(oh)[None, :] * sh + np.arange(kh)[:, None]
-    per_row = np.tile(inside[rows], (c, 1)) * (w - pad_cols / max(1, h)) * density
-    starts = np.arange(0, c * kh, qc)
-    out = np.rint(np.add.reduceat(per_row, starts, axis=0)).astype(np.int64)
+    pixels = np.zeros(h + 2 * ph)
+    pixels[ph:ph + h] = w
+    pixels[ph + h - 1] -= pad
+    rows = np.arange(oh)[None, :] * sh + np.arange(kh)[:, None]     # kh x OH
+    per_q = np.tile(pixels[rows], (c, 1)) * density                 # q = c*kh + i
+    out = np.rint(np.add.reduceat(per_q, np.arange(0, c * kh, qc), axis=0)).astype(np.int64)
     return np.broadcast_to(out, (nb, *out.shape))
 
 
@@ -589,7 +590,9 @@ def _ternary_codes(cfg, layer, item, density):
         dens = 2 / 3 if dens is None else dens
         rng = np.random.default_rng(0)
         return (rng.random((k, o)) < dens).astype(np.uint8)
-    if item.get("values"):
+    if item.get("values"):                   # a QNet's weight values
+        if np.ndim(w) == 4:                  # OIHW -> K x O
+            w = np.asarray(w).reshape(o, -1).T
         w = cfg.pe.encode(w, operand="b")
     codes = np.asarray(getattr(w, "codes", w))
     if codes.ndim == 4:                          # OIHW

@@ -353,3 +353,40 @@ def test_against_the_rtl(preset):
                 _, st = asyncio.run(run_layer(drv, layer, x, w, raw=True))
             pr = predict(layer, cfg, input_shape=shape, x=x, w=w)
             assert 100.0 * abs(pr.cycles - st.cycles) / st.cycles <= BOUND
+
+
+def test_feie_density_without_operands():
+    """Without activations the FEIE model assumes a density: at density 1 (the default) it
+    gives what it gives for an input with no zero pixel, which is `feie.predict` summed over
+    the RUNs the mapper sends (Dense: a 1x1 convolution over rows of 64, the last one
+    short; Conv2d with stride and padding)."""
+    import inspect
+
+    from tessera.sim.engines import feie
+    cfg = derive("feie", memory={"a_depth": 256, "b_depth": 16, "c_depth": 32})
+    params = inspect.signature(feie.predict).parameters
+    extra = {k: getattr(cfg.array, k) for k in ("pes", "drain") if k in params}
+    for layer, shape in ((Dense(20, 6), (70, 20)),
+                         (Conv2d(3, 5, kernel=3, stride=2, padding=1), (2, 3, 9, 7))):
+        x = np.full(shape, 3, dtype=np.uint64)
+        _, w = cfg.engine.layer_operands(layer, list(shape), seed=1)
+        drv = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)
+        runs = []
+        run = drv.run
+
+        async def recording(**fields):
+            runs.append(fields)
+            return await run(**fields)
+        drv.run = recording
+
+        async def go():
+            await drv.connect()
+            return (await run_layer(drv, layer, x, w, raw=True))[1]
+        st = asyncio.run(go())
+        want = sum(feie.predict(rows=r["rows"], ow=r["ow"], wp=r["wp"], q=r["q"], k=r["k"],
+                                stride=r["stride"], nonzeros=r["entries"],
+                                dense=bool(r["flags"] & feie.FLAG_DENSE), **extra)
+                   for r in runs)
+        assert predict(layer, cfg, input_shape=shape).cycles == want, layer
+        assert predict(layer, cfg, input_shape=shape, x=x).cycles == want, layer
+        assert predict(layer, cfg, input_shape=shape).runs == st.runs
