@@ -41,6 +41,8 @@ JSON_PATH = RESULTS / "perf_model.json"
 MD_PATH = RESULTS / "perf_model.md"
 PNG_PATH = RESULTS / "perf_model.png"
 BOUND = 2.0          # per cent, every point
+#: Zero fractions of the skipped operand on the data-dependent engines, point by point.
+SPARSITY = (0.0, 0.5, 0.8, 0.95)
 STATUS_REPLY = 7     # bytes of a STATUS answer (tessera.hdl.ctrl.protocol.STATUS_BYTES)
 
 #: (name, preset, {section: {key: value}}): every engine, PE kind and accumulate mode; array
@@ -135,11 +137,21 @@ def epilogue_dict(cfg, mode):
     return None
 
 
+def data_dependent(cfg):
+    """Whether the core's cycles follow the operands' zeros (FEIE activations, run-length
+    ternary weights)."""
+    return cfg.engine.name == "feie" or (cfg.engine.name == "tree" and not cfg.array.dense)
+
+
 def layer_set(cfg, n, seed):
-    """``n`` seeded random (layer, input shape, mode, epilogue) points for this core."""
+    """``n`` seeded random (layer, input shape, mode, epilogue, sparsity) points for this core
+    (four more, and a sparsity from `SPARSITY` per point, on the data-dependent engines; FEIE
+    Dense layers up to 100 rows, so the mapper's last row of 64 is short)."""
     from tessera.sim.layers import Conv2d, Dense
     rng = np.random.default_rng(seed)
     eng = cfg.engine.name
+    dd = data_dependent(cfg)
+    n = n + 4 if dd else n
     modes = [m for m in cfg.pe.regress_modes()]
     has_epi = cfg.engine.epilogue() is not None
     kmax = cfg.array.kmax if eng == "feie" else 5
@@ -151,7 +163,8 @@ def layer_set(cfg, n, seed):
         epi = has_epi and i % 3 == 1
         if i % 3 == 0:
             layer = Dense(int(rng.integers(4, 260)), int(rng.integers(2, 40)))
-            shape = (int(rng.integers(1, 13)), layer.in_features)
+            rows = int(rng.integers(1, 101 if eng == "feie" else 13))
+            shape = (rows, layer.in_features)
         else:
             k = int(rng.choice([1, 3, 3, 5]))
             s = int(rng.choice([1, 1, 2]))
@@ -164,8 +177,20 @@ def layer_set(cfg, n, seed):
             layer = Conv2d(cin, cout, kernel=k, stride=s, padding=int(rng.integers(0, k)),
                            groups=cin if dw else 1)
             shape = (int(rng.integers(1, 3)), cin, hw, int(rng.integers(max(k, 3), 11)))
-        out.append((layer, shape, mode, epi))
+        out.append((layer, shape, mode, epi, SPARSITY[i % len(SPARSITY)] if dd else 0.0))
     return out
+
+
+def sparsify(cfg, x, w, sparsity, rng):
+    """Zero a ``sparsity`` fraction of the operand whose zeros the engine skips: FEIE's
+    activations, the run-length engine's ternary weights."""
+    if not sparsity:
+        return x, w
+    if cfg.engine.name == "feie":
+        return np.where(rng.random(np.shape(x)) < sparsity, 0, x).astype(np.uint64), w
+    from tessera.sim.engines.tree import TernaryB
+    codes = np.where(rng.random(w.codes.shape) < sparsity, 0, w.codes)
+    return x, TernaryB(codes, w.wp, w.wn)
 
 
 def describe(layer, shape):
@@ -213,9 +238,10 @@ def run_config(name, preset, over, n_points, seed, jobs, golden=False):
             f"({'rebuilt' if core.build.rebuilt else 'cached'})")
         drv = TesseraDriver(core.transport, cfg)
         asyncio.run(drv.connect())
-        for i, (layer, shape, mode, epi) in enumerate(points):
+        for i, (layer, shape, mode, epi, sp) in enumerate(points):
             x, w = cfg.engine.layer_operands(layer, list(shape), kind="random",
                                              seed=seed * 1000 + i, mode=mode)
+            x, w = sparsify(cfg, x, w, sp, np.random.default_rng(seed * 1000 + i))
             kw = {}
             if epi:
                 kw["epilogue"] = epilogue_dict(cfg, mode)
@@ -229,7 +255,8 @@ def run_config(name, preset, over, n_points, seed, jobs, golden=False):
             err = 100.0 * (pr.cycles - st.cycles) / st.cycles
             rows.append({"config": name, "engine": cfg.engine.name, "kind": kind_text(cfg),
                          "shape": shape_text(cfg), "layer": describe(layer, shape),
-                         "mode": mode, "epilogue": bool(epi), "runs": st.runs,
+                         "mode": mode, "epilogue": bool(epi), "sparsity": sp,
+                         "runs": st.runs,
                          "runs_predicted": pr.runs, "rtl_cycles": int(st.cycles),
                          "predicted": int(pr.cycles), "error_pct": err,
                          "terms": lp.terms, "model_ms": pr.model_s * 1e3, "sim_s": sim_s,
@@ -237,7 +264,8 @@ def run_config(name, preset, over, n_points, seed, jobs, golden=False):
                          "bytes_to_core_pred": lp.bytes_to_core,
                          "bytes_from_core_pred": lp.bytes_from_core})
             say(f"  {name} [{i + 1}/{len(points)}] {describe(layer, shape)}"
-                f"{' @' + mode if mode else ''}{' +epi' if epi else ''}: RTL {st.cycles} "
+                f"{' @' + mode if mode else ''}{' +epi' if epi else ''}"
+                f"{f' sparsity {sp:.2f}' if sp else ''}: RTL {st.cycles} "
                 f"({st.runs} RUNs), model {pr.cycles} ({err:+.2f} %), {sim_s:.1f} s")
     return rows, {"config": name, "preset": preset, "overrides": over,
                   "engine": cfg.engine.name, "kind": kind_text(cfg), "shape": shape_text(cfg),
@@ -329,11 +357,13 @@ def write_md(data):
                      f"{r['runs']} | {r['cycles']:,} | {r['model_ms']:.2f} | "
                      f"{r['link_s']:.3f} | {r['compute_s'] * 1e3:.3f} ms |")
     lines += ["", "## Every point", "",
-              "| # | config | engine | kind | shape | layer | mode | epi | RUNs | RTL cycles | "
-              "predicted | error % |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| # | config | engine | kind | shape | layer | mode | epi | zeros | RUNs | "
+              "RTL cycles | predicted | error % |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(pts):
         lines.append(f"| {i} | {r['config']} | {r['engine']} | {r['kind']} | {r['shape']} | "
                      f"{r['layer']} | {r['mode'] or ''} | {'y' if r['epilogue'] else ''} | "
+                     f"{r.get('sparsity') or ''} | "
                      f"{r['runs']} | {r['rtl_cycles']} | {r['predicted']} | "
                      f"{r['error_pct']:+.3f} |")
     lines += ["", f"Command: `{data['command']}`; {data['wall_s']:.0f} s wall, "
