@@ -448,7 +448,8 @@ def main(argv=None):
     data["command"] = "python benchmarks/perf_model.py " + " ".join(argv or sys.argv[1:])
     for ci, (name, preset, over) in enumerate(configs):
         say(f"config {ci + 1}/{len(configs)}: {name}")
-        rows, meta = run_config(name, preset, over, args.points, args.seed + ci, args.jobs,
+        seed = args.seed + [c[0] for c in CONFIGS].index(name)   # the same points however
+        rows, meta = run_config(name, preset, over, args.points, seed, args.jobs,  # selected
                                 golden=args.golden)
         data["points"] += rows
         if args.golden:
