@@ -330,7 +330,12 @@ def write_md(data):
                   f"{worst['layer']}: RTL {worst['rtl_cycles']}, model {worst['predicted']}). "
                   f"Mean |error| {errs.mean():.3f} %, points exact: "
                   f"{int((errs == 0).sum())}/{len(pts)}, within {BOUND} %: "
-                  f"{int((errs <= BOUND).sum())}/{len(pts)}.", ""]
+                  f"{int((errs <= BOUND).sum())}/{len(pts)}.", "",
+                  "Worst by engine: " + ", ".join(
+                      f"{e} {max(abs(r['error_pct']) for r in pts if r['engine'] == e):.2f} % "
+                      f"({sum(1 for r in pts if r['engine'] == e)} points)"
+                      for e in ("systolic", "tree", "feie") if any(r["engine"] == e for r in pts))
+                  + ".", ""]
     polls = [(r["bytes_to_core"] - r["bytes_to_core_pred"],
               r["bytes_from_core"] - r["bytes_from_core_pred"]) for r in pts]
     same = sum(1 for a, b in polls if a == b == 0)
