@@ -345,7 +345,8 @@ def write_md(data):
               f"STATUS polls (1 byte out, {STATUS_REPLY} back each: the RTL harness polls every "
               f"64 cycles, the model counts one poll per RUN).", ""]
     lines += ["## Per config", "", "| config | engine | kind | shape | points | RUNs | "
-              "max abs err % | mean abs err % | Verilator build |", "|---|---|---|---|---|---|---|---|---|"]
+              "max abs err % | mean abs err % | Verilator build |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for c in data["configs"]:
         cp = [r for r in pts if r["config"] == c["config"]]
         if not cp:
