@@ -94,8 +94,9 @@ class Link:
 class LayerPrediction:
     """The model's answer for one layer: ``cycles`` (the RUNs' busy cycles, as the core's
     STATUS counts them), ``terms`` (``TERMS`` -> cycles, summing to ``cycles``), ``runs``,
-    ``bytes_to_core``/``bytes_from_core`` (payload bytes over the host link), ``wire_bytes``
-    and ``link_s``/``compute_s`` (with a link), ``where`` (``"core"`` or ``"host"``)."""
+    ``bytes_to_core``/``bytes_from_core`` (payload bytes over the host link), ``wire_bytes``,
+    ``link_s``/``link_cycles``/``compute_s`` (with a link), ``where`` (``"core"`` or
+    ``"host"``)."""
     index: int
     layer: object
     in_shape: tuple
@@ -111,6 +112,12 @@ class LayerPrediction:
     wire_bytes: int | None = None
     link_s: float | None = None
     compute_s: float | None = None
+    clock_hz: float | None = None
+
+    @property
+    def link_cycles(self):
+        """The link time in core clock cycles (None without a link)."""
+        return None if self.link_s is None else self.link_s * self.clock_hz
 
     @property
     def seconds(self):
@@ -126,7 +133,7 @@ class LayerPrediction:
                 "runs": self.runs, "cycles": self.cycles, "terms": dict(self.terms),
                 "bytes_to_core": self.bytes_to_core, "bytes_from_core": self.bytes_from_core,
                 "wire_bytes": self.wire_bytes, "link_s": self.link_s,
-                "compute_s": self.compute_s}
+                "link_cycles": self.link_cycles, "compute_s": self.compute_s}
 
 
 @dataclass
@@ -163,6 +170,12 @@ class Prediction:
         return sum(p.link_s for p in self.layers)
 
     @property
+    def link_cycles(self):
+        if any(p.link_s is None for p in self.layers):
+            return None
+        return sum(p.link_cycles for p in self.layers)
+
+    @property
     def compute_s(self):
         if any(p.compute_s is None for p in self.layers):
             return None
@@ -177,7 +190,8 @@ class Prediction:
     def as_dict(self):
         return {"cycles": self.cycles, "runs": self.runs, "terms": self.terms,
                 "bytes_to_core": self.bytes_to_core, "bytes_from_core": self.bytes_from_core,
-                "link_s": self.link_s, "compute_s": self.compute_s, "seconds": self.seconds,
+                "link_s": self.link_s, "link_cycles": self.link_cycles,
+                "compute_s": self.compute_s, "seconds": self.seconds,
                 "model_s": self.model_s, "layers": [p.as_dict() for p in self.layers]}
 
 
@@ -545,6 +559,7 @@ def _layer(cfg, idx, item, link, density):
         pred.where = "host"
         if link is not None:
             pred.wire_bytes, pred.link_s, pred.compute_s = 0, 0.0, 0.0
+            pred.clock_hz = link.clock_hz or cfg.core.clock_mhz * 1e6
         return pred
     acc = _Acc(pred)
     proto = _Proto(cfg, acc)
@@ -574,6 +589,7 @@ def _layer(cfg, idx, item, link, density):
         pred.wire_bytes = link.wire_bytes(msgs)
         pred.link_s = pred.wire_bytes * 10.0 / link.baud
         pred.compute_s = pred.cycles / clk
+        pred.clock_hz = clk
     return pred
 
 

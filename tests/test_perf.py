@@ -274,6 +274,7 @@ def test_network_in_milliseconds_with_link():
     assert pr.compute_s == pytest.approx(pr.cycles / 12e6)
     assert pr.link_s > pr.compute_s                    # 115200 baud: the link dominates
     assert pr.seconds == pytest.approx(pr.link_s + pr.compute_s)
+    assert pr.link_cycles == pytest.approx(pr.link_s * 12e6)
 
 
 @pytest.mark.parametrize("preset", ["icebreaker", "ternary-rle"])
