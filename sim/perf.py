@@ -24,9 +24,10 @@ Per RUN, by engine (docs/perf.md derives each term):
     entries, so the scaler never stalls the decoder). ``entries`` is data-dependent: it is
     counted from the weights by a vector op (`rle_row_entries`), never by encoding a stream.
 ``feie``
-    `tessera.sim.engines.feie.predict` per RUN (the engine's own closed form), with the
-    non-zero activations per output row and sub-position chunk counted from the input by a
-    vector op (`feie_row_nonzeros`).
+    The engine's own plan and closed form: `tessera.sim.engines.feie.plan_conv` (the
+    mapper's RUN blocks) with `tessera.sim.engines.feie.predict` per RUN, fed the non-zero
+    activations per output row and sub-position chunk, counted from the input by a vector op
+    (`feie_row_nonzeros`).
 
 Host transfers: the bytes of every WRITE, READ, RUN and STATUS the mapper sends and receives
 (exact for one STATUS poll per RUN), and, given a `Link`, their line time (framing overhead
@@ -37,7 +38,6 @@ overlap terms (ping-pong banks, a RUN queue; issue 18) can be added as ``max(...
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -447,19 +447,22 @@ def feie_row_nonzeros(x, layer, q_chunk):
 
 
 def _feie_conv(cfg, acc, proto, x_shape, layer, nonzeros):
+    """A FEIE convolution's RUNs as the engine plans them (`feie.plan_conv`: the mapper's
+    blocks of output rows and sub-position chunks, each RUN's cycles by the engine's own
+    closed form `feie.predict`), counted into terms and host bytes."""
     from tessera.sim.engines import feie
     for ev in feie.plan_conv(cfg, x_shape, layer, nonzeros):
-        if ev[0] == "run":
-            _, groups, q, entries, cycles, work = ev
-            acc.run(groups, check=feie.START_CYCLES, compute=work,
-                    fill_drain=cycles - feie.START_CYCLES - work)
-            proto.write("w", q, groups)
-            if entries:
-                proto.write("a", entries, groups)
-            proto.run(groups)
-        else:
+        if ev[0] == "read":
             _, words, groups = ev
             proto.read("c", words, groups)
+            continue
+        _, groups, q, entries, cycles, broadcasts = ev
+        acc.run(groups, check=feie.START_CYCLES, compute=broadcasts,
+                fill_drain=cycles - feie.START_CYCLES - broadcasts)
+        proto.write("w", q, groups)
+        if entries:
+            proto.write("a", entries, groups)
+        proto.run(groups)
 
 
 def _feie_runs(cfg, acc, proto, layer, in_shape, x, density):
