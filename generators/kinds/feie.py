@@ -218,7 +218,7 @@ class FeieEngine(Engine):
                     f"data-dependent: {START_CYCLES} + the schedule's cycles + {END_CYCLES}; "
                     f"one entry (skip) or position (dense) broadcast per cycle from the first "
                     f"RUN cycle (the first entry is fetched during the one-cycle argument "
-                    f"check), stalling only while a PE's done queue (depth {a.drain + 1}) is "
+                    f"check), stalling only while a PE's done queue (depth {a.drain + 2}) is "
                     f"full; result words of {a.pes * a.drain} outputs written in order, one "
                     f"per cycle in parallel with the broadcast, once the broadcast has passed "
                     f"their last output's last column; tessera.sim.engines.feie.simulate "

@@ -1,7 +1,7 @@
 """FEIE / ZASCA convolution engine: one pixel broadcast per cycle to ``pes`` PEs of each of
 ``tiles`` groups, zero pixels skipped (docs/feie.md; twin `tessera.sim.engines.feie`)."""
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -41,7 +41,7 @@ class FeieHdl(wiring.Component):
     and adds ``x * W[w_base + q][tile, k]`` for ``k = col - stride*j`` in ``0..k-1``
     (int8 x int8 products into ``acc_bits`` wrapping partial sums: the ``int`` kind's
     multiply and accumulate, built here). A PE moving to a new output pushes the finished one
-    into its done queue (``drain + 1`` deep; the broadcast stalls while a needed queue is
+    into its done queue (``drain + 2`` deep; the broadcast stalls while a needed queue is
     full). The drain writes result word ``c_base + w`` (outputs ``w*V .. w*V + V - 1``,
     ``V = pes * drain``, ``tiles`` lanes each) as soon as the broadcast has passed the last
     column of its last output, in parallel with the broadcast. With ``FLAG_DENSE`` every
@@ -86,13 +86,12 @@ class FeieHdl(wiring.Component):
         m = Module()
         P, T, KM, lay, d = self.pes, self.tiles, self.kmax, self.layout, self._depths
         AB, M = self.acc_bits, self.drain
-        V, D = P * M, M + 1
+        V, D = P * M, M + 2
         f = {n: Signal(16, name=f"arg_{n}") for n in self.NEED}
         flags = Signal(8)
         running = Signal()
         s2 = Signal()                      # stride 2
         m.d.comb += s2.eq(f["stride"] == 2)
-        G = Signal(32)                     # outputs of the RUN (registered in VERIFY)
         G_now = Signal(32)
         m.d.comb += G_now.eq(f["rows"] * f["ow"])
 
@@ -135,34 +134,34 @@ class FeieHdl(wiring.Component):
                  for p in range(P)]
 
         # -- drain: result word w = outputs gw .. gw + V - 1 ------------------------------------
-        gw = Signal(24)
-        rl, jl = Signal(16), Signal(16)          # row and column of output gw + V - 1
-        dvr, dvj = Signal(16), Signal(16)        # V = dvr rows + dvj columns
-        walking = Signal()
-        m.d.comb += walking.eq(running & (gw < G))
-        over = Signal()
-        m.d.comb += over.eq(gw + (V - 1) >= G)
-        r_l, j_l = Signal(16), Signal(16)
-        m.d.comb += [r_l.eq(Mux(over, f["rows"] - 1, rl)), j_l.eq(Mux(over, f["ow"] - 1, jl))]
-        last_col = Signal(18)
-        m.d.comb += last_col.eq(Mux(s2, j_l << 1, j_l) + f["k"] - 1)
-        passed = Signal()
-        m.d.comb += passed.eq(end | (cur_valid & ((cur_row > r_l) | ((cur_row == r_l)
-                                                                   & (cur_col > last_col)))))
-        emit = Signal()
-        m.d.comb += emit.eq(walking & passed)
+        # Every quantity the drain compares is a register, stepped when a word goes: the
+        # outputs left (rem = G - gw), each lane's output g, and the row and last column of
+        # the word's last output (clamped to the RUN's last output), computed incrementally
+        # from per-RUN constants set by the check cycle.
         rem = Signal(32)
-        m.d.comb += rem.eq(G - gw)
+        wg = [Signal(24, name=f"wg{ln}") for ln in range(V)]
+        rl, jl = Signal(16), Signal(16)          # row and column of output gw + V - 1
+        jcol = Signal(18)                        # its last column, stride * jl + k - 1
+        dvr, dvj = Signal(16), Signal(16)        # V = dvr rows + dvj columns
+        dmo = Signal(signed(17))                 # dvj - ow
+        sdvj, sdmo = Signal(signed(19)), Signal(signed(19))   # stride * dvj, stride * dmo
+        lastc = Signal(18)                       # last column of the RUN's last output
+        lc_row, lc_col = Signal(16), Signal(18)
+        walking = Signal()
+        m.d.comb += walking.eq(running & (rem != 0))
+        passed = Signal()
+        m.d.comb += passed.eq(end | (cur_valid & ((cur_row > lc_row) | ((cur_row == lc_row)
+                                                                       & (cur_col > lc_col)))))
+        emit = Signal()
         npop = [Signal(range(M + 1), name=f"npop{p}") for p in range(P)]
         takes = [Signal(name=f"takes{p}") for p in range(P)]
         lanes = []
         for i in range(M):
             for p in range(P):
                 ln = i * P + p
-                g = Signal(24, name=f"wg{p}_{i}")
-                m.d.comb += g.eq(gw + ln)
+                g = wg[ln]
                 ok = Signal(name=f"lane_ok{p}_{i}")
-                m.d.comb += ok.eq(emit & (rem > ln))
+                m.d.comb += ok.eq(walking & (rem > ln))
                 hits = [Signal(name=f"hit{p}_{i}_{s}") for s in range(D)]
                 for s in range(D):
                     m.d.comb += hits[s].eq(ok & (cnt[p] > s) & (q_g[p][s] == g))
@@ -175,10 +174,16 @@ class FeieHdl(wiring.Component):
                         v = Mux(hits[s], q_val[p][s][t], v)
                     m.d.comb += lane[t].eq(v)
                 lanes.append((p, i, Cat(*hits).any(), lh, lane))
+        # The word goes once the broadcast has passed it, unless one of its outputs is a live
+        # partial sum the broadcast moves into the done queue this cycle (it goes next cycle,
+        # from the queue).
+        block = [Signal(name=f"block{p}") for p in range(P)]
+        m.d.comb += emit.eq(walking & passed
+                            & ~Cat(*(lh & block[p] for p, _, _, lh, _ in lanes)).any())
         for p in range(P):
             mine = [(qh, lh) for pp, _, qh, lh, _ in lanes if pp == p]
-            m.d.comb += [npop[p].eq(sum(qh for qh, _ in mine)),
-                         takes[p].eq(Cat(*(lh for _, lh in mine)).any())]
+            m.d.comb += [npop[p].eq(Mux(emit, sum(qh for qh, _ in mine), 0)),
+                         takes[p].eq(emit & Cat(*(lh for _, lh in mine)).any())]
         lanes.sort(key=lambda x: x[1] * P + x[0])
         wcount = Signal(16)
         m.d.comb += [self.result.valid.eq(emit),
@@ -187,14 +192,22 @@ class FeieHdl(wiring.Component):
                      self.result.payload.accumulate.eq(flags[0])]
         with m.If(emit):
             jn = Signal(17)
-            m.d.comb += jn.eq(jl + dvj)
-            m.d.sync += [gw.eq(gw + V), wcount.eq(wcount + 1)]
-            with m.If(jn >= f["ow"]):
-                m.d.sync += [jl.eq(jn - f["ow"]), rl.eq(rl + dvr + 1)]
-            with m.Else():
-                m.d.sync += [jl.eq(jn), rl.eq(rl + dvr)]
+            jm = Signal(signed(18))
+            m.d.comb += [jn.eq(jl + dvj), jm.eq(jl + dmo)]
+            wrap = ~jm[-1]                        # jl + dvj >= ow
+            rl_n = Signal(16)
+            jc_a, jc_b = Signal(signed(20)), Signal(signed(20))
+            m.d.comb += [rl_n.eq(rl + dvr + wrap), jc_a.eq(jcol + sdmo), jc_b.eq(jcol + sdvj)]
+            over_n = rem < 2 * V                  # the next word holds the RUN's last output
+            m.d.sync += [rem.eq(Mux(rem > V, rem - V, 0)), wcount.eq(wcount + 1),
+                         *(x.eq(x + V) for x in wg),
+                         rl.eq(rl_n), jl.eq(Mux(wrap, jm, jn)),
+                         jcol.eq(Mux(wrap, jc_a, jc_b)),
+                         lc_row.eq(Mux(over_n, f["rows"] - 1, rl_n)),
+                         lc_col.eq(Mux(over_n, lastc, Mux(wrap, jc_a, jc_b)))]
 
         # -- broadcast ---------------------------------------------------------------------------
+        move = Signal()                    # the next entry moves up (A data -> e3)
         ready = Signal()
         match = Signal()
         apply_entry = Signal()
@@ -205,12 +218,14 @@ class FeieHdl(wiring.Component):
             apply_entry.eq(Mux(dense, ready & match, running & e3_v)),
             zero_pos.eq(dense & ready & ~match),
         ]
+        # Each PE's part of an entry (touched, output g, tap k) is computed from the A data
+        # as the entry moves up and registered with it, off the broadcast's path.
         jhi_raw = Signal(16)
         jhi = Signal(16)
-        m.d.comb += [jhi_raw.eq(Mux(s2, e3_col >> 1, e3_col)),
+        m.d.comb += [jhi_raw.eq(Mux(s2, n_col >> 1, n_col)),
                      jhi.eq(Mux(jhi_raw > f["ow"] - 1, f["ow"] - 1, jhi_raw))]
         ghi = Signal(24)
-        m.d.comb += ghi.eq(e3_row * f["ow"] + jhi)
+        m.d.comb += ghi.eq(n_row * f["ow"] + jhi)
         ghi_mod = Signal(range(P))
         m.d.comb += ghi_mod.eq(_mod_const(m, ghi, P, "ghi"))
         touched = [Signal(name=f"touched{p}") for p in range(P)]
@@ -218,24 +233,27 @@ class FeieHdl(wiring.Component):
         need_push = [Signal(name=f"need_push{p}") for p in range(P)]
         g_p = [Signal(24, name=f"g{p}") for p in range(P)]
         k_p = [Signal(range(max(2, KM)), name=f"k{p}") for p in range(P)]
-        stall = Signal()
-        full_needed = []
         for p in range(P):
             t = Signal(range(P + 1), name=f"t{p}")
             dd = Signal(range(-P, P), name=f"dd{p}")
             m.d.comb += [dd.eq(ghi_mod - p), t.eq(Mux(dd < 0, dd + P, dd))]
             j = Signal(range(-P, 1 << 16), name=f"j{p}")
             kk = Signal(range(-(1 << 17), 1 << 17), name=f"kk{p}")
-            m.d.comb += [j.eq(jhi - t), kk.eq(e3_col - Mux(s2, j << 1, j))]
-            m.d.comb += [touched[p].eq((j >= 0) & (kk < f["k"])), g_p[p].eq(ghi - t),
-                         k_p[p].eq(kk)]
-            lv = live_v[p] & ~takes[p]
-            m.d.comb += [same[p].eq(lv & (live_g[p] == g_p[p])),
-                         need_push[p].eq(touched[p] & lv & (live_g[p] != g_p[p]))]
-            full_needed.append(need_push[p] & (cnt[p] - npop[p] >= D))
+            m.d.comb += [j.eq(jhi - t), kk.eq(n_col - Mux(s2, j << 1, j))]
+            with m.If(move):
+                m.d.sync += [touched[p].eq((j >= 0) & (kk < f["k"])), g_p[p].eq(ghi - t),
+                             k_p[p].eq(kk)]
+        for p in range(P):
+            m.d.comb += [same[p].eq(live_v[p] & (live_g[p] == g_p[p])),
+                         need_push[p].eq(touched[p] & live_v[p] & (live_g[p] != g_p[p]))]
+        stall = Signal()
+        full_needed = []
+        for p in range(P):
+            full_needed.append(need_push[p] & (cnt[p] >= D))
         m.d.comb += stall.eq(apply_entry & Cat(*full_needed).any())
         do_apply = Signal()
         m.d.comb += do_apply.eq(apply_entry & ~stall)
+        m.d.comb += [block[p].eq(do_apply & need_push[p]) for p in range(P)]
 
         x = e3_val.as_signed()
         wl = self.b_bits
@@ -293,7 +311,6 @@ class FeieHdl(wiring.Component):
 
         # entry pipeline: A is read one entry ahead (the first read issued in the check cycle,
         # when the store port turns to the engine)
-        move = Signal()
         m.d.comb += move.eq(running & (~e3_v | do_apply) & (p2 < f["entries"]))
         m.d.comb += [self.a_port.r_en.eq(1), self.a_port.r_addr.eq(f["a_base"] + p2 + move),
                      self.w_port.r_en.eq(1),
@@ -322,6 +339,10 @@ class FeieHdl(wiring.Component):
                 with m.Case(o):
                     m.d.comb += [dv[0].eq(V // o), dv[1].eq(V % o),
                                  dv[2].eq((V - 1) // o), dv[3].eq((V - 1) % o)]
+        lastc_now, jcol0 = Signal(18), Signal(18)
+        m.d.comb += [lastc_now.eq(Mux(s2, (f["ow"] - 1) << 1, f["ow"] - 1) + f["k"] - 1),
+                     jcol0.eq(Mux(s2, dv[3] << 1, dv[3]) + f["k"] - 1)]
+        over0 = G_now < V                         # the first word would pass the last output
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.ctl.start):
@@ -337,13 +358,19 @@ class FeieHdl(wiring.Component):
                     m.d.comb += self.ctl.check_err.eq(Err.TILE)
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += [running.eq(1), G.eq(G_now), prow.eq(0), pcol.eq(0),
-                                 pq.eq(0), pend.eq(0), gw.eq(0), wcount.eq(0),
-                                 dvr.eq(dv[0]), dvj.eq(dv[1]), rl.eq(dv[2]), jl.eq(dv[3]),
+                    m.d.sync += [running.eq(1), prow.eq(0), pcol.eq(0),
+                                 pq.eq(0), pend.eq(0), rem.eq(G_now), wcount.eq(0),
+                                 *(x.eq(ln) for ln, x in enumerate(wg)),
+                                 dvr.eq(dv[0]), dvj.eq(dv[1]), dmo.eq(dv[1] - f["ow"]),
+                                 sdvj.eq(Mux(s2, dv[1] << 1, dv[1])),
+                                 sdmo.eq(Mux(s2, (dv[1] - f["ow"]) << 1, dv[1] - f["ow"])),
+                                 lastc.eq(lastc_now), rl.eq(dv[2]), jl.eq(dv[3]),
+                                 jcol.eq(jcol0), lc_row.eq(Mux(over0, f["rows"] - 1, dv[2])),
+                                 lc_col.eq(Mux(over0, lastc_now, jcol0)),
                                  *(v.eq(0) for v in live_v), *(c.eq(0) for c in cnt)]
                     m.next = "RUN"
             with m.State("RUN"):
-                with m.If(emit & (gw + V >= G)):
+                with m.If(emit & (rem <= V)):
                     m.d.sync += running.eq(0)
                     m.d.comb += self.ctl.done.eq(1)
                     m.next = "IDLE"

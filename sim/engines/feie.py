@@ -106,7 +106,7 @@ def simulate(entries, weights, *, rows, ow, wp, q, k, stride, pes, tiles, kmax, 
     vals, cols, qs, rws = (np.asarray(a, dtype=np.int64) for a in entries)
     E = len(vals)
     P, T, K, S = pes, tiles, k, stride
-    D = drain + 1 if done_depth is None else done_depth
+    D = drain + 2 if done_depth is None else done_depth
     V = P * drain
     G = rows * ow
     words = -(-G // V)
@@ -140,34 +140,10 @@ def simulate(entries, weights, *, rows, ow, wp, q, k, stride, pes, tiles, kmax, 
         else:
             end = e3 is None and p2 >= E
             cur = None if e3 is None else (int(rws[e3]), int(cols[e3]))
-        # -- drain: word w once the broadcast has passed the last column of its last output ----
-        rl, jl = divmod(min(w * V + V - 1, G - 1), ow)
-        passed = end or (cur is not None and (cur[0] > rl or (cur[0] == rl
-                                                             and cur[1] > S * jl + K - 1)))
-        pops = [0] * P
-        takes = set()
-        if passed:
-            for ln in range(V):
-                g = w * V + ln
-                if g >= G:
-                    continue
-                p = ln % P
-                hit = [s for s, (gg, _) in enumerate(fifo[p]) if gg == g]
-                if hit:
-                    assert hit == [pops[p]], "done queue out of order"
-                    out[g] = fifo[p][hit[0]][1]
-                    pops[p] += 1
-                elif live_v[p] and live_g[p] == g:
-                    out[g] = list(live_val[p])
-                    takes.add(p)
-            w += 1
-        for p in range(P):
-            del fifo[p][:pops[p]]
-        # -- broadcast ------------------------------------------------------------------------
-        consumed = False
+        # -- broadcast: what this cycle's entry (or position) does, from the state alone -----
         bcast = False
+        apply_entry = False
         if dense:
-            apply_entry = False
             if not end and (e3 is not None or p2 >= E):
                 prow, pcol = cur
                 if e3 is not None and (int(rws[e3]), int(cols[e3]), int(qs[e3])) == \
@@ -179,42 +155,73 @@ def simulate(entries, weights, *, rows, ow, wp, q, k, stride, pes, tiles, kmax, 
                         sch.trace.append((None, []))
         else:
             apply_entry = e3 is not None
-        stalled = False
-        refilled = set()
+        plan, need_push, do_apply = [], [], False
         if apply_entry:
             row, col, qi = int(rws[e3]), int(cols[e3]), int(qs[e3])
-            x = _signed(vals[e3], act_bits)
             jhi = min(col // S, ow - 1)
             ghi = row * ow + jhi
-            plan = []
             for p in range(P):
                 t = (ghi % P - p) % P
                 j = jhi - t
                 kk = col - S * j
                 if j >= 0 and kk < K:
                     plan.append((p, ghi - t, kk))
-            need_push = [p for p, g, _ in plan
-                         if live_v[p] and p not in takes and live_g[p] != g]
+            need_push = [p for p, g, _ in plan if live_v[p] and live_g[p] != g]
             if any(len(fifo[p]) >= D for p in need_push):
-                stalled = True
-                sch.stalls += 1
+                sch.stalls += 1                   # a needed done queue is full
             else:
-                wv = wword(qi)
-                for p, g, kk in plan:
-                    prods = [x * wv[t * kmax + kk] for t in range(T)]
-                    if live_v[p] and p not in takes and live_g[p] == g:
-                        live_val[p] = [a + b for a, b in zip(live_val[p], prods)]
-                    else:
-                        assert not (p in takes and live_g[p] == g)
-                        if p in need_push:
-                            fifo[p].append((live_g[p], live_val[p]))
-                        live_v[p], live_g[p], live_val[p] = True, g, prods
-                        refilled.add(p)
-                consumed = True
-                bcast = True
-                if trace:
-                    sch.trace.append((e3, [(p, g, kk) for p, g, kk in plan]))
-        for p in takes - refilled:
+                do_apply = True
+        block = set(need_push) if do_apply else set()
+        # -- drain: word w once the broadcast has passed the last column of its last output,
+        # unless one of its outputs is a live sum the broadcast moves to a queue this cycle --
+        rl, jl = divmod(min(w * V + V - 1, G - 1), ow)
+        passed = end or (cur is not None and (cur[0] > rl or (cur[0] == rl
+                                                             and cur[1] > S * jl + K - 1)))
+        pops = [0] * P
+        takes = set()
+        if passed:
+            word = []
+            for ln in range(V):
+                g = w * V + ln
+                if g >= G:
+                    continue
+                p = ln % P
+                hit = [s for s, (gg, _) in enumerate(fifo[p]) if gg == g]
+                if hit:
+                    assert hit == [pops[p]], "done queue out of order"
+                    word.append((g, fifo[p][hit[0]][1]))
+                    pops[p] += 1
+                elif live_v[p] and live_g[p] == g:
+                    word.append((g, list(live_val[p])))
+                    takes.add(p)
+            if takes & block:
+                pops, takes = [0] * P, set()
+            else:
+                for g, val in word:
+                    out[g] = val
+                w += 1
+        for p in range(P):
+            del fifo[p][:pops[p]]
+        # -- the broadcast's effect --------------------------------------------------------------
+        consumed = False
+        if do_apply:
+            x = _signed(vals[e3], act_bits)
+            wv = wword(qi)
+            for p, g, kk in plan:
+                prods = [x * wv[t * kmax + kk] for t in range(T)]
+                if live_v[p] and live_g[p] == g:
+                    assert p not in takes
+                    live_val[p] = [a + b for a, b in zip(live_val[p], prods)]
+                else:
+                    assert p not in takes
+                    if p in need_push:
+                        fifo[p].append((live_g[p], live_val[p]))
+                    live_v[p], live_g[p], live_val[p] = True, g, prods
+            consumed = True
+            bcast = True
+            if trace:
+                sch.trace.append((e3, [(p, g, kk) for p, g, kk in plan]))
+        for p in takes:
             live_v[p] = False
         if bcast:
             sch.broadcasts += 1
