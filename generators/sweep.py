@@ -271,10 +271,25 @@ def load_workload(spec):
 
 
 # -- one point ---------------------------------------------------------------------------------
+def _epilogue(cfg):
+    """The on-chip epilogue a point's layers go through: None when the core has none, else the
+    first scalar epilogue of the engine's own layer cases (bias, requantization, activation;
+    its values do not change the cycles)."""
+    if cfg.engine.epilogue() is None:
+        return None
+    for c in cfg.engine.layer_cases(quick=True):
+        e = c.get("epilogue")
+        if e and all(np.ndim(v) == 0 for v in e.values()):
+            return dict(e)
+    return None
+
+
 def _operands(cfg, work, seed):
-    """Seeded operand codes of every chip layer the engine runs, or a one-line reason why the
-    engine cannot run the workload."""
+    """Seeded operand codes of every chip layer the engine runs (and the epilogue and bias of
+    a core with one), or a one-line reason why the engine cannot run the workload."""
     from tessera.sim.layers import CHIP_TYPES
+    from tessera.sim.lowering import case_bias
+    epi = _epilogue(cfg)
     items = []
     for i, (layer, shape) in enumerate(work):
         if layer.type not in CHIP_TYPES:
@@ -284,7 +299,11 @@ def _operands(cfg, work, seed):
             return None, (f"layer {i} ({layer.type}): the {cfg.engine.name} engine does not "
                           f"run it; it runs {', '.join(cfg.engine.layer_types) or 'nothing'}")
         x, w = cfg.engine.layer_operands(layer, shape, kind="random", seed=seed + i)
-        items.append({"layer": layer, "in_shape": shape, "x": x, "w": w})
+        it = {"layer": layer, "in_shape": shape, "x": x, "w": w, "epilogue": epi is not None}
+        if epi is not None:
+            it["epilogue_params"] = epi
+            it["bias"] = case_bias(cfg, layer, {"seed": seed + i})
+        items.append(it)
     return items, None
 
 
@@ -306,7 +325,9 @@ def _rtl_cycles(cfg, items, build_root, progress):
                 if it["layer"].type not in CHIP_TYPES:
                     out.append(0)
                     continue
-                _, st = await run_layer(drv, it["layer"], it["x"], it["w"], raw=True)
+                kw = ({"epilogue": it["epilogue_params"], "bias": it["bias"]}
+                      if it.get("epilogue") else {})
+                _, st = await run_layer(drv, it["layer"], it["x"], it["w"], raw=True, **kw)
                 out.append(int(st.cycles))
         asyncio.run(go())
     return out
@@ -373,7 +394,8 @@ def _batched(work, batch):
 
 def _model(res, cfg, items, batch):
     from tessera.sim.perf import predict
-    pred = predict(items, cfg)
+    pred = predict([{k: v for k, v in it.items() if k not in ("epilogue_params", "bias")}
+                    for it in items], cfg)
     macs = 0
     for it in items:
         if hasattr(it["layer"], "macs") and "x" in it:
@@ -381,6 +403,7 @@ def _model(res, cfg, items, batch):
     cyc = pred.cycles
     res.update({
         "engine": cfg.engine.name, "kind": cfg.pe.kind, "array": f"{cfg.rows}x{cfg.cols}",
+        "epilogue": any(it.get("epilogue") for it in items),
         "pes": _peak_macs(cfg), "clock_mhz": cfg.core.clock_mhz,
         "cycles_per_image": cyc / batch,
         "layer_cycles": [lp.cycles for lp in pred.layers],

@@ -104,12 +104,15 @@ def _golden_cycles(cfg, items):
         await drv.connect()
         for it in items:
             if it["layer"].type in CHIP_TYPES:
-                total += (await run_layer(drv, it["layer"], it["x"], it["w"], raw=True))[1].cycles
+                kw = ({"epilogue": it["epilogue_params"], "bias": it["bias"]}
+                      if it.get("epilogue") else {})
+                total += (await run_layer(drv, it["layer"], it["x"], it["w"], raw=True,
+                                          **kw))[1].cycles
     asyncio.run(go())
     return total
 
 
-@pytest.mark.parametrize("preset", ["int8-4x4", "ternary-rle", "fp8"])
+@pytest.mark.parametrize("preset", ["int8-4x4", "int8-requant", "ternary-rle", "fp8"])
 def test_point_cycles_equal_the_golden_core(tmp_path, preset):
     from tessera.generators.config import load_config
     cfg = load_config(preset)
@@ -121,6 +124,7 @@ def test_point_cycles_equal_the_golden_core(tmp_path, preset):
     _, work = S.load_workload("digits-cnn" if cfg.engine.name != "tree" else "digits-mlp")
     items, why = S._operands(cfg, work, 3)
     assert why is None
+    assert r["epilogue"] == (preset == "int8-requant")
     assert r["cycles_per_image"] == _golden_cycles(cfg, items)
     saved = json.loads((tmp_path / "points" / "0000" / "result.json").read_text())
     assert saved["cycles_per_image"] == r["cycles_per_image"]
