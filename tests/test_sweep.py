@@ -282,3 +282,17 @@ def test_cli_sweep_model_only(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode != 0 and "did not write" in bad.stderr
     assert (tmp_path / "foreign" / "keep.txt").read_text() == "x"
+
+
+def test_an_existing_cluster_by_scheduler_address(tmp_path):
+    from distributed import LocalCluster
+    g = S.load_grid(_grid(tmp_path, "[sweep]\nbases = ['int8-8x8']\npresets = false\n"
+                                    "[axes]\n'array.rows' = [2, 4]\n"))
+    serial = S.run_sweep(g, "digits-cnn", out=tmp_path / "s", workers=0, progress=None)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster:
+        r = S.run_sweep(g, "digits-cnn", out=tmp_path / "c", scheduler=cluster.scheduler_address,
+                        progress=None)
+    assert r["mode"] == f"scheduler {cluster.scheduler_address}"
+    assert [p["cycles_per_image"] for p in r["points"]] == \
+        [p["cycles_per_image"] for p in serial["points"]]
