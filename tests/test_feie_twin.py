@@ -126,8 +126,8 @@ def test_skip_cycles_follow_nonzeros_and_predict(monkeypatch):
 
 def test_engine_quantizer_zero_point_zero():
     """The engine asks the int recipe for zero-point-0 activations (`Engine.ptq_options`):
-    the image and every ReLU output take levels 0..127, so a real 0 is code 0 and the
-    digits CNN's conv2 input (conv1's ReLU output) has zeros to skip."""
+    the image and every ReLU output take levels 0..127, so a real 0 is code 0 (the digits
+    MLP, quicker to train than the CNN; the recipe's rule is the same)."""
     from tessera.generators.config import load_config
     from tessera.generators.infer import _builtin
     from tessera.sim import digits, qnet
@@ -135,11 +135,60 @@ def test_engine_quantizer_zero_point_zero():
     cfg = load_config("zascas")
     assert cfg.engine.ptq_options() == {"act_zero_point": 0}
     xtr, _, xte, _ = digits.load_split()
-    q = quantize(_builtin("digits-cnn"), cfg.pe, xtr[:200], **cfg.engine.ptq_options())
+    fm = _builtin("digits-mlp")
+    q = quantize(fm, cfg.pe, xtr[:200], **cfg.engine.ptq_options())
     assert q.input["zero_point"] == 0 and q.input["lo"] == 0 and q.input["hi"] == 127
     epis = [ql.epilogue for ql in q.layers if ql.epilogue is not None]
     assert epis and all(e["zero_point"] == 0 and e["lo"] == 0 for e in epis)
     x0 = qnet.quantize_input(q, xte[:20])
     assert x0.min() == 0 and (x0 == 0).mean() > 0.3     # the digits' background is code 0
-    default = quantize(_builtin("digits-cnn"), cfg.pe, xtr[:200])
+    default = quantize(fm, cfg.pe, xtr[:200])
     assert default.input["zero_point"] == -128           # the int recipe's own rule
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_configs_twin_equals_einsum(monkeypatch, seed):
+    """The twin (golden core, the engine's mapper) against an einsum over sliding windows,
+    bit for bit, over random cores (tiles 1..16, pes, kmax 1..7, drain 1/2) and layers
+    (filters up to 7 x 7, strides 1/2, paddings, batches, sparsities); every RUN's cycles
+    against the closed form (`predict`, within 5 % or 4 cycles)."""
+    from tessera.sim.engines.feie import FLAG_DENSE, predict
+    rng = np.random.default_rng(50 + seed)
+    kmax = int(rng.integers(1, 8))
+    pes = int(rng.integers(-(-kmax // 2), 8))
+    drain = int(rng.integers(1, 3))
+    tiles = int(rng.integers(1, min(16, 2048 // (24 * pes * drain)) + 1))
+    cfg = _cfg(monkeypatch, tiles=tiles, pes=pes, kmax=kmax, drain=drain)
+    for _ in range(6):
+        s = int(rng.integers(1, 3))
+        k = int(rng.integers(1, min(kmax, pes * s) + 1))
+        kh = int(rng.integers(1, 8))
+        ph, pw = int(rng.integers(0, kh)), int(rng.integers(0, k))
+        c, o = int(rng.integers(1, 5)), int(rng.integers(1, 2 * tiles + 2))
+        layer = Conv2d(c, o, kernel=(kh, k), stride=s, padding=(ph, pw))
+        h = int(rng.integers(max(1, kh - 2 * ph), kh + 5))
+        w = int(rng.integers(max(1, k - 2 * pw), k + 10))
+        x = rng.integers(-128, 128, size=(int(rng.integers(1, 3)), c, h, w))
+        x[rng.random(x.shape) < rng.choice([0.0, 0.3, 0.6, 0.9, 1.0])] = 0
+        wt = rng.integers(-128, 128, size=layer.weight_shape)
+        xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        win = np.lib.stride_tricks.sliding_window_view(xp, (kh, k), axis=(2, 3))[:, :, ::s, ::s]
+        ref = np.einsum("ncyxij,ocij->noyx", win, wt) & ((1 << 24) - 1)
+        for dense in (False, True, "pixels"):
+            drv = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)
+            runs = []
+            plain = drv.run
+
+            async def recording(**f):
+                runs.append(dict(f))
+                return await plain(**f)
+            drv.run = recording
+            got, st = asyncio.run(FeieLowering(cfg, dense=dense).run(
+                drv, layer, (x & 255).astype(np.uint64), (wt & 255).astype(np.uint64)))
+            assert np.array_equal(got, ref.astype(np.uint64)), (layer, dense)
+            for r, cyc in zip(runs, st.run_cycles):
+                pred = predict(rows=r["rows"], ow=r["ow"], wp=r["wp"], q=r["q"], k=r["k"],
+                               stride=r["stride"], nonzeros=r["entries"],
+                               dense=bool(r["flags"] & FLAG_DENSE), pes=pes, drain=drain)
+                assert abs(cyc - pred) <= max(4, 0.05 * cyc), (layer, dense, str(r),
+                                                               cyc, pred)

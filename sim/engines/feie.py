@@ -242,35 +242,42 @@ def run_cycles(sched_cycles):
 
 
 def predict(*, rows, ow, wp, q, k, stride, nonzeros, dense=False, pes=3, drain=1):
-    """Closed-form busy cycles of a RUN: the broadcasts ``B`` (``rows*wp*q`` dense, the
-    non-zero entries when skipping) and the result words ``ceil(rows*ow / (pes*drain))``
-    overlap, so the schedule takes ``max(B + tail, words)`` with ``tail`` = 1 + the words
-    still open after the last broadcast (those holding the last ``ceil(k/stride)`` outputs);
-    plus the fixed start and end. Exact when no done queue fills and the last words are not
-    the drain's backlog; `FeieTwin` gives the exact count."""
-    b = rows * wp * q if dense else nonzeros
+    """Closed-form busy cycles of a RUN: the broadcasts ``B`` (``nonzeros`` entries when
+    skipping; dense, every position up to the last output's last column) and the result words
+    ``ceil(rows*ow / (pes*drain))`` overlap, so the schedule takes ``max(fill + B + tail,
+    words)``: ``fill`` = 1 (the first entry's W read; 0 for a dense RUN without entries),
+    ``tail`` = the words still open after the last broadcast (those holding the last
+    ``ceil(k/stride)`` outputs); plus the fixed start and end. Exact when no done queue fills
+    and the last words are not the drain's backlog; `FeieTwin` gives the exact count."""
     v = pes * drain
     words = -(-rows * ow // v)
-    tail = 1 + min(words, -(-(-(-k // stride)) // v))
-    return START_CYCLES + END_CYCLES + max(b + tail, words)
+    if dense:
+        span = min(wp, stride * (ow - 1) + k)
+        b = ((rows - 1) * wp + span) * q
+        fill = 1 if nonzeros else 0
+    else:
+        b, fill = nonzeros, 1
+    tail = min(words, -(-(-(-k // stride)) // v))
+    return START_CYCLES + END_CYCLES + max(fill + b + tail, words)
 
 
 # -- host encoder ------------------------------------------------------------------------------
-def encode_rows(xp, *, ys, q_list, kh, stride_h, c0=0, keep=None):
+def encode_rows(xp, *, ys, q_list, kh, stride_h, c0=0, keep=None, span=None):
     """Entries of output rows ``ys`` (relative rows 0..len(ys)-1) over the padded input
     ``xp`` (C x Hp x Wp codes, uint): for each row, column and sub-position ``q`` of
     ``q_list`` (pairs (c, i): input channel, filter row) the non-zero pixel
     ``xp[c, y*stride_h + i, col]``, in position order; with ``keep`` (a boolean array like
     ``xp``) also the zeros where it is true (ZASCAD on the image: every pixel, not the
-    padding). Returns (val, col, q, row) arrays."""
+    padding); columns from ``span`` on (those no output reaches) are left out. Returns
+    (val, col, q, row) arrays."""
     vals, cols, qs, rws = [], [], [], []
     wp = xp.shape[2]
     for r, y in enumerate(ys):
-        block = np.stack([xp[c, y * stride_h + i, :] for c, i in q_list], axis=1)  # Wp x Q
+        block = np.stack([xp[c, y * stride_h + i, :span] for c, i in q_list], axis=1)
         if keep is None:
             cc, qq = np.nonzero(block)
         else:
-            kb = np.stack([keep[c, y * stride_h + i, :] for c, i in q_list], axis=1)
+            kb = np.stack([keep[c, y * stride_h + i, :span] for c, i in q_list], axis=1)
             cc, qq = np.nonzero((block != 0) | kb)
         vals.append(block[cc, qq])
         cols.append(cc)
@@ -500,7 +507,9 @@ class FeieLowering:
         if self.dense == "pixels":
             keep = np.zeros(xp.shape[1:], dtype=bool)
             keep[:, ph:ph + x.shape[2], pw:pw + x.shape[3]] = True
-        row_entries = [[encode_rows(xp[b], ys=[y], q_list=ch, kh=kh, stride_h=sh, keep=keep)
+        span = min(wpad, sw * (ow - 1) + kw)       # the columns an output reaches
+        row_entries = [[encode_rows(xp[b], ys=[y], q_list=ch, kh=kh, stride_h=sh, keep=keep,
+                                    span=span)
                         for ch in chunks] for b, y in seq]
         blocks = self.blocks([[len(e[0]) for e in re] for re in row_entries], ow)
         for t0 in range(0, o, T):
