@@ -433,9 +433,13 @@ def _rle_runs(cfg, acc, proto, m, k, codes_t, epilogue):
 def feie_row_nonzeros(x, layer, q_chunk):
     """Non-zero activations per (image, output row, sub-position chunk) a FEIE RUN streams:
     ``x`` (N x C x H x W codes), chunks of ``q_chunk`` sub-positions (input channel, filter
-    row) in the mapper's order. A count per input row, gathered; returns N x chunks x OH."""
-    (kh, _), (sh, _), (ph, _) = layer.kernel, layer.stride, layer.padding
-    nz = np.count_nonzero(np.asarray(x), axis=3)                 # N x C x H
+    row) in the mapper's order. A count per input row (over the columns an output reaches:
+    the mapper encodes no other), gathered; returns N x chunks x OH."""
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+    x = np.asarray(x)
+    ow = (x.shape[3] + 2 * pw - kw) // sw + 1
+    x = x[..., :max(0, sw * (ow - 1) + kw - pw)]
+    nz = np.count_nonzero(x, axis=3)                             # N x C x H
     nb, c, h = nz.shape
     nzp = np.zeros((nb, c, h + 2 * ph), dtype=np.int64)
     nzp[:, :, ph:ph + h] = nz
