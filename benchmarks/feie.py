@@ -46,6 +46,7 @@ Usage::
 
     .venv/bin/python benchmarks/feie.py [--images N] [--quick]
     .venv/bin/python benchmarks/feie.py --builds units core
+    .venv/bin/python benchmarks/feie.py --render      # the table again, with the builds
 """
 
 from __future__ import annotations
@@ -355,9 +356,19 @@ def main(argv=None):
     ap.add_argument("--builds", nargs="+", choices=("units", "core"),
                     help="only build (nextpnr seeds 1, 2, 3): the engine unit on UP5K and "
                          "ECP5, and/or the zascas core on the ULX3S 85F")
+    ap.add_argument("--render", action="store_true",
+                    help="only re-render feie.{json,md,png} with the builds measured since")
     args = ap.parse_args(argv)
     if args.builds:
         return builds(args.builds)
+    if args.render:
+        res = json.loads((OUT / "feie.json").read_text())
+        bp = OUT / "feie_builds.json"
+        res["builds"] = json.loads(bp.read_text()) if bp.exists() else None
+        (OUT / "feie.json").write_text(json.dumps(res, indent=1) + "\n")
+        (OUT / "feie.md").write_text(render(res))
+        plot(res)
+        return res
     t0 = time.time()
     cfg = load_config("zascas")
     scfg = config_from_dict(SYSTOLIC)
