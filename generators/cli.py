@@ -531,6 +531,10 @@ def cmd_run(args, extra=()):
     args.config, model = _run_positionals(args, list(extra))
     if model is not None:
         return cmd_run_model(args, model)
+    if args.images is not None or args.data != "digits":
+        given = "--images" if args.images is not None else "--data"
+        raise CliError(f"run: {given} chooses the images of a MODEL, and none is given; allowed: "
+                       f"`tessera run [CONFIG] --board B --port P MODEL.npz {given} ...`")
     cfg = _cfg(args.config)
     layers = None
     if args.layers:

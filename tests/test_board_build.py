@@ -1,4 +1,5 @@
-"""Bitstreams of real cores: the iCEBreaker preset in the default suite, ULX3S marked slow."""
+"""Bitstreams of real cores in their board tops (clocking, framed UART link, LEDs): the iCEBreaker
+preset in the default suite, the others marked slow."""
 
 import json
 
@@ -18,14 +19,14 @@ def _build(preset, board, tmp_path, capsys):
 
 
 def test_icebreaker_preset_bitstream(tmp_path, capsys):
-    """The whole icebreaker core (2x4 int8 PEs, UART bridge) placed and routed on a UP5K."""
+    """The whole icebreaker core (2x4 int8 PEs, framed UART link) placed and routed on a UP5K."""
     out, r = _build("icebreaker", "icebreaker", tmp_path, capsys)
     bit = out / "tessera_icebreaker.bin"
     assert bit.is_file() and bit.stat().st_size > 100_000     # a UP5K image is ~104 kB
     assert r["board"] == "icebreaker" and r["device"] == "iCE40UP5K"
     assert 0 < r["luts"] <= r["luts_total"] == 5280
     assert r["dsps"] == 8                 # one SB_MAC16 per int8 PE
-    assert r["brams"] >= 3                # scratchpads A, B, C in EBR, not LUTs
+    assert r["brams"] >= 3 + 4            # scratchpads A, B, C and the link's buffers in EBR
     assert r["target_mhz"] == 12
     assert r["timing_met"] and r["fmax_mhz"] >= 12
 
@@ -43,19 +44,20 @@ def test_report_reads_last_build(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_ulx3s_preset_bitstream(tmp_path, capsys):
-    """12x12 int8 on ECP5-85F: 144 MULT18X18D, LUTs per MAC under a tenth of NVDLA's 1190."""
+    """12x12 int8 on ECP5-85F: 144 MULT18X18D, LUTs per MAC (the framed link included: 128.6
+    measured) about a ninth of NVDLA's 1190."""
     out, r = _build("ulx3s", "ulx3s-85f", tmp_path, capsys)
     assert (out / "tessera_ulx3s.bit").is_file()
     assert r["dsps"] >= 144
-    assert r["luts"] / 144 < 119
+    assert r["luts"] / 144 < 132
     assert r["timing_met"]
 
 
 @pytest.mark.slow
 def test_ternary_preset_bitstream(tmp_path, capsys):
-    """The ternary core (16 x 2 adder trees, run-time weights and scales) on the UP5K: the
-    two scaling multipliers in SB_MAC16s, the trees in logic cells, timing met at 12 MHz
-    (about one minute of place and route)."""
+    """The ternary core (one 16-input adder tree, run-time weights and scales) on the UP5K
+    with the framed link: the scaling multipliers in SB_MAC16s, the tree in logic cells,
+    timing met at 12 MHz (one to four minutes of place and route)."""
     out, r = _build("ternary", "icebreaker", tmp_path, capsys)
     assert (out / "tessera_ternary.bin").is_file()
     assert 0 < r["luts"] <= r["luts_total"] == 5280

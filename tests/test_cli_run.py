@@ -322,3 +322,11 @@ def test_build_refuses_a_clock_the_board_cannot_make(capsys, tmp_path, monkeypat
     assert code == 2
     error_line(err, r"core\.clock_mhz: 14 MHz cannot be made by the icebreaker's PLL .*")
     assert list(tmp_path.iterdir()) == [tmp_path / "odd.toml"]
+
+
+def test_images_without_a_model(capsys):
+    code, _, err = run(capsys, "run", "icebreaker", "--board", "icebreaker", "--port",
+                       "sim:golden", "--images", "5")
+    assert code == 2
+    error_line(err, r"run: --images chooses the images of a MODEL, and none is given; allowed: "
+                    r"`tessera run \[CONFIG\] --board B --port P MODEL\.npz --images \.\.\.`")
