@@ -325,12 +325,50 @@ def unit_synth(name, arch):
     return res
 
 
+#: The smallest useful FEIE core for the iCEBreaker: 1 group x 3 PEs, the framed UART link.
+UP5K_PROBE = {
+    "core": {"name": "tessera_zascas_icebreaker", "clock_mhz": 12.0, "boards": ["icebreaker"]},
+    "array": {"kind": "feie", "tiles": 1, "pes": 3, "kmax": 3, "drain": 1, "zero_skip": True},
+    "pe": {"kind": "int", "a_bits": 8, "b_bits": 8, "acc_bits": 24},
+    "memory": {"a_depth": 512, "b_depth": 32, "c_depth": 128},
+    "host": {"interface": "uart", "baud": 115200}}
+
+
+def up5k_probe():
+    """Build `UP5K_PROBE` for the iCEBreaker with nextpnr seed 1: does it fit?"""
+    from tessera.fpga.build import BuildError, build_bitstream
+    from tessera.generators.assemble import build_core
+    cfg = config_from_dict(UP5K_PROBE)
+    try:
+        r = build_bitstream(build_core(cfg), board="icebreaker", name=cfg.core.name, seed=1,
+                            baud=cfg.host.baud, out_dir=BUILD / "up5k-1x3-s1",
+                            progress=lambda m: print(f"    [up5k] {m}", flush=True))
+    except BuildError as e:
+        import re
+        m = re.search(r"(\d+) ICESTORM_LCs", str(e))
+        return {"fits": False, "config": UP5K_PROBE, "seed": 1, "error": str(e)[:400],
+                "needs_lcs": int(m.group(1)) if m else None, "lcs_total": 5280}
+    return {"fits": True, "config": UP5K_PROBE, "seed": 1, "luts": r.luts,
+            "luts_total": r.luts_total, "dsps": r.dsps, "brams": r.brams,
+            "fmax_mhz": r.fmax_mhz}
+
+
 def builds(which):
     """Unit builds (``units``) and/or the ``zascas`` core on the ULX3S 85F (``core``), each
     once per nextpnr seed; merged into ``benchmarks/results/feie_builds.json``."""
     import seeds as S
     path = OUT / "feie_builds.json"
-    res = json.loads(path.read_text()) if path.exists() else {}
+
+    def save(key, value, sub=None):
+        """Merge one result into the file as it is now (other build runs may write it)."""
+        cur = json.loads(path.read_text()) if path.exists() else {}
+        if sub is None:
+            cur[key] = value
+        else:
+            cur.setdefault(key, {})[sub] = value
+        path.write_text(json.dumps(cur, indent=1) + "\n")
+        return cur
+    res = {}
     if "units" in which:
         for name in UNITS:
             for arch in ("ice40", "ecp5"):
@@ -339,13 +377,13 @@ def builds(which):
                 except Exception as err:        # the table shows the failure
                     r = {"unit": name, "arch": arch, "error": str(err)[:400]}
                 print(f"{name} {arch}: {r}", flush=True)
-                res.setdefault("units", {})[f"{name}-{arch}"] = r
-                path.write_text(json.dumps(res, indent=1) + "\n")
+                res = save("units", r, f"{name}-{arch}")
+    if "up5k" in which:
+        res = save("core_up5k_probe", up5k_probe())
     if "core" in which:
         r = S.core_builds("zascas", "ulx3s-85f", lambda seed: BUILD / f"zascas-s{seed}",
                           say=lambda m: print(m, flush=True))
-        res["core_zascas_ulx3s"] = r
-        path.write_text(json.dumps(res, indent=1) + "\n")
+        res = save("core_zascas_ulx3s", r)
     return res
 
 
@@ -353,9 +391,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--quick", action="store_true", help="digits layers only")
-    ap.add_argument("--builds", nargs="+", choices=("units", "core"),
+    ap.add_argument("--builds", nargs="+", choices=("units", "core", "up5k"),
                     help="only build (nextpnr seeds 1, 2, 3): the engine unit on UP5K and "
-                         "ECP5, and/or the zascas core on the ULX3S 85F")
+                         "ECP5, the zascas core on the ULX3S 85F, and/or (seed 1) whether a "
+                         "1 x 3 core fits the iCEBreaker")
     ap.add_argument("--render", action="store_true",
                     help="only re-render feie.{json,md,png} with the builds measured since")
     args = ap.parse_args(argv)
@@ -470,6 +509,14 @@ def render(res):
                          f"{'UP5K' if r['arch'] == 'ice40' else 'ECP5-85F'} | {r['luts']} | "
                          f"{r['ffs'] if r['ffs'] is not None else '-'} | {r['dsps']} | "
                          f"{r.get('brams', '-')} | {_mhz(r)} |")
+        u = b.get("core_up5k_probe")
+        if u:
+            lines.append(f"| core 1 group x 3 PEs (board top, UART link), seed 1 | UP5K "
+                         f"(iCEBreaker) | "
+                         + (f"{u['luts']}/{u['luts_total']} | - | {u['dsps']} | {u['brams']} | "
+                            f"{u['fmax_mhz']} |" if u.get("fits") else
+                            f"does not fit: {u.get('needs_lcs')} of {u['lcs_total']} LCs "
+                            f"| | | | |"))
         c = b.get("core_zascas_ulx3s")
         if c:
             if c.get("fits"):
