@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -355,6 +356,23 @@ def _keep_failed(tmp, out_dir):
     return failed
 
 
+#: nextpnr's placer, when the design has more cells of a kind than the device.
+_TOO_BIG = re.compile(r"Failed to expand region .* of (\d+) (ICESTORM_LC|TRELLIS_COMB|"
+                      r"TRELLIS_SLICE)s?")
+
+
+def _too_big(line, board):
+    """``line`` (nextpnr's first error) preceded by what it means when the design has more
+    logic cells or LUTs than the device: the design does not fit."""
+    m = _TOO_BIG.search(line)
+    if not m:
+        return line
+    what = "logic cells" if board.family == "ice40" else "LUT4s"
+    total = board.luts_total
+    return (f"the design needs {m.group(1)} {what} and the {board.device} has {total}: it does "
+            f"not fit ({line})")
+
+
 def _first_error(log_path):
     try:
         lines = Path(log_path).read_text(errors="replace").splitlines()
@@ -515,7 +533,7 @@ def build_bitstream(core, *, board, out_dir, name="tessera", seed=1, progress=pr
         if process.returncode != 0:
             failed = _keep_failed(tmp, out_dir)
             done = True
-            detail = _first_error(failed / "build.log")
+            detail = _too_big(_first_error(failed / "build.log"), board)
             raise BuildError(f"{stages[stage][0]} failed for board {board.name} "
                              f"(exit {process.returncode}): {detail} "
                              f"[log: {failed / 'build.log'}]")

@@ -498,3 +498,17 @@ def test_estimate_counts_the_epilogue_lanes():
     with pytest.raises(ConfigError, match=r"^core\.boards: 'icebreaker' cannot hold this core: "
                                           r"it needs at least 24 SB_MAC16 DSPs"):
         config_from_dict(d)
+
+
+def test_build_error_says_the_design_does_not_fit():
+    """nextpnr's placer says "Failed to expand region ... of 5894 ICESTORM_LCs" when the design
+    has more logic cells than the UP5K (the 4x1 icebreaker-fp8 beside the framed link): the
+    build error says what that means, and keeps nextpnr's line."""
+    from tessera.fpga.boards import get_board
+    from tessera.fpga.build import _too_big
+    line = "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5894 ICESTORM_LCs"
+    assert _too_big(line, get_board("icebreaker")) == (
+        "the design needs 5894 logic cells and the iCE40UP5K has 5280: it does not fit "
+        f"({line})")
+    other = "ERROR: PLL 'pll' couldn't be placed anywhere, no suitable BEL found."
+    assert _too_big(other, get_board("icebreaker")) == other
