@@ -397,7 +397,33 @@ def builds(which):
         res = save("core_zascas_ulx3s", r)
     if "core-done" in which:
         res = save("core_zascas_ulx3s", core_seeds_done())
+    if "core-placed" in which:
+        res = save("core_zascas_ulx3s_placed", core_placed())
     return res
+
+
+def core_placed():
+    """What a ``zascas`` core build still routing (or stopped while routing) has measured:
+    the packer's utilization and the post-placement Fmax estimate from its nextpnr log
+    (``build/bench/feie/.tessera-tmp-*/tessera_zascas.tim``, or the ``.failed`` copy)."""
+    import re
+    logs = sorted(BUILD.glob(".tessera-tmp-*/tessera_zascas.tim")) + \
+        sorted(BUILD.glob("zascas-s*.failed/tessera_zascas.tim"))
+    if not logs:
+        return None
+    log = logs[-1]
+    text = log.read_text()
+    util = {m.group(1): (int(m.group(2)), int(m.group(3))) for m in re.finditer(
+        r"Info:\s+(TRELLIS_COMB|TRELLIS_FF|MULT18X18D|DP16KD):\s+(\d+)/\s*(\d+)", text)}
+    fm = re.search(r"Max frequency for clock [^:]+: ([\d.]+) MHz", text)
+    seed = re.search(r"--seed (\d+)", (log.parent / "build_tessera_zascas.sh").read_text()) \
+        if (log.parent / "build_tessera_zascas.sh").exists() else None
+    routed = re.findall(r"\|\s+(\d+)\|\s+[\d.]+\s+([\d.]+)\|\s*$", text, re.M)
+    return {"log": str(log.relative_to(ROOT)), "seed": int(seed.group(1)) if seed else None,
+            "utilization": {k: {"used": u, "total": t} for k, (u, t) in util.items()},
+            "placed_fmax_mhz": float(fm.group(1)) if fm else None,
+            "arcs_remaining": int(routed[-1][0]) if routed else None,
+            "route_seconds": float(routed[-1][1]) if routed else None}
 
 
 def core_seeds_done():
@@ -424,7 +450,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--quick", action="store_true", help="digits layers only")
-    ap.add_argument("--builds", nargs="+", choices=("units", "core", "up5k", "core-done"),
+    ap.add_argument("--builds", nargs="+",
+                    choices=("units", "core", "up5k", "core-done", "core-placed"),
                     help="only build (nextpnr seeds 1, 2, 3): the engine unit on UP5K and "
                          "ECP5, the zascas core on the ULX3S 85F, and/or (seed 1) whether a "
                          "1 x 3 core fits the iCEBreaker")
@@ -550,6 +577,17 @@ def render(res):
                             f"{u['fmax_mhz']} |" if u.get("fits") else
                             f"does not fit: {u.get('needs_lcs')} of {u['lcs_total']} LCs "
                             f"| | | | |"))
+        pl = b.get("core_zascas_ulx3s_placed")
+        if pl and not (b.get("core_zascas_ulx3s") or {}).get("fits"):
+            u = pl["utilization"]
+
+            def uu(k):
+                return f"{u[k]['used']}/{u[k]['total']}" if k in u else "-"
+            lines.append(f"| core `zascas` (board top, UART link), seed {pl['seed']}, placed, "
+                         f"not routed ({pl['arcs_remaining']} arcs left after "
+                         f"{pl['route_seconds']:.0f} s) | ECP5-85F (ULX3S) | "
+                         f"{uu('TRELLIS_COMB')} | {uu('TRELLIS_FF')} | {uu('MULT18X18D')} | "
+                         f"{uu('DP16KD')} | {pl['placed_fmax_mhz']} (post-placement estimate) |")
         c = b.get("core_zascas_ulx3s")
         if c:
             if c.get("fits"):
