@@ -10,7 +10,7 @@ YoWASP yosys + nextpnr with seeds 1, 2, 3) on ECP5-85F and iCE40 UP5K:
   (3 stages: the fewest LUTs; 5 stages: the fastest).
 
 Presets (`fpga.build.build_bitstream`, as ``tessera build PRESET --board B --seed N``: the
-whole core with its UART bridge), once per seed: ``icebreaker-fp8`` on the iCEBreaker (12 MHz)
+the whole core in its framed-link board top), once per seed: ``icebreaker-fp8`` on the iCEBreaker (12 MHz)
 and ``ulx3s-fp8`` on the ULX3S 85F (25 MHz). The ECP5 place and route takes about ten minutes
 per seed with the WebAssembly nextpnr.
 
@@ -52,10 +52,8 @@ MACS = [
     ("exact", "mac_e4m3_fp16_exact", 3, "FPExactMac", {"fmt_in": "fp8_e4m3", "fmt_acc": "fp16"}),
     ("exact", "mac_e4m3_fp16_exact", 5, "FPExactMac", {"fmt_in": "fp8_e4m3", "fmt_acc": "fp16"}),
 ]
-#: (preset, board, array override or None): the presets, and ``icebreaker-fp8`` laid out 2x2
-#: (two FP16 combiners instead of one).
-PRESETS = [("icebreaker-fp8", "icebreaker", None), ("ulx3s-fp8", "ulx3s-85f", None),
-           ("icebreaker-fp8", "icebreaker", (2, 2))]
+#: (preset, board, array override or None): the exact-mode presets on their boards.
+PRESETS = [("icebreaker-fp8", "icebreaker", None), ("ulx3s-fp8", "ulx3s-85f", None)]
 
 
 def units(jobs):
@@ -121,8 +119,9 @@ def markdown(res):
                 f"{S.mhz(i, 2)} | {S.ratio(i, base['ice40']):.2f} |")
         lines.append("")
     if res.get("builds"):
-        lines += ["Presets (`tessera build PRESET --board B --seed N`, whole core with UART "
-                  f"bridge; resources of seed 1, Fmax: {S.WHAT}; timing met at every seed):",
+        lines += ["Presets (`tessera build PRESET --board B --seed N`, the whole core in its "
+                  f"framed-link board top; resources of seed 1, Fmax: {S.WHAT}; timing met at "
+                  "every seed):",
                   "",
                   "| preset | board | array (MACs) | PE stages | LUTs | DSPs | BRAMs | FFs | "
                   "Fmax (board clock) | timing |",
