@@ -369,6 +369,11 @@ def _window_text(w):
 
 
 # -- report -------------------------------------------------------------------------------------
+def cmd_sweep(args):
+    from tessera.generators.sweep import cmd_sweep as run
+    return run(args)
+
+
 def cmd_infer(args):
     from tessera.generators.infer import run_cli
     cfg = _cfg(args.config)
@@ -1066,6 +1071,12 @@ def _parser():
                    metavar="N", help="with MODEL: the first N images (default all)")
     s.set_defaults(fn=cmd_run, takes_extra=True)
 
+    from tessera.generators import sweep as _sweep
+    s = command("sweep", "a grid of configs on a workload, on Dask: cycles, area, Pareto front",
+                _sweep.DESCRIPTION, _sweep.EXAMPLES)
+    _sweep.configure_parser(s)
+    s.set_defaults(fn=cmd_sweep)
+
     s = command("clean", "remove what tessera built under build/",
                 "Removes what tessera wrote under build/ (simulation builds and runs, regress "
                 "and report work folders,\ngenerated cores and units, bitstream builds): "
@@ -1089,7 +1100,7 @@ _EXPECTED_NAMES = {"BuildError", "ProgramError", "ToolchainError", "LinkError", 
                    "LinkCorrupt", "DeployError", "TesseraError", "LintError",
                    "VerilatorNotFoundError", "VersionError", "SimulationError", "OutputPathError",
                    "ConfigError", "UnitError", "ReportError", "TimeoutExpired", "LayerError",
-                   "InferError", "OnnxError", "VsimError"}
+                   "InferError", "OnnxError", "VsimError", "SweepError"}
 
 
 def _expected(e):

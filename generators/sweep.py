@@ -219,8 +219,10 @@ def expand(grid, *, family=None):
 # -- workloads ---------------------------------------------------------------------------------
 def load_workload(spec):
     """``(name, [(layer, input shape)])`` for ``digits-cnn``, ``digits-mlp`` or a layers file
-    (TOML: ``[[layer]]`` tables with ``type`` and the layer's keys, the first with ``input``,
-    the input shape N x C x H x W or N x features; later inputs follow from the outputs)."""
+    (TOML: ``[[layer]]`` tables with ``type`` and the layer's keys, an optional ``name``, and
+    ``input``, the input shape N x C x H x W or N x features: required on the first, optional
+    later, where a layer without one takes the previous layer's output; so the layers files
+    of ``tessera report --layers``, an input on each, are workloads too)."""
     from tessera.sim.layers import (Conv2d, Dense, Flatten, LayerError, MaxPool2d, Relu,
                                     layer_from_dict)
     if spec == "digits-cnn":
@@ -228,10 +230,12 @@ def load_workload(spec):
                   Conv2d(8, 16, kernel=3, padding=1, bias=True), Relu(),
                   MaxPool2d(kernel=2), Flatten(), Dense(256, 10, bias=True)]
         shape = (1, 1, 8, 8)
+        inputs = [shape] + [None] * (len(layers) - 1)
         name = spec
     elif spec == "digits-mlp":
         layers = [Flatten(), Dense(64, 64, bias=True), Relu(), Dense(64, 10, bias=True)]
         shape = (1, 1, 8, 8)
+        inputs = [shape] + [None] * (len(layers) - 1)
         name = spec
     else:
         path = Path(spec)
@@ -245,15 +249,19 @@ def load_workload(spec):
         items = data.get("layer")
         if not isinstance(items, list) or not items:
             raise SweepError(f"--workload: {spec}: needs [[layer]] tables")
-        shape = items[0].get("input")
-        if (not isinstance(shape, list) or len(shape) not in (2, 4)
-                or not all(isinstance(s, int) and s > 0 for s in shape)):
+        if "input" not in items[0]:
             raise SweepError(f"--workload: {spec}: the first [[layer]] needs input = "
-                             f"[N, C, H, W] or [N, features], not {shape!r}")
-        shape = tuple(shape)
-        layers = []
+                             f"[N, C, H, W] or [N, features]")
+        layers, inputs = [], []
         for i, it in enumerate(items):
-            d = {k: v for k, v in it.items() if k != "input"}
+            shape = it.get("input")
+            if shape is not None and (
+                    not isinstance(shape, list) or len(shape) not in (2, 4)
+                    or not all(isinstance(v, int) and v > 0 for v in shape)):
+                raise SweepError(f"--workload: {spec}: layer {i}: input = {shape!r} must be "
+                                 f"[N, C, H, W] or [N, features]")
+            inputs.append(tuple(shape) if shape is not None else None)
+            d = {k: v for k, v in it.items() if k not in ("input", "name")}
             try:
                 layers.append(layer_from_dict(d))
             except LayerError as e:
@@ -261,6 +269,8 @@ def load_workload(spec):
         name = path.stem
     out, s = [], shape
     for i, layer in enumerate(layers):
+        if inputs[i] is not None:
+            s = inputs[i]
         try:
             nxt = layer.out_shape(s)
         except LayerError as e:

@@ -455,6 +455,11 @@ def _doc_tomls():
 def test_every_config_in_the_docs_is_accepted(body, tmp_path):
     from tessera.generators.config import config_from_dict, parse_toml
     data = parse_toml(body, "doc")
+    if "sweep" in data:                        # a sweep grid (docs/sweep.md)
+        from tessera.generators.sweep import expand, grid_from_dict
+        points = expand(grid_from_dict(data, source="doc", folder=tmp_path))
+        assert points and all(p.error is None for p in points)
+        return
     if "layer" in data:                        # a layers file (`report --layers`)
         from tessera.generators.report import load_layers_file, report_layers
         (tmp_path / "l.toml").write_text(body)

@@ -1,16 +1,8 @@
-"""`tessera run --layers` against the golden core served over a pseudo-terminal (a stand-in for
-a board's UART: the same driver, mapper and byte protocol)."""
-
-import os
-import select
-import threading
-import tty
-
-import pytest
+"""`tessera run --layers` on the golden virtual board (`--port sim:golden`: the board top's
+framed link twin in front of the golden core, behind a pseudo-terminal; the same driver,
+mapper and frames as a board's UART)."""
 
 from tessera.generators.cli import main
-from tessera.generators.config import load_config
-from tessera.sim.core import GoldenCore
 
 LAYERS = """
 [[layer]]
@@ -42,38 +34,11 @@ input = [2, 40]
 """
 
 
-@pytest.fixture
-def virtual_board():
-    """A pty whose far end is a golden model of the `icebreaker` preset's core."""
-    master, slave = os.openpty()
-    tty.setraw(master)
-    tty.setraw(slave)
-    core = GoldenCore(load_config("icebreaker"))
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            r, _, _ = select.select([master], [], [], 0.05)
-            if r:
-                try:
-                    data = os.read(master, 4096)
-                except OSError:
-                    return
-                reply = core.feed(data)
-                if reply:
-                    os.write(master, reply)
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    yield os.ttyname(slave)
-    stop.set()
-    t.join(1)
-    os.close(master)
-    os.close(slave)
-
-
-def test_run_layers_on_a_virtual_board(virtual_board, tmp_path, capsys):
+def test_run_layers_on_a_virtual_board(tmp_path, capsys):
+    """The layers over the framed link to the golden virtual board (the board top's framer
+    twin in front of the golden core, behind a pseudo-terminal)."""
     (tmp_path / "l.toml").write_text(LAYERS)
-    code = main(["run", "icebreaker", "--board", "icebreaker", "--port", virtual_board,
+    code = main(["run", "icebreaker", "--board", "icebreaker", "--port", "sim:golden",
                  "--layers", str(tmp_path / "l.toml")])
     out = capsys.readouterr().out
     assert code == 0, out

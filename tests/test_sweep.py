@@ -73,6 +73,12 @@ def test_layers_workload_file_and_refusals(tmp_path):
                    '[[layer]]\ntype = "Dense"\nin_features = 144\nout_features = 5\n')
     name, work = S.load_workload(str(lay))
     assert name == "layers" and [s for _, s in work] == [(1, 3, 6, 6), (1, 4, 6, 6), (1, 144)]
+    # the layers files of `tessera report --layers` (a name and an input on each) load too
+    lay.write_text('[[layer]]\nname = "a"\ntype = "Dense"\nin_features = 8\n'
+                   'out_features = 3\ninput = [4, 8]\n'
+                   '[[layer]]\nname = "b"\ntype = "Dense"\nin_features = 5\n'
+                   'out_features = 2\ninput = [2, 5]\n')
+    assert [s for _, s in S.load_workload(str(lay))[1]] == [(4, 8), (2, 5)]
     lay.write_text('[[layer]]\ntype = "Dense"\nin_features = 10\nout_features = 5\n'
                    'input = [1, 11]\n')
     with pytest.raises(S.SweepError, match="layer 0 \\(Dense\\)"):
