@@ -352,6 +352,49 @@ def test_serial_scaler_width_sweep(sum_bits, scale_bits):
         assert got[0][0] == wrap_signed(-1, acc_bits)
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_serial_scaler_few_lanes(lanes):
+    """One and two lanes (a tree engine with ``outputs`` 1 or 2): one lane once had zero-width
+    lane counters that Verilog cannot declare."""
+    scales = [(3, 5), (7, 1)][:lanes]
+    loads = [([9, 4][:lanes], [2, 11][:lanes]), ([0, 1][:lanes], [6, 0][:lanes])]
+    got = run_scaler(lanes, 4, 3, 16, loads, scales)
+    want = [[wrap_signed(scales[j][0] * sp[j] - scales[j][1] * sn[j], 16)
+             for j in range(lanes)] for sp, sn in loads]
+    assert got == want
+
+
+def test_tree_engine_with_one_output_lints_and_computes():
+    """``array.outputs = 1`` (documented 1..32): the core's Verilog passes the lint and one
+    output channel's results equal the plain-integer dot products."""
+    from tessera.generators.assemble import build_core
+    from tessera.generators.config import config_from_dict
+    from tessera.generators.generate import generate_core
+    from tessera.sim.driver import TesseraDriver
+    from tessera.sim.pysim import run_with_driver
+    cfg = config_from_dict({
+        "core": {"name": "one_out"},
+        "array": {"kind": "tree", "inputs": 4, "outputs": 1, "scales": 16},
+        "pe": {"kind": "ternary", "act_bits": 4, "scale_bits": 4, "scale_frac": 0,
+               "acc_bits": 24, "per_channel": True},
+        "memory": {"a_depth": 16, "b_depth": 16, "c_depth": 16}})
+    import tempfile
+    from pathlib import Path
+    from tessera.sim.verilator import lint
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_core(cfg, tmp)
+        lint([Path(tmp) / "one_out.v"], "one_out").check()
+    rng = np.random.default_rng(5)
+    a, b = cfg.pe.operands(3, 2, 8, kind="random", rng=rng)
+
+    async def body(t):
+        drv = TesseraDriver(t, cfg)
+        await drv.connect()
+        return await drv.gemm(a, b)
+    got = run_with_driver(build_core(cfg), body)[0]
+    assert np.array_equal(np.asarray(got), np.asarray(cfg.pe.reference(a, b)))
+
+
 def _core_gemm(encoding, a, b):
     """``a @ b`` on a whole ternary core (Amaranth simulator, host driver): 1-bit activations,
     2-bit scales and 64-bit results, so the scaler's difference (about 10 bits) is far

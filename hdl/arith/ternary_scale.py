@@ -85,7 +85,8 @@ class SerialScaler(wiring.Component):
         hold_n = Signal(data.ArrayLayout(unsigned(self.sum_bits), L))
         base, step = Signal(range(self.s_depth)), Signal()
         addr0, acc0 = Signal(range(self.c_depth)), Signal()
-        rem = Signal(range(L + 1))     # lanes still to start
+        rem = Signal(range(max(L + 1, 3)))     # lanes still to start (2 bits at least:
+        # with one lane a 1-bit counter makes ``rem <= 1`` a constant, which the lint refuses)
 
         m.d.comb += [self.ready.eq(rem <= 1),
                      self.ready_next.eq((rem <= 2) if L > 1 else 1)]
@@ -99,23 +100,27 @@ class SerialScaler(wiring.Component):
                          base.eq(self.s_base), step.eq(self.s_step),
                          addr0.eq(self.addr), acc0.eq(self.accumulate)]
 
-        # Stage 0: lane j = L - rem reads its scale word and its two sums.
-        j = Signal(range(L))
+        # Stage 0: lane j = L - rem reads its scale word and its two sums. (Lane numbers get
+        # at least one bit: with one lane a range(1) signal would be zero bits wide, which
+        # Verilog cannot declare.)
+        lane_range = range(max(L, 2))
+        j = Signal(lane_range)
         m.d.comb += j.eq(L - rem)
         go0 = rem != 0
         m.d.comb += [self.s_port.r_addr.eq(base + Mux(step, j, 0)), self.s_port.r_en.eq(go0)]
         sel_p = Signal(self.sum_bits)
         sel_n = Signal(self.sum_bits)
-        v1, lane1, last1 = Signal(), Signal(range(L)), Signal()
+        v1, lane1, last1 = Signal(), Signal(lane_range), Signal()
         addr1, acc1 = Signal(range(self.c_depth)), Signal()
-        m.d.sync += [sel_p.eq(hold_p[j]), sel_n.eq(hold_n[j]), v1.eq(go0), lane1.eq(j),
+        m.d.sync += [sel_p.eq(hold_p[j] if L > 1 else hold_p[0]),
+                     sel_n.eq(hold_n[j] if L > 1 else hold_n[0]), v1.eq(go0), lane1.eq(j),
                      last1.eq(go0 & (rem == 1)), addr1.eq(addr0), acc1.eq(acc0)]
         # Stage 1: the two products.
         prod_bits = sb + self.sum_bits
         pp, pn = Signal(prod_bits), Signal(prod_bits)
         wp = self.s_port.r_data[:sb]
         wn = self.s_port.r_data[sb:2 * sb]
-        v2, lane2, last2 = Signal(), Signal(range(L)), Signal()
+        v2, lane2, last2 = Signal(), Signal(lane_range), Signal()
         addr2, acc2 = Signal(range(self.c_depth)), Signal()
         m.d.sync += [pp.eq(wp * sel_p), pn.eq(wn * sel_n), v2.eq(v1), lane2.eq(lane1),
                      last2.eq(last1), addr2.eq(addr1), acc2.eq(acc1)]
@@ -126,7 +131,7 @@ class SerialScaler(wiring.Component):
         diff = Signal(signed(prod_bits + 1))
         m.d.comb += diff.eq(pp - pn)
         with m.If(v2):
-            m.d.sync += word[lane2].eq(diff)
+            m.d.sync += (word[lane2] if L > 1 else word[0]).eq(diff)
         m.d.sync += [out_v.eq(v2 & last2), out_addr.eq(addr2), out_acc.eq(acc2)]
         m.d.comb += [self.result.valid.eq(out_v), self.result.payload.addr.eq(out_addr),
                      self.result.payload.data.eq(word.as_value()),
