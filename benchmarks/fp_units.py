@@ -191,7 +191,9 @@ def write_tables(results):
                      f"{e.get('mult18', '-')} | {S.mhz(e)} | {i.get('lut4', '-')} | "
                      f"{i.get('dsp', '-')} | {S.mhz(i)} |")
     lines += ["", "Reference bar: an open FP16 FMA with 3 pipeline registers, 830 LUT4 + 1 "
-              "multiplier at 37 MHz on ECP5-85F (767 LUT4, 12.5 MHz on UP5K).", ""]
+              "multiplier at 37 MHz on ECP5-85F (767 LUT4, 12.5 MHz on UP5K): figures quoted from the "
+              "issue that set this bar (one place-and-route run; the design is not in this "
+              "repository, so its seeds were not re-run here).", ""]
     (RESULTS / "fp_units.md").write_text("\n".join(lines))
     return "\n".join(lines)
 
