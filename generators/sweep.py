@@ -47,8 +47,6 @@ import time
 import tomllib
 from pathlib import Path
 
-import numpy as np
-
 __all__ = ["SweepError", "Grid", "Point", "load_grid", "expand", "load_workload",
            "evaluate_point", "run_sweep", "pareto_front", "format_table", "WORKLOADS",
            "PNR_GIB", "SYNTH_BOARDS"]
@@ -285,6 +283,7 @@ def _epilogue(cfg):
     """The on-chip epilogue a point's layers go through: None when the core has none, else the
     first scalar epilogue of the engine's own layer cases (bias, requantization, activation;
     its values do not change the cycles)."""
+    import numpy as np
     if cfg.engine.epilogue() is None:
         return None
     for c in cfg.engine.layer_cases(quick=True):
@@ -391,6 +390,7 @@ def evaluate_point(point, workload, opts):
 
 
 def _jsonable(o):
+    import numpy as np
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):

@@ -347,7 +347,8 @@ def test_kind_answers_for_the_exact_pe():
 @pytest.mark.parametrize("preset", ["icebreaker-fp8", "ulx3s-fp8"])
 def test_exact_presets(preset):
     cfg = load_config(preset)
-    assert cfg.pe.accumulate == "exact" and cfg.pes >= (4 if "icebreaker" in preset else 16)
+    # icebreaker-fp8: 3 MACs (4x1 does not fit the UP5K beside the framed link)
+    assert cfg.pe.accumulate == "exact" and cfg.pes >= (3 if "icebreaker" in preset else 16)
     assert cfg.core.boards == (("icebreaker",) if "icebreaker" in preset else ("ulx3s-85f",))
 
 
