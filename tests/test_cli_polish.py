@@ -168,7 +168,12 @@ def test_interrupt_while_importing_is_one_line(capsys, monkeypatch):
 
 def test_ctrl_c_during_startup_imports_prints_no_traceback(tmp_path):
     """SIGINT 50 ms into `main`, while the config, kinds and Amaranth are being imported."""
+    # The child starts as from a shell: SIGINT raises KeyboardInterrupt and is not blocked,
+    # whatever the pytest worker that starts it inherited (an ignored or blocked SIGINT is
+    # passed on to children and made this test's SIGINT vanish).
     code = ("import os, signal, sys\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGALRM})\n"
             "from tessera.generators import cli\n"
             "signal.signal(signal.SIGALRM, lambda *a: os.kill(os.getpid(), signal.SIGINT))\n"
             "signal.setitimer(signal.ITIMER_REAL, 0.05)\n"
