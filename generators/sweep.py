@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 import os
 import sys
 import time
@@ -342,10 +341,6 @@ def _rtl_cycles(cfg, items, build_root, progress):
     return out
 
 
-def _peak_macs(cfg):
-    return max(1, int(getattr(cfg, "pes", 1) or 1))
-
-
 def evaluate_point(point, workload, opts):
     """Evaluate one point (a `Point` as a dict) on ``workload`` (its spec: a built-in name or
     a layers file); ``opts``: ``out``, ``batch``, ``seed``, ``rtl`` (bool), ``synth``
@@ -414,11 +409,11 @@ def _model(res, cfg, items, batch):
     res.update({
         "engine": cfg.engine.name, "kind": cfg.pe.kind, "array": f"{cfg.rows}x{cfg.cols}",
         "epilogue": any(it.get("epilogue") for it in items),
-        "pes": _peak_macs(cfg), "clock_mhz": cfg.core.clock_mhz,
+        "pes": cfg.pes, "clock_mhz": cfg.core.clock_mhz,
         "cycles_per_image": cyc / batch,
         "layer_cycles": [lp.cycles for lp in pred.layers],
         "macs_per_image": macs / batch,
-        "utilization": macs / (cyc * _peak_macs(cfg)) if cyc else None,
+        "utilization": macs / (cyc * cfg.pes) if cyc else None,
         "images_per_s": cfg.core.clock_mhz * 1e6 * batch / cyc if cyc else None,
         "model_ms": round(pred.model_s * 1e3, 3),
     })
@@ -528,9 +523,8 @@ def run_sweep(grid, workload, *, out, synth=None, stage="synth", pnr_seed=1, bat
         else:
             n = local_workers(workers, synth)
             mode = f"LocalCluster of {n} worker process{'es' if n > 1 else ''}"
-            mem = "auto"
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0", memory_limit=mem,
+                                   dashboard_address=":0", memory_limit="auto",
                                    silence_logs=40)
             client = Client(cluster)
         say(f"  on {mode}")

@@ -108,11 +108,6 @@ def parse_yosys_stat(stat, family):
             for name, types in _CELLS[family].items()}
 
 
-def _versions():
-    from tessera.fpga.toolchain import tool_versions
-    return tool_versions()
-
-
 def synth_key(plan, board, versions):
     """Key of the synthesis stage: the plan's files that yosys reads (RTLIL, script), the board
     and the tool versions; not the nextpnr script, so all seeds share it."""
