@@ -1,7 +1,7 @@
 """The FEIE / ZASCAS engine (issue 21, docs/feie.md) against the non-zero bound, its dense
 mode, and the systolic engine's im2col mapping, at activation sparsity 0 to 90 %.
 
-Layers (int8, preset ``zascas``: 16 PE groups x 3 PEs = 48 multipliers, result words of 6
+Layers (int8, preset ``zascas``: 8 PE groups x 3 PEs = 24 multipliers, result words of 6
 outputs):
 
 * the digits CNN's two Conv2d layers (1->8 and 8->16, 3x3, pad 1, on 8x8) on their real
@@ -23,15 +23,14 @@ the RTL takes; tests/test_feie_rtl.py checks RTL == twin), outputs checked bit-e
 * ``bound``: non-zero input pixels x work per pixel / PEs, the work of a pixel being
   KH x KW x O MACs done ceil(K/S) = 3 PEs x tiles at a time: the number of non-zero
   (pixel, filter row) broadcasts x ceil(O / tiles); ``mac_bound``: the exact non-zero MACs
-  / 48 (an engine broadcasting a pixel to ceil(K/S) PEs idles some at a row's edge, and
-  digits conv1's 8 output channels leave 8 of the 16 groups idle);
+  / 24 (an engine broadcasting a pixel to ceil(K/S) PEs idles some at a row's edge);
 * ``dense_pixels`` (ZASCAD on the image: every pixel broadcast, zeros included, the padding
   not) and ``dense_flag`` (the RUN's dense flag: every padded position); speedup =
   dense_pixels / cycles against 1 / (1 - s);
 * dense efficiency at sparsity 0 = useful MACs (those on the pixels, padding excluded) /
   (cycles x PEs);
-* ``systolic``: the same layer mapped by im2col onto a systolic int8 array of the same 48
-  multipliers (6 x 8, golden core; its cycles do not depend on sparsity); scratchpad bytes
+* ``systolic``: the same layer mapped by im2col onto a systolic int8 array of the same 24
+  multipliers (4 x 6, golden core; its cycles do not depend on sparsity); scratchpad bytes
   read per output value, both engines, from the RUNs' fields (`feie_bytes`,
   `systolic_bytes`).
 
@@ -75,7 +74,7 @@ from tessera.sim.lowering import run_layer  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results"
 SPARSITIES = [i / 10 for i in range(10)]
-SYSTOLIC = {"array": {"rows": 6, "cols": 8},
+SYSTOLIC = {"array": {"rows": 4, "cols": 6},
             "pe": {"kind": "int", "a_bits": 8, "b_bits": 8, "acc_bits": 32},
             "memory": {"a_depth": 1024, "b_depth": 1024, "c_depth": 1024}}
 
@@ -336,34 +335,6 @@ def unit_synth(name, arch):
     return res
 
 
-#: The smallest useful FEIE core for the iCEBreaker: 1 group x 3 PEs, the framed UART link.
-UP5K_PROBE = {
-    "core": {"name": "tessera_zascas_icebreaker", "clock_mhz": 12.0, "boards": ["icebreaker"]},
-    "array": {"kind": "feie", "tiles": 1, "pes": 3, "kmax": 3, "drain": 1, "zero_skip": True},
-    "pe": {"kind": "int", "a_bits": 8, "b_bits": 8, "acc_bits": 24},
-    "memory": {"a_depth": 512, "b_depth": 32, "c_depth": 128},
-    "host": {"interface": "uart", "baud": 115200}}
-
-
-def up5k_probe():
-    """Build `UP5K_PROBE` for the iCEBreaker with nextpnr seed 1: does it fit?"""
-    from tessera.fpga.build import BuildError, build_bitstream
-    from tessera.generators.assemble import build_core
-    cfg = config_from_dict(UP5K_PROBE)
-    try:
-        r = build_bitstream(build_core(cfg), board="icebreaker", name=cfg.core.name, seed=1,
-                            baud=cfg.host.baud, out_dir=BUILD / "up5k-1x3-s1",
-                            progress=lambda m: print(f"    [up5k] {m}", flush=True))
-    except BuildError as e:
-        import re
-        m = re.search(r"(\d+) ICESTORM_LCs", str(e))
-        return {"fits": False, "config": UP5K_PROBE, "seed": 1, "error": str(e)[:400],
-                "needs_lcs": int(m.group(1)) if m else None, "lcs_total": 5280}
-    return {"fits": True, "config": UP5K_PROBE, "seed": 1, "luts": r.luts,
-            "luts_total": r.luts_total, "dsps": r.dsps, "brams": r.brams,
-            "fmax_mhz": r.fmax_mhz}
-
-
 def builds(which):
     """Unit builds (``units``) and/or the ``zascas`` core on the ULX3S 85F (``core``), each
     once per nextpnr seed; merged into ``benchmarks/results/feie_builds.json``."""
@@ -389,8 +360,11 @@ def builds(which):
                     r = {"unit": name, "arch": arch, "error": str(err)[:400]}
                 print(f"{name} {arch}: {r}", flush=True)
                 res = save("units", r, f"{name}-{arch}")
-    if "up5k" in which:
-        res = save("core_up5k_probe", up5k_probe())
+    if "core-ice" in which:
+        r = S.core_builds("icebreaker-zascas", "icebreaker",
+                          lambda seed: BUILD / f"icebreaker-zascas-s{seed}",
+                          say=lambda m: print(m, flush=True))
+        res = save("core_zascas_icebreaker", r)
     if "core" in which:
         r = S.core_builds("zascas", "ulx3s-85f", lambda seed: BUILD / f"zascas-s{seed}",
                           say=lambda m: print(m, flush=True))
@@ -451,10 +425,10 @@ def main(argv=None):
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--quick", action="store_true", help="digits layers only")
     ap.add_argument("--builds", nargs="+",
-                    choices=("units", "core", "up5k", "core-done", "core-placed"),
+                    choices=("units", "core", "core-ice", "core-done", "core-placed"),
                     help="only build (nextpnr seeds 1, 2, 3): the engine unit on UP5K and "
-                         "ECP5, the zascas core on the ULX3S 85F, and/or (seed 1) whether a "
-                         "1 x 3 core fits the iCEBreaker")
+                         "ECP5, the zascas core on the ULX3S 85F, and/or the "
+                         "icebreaker-zascas core on the iCEBreaker")
     ap.add_argument("--render", action="store_true",
                     help="only re-render feie.{json,md,png} with the builds measured since")
     args = ap.parse_args(argv)
@@ -528,7 +502,7 @@ def render(res):
              f"**{res['worst_speedup_err']:.1%}** off. The cycles include every RUN's fixed "
              f"{res['fixed_cycles_per_run']} (check, fill, last word, write).", "",
              "Dense efficiency at sparsity 0 (useful MACs = MACs on the pixels, padding "
-             "excluded, / (cycles x 48 PEs)): "
+             f"excluded, / (cycles x {res['tiles'] * res['pes']} PEs)): "
              + "; ".join(f"{k} {v['zascas']:.1%} (ZASCAD on the image "
                          f"{v['zascad_image']:.1%}, dense flag {v['zascad_flag']:.1%})"
                          for k, v in eff.items()) + ".", "",
@@ -537,11 +511,12 @@ def render(res):
              + ", ".join(f"{k} {v:.1%}" for k, v in res["natural_sparsity"].items())
              + " (rows `real`).", "",
              "bound = non-zero (pixel, filter row) broadcasts x ceil(O / tiles); MAC bound = "
-             "non-zero MACs / 48. ZASCAD (image) = every pixel broadcast, zeros included, "
+             f"non-zero MACs / {res['tiles'] * res['pes']}. ZASCAD (image) = every pixel broadcast, zeros included, "
              "padding not; flag = the dense RUN flag (every padded position). B/out = "
              "scratchpad bytes read per output value (A + W + C read-back).", "",
              "| layer | s | cycles | bound | cycles/bound | cycles/MAC bound | ZASCAD (image) "
-             "| speedup | 1/(1-s) | off | ZASCAD (flag) | systolic im2col 6x8 | vs systolic "
+             f"| speedup | 1/(1-s) | off | ZASCAD (flag) | systolic im2col "
+             f"{SYSTOLIC['array']['rows']}x{SYSTOLIC['array']['cols']} | vs systolic "
              "| B/out FEIE (A+W+C) | B/out systolic (A+B+C) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
@@ -569,14 +544,12 @@ def render(res):
                          f"{'UP5K' if r['arch'] == 'ice40' else 'ECP5-85F'} | {r['luts']} | "
                          f"{r['ffs'] if r['ffs'] is not None else '-'} | {r['dsps']} | "
                          f"{r.get('brams', '-')} | {_mhz(r)} |")
-        u = b.get("core_up5k_probe")
+        u = b.get("core_zascas_icebreaker")
         if u:
-            lines.append(f"| core 1 group x 3 PEs (board top, UART link), seed 1 | UP5K "
-                         f"(iCEBreaker) | "
-                         + (f"{u['luts']}/{u['luts_total']} | - | {u['dsps']} | {u['brams']} | "
-                            f"{u['fmax_mhz']} |" if u.get("fits") else
-                            f"does not fit: {u.get('needs_lcs')} of {u['lcs_total']} LCs "
-                            f"| | | | |"))
+            lines.append("| core `icebreaker-zascas` (board top, UART link) | UP5K (iCEBreaker) | "
+                         + (f"{u['luts']}/{u['luts_total']} | - | {u['dsps']}/{u['dsps_total']} "
+                            f"| {u['brams']}/{u['brams_total']} | {_mhz(u)} |" if u.get("fits")
+                            else f"failed: {u.get('error', '')[:80]} | | | | |"))
         pl = b.get("core_zascas_ulx3s_placed")
         if pl and not (b.get("core_zascas_ulx3s") or {}).get("fits"):
             u = pl["utilization"]

@@ -87,6 +87,9 @@ class FeieHdl(wiring.Component):
         P, T, KM, lay, d = self.pes, self.tiles, self.kmax, self.layout, self._depths
         AB, M = self.acc_bits, self.drain
         V, D = P * M, M + 2
+        # Output numbers g < c_depth * V (the check refuses a RUN with more outputs); word
+        # positions run up to V past the last output.
+        GB = max(1, (d["c"] * V).bit_length())
         f = {n: Signal(16, name=f"arg_{n}") for n in self.NEED}
         flags = Signal(8)
         running = Signal()
@@ -126,10 +129,14 @@ class FeieHdl(wiring.Component):
 
         # -- PEs and their done queues -----------------------------------------------------------
         live_v = [Signal(name=f"live_v{p}") for p in range(P)]
-        live_g = [Signal(24, name=f"live_g{p}") for p in range(P)]
+        live_g = [Signal(GB, name=f"live_g{p}") for p in range(P)]
         live_val = [[Signal(AB, name=f"live{p}_{t}") for t in range(T)] for p in range(P)]
-        cnt = [Signal(range(D + 1), name=f"cnt{p}") for p in range(P)]
-        q_g = [[Signal(24, name=f"dq{p}_{i}_g") for i in range(D)] for p in range(P)]
+        # Each done queue is D slots, found by output number (the drain compares every slot
+        # with its lanes' outputs anyway): a push loads a free slot in place, a pop clears
+        # the slot's valid bit, so nothing shifts. Only the count matters to the schedule
+        # (a full needed queue stalls), as in the twin.
+        q_v = [[Signal(name=f"dq{p}_{i}_v") for i in range(D)] for p in range(P)]
+        q_g = [[Signal(GB, name=f"dq{p}_{i}_g") for i in range(D)] for p in range(P)]
         q_val = [[[Signal(AB, name=f"dq{p}_{i}_{t}") for t in range(T)] for i in range(D)]
                  for p in range(P)]
 
@@ -138,22 +145,22 @@ class FeieHdl(wiring.Component):
         # outputs left (rem = G - gw), each lane's output g, and the row and last column of
         # the word's last output (clamped to the RUN's last output), computed incrementally
         # from per-RUN constants set by the check cycle.
-        rem = Signal(32)
-        wg = [Signal(24, name=f"wg{ln}") for ln in range(V)]
-        rl, jl = Signal(16), Signal(16)          # row and column of output gw + V - 1
-        jcol = Signal(18)                        # its last column, stride * jl + k - 1
-        dvr, dvj = Signal(16), Signal(16)        # V = dvr rows + dvj columns
-        dmo = Signal(signed(17))                 # dvj - ow
-        sdvj, sdmo = Signal(signed(19)), Signal(signed(19))   # stride * dvj, stride * dmo
-        lastc = Signal(18)                       # last column of the RUN's last output
-        lc_row, lc_col = Signal(16), Signal(18)
+        rem = Signal(GB + 1)
+        wg = [Signal(GB + 1, name=f"wg{ln}") for ln in range(V)]
+        # (a checked RUN has rows * ow <= c_depth * V outputs, so rows, ow < 2**GB)
+        rl, jl = Signal(GB + 1), Signal(GB + 1)  # row and column of output gw + V - 1
+        jcol = Signal(GB + 3)                    # its last column, stride * jl + k - 1
+        dvr, dvj = Signal(GB + 1), Signal(GB + 1)    # V = dvr rows + dvj columns
+        dmo = Signal(signed(GB + 2))             # dvj - ow
+        sdvj, sdmo = Signal(signed(GB + 4)), Signal(signed(GB + 4))   # stride * dvj, * dmo
+        lastc = Signal(GB + 3)                   # last column of the RUN's last output
+        lc_row, lc_col = Signal(GB + 1), Signal(GB + 3)
         walking = Signal()
         m.d.comb += walking.eq(running & (rem != 0))
         passed = Signal()
         m.d.comb += passed.eq(end | (cur_valid & ((cur_row > lc_row) | ((cur_row == lc_row)
                                                                        & (cur_col > lc_col)))))
         emit = Signal()
-        npop = [Signal(range(M + 1), name=f"npop{p}") for p in range(P)]
         takes = [Signal(name=f"takes{p}") for p in range(P)]
         lanes = []
         for i in range(M):
@@ -164,26 +171,29 @@ class FeieHdl(wiring.Component):
                 m.d.comb += ok.eq(walking & (rem > ln))
                 hits = [Signal(name=f"hit{p}_{i}_{s}") for s in range(D)]
                 for s in range(D):
-                    m.d.comb += hits[s].eq(ok & (cnt[p] > s) & (q_g[p][s] == g))
+                    m.d.comb += hits[s].eq(ok & q_v[p][s] & (q_g[p][s] == g))
                 lh = Signal(name=f"live_hit{p}_{i}")
                 m.d.comb += lh.eq(ok & live_v[p] & (live_g[p] == g) & ~Cat(*hits).any())
                 lane = [Signal(AB, name=f"out{p}_{i}_{t}") for t in range(T)]
                 for t in range(T):
-                    v = Mux(lh, live_val[p][t], 0)
-                    for s in reversed(range(D)):
-                        v = Mux(hits[s], q_val[p][s][t], v)
+                    # the hits and lh are exclusive: an AND-OR, not a priority chain
+                    v = live_val[p][t] & lh.replicate(AB)
+                    for s in range(D):
+                        v = v | (q_val[p][s][t] & hits[s].replicate(AB))
                     m.d.comb += lane[t].eq(v)
-                lanes.append((p, i, Cat(*hits).any(), lh, lane))
+                lanes.append((p, i, hits, lh, lane))
         # The word goes once the broadcast has passed it, unless one of its outputs is a live
         # partial sum the broadcast moves into the done queue this cycle (it goes next cycle,
         # from the queue).
         block = [Signal(name=f"block{p}") for p in range(P)]
         m.d.comb += emit.eq(walking & passed
                             & ~Cat(*(lh & block[p] for p, _, _, lh, _ in lanes)).any())
+        pop = [[Signal(name=f"pop{p}_{s}") for s in range(D)] for p in range(P)]
         for p in range(P):
             mine = [(qh, lh) for pp, _, qh, lh, _ in lanes if pp == p]
-            m.d.comb += [npop[p].eq(Mux(emit, sum(qh for qh, _ in mine), 0)),
-                         takes[p].eq(emit & Cat(*(lh for _, lh in mine)).any())]
+            m.d.comb += [pop[p][s].eq(emit & Cat(*(qh[s] for qh, _ in mine)).any())
+                         for s in range(D)]
+            m.d.comb += takes[p].eq(emit & Cat(*(lh for _, lh in mine)).any())
         lanes.sort(key=lambda x: x[1] * P + x[0])
         wcount = Signal(16)
         m.d.comb += [self.result.valid.eq(emit),
@@ -191,12 +201,12 @@ class FeieHdl(wiring.Component):
                      self.result.payload.data.eq(Cat(*(c for *_, lane in lanes for c in lane))),
                      self.result.payload.accumulate.eq(flags[0])]
         with m.If(emit):
-            jn = Signal(17)
-            jm = Signal(signed(18))
+            jn = Signal(GB + 2)
+            jm = Signal(signed(GB + 3))
             m.d.comb += [jn.eq(jl + dvj), jm.eq(jl + dmo)]
             wrap = ~jm[-1]                        # jl + dvj >= ow
-            rl_n = Signal(16)
-            jc_a, jc_b = Signal(signed(20)), Signal(signed(20))
+            rl_n = Signal(GB + 2)
+            jc_a, jc_b = Signal(signed(GB + 5)), Signal(signed(GB + 5))
             m.d.comb += [rl_n.eq(rl + dvr + wrap), jc_a.eq(jcol + sdmo), jc_b.eq(jcol + sdvj)]
             over_n = rem < 2 * V                  # the next word holds the RUN's last output
             m.d.sync += [rem.eq(Mux(rem > V, rem - V, 0)), wcount.eq(wcount + 1),
@@ -220,25 +230,27 @@ class FeieHdl(wiring.Component):
         ]
         # Each PE's part of an entry (touched, output g, tap k) is computed from the A data
         # as the entry moves up and registered with it, off the broadcast's path.
-        jhi_raw = Signal(16)
-        jhi = Signal(16)
+        # Column quantities are bounded by the entry's column field (CB bits), whatever ow.
+        CB = lay.col_bits
+        jhi_raw = Signal(CB)
+        jhi = Signal(CB)
         m.d.comb += [jhi_raw.eq(Mux(s2, n_col >> 1, n_col)),
-                     jhi.eq(Mux(jhi_raw > f["ow"] - 1, f["ow"] - 1, jhi_raw))]
-        ghi = Signal(24)
+                     jhi.eq(Mux(jhi_raw >= f["ow"], f["ow"] - 1, jhi_raw))]
+        ghi = Signal(GB)
         m.d.comb += ghi.eq(n_row * f["ow"] + jhi)
         ghi_mod = Signal(range(P))
         m.d.comb += ghi_mod.eq(_mod_const(m, ghi, P, "ghi"))
         touched = [Signal(name=f"touched{p}") for p in range(P)]
         same = [Signal(name=f"same{p}") for p in range(P)]
         need_push = [Signal(name=f"need_push{p}") for p in range(P)]
-        g_p = [Signal(24, name=f"g{p}") for p in range(P)]
+        g_p = [Signal(GB, name=f"g{p}") for p in range(P)]
         k_p = [Signal(range(max(2, KM)), name=f"k{p}") for p in range(P)]
         for p in range(P):
             t = Signal(range(P + 1), name=f"t{p}")
             dd = Signal(range(-P, P), name=f"dd{p}")
             m.d.comb += [dd.eq(ghi_mod - p), t.eq(Mux(dd < 0, dd + P, dd))]
-            j = Signal(range(-P, 1 << 16), name=f"j{p}")
-            kk = Signal(range(-(1 << 17), 1 << 17), name=f"kk{p}")
+            j = Signal(range(-P, 1 << CB), name=f"j{p}")
+            kk = Signal(range(-(1 << (CB + 1)), (1 << CB) + 2 * P + 1), name=f"kk{p}")
             m.d.comb += [j.eq(jhi - t), kk.eq(n_col - Mux(s2, j << 1, j))]
             with m.If(move):
                 m.d.sync += [touched[p].eq((j >= 0) & (kk < f["k"])), g_p[p].eq(ghi - t),
@@ -249,7 +261,7 @@ class FeieHdl(wiring.Component):
         stall = Signal()
         full_needed = []
         for p in range(P):
-            full_needed.append(need_push[p] & (cnt[p] >= D))
+            full_needed.append(need_push[p] & Cat(*q_v[p]).all())
         m.d.comb += stall.eq(apply_entry & Cat(*full_needed).any())
         do_apply = Signal()
         m.d.comb += do_apply.eq(apply_entry & ~stall)
@@ -271,21 +283,18 @@ class FeieHdl(wiring.Component):
                 prods_p.append(prod)
             push = Signal(name=f"push{p}")
             m.d.comb += push.eq(do_apply & need_push[p])
-            # done queue: the drain pops npop from the head, the broadcast pushes at the tail
-            with m.Switch(npop[p]):
-                for n in range(1, M + 1):
-                    with m.Case(n):
-                        for s in range(D - n):
-                            m.d.sync += [q_g[p][s].eq(q_g[p][s + n])] + \
-                                [a.eq(b) for a, b in zip(q_val[p][s], q_val[p][s + n])]
-            with m.If(push):
-                slot = Signal(range(D + 1), name=f"slot{p}")
-                m.d.comb += slot.eq(cnt[p] - npop[p])
-                for i in range(D):
-                    with m.If(slot == i):
-                        m.d.sync += [q_g[p][i].eq(live_g[p])] + \
-                            [a.eq(b) for a, b in zip(q_val[p][i], live_val[p])]
-            m.d.sync += cnt[p].eq(cnt[p] + push - npop[p])
+            # done queue: the drain clears the slots it pops; a push (never when every slot
+            # is valid: that stalls) loads the lowest slot that was free
+            for s in range(D):
+                with m.If(pop[p][s]):
+                    m.d.sync += q_v[p][s].eq(0)
+            for s in range(D):
+                first_free = ~q_v[p][s]
+                for i in range(s):
+                    first_free = first_free & q_v[p][i]
+                with m.If(push & first_free):
+                    m.d.sync += [q_v[p][s].eq(1), q_g[p][s].eq(live_g[p])] + \
+                        [a.eq(b) for a, b in zip(q_val[p][s], live_val[p])]
             with m.If(do_apply & touched[p]):
                 with m.If(same[p]):
                     m.d.sync += [a.eq(a + b) for a, b in zip(live_val[p], prods_p)]
@@ -339,7 +348,7 @@ class FeieHdl(wiring.Component):
                 with m.Case(o):
                     m.d.comb += [dv[0].eq(V // o), dv[1].eq(V % o),
                                  dv[2].eq((V - 1) // o), dv[3].eq((V - 1) % o)]
-        lastc_now, jcol0 = Signal(18), Signal(18)
+        lastc_now, jcol0 = Signal(GB + 3), Signal(GB + 3)
         m.d.comb += [lastc_now.eq(Mux(s2, (f["ow"] - 1) << 1, f["ow"] - 1) + f["k"] - 1),
                      jcol0.eq(Mux(s2, dv[3] << 1, dv[3]) + f["k"] - 1)]
         over0 = G_now < V                         # the first word would pass the last output
@@ -367,7 +376,8 @@ class FeieHdl(wiring.Component):
                                  lastc.eq(lastc_now), rl.eq(dv[2]), jl.eq(dv[3]),
                                  jcol.eq(jcol0), lc_row.eq(Mux(over0, f["rows"] - 1, dv[2])),
                                  lc_col.eq(Mux(over0, lastc_now, jcol0)),
-                                 *(v.eq(0) for v in live_v), *(c.eq(0) for c in cnt)]
+                                 *(v.eq(0) for v in live_v),
+                                 *(v.eq(0) for qv in q_v for v in qv)]
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(emit & (rem <= V)):
