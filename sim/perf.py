@@ -430,24 +430,26 @@ def _rle_runs(cfg, acc, proto, m, k, codes_t, epilogue):
 
 
 # -- feie -----------------------------------------------------------------------------------
-def feie_row_nonzeros(x, layer, q_chunk):
+def feie_row_nonzeros(x, layer, q_chunk, *, per_column=False):
     """Non-zero activations per (image, output row, sub-position chunk) a FEIE RUN streams:
     ``x`` (N x C x H x W codes), chunks of ``q_chunk`` sub-positions (input channel, filter
-    row) in the mapper's order. A count per input row (over the columns an output reaches:
-    the mapper encodes no other), gathered; returns N x chunks x OH."""
+    row) in the mapper's order, over the columns an output reaches (the mapper encodes no
+    other). Returns N x chunks x OH; with ``per_column``, N x chunks x OH x WP (WP the padded
+    width: the count per padded column, which `feie.predict` places exactly)."""
     (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
     x = np.asarray(x)
-    ow = (x.shape[3] + 2 * pw - kw) // sw + 1
-    x = x[..., :max(0, sw * (ow - 1) + kw - pw)]
-    nz = np.count_nonzero(x, axis=3)                             # N x C x H
-    nb, c, h = nz.shape
-    nzp = np.zeros((nb, c, h + 2 * ph), dtype=np.int64)
-    nzp[:, :, ph:ph + h] = nz
+    nb, c, h, w = x.shape
+    wp = w + 2 * pw
+    ow = (wp - kw) // sw + 1
+    span = max(0, min(wp, sw * (ow - 1) + kw))
+    nzc = np.zeros((nb, c, h + 2 * ph, wp), dtype=np.int64)
+    nzc[:, :, ph:ph + h, pw:pw + w] = x != 0
+    nzc[..., span:] = 0
     oh = (h + 2 * ph - kh) // sh + 1
     rows = np.arange(oh)[None, :] * sh + np.arange(kh)[:, None]  # kh x OH
-    per_q = nzp[:, :, rows].reshape(nb, c * kh, oh)              # q = c*kh + i
-    starts = np.arange(0, c * kh, q_chunk)
-    return np.add.reduceat(per_q, starts, axis=1)
+    per_q = nzc[:, :, rows].reshape(nb, c * kh, oh, wp)          # q = c*kh + i
+    out = np.add.reduceat(per_q, np.arange(0, c * kh, q_chunk), axis=1)
+    return out if per_column else out.sum(axis=3)
 
 
 def _feie_conv(cfg, acc, proto, x_shape, layer, nonzeros):
@@ -497,7 +499,7 @@ def _feie_runs(cfg, acc, proto, layer, in_shape, x, density):
     for conv, shape, xs, pad in parts:
         qc = lower.plan_q(shape[1] * conv.kernel[0], shape[3] + 2 * conv.padding[1])
         if xs is not None:
-            nz = feie_row_nonzeros(xs, conv, qc)
+            nz = feie_row_nonzeros(xs, conv, qc, per_column=True)
         else:
             nz = _feie_density_counts(conv, shape, qc, 1.0 if density is None else density,
                                       pad)

@@ -241,24 +241,43 @@ def run_cycles(sched_cycles):
     return START_CYCLES + sched_cycles + END_CYCLES
 
 
-def predict(*, rows, ow, wp, q, k, stride, nonzeros, dense=False, pes=3, drain=1):
-    """Closed-form busy cycles of a RUN: the broadcasts ``B`` (``nonzeros`` entries when
-    skipping; dense, every position up to the last output's last column) and the result words
-    ``ceil(rows*ow / (pes*drain))`` overlap, so the schedule takes ``max(fill + B + tail,
-    words)``: ``fill`` = 1 (the first entry's W read; 0 for a dense RUN without entries),
-    ``tail`` = the words still open after the last broadcast (those holding the last
-    ``ceil(k/stride)`` outputs); plus the fixed start and end. Exact when no done queue fills
-    and the last words are not the drain's backlog; `FeieTwin` gives the exact count."""
+def predict(*, rows, ow, wp, q, k, stride, nonzeros, dense=False, pes=3, drain=1,
+            col_counts=None):
+    """Closed-form busy cycles of a RUN.
+
+    Result word ``w`` (outputs ``w*V .. w*V + V - 1``, ``V = pes * drain``) can go once the
+    broadcast has passed the last column ``lc_w`` of its last output (row ``r_w``): after the
+    ``n_w`` broadcasts at positions up to ``(r_w, lc_w)``, that is at cycle
+    ``a_w = n_w + 1 + fill`` (``fill`` = 1, the first entry's W read, when the RUN has
+    entries). Words go one per cycle beside the broadcast, so the last one goes at
+    ``max_w(a_w + words - 1 - w)``; plus the fixed start and end.
+
+    ``n_w`` counts positions ``(row, column)`` in row-major order (every sub-position of a
+    column together): dense (the RUN's dense flag), ``q`` broadcasts per position up to
+    ``(r_w, lc_w)``, exact; skipping, the entries there: from ``col_counts`` (entries per
+    position, ``rows * wp`` of them) when given, exact, or else ``nonzeros`` spread evenly
+    over the columns an output reaches. Not counted: a cycle a word waits while its live sum enters a done
+    queue, and broadcast stalls on a full done queue (`FeieTwin` gives the exact count)."""
     v = pes * drain
-    words = -(-rows * ow // v)
+    G = rows * ow
+    words = -(-G // v)
+    w = np.arange(words, dtype=np.int64)
+    r, j = np.divmod(np.minimum(w * v + v - 1, G - 1), ow)
+    last = r * wp + np.minimum(stride * j + k - 1, wp - 1)      # index of (r_w, lc_w)
     if dense:
+        n = (last + 1) * q
+    elif col_counts is not None:
+        cum = np.cumsum(np.asarray(col_counts, dtype=np.int64))
+        if len(cum) != rows * wp or cum[-1] != nonzeros:
+            raise ValueError(f"col_counts must hold rows * wp = {rows * wp} counts summing to "
+                             f"nonzeros = {nonzeros}, not {len(cum)} summing to "
+                             f"{int(cum[-1]) if len(cum) else 0}")
+        n = cum[last]
+    else:                     # evenly over the columns an output reaches (the only encoded)
         span = min(wp, stride * (ow - 1) + k)
-        b = ((rows - 1) * wp + span) * q
-        fill = 1 if nonzeros else 0
-    else:
-        b, fill = nonzeros, 1
-    tail = min(words, -(-(-(-k // stride)) // v))
-    return START_CYCLES + END_CYCLES + max(fill + b + tail, words)
+        n = (nonzeros * (r * span + np.minimum(stride * j + k, span))) // (rows * span)
+    fill = 1 if nonzeros else 0
+    return START_CYCLES + END_CYCLES + int((n + fill + words - w).max())
 
 
 # -- host encoder ------------------------------------------------------------------------------
@@ -290,10 +309,12 @@ def encode_rows(xp, *, ys, q_list, kh, stride_h, c0=0, keep=None, span=None):
 
 def plan_conv(cfg, x_shape, layer, nonzeros):
     """The RUNs `FeieLowering.conv` issues for a `Conv2d` (groups 1) on input ``x_shape``,
-    from the entries per (image, chunk, output row) ``nonzeros`` (N x chunks x OH), as events
-    for the performance model: ``("run", groups, q, entries, predicted cycles, broadcasts)``
-    (``groups`` identical RUNs, one per group of ``tiles`` output channels) and
-    ``("read", words, groups)`` (the C words read back after a block)."""
+    from the entries per (image, chunk, output row) ``nonzeros`` (N x chunks x OH), or per
+    (image, chunk, output row, padded column) (N x chunks x OH x WP: each RUN's `predict`
+    then places its entries exactly), as events for the performance model:
+    ``("run", groups, q, entries, predicted cycles, broadcasts)`` (``groups`` identical RUNs,
+    one per group of ``tiles`` output channels) and ``("read", words, groups)`` (the C words
+    read back after a block)."""
     a = cfg.array
     lower = FeieLowering(cfg)
     (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
@@ -302,7 +323,13 @@ def plan_conv(cfg, x_shape, layer, nonzeros):
     q_all = x_shape[1] * kh
     qc = lower.plan_q(q_all, wpad)
     chunk_q = [min(qc, q_all - q0) for q0 in range(0, q_all, qc)]
-    nz = np.asarray(nonzeros, dtype=np.int64)                    # N x chunks x OH
+    nz = np.asarray(nonzeros, dtype=np.int64)              # N x chunks x OH [x WP]
+    cols = nz if nz.ndim == 4 else None
+    if cols is not None and cols.shape[3] != wpad:
+        raise ValueError(f"per-column counts must cover the {wpad} padded columns, "
+                         f"not {cols.shape[3]}")
+    if cols is not None:
+        nz = cols.sum(axis=3)
     counts = [[int(nz[b, ci, y]) for ci in range(len(chunk_q))]
               for b in range(nb) for y in range(oh)]
     groups = -(-o // a.tiles)
@@ -314,8 +341,11 @@ def plan_conv(cfg, x_shape, layer, nonzeros):
             if lower.dense == "pixels":
                 raise ValueError("plan_conv: the pixel-dense mode needs the pixels' count")
             dense = lower.dense is True
+            cc = None
+            if cols is not None and not dense:
+                cc = np.concatenate([cols[i // oh, ci, i % oh] for i in range(i0, i1)])
             cyc = predict(rows=rows, ow=ow, wp=wpad, q=q, k=kw, stride=sw, nonzeros=e,
-                          dense=dense, pes=a.pes, drain=a.drain)
+                          dense=dense, pes=a.pes, drain=a.drain, col_counts=cc)
             yield ("run", groups, q, e, cyc, rows * wpad * q if dense else e)
         yield ("read", -(-rows * ow // v), groups)
 
