@@ -6,6 +6,8 @@ from amaranth.vendor import LatticeECP5Platform
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
+from .bridge import FT231X, FT2232H, Bridge, link_problem
+
 __all__ = ["Board", "BOARDS", "get_board", "TesseraICEBreakerPlatform",
            "TesseraULX3S85FPlatform", "Estimate", "estimate", "fit_problem", "baud_problem"]
 
@@ -51,6 +53,8 @@ class Board:
         Frequency of the board clock that drives the ``sync`` domain.
     uart : int
         Number of the ``uart`` resource wired to the USB serial bridge.
+    bridge : tessera.fpga.bridge.Bridge
+        The USB-serial bridge chip on that UART (its rates and their source).
     leds : tuple of (str, str, int, str)
         ``(role, resource, number, where)``: which LED shows which status
         (roles: ``heartbeat``, ``busy``, ``error``, ``link``, ``activity``; see ``docs/fpga.md``).
@@ -81,6 +85,7 @@ class Board:
     package: str
     clk_hz: int
     uart: int
+    bridge: Bridge
     leds: tuple
     luts_total: int
     dsps_total: int
@@ -118,7 +123,7 @@ BOARDS = {
         description="1BitSquared iCEBreaker (Lattice iCE40 UP5K, 12 MHz)",
         platform_class=TesseraICEBreakerPlatform,
         family="ice40", device="iCE40UP5K", package="SG48",
-        clk_hz=12_000_000, uart=0,
+        clk_hz=12_000_000, uart=0, bridge=FT2232H,
         leds=(
             ("error",     "led", 0, "red LED (pin 11)"),
             ("heartbeat", "led", 1, "green LED (pin 37)"),
@@ -137,7 +142,7 @@ BOARDS = {
         description="Radiona ULX3S 85F (Lattice ECP5 LFE5U-85F, 25 MHz)",
         platform_class=TesseraULX3S85FPlatform,
         family="ecp5", device="LFE5U-85F", package="BG381",
-        clk_hz=25_000_000, uart=0,
+        clk_hz=25_000_000, uart=0, bridge=FT231X,
         leds=(
             ("heartbeat", "led", 0, "LED0 (B2)"),
             ("busy",      "led", 1, "LED1 (C2)"),
@@ -299,12 +304,13 @@ def fit_problem(cfg, board):
     return None
 
 
-def baud_problem(baud, board):
-    """Why ``baud`` cannot be generated from ``board``'s clock (one phrase), or None."""
-    from tessera.hdl.io.params import uart_divisor
+def baud_problem(baud, board, clk_hz=None):
+    """Why ``baud`` cannot link ``board``'s USB-serial bridge and a board top clocked at
+    ``clk_hz`` (default: the board clock) (one phrase), or None: the board top's divisor, the
+    bridge's own rates and both receivers' tolerance (`tessera.fpga.bridge.link_problem`)."""
     board = get_board(board)
-    try:
-        uart_divisor(board.clk_hz, baud)
-    except ValueError as e:
-        return f"{e} (the {board.name} clock is {board.clk_mhz:g} MHz)"
+    clk_hz = board.clk_hz if clk_hz is None else clk_hz
+    why = link_problem(board.bridge, clk_hz, baud)
+    if why:
+        return f"{why} (the core clock is {clk_hz / 1e6:g} MHz)"
     return None

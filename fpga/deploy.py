@@ -119,7 +119,6 @@ def board_problem(cfg, board):
     -------
     str or None
     """
-    from tessera.hdl.io.params import uart_divisor
     from .boards import fit_problem
     board = get_board(board)
     why = fit_problem(cfg, board)
@@ -130,11 +129,9 @@ def board_problem(cfg, board):
     except ValueError as e:
         return str(e)
     clk_hz = plan.out_hz if plan else board.clk_hz
-    try:
-        uart_divisor(clk_hz, cfg.host.baud)
-    except ValueError as e:
-        return (f"host.baud: {cfg.host.baud} cannot be made on the {board.name}: {e} (the core "
-                f"clock is {clk_hz / 1e6:g} MHz)")
+    why = baud_problem(cfg.host.baud, board, clk_hz)
+    if why:
+        return f"host.baud: {cfg.host.baud} cannot link the {board.name}: {why}"
     return None
 
 
@@ -231,15 +228,10 @@ async def open_port(spec, cfg, board, *, baud=None, retries=8, progress=None,
     kind, path = parse_port(spec)
     baud = cfg.host.baud if baud is None else baud
     clk_hz = _clock(cfg, board)
-    why = baud_problem(baud, board) if clk_hz == board.clk_hz else None
-    if why is None:
-        from tessera.hdl.io.params import uart_divisor
-        try:
-            divisor = uart_divisor(clk_hz, baud)
-        except ValueError as e:
-            why = str(e)
+    why = baud_problem(baud, board, clk_hz)
     if why:
-        raise DeployError(f"host.baud: {baud} cannot be made on the {board.name}: {why}")
+        raise DeployError(f"host.baud: {baud} cannot link the {board.name}: {why}")
+    divisor = round(clk_hz / baud)
     say = progress or (lambda line: None)
     sizes = link_sizes(board)
     sim = None

@@ -225,7 +225,7 @@ class HostSection:
 
     def __post_init__(self):
         _check_choice("host.interface", self.interface, HOST_INTERFACES)
-        _check_int("host.baud", self.baud, 1200, 3_000_000)
+        _check_int("host.baud", self.baud, 1200, 12_000_000)
 
 
 _SECTIONS = {
@@ -285,11 +285,23 @@ class CoreConfig:
                     raise ConfigError(f"core.boards: {b!r} cannot hold this core: it {why}; "
                                       f"allowed: boards it fits (a smaller array or "
                                       f"scratchpads for this one)")
-                why = self.host.interface == "uart" and baud_problem(self.host.baud, b)
+                if self.host.interface != "uart":
+                    continue
+                from tessera.fpga.boards import get_board
+                from tessera.fpga.bridge import best_baud
+                from tessera.fpga.top import pll_plan
+                board = get_board(b)
+                try:
+                    plan = pll_plan(board, self.core.clock_mhz * 1e6)
+                except ValueError:
+                    continue              # core.clock_mhz: refused where the board top is made
+                clk = plan.out_hz if plan else board.clk_hz
+                why = baud_problem(self.host.baud, board, clk)
                 if why:
-                    raise ConfigError(f"host.baud: {self.host.baud} cannot be made on board "
-                                      f"{b!r}: {why}; allowed: a rate within 2 % of the board "
-                                      f"clock / an integer divisor, e.g. 115200")
+                    raise ConfigError(f"host.baud: {self.host.baud} cannot link board {b!r}: "
+                                      f"{why}; allowed: a rate the {board.bridge.chip} and the "
+                                      f"board top share, at most "
+                                      f"{best_baud(board.bridge, clk, margin=0.02)} here")
 
     def _width_keys(self, store):
         """The keys of this config's own engine and PE kind that set ``store``'s lanes and lane

@@ -461,10 +461,15 @@ class GoldenBoard:
     """
 
     def __init__(self, core, *, core_factory=None, max_payload=256, rx_buffer=1024,
-                 tx_buffer=1024):
+                 tx_buffer=1024, gather=64):
         self.core = core
         self.core_factory = core_factory
         self.compute_cycles = 0       # RUN cycles of the core so far (it answers at once)
+        # The board top's own cycles: each data frame's payload reaches the core 3 cycles
+        # after its last CRC byte, one byte per cycle; the core's answer waits ``gather``
+        # quiet cycles before it goes out in a frame.
+        self.gather = gather
+        self.link_cycles = 0
         self._count_runs(core)
         self.link = FramedLinkTwin(max_payload=max_payload, rx_buffer=rx_buffer,
                                    tx_buffer=tx_buffer, on_data=self._to_core,
@@ -482,7 +487,9 @@ class GoldenBoard:
         core._run = counted
 
     def _to_core(self, payload):
-        return self.core.feed(payload)
+        out = self.core.feed(payload)
+        self.link_cycles += 3 + len(payload) + (self.gather if out else 0)
+        return out
 
     def _reset_core(self):
         if self.core_factory is not None:
@@ -564,10 +571,10 @@ class GoldenPipe:
         start = max(self._now, self._host_free)
         self._host_free = start + len(data) * self.byte_time
         self.wire_to_board += len(data)
-        cycles = self.board.compute_cycles
+        cycles = self.board.compute_cycles + self.board.link_cycles
         out = self.board.exchange(data)
-        self._board_sends(out, self._host_free
-                          + (self.board.compute_cycles - cycles) / self.clk_hz)
+        self._board_sends(out, self._host_free + (self.board.compute_cycles
+                                                  + self.board.link_cycles - cycles) / self.clk_hz)
 
     async def read(self, timeout):
         self._check_quiet(self._now + timeout)

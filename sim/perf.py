@@ -67,11 +67,25 @@ class Link:
     A framed message (one command, or one response) of ``n`` payload bytes costs
     ``n + ceil(n / max_payload) * 10`` line bytes (header 8 and payload CRC 2 per frame) plus
     ``ceil(n / window)`` 8-byte acknowledgement frames from the other side (the receiver
-    acknowledges what one exchange delivered)."""
+    acknowledges what one exchange delivered). On a framed link the board top's own cycles
+    count too (``gather``, `turnaround_cycles`)."""
     baud: float
     max_payload: int | None = 256
     window: int = 1024
     clock_hz: float | None = None
+    gather: int = 64
+
+    def turnaround_cycles(self, commands, replies):
+        """The board top's cycles besides the line and the RUNs (framed link only): each
+        command frame's payload reaches the core 3 cycles after its last CRC byte, one byte per
+        cycle, and each non-empty answer waits ``gather`` quiet cycles before it goes out
+        (`tessera.hdl.io.framing.FramedLink`; the golden virtual board counts the same)."""
+        if self.max_payload is None:
+            return 0
+        cmd = np.asarray(commands, dtype=np.int64)
+        rep = np.asarray(replies, dtype=np.int64)
+        return int(cmd.sum() + 3 * (-(-cmd // self.max_payload)).sum()
+                   + self.gather * (rep > 0).sum())
 
     @classmethod
     def for_config(cls, cfg, *, max_payload=256, window=1024):
@@ -596,7 +610,11 @@ def _layer(cfg, idx, item, link, density):
         clk = link.clock_hz or cfg.core.clock_mhz * 1e6
         msgs = np.repeat([b for b, _ in pred.messages], [c for _, c in pred.messages])
         pred.wire_bytes = link.wire_bytes(msgs)
-        pred.link_s = pred.wire_bytes * 10.0 / link.baud
+        # messages alternate: a command, its answer
+        turn = link.turnaround_cycles(
+            np.repeat([b for b, _ in pred.messages[0::2]], [c for _, c in pred.messages[0::2]]),
+            np.repeat([b for b, _ in pred.messages[1::2]], [c for _, c in pred.messages[1::2]]))
+        pred.link_s = pred.wire_bytes * 10.0 / link.baud + turn / clk
         pred.compute_s = pred.cycles / clk
         pred.clock_hz = clk
     return pred

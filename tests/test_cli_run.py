@@ -227,7 +227,7 @@ def test_board_that_does_not_answer(capsys, tmp_path):
     master, slave = pty.openpty()
     tty.setraw(slave)
     path = os.ttyname(slave)
-    (tmp_path / "u.toml").write_text(preset_text("icebreaker").replace("baud = 115200",
+    (tmp_path / "u.toml").write_text(preset_text("icebreaker").replace("baud = 3000000",
                                                                           "baud = 9600"))
     try:
         code, _, err = run(capsys, "run", tmp_path / "u.toml", "--board", "icebreaker",
@@ -252,7 +252,7 @@ def test_persistent_crc_error(capsys, board_on_pty):
     assert code == 2 and out == ""
     error_line(err, rf"INFO: the link to {re.escape(board.path)} kept failing: 8 retries in a "
                     rf"row, frames refused: .*CRC error.*; check the cable, the baud rate and "
-                    rf"the board's clock \(baud 115200, board icebreaker\)")
+                    rf"the board's clock \(baud 3000000, board icebreaker\)")
 
 
 def test_model_that_does_not_fit_the_core(capsys, mlp_file):
@@ -301,7 +301,7 @@ def test_build_takes_any_host_interface_and_the_core_clock(capsys, tmp_path, mon
     assert code == 2, err
     error_line(err, r"stopped before synthesis \(test\)")
     board, baud, clk_hz, plan = plans[-1]
-    assert (board, baud, clk_hz) == ("ulx3s-85f", 115200, 25e6)
+    assert (board, baud, clk_hz) == ("ulx3s-85f", 1200000, 25e6)
     assert "FramedLink" in plan.files["tessera_int8_8x8.il"] or \
         "\\link" in plan.files["tessera_int8_8x8.il"]
     (tmp_path / "fast.toml").write_text(preset_text("icebreaker").replace(
@@ -309,7 +309,7 @@ def test_build_takes_any_host_interface_and_the_core_clock(capsys, tmp_path, mon
     code, _, err = run(capsys, "build", tmp_path / "fast.toml", "--board", "icebreaker")
     assert code == 2
     board, baud, clk_hz, plan = plans[-1]
-    assert (board, baud, clk_hz) == ("icebreaker", 115200, 24e6)
+    assert (board, baud, clk_hz) == ("icebreaker", 3000000, 24e6)
     assert "cell \\SB_PLL40_PAD \\pll" in plan.files["tessera_icebreaker.il"]
     assert not (tmp_path / "build").exists() or not any((tmp_path / "build").rglob("*.bin"))
 

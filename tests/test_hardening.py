@@ -343,8 +343,8 @@ def test_build_bad_arguments_fail_first(project, capsys, monkeypatch):
                                     + "baud = 2500000\n")
     code, _, err = run(capsys, "build", "b.toml", "--board", "icebreaker")
     assert code == 2
-    error_line(err, r"host\.baud: 2500000 cannot be made on the icebreaker: baud 2500000 is "
-                    r"4\.0% off at clk_hz 12000000 .*")
+    error_line(err, r"host\.baud: 2500000 cannot link the icebreaker: the board top makes "
+                    r"2400000 baud \(5 cycles per bit\) and the FTDI FT2232H 2526316: .*")
     monkeypatch.setenv("AMARANTH_synth_opts", "-abc9")
     code, _, err = run(capsys, "build", "u.toml", "--board", "icebreaker")
     assert code == 2
@@ -570,10 +570,20 @@ def test_named_board_must_fit():
 
 
 def test_named_board_baud():
-    with pytest.raises(ConfigError, match=r"^host\.baud: 2500000 cannot be made on board "
-                                          r"'icebreaker': .*"):
-        config_from_dict({"core": {"boards": ["icebreaker"]}, "array": {"rows": 2, "cols": 2},
+    with pytest.raises(ConfigError, match=r"^host\.baud: 2500000 cannot link board "
+                                          r"'icebreaker': the board top makes 2400000 baud \(5 "
+                                          r"cycles per bit\) and the FTDI FT2232H 2526316: "
+                                          r"-5\.00% apart, outside the board top receiver's "
+                                          r"-4\.00% \.\. \+4\.44% \(the core clock is 12 MHz\); "
+                                          r"allowed: a rate the FTDI FT2232H and the board top "
+                                          r"share, at most 3000000 here$"):
+        config_from_dict({"core": {"boards": ["icebreaker"], "clock_mhz": 12.0},
+                          "array": {"rows": 2, "cols": 2},
                           "host": {"interface": "uart", "baud": 2500000}})
+    # The core clock runs the UART: at the default 25 MHz (a PLL on the iCEBreaker) 2.5 Mbaud
+    # is 10 cycles per bit and the FT2232H's 12 MHz / 4.8, both exact.
+    config_from_dict({"core": {"boards": ["icebreaker"]}, "array": {"rows": 2, "cols": 2},
+                      "host": {"interface": "uart", "baud": 2500000}})
 
 
 def test_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
@@ -640,12 +650,13 @@ def test_run_uses_host_baud(capsys, tmp_path):
     """`tessera run` once ignored host.baud. On the golden virtual board the line is modelled
     at the config's baud: the same GEMM takes 12x as long at 9600 as at 115200."""
     from tests.test_cli_run import gemm_ms, preset_text
-    toml = (preset_text("icebreaker").replace('name = "tessera_icebreaker"',
-                                              'name = "slow_link"')
-            .replace("baud = 115200", "baud = 9600"))
-    (tmp_path / "slow.toml").write_text(toml)
-    code, fast, err = run(capsys, "run", "icebreaker", "--board", "icebreaker", "--port",
-                          "sim:golden", "--gemm", "16", "16", "16")
+    for name, baud in (("slow", 9600), ("fast", 115200)):
+        toml = (preset_text("icebreaker").replace('name = "tessera_icebreaker"',
+                                                  f'name = "{name}_link"')
+                .replace("baud = 3000000", f"baud = {baud}"))
+        (tmp_path / f"{name}.toml").write_text(toml)
+    code, fast, err = run(capsys, "run", tmp_path / "fast.toml", "--board", "icebreaker",
+                          "--port", "sim:golden", "--gemm", "16", "16", "16")
     assert code == 0, err
     code, slow, err = run(capsys, "run", tmp_path / "slow.toml", "--board", "icebreaker",
                           "--port", "sim:golden", "--gemm", "16", "16", "16")

@@ -203,8 +203,8 @@ def _yosys_cells(cfg, tmp_path):
     from tessera.fpga.build import build_plan
     from tessera.fpga.toolchain import yowasp_env
     from tessera.generators.assemble import build_core
-    plan, _, _ = build_plan(build_core(cfg), board="icebreaker", name="t", baud=115200,
-                            clk_hz=12e6)
+    plan, _, _ = build_plan(build_core(cfg), board="icebreaker", name="t",
+                            baud=cfg.host.baud, clk_hz=12e6)
     plan.extract(tmp_path)
     ys = tmp_path / "t.ys"
     ys.write_text(ys.read_text() + "\nstat\n")
