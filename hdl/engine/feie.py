@@ -95,8 +95,12 @@ class FeieHdl(wiring.Component):
         running = Signal()
         s2 = Signal()                      # stride 2
         m.d.comb += s2.eq(f["stride"] == 2)
+        # Per-RUN quantities with a multiplier or a table in them are registered from the
+        # arguments as the RUN starts (beside the fields), so the one-cycle check compares
+        # registers: rows * ow, ow mod pes, the drain's first-word constants.
+        a_ow, a_k = self._field("ow"), self._field("k")
+        a_s2 = self._field("stride") == 2
         G_now = Signal(32)
-        m.d.comb += G_now.eq(f["rows"] * f["ow"])
 
         def unpack(word):
             s1 = lay.act_bits
@@ -238,8 +242,19 @@ class FeieHdl(wiring.Component):
                      jhi.eq(Mux(jhi_raw >= f["ow"], f["ow"] - 1, jhi_raw))]
         ghi = Signal(GB)
         m.d.comb += ghi.eq(n_row * f["ow"] + jhi)
+        # ghi mod P from the residues (ow's registered per RUN), so the multiplier feeds only
+        # the output numbers and not the path to each PE's tap and "touched"
+        ow_mod = Signal(range(P), name="ow_mod")
+        ow_mod_now = _mod_const(m, a_ow, P, "ow")
+        row_mod = _mod_const(m, n_row, P, "row")
+        jhi_mod = _mod_const(m, jhi, P, "jhi")
+        mix = Signal(range((P - 1) * (P - 1) + P), name="ghi_mix")
+        m.d.comb += mix.eq(row_mod * ow_mod + jhi_mod)
         ghi_mod = Signal(range(P))
-        m.d.comb += ghi_mod.eq(_mod_const(m, ghi, P, "ghi"))
+        with m.Switch(mix):
+            for v in range((P - 1) * (P - 1) + P):
+                with m.Case(v):
+                    m.d.comb += ghi_mod.eq(v % P)
         touched = [Signal(name=f"touched{p}") for p in range(P)]
         same = [Signal(name=f"same{p}") for p in range(P)]
         need_push = [Signal(name=f"need_push{p}") for p in range(P)]
@@ -341,22 +356,26 @@ class FeieHdl(wiring.Component):
         bad_tile = ((f["a_base"] + f["entries"] > d["a"]) | (f["w_base"] + f["q"] > d["w"])
                     | (cbv + G_now > d["c"] * V))
         # V = dvr rows + dvj columns; output V - 1 at row (V-1) // ow, column (V-1) % ow
-        dv = [Signal(16, name=n) for n in ("dvr_n", "dvj_n", "rl0", "jl0")]
-        m.d.comb += [dv[0].eq(0), dv[1].eq(V), dv[2].eq(0), dv[3].eq(V - 1)]
-        with m.Switch(f["ow"]):
+        dvn = [Signal(16, name=n) for n in ("dvr_n", "dvj_n", "rl0_n", "jl0_n")]
+        dv = [Signal(16, name=n) for n in ("dvr_r", "dvj_r", "rl0", "jl0")]
+        m.d.comb += [dvn[0].eq(0), dvn[1].eq(V), dvn[2].eq(0), dvn[3].eq(V - 1)]
+        with m.Switch(a_ow):
             for o in range(1, V + 1):
                 with m.Case(o):
-                    m.d.comb += [dv[0].eq(V // o), dv[1].eq(V % o),
-                                 dv[2].eq((V - 1) // o), dv[3].eq((V - 1) % o)]
+                    m.d.comb += [dvn[0].eq(V // o), dvn[1].eq(V % o),
+                                 dvn[2].eq((V - 1) // o), dvn[3].eq((V - 1) % o)]
         lastc_now, jcol0 = Signal(GB + 3), Signal(GB + 3)
-        m.d.comb += [lastc_now.eq(Mux(s2, (f["ow"] - 1) << 1, f["ow"] - 1) + f["k"] - 1),
-                     jcol0.eq(Mux(s2, dv[3] << 1, dv[3]) + f["k"] - 1)]
+        m.d.comb += jcol0.eq(Mux(s2, dv[3] << 1, dv[3]) + f["k"] - 1)
         over0 = G_now < V                         # the first word would pass the last output
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.ctl.start):
                     m.d.sync += [*(s.eq(self._field(n)) for n, s in f.items()),
-                                 flags.eq(self._field("flags")), p2.eq(0), e3_v.eq(0)]
+                                 flags.eq(self._field("flags")), p2.eq(0), e3_v.eq(0),
+                                 G_now.eq(self._field("rows") * a_ow),
+                                 ow_mod.eq(ow_mod_now),
+                                 *(r.eq(n) for r, n in zip(dv, dvn)),
+                                 lastc_now.eq(Mux(a_s2, (a_ow - 1) << 1, a_ow - 1) + a_k - 1)]
                     m.next = "VERIFY"
             with m.State("VERIFY"):
                 m.d.comb += self.ctl.check_done.eq(1)
