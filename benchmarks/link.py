@@ -5,7 +5,7 @@ Three parts:
 
 1. ``efficiency``: on each board (its link sizes: iCE40 512-byte frames, ECP5 1024-byte ones)
    through the virtual board (``sim:verilator``: the board top's Verilog with the UART bit by
-   bit at the board's clock and 115200 baud) and the modelled line (``sim:golden``), payload
+   bit at the board's clock and the preset's baud) and the modelled line (``sim:golden``), payload
    bytes per second over the line's bytes per second (``baud / 10``) for: a large WRITE (the
    largest operand store, to the last acknowledgement), a large READ (the result store, command
    to last byte), and small exchanges (STATUS: 1 byte out, 7 back; a one-word WRITE and READ),
@@ -16,7 +16,10 @@ Three parts:
 3. ``network``: the digits MLP (quantized for each preset's PE kind, `tessera.generators.infer`)
    on each board preset at its board's clock and baud: images per second of board time on the
    virtual board and the modelled line, the share of it on the link, link time and bytes per
-   image, accuracy and bit-exactness against the reference over the 450 test images (golden).
+   image, accuracy and bit-exactness against the reference over the 450 test images (golden);
+   and, on the modelled line, the same at 115200 baud (every preset's rate before the board
+   presets took their bridge's best, docs/link.md "Baud rates"): link and compute time per
+   image before and after.
 
 Writes ``benchmarks/results/link.{json,md,png}``. Usage::
 
@@ -206,14 +209,25 @@ def part_network(res, presets, images):
         v_wall = time.perf_counter() - t0
         gv = deploy.run_network("sim:golden", cfg, board, q, x, y, images=images,
                                 batch=min(50, images))
-        for r in (g, v, gv):
+        from dataclasses import replace
+        slow = replace(cfg, host=replace(cfg.host, baud=115200))
+        gb = deploy.run_network("sim:golden", slow, board, q, x, y, batch=50)
+        for r in (g, v, gv, gb):
             r.pop("classes")
         rows.append({"preset": preset, "board": board, "pe": cfg.pe.name,
                      "array": f"{cfg.rows}x{cfg.cols}", "clk_mhz": v["clk_hz"] / 1e6,
                      "baud": v["baud"], "golden_all": g, "verilator": v,
-                     "golden_same_images": gv, "verilator_wall_s": v_wall})
+                     "golden_same_images": gv, "golden_115200": gb,
+                     "verilator_wall_s": v_wall})
         res["network"] = rows
     res["network"] = sorted(rows, key=lambda r: [p for p, _ in PRESETS].index(r["preset"]))
+
+
+def _before(r):
+    b = r.get("golden_115200")
+    if not b:
+        return "-"
+    return f"{b['images_per_s']:.2f}, {1e3 * b['link_s_per_image']:.1f}"
 
 
 def _pct(v):
@@ -226,15 +240,17 @@ def table(res):
            "payload CRC-16 (docs/link.md); go-back-N over byte offsets. Board time: simulated "
            "cycles with activity / core clock on the virtual board (`sim:verilator`: the board "
            "top's Verilog, UART bit by bit), modelled line time + RUN cycles on `sim:golden`. "
-           "115200 baud everywhere. Efficiency = payload bytes / s over line bytes / s "
+           "Each preset at its own baud (iCEBreaker 3 Mbaud, ULX3S 1.2 Mbaud: docs/link.md, "
+           "'Baud rates'). Efficiency = payload bytes / s over line bytes / s "
            "(baud / 10); GLIP's UART backend reaches 99.5 %.", ""]
     if res.get("efficiency"):
         out += ["## Link efficiency", "",
-                "| board | core | via | frame payload | large WRITE | large READ | STATUS | "
-                "1-word WRITE | 1-word READ |", "|---|---|---|---|---|---|---|---|---|"]
+                "| board | core | via | baud | frame payload | large WRITE | large READ | STATUS | "
+                "1-word WRITE | 1-word READ |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["efficiency"]:
             out.append(
-                f"| {r['board']} | {r['preset']} | {r['spec']} | {r['max_payload']} | "
+                f"| {r['board']} | {r['preset']} | {r['spec']} | {r.get('baud', '-')} | "
+                f"{r['max_payload']} | "
                 f"{_pct(r['write_large']['efficiency'])} ({r['write_large']['bytes']} B) | "
                 f"{_pct(r['read_large']['efficiency'])} ({r['read_large']['bytes']} B) | "
                 f"{_pct(r['status']['efficiency'])} | {_pct(r['write_word']['efficiency'])} | "
@@ -255,10 +271,11 @@ def table(res):
         out.append("")
     if res.get("network"):
         out += ["## Digits MLP on each board preset (virtual board, board clock and baud)", "",
-                "| preset | board | PE | array | clock | images/s (virtual) | images/s (golden) "
-                "| link share | link ms/image | line bytes/image | accuracy (450, golden) | "
-                "= reference | sim wall s/image | board top built |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "| preset | board | PE | array | clock | baud | images/s (virtual) | "
+                "images/s (golden) | link share | link ms/image | compute ms/image | "
+                "line bytes/image | at 115200 baud: images/s, link ms/image (golden) | "
+                "accuracy (450, golden) | = reference | sim wall s/image | board top built |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["network"]:
             if "error" in r:
                 out.append(f"| {r['preset']} | {r['board']} | {r['error'][:60]} ||||||||||||")
@@ -266,9 +283,11 @@ def table(res):
             v, g = r["verilator"], r["golden_all"]
             out.append(
                 f"| {r['preset']} | {r['board']} | {r['pe']} | {r['array']} | "
-                f"{r['clk_mhz']:g} MHz | {v['images_per_s']:.2f} | "
+                f"{r['clk_mhz']:g} MHz | {r['baud']} | {v['images_per_s']:.2f} | "
                 f"{r['golden_same_images']['images_per_s']:.2f} | {_pct(v['link_share'])} | "
-                f"{1e3 * v['link_s_per_image']:.1f} | {v['wire_bytes_per_image']:.0f} | "
+                f"{1e3 * v['link_s_per_image']:.2f} | "
+                f"{1e3 * (1 / v['images_per_s'] - v['link_s_per_image']):.3f} | "
+                f"{v['wire_bytes_per_image']:.0f} | {_before(r)} | "
                 f"{_pct(g['accuracy'])} | {g['equal_to_reference']}/{g['images']} "
                 f"(virtual: {v['equal_to_reference']}/{v['images']}) | "
                 f"{r['verilator_wall_s'] / v['images']:.2f} | "
@@ -292,7 +311,7 @@ def plot(res, path):
     ax.set_xticks(np.arange(len(kinds)) + 0.2, ["WRITE\nlarge", "READ\nlarge", "STATUS",
                                                  "WRITE\n1 word", "READ\n1 word"])
     ax.set_ylabel("payload / line rate (%)")
-    ax.set_title("link efficiency (virtual board, 115200 baud)")
+    ax.set_title("link efficiency (virtual board, each preset's baud)")
     ax.legend(fontsize=8)
     ax = axes[1]
     rows = [r for r in res.get("network", []) if "error" not in r]
