@@ -132,3 +132,26 @@ def test_board_presets_lint_and_are_deterministic(preset, tmp_path):
     assert a.read_bytes() == b.read_bytes()
     res = lint([a], m["top"])
     assert res.ok, res.summary()
+
+
+@pytest.mark.parametrize("drain,col_bits,row_bits,width", [(3, 12, 12, 9), (4, 4, 1, 9),
+                                                          (4, 2, 2, 1)])
+def test_width_limits_rtl_equals_twin(drain, col_bits, row_bits, width):
+    """`drain` up to 4, `col_bits` 2..12 and `row_bits` 1..12 (their documented limits): RTL =
+    twin = einsum, bit and cycle, on layers whose padded rows fill the column field (width +
+    padding = 2**col_bits - 1 at most) and on RUNs of at most 2**row_bits rows."""
+    d = {"array": {"kind": "feie", "tiles": 2, "pes": 3, "kmax": 3, "drain": drain,
+                   "col_bits": col_bits, "row_bits": row_bits},
+         "pe": {"kind": "int", "a_bits": 8, "b_bits": 8, "acc_bits": 24},
+         "memory": {"a_depth": 256, "b_depth": 32, "c_depth": 64}}
+    cfg = config_from_dict(d)
+    rng = np.random.default_rng(drain * 100 + col_bits)
+    cases = []
+    for stride, pad in ((1, 1), (2, 0), (1, 0)):
+        k = 3 if width + 2 * pad >= 3 else 1
+        layer = Conv2d(2, 3, kernel=(2, k), stride=stride, padding=(1, pad))
+        x = rng.integers(-128, 128, size=(2, 2, 4, width))
+        x[rng.random(x.shape) < 0.4] = 0
+        wt = rng.integers(-128, 128, size=layer.weight_shape)
+        cases += [(layer, x, wt, False), (layer, x, wt, True)]
+    _check(cfg, cases)
