@@ -538,7 +538,10 @@ class VsimTransport:
                         f"(recv_timeout_cycles={self.recv_timeout_cycles}; at cycle "
                         f"{self._idle_cycle})")
                 step = min(4096, self.recv_timeout_cycles - self._stalled)
-                self._write(b"I" + step.to_bytes(4, "little"), f"waiting for {n} bytes")
+                # (a harness that died meanwhile is reported as below, whichever path sees it)
+                self._write(b"I" + step.to_bytes(4, "little"),
+                            f"the host waited for {n} byte(s) and had received "
+                            f"{len(self._rx)}{self._show(self._rx)}")
                 self._stalled += step
                 continue
             if self._eof:
