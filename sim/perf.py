@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tessera.hdl.ctrl.protocol import STATUS_BYTES, Op, command
-from tessera.hdl.engine.params import CHECK_CYCLES, PRODUCT_STEPS, tree_latency
 
 __all__ = ["predict", "Link", "LayerPrediction", "Prediction", "TERMS", "rle_row_entries",
            "feie_row_nonzeros"]
@@ -52,8 +51,6 @@ __all__ = ["predict", "Link", "LayerPrediction", "Prediction", "TERMS", "rle_row
 #: The per-term breakdown of cycles every prediction carries (they sum to ``cycles``).
 TERMS = ("check", "compute", "bubbles", "fill_drain", "combiner", "epilogue")
 
-_TREE_START = PRODUCT_STEPS + 2     # tree engines: argument check, then the first read
-_RLE_SCALER_EXTRA = 3               # tree RLE: scaler cycles beyond one per lane
 
 
 @dataclass(frozen=True)
@@ -295,247 +292,6 @@ class _Proto:
         self.acc.send(1, count, reply=STATUS_BYTES)
 
 
-# -- systolic GEMM --------------------------------------------------------------------------
-def _gemm_runs(cfg, acc, proto, m, n, k_el, mode, epilogue):
-    from tessera.sim.engines.gemm_os import GemmMapper
-    pe, g = cfg.pe, cfg.geometry
-    R, C = g.rows, g.cols
-    kw = pe.layout(mode).k_per_word
-    k_words = -(-k_el // kw)
-    mt, nt, kc = GemmMapper(cfg).plan(m, n, k_words, epilogue=epilogue)
-    ii = pe.ii(mode)
-    lat = pe.latency
-    comb = pe.combiner()
-    comb_lat = comb.latency if comb is not None else 0
-    epi = cfg.engine.epilogue() if epilogue else None
-    epi_lat = epi.latency if epi is not None else 0
-    chunks = _k_chunks(k_words, kc, epi is not None)
-    for ms, mc in _split(-(-m // R), mt):
-        for ns, nc in _split(-(-n // C), nt):
-            tiles = ms * ns
-            if epi is not None:
-                proto.write("p", ns, mc * nc)
-            for ks, a, e, kcnt in chunks:
-                cnt = mc * nc * kcnt
-                period = max(ks * ii, R, C)
-                acc.run(cnt, check=CHECK_CYCLES + 1, compute=tiles * ks * ii,
-                        bubbles=(tiles - 1) * (period - ks * ii),
-                        fill_drain=lat + C + R + 3 - ii, combiner=a * comb_lat,
-                        epilogue=e * epi_lat)
-                proto.write("a", ms * ks, cnt)
-                proto.write("b", ns * ks, cnt)
-                proto.run(cnt)
-            proto.read("c" if epi is None else "r", tiles * R, mc * nc)
-
-
-# -- tree: dense ----------------------------------------------------------------------------
-def _dense_runs(cfg, acc, proto, m, n, k_el, epilogue):
-    from tessera.sim.engines.tree import DenseMapper
-    a = cfg.array
-    I, O = a.inputs, a.outputs
-    k_words = -(-k_el // I)
-    mapper = DenseMapper(cfg)
-    mr, nt, kc = mapper.plan(m, n, k_words, epilogue=epilogue)
-    d = mapper.d
-    tl = tree_latency(I)
-    comb = cfg.pe.combiner()
-    comb_lat = comb.latency if comb is not None else 0
-    epi = cfg.engine.epilogue() if epilogue else None
-    epi_lat = epi.latency if epi is not None else 0
-    chunks = _k_chunks(k_words, kc, epi is not None)
-    nk = sum(c[3] for c in chunks)
-    for ntr, ncount in _split(-(-n // O), nt):
-        proto.write("s", ntr * O, ncount)
-        if epi is not None:
-            proto.write("p", ntr, ncount)
-        block = max(mr, (d["c"] // ntr) // mr * mr)
-        blocks = _split(m, block)
-        nblocks = sum(c for _, c in blocks)
-        for ks, acc_f, e, kcnt in chunks:
-            # W is written once per block when K is split, else once for the first block
-            proto.write("w", ntr * ks, ncount * kcnt * (nblocks if nk > 1 else 1))
-        for mm, mcount in _blocked(m, mr, block):
-            for ks, acc_f, e, kcnt in chunks:
-                cnt = ncount * mcount * kcnt
-                rows = mm * ntr
-                acc.run(cnt, check=_TREE_START, compute=rows * ks,
-                        bubbles=(rows - 1) * (max(ks, O) - ks), fill_drain=tl + O + 5,
-                        combiner=acc_f * comb_lat, epilogue=e * epi_lat)
-                proto.write("a", mm * ks, cnt)
-                proto.run(cnt)
-        for bsz, bc in blocks:
-            proto.read("c" if epi is None else "r", bsz * ntr, ncount * bc)
-
-
-# -- tree: run-length -----------------------------------------------------------------------
-def rle_row_entries(codes_t, *, lanes, z_bits):
-    """Entries each row of ``codes_t`` (rows x cols ternary codes, non-zero = a weight) gets
-    in the run-length stream of the host encoder (`tessera.sim.ternary.hw_encode` with
-    ``min_row_entries = lanes``): its non-zeros, the zero fillers of gaps longer than the zero
-    field holds and the end marker, at least ``lanes``. A vector op over the non-zero
-    positions (no stream is built)."""
-    nzm = np.asarray(codes_t) != 0
-    rows, cols = nzm.shape
-    zmax = min((1 << z_bits) - 1, cols - 1)
-    last = rows * cols - 1
-    pos = np.flatnonzero(nzm.reshape(-1))
-    if pos.size == 0 or pos[-1] != last:
-        pos = np.append(pos, last)
-    prev = np.concatenate(([-1], pos[:-1]))
-    fill = (pos - prev - 1) // (zmax + 1)
-    landing = np.bincount(pos // cols, minlength=rows)
-    if fill.any():
-        rep = np.repeat(prev, fill)
-        step = np.arange(rep.size) - np.repeat(np.cumsum(fill) - fill, fill) + 1
-        landing = landing + np.bincount((rep + step * (zmax + 1)) // cols, minlength=rows)
-    return np.maximum(landing, lanes)
-
-
-def _rle_runs(cfg, acc, proto, m, k, codes_t, epilogue):
-    from tessera.sim.engines.tree import RleMapper
-    P, zb = cfg.array.inputs, cfg.array.z_bits
-    mapper = RleMapper(cfg)
-    d = mapper.d
-    n = codes_t.shape[0]
-    mt, kc = mapper.plan(m, n, k)
-    comb = cfg.pe.combiner()
-    comb_lat = comb.latency if comb is not None else 0
-    epi = cfg.engine.epilogue() if epilogue else None
-    epi_lat = epi.latency if epi is not None else 0
-    k0s = list(range(0, k, kc))
-    limit_n = min(d["s"], d["c"] // mt, 0xFFFF, d["p"] if epi is not None else 0xFFFF)
-    # Row entries over the whole chunk (cumulative), then the mapper's greedy groups: the
-    # longest run of channels whose streams fit W in every chunk.
-    per = np.stack([rle_row_entries(codes_t[:, k0:k0 + kc], lanes=P, z_bits=zb)
-                    for k0 in k0s])
-    cum = np.concatenate([np.zeros((len(k0s), 1), np.int64), np.cumsum(per, axis=1)], axis=1)
-    mt_all = -(-m // P)
-    n0 = 0
-    while n0 < n:
-        hi = min(n, n0 + limit_n)
-        ends = [int(np.searchsorted(cum[c], cum[c, n0] + d["w"], side="right")) - 1
-                for c in range(len(k0s))]
-        n1 = max(n0 + 1, min(hi, *ends))
-        g = n1 - n0
-        # the group's own streams (the encoder starts each group afresh)
-        ents = [int(rle_row_entries(codes_t[n0:n1, k0:k0 + kc], lanes=P, z_bits=zb).sum())
-                for k0 in k0s]
-        proto.write("s", g)
-        if epi is not None:
-            proto.write("p", g)
-        block = max(mt, (d["c"] // g) // mt * mt)
-        blocks = _split(mt_all, block)
-        nblocks = sum(c for _, c in blocks)
-        for ci, k0 in enumerate(k0s):
-            kk = min(kc, k - k0)
-            E = ents[ci]
-            proto.write("w", E, nblocks if len(k0s) > 1 else 1)
-            a_f = int(ci > 0)
-            e_f = int(epi is not None and k0 + kk >= k)
-            for mm, mcount in _blocked(mt_all, mt, block):
-                acc.run(mcount, check=_TREE_START, compute=mm * E, bubbles=mm,
-                        fill_drain=P + _RLE_SCALER_EXTRA + 3, combiner=a_f * comb_lat,
-                        epilogue=e_f * epi_lat)
-                proto.write("a", mm * kk, mcount)
-                proto.run(mcount)
-        for bsz, bc in blocks:
-            proto.read("c" if epi is None else "r", bsz * g, bc)
-        n0 = n1
-
-
-# -- feie -----------------------------------------------------------------------------------
-def feie_row_nonzeros(x, layer, q_chunk, *, per_column=False):
-    """Non-zero activations per (image, output row, sub-position chunk) a FEIE RUN streams:
-    ``x`` (N x C x H x W codes), chunks of ``q_chunk`` sub-positions (input channel, filter
-    row) in the mapper's order, over the columns an output reaches (the mapper encodes no
-    other). Returns N x chunks x OH; with ``per_column``, N x chunks x OH x WP (WP the padded
-    width: the count per padded column, which `feie.predict` places exactly)."""
-    (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
-    x = np.asarray(x)
-    nb, c, h, w = x.shape
-    wp = w + 2 * pw
-    ow = (wp - kw) // sw + 1
-    span = max(0, min(wp, sw * (ow - 1) + kw))
-    nzc = np.zeros((nb, c, h + 2 * ph, wp), dtype=np.int64)
-    nzc[:, :, ph:ph + h, pw:pw + w] = x != 0
-    nzc[..., span:] = 0
-    oh = (h + 2 * ph - kh) // sh + 1
-    rows = np.arange(oh)[None, :] * sh + np.arange(kh)[:, None]  # kh x OH
-    per_q = nzc[:, :, rows].reshape(nb, c * kh, oh, wp)          # q = c*kh + i
-    out = np.add.reduceat(per_q, np.arange(0, c * kh, q_chunk), axis=1)
-    return out if per_column else out.sum(axis=3)
-
-
-def _feie_conv(cfg, acc, proto, x_shape, layer, nonzeros):
-    """A FEIE convolution's RUNs as the engine plans them (`feie.plan_conv`: the mapper's
-    blocks of output rows and sub-position chunks, each RUN's cycles by the engine's own
-    closed form `feie.predict`), counted into terms and host bytes."""
-    from tessera.sim.engines import feie
-    for ev in feie.plan_conv(cfg, x_shape, layer, nonzeros):
-        if ev[0] == "read":
-            _, words, groups = ev
-            proto.read("c", words, groups)
-            continue
-        _, groups, q, entries, cycles, broadcasts = ev
-        acc.run(groups, check=feie.START_CYCLES, compute=broadcasts,
-                fill_drain=cycles - feie.START_CYCLES - broadcasts)
-        proto.write("w", q, groups)
-        if entries:
-            proto.write("a", entries, groups)
-        proto.run(groups)
-
-
-def _feie_runs(cfg, acc, proto, layer, in_shape, x, density):
-    from tessera.sim.engines import feie
-    from tessera.sim.layers import Conv2d, Dense
-    lower = feie.FeieLowering(cfg)
-    d = lower.d
-    if isinstance(layer, Dense):            # a 1x1 convolution over a 1 x M image (the mapper)
-        m, k = in_shape
-        width = max(1, min(m, 64, d["a"], d["c"] * cfg.array.pes
-                           * getattr(cfg.array, "drain", 1)))
-        rows = -(-m // width)
-        conv = Conv2d(k, layer.out_features, kernel=1)
-        shape = (1, k, rows, width)
-        if x is not None:
-            ap = np.zeros((rows * width, k), dtype=np.uint64)
-            ap[:m] = np.asarray(x, dtype=np.uint64)
-            x = ap.T.reshape(shape)
-        parts = [(conv, shape, x, rows * width - m)]
-    elif layer.groups == 1:
-        parts = [(layer, tuple(in_shape), x, 0)]
-    else:                                   # depthwise: one single-channel conv per group
-        og = layer.out_channels // layer.groups
-        sub = Conv2d(1, og, kernel=layer.kernel, stride=layer.stride, padding=layer.padding)
-        n, _, h, w = in_shape
-        parts = [(sub, (n, 1, h, w), None if x is None else np.asarray(x)[:, gi:gi + 1], 0)
-                 for gi in range(layer.groups)]
-    for conv, shape, xs, pad in parts:
-        qc = lower.plan_q(shape[1] * conv.kernel[0], shape[3] + 2 * conv.padding[1])
-        if xs is not None:
-            nz = feie_row_nonzeros(xs, conv, qc, per_column=True)
-        else:
-            nz = _feie_density_counts(conv, shape, qc, 1.0 if density is None else density,
-                                      pad)
-        _feie_conv(cfg, acc, proto, shape, conv, nz)
-
-
-def _feie_density_counts(layer, shape, qc, density, pad):
-    """Expected non-zeros per (image, chunk, output row) when only a density is known: the
-    pixels of each input row times ``density`` (padding contributes none; ``pad``: zero
-    pixels at the end of the last input row, a Dense layer's rows past M)."""
-    (kh, _), (sh, _), (ph, _) = layer.kernel, layer.stride, layer.padding
-    nb, c, h, w = shape
-    oh = (h + 2 * ph - kh) // sh + 1
-    pixels = np.zeros(h + 2 * ph)
-    pixels[ph:ph + h] = w
-    pixels[ph + h - 1] -= pad
-    rows = np.arange(oh)[None, :] * sh + np.arange(kh)[:, None]     # kh x OH
-    per_q = np.tile(pixels[rows], (c, 1)) * density                 # q = c*kh + i
-    out = np.rint(np.add.reduceat(per_q, np.arange(0, c * kh, qc), axis=0)).astype(np.int64)
-    return np.broadcast_to(out, (nb, *out.shape))
-
-
 # -- front end ------------------------------------------------------------------------------
 def _items(obj, input_shape, mode, epilogue, x, w, batch):
     """Normalize what `predict` was given into dicts (layer, in_shape, mode, epilogue, x, w)."""
@@ -586,26 +342,8 @@ def _layer(cfg, idx, item, link, density):
         return pred
     acc = _Acc(pred)
     proto = _Proto(cfg, acc)
-    eng = cfg.engine.name
-    if eng == "feie":
-        x = item.get("x")
-        if x is not None and item.get("values"):
-            x = cfg.pe.encode(np.asarray(x), operand="a", mode=mode)
-        _feie_runs(cfg, acc, proto, layer, shape, x, item.get("density", density))
-    else:
-        from tessera.sim.lowering import GemmLowering
-        gemms = GemmLowering(cfg).gemms(layer, shape)
-        if eng == "systolic":
-            for m, n, k in gemms:
-                _gemm_runs(cfg, acc, proto, m, n, k, mode, want_epi)
-        elif cfg.array.dense:
-            for m, n, k in gemms:
-                _dense_runs(cfg, acc, proto, m, n, k, want_epi)
-        else:
-            codes = _ternary_codes(cfg, layer, item, density)
-            og = codes.shape[1] // len(gemms)         # one GEMM per group
-            for g, (m, n, k) in enumerate(gemms):
-                _rle_runs(cfg, acc, proto, m, k, codes[:, g * og:(g + 1) * og].T, want_epi)
+    cfg.engine.perf_model()(cfg, acc, proto, layer, shape, item, mode=mode, epilogue=want_epi,
+                            density=density)
     if link is not None:
         clk = link.clock_hz or cfg.core.clock_mhz * 1e6
         msgs = np.repeat([b for b, _ in pred.messages], [c for _, c in pred.messages])
@@ -618,29 +356,6 @@ def _layer(cfg, idx, item, link, density):
         pred.compute_s = pred.cycles / clk
         pred.clock_hz = clk
     return pred
-
-
-def _ternary_codes(cfg, layer, item, density):
-    """K x O ternary weight codes of a layer on the run-length engine (K: per group), from
-    ``w`` (codes or values, a `TernaryB` or its codes) or, without weights, a seeded draw at
-    ``density`` (non-zero fraction; default 2/3)."""
-    from tessera.sim.layers import Dense
-    w = item.get("w")
-    k = layer.gemm_k()
-    o = layer.out_features if isinstance(layer, Dense) else layer.out_channels
-    if w is None:
-        dens = item.get("density", density)
-        dens = 2 / 3 if dens is None else dens
-        rng = np.random.default_rng(0)
-        return (rng.random((k, o)) < dens).astype(np.uint8)
-    if item.get("values"):                   # a QNet's weight values
-        if np.ndim(w) == 4:                  # OIHW -> K x O
-            w = np.asarray(w).reshape(o, -1).T
-        w = cfg.pe.encode(w, operand="b")
-    codes = np.asarray(getattr(w, "codes", w))
-    if codes.ndim == 4:                          # OIHW
-        codes = codes.reshape(o, -1).T
-    return codes
 
 
 def predict(layer_or_network, cfg, *, link=None, input_shape=None, mode=None, epilogue=False,
@@ -677,3 +392,13 @@ def predict(layer_or_network, cfg, *, link=None, input_shape=None, mode=None, ep
     layers = [_layer(cfg, i, it, link, density) for i, it in enumerate(items)]
     return Prediction(layers, model_s=time.perf_counter() - t0)
 
+
+def __getattr__(name):
+    # The engines' vector counters, where callers found them before they moved to the engines.
+    if name == "rle_row_entries":
+        from tessera.sim.engines.tree_perf import rle_row_entries
+        return rle_row_entries
+    if name == "feie_row_nonzeros":
+        from tessera.sim.engines.feie_perf import feie_row_nonzeros
+        return feie_row_nonzeros
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -487,6 +487,12 @@ class Engine:
         operation the engine computes), blocking work into RUNs."""
         raise NotImplementedError
 
+    def perf_model(self):
+        """The engine's part of the performance model (`tessera.sim.perf.predict`): a function
+        ``(cfg, acc, proto, layer, in_shape, item, *, mode, epilogue, density)`` that counts a
+        layer's RUNs in closed form into ``acc`` and their host messages into ``proto``."""
+        raise NotImplementedError
+
     def timing(self):
         """Manifest ``timing``: the cycle model as an expression tree plus the ideal rate."""
         raise NotImplementedError

@@ -177,6 +177,10 @@ class FeieEngine(Engine):
         from tessera.sim.engines.feie import FeieLowering
         return FeieLowering(self.cfg)
 
+    def perf_model(self):
+        from tessera.sim.engines.feie_perf import layer_runs
+        return layer_runs
+
     def layer_mapper(self):
         return self.mapper()
 

@@ -126,6 +126,10 @@ class SystolicGemm(Engine):
         from tessera.sim.engines.gemm_os import GemmMapper
         return GemmMapper(self.cfg)
 
+    def perf_model(self):
+        from tessera.sim.engines.gemm_os_perf import layer_runs
+        return layer_runs
+
     def timing(self):
         """Manifest ``timing``: the cycle model as an evaluable tree, and the ideal."""
         twin = self.twin()

@@ -172,6 +172,10 @@ class TreeEngine(Engine):
         from tessera.sim.engines.tree import DenseMapper, RleMapper
         return (DenseMapper if self._a.dense else RleMapper)(self.cfg)
 
+    def perf_model(self):
+        from tessera.sim.engines.tree_perf import layer_runs
+        return layer_runs
+
     def macs_per_cycle(self, mode=None):
         """Peak ternary MACs per cycle: dense ``inputs x outputs``; run-length ``inputs`` per
         non-zero weight entry (zero weights cost nothing, but are not counted as MACs)."""
