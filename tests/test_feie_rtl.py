@@ -155,3 +155,18 @@ def test_width_limits_rtl_equals_twin(drain, col_bits, row_bits, width):
         wt = rng.integers(-128, 128, size=layer.weight_shape)
         cases += [(layer, x, wt, False), (layer, x, wt, True)]
     _check(cfg, cases)
+
+
+def test_icebreaker_zascas_cocotb_regression(tmp_path):
+    """The iCEBreaker FEIE preset under cocotb on Verilator (`tessera regress --quick`): the
+    GEMM cases (1x1 convolutions), the engine's layer cases (the seed example, a stride-2
+    3x3, a depthwise 3x3) and the digits MLP, bit-exact and cycle-equal to the golden core."""
+    from tessera.generators.config import load_config
+    from tessera.generators.regress import run_regression
+    s = run_regression(load_config("icebreaker-zascas"), out_dir=tmp_path / "reg", quick=True,
+                       progress=lambda m: None)
+    failed = [t for t in s["tests"] if t["status"] != "passed"]
+    assert not failed and s["ok"], failed
+    assert s["gemms"] and all(g["mismatches"] == 0 and g["cycles"] == g["golden_cycles"]
+                              for g in s["gemms"])
+    assert {c["case"] for c in s["layers"]} >= {"seed_1x3", "conv3x3_s2", "depthwise3x3"}
