@@ -34,17 +34,18 @@ the RTL takes; tests/test_feie_rtl.py checks RTL == twin), outputs checked bit-e
   read per output value, both engines, from the RUNs' fields (`feie_bytes`,
   `systolic_bytes`).
 
-``--builds units core`` builds instead (nextpnr seeds 1, 2, 3): the engine alone
-(`tessera unit feie_array`, a 2 x 3 variant) on the UP5K and the ECP5-85F, and the ``zascas``
-core on the ULX3S 85F (`seeds.core_builds`); ``benchmarks/results/feie_builds.json``, which
-the figures' table then includes.
+``--builds units core core-ice`` builds instead (nextpnr seeds 1, 2, 3): the engine alone
+(`tessera unit feie_array`, a 2 x 3 variant) on the UP5K and the ECP5-85F, the ``zascas``
+core on the ULX3S 85F and the ``icebreaker-zascas`` core on the iCEBreaker
+(`seeds.core_builds`); ``benchmarks/results/feie_builds.json``, which the figures' table then
+includes.
 
 Writes ``benchmarks/results/feie.{json,md,png}``.
 
 Usage::
 
     .venv/bin/python benchmarks/feie.py [--images N] [--quick]
-    .venv/bin/python benchmarks/feie.py --builds units core
+    .venv/bin/python benchmarks/feie.py --builds units core core-ice
     .venv/bin/python benchmarks/feie.py --render      # the table again, with the builds
 """
 
