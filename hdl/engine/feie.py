@@ -47,9 +47,9 @@ class FeieHdl(wiring.Component):
     column of its last output, in parallel with the broadcast. With ``FLAG_DENSE`` every
     position ``(row, col, q)`` takes a cycle (zeros do not change any PE).
 
-    The argument check takes one cycle (``rows * ow`` by a multiplier, not serially) and
-    issues the first entry's A read; the first RUN cycle reads its W word, the second
-    broadcasts it.
+    The argument check takes one cycle (``rows * ow`` by a multiplier, registered with the
+    arguments as the RUN starts, not serially) and issues the first entry's A read; the first
+    RUN cycle reads its W word, the second broadcasts it.
 
     Members
     -------
