@@ -83,13 +83,11 @@ def bridge_rate(bridge, baud):
     best = None
     for base in bridge.bases:
         exact = Fraction(base) / baud
-        # the two effective divisors around ``exact``
-        cands = [Fraction(1), Fraction(3, 2)] if exact < 2 else []
-        if exact >= 2:
+        if exact < 2:                                  # the special divisors, and 2
+            cands = (Fraction(1), Fraction(3, 2), Fraction(2))
+        else:                                          # the eighths around ``exact``
             lo = Fraction(int(exact * 8), 8)
-            cands = [lo, lo + Fraction(1, 8)]
-        elif exact >= Fraction(3, 2):
-            cands.append(Fraction(2))
+            cands = (lo, lo + Fraction(1, 8))
         for dv in cands:
             rate = base / dv
             if rate <= bridge.max_baud and (best is None or abs(rate - baud) < abs(best - baud)):
