@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 
+from tessera.hdl.engine.params import accumulate_latency
 from tessera.generators.kinds import (DEFAULT_ENGINE, DEFAULT_PE_KIND, ENGINES, ENGINES_LATER,
                                       PE_KINDS, PE_KINDS_LATER)
 from tessera.generators.kinds.base import (ConfigError, check_choice as _check_choice,
@@ -356,7 +357,7 @@ class CoreConfig:
             version=VERSION, engine=engine.code, engine_name=engine.name, pe_kind=pe.code,
             pe_name=pe.name, pe_latency=pe.latency, pe_ii=pe.ii(), capabilities=caps,
             rows=self.rows, cols=self.cols,
-            combiner_latency=comb.latency if comb is not None else 0, modes=len(pe.modes),
+            combiner_latency=accumulate_latency(comb), modes=len(pe.modes),
             layer_types=tuple(engine.layer_types), epilogue=epilogue_caps(engine.epilogue()),
             formats=tuple(FormatInfo.from_format(formats.get(o, {}), default_bits[o])
                           for o in FORMAT_OPERANDS),

@@ -81,7 +81,8 @@ async def test_info(dut):
     assert info.result_store.name == g.result_stores[0].name
     assert (info.engine_name, info.pe_name) == (CFG.engine.name, CFG.pe.name)
     assert info.modes == len(CFG.pe.modes) and info.has_modes == bool(CFG.pe.modes)
-    assert info.combiner_latency == (CFG.pe.combiner().latency if CFG.pe.combiner() else 0)
+    # Extra cycles of an accumulating RUN: the stored word's read register and the combiner.
+    assert info.combiner_latency == (1 + CFG.pe.combiner().latency if CFG.pe.combiner() else 0)
     assert info.layer_types == tuple(CFG.engine.layer_types)
     assert info.epilogue == epilogue_caps(CFG.engine.epilogue())
     assert info.formats == CFG.core_info().formats

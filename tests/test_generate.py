@@ -119,16 +119,17 @@ def test_core_timing(default_core):
     assert m["latency"] is None and m["initiation_interval"] is None
     t = m["timing"]
     assert t["pe_latency"] == 2  # IntMacPE: product register + accumulator
-    assert t["pe_ii"] == 1 and t["combiner_latency"] == 0
+    assert t["pe_ii"] == 1 and t["combiner_latency"] == 1   # stored-word register + 0
     assert isinstance(t["check_cycles"], int) and t["check_cycles"] > 0
     assert t["ideal_cycles"] == {"macs_per_cycle": 64}
     # run_cycles is a tree a testbench evaluates; for II 1 it is the v1 closed form
-    # 18 + (tiles - 1) * max(k, rows, cols) + k + pe_latency + rows + cols + 2.
+    # 18 + (tiles - 1) * max(k, rows, cols) + k + pe_latency + rows + cols + 2, plus the
+    # operand register (1) and, accumulating, the stored-word register (1).
     model = json.loads(json.dumps(t["run_cycles"]))
     assert set(t["run_cycles_variables"]) == {"m_tiles", "n_tiles", "k", "accumulate"}
     for mt, nt, k in ((1, 1, 1), (2, 3, 5), (4, 1, 100), (1, 7, 8)):
         got = evaluate(model, {"m_tiles": mt, "n_tiles": nt, "k": k, "accumulate": 1})
-        assert got == 18 + (mt * nt - 1) * max(k, 8, 8) + k + 2 + 8 + 8 + 2
+        assert got == 18 + (mt * nt - 1) * max(k, 8, 8) + k + 2 + 8 + 8 + 2 + 1 + 1
 
 
 @pytest.mark.parametrize("spec", ["default", "small"])

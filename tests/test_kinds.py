@@ -158,8 +158,9 @@ def test_cycle_model_expression_language():
 
 @pytest.mark.parametrize("preset", SYSTOLIC_PRESETS)
 def test_cycle_model_is_the_v1_formula_for_existing_presets(preset):
-    """The refactor kept every cycle count: for II 1 the model is the v1 closed form (plus the
-    combiner latency on accumulating RUNs, which v1 could not do on FP cores). A kind with
+    """For II 1 the model is the v1 closed form plus the registered operand read (1 cycle), plus
+    on accumulating RUNs the stored-word register (1) and the combiner latency, which v1 could
+    not do on FP cores. A kind with
     run-time modes gets the model's ``mode`` variable, and the II of each mode stretches the
     issue: P = max(k * ii, rows, cols) per tile, (k - 1) * ii for the last tile's pairs."""
     cfg = load_config(preset)
@@ -168,13 +169,15 @@ def test_cycle_model_is_the_v1_formula_for_existing_presets(preset):
     modes = [(code, cfg.pe.ii(m)) for code, m in enumerate(cfg.pe.modes)] or [(None, 1)]
     for code, ii in modes:
         for mt, nt, k in ((1, 1, 1), (3, 2, 7), (1, 1, 300), (5, 5, 2)):
-            v1 = 18 + (mt * nt - 1) * max(k * ii, R, C) + (k - 1) * ii + 1 + lat + R + C + 2
+            v1 = 18 + (mt * nt - 1) * max(k * ii, R, C) + (k - 1) * ii + 2 + lat + R + C + 2
             env = {"m_tiles": mt, "n_tiles": nt, "k": k, "epilogue": 0}
             if code is not None:
                 env["mode"] = code
             assert evaluate(t["run_cycles"], {**env, "accumulate": 0}) == v1
             assert evaluate(t["run_cycles"], {**env, "accumulate": 1}) == \
                 v1 + t["combiner_latency"]
+            comb = cfg.pe.combiner()
+            assert t["combiner_latency"] == (0 if comb is None else 1 + comb.latency)
 
 
 def test_memmap_store_and_geometry_checks():

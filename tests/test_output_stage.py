@@ -75,7 +75,8 @@ def test_int_combiner_wraps_lane_by_lane():
     new = {a: rng.integers(0, 256, 3) for a in range(6)}
     words = {4 + a: (a, _pack(new[a], 8), 1) for a in range(6)}   # back to back
     writes, mem, _ = _run_output_stage(comb, words, lanes=3, bits=8, init=old)
-    assert [(t, a) for t, a, _ in writes] == [(5 + a, a) for a in range(6)]     # latency 0
+    # latency 0: read t, registered t+1, combined and written t+2
+    assert [(t, a) for t, a, _ in writes] == [(6 + a, a) for a in range(6)]
     for a in range(6):
         want = comb.twin(np.array(_unpack(old[a], 3, 8), dtype=np.uint64), new[a])
         assert _unpack(mem[a], 3, 8) == [int(v) for v in want]
@@ -92,13 +93,14 @@ def test_fp_combiner_latency_and_values(stages):
     old = {a: _pack(codes[0, a], 16) for a in range(5)}
     words = {3 + a: (a, _pack(codes[1, a], 16), 1) for a in range(5)}
     writes, mem, idle = _run_output_stage(comb, words, lanes=2, bits=16, init=old)
-    # Written L cycles after the replace case: arrive t, read t, combine from t+1, write t+1+L.
-    assert [(t, a) for t, a, _ in writes] == [(4 + stages + a, a) for a in range(5)]
+    # Written L+1 cycles after the replace case: arrive t, read t, register t+1, combine from
+    # t+2, write t+2+L.
+    assert [(t, a) for t, a, _ in writes] == [(5 + stages + a, a) for a in range(5)]
     for a in range(5):
         want = comb.twin(codes[0, a], codes[1, a])
         assert _unpack(mem[a], 2, 16) == [int(v) for v in want]
     assert _unpack(mem[0], 2, 16) == [fmt.nan_code, 0x8000]           # Inf - Inf, -0 + -0
-    assert not any(idle[3:4 + stages + 5])      # busy until the last combined word is written
+    assert not any(idle[3:5 + stages + 5])      # busy until the last combined word is written
 
 
 def test_wrap_add_unit():

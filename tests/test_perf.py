@@ -89,12 +89,13 @@ def feie_predict_sum(cfg, runs, counts=True):
     """`feie.predict` summed over recorded RUNs (with their position counts when
     ``counts``)."""
     from tessera.sim.engines import feie
+    acc = 1 + cfg.pe.combiner().latency     # accumulating RUNs: the stored-word register
     return sum(feie.predict(rows=r["rows"], ow=r["ow"], wp=r["wp"], q=r["q"], k=r["k"],
                             stride=r["stride"], nonzeros=r["entries"],
                             dense=bool(r["flags"] & feie.FLAG_DENSE), pes=cfg.array.pes,
                             drain=cfg.array.drain,
                             col_counts=cc if counts and not r["flags"] & feie.FLAG_DENSE
-                            else None)
+                            else None) + (acc if r["flags"] & 1 else 0)
                for r, cc in runs)
 
 
@@ -211,15 +212,15 @@ def test_feie_plan_matches_the_mapper():
 def test_directed_gemm_hand_count():
     """Dense 8 -> 4 on a batch of 4 on the 4x4 int core: one RUN of one tile, k = 8 words,
     II 1, PE latency 2. By the schedule: 17 check cycles + 1, the last pair issued at cycle
-    7, then 1 (read) + 2 (PE) + 4 (skew) + 1 (output register) + 4 (drain) + 1 (write),
-    busy one cycle later: 18 + 7 + 13 = 38."""
+    7, then 1 (read) + 1 (operand register) + 2 (PE) + 4 (skew) + 1 (output register) + 4
+    (drain) + 1 (write), busy one cycle later: 18 + 7 + 14 = 39."""
     cfg = load_config("int8-4x4")
     layer = Dense(8, 4)
     pr = predict(layer, cfg, input_shape=(4, 8))
-    assert pr.cycles == 38
-    assert pr.terms == {"check": 18, "compute": 8, "bubbles": 0, "fill_drain": 12,
+    assert pr.cycles == 39
+    assert pr.terms == {"check": 18, "compute": 8, "bubbles": 0, "fill_drain": 13,
                         "combiner": 0, "epilogue": 0}
-    assert golden_layer(cfg, layer, (4, 8))[0].cycles == 38
+    assert golden_layer(cfg, layer, (4, 8))[0].cycles == 39
 
 
 def test_directed_short_k_and_split_k():
@@ -236,7 +237,7 @@ def test_directed_short_k_and_split_k():
     layer = Dense(40, 4)                          # K 40 words in chunks of 16, 16, 8
     pr = predict(layer, fp, input_shape=(4, 40))
     assert pr.runs == 3
-    assert pr.terms["combiner"] == 2 * 3
+    assert pr.terms["combiner"] == 2 * (1 + 3)           # stored-word register + adder
     assert pr.cycles == golden_layer(fp, layer, (4, 40))[0].cycles
 
 

@@ -189,6 +189,7 @@ def test_new_kind_through_the_core(mode):
     assert cycles == gcycles == evaluate(cfg.engine.twin().model,
                                          {"m_tiles": mt, "n_tiles": nt, "k": k,
                                           "accumulate": 0, "mode": mode})
-    # II 2 (mode 0) or 3 (mode 1): each tile's period is max(ii * k, rows, cols) cycles.
+    # II 2 (mode 0) or 3 (mode 1): each tile's period is max(ii * k, rows, cols) cycles; then
+    # read 1, operand register 1, PE 3, skew 3, output register and drain 2, write and end 2.
     ii = 3 if mode else 2
-    assert cycles == 18 + (mt * nt - 1) * max(ii * k, 2, 3) + ii * (k - 1) + 1 + 3 + 3 + 2 + 2
+    assert cycles == 18 + (mt * nt - 1) * max(ii * k, 2, 3) + ii * (k - 1) + 1 + 1 + 3 + 3 + 2 + 2

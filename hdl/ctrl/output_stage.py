@@ -5,6 +5,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from tessera.hdl.engine.base import ResultSignature, StorePortSignature
+from tessera.hdl.engine.params import STORED_READ_REGISTER, accumulate_latency
 
 
 __all__ = ["OutputStage"]
@@ -23,9 +24,11 @@ class OutputStage(wiring.Component):
     """Writes each result word to its address; with ``accumulate``, combines it first.
 
     A word that arrives in cycle t is written in cycle t+1 when it replaces the stored word.
-    With ``accumulate`` the stored word is read in cycle t, each lane is combined with the new
-    one by a ``combiner`` (the PE kind's: a wrapping integer add, an FP adder, ...) of latency
-    L, and the result is written in cycle t+1+L. One word per cycle either way; the words of
+    With ``accumulate`` the stored word is read in cycle t and registered in cycle t+1 as it
+    leaves the store, each lane is combined with the new one by a ``combiner`` (the PE kind's:
+    a wrapping integer add, an FP adder, ...) of latency L, and the result is written in cycle
+    t+2+L (`accumulate_latency`: L+1 cycles more than a replacing word). One word per cycle
+    either way; the words of
     one RUN all have the same ``accumulate`` bit and distinct addresses, so writes never
     collide and a read never sees a word still in flight.
 
@@ -112,6 +115,11 @@ class OutputStage(wiring.Component):
     def combiner_latency(self):
         return self._lat
 
+    @property
+    def accumulate_latency(self):
+        """Extra cycles of an accumulating word over a replacing one (`accumulate_latency`)."""
+        return accumulate_latency(self._combiner)
+
     def elaborate(self, platform):
         m = Module()
         L, w = self._lat, self._lane_bits
@@ -131,21 +139,28 @@ class OutputStage(wiring.Component):
             w_valid, w_addr, w_data = valid1, addr1, new1
             replace = None
         else:
+            # Cycle t+2: the stored word, registered as it leaves the store (the block RAM's
+            # clock-to-out does not share a cycle with the combiner), meets the new one.
+            old2 = Signal.like(p.data, name="old2", reset_less=True)
+            new2 = Signal.like(p.data, name="new2", reset_less=True)
+            valid2 = Signal()
+            addr2 = Signal.like(p.addr, name="addr2")
+            m.d.sync += [old2.eq(self.port.r_data), new2.eq(new1), valid2.eq(valid1 & acc1),
+                         addr2.eq(addr1)]
             lanes = []
             for i in range(self._lanes):
                 m.submodules[f"comb{i}"] = c = self._combiner.hdl()
-                m.d.comb += [c.a.eq(self.port.r_data[i * w:(i + 1) * w]),
-                             c.b.eq(new1[i * w:(i + 1) * w])]
+                m.d.comb += [c.a.eq(old2[i * w:(i + 1) * w]), c.b.eq(new2[i * w:(i + 1) * w])]
                 lanes.append(c.result)
-            # The combined word leaves the combiners L cycles after t+1.
-            chain = [valid1 & acc1]
+            # The combined word leaves the combiners L cycles after t+2.
+            chain = [valid2]
             for j in range(L):
                 nxt = Signal(name=f"acc_valid_d{j + 1}")
                 m.d.sync += nxt.eq(chain[-1])
                 chain.append(nxt)
             valid_acc = chain[-1]
-            addr_acc = _delay(m, addr1, L, "acc_addr")
-            pending = [valid1] + chain[1:]
+            addr_acc = _delay(m, addr2, L, "acc_addr")
+            pending = [valid1] + chain
             replace = valid1 & ~acc1
             w_valid = replace | valid_acc
             w_addr = Signal.like(addr1, name="w_addr")
@@ -189,12 +204,12 @@ class OutputStage(wiring.Component):
         epi1 = Signal()
         m.d.sync += epi1.eq(p.epilogue)
         prm1 = self.param_port.r_data
-        if replace is None or L == 0:
+        if replace is None:
             w_epi, w_prm = epi1, prm1
         else:
-            # Accumulating words reach the write L cycles later: hold their parameters.
-            w_epi = Mux(replace, epi1, _delay(m, epi1, L, "epi"))
-            w_prm = Mux(replace, prm1, _delay(m, prm1, L, "prm"))
+            # Accumulating words reach the write L+1 cycles later: hold their parameters.
+            w_epi = Mux(replace, epi1, _delay(m, epi1, STORED_READ_REGISTER + L, "epi"))
+            w_prm = Mux(replace, prm1, _delay(m, prm1, STORED_READ_REGISTER + L, "prm"))
         m.d.comb += self.port.w_en.eq(w_valid & ~w_epi)
         go = w_valid & w_epi
         outs = []

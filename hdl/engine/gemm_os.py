@@ -29,7 +29,8 @@ class GemmOSEngine(wiring.Component):
     On ``ctl.start`` the arguments are checked for `CHECK_CYCLES` cycles; ``ctl.check_done``
     then pulses with 0 or an `Err` code. Tiles are issued back to back, each taking
     ``P = max(k * ii, rows, cols)`` cycles (an operand pair every ``ii`` cycles, the PE's
-    initiation interval); the cycle model is `tessera.sim.engines.gemm_os.cycle_model`.
+    initiation interval). Store reads are registered: a pair reaches the array 2 cycles
+    after its issue (the store's read, then the operand register); the cycle model is `tessera.sim.engines.gemm_os.cycle_model`.
 
     Parameters
     ----------
@@ -169,22 +170,26 @@ class GemmOSEngine(wiring.Component):
             self.a_port.r_addr.eq(a_row + kk), self.b_port.r_addr.eq(b_row + kk),
             self.a_port.r_en.eq(issue), self.b_port.r_en.eq(issue),
         ]
+        # Registered reads: the operand words are registered as they leave the stores (the
+        # block RAM's clock-to-out does not share a cycle with the multipliers), so the array
+        # sees a pair 2 cycles after its issue; the control bits take the same 2 registers.
+        valid1, first1, last1 = Signal(), Signal(), Signal()
         m.d.sync += [
-            array.valid.eq(issue),
-            array.first.eq(issue & (kk == 0)),
-            array.last.eq(issue & (kk == k - 1)),
+            valid1.eq(issue), first1.eq(issue & (kk == 0)), last1.eq(issue & (kk == k - 1)),
+            array.valid.eq(valid1), array.first.eq(first1), array.last.eq(last1),
         ]
-        # Operand words straight from the stores' read ports (read latency 1 = the control
-        # register above).
+        a_q = Signal.like(self.a_port.r_data, name="a_q", reset_less=True)
+        b_q = Signal.like(self.b_port.r_data, name="b_q", reset_less=True)
+        m.d.sync += [a_q.eq(self.a_port.r_data), b_q.eq(self.b_port.r_data)]
         lw = self._a_lane_bits
         for r in range(R):
-            lane = self.a_port.r_data[r * lw:(r + 1) * lw]
+            lane = a_q[r * lw:(r + 1) * lw]
             m.d.comb += array.a[r].eq(lane[:self._a_bits])
             pos = self._a_bits
             for name, w in self._side:
                 m.d.comb += getattr(array, f"side_{name}")[r].eq(lane[pos:pos + w])
                 pos += w
-        m.d.comb += array.b.as_value().eq(self.b_port.r_data)
+        m.d.comb += array.b.as_value().eq(b_q)
 
         allowed = FLAG_ACCUMULATE | ((FLAG_EPILOGUE | self._epilogue.flag_mask())
                                      if self._p_depth else 0)
@@ -193,8 +198,17 @@ class GemmOSEngine(wiring.Component):
             bad_arg = bad_arg | (flags & FLAG_ACCUMULATE).any()
         if mode is not None:
             bad_arg = bad_arg | (mode >= max(1, self._modes))
-        bad_tile = ((a_base + a_words > a_depth) | (b_base + b_words > b_depth)
-                    | (c_base + tiles * R > c_depth))
+        # The room left above each base is latched with the arguments, so the bound check
+        # after the products is one compare per store, not an add and then a compare.
+        rooms = []
+        for name, depth in (("a", a_depth), ("b", b_depth), ("c", c_depth)):
+            base = self._field(args, f"{name}_base")
+            room = Signal(range(depth + 1), name=f"{name}_room")
+            over = Signal(name=f"{name}_over")
+            rooms.append((room, over, [over.eq(base > depth), room.eq(depth - base)]))
+        (a_room, a_over, _), (b_room, b_over, _), (c_room, c_over, _) = rooms
+        bad_tile = (a_over | (a_words > a_room) | b_over | (b_words > b_room)
+                    | c_over | (tiles * R > c_room))
         if self._p_depth:
             p_base = Signal(16)
             bad_tile = bad_tile | (flags[1] & (p_base + nt > self._p_depth))
@@ -213,6 +227,7 @@ class GemmOSEngine(wiring.Component):
                        b_base.eq(self._field(args, "b_base")),
                        c_base.eq(self._field(args, "c_base")),
                        flags.eq(self._field(args, "flags")),
+                       *(stmt for _, _, stmts in rooms for stmt in stmts),
                        *([mode.eq(self._field(args, "mode"))] if mode is not None else []),
                        *([p_base.eq(self._field(args, "p_base"))] if self._p_depth else [])],
                 pairs=[(self._field(args, "k"), self._field(args, "m_tiles")),

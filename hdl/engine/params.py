@@ -3,7 +3,7 @@ twin (`tessera.sim.engines`) must agree on. No Amaranth import, so a twin reads 
 importing an HDL module."""
 
 __all__ = ["FLAG_ACCUMULATE", "FLAG_EPILOGUE", "PRODUCT_STEPS", "CHECK_CYCLES",
-           "tree_latency"]
+           "tree_latency", "STORED_READ_REGISTER", "accumulate_latency"]
 
 #: RUN flag bit (every engine): add the results to what the result store holds, with the PE
 #: kind's combiner.
@@ -23,3 +23,15 @@ CHECK_CYCLES = PRODUCT_STEPS + 1
 def tree_latency(inputs):
     """Pipeline stages of a `TernaryTree` of ``inputs`` leaves: one per adder level (min 1)."""
     return max(1, (inputs - 1).bit_length())
+
+
+#: Registers between the result store's read port and the output stage's combiners (the
+#: stored word is registered as it leaves the block RAM).
+STORED_READ_REGISTER = 1
+
+
+def accumulate_latency(combiner):
+    """Extra cycles an accumulating RUN spends in the output stage over a replacing one: the
+    stored word's read register and the combiner's latency (0 without a combiner: such a kind
+    cannot accumulate). Every cycle model and INFO's ``combiner_latency`` take it from here."""
+    return 0 if combiner is None else STORED_READ_REGISTER + combiner.latency

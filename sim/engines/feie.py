@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tessera.hdl.ctrl.protocol import Err
-from tessera.hdl.engine.params import FLAG_ACCUMULATE
+from tessera.hdl.engine.params import FLAG_ACCUMULATE, accumulate_latency
 
 
 __all__ = ["FLAG_DENSE", "EntryLayout", "Schedule", "simulate", "predict", "plan_conv",
@@ -346,6 +346,8 @@ def plan_conv(cfg, x_shape, layer, nonzeros):
                 cc = np.concatenate([cols[i // oh, ci, i % oh] for i in range(i0, i1)])
             cyc = predict(rows=rows, ow=ow, wp=wpad, q=q, k=kw, stride=sw, nonzeros=e,
                           dense=dense, pes=a.pes, drain=a.drain, col_counts=cc)
+            if ci:                       # later sub-position chunks accumulate
+                cyc += accumulate_latency(cfg.pe.combiner())
             yield ("run", groups, q, e, cyc, rows * wpad * q if dense else e)
         yield ("read", -(-rows * ow // v), groups)
 
@@ -402,10 +404,12 @@ class FeieTwin:
         new = new.reshape(words, v * self.tiles)
         base = args["c_base"]
         C = stores["c"]
+        extra = 0
         if args["flags"] & FLAG_ACCUMULATE:
             new = self.combiner.twin(C[base:base + len(new)], new)
+            extra = accumulate_latency(self.combiner)
         C[base:base + len(new)] = new
-        return run_cycles(sch.cycles)
+        return run_cycles(sch.cycles) + extra
 
     def perf(self, args, *, nonzeros):
         return {"predict": predict(rows=args["rows"], ow=args["ow"], wp=args["wp"],

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from tessera.hdl.engine.params import accumulate_latency
 from tessera.hdl.ctrl.protocol import Err
 from tessera.hdl.engine.params import CHECK_CYCLES, FLAG_ACCUMULATE, FLAG_EPILOGUE
 from tessera.sim.engines.model import evaluate
@@ -18,7 +19,7 @@ def cycle_model(*, rows, cols, pe_latency, pe_ii, combiner_latency, epilogue_lat
     The schedule: `CHECK_CYCLES` + 1 cycles of argument checks; the tiles are issued back to
     back, each taking ``P = max(k * ii, rows, cols)`` cycles, with operand pair ``kk`` of a
     tile issued at cycle ``kk * ii`` of its period; after the last pair of the last tile it
-    takes 1 (store read) + ``pe_latency`` + ``cols`` (systolic skew) + 1 (array output
+    takes 2 (store read, operand register) + ``pe_latency`` + ``cols`` (systolic skew) + 1 (array output
     register) + ``rows`` (drain, one row per cycle) + 1 (output write) cycles, plus the
     combiner latency when accumulating, plus ``epilogue_latency`` with the epilogue flag
     (a term present only for cores with an epilogue), until the last result is stored; busy
@@ -35,7 +36,7 @@ def cycle_model(*, rows, cols, pe_latency, pe_ii, combiner_latency, epilogue_lat
     tiles = ["*", "m_tiles", "n_tiles"]
     last_issue = ["*", ["-", "k", 1], ii]
     model = ["+", CHECK_CYCLES + 1, ["*", ["-", tiles, 1], period], last_issue,
-             1 + pe_latency + cols + rows + 2, ["if", "accumulate", combiner_latency, 0]]
+             2 + pe_latency + cols + rows + 2, ["if", "accumulate", combiner_latency, 0]]
     if epilogue_latency is not None:
         model.append(["if", "epilogue", epilogue_latency, 0])
     return model
@@ -70,7 +71,7 @@ class GemmOSTwin:
 
     @property
     def combiner_latency(self):
-        return self.combiner.latency if self.combiner is not None else 0
+        return accumulate_latency(self.combiner)
 
     def check(self, args):
         """The error code the argument check gives (0: the RUN proceeds)."""

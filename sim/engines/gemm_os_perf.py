@@ -1,6 +1,7 @@
 """The performance model's systolic GEMM engine (`tessera.sim.perf`, docs/perf.md): a layer's
 RUN shapes as the engine's mapper blocks them, each RUN's cycles in closed form."""
 
+from tessera.hdl.engine.params import accumulate_latency
 from tessera.hdl.engine.params import CHECK_CYCLES
 from tessera.sim.perf import _k_chunks, _split
 
@@ -25,7 +26,7 @@ def _gemm_runs(cfg, acc, proto, m, n, k_el, mode, epilogue):
     ii = pe.ii(mode)
     lat = pe.latency
     comb = pe.combiner()
-    comb_lat = comb.latency if comb is not None else 0
+    comb_lat = accumulate_latency(comb)
     epi = cfg.engine.epilogue() if epilogue else None
     epi_lat = epi.latency if epi is not None else 0
     chunks = _k_chunks(k_words, kc, epi is not None)
@@ -39,7 +40,7 @@ def _gemm_runs(cfg, acc, proto, m, n, k_el, mode, epilogue):
                 period = max(ks * ii, R, C)
                 acc.run(cnt, check=CHECK_CYCLES + 1, compute=tiles * ks * ii,
                         bubbles=(tiles - 1) * (period - ks * ii),
-                        fill_drain=lat + C + R + 3 - ii, combiner=a * comb_lat,
+                        fill_drain=lat + C + R + 4 - ii, combiner=a * comb_lat,
                         epilogue=e * epi_lat)
                 proto.write("a", ms * ks, cnt)
                 proto.write("b", ns * ks, cnt)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tessera.hdl.engine.params import accumulate_latency
 from tessera.hdl.ctrl.protocol import Err
 from tessera.hdl.engine.params import FLAG_ACCUMULATE, FLAG_EPILOGUE, PRODUCT_STEPS, \
     tree_latency
@@ -107,7 +108,7 @@ class _TwinBase:
 
     @property
     def combiner_latency(self):
-        return self.combiner.latency if self.combiner is not None else 0
+        return accumulate_latency(self.combiner)
 
     @property
     def epilogue_latency(self):

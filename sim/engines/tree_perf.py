@@ -4,6 +4,7 @@ from the weights by a vector op (`rle_row_entries`)."""
 
 import numpy as np
 
+from tessera.hdl.engine.params import accumulate_latency
 from tessera.hdl.engine.params import PRODUCT_STEPS, tree_latency
 from tessera.sim.perf import _blocked, _k_chunks, _split
 
@@ -40,7 +41,7 @@ def _dense_runs(cfg, acc, proto, m, n, k_el, epilogue):
     d = mapper.d
     tl = tree_latency(I)
     comb = cfg.pe.combiner()
-    comb_lat = comb.latency if comb is not None else 0
+    comb_lat = accumulate_latency(comb)
     epi = cfg.engine.epilogue() if epilogue else None
     epi_lat = epi.latency if epi is not None else 0
     chunks = _k_chunks(k_words, kc, epi is not None)
@@ -100,7 +101,7 @@ def _rle_runs(cfg, acc, proto, m, k, codes_t, epilogue):
     n = codes_t.shape[0]
     mt, kc = mapper.plan(m, n, k)
     comb = cfg.pe.combiner()
-    comb_lat = comb.latency if comb is not None else 0
+    comb_lat = accumulate_latency(comb)
     epi = cfg.engine.epilogue() if epilogue else None
     epi_lat = epi.latency if epi is not None else 0
     k0s = list(range(0, k, kc))
