@@ -507,7 +507,7 @@ def core_component(cfg):
     engine = cfg.engine
     return TesseraCore(geometry=cfg.geometry, engine=engine.make_hdl(), engine_args=engine.args(),
                        engine_code=engine.code, combiner=cfg.pe.combiner(),
-                       info=cfg.core_info().pack())
+                       info=cfg.core_info().pack(), counters=cfg.core.counters)
 
 
 def link_top_verilog(cfg, *, divisor, clk_hz, name=None, **link):

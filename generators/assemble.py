@@ -10,4 +10,4 @@ def build_core(cfg):
     engine = cfg.engine
     return TesseraCore(geometry=cfg.geometry, engine=engine.make_hdl(), engine_args=engine.args(),
                        engine_code=engine.code, combiner=cfg.pe.combiner(),
-                       info=cfg.core_info().pack())
+                       info=cfg.core_info().pack(), counters=cfg.core.counters)

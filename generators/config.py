@@ -157,10 +157,12 @@ def _type_name(value):
 
 @dataclass(frozen=True)
 class CoreSection:
-    """``[core]``: the generated module's name and its target clock."""
+    """``[core]``: the generated module's name, its target clock, the boards it is meant for
+    and whether it builds the COUNTERS cycle counters."""
     name: str = "tessera_core"
     clock_mhz: float = 25.0
     boards: tuple = ()
+    counters: bool = True
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
@@ -187,6 +189,9 @@ class CoreSection:
                               f"allowed: each of {_fmt_allowed(BOARDS)} at most once")
         object.__setattr__(self, "boards", boards)
         object.__setattr__(self, "clock_mhz", float(self.clock_mhz))
+        if not isinstance(self.counters, bool):
+            raise ConfigError(f"core.counters: {short(self.counters)} is not a boolean; "
+                              f"allowed: true (build the COUNTERS cycle counters) or false")
 
 
 #: The systolic engine's ``[array]`` section (each engine parses its own keys).
@@ -343,12 +348,13 @@ class CoreConfig:
     def core_info(self):
         """The INFO payload this core reports (`tessera.hdl.ctrl.protocol.CoreInfo`): engine,
         layer types, PE kind, formats, epilogue capabilities, timing and every store."""
-        from tessera.hdl.ctrl.protocol import (CAP_ACCUMULATE, CAP_MODES, FORMAT_OPERANDS,
-                                               VERSION, CoreInfo, FormatInfo, StoreInfo,
-                                               epilogue_caps, store_role)
+        from tessera.hdl.ctrl.protocol import (CAP_ACCUMULATE, CAP_COUNTERS, CAP_MODES,
+                                               FORMAT_OPERANDS, VERSION, CoreInfo, FormatInfo,
+                                               StoreInfo, epilogue_caps, store_role)
         pe, engine = self.pe, self.engine
         comb = pe.combiner()
-        caps = (CAP_ACCUMULATE if comb is not None else 0) | (CAP_MODES if pe.modes else 0)
+        caps = ((CAP_ACCUMULATE if comb is not None else 0) | (CAP_MODES if pe.modes else 0)
+                | (CAP_COUNTERS if self.core.counters else 0))
         lay = pe.layout()
         formats = pe.formats()
         default_bits = {"a": lay.a_bits, "b": lay.b_bits, "acc": pe.result_bits}

@@ -136,7 +136,10 @@ def infer(cfg, q, x, y=None, *, sim="golden", batch=50, images=None, fm=None,
     y = None if y is None else np.asarray(y[:n])
     s = _Sim(cfg, sim, sim_progress)
     try:
-        drv = TesseraDriver(s.transport, cfg)
+        # The RTL counts cycles by cause (COUNTERS); the golden model has no clock between
+        # commands, so its idle time would say nothing.
+        drv = TesseraDriver(s.transport, cfg,
+                            count_causes=sim == "verilator" and cfg.core.counters)
 
         async def go():
             await drv.connect()
@@ -163,6 +166,12 @@ def infer(cfg, q, x, y=None, *, sim="golden", batch=50, images=None, fm=None,
                         "bytes_to_core": r.total("bytes_out"),
                         "bytes_from_core": r.total("bytes_in"), "k_split": st[-1].k_split})
             row["utilization"] = row["ideal_cycles"] / row["cycles"] if row["cycles"] else None
+            if st[0].counters is not None:
+                c = st[0].counters
+                for more in st[1:]:
+                    c = c + more.counters
+                row["counters"] = c.as_dict()
+                row["breakdown"] = [[name, v, share] for name, v, share in c.breakdown()]
             for k, key in (("cycles", "cycles"), ("ideal", "ideal_cycles"), ("runs", "runs"),
                            ("out", "bytes_to_core"), ("in", "bytes_from_core")):
                 tot[k] += row[key]
@@ -220,6 +229,7 @@ def format_table(r):
                  f"{100 * util:.1f}%)" if util else "cycles per image: -")
     lines.append(f"host link per image: {_fmt_int(r['bytes_to_core_per_image'])} bytes to the "
                  f"core, {_fmt_int(r['bytes_from_core_per_image'])} bytes back")
+    lines += format_breakdown(r)
     if r["accuracy"] is not None:
         acc = f"accuracy: {100 * r['accuracy']:.2f} % ({round(r['accuracy'] * n)}/{n})"
         if r["float_accuracy"] is not None:
@@ -232,6 +242,38 @@ def format_table(r):
         speed += f", {r['simulated_cycles_per_s'] / 1e6:.2f} M simulated cycles/s"
     lines.append(speed + ")")
     return "\n".join(lines)
+
+
+def format_breakdown(r):
+    """Lines of the per-layer cycles-by-cause table (the core's COUNTERS, in the TPU paper's
+    style: array computing, fill/drain/bubbles, argument check, waiting on the host), or none
+    when the run did not count them."""
+    rows = [x for x in r["layers"] if x.get("breakdown")]
+    if not rows:
+        return []
+    names = [b[0] for b in rows[0]["breakdown"]]
+    lines = ["cycles by cause (COUNTERS, share of each layer's cycles on the core, host waits "
+             "included):",
+             f"{'#':>2}  {'layer':<26} " + " ".join(f"{n:>20}" for n in names)
+             + f" {'cycles/image':>13}"]
+    tot = dict.fromkeys(names, 0)
+    n = r["images"]
+    for x in rows:
+        all_ = sum(v for _, v, _ in x["breakdown"])
+        lines.append(f"{x['index']:>2}  {x['layer']:<26} "
+                     + " ".join(f"{100 * s:>19.1f}%" for _, _, s in x["breakdown"])
+                     + f" {_fmt_int(all_ / n):>13}")
+        for name, v, _ in x["breakdown"]:
+            tot[name] += v
+    whole = sum(tot.values()) or 1
+    lines.append(f"{'':>2}  {'all layers':<26} "
+                 + " ".join(f"{100 * tot[k] / whole:>19.1f}%" for k in names)
+                 + f" {_fmt_int(whole / n):>13}")
+    busy = whole - tot["waiting on the host"]
+    if busy:
+        lines.append(f"array computing over the RUNs' own cycles (the link excluded): "
+                     f"{100 * tot['array computing'] / busy:.1f}%")
+    return lines
 
 
 def plot(r, path):

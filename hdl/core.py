@@ -42,19 +42,27 @@ class TesseraCore(wiring.Component):
         The PE kind's combiner for accumulation across RUNs (`OutputStage`).
     info : bytes
         The INFO payload.
+    counters : bool
+        Build the COUNTERS cycle counters (`RunControl`); INFO must say so (CAP_COUNTERS).
 
     Members
     -------
     i, o, busy, error : as in `HostLinkSignature`
     """
 
-    def __init__(self, *, geometry, engine, engine_args, engine_code, combiner, info):
+    def __init__(self, *, geometry, engine, engine_args, engine_code, combiner, info,
+                 counters=False):
         self._geometry = geometry
         self._engine = engine
         self._engine_args = engine_args
         self._engine_code = engine_code
         self._combiner = combiner
         self._info = bytes(info)
+        self._counters = bool(counters)
+        from tessera.hdl.ctrl.protocol import CoreInfo
+        if CoreInfo.unpack(self._info).has_counters != self._counters:
+            raise ValueError(f"INFO's CAP_COUNTERS says {not self._counters}, counters is "
+                             f"{self._counters}: INFO must describe the core")
         self._epilogue = getattr(engine, "epilogue", None)
         want = 1 if self._epilogue is None else 2
         results = geometry.result_stores
@@ -85,8 +93,10 @@ class TesseraCore(wiring.Component):
         res = g.result_stores[0]
         m.submodules.dec = dec = CommandDecoder(geometry=g, info=self._info,
                                                 engine_args=self._engine_args,
-                                                engine_code=self._engine_code)
-        m.submodules.runctl = runctl = RunControl(arg_bits=8 * self._engine_args.nbytes)
+                                                engine_code=self._engine_code,
+                                                counters=self._counters)
+        m.submodules.runctl = runctl = RunControl(arg_bits=8 * self._engine_args.nbytes,
+                                                  counters=self._counters)
         m.submodules.engine = engine = self._engine
         epi = self._epilogue
         # Not "out": epilogue lanes give the stage a port named out (Verilator VARHIDDEN).

@@ -4,7 +4,7 @@ It knows the protocol and the stores; what a RUN computes and how long it takes 
 engine twin's business (``cfg.engine.twin()``), so a new engine needs no change here.
 """
 
-from tessera.hdl.ctrl.protocol import COMMANDS, Err, Op, command
+from tessera.hdl.ctrl.protocol import COMMANDS, COUNTER_NAMES, Err, Op, command
 from tessera.sim.layout import empty_stores, pack_words, unpack_words
 
 
@@ -16,6 +16,12 @@ class GoldenCore:
 
     ``feed(data)`` consumes command bytes and returns the response bytes they produce. RUNs
     complete at once (the model is never busy); their cycle count comes from the engine twin.
+
+    COUNTERS (on a core with ``core.counters``): the ``check``, ``compute`` and ``other``
+    cycles of every RUN, exactly as the RTL counts them (the twin's ``check_cycles``, its
+    ``compute_cycles`` of the RUN and the rest of its cycles). The model has no clock between
+    commands, so its ``idle`` counter is the sum of what callers tell ``advance(cycles)``
+    (0 unless one does); compare the RTL's idle cycles with a clock of your own.
     """
 
     def __init__(self, cfg):
@@ -29,7 +35,13 @@ class GoldenCore:
         self.cycles = 0
         self.last_error = 0
         self._buf = bytearray()
-        self._ops = {c.op: c for c in COMMANDS}
+        self._ops = {c.op: c for c in COMMANDS
+                     if c.response != "counters" or cfg.core.counters}
+        self.counters = dict.fromkeys(COUNTER_NAMES, 0)
+
+    def advance(self, cycles):
+        """``cycles`` pass with no RUN executing (counted as ``idle``)."""
+        self.counters["idle"] += int(cycles)
 
     def _err(self, code):
         if code:
@@ -85,6 +97,9 @@ class GoldenCore:
                 flags = 2 if self.last_error else 0
                 out += bytes([Err.OK, flags, self.last_error]) + self.cycles.to_bytes(4, "little")
                 self.last_error = 0
+            elif c.response == "counters":
+                out += bytes([Err.OK]) + b"".join(
+                    (self.counters[n] % (1 << 32)).to_bytes(4, "little") for n in COUNTER_NAMES)
             elif c.response == "words":    # READ
                 a = c.args.unpack(raw)
                 if a["spad"] >= len(stores):
@@ -108,10 +123,15 @@ class GoldenCore:
             return Err.ENGINE
         args = self.engine_args.unpack(raw[head.nbytes:])
         err = self.engine.check(args)
+        check = self.engine.check_cycles
+        self.counters["check"] += check
         if err:
-            self.cycles = self.engine.check_cycles   # a rejected RUN still spent its check
+            self.cycles = check                      # a rejected RUN still spent its check
             return err
         self.cycles = self.engine.run(self.stores, args)
+        compute = self.engine.compute_cycles
+        self.counters["compute"] += compute
+        self.counters["other"] += self.cycles - check - compute
         return Err.OK
 
 

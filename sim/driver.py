@@ -4,7 +4,8 @@ The same code drives the golden model (`tessera.sim.core.GoldenTransport`), the 
 (`tessera.tb.drivers.CocotbByteTransport`) and a board (`tessera.fpga.link.UartTransport`). A
 transport has three async methods: ``send(data)``, ``recv(n) -> bytes`` and ``idle(cycles)``.
 
-The driver is the protocol client only (INFO, STATUS, WRITE, READ, RUN from the command table);
+The driver is the protocol client only (INFO, STATUS, WRITE, READ, RUN and, on a core that has
+them, COUNTERS, from the command table);
 mapping a layer onto RUNs is the engine's host-side mapper (``cfg.engine.mapper()``), which
 `TesseraDriver.gemm` calls.
 """
@@ -13,12 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tessera.hdl.ctrl.protocol import (CoreInfo, ERROR_TEXT, Err, Op, STATUS_BYTES, VERSION,
-                                       command)
+from tessera.hdl.ctrl.protocol import (COUNTER_NAMES, COUNTERS_BYTES, CoreInfo, ERROR_TEXT, Err,
+                                       Op, STATUS_BYTES, VERSION, command)
 from tessera.sim.layout import pack_words, unpack_words
 
 
-__all__ = ["TesseraError", "CoreStatus", "GemmStats", "TesseraDriver", "VersionError"]
+__all__ = ["TesseraError", "CoreStatus", "Counters", "GemmStats", "TesseraDriver",
+           "VersionError"]
 
 
 class TesseraError(RuntimeError):
@@ -39,6 +41,45 @@ class CoreStatus:
     busy: bool
     last_error: int
     cycles: int
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Cycles by cause (`protocol.COUNTER_NAMES`), from COUNTERS: cumulative since reset, or
+    the difference of two readings (``later - earlier``, modulo 2**32 per cause)."""
+    idle: int
+    check: int
+    compute: int
+    other: int
+
+    def __sub__(self, earlier):
+        return Counters(*((getattr(self, n) - getattr(earlier, n)) % (1 << 32)
+                          for n in COUNTER_NAMES))
+
+    def __add__(self, other):
+        return Counters(*(getattr(self, n) + getattr(other, n) for n in COUNTER_NAMES))
+
+    def as_dict(self):
+        return {n: getattr(self, n) for n in COUNTER_NAMES}
+
+    @property
+    def busy(self):
+        """Cycles a RUN executed (check + compute + other)."""
+        return self.check + self.compute + self.other
+
+    @property
+    def total(self):
+        return self.idle + self.busy
+
+    def breakdown(self):
+        """``[(cause, cycles, share of the total)]`` in the TPU paper's style: the array
+        computing, the RUNs' other cycles (fill, drain, bubbles, combiner, epilogue), the
+        argument checks, and the time no RUN executes (the core waits on the host: transfers,
+        polls, host code)."""
+        tot = self.total or 1
+        rows = [("array computing", self.compute), ("fill, drain, bubbles", self.other),
+                ("argument check", self.check), ("waiting on the host", self.idle)]
+        return [(name, v, v / tot) for name, v in rows]
 
 
 @dataclass
@@ -63,12 +104,16 @@ class TesseraDriver:
         alone (stores by the names INFO reports); RUN needs the engine's argument layout.
     poll_cycles : int
         Idle cycles between STATUS polls while a RUN executes.
+    count_causes : bool
+        With a core that has COUNTERS, `run_layer` reads them before and after each layer and
+        keeps the difference in its `LayerStats` (``counters``).
     """
 
-    def __init__(self, transport, cfg=None, *, poll_cycles=64):
+    def __init__(self, transport, cfg=None, *, poll_cycles=64, count_causes=False):
         self.t = transport
         self.cfg = cfg
         self.poll_cycles = poll_cycles
+        self.count_causes = bool(count_causes)
         self.info = None
 
     async def _status_byte(self, command):
@@ -127,6 +172,26 @@ class TesseraDriver:
         p = await self.t.recv(STATUS_BYTES - 1)
         return CoreStatus(busy=bool(p[0] & 1), last_error=p[1],
                           cycles=int.from_bytes(p[2:6], "little"))
+
+    async def counters(self):
+        """The core's cycle counters (COUNTERS): a `Counters` of the cycles since reset.
+
+        Raises
+        ------
+        RuntimeError
+            The core was built without them (INFO capability CAP_COUNTERS; config
+            ``core.counters``).
+        """
+        if self.info is None:
+            await self.connect()             # INFO says whether the core has them
+        if not self.info.has_counters:
+            raise RuntimeError("COUNTERS: this core was built without cycle counters "
+                               "(config core.counters = false)")
+        await self.t.send(bytes([Op.COUNTERS]))
+        await self._status_byte("COUNTERS")
+        raw = await self.t.recv(COUNTERS_BYTES - 1)
+        return Counters(*(int.from_bytes(raw[4 * i:4 * i + 4], "little")
+                          for i in range(len(COUNTER_NAMES))))
 
     async def write(self, spad, addr, lanes):
         """Write words (n x lanes unsigned codes) to store ``spad`` (name or id)."""

@@ -39,7 +39,9 @@ class LayerStats:
     excluded); ``gemms``: the GEMM shapes (M, N, K) the layer became; ``ideal_cycles``: the
     engine's peak-rate bound for those GEMMs; ``macs``: the layer's useful MACs; ``k_split``:
     the K (elements) of each accumulating RUN piece; ``bytes_out``/``bytes_in``: host bytes
-    sent to and received from the core during the layer; ``where``: ``"core"`` or ``"host"``.
+    sent to and received from the core during the layer; ``where``: ``"core"`` or ``"host"``;
+    ``counters``: the core's COUNTERS over the layer (`tessera.sim.driver.Counters`), when the
+    driver counts causes, else None.
     """
     runs: int = 0
     cycles: int = 0
@@ -51,6 +53,7 @@ class LayerStats:
     bytes_out: int = 0
     bytes_in: int = 0
     where: str = "core"
+    counters: object = None
 
     @property
     def utilization(self):
@@ -61,7 +64,8 @@ class LayerStats:
                 "ideal_cycles": self.ideal_cycles, "utilization": self.utilization,
                 "macs": self.macs, "gemms": [list(g) for g in self.gemms],
                 "k_split": self.k_split, "bytes_to_core": self.bytes_out,
-                "bytes_from_core": self.bytes_in}
+                "bytes_from_core": self.bytes_in,
+                "counters": None if self.counters is None else self.counters.as_dict()}
 
 
 def im2col(x, layer, g):
@@ -205,6 +209,12 @@ async def run_layer(drv, layer, x, w=None, bias=None, *, raw=False, mode=None, p
     o = layer.out_features if isinstance(layer, Dense) else layer.out_channels
     if epilogue is not None:
         epilogue = requant_params(engine, epilogue, bias, o, mode=mode)
+    causes = getattr(drv, "count_causes", False)
+    if causes:
+        if drv.info is None:
+            await drv.connect()
+        causes = drv.info.has_counters
+    before = await drv.counters() if causes else None
     counting = _Counting(drv.t)
     drv.t = counting
     try:
@@ -217,6 +227,8 @@ async def run_layer(drv, layer, x, w=None, bias=None, *, raw=False, mode=None, p
     finally:
         drv.t = counting.inner
     stats.bytes_out, stats.bytes_in = counting.sent, counting.received
+    if causes:
+        stats.counters = await drv.counters() - before
     if raw:
         return codes, stats
     if epilogue is not None:       # operand-width codes of the next layer's input format

@@ -146,7 +146,8 @@ def core_verilog(cfg, *, name=None):
         engine = cfg.engine
         component = TesseraCore(geometry=cfg.geometry, engine=engine.make_hdl(),
                                 engine_args=engine.args(), engine_code=engine.code,
-                                combiner=cfg.pe.combiner(), info=cfg.core_info().pack())
+                                combiner=cfg.pe.combiner(), info=cfg.core_info().pack(),
+                                counters=cfg.core.counters)
         _VERILOG[memo] = (name, verilog.convert(component, name=name, emit_src=False))
     return _VERILOG[memo]
 

@@ -26,7 +26,7 @@ PRESETS_QUOTED = ", ".join(f"'{n}'" for n in PRESETS)
 
 #: Every key with its documented default (docs/config.md), written out by hand.
 DEFAULTS = {
-    "core": {"name": "tessera_core", "clock_mhz": 25.0, "boards": []},
+    "core": {"name": "tessera_core", "clock_mhz": 25.0, "boards": [], "counters": True},
     "array": {"kind": "systolic", "rows": 8, "cols": 8, "dataflow": "output_stationary"},
     "pe": {"kind": "int", "a_bits": 8, "b_bits": 8, "acc_bits": 32},
     "memory": {"a_depth": 1024, "b_depth": 1024, "c_depth": 1024},
@@ -61,7 +61,7 @@ def test_section_not_a_table():
 
 
 @pytest.mark.parametrize("section, key, allowed", [
-    ("core", "nme", "'name', 'clock_mhz', 'boards'"),
+    ("core", "nme", "'name', 'clock_mhz', 'boards', 'counters'"),
     ("array", "rowz", "'kind', 'rows', 'cols', 'dataflow'"),
     ("pe", "acc", "'kind', 'a_bits', 'b_bits', 'acc_bits'"),
     ("memory", "depth", "'a_depth', 'b_depth', 'c_depth', 'p_depth'"),

@@ -232,7 +232,7 @@ def test_manifest_command_set_matches_protocol(default_core):
     cs = read_manifest(default_core[0])["command_set"]
     assert cs["opcodes"] == {"INFO": protocol.Op.INFO, "STATUS": protocol.Op.STATUS,
                              "WRITE": protocol.Op.WRITE, "READ": protocol.Op.READ,
-                             "RUN": protocol.Op.RUN}
+                             "RUN": protocol.Op.RUN, "COUNTERS": protocol.Op.COUNTERS}
     assert cs["errors"]["OK"] == {"code": 0, "text": "success"}
     for code, text in protocol.ERROR_TEXT.items():
         (name,) = [k for k, v in cs["errors"].items() if v["code"] == code]

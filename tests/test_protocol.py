@@ -19,7 +19,8 @@ from tessera.sim.driver import TesseraDriver, VersionError
 
 def test_command_table_is_consistent():
     ops = [c.op for c in COMMANDS]
-    assert ops == sorted(set(ops)) == [Op.INFO, Op.STATUS, Op.WRITE, Op.READ, Op.RUN]
+    assert ops == sorted(set(ops)) == [Op.INFO, Op.STATUS, Op.WRITE, Op.READ, Op.RUN,
+                                       Op.COUNTERS]
     assert command("RUN").engine_args and command(Op.RUN).args.nbytes == 1
     assert command("WRITE").args == command("READ").args
     assert command("WRITE").args.nbytes == 5

@@ -4,7 +4,7 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from tessera.hdl.ctrl.protocol import COMMANDS, Err, Op, STATUS_BYTES, command
+from tessera.hdl.ctrl.protocol import COMMANDS, COUNTERS_BYTES, Err, Op, STATUS_BYTES, command
 from tessera.hdl.engine.base import RunSignature, StorePortSignature
 
 
@@ -33,6 +33,8 @@ class CommandDecoder(wiring.Component):
         The engine's RUN argument layout.
     engine_code : int
         The engine id RUN must name.
+    counters : bool
+        Answer COUNTERS from ``run.counters`` (otherwise its opcode is unknown).
 
     Members
     -------
@@ -48,17 +50,18 @@ class CommandDecoder(wiring.Component):
         Host reads and writes (the core gives them the store while no RUN executes).
     """
 
-    def __init__(self, *, geometry, info, engine_args, engine_code):
+    def __init__(self, *, geometry, info, engine_args, engine_code, counters=False):
         self._geometry = geometry
         self._info = bytes(info)
         self._engine_args = engine_args
         self._engine_code = engine_code
+        self._counters = bool(counters)
         self._run_bytes = command(Op.RUN).args.nbytes + engine_args.nbytes
         members = {
             "i": In(stream.Signature(8)),
             "o": Out(stream.Signature(8)),
             "error": Out(1),
-            "run": Out(RunSignature(8 * engine_args.nbytes)),
+            "run": Out(RunSignature(8 * engine_args.nbytes, counters=counters)),
         }
         for s in geometry.stores:
             members[f"port_{s.name}"] = Out(StorePortSignature(depth=s.depth, width=s.word_bits))
@@ -72,7 +75,8 @@ class CommandDecoder(wiring.Component):
         stores = self._geometry.stores
         wbytes = [s.word_bytes for s in stores]
         max_args = max(self._nargs(c) for c in COMMANDS)
-        resp_max = STATUS_BYTES     # the longest response held in `resp` (INFO has its own)
+        # The longest response held in `resp` (INFO has its own table).
+        resp_max = max(STATUS_BYTES, COUNTERS_BYTES if self._counters else 0)
         info_rom = Array(Const(b, 8) for b in bytes([Err.OK]) + self._info)
         info_idx = Signal(range(len(info_rom)))
         args = Signal(8 * max_args)
@@ -146,6 +150,8 @@ class CommandDecoder(wiring.Component):
                     m.d.sync += [opcode.eq(self.i.payload), arg_idx.eq(0)]
                     with m.Switch(self.i.payload):
                         for c in COMMANDS:
+                            if c.response == "counters" and not self._counters:
+                                continue            # not built: an unknown opcode
                             with m.Case(c.op):
                                 if self._nargs(c):
                                     m.d.sync += nargs.eq(self._nargs(c))
@@ -160,6 +166,13 @@ class CommandDecoder(wiring.Component):
                                                     self.run.cycles)),
                                         resp_len.eq(STATUS_BYTES), then_read.eq(0),
                                         last_error.eq(0),
+                                    ]
+                                    m.next = "RESP"
+                                elif c.response == "counters":
+                                    # A snapshot: the counters run on while it is sent.
+                                    m.d.sync += [
+                                        resp.eq(Cat(Const(Err.OK, 8), self.run.counters)),
+                                        resp_len.eq(COUNTERS_BYTES), then_read.eq(0),
                                     ]
                                     m.next = "RESP"
                                 else:  # pragma: no cover - the table has no such command

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 
 __all__ = ["VERSION", "Op", "Err", "ERROR_TEXT", "Field", "ArgLayout", "Command", "COMMANDS",
-           "command", "STATUS_BYTES", "CoreInfo", "StoreInfo", "FormatInfo", "INFO_HEADER_BYTES",
+           "command", "STATUS_BYTES", "COUNTERS_BYTES", "COUNTER_NAMES", "CAP_COUNTERS",
+           "CoreInfo", "StoreInfo", "FormatInfo", "INFO_HEADER_BYTES",
            "CAP_ACCUMULATE", "CAP_MODES", "LAYER_TYPES", "STORE_ROLES", "FORMAT_KINDS",
            "FORMAT_OPERANDS", "EPILOGUE_CAPS", "INFO_HEADER", "INFO_LAYOUT", "epilogue_caps",
            "info_layout", "store_role"]
@@ -29,6 +30,7 @@ class Op:
     WRITE = 0x03
     READ = 0x04
     RUN = 0x05
+    COUNTERS = 0x06
 
 
 class Err:
@@ -164,6 +166,9 @@ COMMANDS = (
             doc="read count words of a store (refused while busy)"),
     Command(Op.RUN, "RUN", ArgLayout([Field("engine", 1, "engine id (INFO engine)")]),
             engine_args=True, doc="start the engine; its own argument layout follows"),
+    Command(Op.COUNTERS, "COUNTERS", ArgLayout([]), response="counters",
+            doc="cycles since reset by cause (COUNTER_NAMES, u32 each, wrapping); only on a "
+                "core with INFO capability CAP_COUNTERS (otherwise an unknown opcode)"),
 )
 
 
@@ -178,9 +183,22 @@ def command(op_or_name):
 #: STATUS response length including the leading status byte.
 STATUS_BYTES = 7
 
+#: The COUNTERS response after its status byte: one u32 (little-endian, wrapping) per cause,
+#: in this order, counted from reset; every cycle counts in exactly one. ``idle``: no RUN
+#: executes (the core waits on the host); ``check``: a RUN's argument check, from the cycle
+#: busy rises to the one the check reports; ``compute``: the engine feeds its datapath (a
+#: systolic tile's k x ii issue cycles, a tree row's k words, a run-length entry, a FEIE
+#: broadcast); ``other``: the rest of a RUN (pipeline fill and drain, short-K bubbles, the
+#: output stage's combiner and epilogue, completion).
+COUNTER_NAMES = ("idle", "check", "compute", "other")
+
+#: COUNTERS response length including the leading status byte.
+COUNTERS_BYTES = 1 + 4 * len(COUNTER_NAMES)
+
 #: INFO capability bits.
 CAP_ACCUMULATE = 0x01   # RUN accepts the accumulate flag (the PE kind has a combiner)
 CAP_MODES = 0x02        # the PE kind has run-time modes (RUN carries a mode field)
+CAP_COUNTERS = 0x04     # the core answers COUNTERS (config core.counters)
 
 #: Layer types (`tessera.sim.layers` class names): bit i of INFO ``layer_types`` is entry i.
 LAYER_TYPES = ("Dense", "Conv2d", "MaxPool2d", "AvgPool2d", "Relu", "Clip", "Flatten",
@@ -438,7 +456,7 @@ INFO_HEADER = (
     ("pe_kind", 1, "PE kind code"),
     ("pe_latency", 1, "PE latency in cycles"),
     ("pe_ii", 1, "PE initiation interval in cycles"),
-    ("capabilities", 1, "bit 0 CAP_ACCUMULATE, bit 1 CAP_MODES"),
+    ("capabilities", 1, "bit 0 CAP_ACCUMULATE, bit 1 CAP_MODES, bit 2 CAP_COUNTERS"),
     ("rows", 2, "the engine's first dimension (systolic: rows; tree: inputs)"),
     ("cols", 2, "the engine's second dimension (systolic: columns; tree: outputs)"),
     ("combiner_latency", 1, "extra cycles of an accumulating RUN (0 without a combiner)"),
@@ -473,7 +491,8 @@ def info_layout():
     return {"version": VERSION, "header": rows(INFO_HEADER),
             "after_header": INFO_LAYOUT["after_header"],
             "format": rows(INFO_LAYOUT["format"]), "store": rows(INFO_LAYOUT["store"]),
-            "capabilities": {"ACCUMULATE": CAP_ACCUMULATE, "MODES": CAP_MODES},
+            "capabilities": {"ACCUMULATE": CAP_ACCUMULATE, "MODES": CAP_MODES,
+                             "COUNTERS": CAP_COUNTERS},
             "layer_types": list(LAYER_TYPES), "epilogue_caps": list(EPILOGUE_CAPS),
             "store_roles": list(STORE_ROLES), "format_kinds": list(FORMAT_KINDS),
             "formats": list(FORMAT_OPERANDS)}
@@ -565,6 +584,11 @@ class CoreInfo:
     def has_modes(self):
         """The PE kind has run-time modes (RUN carries a mode field)."""
         return bool(self.capabilities & CAP_MODES)
+
+    @property
+    def has_counters(self):
+        """The core answers COUNTERS (cycles by cause, `COUNTER_NAMES`)."""
+        return bool(self.capabilities & CAP_COUNTERS)
 
     @property
     def stores_by_name(self):

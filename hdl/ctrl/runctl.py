@@ -1,6 +1,6 @@
 """The generic RUN front end: start, argument hand-off, busy, cycle counter, completion."""
 
-from amaranth import Module, Signal
+from amaranth import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -18,10 +18,17 @@ class RunControl(wiring.Component):
     last result is stored). ``cycles`` counts the busy cycles; it is what STATUS reports and
     what the engine twin's cycle model predicts.
 
+    With ``counters``, it also counts every cycle since reset into exactly one cause of
+    `protocol.COUNTER_NAMES` (u32 each, wrapping): ``idle`` while not busy, ``check`` from the
+    cycle busy rises to the one the engine reports its check in, then ``compute`` when the
+    engine says it feeds its datapath (``engine.active``) and ``other`` otherwise.
+
     Parameters
     ----------
     arg_bits : int
         Width of the engine's packed argument layout.
+    counters : bool
+        Build the cycle counters (``run.counters``).
 
     Members
     -------
@@ -33,10 +40,10 @@ class RunControl(wiring.Component):
         The output stage holds no word in flight.
     """
 
-    def __init__(self, *, arg_bits):
-        self._arg_bits = arg_bits
+    def __init__(self, *, arg_bits, counters=False):
+        self._arg_bits, self._counters = arg_bits, bool(counters)
         super().__init__({
-            "run": In(RunSignature(arg_bits)),
+            "run": In(RunSignature(arg_bits, counters=counters)),
             "engine": Out(EngineControlSignature(arg_bits)),
             "out_idle": In(1),
         })
@@ -57,5 +64,23 @@ class RunControl(wiring.Component):
             m.d.sync += engine_done.eq(1)
         with m.If(self.run.busy & engine_done & self.out_idle):
             m.d.sync += [self.run.busy.eq(0), engine_done.eq(0)]
+        if self._counters:
+            from tessera.hdl.ctrl.protocol import COUNTER_NAMES
+            checked = Signal()       # the engine reported this RUN's check
+            with m.If(self.run.start):
+                m.d.sync += checked.eq(0)
+            with m.If(self.engine.check_done):
+                m.d.sync += checked.eq(1)
+            busy = self.run.busy
+            cause = {"idle": ~busy, "check": busy & ~checked,
+                     "compute": busy & checked & self.engine.active,
+                     "other": busy & checked & ~self.engine.active}
+            counts = []
+            for name in COUNTER_NAMES:
+                c = Signal(32, name=f"count_{name}")
+                with m.If(cause[name]):
+                    m.d.sync += c.eq(c + 1)
+                counts.append(c)
+            m.d.comb += self.run.counters.eq(Cat(*counts))
         return m
 

@@ -27,24 +27,36 @@ class RunSignature(wiring.Signature):
     check_err : In(8)
     cycles : In(32)
         Busy cycles of the current or last RUN.
+    counters : In(32 * len(COUNTER_NAMES)), only with ``counters``
+        Cycles since reset by cause, u32 each in `protocol.COUNTER_NAMES` order (the COUNTERS
+        response after its status byte).
     """
 
-    def __init__(self, arg_bits):
-        self._arg_bits = arg_bits
-        super().__init__({
+    def __init__(self, arg_bits, counters=False):
+        from tessera.hdl.ctrl.protocol import COUNTER_NAMES
+        self._arg_bits, self._counters = arg_bits, bool(counters)
+        members = {
             "start": Out(1), "args": Out(max(1, arg_bits)),
             "busy": In(1), "check_done": In(1), "check_err": In(8), "cycles": In(32),
-        })
+        }
+        if counters:
+            members["counters"] = In(32 * len(COUNTER_NAMES))
+        super().__init__(members)
 
     @property
     def arg_bits(self):
         return self._arg_bits
 
+    @property
+    def counters(self):
+        return self._counters
+
     def __eq__(self, other):
-        return isinstance(other, RunSignature) and self.arg_bits == other.arg_bits
+        return (isinstance(other, RunSignature) and self.arg_bits == other.arg_bits
+                and self.counters == other.counters)
 
     def __repr__(self):
-        return f"RunSignature({self.arg_bits})"
+        return f"RunSignature({self.arg_bits}, counters={self.counters})"
 
 
 class EngineControlSignature(wiring.Signature):
@@ -61,13 +73,16 @@ class EngineControlSignature(wiring.Signature):
     check_err : In(8)
     done : In(1)
         Pulses once when the engine has emitted its last result word.
+    active : In(1)
+        The engine feeds its datapath this cycle (the ``compute`` cause of COUNTERS, as its
+        twin's ``compute_cycles`` counts it).
     """
 
     def __init__(self, arg_bits):
         self._arg_bits = arg_bits
         super().__init__({
             "start": Out(1), "args": Out(max(1, arg_bits)),
-            "check_done": In(1), "check_err": In(8), "done": In(1),
+            "check_done": In(1), "check_err": In(8), "done": In(1), "active": In(1),
         })
 
     @property

@@ -280,6 +280,7 @@ class FeieHdl(wiring.Component):
         m.d.comb += stall.eq(apply_entry & Cat(*full_needed).any())
         do_apply = Signal()
         m.d.comb += do_apply.eq(apply_entry & ~stall)
+        m.d.comb += self.ctl.active.eq(do_apply)  # COUNTERS compute: one broadcast
         m.d.comb += [block[p].eq(do_apply & need_push[p]) for p in range(P)]
 
         x = e3_val.as_signed()

@@ -243,6 +243,9 @@ class GemmOSEngine(wiring.Component):
                 run_state="ISSUE")
             with m.State("ISSUE"):
                 m.d.comb += issue.eq((slot == 0) & (kk < k))
+                # COUNTERS compute: a tile's k x ii issue cycles (the rest of its period is a
+                # short-K bubble).
+                m.d.comb += self.ctl.active.eq(t < kii)
                 with m.If(issue):
                     m.d.sync += kk.eq(kk + 1)
                 if ii > 1:

@@ -237,7 +237,7 @@ class TreeDenseEngine(wiring.Component):
                        emitted.eq(0)],
                 run_state="ISSUE")
             with m.State("ISSUE"):
-                m.d.comb += issue.eq(t < f["k"])
+                m.d.comb += [issue.eq(t < f["k"]), self.ctl.active.eq(t < f["k"])]
                 m.d.sync += t.eq(t + 1)
                 with m.If(t == period - 1):
                     m.d.sync += [t.eq(0), r.eq(r + 1), a_row.eq(a_row + f["k"])]

@@ -145,6 +145,7 @@ class TreeRleEngine(wiring.Component):
         wiring.connect(m, sc.s_port, wiring.flipped(self.s_port))
         stall = flush & ~sc.ready_next
         take = step_ent & ~stall     # an entry is consumed this cycle
+        m.d.comb += self.ctl.active.eq(take)      # COUNTERS compute: one entry decoded
         end = step_end & ~stall      # the END step happens this cycle
 
         # Reader bookkeeping: issue a read only if nothing will be left waiting after this cycle.

@@ -409,6 +409,7 @@ class FeieTwin:
             new = self.combiner.twin(C[base:base + len(new)], new)
             extra = accumulate_latency(self.combiner)
         C[base:base + len(new)] = new
+        self.compute_cycles = sch.broadcasts       # COUNTERS compute: one per broadcast
         return run_cycles(sch.cycles) + extra
 
     def perf(self, args, *, nonzeros):

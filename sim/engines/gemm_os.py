@@ -124,6 +124,8 @@ class GemmOSTwin:
                     stores["r"][base:base + R] = self._epilogue(stores, args, ni, res)
                 else:
                     Cm[base:base + R] = res
+        ii = self.pe.ii(mode) if mode is not None else self.pe.ii()
+        self.compute_cycles = mt * nt * k * ii     # COUNTERS compute: k x ii per tile
         return evaluate(self.model, self.env(args))
 
     def _epilogue(self, stores, args, ni, res):

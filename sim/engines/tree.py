@@ -190,6 +190,7 @@ class DenseTwin(_TwinBase):
             vals = s[None, :, 0] * sp.astype(object) - s[None, :, 1] * sn.astype(object)
             addrs = args["c_base"] + np.arange(m) * nt + ni
             self._write(stores, addrs, vals, args, ni)
+        self.compute_cycles = m * nt * k           # COUNTERS compute: k words per row
         return evaluate(self.model, self.env(args))
 
     def perf(self, args):
@@ -295,6 +296,7 @@ class RleTwin(_TwinBase):
                     sp += a[:, col]
                 else:
                     sn += a[:, col]
+        self.compute_cycles = mt * E               # COUNTERS compute: one entry per cycle
         return self.cycles_of(W[args["w_base"]:args["w_base"] + E, 0], args, steps=steps)
 
     def cycles_of(self, entries, args, *, steps=None):
