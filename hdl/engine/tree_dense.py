@@ -155,18 +155,22 @@ class TreeDenseEngine(wiring.Component):
         m.d.comb += [self.a_port.r_addr.eq(a_row + t), self.w_port.r_addr.eq(w_row + t),
                      self.a_port.r_en.eq(issue), self.w_port.r_en.eq(issue)]
 
-        # -- trees (operands from the stores' read ports, a cycle after issue) -----------------
+        # -- trees (operands registered as they leave the stores: 2 cycles after issue) ---------
+        v1, first1, last1 = Signal(), Signal(), Signal()
         v_in, first_in, last_in = Signal(), Signal(), Signal()
-        m.d.sync += [v_in.eq(issue), first_in.eq(issue & (t == 0)),
-                     last_in.eq(issue & (t == f["k"] - 1))]
+        m.d.sync += [v1.eq(issue), first1.eq(issue & (t == 0)),
+                     last1.eq(issue & (t == f["k"] - 1)),
+                     v_in.eq(v1), first_in.eq(first1), last_in.eq(last1)]
+        a_q = Signal.like(self.a_port.r_data, name="a_q", reset_less=True)
+        w_q = Signal.like(self.w_port.r_data, name="w_q", reset_less=True)
+        m.d.sync += [a_q.eq(self.a_port.r_data), w_q.eq(self.w_port.r_data)]
         trees = []
         for o in range(O):
             tree = TernaryTree(inputs=I, act_bits=self.act_bits, tag_bits=2 if o == 0 else 0)
             m.submodules[f"tree{o}"] = tree
             # W lane i holds input i's codes for all outputs, output o at bits 2o+1:2o.
-            lane = Cat(*(self.w_port.r_data[(i * O + o) * 2:(i * O + o) * 2 + 2]
-                         for i in range(I)))
-            m.d.comb += [tree.valid.eq(v_in), tree.a.as_value().eq(self.a_port.r_data),
+            lane = Cat(*(w_q[(i * O + o) * 2:(i * O + o) * 2 + 2] for i in range(I)))
+            m.d.comb += [tree.valid.eq(v_in), tree.a.as_value().eq(a_q),
                          tree.w.as_value().eq(lane)]
             if o == 0:
                 m.d.comb += tree.tag.eq(first_in | (last_in << 1))

@@ -80,7 +80,7 @@ def dense_cycle_model(*, outputs, tree_latency, combiner_latency, epilogue_laten
 
     `START_CYCLES` of argument checks; then ``m * n_tiles`` rows issued back to back, each
     taking ``P = max(k, outputs)`` cycles (k words, and the scaler's ``outputs`` lanes); after
-    the last row's last word: 1 (store read) + ``tree_latency`` (the accumulator adds in the
+    the last row's last word: 2 (store read, operand register) + ``tree_latency`` (the accumulator adds in the
     tree's last cycle) + ``outputs`` + `SCALER_EXTRA` (scaler) + 2 (output write, completion)
     cycles, plus the combiner latency when accumulating, plus ``epilogue_latency`` with the
     epilogue flag (a term present only for cores with an epilogue).
@@ -88,7 +88,7 @@ def dense_cycle_model(*, outputs, tree_latency, combiner_latency, epilogue_laten
     period = ["max", "k", outputs]
     rows = ["*", "m", "n_tiles"]
     model = ["+", START_CYCLES, ["*", ["-", rows, 1], period], ["-", "k", 1],
-             1 + tree_latency + outputs + SCALER_EXTRA + 2,
+             2 + tree_latency + outputs + SCALER_EXTRA + 2,
              ["if", "accumulate", combiner_latency, 0]]
     if epilogue_latency is not None:
         model.append(["if", "epilogue", epilogue_latency, 0])

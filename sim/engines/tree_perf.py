@@ -61,7 +61,7 @@ def _dense_runs(cfg, acc, proto, m, n, k_el, epilogue):
                 cnt = ncount * mcount * kcnt
                 rows = mm * ntr
                 acc.run(cnt, check=_TREE_START, compute=rows * ks,
-                        bubbles=(rows - 1) * (max(ks, O) - ks), fill_drain=tl + O + 5,
+                        bubbles=(rows - 1) * (max(ks, O) - ks), fill_drain=tl + O + 6,
                         combiner=acc_f * comb_lat, epilogue=e * epi_lat)
                 proto.write("a", mm * ks, cnt)
                 proto.run(cnt)
