@@ -280,7 +280,9 @@ async def connect(port, cfg):
         Another core answered (one short line naming the fields that differ).
     """
     from tessera.sim.driver import TesseraDriver, VersionError
-    drv = TesseraDriver(port.transport, cfg, poll_cycles=1000)
+    # The core's COUNTERS around every layer (not on the golden port: it has no clock).
+    drv = TesseraDriver(port.transport, cfg, poll_cycles=1000,
+                        count_causes=cfg.core.counters and port.kind != "golden")
     try:
         await drv.connect()
     except VersionError as e:
@@ -490,7 +492,7 @@ def run_network(spec, cfg, board, qnet, x, y=None, *, batch=50, images=None, pro
     DeployError
         The model does not fit the core (checked before the port is opened).
     """
-    from tessera.sim.layers import LayerError
+    from tessera.sim.layers import LayerError, describe
     from tessera.sim.qnet import k_splits_of, reference_network
     from tessera.sim.qnet import run_network as qrun
     n = len(x) if images is None else min(images, len(x))
@@ -536,7 +538,19 @@ def run_network(spec, cfg, board, qnet, x, y=None, *, batch=50, images=None, pro
         "retransmitted": link["retransmitted"], "naks_in": link["naks_in"],
         "naks_out": link["naks_out"], "timeouts": link["timeouts"],
         "classes": res.classes.tolist(),
+        "layers": [{"index": r.index, "layer": describe(r.layer),
+                    "counters": _sum_counters(r.stats)} for r in res.records if r.stats],
     }
+
+
+def _sum_counters(stats):
+    """A layer's COUNTERS over all its batches (a dict), or None if they were not read."""
+    if not stats or stats[0].counters is None:
+        return None
+    c = stats[0].counters
+    for s in stats[1:]:
+        c = c + s.counters
+    return c.as_dict()
 
 
 # -- what `tessera run` prints ----------------------------------------------------------------
@@ -585,6 +599,7 @@ def format_layers(rows, *, port, board):
 
 def format_network(r):
     """The lines `tessera run MODEL` prints for a `run_network` result."""
+    from tessera.sim.driver import Counters, breakdown_lines
     kind = parse_port(r["port"])[0]
     acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f} %"
     return "\n".join([
@@ -596,4 +611,6 @@ def format_network(r):
         f"{r['wire_bytes_per_image']:.0f} line bytes",
         f"  link efficiency {100 * r['link_efficiency']:.1f} % (payload / line bytes); "
         f"{r['retransmitted']} bytes resent, {r['naks_in']} NAKs in, {r['timeouts']} timeouts; "
-        f"host wall time {r['wall_s']:.1f} s ({r['wall_images_per_s']:.1f} images/s)"])
+        f"host wall time {r['wall_s']:.1f} s ({r['wall_images_per_s']:.1f} images/s)",
+        *breakdown_lines([(x["index"], x["layer"], Counters(**x["counters"]))
+                          for x in r.get("layers", []) if x.get("counters")], r["images"])])

@@ -171,7 +171,6 @@ def infer(cfg, q, x, y=None, *, sim="golden", batch=50, images=None, fm=None,
                 for more in st[1:]:
                     c = c + more.counters
                 row["counters"] = c.as_dict()
-                row["breakdown"] = [[name, v, share] for name, v, share in c.breakdown()]
             for k, key in (("cycles", "cycles"), ("ideal", "ideal_cycles"), ("runs", "runs"),
                            ("out", "bytes_to_core"), ("in", "bytes_from_core")):
                 tot[k] += row[key]
@@ -245,35 +244,12 @@ def format_table(r):
 
 
 def format_breakdown(r):
-    """Lines of the per-layer cycles-by-cause table (the core's COUNTERS, in the TPU paper's
-    style: array computing, fill/drain/bubbles, argument check, waiting on the host), or none
-    when the run did not count them."""
-    rows = [x for x in r["layers"] if x.get("breakdown")]
-    if not rows:
-        return []
-    names = [b[0] for b in rows[0]["breakdown"]]
-    lines = ["cycles by cause (COUNTERS, share of each layer's cycles on the core, host waits "
-             "included):",
-             f"{'#':>2}  {'layer':<26} " + " ".join(f"{n:>20}" for n in names)
-             + f" {'cycles/image':>13}"]
-    tot = dict.fromkeys(names, 0)
-    n = r["images"]
-    for x in rows:
-        all_ = sum(v for _, v, _ in x["breakdown"])
-        lines.append(f"{x['index']:>2}  {x['layer']:<26} "
-                     + " ".join(f"{100 * s:>19.1f}%" for _, _, s in x["breakdown"])
-                     + f" {_fmt_int(all_ / n):>13}")
-        for name, v, _ in x["breakdown"]:
-            tot[name] += v
-    whole = sum(tot.values()) or 1
-    lines.append(f"{'':>2}  {'all layers':<26} "
-                 + " ".join(f"{100 * tot[k] / whole:>19.1f}%" for k in names)
-                 + f" {_fmt_int(whole / n):>13}")
-    busy = whole - tot["waiting on the host"]
-    if busy:
-        lines.append(f"array computing over the RUNs' own cycles (the link excluded): "
-                     f"{100 * tot['array computing'] / busy:.1f}%")
-    return lines
+    """Lines of the per-layer cycles-by-cause table (the core's COUNTERS), or none when the
+    run did not count them."""
+    from tessera.sim.driver import Counters, breakdown_lines
+    rows = [(x["index"], x["layer"], Counters(**x["counters"])) for x in r["layers"]
+            if x.get("counters")]
+    return breakdown_lines(rows, r["images"])
 
 
 def plot(r, path):

@@ -20,7 +20,7 @@ from tessera.sim.layout import pack_words, unpack_words
 
 
 __all__ = ["TesseraError", "CoreStatus", "Counters", "GemmStats", "TesseraDriver",
-           "VersionError"]
+           "VersionError", "breakdown_lines"]
 
 
 class TesseraError(RuntimeError):
@@ -80,6 +80,38 @@ class Counters:
         rows = [("array computing", self.compute), ("fill, drain, bubbles", self.other),
                 ("argument check", self.check), ("waiting on the host", self.idle)]
         return [(name, v, v / tot) for name, v in rows]
+
+
+def breakdown_lines(rows, per=1):
+    """The per-layer cycles-by-cause table (TPU-paper style) as text lines.
+
+    Parameters
+    ----------
+    rows : list of (index, name, Counters)
+        One per on-chip layer (its COUNTERS difference).
+    per : int
+        Divide the cycle counts by this (images) for the last column.
+    """
+    if not rows:
+        return []
+    names = [b[0] for b in rows[0][2].breakdown()]
+    lines = ["cycles by cause (COUNTERS, share of each layer's cycles on the core, host waits "
+             "included):",
+             f"{'#':>2}  {'layer':<26} " + " ".join(f"{n:>20}" for n in names)
+             + f" {'cycles/image':>13}"]
+    total = None
+    for index, name, c in rows:
+        lines.append(f"{index:>2}  {name:<26} "
+                     + " ".join(f"{100 * s:>19.1f}%" for _, _, s in c.breakdown())
+                     + f" {c.total / per:>13,.0f}")
+        total = c if total is None else total + c
+    lines.append(f"{'':>2}  {'all layers':<26} "
+                 + " ".join(f"{100 * s:>19.1f}%" for _, _, s in total.breakdown())
+                 + f" {total.total / per:>13,.0f}")
+    if total.busy:
+        lines.append(f"array computing over the RUNs' own cycles (the host excluded): "
+                     f"{100 * total.compute / total.busy:.1f}%")
+    return lines
 
 
 @dataclass

@@ -72,6 +72,27 @@ def test_virtual_board_runs_the_board_top_at_its_clock_and_baud(ice):
     assert any("4 cycles per bit" in line for line in lines)
 
 
+def test_counters_on_the_virtual_board_agree_with_the_host(ice, mlp):
+    """Through the board top at 3 Mbaud, the core's own COUNTERS around each layer: their busy
+    cycles are the RUNs' STATUS cycles, and the share of cycles the core waited on the host
+    is the link share the host measured from board time (within a percentage point); the
+    golden port does not read them (no clock)."""
+    q, x, y = mlp
+    r = deploy.run_network("sim:verilator", ice, "icebreaker", q, x, y, images=6, batch=3)
+    assert r["equal_to_reference"] == 6
+    counted = [x_["counters"] for x_ in r["layers"]]
+    assert all(c is not None for c in counted)
+    busy = sum(c["check"] + c["compute"] + c["other"] for c in counted)
+    idle = sum(c["idle"] for c in counted)
+    assert busy == round(r["cycles_per_image"] * 6)
+    assert idle / (idle + busy) == pytest.approx(r["link_share"], abs=0.01)
+    text = deploy.format_network(r)
+    assert "cycles by cause (COUNTERS" in text and "waiting on the host" in text
+    g = deploy.run_network("sim:golden", ice, "icebreaker", q, x, y, images=6, batch=3)
+    assert all(x_["counters"] is None for x_ in g["layers"])
+    assert "cycles by cause" not in deploy.format_network(g)
+
+
 @pytest.mark.slow
 def test_network_on_the_virtual_board(ice, mlp):
     q, x, y = mlp
