@@ -271,8 +271,12 @@ async def open_port(spec, cfg, board, *, baud=None, retries=8, progress=None,
                 transport=transport, pipe=pipe, sim=sim)
 
 
-async def connect(port, cfg):
+async def connect(port, cfg, *, resident=True):
     """A driver on ``port`` that has checked (INFO) that the core is the one ``cfg`` describes.
+
+    ``resident``: the driver sends only the operand and parameter words that differ from what
+    it already wrote in this session (`TesseraDriver` ``resident``), so weights stay on chip
+    across batches where no other layer overwrote them.
 
     Raises
     ------
@@ -282,7 +286,8 @@ async def connect(port, cfg):
     from tessera.sim.driver import TesseraDriver, VersionError
     # The core's COUNTERS around every layer (not on the golden port: it has no clock).
     drv = TesseraDriver(port.transport, cfg, poll_cycles=1000,
-                        count_causes=cfg.core.counters and port.kind != "golden")
+                        count_causes=cfg.core.counters and port.kind != "golden",
+                        resident=resident)
     try:
         await drv.connect()
     except VersionError as e:
@@ -326,12 +331,12 @@ def _link_figures(port, t0, wire0, payload0, n, cycles):
 
 
 def _run(coro_fn, spec, cfg, board, *, baud=None, retries=8, progress=None,
-         build_root="build/vsim"):
+         build_root="build/vsim", resident=True):
     async def go():
         port = await open_port(spec, cfg, board, baud=baud, retries=retries, progress=progress,
                                build_root=build_root)
         try:
-            drv = await connect(port, cfg)
+            drv = await connect(port, cfg, resident=resident)
             return await coro_fn(port, drv)
         finally:
             port.close()

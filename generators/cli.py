@@ -559,10 +559,12 @@ def cmd_run(args, extra=()):
     say = (lambda line: print(line, file=sys.stderr, flush=True))
     if layers is not None:
         rows = deploy.run_layers(args.port, cfg, args.board, layers, seed=args.seed,
+                                 resident=args.resident,
                                  progress=say)
         print(deploy.format_layers(rows, port=args.port, board=args.board))
         return EXIT_OK if all(r["mismatches"] == 0 for r in rows) else EXIT_FAILED
-    r = deploy.run_gemm(args.port, cfg, args.board, m, n, k, seed=args.seed, progress=say)
+    r = deploy.run_gemm(args.port, cfg, args.board, m, n, k, seed=args.seed, progress=say,
+                        resident=args.resident)
     print(deploy.format_gemm(r, port=args.port, board=args.board))
     return EXIT_OK if r["mismatches"] == 0 else EXIT_FAILED
 
@@ -587,7 +589,7 @@ def cmd_run_model(args, model):
         print(f"\r[run] images {done}/{total}", end="" if done < total else "\n",
               file=sys.stderr, flush=True)
     r = deploy.run_network(args.port, cfg, args.board, qnet, x, y, images=args.images,
-                           progress=say, on_images=on_images)
+                           progress=say, on_images=on_images, resident=args.resident)
     print(deploy.format_network(r))
     return EXIT_OK if r["equal_to_reference"] == r["images"] else EXIT_FAILED
 
@@ -1069,6 +1071,10 @@ def _parser():
                    help="images for MODEL (default: the digits test split)")
     s.add_argument("--images", type=_int_in(1, 10**7, "1..10000000"), default=None,
                    metavar="N", help="with MODEL: the first N images (default all)")
+    s.add_argument("--no-resident", dest="resident", action="store_false",
+                   help="send every operand and parameter word again (default: of each write "
+                        "only the span that differs from what this run already wrote, so "
+                        "weights stay on chip across batches)")
     s.set_defaults(fn=cmd_run, takes_extra=True)
 
     from tessera.generators import sweep as _sweep

@@ -139,13 +139,25 @@ class TesseraDriver:
     count_causes : bool
         With a core that has COUNTERS, `run_layer` reads them before and after each layer and
         keeps the difference in its `LayerStats` (``counters``).
+    resident : bool
+        Keep a mirror of what this driver wrote to the host-written stores (operand and
+        parameter roles: the core never writes them) and send, of each write, only the span
+        from its first to its last word that differs from the mirror (none if all are equal),
+        in one WRITE as before: weights already on chip stay there across batches and images,
+        and no write becomes more commands (``elided_words`` counts what was not sent). `connect` forgets the mirror; a WRITE the
+        core refuses forgets its region. Only safe while this driver is the only writer of the
+        core (no other host, no reconfiguration between its commands).
     """
 
-    def __init__(self, transport, cfg=None, *, poll_cycles=64, count_causes=False):
+    def __init__(self, transport, cfg=None, *, poll_cycles=64, count_causes=False,
+                 resident=False):
         self.t = transport
         self.cfg = cfg
         self.poll_cycles = poll_cycles
         self.count_causes = bool(count_causes)
+        self.resident = bool(resident)
+        self.elided_words = 0
+        self._mirror = {}            # store name -> (depth x lanes codes, known mask)
         self.info = None
 
     async def _status_byte(self, command):
@@ -180,6 +192,7 @@ class TesseraDriver:
         head = await self.t.recv(2)
         n = int.from_bytes(head, "little")
         self.info = CoreInfo.unpack(bytes([version]) + head + await self.t.recv(n))
+        self._mirror = {}
         if self.cfg is not None:
             want = self.cfg.core_info()
             if want != self.info:
@@ -233,10 +246,36 @@ class TesseraDriver:
         lanes = np.asarray(lanes)
         if lanes.ndim != 2 or lanes.shape[1] != s.lanes:
             raise ValueError(f"write to {spad}: expected n x {s.lanes} lanes, got {lanes.shape}")
+        if self.resident and s.role != "result" and 0 <= addr and addr + len(lanes) <= s.depth:
+            await self._write_changed(spad, s, addr, lanes)
+            return
+        await self._write_words(spad, s, addr, lanes)
+
+    async def _write_words(self, spad, s, addr, lanes):
         header = bytes([Op.WRITE]) + command(Op.WRITE).args.pack(spad=s.id, addr=addr,
                                                                   count=len(lanes))
         await self.t.send(header + pack_words(lanes, s.lane_bits))
         await self._status_byte(f"WRITE {spad}[{addr}:{addr + len(lanes)}]")
+
+    async def _write_changed(self, spad, s, addr, lanes):
+        """`write` with the resident mirror: only the span of words that differ from it."""
+        codes, known = self._mirror.setdefault(
+            s.name, (np.zeros((s.depth, s.lanes), dtype=np.uint64),
+                     np.zeros(s.depth, dtype=bool)))
+        new = np.asarray(lanes).astype(np.uint64)
+        end = addr + len(new)
+        same = known[addr:end] & np.all(codes[addr:end] == new, axis=1)
+        changed = np.flatnonzero(~same)
+        # One WRITE at most (a command is a round trip on the link: splitting costs more than
+        # the unchanged words inside the span).
+        runs = [(changed[0], changed[-1] + 1)] if len(changed) else []
+        for lo, hi in runs:
+            lo, hi = int(lo), int(hi)
+            known[addr + lo:addr + hi] = False        # unknown until the core says OK
+            await self._write_words(spad, s, addr + lo, new[lo:hi])
+            codes[addr + lo:addr + hi] = new[lo:hi]
+            known[addr + lo:addr + hi] = True
+        self.elided_words += len(new) - sum(hi - lo for lo, hi in runs)
 
     async def read(self, spad, addr, count):
         """Read ``count`` words of store ``spad``; returns count x lanes codes."""
