@@ -495,8 +495,8 @@ class BoardTop(Elaboratable):
 
 
 def core_component(cfg):
-    """A fresh `tessera.hdl.core.TesseraCore` for ``cfg``, assembled from the duck-typed config
-    as `tessera.generators.assemble.build_core` does (`tessera.fpga` does not import
+    """A fresh `tessera.hdl.core.TesseraCore` for ``cfg`` (`TesseraCore.from_config`, which
+    `tessera.generators.assemble.build_core` calls too; `tessera.fpga` does not import
     `tessera.generators`).
 
     Returns
@@ -504,10 +504,7 @@ def core_component(cfg):
     TesseraCore
     """
     from tessera.hdl.core import TesseraCore
-    engine = cfg.engine
-    return TesseraCore(geometry=cfg.geometry, engine=engine.make_hdl(), engine_args=engine.args(),
-                       engine_code=engine.code, combiner=cfg.pe.combiner(),
-                       info=cfg.core_info().pack(), counters=cfg.core.counters)
+    return TesseraCore.from_config(cfg)
 
 
 def link_top_verilog(cfg, *, divisor, clk_hz, name=None, **link):

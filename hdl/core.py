@@ -79,6 +79,17 @@ class TesseraCore(wiring.Component):
         self._param_store = unported[0] if unported else None
         super().__init__(HostLinkSignature())
 
+    @classmethod
+    def from_config(cls, cfg):
+        """A fresh core for a validated config (duck-typed: ``geometry``, ``engine``
+        (``make_hdl()``, ``args()``, ``code``), ``pe.combiner()``, ``core_info()`` and
+        ``core.counters``); the one place that maps a config onto the constructor, for the
+        generator, the Verilator harness and the board top alike."""
+        engine = cfg.engine
+        return cls(geometry=cfg.geometry, engine=engine.make_hdl(), engine_args=engine.args(),
+                   engine_code=engine.code, combiner=cfg.pe.combiner(),
+                   info=cfg.core_info().pack(), counters=cfg.core.counters)
+
     @property
     def geometry(self):
         return self._geometry

@@ -122,7 +122,7 @@ def core_verilog(cfg, *, name=None):
     `tessera generate` writes for it.
 
     `tessera.sim` does not import `tessera.generators` (docs/architecture.md, "Module
-    dependencies"), so the core is assembled here from the duck-typed config exactly as
+    dependencies"), so the core is assembled by `TesseraCore.from_config`, as
     `tessera.generators.assemble.build_core` does, and converted as
     `tessera.generators.emit.to_verilog` does (built-in Yosys, no source locations);
     tests/test_vsim.py checks that the two texts are identical. The text is kept for the life of
@@ -143,11 +143,7 @@ def core_verilog(cfg, *, name=None):
         from amaranth.back import verilog
 
         from tessera.hdl.core import TesseraCore
-        engine = cfg.engine
-        component = TesseraCore(geometry=cfg.geometry, engine=engine.make_hdl(),
-                                engine_args=engine.args(), engine_code=engine.code,
-                                combiner=cfg.pe.combiner(), info=cfg.core_info().pack(),
-                                counters=cfg.core.counters)
+        component = TesseraCore.from_config(cfg)
         _VERILOG[memo] = (name, verilog.convert(component, name=name, emit_src=False))
     return _VERILOG[memo]
 
