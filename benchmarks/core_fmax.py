@@ -24,7 +24,6 @@ import argparse
 import concurrent.futures
 import json
 import os
-import subprocess
 import sys
 import sysconfig
 import time
@@ -36,40 +35,11 @@ for _p in (str(ROOT), str(ROOT / "benchmarks")):
         sys.path.insert(0, _p)
 
 import seeds as S  # noqa: E402
+from intfamily import _harness, _run  # noqa: E402  (the same harness and tool runner)
 
 RESULTS = ROOT / "benchmarks" / "results"
 BUILD = ROOT / "build" / "bench" / "core_fmax"
 BIN = Path(sysconfig.get_path("scripts"))
-
-
-def _harness(unit):
-    from amaranth import Cat, Module, Signal, Value
-    from amaranth.lib import wiring
-    from amaranth.lib.wiring import In, Out
-
-    class Harness(wiring.Component):
-        """Serial-in / XOR-out wrapper with registered inputs and outputs around a unit."""
-
-        def __init__(self):
-            super().__init__({"sin": In(1), "sout": Out(1)})
-
-        def elaborate(self, platform):
-            m = Module()
-            m.submodules.unit = unit
-            ins, outs = [], []
-            for _, member, value in unit.signature.flatten(unit):
-                (ins if member.flow == In else outs).append(Value.cast(value))
-            chain = Signal(sum(len(v) for v in ins))
-            m.d.sync += chain.eq(Cat(self.sin, chain[:-1]))
-            pos = 0
-            for v in ins:
-                m.d.comb += v.eq(chain[pos:pos + len(v)])
-                pos += len(v)
-            out_reg = Signal(sum(len(v) for v in outs))
-            m.d.sync += out_reg.eq(Cat(*outs))
-            m.d.sync += self.sout.eq(out_reg.xor())
-            return m
-    return Harness()
 
 
 def make_part(preset, part):
@@ -85,15 +55,6 @@ def make_part(preset, part):
             raise ValueError(f"preset {preset!r}: its engine has no PE array to build alone")
         return array
     raise ValueError(f"part must be core or array, not {part!r}")
-
-
-def _run(cmd, cwd, log):
-    with open(log, "a") as f:
-        f.write("$ " + " ".join(map(str, cmd)) + "\n")
-        f.flush()
-        proc = subprocess.run([str(c) for c in cmd], cwd=cwd, stdout=f, stderr=subprocess.STDOUT)
-    if proc.returncode:
-        raise RuntimeError(f"{Path(cmd[0]).name} failed ({proc.returncode}); see {log}")
 
 
 def _critical(rep):

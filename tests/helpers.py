@@ -100,3 +100,14 @@ def run_lanes(dut, names, cols, gaps, *, dtype=None, zero_gaps=False):
 
     simulate(dut, drive, collect)
     return np.array(got, dtype=dtype or np.int64)
+
+
+def derive(preset, **sections):
+    """A preset's config with some sections' keys replaced (and no board list, so the
+    board-fit estimate does not refuse a small test core)."""
+    from tessera.generators.config import config_from_dict, load_config
+    d = load_config(preset).to_dict()
+    for sec, vals in sections.items():
+        d[sec].update(vals)
+    d["core"]["boards"] = []
+    return config_from_dict(d)

@@ -9,21 +9,14 @@ import numpy as np
 import pytest
 
 from tessera.generators.assemble import build_core
-from tessera.generators.config import ConfigError, config_from_dict, load_config
+from tessera.generators.config import ConfigError
 from tessera.hdl.ctrl.protocol import COUNTERS_BYTES, Op
 from tessera.sim.core import GoldenCore, GoldenTransport
 from tessera.sim.driver import Counters, TesseraDriver
 from tessera.sim.layers import Conv2d, Dense
 from tessera.sim.perf import predict
 from tessera.sim.pysim import run_with_driver
-
-
-def derive(preset, **sections):
-    d = load_config(preset).to_dict()
-    for sec, vals in sections.items():
-        d[sec].update(vals)
-    d["core"]["boards"] = []
-    return config_from_dict(d)
+from helpers import derive
 
 
 SMALL = {"a_depth": 64, "b_depth": 64, "c_depth": 64}

@@ -13,22 +13,15 @@ import warnings
 import numpy as np
 import pytest
 
-from tessera.generators.config import config_from_dict, load_config
+from tessera.generators.config import load_config
 from tessera.sim.core import GoldenCore, GoldenTransport
 from tessera.sim.driver import TesseraDriver
 from tessera.sim.layers import Conv2d, Dense, Flatten, MaxPool2d
 from tessera.sim.lowering import run_layer
 from tessera.sim.perf import TERMS, Link, predict, rle_row_entries
+from helpers import derive
 
 BOUND = 2.0     # per cent, every point
-
-
-def derive(preset, **sections):
-    d = load_config(preset).to_dict()
-    for sec, vals in sections.items():
-        d[sec].update(vals)
-    d["core"]["boards"] = []
-    return config_from_dict(d)
 
 
 def golden_layer(cfg, layer, shape, *, mode=None, seed=0, epilogue=None, record=None):
