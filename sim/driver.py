@@ -158,6 +158,9 @@ class TesseraDriver:
         self.resident = bool(resident)
         self.elided_words = 0
         self._mirror = {}            # store name -> (depth x lanes codes, known mask)
+        #: ``(base, words)``: the region of store B the next layer's weights go to
+        #: (`tessera.sim.qnet.weight_regions` sets it per layer), None: from word 0.
+        self.b_region = None
         self.info = None
 
     async def _status_byte(self, command):

@@ -87,6 +87,18 @@ class GemmLowering:
     def __init__(self, cfg):
         self.cfg = cfg
 
+    def resident_words(self, layer, in_shape, *, mode=None, epilogue=False):
+        """Words of B that keep ``layer``'s whole weight matrix on chip (written once per
+        network run by a resident driver), or None (its GEMM does not fit that way, or a
+        grouped convolution, whose groups share B)."""
+        from tessera.sim.engines.gemm_os import GemmMapper
+        gemms = self.gemms(layer, in_shape)
+        if len(gemms) != 1:
+            return None
+        m, n, k = gemms[0]
+        k_words = -(-k // self.cfg.pe.layout(mode).k_per_word)
+        return GemmMapper(self.cfg).resident_words(m, n, k_words, epilogue=epilogue)
+
     def gemms(self, layer, in_shape):
         """The (M, N, K) GEMMs ``layer`` becomes on an input of ``in_shape``."""
         if isinstance(layer, Dense):

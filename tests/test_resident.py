@@ -90,3 +90,41 @@ def test_a_network_with_resident_weights_is_bit_exact_and_sends_less():
     for a, b in zip(outs[False], outs[True]):
         np.testing.assert_array_equal(a, b)
     assert sent[True] < 0.95 * sent[False], sent
+
+
+def test_weights_get_their_own_regions_when_all_fit():
+    """Placement: on the default core (B of 1024 words) the digits MLP's two layers get
+    regions [0, 512) and [512, 640) (K 64 words x 8 and x 2 column tiles); on the iCEBreaker
+    (B of 512) the first layer's 1024 words do not fit, so nothing is placed; a driver that
+    is not resident places nothing."""
+    from tessera.sim.digits import train_mlp
+    from tessera.sim.ptq import FloatModel, quantize
+    from tessera.sim.qnet import weight_regions
+    xtr, _, _, _ = load_split()
+    for preset, want in (("int8-8x8", {1: (0, 512), 2: (512, 128)}), ("icebreaker", {})):
+        cfg = load_config(preset)
+        q = quantize(FloatModel.from_net(train_mlp()), cfg.pe, xtr[:100])
+        drv = TesseraDriver(None, cfg, resident=True)
+        assert weight_regions(drv, q, 50, cfg.engine.epilogue()) == want, preset
+        assert weight_regions(TesseraDriver(None, cfg), q, 50, None) == {}
+
+
+def test_placed_weights_on_the_rtl_are_bit_exact_and_cross_once():
+    """The digits MLP on the default core's Verilated RTL with resident weights in their own
+    regions of B (RUNs with b_base 512): outputs equal the independent reference, and the
+    second and later batches send no weight word at all."""
+    from tessera.sim.digits import train_mlp
+    from tessera.sim.ptq import FloatModel, quantize
+    from tessera.sim.qnet import reference_network, run_network
+    from tessera.sim.vsim import VerilatorCore
+    cfg = load_config("int8-8x8")
+    xtr, _, xte, _ = load_split()
+    q = quantize(FloatModel.from_net(train_mlp()), cfg.pe, xtr[:200])
+    with VerilatorCore(cfg) as core:
+        drv = TesseraDriver(core.transport, cfg, resident=True)
+        res = asyncio.run(run_network(drv, q, xte[:30], batch=10))
+        elided = drv.elided_words
+    ref = reference_network(q, cfg.pe, xte[:30])
+    for a, b in zip(res.outputs, ref.outputs):
+        np.testing.assert_array_equal(a, b)
+    assert elided >= 2 * (512 + 128)          # batches 2 and 3 rewrote no weight word

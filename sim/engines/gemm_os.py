@@ -208,14 +208,33 @@ class GemmMapper:
     def __init__(self, cfg):
         self.cfg = cfg
 
-    def plan(self, m, n, k_words, *, epilogue=False):
+    def plan(self, m, n, k_words, *, epilogue=False, b_depth=None):
+        """``(m_tiles, n_tiles, k_words)`` per RUN (`plan_gemm`); ``b_depth``: plan within a
+        region of B of that many words instead of the whole store."""
         g = self.cfg.geometry
-        mt, nt, kc = plan_gemm(m, n, k_words, rows=g.rows, cols=g.cols,
-                               depths=tuple(s.depth for s in g.stores[:3]),
+        depths = [s.depth for s in g.stores[:3]]
+        if b_depth is not None:
+            depths[1] = b_depth
+        mt, nt, kc = plan_gemm(m, n, k_words, rows=g.rows, cols=g.cols, depths=tuple(depths),
                                accumulate=self.cfg.pe.combiner() is not None)
         if epilogue:                  # one parameter word per n-tile of a RUN
             nt = min(nt, g.store("p").depth)
         return mt, nt, kc
+
+    def resident_words(self, m, n, k_words, *, epilogue=False):
+        """Words of B that hold the whole weight matrix of an M x N x K GEMM so that it is
+        written once (every RUN reads it from the same region), or None if the GEMM cannot
+        run that way (B too small, or A, C or the parameter store cut N into blocks)."""
+        g = self.cfg.geometry
+        nt_all = -(-n // g.cols)
+        need = k_words * nt_all
+        if need > g.store("b").depth:
+            return None
+        try:
+            _, nt, kc = self.plan(m, n, k_words, epilogue=epilogue, b_depth=need)
+        except ValueError:
+            return None
+        return need if (nt, kc) == (nt_all, k_words) else None
 
     async def gemm(self, drv, a, b, *, progress=None, mode=None, epilogue=None):
         """``a @ b`` (element codes) on the core; returns (M x N result codes, `GemmStats`).
@@ -252,7 +271,11 @@ class GemmMapper:
         if epilogue is not None and epi is None:
             raise ValueError("gemm: epilogue= needs a core with an epilogue "
                              "(memory.p_depth > 0 and a PE kind that has one)")
-        mt_run, nt_run, kc = self.plan(m, n, k_words, epilogue=epilogue is not None)
+        # Weight placement (`tessera.sim.qnet.run_network` with a resident driver): B tiles go
+        # to the driver's region ``(base, words)`` of B, else from word 0.
+        b_base, b_words = getattr(drv, "b_region", None) or (0, None)
+        mt_run, nt_run, kc = self.plan(m, n, k_words, epilogue=epilogue is not None,
+                                       b_depth=b_words)
         extra = {"mode": pe.mode_code(mode)} if pe.modes else {}
         epi_flags = 0
         if epilogue is not None:
@@ -279,8 +302,10 @@ class GemmMapper:
                     if epi is not None and k0 + kk >= k_words:
                         flags |= FLAG_EPILOGUE | epi_flags
                     await drv.write("a", 0, tile_a(a_w[m0 * R:(m0 + mt) * R, k0:k0 + kk], R))
-                    await drv.write("b", 0, tile_b(b_w[k0:k0 + kk, n0 * C:(n0 + nt) * C], C))
-                    cyc = await drv.run(m_tiles=mt, n_tiles=nt, k=kk, flags=flags, **extra)
+                    await drv.write("b", b_base,
+                                    tile_b(b_w[k0:k0 + kk, n0 * C:(n0 + nt) * C], C))
+                    cyc = await drv.run(m_tiles=mt, n_tiles=nt, k=kk, flags=flags,
+                                        b_base=b_base, **extra)
                     stats.runs += 1
                     stats.cycles += cyc
                     stats.run_cycles.append(cyc)
