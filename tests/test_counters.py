@@ -31,7 +31,7 @@ CASES = [
      Dense(8, 3), (3, 8), "a8s_w8s"),
     ("tree-dense", lambda: derive("ternary", core={"counters": True},
                                   memory={"a_depth": 32, "b_depth": 32, "c_depth": 32}),
-     Dense(24, 5), (3, 24), None),
+     Dense(8, 5), (3, 8), None),
     ("tree-rle", lambda: derive("ternary-rle", array={"inputs": 4},
                                 memory={"a_depth": 64, "b_depth": 64, "c_depth": 32}),
      Dense(12, 6), (6, 12), None),
