@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 
+from tessera.hdl.ctrl.memmap import MAX_BANKS
 from tessera.hdl.engine.params import accumulate_latency
 from tessera.generators.kinds import (DEFAULT_ENGINE, DEFAULT_PE_KIND, ENGINES, ENGINES_LATER,
                                       PE_KINDS, PE_KINDS_LATER)
@@ -200,10 +201,17 @@ ArraySection = ENGINES[DEFAULT_ENGINE].Section
 
 @dataclass(frozen=True)
 class MemorySection:
-    """``[memory]``: scratchpad depths in words (what a word holds is the engine's geometry).
+    """``[memory]``: scratchpad depths in words and banks (what a word holds is the engine's
+    geometry: its store declarations, `tessera.hdl.ctrl.memmap.StoreSpec`).
 
-    For the systolic engine, scratchpad A holds input words of ``array.rows`` activation lanes,
-    B weight words of ``array.cols`` lanes and C output words of ``array.cols`` accumulators.
+    One key scheme for every store an engine declares: ``<store>_depth`` (words per bank,
+    16..32768) and ``<store>_banks`` (1, or 2 for ping-pong banks: a RUN names the bank it
+    uses and the host reaches the other while it executes). ``a_depth``, ``b_depth`` and
+    ``c_depth`` have defaults; a store without its own depth key follows the one its engine
+    names (the weight store ``w`` follows ``b_depth``, the epilogue's output store ``r``
+    follows ``c_depth``). For the systolic engine, scratchpad A holds input words of
+    ``array.rows`` activation lanes, B weight words of ``array.cols`` lanes and C output words
+    of ``array.cols`` accumulators.
     """
     a_depth: int = 1024
     b_depth: int = 1024
@@ -211,12 +219,64 @@ class MemorySection:
     #: Words of the epilogue parameter store (one per column tile); 0 (the default) builds no
     #: epilogue hardware, so existing cores keep their size. Only for kinds with an epilogue.
     p_depth: int = 0
+    #: The other ``<store>_depth`` / ``<store>_banks`` keys, as sorted (key, value) pairs.
+    extra: tuple = ()
+
+    #: A generic key: ``<store>_depth`` or ``<store>_banks``.
+    KEY = re.compile(r"^([a-z][a-z0-9]{0,15})_(depth|banks)$")
 
     def __post_init__(self):
         for key in ("a_depth", "b_depth", "c_depth"):
             _check_int(f"memory.{key}", getattr(self, key), 16, 32768)
         if self.p_depth != 0:
             _check_int("memory.p_depth", self.p_depth, 2, 32768)
+        for key, value in self.extra:
+            if key.endswith("_banks"):
+                _check_int(f"memory.{key}", value, 1, MAX_BANKS)
+            else:
+                _check_int(f"memory.{key}", value, 16, 32768)
+
+    @classmethod
+    def from_dict(cls, data):
+        fixed = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        extra = {}
+        for key in data:
+            if key not in fixed and not cls.KEY.match(key):
+                raise ConfigError(f"memory.{_key(key)}: unknown key; allowed: "
+                                  f"{_fmt_allowed(sorted(fixed))} or <store>_depth, "
+                                  f"<store>_banks for a store of the core")
+            if key not in fixed:
+                extra[key] = data[key]
+        return cls(**{k: v for k, v in data.items() if k in fixed},
+                   extra=tuple(sorted(extra.items())))
+
+    def depth(self, name, default_key=None):
+        """Words per bank of store ``name``: ``<name>_depth``, else the ``default_key``'s
+        value."""
+        key = f"{name}_depth"
+        ex = dict(self.extra)
+        if key in ex:
+            return ex[key]
+        if key in ("a_depth", "b_depth", "c_depth", "p_depth"):
+            return getattr(self, key)
+        if default_key is None:
+            raise ConfigError(f"memory.{key}: required (store {name!r} has no default depth); "
+                              f"allowed: 16..32768")
+        return self.depth(default_key[:-len("_depth")])
+
+    def banks(self, name):
+        """Banks of store ``name`` (``<name>_banks``, default 1)."""
+        return dict(self.extra).get(f"{name}_banks", 1)
+
+    def keys_set(self):
+        """The generic keys this section sets (to check they name stores of the core)."""
+        return tuple(k for k, _ in self.extra)
+
+    def to_dict(self):
+        d = {"a_depth": self.a_depth, "b_depth": self.b_depth, "c_depth": self.c_depth,
+             "p_depth": self.p_depth}
+        d.update(self.extra)
+        return d
 
 
 @dataclass(frozen=True)
@@ -268,6 +328,18 @@ class CoreConfig:
             g = self.geometry
         except ValueError as e:
             raise ConfigError(f"array/pe: {e}") from None
+        names = [st.name for st in g.stores]
+        for key in self.memory.keys_set():
+            store = MemorySection.KEY.match(key).group(1)
+            if store not in names:
+                raise ConfigError(f"memory.{key}: this core has no store {store!r}; allowed: "
+                                  f"<store>_depth / <store>_banks for its stores "
+                                  f"{_fmt_allowed(names)}")
+            if key.endswith("_depth") and any(st.name == store and st.depth != dict(
+                    self.memory.extra)[key] for st in g.stores):
+                raise ConfigError(f"memory.{key}: store {store!r} has a depth its engine fixes "
+                                  f"({[st.depth for st in g.stores if st.name == store][0]} "
+                                  f"words); allowed: leave the key out")
         for s in g.stores:
             if s.word_bits > 2048:
                 raise ConfigError(f"{self._width_keys(s)}: {s.lanes} lanes x {s.lane_bits} bits "
@@ -370,7 +442,7 @@ class CoreConfig:
             stores=tuple(StoreInfo(name=s.name, id=s.id,
                                    role=store_role(s, host.index(s) if s in host else 0),
                                    lanes=s.lanes, lane_bits=s.lane_bits, word_bits=s.word_bits,
-                                   depth=s.depth)
+                                   depth=s.depth, banks=s.banks)
                          for s in self.geometry.stores))
 
     def to_dict(self):
@@ -378,7 +450,8 @@ class CoreConfig:
         d = {}
         for name in _SECTIONS:
             sec = getattr(self, name)
-            sec = sec.to_dict() if name in ("pe", "array") else dataclasses.asdict(sec)
+            sec = (sec.to_dict() if name in ("pe", "array", "memory")
+                   else dataclasses.asdict(sec))
             if name == "memory" and not sec.get("p_depth"):
                 # No epilogue store: the key is left out, so every config without one keeps
                 # its to_dict and digest (pinned digests, bitstream caches).
@@ -473,6 +546,11 @@ def _config_from_dict(data, *, source):
                     raise
                 continue
             cls = _SECTIONS[sec_name]
+            if sec_name == "memory":
+                _check_shapes(sec_name, {k: v for k, v in sec_data.items()
+                                         if isinstance(v, (str, int))}, {})
+                sections[sec_name] = cls.from_dict(sec_data)
+                continue
             allowed = [f.name for f in dataclasses.fields(cls)]
             for key in sec_data:
                 if key not in allowed:

@@ -7,7 +7,7 @@ from tessera.hdl.ctrl.decoder import CommandDecoder
 from tessera.hdl.ctrl.output_stage import OutputStage
 from tessera.hdl.ctrl.runctl import RunControl
 from tessera.hdl.io.hostlink import HostLinkSignature
-from tessera.hdl.mem.scratchpad import Scratchpad, StoreArbiter
+from tessera.hdl.mem.scratchpad import BankedStore
 
 
 __all__ = ["HostLinkSignature", "TesseraCore"]
@@ -17,10 +17,13 @@ class TesseraCore(wiring.Component):
     """A complete accelerator core behind a byte-stream host interface.
 
     ``host bytes -> CommandDecoder -> RunControl -> engine -> OutputStage``, with one
-    scratchpad per store of the geometry. While a RUN executes, the engine reads the operand
-    stores and the output stage owns every result store (and reads the epilogue parameter
-    store); otherwise the decoder has them all (operand and parameter stores stay
-    host-writable during a RUN). The command set is docs/commands.md.
+    `BankedStore` (one or two scratchpad banks) per store of the geometry. While a RUN
+    executes, the engine reads the bank of each operand store the RUN names and the output
+    stage owns that bank of every result store (and reads the epilogue parameter store);
+    otherwise the decoder has them all (operand and parameter stores stay host-writable
+    during a RUN, and the host reads a banked result store's other bank). A RUN sent while
+    another executes is held and starts in the cycle that one completes. The command set is
+    docs/commands.md.
 
     Parameters
     ----------
@@ -132,12 +135,10 @@ class TesseraCore(wiring.Component):
                      runctl.out_idle.eq(out.idle)]
 
         for s in g.stores:
-            m.submodules[f"spad_{s.name}"] = spad = Scratchpad(width=s.word_bits, depth=s.depth)
-            m.submodules[f"arb_{s.name}"] = arb = StoreArbiter(depth=s.depth, width=s.word_bits,
-                                                               core_writes=s.result)
-            wiring.connect(m, getattr(dec, f"port_{s.name}"), arb.host)
+            m.submodules[f"store_{s.name}"] = store = BankedStore(
+                depth=s.depth, width=s.word_bits, banks=s.banks, core_writes=s.result)
+            wiring.connect(m, getattr(dec, f"port_{s.name}"), store.host)
             wiring.connect(m, core_ports.get(s.name) or getattr(engine, f"{s.name}_port"),
-                           arb.core)
-            wiring.connect(m, arb.mem, spad)
-            m.d.comb += arb.busy.eq(runctl.run.busy)
+                           store.core)
+            m.d.comb += [store.busy.eq(runctl.run.busy), store.bank.eq(runctl.banks[s.id])]
         return m

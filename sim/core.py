@@ -5,7 +5,7 @@ engine twin's business (``cfg.engine.twin()``), so a new engine needs no change 
 """
 
 from tessera.hdl.ctrl.protocol import COMMANDS, COUNTER_NAMES, Err, Op, command
-from tessera.sim.layout import empty_stores, pack_words, unpack_words
+from tessera.sim.layout import bank_views, empty_stores, pack_words, unpack_words
 
 
 __all__ = ["GoldenCore", "GoldenTransport"]
@@ -15,13 +15,16 @@ class GoldenCore:
     """Behavioural twin of `tessera.hdl.core.TesseraCore` speaking the byte protocol.
 
     ``feed(data)`` consumes command bytes and returns the response bytes they produce. RUNs
-    complete at once (the model is never busy); their cycle count comes from the engine twin.
+    complete at once (the model is never busy, so a RUN is never held and every READ and
+    WRITE is allowed that the RTL allows while idle); their cycle count comes from the engine
+    twin, and each RUN runs on the banks it names (`bank_views`).
 
     COUNTERS (on a core with ``core.counters``): the ``check``, ``compute`` and ``other``
     cycles of every RUN, exactly as the RTL counts them (the twin's ``check_cycles``, its
     ``compute_cycles`` of the RUN and the rest of its cycles). The model has no clock between
     commands, so its ``idle`` counter is the sum of what callers tell ``advance(cycles)``
-    (0 unless one does); compare the RTL's idle cycles with a clock of your own.
+    (0 unless one does; ``data``, the idle cycles spent receiving a WRITE, stays 0): compare
+    the RTL's idle and data cycles with a clock of your own.
     """
 
     def __init__(self, cfg):
@@ -33,6 +36,7 @@ class GoldenCore:
         self.info = cfg.core_info().pack()
         self.stores = empty_stores(self.geometry)
         self.cycles = 0
+        self.prev_cycles = 0
         self.last_error = 0
         self._buf = bytearray()
         self._ops = {c.op: c for c in COMMANDS
@@ -83,7 +87,7 @@ class GoldenCore:
                     break
                 payload = bytes(self._buf[1 + n:total])
                 del self._buf[:total]
-                if a["addr"] + a["count"] > s.depth:
+                if a["addr"] + a["count"] > s.words:
                     out += self._err(Err.RANGE)
                     continue
                 self.stores[s.name][a["addr"]:a["addr"] + a["count"]] = unpack_words(
@@ -95,7 +99,8 @@ class GoldenCore:
                 out += bytes([Err.OK]) + self.info
             elif c.response == "status":
                 flags = 2 if self.last_error else 0
-                out += bytes([Err.OK, flags, self.last_error]) + self.cycles.to_bytes(4, "little")
+                out += bytes([Err.OK, flags, self.last_error]) + self.cycles.to_bytes(4, "little") \
+                    + self.prev_cycles.to_bytes(4, "little")
                 self.last_error = 0
             elif c.response == "counters":
                 out += bytes([Err.OK]) + b"".join(
@@ -106,7 +111,7 @@ class GoldenCore:
                     out += self._err(Err.SPAD)
                 elif a["count"] == 0:
                     out += self._err(Err.ARG)
-                elif a["addr"] + a["count"] > stores[a["spad"]].depth:
+                elif a["addr"] + a["count"] > stores[a["spad"]].words:
                     out += self._err(Err.RANGE)
                 else:
                     s = stores[a["spad"]]
@@ -121,14 +126,18 @@ class GoldenCore:
         h = head.unpack(raw[:head.nbytes])
         if h["engine"] != self.engine_code:
             return Err.ENGINE
+        banked = sum(1 << s.id for s in self.geometry.stores if s.banks > 1)
+        if h["banks"] & ~banked:
+            return Err.ARG
         args = self.engine_args.unpack(raw[head.nbytes:])
         err = self.engine.check(args)
         check = self.engine.check_cycles
         self.counters["check"] += check
+        self.prev_cycles = self.cycles
         if err:
             self.cycles = check                      # a rejected RUN still spent its check
             return err
-        self.cycles = self.engine.run(self.stores, args)
+        self.cycles = self.engine.run(bank_views(self.geometry, self.stores, h["banks"]), args)
         compute = self.engine.compute_cycles
         self.counters["compute"] += compute
         self.counters["other"] += self.cycles - check - compute

@@ -41,6 +41,8 @@ class CoreStatus:
     busy: bool
     last_error: int
     cycles: int
+    #: Busy cycles of the RUN before the current (or last) one.
+    prev_cycles: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Counters:
     check: int
     compute: int
     other: int
+    data: int = 0
 
     def __sub__(self, earlier):
         return Counters(*((getattr(self, n) - getattr(earlier, n)) % (1 << 32)
@@ -69,16 +72,17 @@ class Counters:
 
     @property
     def total(self):
-        return self.idle + self.busy
+        return self.idle + self.data + self.busy
 
     def breakdown(self):
         """``[(cause, cycles, share of the total)]`` in the TPU paper's style: the array
         computing, the RUNs' other cycles (fill, drain, bubbles, combiner, epilogue), the
-        argument checks, and the time no RUN executes (the core waits on the host: transfers,
-        polls, host code)."""
+        argument checks, and the time no RUN executes: receiving a WRITE (waiting for data)
+        or otherwise (the core waits on the host: commands, polls, host code)."""
         tot = self.total or 1
         rows = [("array computing", self.compute), ("fill, drain, bubbles", self.other),
-                ("argument check", self.check), ("waiting on the host", self.idle)]
+                ("argument check", self.check), ("waiting for data", self.data),
+                ("waiting on the host", self.idle)]
         return [(name, v, v / tot) for name, v in rows]
 
 
@@ -219,7 +223,8 @@ class TesseraDriver:
         await self._status_byte("STATUS")
         p = await self.t.recv(STATUS_BYTES - 1)
         return CoreStatus(busy=bool(p[0] & 1), last_error=p[1],
-                          cycles=int.from_bytes(p[2:6], "little"))
+                          cycles=int.from_bytes(p[2:6], "little"),
+                          prev_cycles=int.from_bytes(p[6:10], "little"))
 
     async def counters(self):
         """The core's cycle counters (COUNTERS): a `Counters` of the cycles since reset.

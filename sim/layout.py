@@ -67,5 +67,13 @@ def untile_c(words, m_tiles, n_tiles, rows, cols):
 
 
 def empty_stores(geometry):
-    """Zeroed stores for a geometry: {name: depth x lanes uint64 codes}."""
-    return {s.name: np.zeros((s.depth, s.lanes), dtype=np.uint64) for s in geometry.stores}
+    """Zeroed stores for a geometry: {name: words x lanes uint64 codes} (every bank)."""
+    return {s.name: np.zeros((s.words, s.lanes), dtype=np.uint64) for s in geometry.stores}
+
+
+def bank_views(geometry, stores, banks):
+    """The banks a RUN uses: {name: depth x lanes view of ``stores[name]``}, bank bit i of
+    ``banks`` for store i (writes through the views land in ``stores``)."""
+    return {s.name: stores[s.name][(banks >> s.id & 1) * s.depth:
+                                   ((banks >> s.id & 1) + 1) * s.depth]
+            for s in geometry.stores}

@@ -97,7 +97,7 @@ def test_idle_counts_every_cycle_the_host_waits():
 
 def test_rejected_run_counts_as_check_only_and_counters_snapshot():
     """A RUN the check rejects costs its check cycles, all counted as ``check``; the response
-    is one snapshot (17 bytes: status and four u32)."""
+    is one snapshot (21 bytes: status and five u32)."""
     cfg = derive("int8-4x4", memory=SMALL)
     twin = cfg.engine.twin()
 
@@ -105,7 +105,7 @@ def test_rejected_run_counts_as_check_only_and_counters_snapshot():
         drv = TesseraDriver(t, cfg)
         await drv.connect()
         a = await drv.counters()
-        await t.send(bytes([Op.RUN, cfg.engine.code]) + cfg.engine.args().pack(
+        await t.send(bytes([Op.RUN, cfg.engine.code, 0]) + cfg.engine.args().pack(
             m_tiles=0, n_tiles=1, k=1, a_base=0, b_base=0, c_base=0, flags=0))
         (code,) = await t.recv(1)
         await t.idle(40)
@@ -116,7 +116,7 @@ def test_rejected_run_counts_as_check_only_and_counters_snapshot():
     code, d, raw = run_with_driver(build_core(cfg), body)
     assert code != 0
     assert (d.check, d.compute, d.other) == (twin.check_cycles, 0, 0)
-    assert len(raw) == COUNTERS_BYTES == 17 and raw[0] == 0
+    assert len(raw) == COUNTERS_BYTES == 21 and raw[0] == 0
 
 
 def test_without_counters_the_opcode_is_unknown_and_the_driver_says_so():
@@ -145,12 +145,12 @@ def test_config_key_is_checked():
 
 
 def test_counters_difference_and_breakdown():
-    a = Counters(idle=2**32 - 5, check=10, compute=100, other=20)
-    b = Counters(idle=5, check=27, compute=164, other=33)
+    a = Counters(idle=2**32 - 5, check=10, compute=100, other=20, data=1)
+    b = Counters(idle=5, check=27, compute=164, other=33, data=8)
     d = b - a
-    assert d == Counters(idle=10, check=17, compute=64, other=13)
+    assert d == Counters(idle=10, check=17, compute=64, other=13, data=7)
     rows = d.breakdown()
     assert [r[0] for r in rows] == ["array computing", "fill, drain, bubbles", "argument check",
-                                    "waiting on the host"]
-    assert sum(r[1] for r in rows) == d.total == 104
+                                    "waiting for data", "waiting on the host"]
+    assert sum(r[1] for r in rows) == d.total == 111
     assert abs(sum(r[2] for r in rows) - 1) < 1e-12

@@ -21,7 +21,7 @@ def test_command_table_is_consistent():
     ops = [c.op for c in COMMANDS]
     assert ops == sorted(set(ops)) == [Op.INFO, Op.STATUS, Op.WRITE, Op.READ, Op.RUN,
                                        Op.COUNTERS]
-    assert command("RUN").engine_args and command(Op.RUN).args.nbytes == 1
+    assert command("RUN").engine_args and command(Op.RUN).args.nbytes == 2
     assert command("WRITE").args == command("READ").args
     assert command("WRITE").args.nbytes == 5
 
@@ -46,12 +46,13 @@ def test_info_round_trip(preset):
     cfg = load_config(preset)
     info = cfg.core_info()
     raw = info.pack()
-    assert raw[0] == VERSION == 3 and int.from_bytes(raw[1:3], "little") == len(raw) - 3
+    assert raw[0] == VERSION == 4 and int.from_bytes(raw[1:3], "little") == len(raw) - 3
     assert CoreInfo.unpack(raw) == info
     g = cfg.geometry
-    assert [(s.name, s.id, s.lanes, s.lane_bits, s.word_bits, s.depth, s.result)
+    assert [(s.name, s.id, s.lanes, s.lane_bits, s.word_bits, s.depth, s.banks, s.result)
             for s in info.stores] == \
-        [(s.name, s.id, s.lanes, s.lane_bits, s.word_bits, s.depth, s.result) for s in g.stores]
+        [(s.name, s.id, s.lanes, s.lane_bits, s.word_bits, s.depth, s.banks, s.result)
+         for s in g.stores]
     assert (info.engine, info.engine_name) == (cfg.engine.code, cfg.engine.name)
     assert (info.pe_kind, info.pe_name) == (cfg.pe.code, cfg.pe.name)
     assert info.layer_types == tuple(cfg.engine.layer_types)
@@ -117,12 +118,12 @@ def test_info_with_an_epilogue_and_every_layer_type_round_trips():
 
 def test_info_unpack_refuses_bad_bytes():
     raw = load_config("int8-4x4").core_info().pack()
-    with pytest.raises(ValueError, match=r"^INFO length says 76 bytes follow, but 75 do$"):
+    with pytest.raises(ValueError, match=r"^INFO length says 79 bytes follow, but 78 do$"):
         CoreInfo.unpack(raw[:-1])
     with pytest.raises(ValueError, match=r"^INFO payload of 10 bytes ends inside cols$"):
         CoreInfo.unpack(raw[:10])
     bad_role = bytearray(raw)
-    bad_role[raw.index(b"\x01a") - 8 + 1] = 7         # store a: role byte
+    bad_role[raw.index(b"\x01a") - 9 + 1] = 7         # store a: role byte
     with pytest.raises(ValueError, match=r"^INFO store 0 role 7 is unknown; allowed: 0\.\.2 "):
         CoreInfo.unpack(bytes(bad_role))
     with pytest.raises(ValueError, match=r"^INFO rows must be an integer 0\.\.65535, not 70000$"):
@@ -151,8 +152,9 @@ def _info_dump(info):
     for o, f in zip(FORMAT_OPERANDS, info.formats):
         take(6 + len(f.name), f"format {o}: {f}")
     for s in info.stores:
-        take(9 + len(s.name), f"store {s.name!r}: id {s.id}, {s.role}, {s.lanes} x "
-                              f"{s.lane_bits} bits, {s.word_bits}-bit words, depth {s.depth}")
+        take(10 + len(s.name), f"store {s.name!r}: id {s.id}, {s.role}, {s.lanes} x "
+                               f"{s.lane_bits} bits, {s.word_bits}-bit words, depth {s.depth}, "
+                               f"{s.banks} bank{'s' if s.banks > 1 else ''}")
     assert pos == len(raw)
     return "\n".join(lines)
 
@@ -188,7 +190,7 @@ class _ScriptedTransport:
         return None
 
 
-_REFUSAL = (r"^the core speaks command set v{v} and this driver v3; regenerate the core \(or its "
+_REFUSAL = (r"^the core speaks command set v{v} and this driver v4; regenerate the core \(or its "
             r"bitstream\) with this tessera, or drive it with the tessera that generated it$")
 
 
@@ -281,7 +283,7 @@ def test_regression_refuses_an_empty_case_list(tmp_path):
 
 
 def test_rtl_tree_core_info_and_store_names_without_config():
-    """The HDL decoder sends v3 INFO from its table; a driver without the config writes and
+    """The HDL decoder sends v4 INFO from its table; a driver without the config writes and
     reads the tree core's result store "c" (id 3) by name and leaves the scales (id 2) alone."""
     from tessera.generators.assemble import build_core
     from tessera.sim.pysim import run_with_driver

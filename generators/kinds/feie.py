@@ -124,25 +124,26 @@ class FeieEngine(Engine):
         from tessera.sim.engines.feie import EntryLayout
         mem = self.cfg.memory
         return EntryLayout(act_bits=self.cfg.pe.a_bits, col_bits=self._a.col_bits,
-                           q_bits=max(1, (mem.b_depth - 1).bit_length()),
+                           q_bits=max(1, (mem.depth("w", "b_depth") - 1).bit_length()),
                            row_bits=self._a.row_bits)
 
     def geometry(self):
-        from tessera.hdl.ctrl.memmap import Geometry, Store
-        a, pe, mem = self._a, self.cfg.pe, self.cfg.memory
+        from tessera.hdl.ctrl.memmap import StoreSpec, build_geometry
+        a, pe = self._a, self.cfg.pe
         lay = self.entry_layout()
-        stores = (
-            Store("a", 0, 1, lay.bits, mem.a_depth,
-                  doc=f"activation entries: value (bits {lay.act_bits - 1}:0), column, "
-                      f"sub-position q, output row (docs/feie.md)"),
-            Store("w", 1, a.tiles * a.kmax, pe.b_bits, mem.b_depth,
-                  doc="filter rows: word q = the taps of sub-position q, kmax lanes per tile"),
-            Store("c", 2, a.pes * a.drain * a.tiles, pe.result_bits, mem.c_depth, result=True,
-                  doc=f"results: word w = outputs w*{a.pes * a.drain} .. "
-                      f"w*{a.pes * a.drain}+{a.pes * a.drain - 1} (pes x drain), one lane "
-                      f"per tile each"),
+        specs = (
+            StoreSpec("a", "operand", 1, lay.bits,
+                      doc=f"activation entries: value (bits {lay.act_bits - 1}:0), column, "
+                          f"sub-position q, output row (docs/feie.md)"),
+            StoreSpec("w", "operand", a.tiles * a.kmax, pe.b_bits, depth_from="b_depth",
+                      doc="filter rows: word q = the taps of sub-position q, kmax lanes per "
+                          "tile"),
+            StoreSpec("c", "result", a.pes * a.drain * a.tiles, pe.result_bits,
+                      doc=f"results: word w = outputs w*{a.pes * a.drain} .. "
+                          f"w*{a.pes * a.drain}+{a.pes * a.drain - 1} (pes x drain), one lane "
+                          f"per tile each"),
         )
-        return Geometry(rows=a.pes, cols=a.tiles, stores=stores)
+        return build_geometry(a.pes, a.tiles, specs, self.cfg.memory)
 
     def args(self):
         from tessera.hdl.ctrl.protocol import ArgLayout, Field
@@ -211,7 +212,7 @@ class FeieEngine(Engine):
         return self._a.pes * self._a.tiles
 
     def k_capacity(self, mode=None):
-        return self.cfg.memory.b_depth
+        return self.cfg.geometry.store("w").depth
 
     def timing(self):
         from tessera.sim.engines.feie import CHECK_CYCLES, END_CYCLES, START_CYCLES

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from tessera.generators.kinds.base import (ConfigError, Engine, EngineSection, check_choice,
                                            check_int)
-from tessera.hdl.ctrl.memmap import Geometry, Store
+from tessera.hdl.ctrl.memmap import StoreSpec, build_geometry
 from tessera.hdl.ctrl.protocol import ArgLayout, Field
 
 
@@ -45,23 +45,21 @@ class SystolicGemm(Engine):
         cfg, pe = self.cfg, self.cfg.pe
         lay = pe.layout()
         R, C = cfg.array.rows, cfg.array.cols
-        mem = cfg.memory
-        stores = (
-            Store("a", 0, R, lay.a_lane_bits, mem.a_depth, doc="activations, one lane per row"),
-            Store("b", 1, C, lay.b_lane_bits, mem.b_depth, doc="weights, one lane per column"),
-            Store("c", 2, C, pe.result_bits, mem.c_depth, result=True,
-                  doc="results, one array row per word"),
-        )
+        specs = [
+            StoreSpec("a", "operand", R, lay.a_lane_bits, doc="activations, one lane per row"),
+            StoreSpec("b", "operand", C, lay.b_lane_bits, doc="weights, one lane per column"),
+            StoreSpec("c", "result", C, pe.result_bits, doc="results, one array row per word"),
+        ]
         epi = self.epilogue()
         if epi is not None:
-            stores += (
-                Store("p", 3, epi.lanes_per_channel * C, epi.lane_bits, mem.p_depth,
-                      doc="epilogue parameters, one word per column tile "
-                          f"({epi.lanes_per_channel} lanes per column)"),
-                Store("r", 4, C, epi.out_bits, mem.c_depth, result=True,
-                      doc="epilogue outputs at operand width, one array row per word"),
-            )
-        return Geometry(rows=R, cols=C, stores=stores)
+            specs += [
+                StoreSpec("p", "parameter", epi.lanes_per_channel * C, epi.lane_bits,
+                          doc="epilogue parameters, one word per column tile "
+                              f"({epi.lanes_per_channel} lanes per column)"),
+                StoreSpec("r", "result", C, epi.out_bits, depth_from="c_depth",
+                          doc="epilogue outputs at operand width, one array row per word"),
+            ]
+        return build_geometry(R, C, specs, cfg.memory)
 
     def epilogue(self):
         """The PE kind's epilogue when this core builds it (``memory.p_depth`` > 0), else
@@ -87,8 +85,8 @@ class SystolicGemm(Engine):
                                   f"{g.rows}..32768 (at least array.rows)")
 
     def k_capacity(self, mode=None):
-        mem = self.cfg.memory
-        return min(mem.a_depth, mem.b_depth) * self.cfg.pe.layout(mode).k_per_word
+        g = self.cfg.geometry
+        return min(g.store("a").depth, g.store("b").depth) * self.cfg.pe.layout(mode).k_per_word
 
     def args(self):
         epi = self.epilogue()

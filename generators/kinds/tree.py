@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from tessera.generators.kinds.base import ConfigError, Engine, EngineSection, check_choice, \
     check_int
-from tessera.hdl.ctrl.memmap import Geometry, Store
+from tessera.hdl.ctrl.memmap import StoreSpec, build_geometry
 from tessera.hdl.ctrl.protocol import ArgLayout, Field
 
 
@@ -76,39 +76,40 @@ class TreeEngine(Engine):
         return self.cfg.array
 
     def geometry(self):
-        a, pe, mem = self._a, self.cfg.pe, self.cfg.memory
+        a, pe = self._a, self.cfg.pe
         I = a.inputs
         if a.dense:
-            w = Store("w", 1, I, 2 * a.outputs, mem.b_depth,
-                      doc="weights: lane i = input i's 2-bit codes, output o at bits 2o+1:2o")
+            w = StoreSpec("w", "operand", I, 2 * a.outputs, depth_from="b_depth",
+                          doc="weights: lane i = input i's 2-bit codes, output o at bits "
+                              "2o+1:2o")
             c_lanes = a.outputs
             a_doc = "activations: inputs consecutive K elements of one row per word"
             c_doc = "results: the outputs channels of one row per word"
         else:
-            w = Store("w", 1, 1, 2 + a.z_bits, mem.b_depth,
-                      doc="run-length entries: code (bits 1:0) and zero run (above)")
+            w = StoreSpec("w", "operand", 1, 2 + a.z_bits, depth_from="b_depth",
+                          doc="run-length entries: code (bits 1:0) and zero run (above)")
             c_lanes = I
             a_doc = "activations: one K element of inputs rows per word"
             c_doc = "results: one output channel of inputs rows per word"
-        stores = (
-            Store("a", 0, I, pe.act_bits, mem.a_depth, doc=a_doc),
+        specs = [
+            StoreSpec("a", "operand", I, pe.act_bits, doc=a_doc),
             w,
-            Store("s", 2, 2, pe.scale_bits, a.scales,
-                  doc="scales: lane 0 Wp, lane 1 Wn, one word per output channel"),
-            Store("c", 3, c_lanes, pe.result_bits, mem.c_depth, result=True, doc=c_doc),
-        )
+            StoreSpec("s", "parameter", 2, pe.scale_bits, depth=a.scales,
+                      doc="scales: lane 0 Wp, lane 1 Wn, one word per output channel"),
+            StoreSpec("c", "result", c_lanes, pe.result_bits, doc=c_doc),
+        ]
         epi = self.epilogue()
         if epi is not None:
             pch = self.p_channels
             p_doc = ("epilogue parameters, one word per n-tile of a RUN" if a.dense else
                      "epilogue parameters, one word per output channel of a RUN")
-            stores += (
-                Store("p", 4, epi.lanes_per_channel * pch, epi.lane_bits, mem.p_depth,
-                      doc=f"{p_doc} ({epi.lanes_per_channel} lane(s) per channel)"),
-                Store("r", 5, c_lanes, epi.out_bits, mem.c_depth, result=True,
-                      doc="epilogue outputs (activation codes), same words as C"),
-            )
-        return Geometry(rows=I, cols=a.outputs, stores=stores)
+            specs += [
+                StoreSpec("p", "parameter", epi.lanes_per_channel * pch, epi.lane_bits,
+                          doc=f"{p_doc} ({epi.lanes_per_channel} lane(s) per channel)"),
+                StoreSpec("r", "result", c_lanes, epi.out_bits, depth_from="c_depth",
+                          doc="epilogue outputs (activation codes), same words as C"),
+            ]
+        return build_geometry(I, a.outputs, specs, self.cfg.memory)
 
     @property
     def p_channels(self):
@@ -191,10 +192,10 @@ class TreeEngine(Engine):
         return m * b.nonzeros / self._a.inputs
 
     def k_capacity(self, mode=None):
-        mem = self.cfg.memory
+        g = self.cfg.geometry
         if self._a.dense:
-            return min(mem.a_depth, mem.b_depth) * self._a.inputs
-        return mem.a_depth
+            return min(g.store("a").depth, g.store("w").depth) * self._a.inputs
+        return g.store("a").depth
 
     def timing(self):
         twin = self.twin()

@@ -64,7 +64,7 @@ class CommandDecoder(wiring.Component):
             "run": Out(RunSignature(8 * engine_args.nbytes, counters=counters)),
         }
         for s in geometry.stores:
-            members[f"port_{s.name}"] = Out(StorePortSignature(depth=s.depth, width=s.word_bits))
+            members[f"port_{s.name}"] = Out(StorePortSignature(depth=s.words, width=s.word_bits))
         super().__init__(members)
 
     def _nargs(self, c):
@@ -106,10 +106,17 @@ class CommandDecoder(wiring.Component):
         f_spad, f_addr, f_count = (fld(region, n) for n in ("spad", "addr", "count"))
         run_head = command(Op.RUN).args
         f_engine = fld(run_head, "engine")
+        f_banks = fld(run_head, "banks")
+        run_banks = Signal(8)      # the banks of the RUN the decoder started last
         m.d.comb += [
             self.run.args.eq(args[8 * run_head.nbytes:8 * self._run_bytes]),
+            self.run.banks.eq(f_banks),
             self.error.eq(last_error != 0),
         ]
+        with m.If(self.run.start):
+            m.d.sync += run_banks.eq(f_banks)
+        # RUN bank bits a store of one bank (or no store) may not set.
+        bad_banks = f_banks & ~sum(1 << s.id for s in stores if s.banks > 1) & 0xFF
 
         def of_store(sel, values):
             """``values[i]`` for the store whose id is ``sel`` (the last one otherwise)."""
@@ -163,7 +170,7 @@ class CommandDecoder(wiring.Component):
                                     m.d.sync += [
                                         resp.eq(Cat(Const(Err.OK, 8), self.run.busy,
                                                     last_error != 0, Const(0, 6), last_error,
-                                                    self.run.cycles)),
+                                                    self.run.cycles, self.run.prev_cycles)),
                                         resp_len.eq(STATUS_BYTES), then_read.eq(0),
                                         last_error.eq(0),
                                     ]
@@ -190,8 +197,16 @@ class CommandDecoder(wiring.Component):
                 m.d.sync += [spad.eq(f_spad), addr.eq(f_addr), count.eq(f_count),
                              byte_idx.eq(0), discard.eq(0), pend_err.eq(Err.OK)]
                 bad_spad = f_spad >= len(stores)
-                bad_range = (f_addr + f_count) > of_store(f_spad, [s.depth for s in stores])
+                bad_range = (f_addr + f_count) > of_store(f_spad, [s.words for s in stores])
                 is_result = of_store(f_spad, [int(s.result) for s in stores])
+                # While a RUN executes the host may touch a result store only in a bank that
+                # RUN does not use (a banked store, the whole region in the other bank).
+                depth = of_store(f_spad, [s.depth for s in stores])
+                first_hi, last_hi = f_addr >= depth, (f_addr + f_count - 1) >= depth
+                run_bank = of_store(f_spad, [run_banks[s.id] for s in stores])
+                banked = of_store(f_spad, [int(s.banks > 1) for s in stores])
+                other_bank = banked & (first_hi == last_hi) & (first_hi != run_bank)
+                blocked = self.run.busy & ~other_bank
                 with m.Switch(opcode):
                     with m.Case(Op.WRITE):
                         with m.If(bad_spad):
@@ -201,7 +216,7 @@ class CommandDecoder(wiring.Component):
                         with m.Else():
                             with m.If(bad_range):
                                 m.d.sync += [discard.eq(1), pend_err.eq(Err.RANGE)]
-                            with m.Elif(self.run.busy & is_result):
+                            with m.Elif(blocked & is_result):
                                 m.d.sync += [discard.eq(1), pend_err.eq(Err.BUSY)]
                             m.next = "WDATA"
                     with m.Case(Op.READ):
@@ -211,23 +226,32 @@ class CommandDecoder(wiring.Component):
                             respond(Err.ARG)
                         with m.Elif(bad_range):
                             respond(Err.RANGE)
-                        with m.Elif(self.run.busy):
+                        with m.Elif(blocked):
                             respond(Err.BUSY)
                         with m.Else():
                             respond(Err.OK, read_after=True)
                     with m.Case(Op.RUN):
-                        with m.If(self.run.busy):
-                            respond(Err.BUSY)
-                        with m.Elif(f_engine != self._engine_code):
+                        with m.If(f_engine != self._engine_code):
                             respond(Err.ENGINE)
+                        with m.Elif(bad_banks != 0):
+                            respond(Err.ARG)
+                        with m.Elif(self.run.busy):
+                            m.next = "RUN_HOLD"
                         with m.Else():
                             m.d.comb += self.run.start.eq(1)
                             m.next = "RUN_CHECK"
+            with m.State("RUN_HOLD"):
+                # Held until the running RUN completes, then started in that very cycle.
+                with m.If(self.run.free | ~self.run.busy):
+                    m.d.comb += self.run.start.eq(1)
+                    m.next = "RUN_CHECK"
             with m.State("RUN_CHECK"):
                 with m.If(self.run.check_done):
                     respond(self.run.check_err)
             with m.State("WDATA"):
                 m.d.comb += self.i.ready.eq(1)
+                if self._counters:
+                    m.d.comb += self.run.writing.eq(1)
                 with m.If(self.i.valid):
                     m.d.sync += [word.word_select(byte_idx, 8).eq(self.i.payload),
                                  byte_idx.eq(byte_idx + 1)]

@@ -1,7 +1,7 @@
 """Host command protocol as data: the command table, error codes and the INFO layout.
 
 Pure Python, no HDL. The command decoder (HDL), the golden core and the host driver all read
-this one table, so the three cannot disagree; docs/commands.md describes version 3 in prose.
+this one table, so the three cannot disagree; docs/commands.md describes version 4 in prose.
 
 A command is an opcode byte followed by its fixed argument bytes (`Command.args`, little-endian
 fields in order). WRITE is then followed by ``count`` words of data; RUN's arguments are an
@@ -21,7 +21,7 @@ __all__ = ["VERSION", "Op", "Err", "ERROR_TEXT", "Field", "ArgLayout", "Command"
            "info_layout", "store_role"]
 
 #: Version of the command set, reported by INFO and echoed in the manifest.
-VERSION = 3
+VERSION = 4
 
 
 class Op:
@@ -159,13 +159,19 @@ COMMANDS = (
     Command(Op.INFO, "INFO", ArgLayout([]), response="info",
             doc="geometry, kinds, formats and capabilities (CoreInfo layout)"),
     Command(Op.STATUS, "STATUS", ArgLayout([]), response="status",
-            doc="busy, latched error (cleared by reading), busy-cycle counter"),
+            doc="busy, latched error (cleared by reading), busy cycles of the current or "
+                "last RUN and of the RUN before it"),
     Command(Op.WRITE, "WRITE", _REGION, data="words",
             doc="write count words of a store; the data follows the arguments"),
     Command(Op.READ, "READ", _REGION, response="words",
-            doc="read count words of a store (refused while busy)"),
-    Command(Op.RUN, "RUN", ArgLayout([Field("engine", 1, "engine id (INFO engine)")]),
-            engine_args=True, doc="start the engine; its own argument layout follows"),
+            doc="read count words of a store (while a RUN executes: only a bank of a "
+                "banked result store that no RUN uses)"),
+    Command(Op.RUN, "RUN", ArgLayout([Field("engine", 1, "engine id (INFO engine)"),
+                                      Field("banks", 1, "bit i: the bank of store i this RUN "
+                                                        "uses (0 for a store of one bank)")]),
+            engine_args=True, doc="start the engine; its own argument layout follows. Sent "
+                                  "while a RUN executes, it is held and starts in the cycle "
+                                  "that RUN completes; the answer comes when it starts"),
     Command(Op.COUNTERS, "COUNTERS", ArgLayout([]), response="counters",
             doc="cycles since reset by cause (COUNTER_NAMES, u32 each, wrapping); only on a "
                 "core with INFO capability CAP_COUNTERS (otherwise an unknown opcode)"),
@@ -180,8 +186,10 @@ def command(op_or_name):
     raise KeyError(op_or_name)
 
 
-#: STATUS response length including the leading status byte.
-STATUS_BYTES = 7
+#: STATUS response length including the leading status byte: flags, last error, the busy
+#: cycles of the current (or last) RUN and those of the RUN that completed before it started
+#: (u32 each; 0 if it did not start straight after one: a held RUN, see Op.RUN).
+STATUS_BYTES = 11
 
 #: The COUNTERS response after its status byte: one u32 (little-endian, wrapping) per cause,
 #: in this order, counted from reset; every cycle counts in exactly one. ``idle``: no RUN
@@ -190,7 +198,9 @@ STATUS_BYTES = 7
 #: systolic tile's k x ii issue cycles, a tree row's k words, a run-length entry, a FEIE
 #: broadcast); ``other``: the rest of a RUN (pipeline fill and drain, short-K bubbles, the
 #: output stage's combiner and epilogue, completion).
-COUNTER_NAMES = ("idle", "check", "compute", "other")
+#: ``data``: no RUN executes while the host is writing a store (waiting for data); ``idle``
+#: then counts the rest of the time no RUN executes (waiting on the host).
+COUNTER_NAMES = ("idle", "check", "compute", "other", "data")
 
 #: COUNTERS response length including the leading status byte.
 COUNTERS_BYTES = 1 + 4 * len(COUNTER_NAMES)
@@ -417,6 +427,12 @@ class StoreInfo:
     lane_bits: int
     word_bits: int
     depth: int
+    banks: int = 1
+
+    @property
+    def words(self):
+        """Host-addressable words: ``banks x depth``."""
+        return self.banks * self.depth
 
     def pack(self):
         if self.role not in STORE_ROLES:
@@ -425,7 +441,7 @@ class StoreInfo:
         return _u(self.id, 1, "store id") + bytes([STORE_ROLES.index(self.role)]) \
             + _u(self.lanes, 1, "store lanes") + _u(self.lane_bits, 1, "store lane_bits") \
             + _u(self.word_bits, 2, "store word_bits") + _u(self.depth, 2, "store depth") \
-            + _text(self.name, "store name")
+            + _u(self.banks, 1, "store banks") + _text(self.name, "store name")
 
     @classmethod
     def read(cls, r, what):
@@ -435,8 +451,11 @@ class StoreInfo:
                              f"{len(STORE_ROLES) - 1} ({', '.join(STORE_ROLES)})")
         lanes, lane_bits = r.u(1, f"{what} lanes"), r.u(1, f"{what} lane_bits")
         word_bits, depth = r.u(2, f"{what} word_bits"), r.u(2, f"{what} depth")
+        banks = r.u(1, f"{what} banks")
+        if not 1 <= banks <= 2:
+            raise ValueError(f"INFO {what} banks {banks}; allowed: 1 or 2")
         return cls(name=r.text(f"{what} name"), id=sid, role=STORE_ROLES[role], lanes=lanes,
-                   lane_bits=lane_bits, word_bits=word_bits, depth=depth)
+                   lane_bits=lane_bits, word_bits=word_bits, depth=depth, banks=banks)
 
     @property
     def result(self):
@@ -479,7 +498,9 @@ INFO_LAYOUT = {
                ("p2", 1, "float: man_bits; otherwise 0"), ("name", "text", "format name")],
     "store": [("id", 1, "READ/WRITE spad"), ("role", 1, "STORE_ROLES code"),
               ("lanes", 1, "lanes per word"), ("lane_bits", 1, "bits per lane"),
-              ("word_bits", 2, "lanes x lane_bits"), ("depth", 2, "words"),
+              ("word_bits", 2, "lanes x lane_bits"), ("depth", 2, "words per bank"),
+              ("banks", 1, "banks (the host addresses banks x depth words, bank b from "
+                           "b x depth)"),
               ("name", "text", "store name")],
 }
 
@@ -647,7 +668,8 @@ class CoreInfo:
                  f"layer types: {', '.join(self.layer_types) or 'none'}; epilogue: "
                  f"{', '.join(self.epilogue) or 'none'}"]
         lines += [f"store {s.name} (id {s.id}, {s.role}): {s.lanes} x {s.lane_bits} bits = "
-                  f"{s.word_bits}-bit words, depth {s.depth}" for s in self.stores]
+                  f"{s.word_bits}-bit words, depth {s.depth}"
+                  + (f" x {s.banks} banks" if s.banks > 1 else "") for s in self.stores]
         return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """The generic RUN front end: start, argument hand-off, busy, cycle counter, completion."""
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -19,7 +19,8 @@ class RunControl(wiring.Component):
     what the engine twin's cycle model predicts.
 
     With ``counters``, it also counts every cycle since reset into exactly one cause of
-    `protocol.COUNTER_NAMES` (u32 each, wrapping): ``idle`` while not busy, ``check`` from the
+    `protocol.COUNTER_NAMES` (u32 each, wrapping): ``idle`` while not busy (``data`` instead
+    while the decoder receives a WRITE: ``run.writing``), ``check`` from the
     cycle busy rises to the one the engine reports its check in, then ``compute`` when the
     engine says it feeds its datapath (``engine.active``) and ``other`` otherwise.
 
@@ -38,6 +39,13 @@ class RunControl(wiring.Component):
         To the engine.
     out_idle : In(1)
         The output stage holds no word in flight.
+    banks : Out(8)
+        The running RUN's banks (``run.banks`` latched at its start).
+
+    A RUN may start in the cycle the running one completes (``run.free``): ``busy`` then
+    stays high, ``cycles`` restarts and the engine sees ``start`` exactly as from idle, so
+    each RUN's cycles are those it takes alone. ``prev_cycles`` keeps the cycles of the RUN
+    before the current one.
     """
 
     def __init__(self, *, arg_bits, counters=False):
@@ -46,6 +54,7 @@ class RunControl(wiring.Component):
             "run": In(RunSignature(arg_bits, counters=counters)),
             "engine": Out(EngineControlSignature(arg_bits)),
             "out_idle": In(1),
+            "banks": Out(8),
         })
 
     def elaborate(self, platform):
@@ -54,16 +63,22 @@ class RunControl(wiring.Component):
         m.d.comb += [self.engine.start.eq(self.run.start), self.engine.args.eq(self.run.args),
                      self.run.check_done.eq(self.engine.check_done),
                      self.run.check_err.eq(self.engine.check_err)]
+        free = self.run.busy & engine_done & self.out_idle
+        m.d.comb += self.run.free.eq(free)
         with m.If(self.run.busy):
             m.d.sync += self.run.cycles.eq(self.run.cycles + 1)
-        with m.If(self.run.start):
-            m.d.sync += [self.run.busy.eq(1), self.run.cycles.eq(0), engine_done.eq(0)]
         with m.If(self.engine.check_done & (self.engine.check_err != 0)):
             m.d.sync += self.run.busy.eq(0)
         with m.If(self.engine.done):
             m.d.sync += engine_done.eq(1)
-        with m.If(self.run.busy & engine_done & self.out_idle):
+        with m.If(free):
             m.d.sync += [self.run.busy.eq(0), engine_done.eq(0)]
+        # Last, so a RUN that starts in the cycle another completes keeps busy high.
+        with m.If(self.run.start):
+            m.d.sync += [self.run.busy.eq(1), self.run.cycles.eq(0), engine_done.eq(0),
+                         self.banks.eq(self.run.banks),
+                         self.run.prev_cycles.eq(Mux(self.run.busy, self.run.cycles + 1,
+                                                     self.run.cycles))]
         if self._counters:
             from tessera.hdl.ctrl.protocol import COUNTER_NAMES
             checked = Signal()       # the engine reported this RUN's check
@@ -72,7 +87,9 @@ class RunControl(wiring.Component):
             with m.If(self.engine.check_done):
                 m.d.sync += checked.eq(1)
             busy = self.run.busy
-            cause = {"idle": ~busy, "check": busy & ~checked,
+            writing = self.run.writing
+            cause = {"idle": ~busy & ~writing, "data": ~busy & writing,
+                     "check": busy & ~checked,
                      "compute": busy & checked & self.engine.active,
                      "other": busy & checked & ~self.engine.active}
             counts = []

@@ -19,14 +19,24 @@ class RunSignature(wiring.Signature):
     Members
     -------
     start : Out(1)
-        One-cycle pulse: ``args`` holds a RUN's engine arguments.
+        One-cycle pulse: ``args`` holds a RUN's engine arguments and ``banks`` its banks. It
+        may come while ``busy`` only in a cycle with ``free`` (the RUN then starts straight
+        after the one that completes).
     args : Out(arg_bits)
+    banks : Out(8)
+        Bit i: the bank of store i the RUN uses.
     busy : In(1)
+    free : In(1)
+        The running RUN completes this cycle (``busy`` falls after it unless a RUN starts).
     check_done : In(1)
         Pulses when the arguments are checked; ``check_err`` is then 0 or an `Err` code.
     check_err : In(8)
     cycles : In(32)
         Busy cycles of the current or last RUN.
+    prev_cycles : In(32)
+        Busy cycles of the RUN before it.
+    writing : Out(1), only with ``counters``
+        The decoder is receiving a WRITE (the ``data`` cause while no RUN executes).
     counters : In(32 * len(COUNTER_NAMES)), only with ``counters``
         Cycles since reset by cause, u32 each in `protocol.COUNTER_NAMES` order (the COUNTERS
         response after its status byte).
@@ -36,10 +46,12 @@ class RunSignature(wiring.Signature):
         from tessera.hdl.ctrl.protocol import COUNTER_NAMES
         self._arg_bits, self._counters = arg_bits, bool(counters)
         members = {
-            "start": Out(1), "args": Out(max(1, arg_bits)),
-            "busy": In(1), "check_done": In(1), "check_err": In(8), "cycles": In(32),
+            "start": Out(1), "args": Out(max(1, arg_bits)), "banks": Out(8),
+            "busy": In(1), "free": In(1), "check_done": In(1), "check_err": In(8),
+            "cycles": In(32), "prev_cycles": In(32),
         }
         if counters:
+            members["writing"] = Out(1)
             members["counters"] = In(32 * len(COUNTER_NAMES))
         super().__init__(members)
 

@@ -1,13 +1,13 @@
 """Scratchpad banks on `amaranth.lib.memory.Memory` (synchronous read, so they map to BRAM)."""
 
-from amaranth import Module, unsigned
+from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from tessera.hdl.engine.base import StorePortSignature
 
 
-__all__ = ["Scratchpad", "StoreArbiter"]
+__all__ = ["Scratchpad", "StoreArbiter", "BankedStore"]
 
 
 class Scratchpad(wiring.Component):
@@ -114,4 +114,90 @@ class StoreArbiter(wiring.Component):
                              mem.w_en.eq(h.w_en)]
         else:
             m.d.comb += [mem.w_addr.eq(h.w_addr), mem.w_data.eq(h.w_data), mem.w_en.eq(h.w_en)]
+        return m
+
+
+class BankedStore(wiring.Component):
+    """One store of the memory map: ``banks`` scratchpads of ``depth`` words and the routing
+    of the host's and the core's ports onto them.
+
+    The host addresses ``banks x depth`` words (bank ``b`` from ``b x depth``); the core
+    (engine or output stage) addresses ``depth`` words of bank ``bank``. While ``busy``, bank
+    ``bank`` belongs to the core (its reads, and its writes for a result store) and every
+    other bank to the host; otherwise the host has them all. Host writes to an operand or
+    parameter store (``core_writes`` False) always go through (the decoder decides what to
+    allow). With one bank this is exactly `StoreArbiter` onto one `Scratchpad`.
+
+    Parameters
+    ----------
+    depth : int
+        Words per bank.
+    width : int
+    banks : int
+        1 or 2.
+    core_writes : bool
+        The core writes this store (a result store).
+
+    Members
+    -------
+    host : In(StorePortSignature(banks * depth, width))
+    core : In(StorePortSignature(depth, width, write=core_writes))
+    busy : In(1)
+    bank : In(1)
+        The bank the running RUN uses (held for the whole RUN).
+    """
+
+    def __init__(self, *, depth, width, banks=1, core_writes):
+        if banks not in (1, 2):
+            raise ValueError(f"banks must be 1 or 2, not {banks!r}")
+        self._depth, self._width, self._banks = depth, width, banks
+        self._core_writes = bool(core_writes)
+        super().__init__({
+            "host": In(StorePortSignature(depth=banks * depth, width=width)),
+            "core": In(StorePortSignature(depth=depth, width=width, write=core_writes)),
+            "busy": In(1),
+            "bank": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        h, c = self.host, self.core
+        if self._banks == 1:
+            m.submodules.spad = spad = Scratchpad(width=self._width, depth=self._depth)
+            m.submodules.arb = arb = StoreArbiter(depth=self._depth, width=self._width,
+                                                  core_writes=self._core_writes)
+            wiring.connect(m, wiring.flipped(h), arb.host)
+            wiring.connect(m, wiring.flipped(c), arb.core)
+            wiring.connect(m, arb.mem, spad)
+            m.d.comb += arb.busy.eq(self.busy)
+            return m
+        D = self._depth
+        h_rbank = h.r_addr >= D
+        h_wbank = h.w_addr >= D
+        h_rlocal = Mux(h_rbank, h.r_addr - D, h.r_addr)[:len(c.r_addr)]
+        h_wlocal = Mux(h_wbank, h.w_addr - D, h.w_addr)[:len(c.r_addr)]
+        h_rsel = Signal()             # the bank the host's last read addressed
+        with m.If(h.r_en):
+            m.d.sync += h_rsel.eq(h_rbank)
+        datas = []
+        for b in range(2):
+            m.submodules[f"bank{b}"] = spad = Scratchpad(width=self._width, depth=D)
+            core_has = self.busy & (self.bank == b)
+            with m.If(core_has):
+                m.d.comb += [spad.r_addr.eq(c.r_addr), spad.r_en.eq(c.r_en)]
+            with m.Else():
+                m.d.comb += [spad.r_addr.eq(h_rlocal), spad.r_en.eq(h.r_en & (h_rbank == b))]
+            if self._core_writes:
+                with m.If(core_has):
+                    m.d.comb += [spad.w_addr.eq(c.w_addr), spad.w_data.eq(c.w_data),
+                                 spad.w_en.eq(c.w_en)]
+                with m.Else():
+                    m.d.comb += [spad.w_addr.eq(h_wlocal), spad.w_data.eq(h.w_data),
+                                 spad.w_en.eq(h.w_en & (h_wbank == b))]
+            else:
+                m.d.comb += [spad.w_addr.eq(h_wlocal), spad.w_data.eq(h.w_data),
+                             spad.w_en.eq(h.w_en & (h_wbank == b))]
+            datas.append(spad.r_data)
+        m.d.comb += [h.r_data.eq(Mux(h_rsel, datas[1], datas[0])),
+                     c.r_data.eq(Mux(self.bank, datas[1], datas[0]))]
         return m
