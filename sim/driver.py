@@ -151,15 +151,21 @@ class TesseraDriver:
         and no write becomes more commands (``elided_words`` counts what was not sent). `connect` forgets the mirror; a WRITE the
         core refuses forgets its region. Only safe while this driver is the only writer of the
         core (no other host, no reconfiguration between its commands).
+    overlap : bool
+        Let the mappers run ping-pong on a core whose stores have two banks (``<store>_banks
+        = 2``): each RUN is sent while the one before executes, the next tiles are written and
+        the finished results read while the array computes (`GemmMapper.overlaps`). Results
+        and each RUN's cycles are those of the one-after-another schedule.
     """
 
     def __init__(self, transport, cfg=None, *, poll_cycles=64, count_causes=False,
-                 resident=False):
+                 resident=False, overlap=True):
         self.t = transport
         self.cfg = cfg
         self.poll_cycles = poll_cycles
         self.count_causes = bool(count_causes)
         self.resident = bool(resident)
+        self.overlap = bool(overlap)
         self.elided_words = 0
         self._mirror = {}            # store name -> (depth x lanes codes, known mask)
         #: ``(base, words)``: the region of store B the next layer's weights go to
@@ -254,7 +260,7 @@ class TesseraDriver:
         lanes = np.asarray(lanes)
         if lanes.ndim != 2 or lanes.shape[1] != s.lanes:
             raise ValueError(f"write to {spad}: expected n x {s.lanes} lanes, got {lanes.shape}")
-        if self.resident and s.role != "result" and 0 <= addr and addr + len(lanes) <= s.depth:
+        if self.resident and s.role != "result" and 0 <= addr and addr + len(lanes) <= s.words:
             await self._write_changed(spad, s, addr, lanes)
             return
         await self._write_words(spad, s, addr, lanes)
@@ -268,8 +274,8 @@ class TesseraDriver:
     async def _write_changed(self, spad, s, addr, lanes):
         """`write` with the resident mirror: only the span of words that differ from it."""
         codes, known = self._mirror.setdefault(
-            s.name, (np.zeros((s.depth, s.lanes), dtype=np.uint64),
-                     np.zeros(s.depth, dtype=bool)))
+            s.name, (np.zeros((s.words, s.lanes), dtype=np.uint64),
+                     np.zeros(s.words, dtype=bool)))
         new = np.asarray(lanes).astype(np.uint64)
         end = addr + len(new)
         same = known[addr:end] & np.all(codes[addr:end] == new, axis=1)
@@ -296,13 +302,16 @@ class TesseraDriver:
         data = await self.t.recv(count * s.word_bytes)
         return unpack_words(data, s.lanes, s.lane_bits)
 
-    async def start(self, **fields):
-        """Send RUN with the engine's argument ``fields`` (missing fields are 0); returns once
-        the core accepted it (raises `TesseraError` on a rejected RUN)."""
+    async def start(self, *, banks=0, **fields):
+        """Send RUN with the engine's argument ``fields`` (missing fields are 0) on ``banks``
+        (bit i: the bank of store i); returns once the core started it (raises `TesseraError`
+        on a rejected RUN). Sent while a RUN executes, the core holds it and starts it (and
+        answers) in the cycle that RUN completes."""
         if self.cfg is None:
             raise RuntimeError("RUN needs the core's config (TesseraDriver(transport, cfg))")
         layout = self.cfg.engine.args()
-        head = command(Op.RUN).args.pack(engine=fields.pop("engine", self.info.engine))
+        head = command(Op.RUN).args.pack(engine=fields.pop("engine", self.info.engine),
+                                         banks=banks)
         await self.t.send(bytes([Op.RUN]) + head + layout.pack(**fields))
         await self._status_byte("RUN " + ", ".join(f"{k}={v}" for k, v in fields.items()))
 
@@ -314,9 +323,9 @@ class TesseraDriver:
                 return st
             await self.t.idle(self.poll_cycles)
 
-    async def run(self, **fields):
+    async def run(self, *, banks=0, **fields):
         """RUN and wait; returns the RUN's cycle count."""
-        await self.start(**fields)
+        await self.start(banks=banks, **fields)
         return (await self.wait()).cycles
 
     async def run_layer(self, layer, x, w=None, bias=None, *, raw=False, mode=None,

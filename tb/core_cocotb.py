@@ -14,7 +14,7 @@ import cocotb
 import numpy as np
 
 from tessera.generators.config import config_from_dict
-from tessera.hdl.ctrl.protocol import Err, Op, epilogue_caps
+from tessera.hdl.ctrl.protocol import STATUS_BYTES, Err, Op, epilogue_caps
 from tessera.sim.core import GoldenCore, GoldenTransport
 from tessera.sim.driver import TesseraDriver, TesseraError
 from tessera.sim.layers import layer_from_dict
@@ -86,7 +86,7 @@ async def test_info(dut):
     assert info.layer_types == tuple(CFG.engine.layer_types)
     assert info.epilogue == epilogue_caps(CFG.engine.epilogue())
     assert info.formats == CFG.core_info().formats
-    assert info.version == 3
+    assert info.version == 4
 
 
 if PLAN.get("cases"):
@@ -255,8 +255,9 @@ async def test_malformed_commands(dut):
     some_run = twin.bad_runs()[0][0]
     await _expect_error(drv, drv.start(engine=CFG.engine.code ^ 0x40, **some_run), Err.ENGINE)
 
-    # While a RUN executes: STATUS answers busy; READ, RUN and WRITE to C are refused; A and B
-    # stay writable (software double buffering). Each check sends a RUN and the command in one
+    # While a RUN executes: STATUS answers busy; READ and WRITE to C are refused; A and B
+    # stay writable (software double buffering); a second RUN is held and starts (and is
+    # answered) in the cycle the first completes. Each check sends a RUN and the command in one
     # burst, and the RUN is chosen from the cycle model to last well past the moment the core
     # decides on the command, so no check races the hardware (the RUN's own cycle count is
     # checked against the model too).
@@ -264,27 +265,31 @@ async def test_malformed_commands(dut):
     checks = [
         ("STATUS", bytes([Op.STATUS]), None),
         ("READ a", bytes([Op.READ, 0, 0, 0, 1, 0]), Err.BUSY),
-        ("RUN", _run_bytes(**some_run), Err.BUSY),
+        ("RUN", "held", Err.OK),
         ("WRITE c", bytes([Op.WRITE, res.id, 0, 0, 1, 0]) + word_c, Err.BUSY),
         ("WRITE a", bytes([Op.WRITE, 0, 0, 0, 1, 0]) + bytes(wb_a), Err.OK),
     ]
     for name, cmd, want in checks:
-        header = len(cmd) if cmd[0] != Op.WRITE else 6
+        header = 6 if cmd == "held" or cmd[0] == Op.WRITE else len(cmd)
         found = twin.busy_run(twin.check_cycles + 2 + header + 16)
         assert found is not None, f"no RUN fits the scratchpads long enough to check {name}"
         fields, cycles, preload = found
+        if cmd == "held":
+            cmd = _run_bytes(**fields)
         for store, (addr, words) in preload.items():
             await drv.write(store, addr, words)
         await t.send(_run_bytes(**fields) + cmd)
         assert (await t.recv(1))[0] == Err.OK, f"RUN {fields} (for the {name} check) refused"
         if want is None:          # STATUS: OK, flags (bit 0 busy), last error, cycles
-            st = await t.recv(7)
+            st = await t.recv(STATUS_BYTES)
             assert st[0] == Err.OK and st[1] & 1, f"STATUS during a RUN: {st.hex()}"
         else:
             got = (await t.recv(1))[0]
             assert got == want, f"{name} during a {cycles}-cycle RUN: {got}, expected {want}"
         st = await drv.wait()
         assert st.cycles == cycles, f"RUN {fields}: {st.cycles} cycles, the model says {cycles}"
+        if name == "RUN":         # the held RUN ran straight after the first, as long
+            assert st.prev_cycles == cycles, f"held RUN: previous {st.prev_cycles} != {cycles}"
     # And a normal command works afterwards.
     assert (await drv.connect()).rows == CFG.rows
 

@@ -19,7 +19,7 @@ from amaranth.sim import Simulator
 
 from tessera.generators.assemble import build_core
 from tessera.generators.config import config_from_dict
-from tessera.hdl.ctrl.protocol import COMMANDS, Op, command
+from tessera.hdl.ctrl.protocol import COMMANDS, STATUS_BYTES, Op, command
 from tessera.sim.core import GoldenCore
 
 
@@ -70,8 +70,9 @@ def pending(core):
     return 0
 
 
-def run_bytes(cfg, *, engine=None, **fields):
-    head = command(Op.RUN).args.pack(engine=cfg.engine.code if engine is None else engine)
+def run_bytes(cfg, *, engine=None, banks=0, **fields):
+    head = command(Op.RUN).args.pack(engine=cfg.engine.code if engine is None else engine,
+                                     banks=banks)
     return bytes([Op.RUN]) + head + cfg.engine.args().pack(**fields)
 
 
@@ -110,7 +111,8 @@ def random_command(cfg, rng):
                   "c_base": int(rng.choice([0, 0, 2, 14])),
                   "flags": int(rng.choice([0, 0, 1, 1, 2, 0x80]))}
         engine = None if rng.random() < 0.9 else int(rng.integers(0, 256))
-        return run_bytes(cfg, engine=engine, **fields)
+        banks = int(rng.choice([0, 0, 0, 0, 1, 4, 0x80]))   # this core has no second bank
+        return run_bytes(cfg, engine=engine, banks=banks, **fields)
     return rng.integers(0, 256, int(rng.integers(1, 4)), dtype=np.uint8).tobytes()
 
 
@@ -181,12 +183,13 @@ def test_golden_core_fuzz():
             got_pieces += pieces.feed(data[i:j])
             i = j
         assert bytes(got_pieces) == got_whole, f"stream {n}: {data.hex()}"
-        # Padding brings the decoder back to idle; STATUS then answers OK with 7 bytes.
+        # Padding brings the decoder back to idle; STATUS then answers OK with 11 bytes.
         pad, pad_out = close_stream(pieces)
         assert whole.feed(pad) == pad_out
         status = bytes([Op.STATUS])
         st = whole.feed(status)
-        assert len(st) == 7 and st[0] == 0, f"stream {n}: STATUS answered {st.hex()}"
+        assert len(st) == STATUS_BYTES == 11 and st[0] == 0, \
+            f"stream {n}: STATUS answered {st.hex()}"
         assert pieces.feed(status) == st
         assert not whole._buf and not pieces._buf
 
@@ -202,6 +205,7 @@ def _rtl_streams(cfg, rng, count):
         probe = RecordingCore(cfg)
         probe.stores = {k: v.copy() for k, v in golden.stores.items()}
         probe.last_error, probe.cycles = golden.last_error, golden.cycles
+        probe.prev_cycles = golden.prev_cycles
         probe._buf = bytearray(golden._buf)
         probe.feed(data)
         pad, _ = close_stream(probe)

@@ -289,28 +289,96 @@ class GemmMapper:
         out = np.zeros((mp, np_), dtype=np.uint64)
         stats = GemmStats(k_split=kc * kw)
         mt_all, nt_all = mp // R, np_ // C
-        for m0 in range(0, mt_all, mt_run):
-            mt = min(mt_run, mt_all - m0)
-            for n0 in range(0, nt_all, nt_run):
-                nt = min(nt_run, nt_all - n0)
+        result = "c" if epi is None else "r"
+        lpw = C * epi.lanes_per_channel if epi is not None else 0
+
+        def blocks():
+            """Per block of output tiles: (m0, mt, n0, nt, [RUN steps]); a step is (A tile,
+            B tile, RUN fields)."""
+            for m0 in range(0, mt_all, mt_run):
+                mt = min(mt_run, mt_all - m0)
+                for n0 in range(0, nt_all, nt_run):
+                    nt = min(nt_run, nt_all - n0)
+                    steps = []
+                    for k0 in range(0, k_words, kc):
+                        kk = min(kc, k_words - k0)
+                        flags = FLAG_ACCUMULATE if k0 > 0 else 0
+                        if epi is not None and k0 + kk >= k_words:
+                            flags |= FLAG_EPILOGUE | epi_flags
+                        steps.append((tile_a(a_w[m0 * R:(m0 + mt) * R, k0:k0 + kk], R),
+                                      tile_b(b_w[k0:k0 + kk, n0 * C:(n0 + nt) * C], C),
+                                      dict(m_tiles=mt, n_tiles=nt, k=kk, flags=flags,
+                                           b_base=b_base, **extra)))
+                    yield m0, mt, n0, nt, steps
+
+        def count(cyc):
+            stats.runs += 1
+            stats.cycles += cyc
+            stats.run_cycles.append(cyc)
+            if progress:
+                progress(stats)
+
+        def place(block, words):
+            m0, mt, n0, nt, _ = block
+            out[m0 * R:(m0 + mt) * R, n0 * C:(n0 + nt) * C] = untile_c(words, mt, nt, R, C)
+
+        if not self.overlaps(drv, epilogue=epi is not None, resident=b_words is not None):
+            for block in blocks():
+                n0, nt = block[2], block[3]
                 if epi is not None:
-                    lpw = C * epi.lanes_per_channel
                     await drv.write("p", 0, params[n0 * lpw:(n0 + nt) * lpw].reshape(nt, lpw))
-                for k0 in range(0, k_words, kc):
-                    kk = min(kc, k_words - k0)
-                    flags = FLAG_ACCUMULATE if k0 > 0 else 0
-                    if epi is not None and k0 + kk >= k_words:
-                        flags |= FLAG_EPILOGUE | epi_flags
-                    await drv.write("a", 0, tile_a(a_w[m0 * R:(m0 + mt) * R, k0:k0 + kk], R))
-                    await drv.write("b", b_base,
-                                    tile_b(b_w[k0:k0 + kk, n0 * C:(n0 + nt) * C], C))
-                    cyc = await drv.run(m_tiles=mt, n_tiles=nt, k=kk, flags=flags,
-                                        b_base=b_base, **extra)
-                    stats.runs += 1
-                    stats.cycles += cyc
-                    stats.run_cycles.append(cyc)
-                    if progress:
-                        progress(stats)
-                words = await drv.read("c" if epi is None else "r", 0, mt * nt * R)
-                out[m0 * R:(m0 + mt) * R, n0 * C:(n0 + nt) * C] = untile_c(words, mt, nt, R, C)
+                for a_t, b_t, fields in block[4]:
+                    await drv.write("a", 0, a_t)
+                    await drv.write("b", b_base, b_t)
+                    count(await drv.run(**fields))
+                place(block, await drv.read(result, 0, block[1] * block[3] * R))
+            return out[:m, :n], stats
+
+        # Ping-pong: RUN i reads bank i % 2 of A (and of B unless the weights are resident in
+        # bank 0); block j accumulates into bank j % 2 of the result stores (and reads bank
+        # j % 2 of P). Each RUN is sent while the one before executes (the core holds it and
+        # starts it the cycle that one completes); the host then reads the finished block's
+        # results from the other bank and writes the next tiles while the array computes.
+        g = self.cfg.geometry
+        ids = {s.name: s.id for s in g.stores}
+        depth = {s.name: s.depth for s in g.stores}
+        run_no, pending, last = 0, None, None
+        for j, block in enumerate(blocks()):
+            rb = j % 2
+            n0, nt = block[2], block[3]
+            if epi is not None:
+                await drv.write("p", rb * depth["p"],
+                                params[n0 * lpw:(n0 + nt) * lpw].reshape(nt, lpw))
+            for a_t, b_t, fields in block[4]:
+                ob = run_no % 2
+                await drv.write("a", ob * depth["a"], a_t)
+                b_bank = 0 if b_words is not None else ob
+                await drv.write("b", b_bank * depth["b"] + b_base, b_t)
+                banks = (ob << ids["a"]) | (b_bank << ids["b"]) | (rb << ids[result])
+                if result == "r":
+                    banks |= (rb << ids["c"]) | (rb << ids["p"])
+                await drv.start(banks=banks, **fields)
+                run_no += 1
+                if last is not None:
+                    count((await drv.status()).prev_cycles)
+                last = fields
+                if pending is not None:          # its last RUN completed: this one started
+                    pb, pblock = pending
+                    place(pblock, await drv.read(result, pb * depth[result],
+                                                 pblock[1] * pblock[3] * R))
+                    pending = None
+            pending = (rb, block)
+        count((await drv.wait()).cycles)
+        pb, pblock = pending
+        place(pblock, await drv.read(result, pb * depth[result], pblock[1] * pblock[3] * R))
         return out[:m, :n], stats
+
+    def overlaps(self, drv, *, epilogue=False, resident=False):
+        """Whether `gemm` runs ping-pong: the driver allows it (``drv.overlap``) and every
+        store it writes or reads per RUN has two banks (A; B unless the weights are
+        resident; the result stores, and P with the epilogue)."""
+        if not getattr(drv, "overlap", False):
+            return False
+        g = self.cfg.geometry
+        need = ["a", "c"] + ([] if resident else ["b"]) + (["p", "r"] if epilogue else [])
+        return all(g.store(n).banks == 2 for n in need)
