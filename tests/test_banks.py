@@ -235,7 +235,7 @@ def test_ping_pong_with_the_epilogue_and_the_sequential_fallback():
     cfg = derive("int8-requant", array={"rows": 4, "cols": 4}, memory={**small, **banked})
     seq = derive("int8-requant", array={"rows": 4, "cols": 4}, memory=small)
     epi = {"bias": np.arange(10) * 37 - 100, "mult": np.full(10, 1 << 30),
-           "shift": np.full(10, 40), "zero_point": 3, "lo": -100, "hi": 120}
+           "shift": np.full(10, 8), "zero_point": 3, "lo": -100, "hi": 120}
     m, n, k = 9, 10, 20
     _, _, (out, cycles) = _gemm_case(cfg, m, n, k, 2, epilogue=epi)
     _, _, (out_s, cycles_s) = _gemm_case(seq, m, n, k, 2, epilogue=epi)

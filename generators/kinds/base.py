@@ -125,9 +125,12 @@ class Combiner:
     ``latency`` cycles from the old and new words to the combined word; `hdl` returns a
     `wiring.Component` for one lane with members ``a`` (the stored code), ``b`` (the new code),
     both In(width), and ``result`` (Out(width)); `twin` is the bit-exact NumPy function of
-    (old, new) codes; `as_dict` describes it for the manifest.
+    (old, new) codes; `as_dict` describes it for the manifest. ``associative``: combining the
+    partial results of any split of K gives the same codes as one unsplit sum (a wrapping
+    integer add), so a mapper may split K freely to make fewer, longer RUNs.
     """
     latency: int = 0
+    associative: bool = False
 
     def hdl(self):
         raise NotImplementedError

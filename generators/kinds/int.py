@@ -150,7 +150,10 @@ def signed_values(codes, bits):
 
 
 class WrapAddCombiner(Combiner):
-    """Lane-wise wrapping add of result codes (latency 0)."""
+    """Lane-wise wrapping add of result codes (latency 0; associative: any split of K gives
+    the same codes modulo 2**bits)."""
+
+    associative = True
 
     def __init__(self, bits):
         self.bits = bits

@@ -176,11 +176,14 @@ class GemmOSTwin:
         return best
 
 
-def plan_gemm(m, n, k, *, rows, cols, depths, accumulate):
+def plan_gemm(m, n, k, *, rows, cols, depths, accumulate, split_free=False):
     """Split an M x N x K GEMM (K in words) into RUNs that fit the stores.
 
     Returns ``(m_tiles_per_run, n_tiles_per_run, k_per_run)``: the largest blocking
     (preferring the whole K, then as many tiles as fit) such that the A, B and C regions fit.
+    With ``split_free`` (the core accumulates across RUNs with an associative combiner, so a
+    split of K changes no result), the K chunk is instead chosen to make the fewest RUNs (each
+    RUN pays its argument check, fill and drain), the longest chunk among equals.
     Raises ValueError, naming the sizes, if nothing fits.
     """
     R, C = rows, cols
@@ -192,10 +195,25 @@ def plan_gemm(m, n, k, *, rows, cols, depths, accumulate):
                          f"cannot accumulate across RUNs")
     if dc < R or kc < 1:
         raise ValueError(f"scratchpad C (depth {dc}) cannot hold one {R}-row tile")
-    mt = max(1, min(mt_all, da // kc))
-    nt = max(1, min(nt_all, db // kc, (dc // R) // mt))
-    mt = max(1, min(mt, (dc // R) // nt))
-    return mt, nt, kc
+
+    def blocking(kc):
+        mt = max(1, min(mt_all, da // kc))
+        nt = max(1, min(nt_all, db // kc, (dc // R) // mt))
+        mt = max(1, min(mt, (dc // R) // nt))
+        runs = -(-mt_all // mt) * -(-nt_all // nt) * -(-k // kc)
+        return runs, mt, nt
+
+    best = (*blocking(kc)[1:], kc)
+    if split_free and accumulate and k > 1:
+        runs = blocking(kc)[0]
+        for parts in range(2, min(k, 256) + 1):
+            c = -(-k // parts)
+            if c > kc:
+                continue
+            r, mt, nt = blocking(c)
+            if r < runs:
+                runs, best = r, (mt, nt, c)
+    return best
 
 
 class GemmMapper:
@@ -210,13 +228,18 @@ class GemmMapper:
 
     def plan(self, m, n, k_words, *, epilogue=False, b_depth=None):
         """``(m_tiles, n_tiles, k_words)`` per RUN (`plan_gemm`); ``b_depth``: plan within a
-        region of B of that many words instead of the whole store."""
+        region of B of that many words instead of the whole store (resident weights: the
+        whole K per RUN, so every RUN reads the same region). K is split freely (fewest RUNs)
+        when the PE kind's combiner is associative."""
         g = self.cfg.geometry
         depths = [s.depth for s in g.stores[:3]]
         if b_depth is not None:
             depths[1] = b_depth
+        comb = self.cfg.pe.combiner()
         mt, nt, kc = plan_gemm(m, n, k_words, rows=g.rows, cols=g.cols, depths=tuple(depths),
-                               accumulate=self.cfg.pe.combiner() is not None)
+                               accumulate=comb is not None,
+                               split_free=b_depth is None and getattr(comb, "associative",
+                                                                      False))
         if epilogue:                  # one parameter word per n-tile of a RUN
             nt = min(nt, g.store("p").depth)
         return mt, nt, kc
