@@ -1,25 +1,29 @@
 """Utilization per layer and the stall breakdown, from the core's own cycle counters (COUNTERS).
 
-Workloads: the digits CNN (its layer shapes at batch 50) and a VGG-16-style stack scaled to
-32x32 inputs (10 convolutions 3x3 / pad 1 in four stages of 16, 32, 64, 64 channels, max pools
-on the host between stages, two dense layers; batch 1), random int8 operands. Presets: the default ``int8-8x8`` and ``ulx3s`` (12x12, the
-board preset the VGG stack is scaled to). Every layer runs on the preset's Verilated RTL
-(`tessera.sim.vsim.VerilatorCore`) through the host driver's layer mappers with
-``count_causes=True``: the driver reads COUNTERS before and after each layer. Every output is
-checked against the engine's independent layer reference (a direct convolution / a matrix
-product), every RUN's cycles against the golden core's.
+Workloads: the digits CNN (its layer shapes at batch 50) and a VGG-16-style stack scaled to the
+array (32x32 inputs, 10 convolutions 3x3 / pad 1 in four stages of 16, 32, 64, 64 channels on
+8 columns, x cols / 8 on others; max pools on the host between stages; two dense layers; a
+batch that fills whole row tiles: `workloads`), random int8 operands. Presets: the default
+``int8-8x8`` and ``ulx3s`` (12x12), each as shipped (one bank per store: the layer's RUNs and
+transfers one after another) and with ``a_banks = b_banks = c_banks = 2`` (ping-pong: each RUN
+sent while the one before executes, the core holds it and starts it the cycle that one
+completes; the next tiles written and finished results read meanwhile). Every layer runs on the
+preset's Verilated RTL (`tessera.sim.vsim.VerilatorCore`) through the host driver's layer
+mappers with ``count_causes=True``: the driver reads COUNTERS before and after each layer.
+Every output is checked against the engine's independent layer reference (a direct convolution
+/ a matrix product), every RUN's cycles against the golden core's.
 
 Per layer: ``% of peak, RUNs`` = ideal cycles (the layer's MACs at the array's peak rate) over
 the RUNs' busy cycles (check + compute + other: the link excluded); ``% of peak, with host`` =
-ideal over every cycle of the layer, host waits included (no overlap: transfers and RUNs run one
-after another); the causes as shares of the layer's cycles. Per network: the same over all its
+ideal over every cycle of the layer on the harness's byte-per-cycle stream, host waits
+included; the causes as shares of the layer's cycles. Per network: the same over all its
 on-chip layers. Host-side layers (pooling, flatten) are not cycles.
 
 Writes ``benchmarks/results/utilization.{json,md,png}``.
 
 Usage::
 
-    .venv/bin/python benchmarks/utilization.py [--presets int8-8x8,ulx3s]
+    .venv/bin/python benchmarks/utilization.py [--presets int8-8x8,ulx3s] [--no-banks]
 """
 
 from __future__ import annotations
@@ -45,22 +49,28 @@ def say(msg, _t0=time.monotonic()):
     print(f"[{time.monotonic() - _t0:7.1f}s] {msg}", flush=True)
 
 
-def workloads(cols=8):
-    """The two networks; the VGG stack's channels are scaled to the array (16, 32, 64, 64 on
-    8 columns; x cols / 8, so 24, 48, 96, 96 on the ULX3S's 12)."""
+def workloads(cols=8, rows=8):
+    """The two networks; the VGG stack is scaled to the array: channels 16, 32, 64, 64 on 8
+    columns (x cols / 8, so 24, 48, 96, 96 on the ULX3S's 12), and a batch of rows /
+    gcd(rows, 16) images so that every stage's pixels fill whole row tiles (1 on 8 rows, 3 on
+    12: the last stage has 4 x 4 pixels per image)."""
+    import math
     from tessera.sim.layers import Conv2d, Dense
     cnn = [("conv1", Conv2d(1, 8, kernel=3, padding=1), (50, 1, 8, 8)),
            ("conv2", Conv2d(8, 16, kernel=3, padding=1), (50, 8, 8, 8)),
            ("fc", Dense(256, 10), (50, 256))]
     vgg, c, hw = [], 3, 32
+    batch = rows // math.gcd(rows, 16)
     widths = [w * cols // 8 for w in (16, 32, 64, 64)]
     for s, (cout, reps) in enumerate(zip(widths, (2, 2, 3, 3)), 1):
         for r in range(1, reps + 1):
-            vgg.append((f"conv{s}_{r}", Conv2d(c, cout, kernel=3, padding=1), (1, c, hw, hw)))
+            vgg.append((f"conv{s}_{r}", Conv2d(c, cout, kernel=3, padding=1),
+                        (batch, c, hw, hw)))
             c = cout
         hw //= 2                                  # max pool on the host
-    vgg += [("fc1", Dense(c * hw * hw, 64), (1, c * hw * hw)), ("fc2", Dense(64, 10), (1, 64))]
-    return {"digits CNN (batch 50)": cnn, "VGG-style 32x32 (batch 1)": vgg}
+    vgg += [("fc1", Dense(c * hw * hw, 64), (batch, c * hw * hw)),
+            ("fc2", Dense(64, 10), (batch, 64))]
+    return {"digits CNN (batch 50)": cnn, "VGG-style 32x32": vgg}
 
 
 #: The ping-pong variant of a preset: A, B and C of two banks each.
@@ -86,7 +96,7 @@ def run_preset(preset, banks=False):
     with VerilatorCore(cfg, progress=say) as core:
         drv = TesseraDriver(core.transport, cfg, count_causes=True)
         gold = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)
-        for net, layers in workloads(cfg.cols).items():
+        for net, layers in workloads(cfg.cols, cfg.rows).items():
             for i, (name, layer, shape) in enumerate(layers):
                 x, w = cfg.engine.layer_operands(layer, list(shape), kind="random", seed=40 + i)
                 y, st = asyncio.run(drv.run_layer(layer, x, w, raw=True))
