@@ -65,6 +65,7 @@ def c_header(manifest):
         S = s.upper()
         lines += [f"#define {name}_SPAD_{S}_ID {d['id']}",
                   f"#define {name}_SPAD_{S}_DEPTH {d['depth']}",
+                  f"#define {name}_SPAD_{S}_BANKS {d['banks']}",
                   f"#define {name}_SPAD_{S}_WORD_BYTES {d['word_bytes']}"]
     lines.append(f"#define {name}_ENGINE {manifest['engine']['code']}")
     for f in manifest["engine"]["run_args"]:

@@ -212,6 +212,7 @@ def test_c_header(default_core):
         S = s.upper()
         expect[f"SPAD_{S}_ID"] = str("abc".index(s))
         expect[f"SPAD_{S}_DEPTH"] = "1024"
+        expect[f"SPAD_{S}_BANKS"] = "1"
         expect[f"SPAD_{S}_WORD_BYTES"] = str(bits // 8)
     expect["ENGINE"] = "1"
     off = 0
