@@ -29,11 +29,37 @@ Per RUN, by engine (docs/perf.md derives each term):
     activations per output row and sub-position chunk, counted from the input by a vector op
     (`feie_row_nonzeros`).
 
-Host transfers: the bytes of every WRITE, READ, RUN and STATUS the mapper sends and receives
-(exact for one STATUS poll per RUN), and, given a `Link`, their line time (framing overhead
-per frame and acknowledgement, 10 line bits per byte). Today transfers and RUNs are strictly
-sequential, so a layer's time is compute plus link; the result keeps them apart so that
-overlap terms (ping-pong banks, a RUN queue; issue 18) can be added as ``max(...)`` of them.
+Host transfers: the bytes of every WRITE, READ, RUN and STATUS the mapper sends and receives,
+and, given a `Link`, their line time (framing overhead per frame and acknowledgement, 10 line
+bits per byte). The byte counts follow the protocol table (`tessera.hdl.ctrl.protocol`: RUN's
+header, ``STATUS_BYTES``) and are exact for one STATUS poll per wait (the golden core's case:
+it is never busy when polled; the RTL harness polls every ``poll_cycles`` and sends more).
+
+Two schedules (`tessera.sim.engines.gemm_os.GemmMapper.gemm`):
+
+sequential
+    Per RUN: WRITE A and B, RUN, STATUS polls until idle (one assumed); per block READ. A
+    layer's time is ``compute_s + link_s`` (the RUN's answer counted after its cycles: the
+    virtual board's convention, `tessera.sim.framing.GoldenPipe`).
+ping-pong
+    When every store the GEMM mapper touches per RUN has two banks and the driver allows it
+    (`GemmMapper.overlaps` with ``overlap=True``; weights not resident in B: residency is not
+    modelled here), each RUN is sent while the one before executes (the core holds it and
+    answers when it starts) and the host writes the next tiles and reads the previous block's
+    results meanwhile. The messages are the same ones in another order (one STATUS per RUN
+    after the first, plus the final wait's one poll: one per RUN again), so the bytes do not
+    change. The time is, per GEMM,
+    ``head + sum over RUNs of max(cycles_i / clock, o_i) + tail``: ``head`` the first block's
+    P WRITE, the first A and B WRITEs and the first RUN command; ``o_i`` the host work while
+    RUN i executes (RUN i's answer, the STATUS, the previous block's READ after a block's
+    first RUN, the next block's P WRITE, the next RUN's A and B WRITEs and its command);
+    ``tail`` the final wait's one poll (sent when the last RUN completes) and the last block's
+    READ. The sum is closed form over block classes (full and ragged blocks of M and N, and
+    their neighbours) times K-chunk classes, not a walk over the RUNs.
+    ``serial_link_s = head + tail`` is the link time no RUN hides.
+
+``LayerPrediction.seconds`` is the ping-pong time when the layer overlaps (``overlapped``) and
+``compute_s + link_s`` otherwise (``sequential_s`` always).
 """
 
 from __future__ import annotations
@@ -107,7 +133,9 @@ class LayerPrediction:
     STATUS counts them), ``terms`` (``TERMS`` -> cycles, summing to ``cycles``), ``runs``,
     ``bytes_to_core``/``bytes_from_core`` (payload bytes over the host link), ``wire_bytes``,
     ``link_s``/``link_cycles``/``compute_s`` (with a link), ``where`` (``"core"`` or
-    ``"host"``)."""
+    ``"host"``), ``overlapped`` (the mapper runs the layer ping-pong on banked stores),
+    ``seconds`` (the layer's time on the link: overlapped or sequential), ``sequential_s``
+    (compute plus link) and ``serial_link_s`` (the link time no RUN hides)."""
     index: int
     layer: object
     in_shape: tuple
@@ -124,6 +152,12 @@ class LayerPrediction:
     link_s: float | None = None
     compute_s: float | None = None
     clock_hz: float | None = None
+    overlapped: bool = False
+    #: The ping-pong schedule's time (overlapped layers, with a link).
+    overlap_s: float | None = None
+    #: Link time no RUN overlaps (with a link): all of it sequentially; with ping-pong the
+    #: head (first tiles and RUN command) and tail (final poll, last READ) of each GEMM.
+    serial_link_s: float | None = None
 
     @property
     def link_cycles(self):
@@ -131,11 +165,19 @@ class LayerPrediction:
         return None if self.link_s is None else self.link_s * self.clock_hz
 
     @property
-    def seconds(self):
-        """Compute plus link time (sequential today), or None without a link."""
+    def sequential_s(self):
+        """Compute plus link time (one RUN after another), or None without a link."""
         if self.link_s is None:
             return None
         return self.compute_s + self.link_s
+
+    @property
+    def seconds(self):
+        """The layer's time on the link: the ping-pong schedule's when the layer overlaps,
+        else `sequential_s`; None without a link."""
+        if self.link_s is None:
+            return None
+        return self.overlap_s if self.overlapped else self.sequential_s
 
     def as_dict(self):
         lt = self.layer.type if hasattr(self.layer, "type") else str(self.layer)
@@ -144,7 +186,9 @@ class LayerPrediction:
                 "runs": self.runs, "cycles": self.cycles, "terms": dict(self.terms),
                 "bytes_to_core": self.bytes_to_core, "bytes_from_core": self.bytes_from_core,
                 "wire_bytes": self.wire_bytes, "link_s": self.link_s,
-                "link_cycles": self.link_cycles, "compute_s": self.compute_s}
+                "link_cycles": self.link_cycles, "compute_s": self.compute_s,
+                "overlapped": self.overlapped, "seconds": self.seconds,
+                "sequential_s": self.sequential_s, "serial_link_s": self.serial_link_s}
 
 
 @dataclass
@@ -193,16 +237,36 @@ class Prediction:
         return sum(p.compute_s for p in self.layers)
 
     @property
-    def seconds(self):
+    def overlapped_layers(self):
+        """How many layers run ping-pong."""
+        return sum(p.overlapped for p in self.layers)
+
+    @property
+    def sequential_s(self):
         if self.link_s is None:
             return None
         return self.compute_s + self.link_s
+
+    @property
+    def serial_link_s(self):
+        if self.link_s is None:
+            return None
+        return sum(p.serial_link_s for p in self.layers)
+
+    @property
+    def seconds(self):
+        """The layers' `LayerPrediction.seconds` summed (layers do not overlap each other)."""
+        if self.link_s is None:
+            return None
+        return sum(p.seconds for p in self.layers)
 
     def as_dict(self):
         return {"cycles": self.cycles, "runs": self.runs, "terms": self.terms,
                 "bytes_to_core": self.bytes_to_core, "bytes_from_core": self.bytes_from_core,
                 "link_s": self.link_s, "link_cycles": self.link_cycles,
                 "compute_s": self.compute_s, "seconds": self.seconds,
+                "sequential_s": self.sequential_s, "serial_link_s": self.serial_link_s,
+                "overlapped_layers": self.overlapped_layers,
                 "model_s": self.model_s, "layers": [p.as_dict() for p in self.layers]}
 
 
@@ -287,9 +351,183 @@ class _Proto:
         self.acc.send(self.r, count, reply=1 + words * self.wb[store])
 
     def run(self, count=1):
-        """RUN (one status byte back) and one STATUS poll (``STATUS_BYTES`` back)."""
+        """RUN (one status byte back) and one STATUS (``STATUS_BYTES`` back): the one poll of
+        the sequential schedule's wait, or, ping-pong, the STATUS after each later RUN and the
+        final wait's one poll (the same count per GEMM)."""
         self.acc.send(self.runb, count)
         self.acc.send(1, count, reply=STATUS_BYTES)
+
+    # (command, reply) payload bytes of one message, for the overlap schedule
+    def write_msg(self, store, words):
+        return self.w + words * self.wb[store], 1
+
+    def read_msg(self, store, words):
+        return self.r, 1 + words * self.wb[store]
+
+    def run_msg(self):
+        return self.runb, 1
+
+    @staticmethod
+    def status_msg():
+        return 1, STATUS_BYTES
+
+
+# -- ping-pong schedule ---------------------------------------------------------------------
+class _OverlapDriver:
+    """What `GemmMapper.overlaps` asks of a driver: one that allows overlap (the default
+    `TesseraDriver`); weights are never resident here (`predict` does not model residency)."""
+    overlap = True
+    resident = False
+
+
+def _overlaps(cfg, layer, overlap, epilogue):
+    """Whether the engine's mapper runs ``layer`` ping-pong (`GemmMapper.overlaps`)."""
+    from tessera.sim.layers import CHIP_TYPES
+    if not overlap or layer.type not in CHIP_TYPES:
+        return False
+    mapper = cfg.engine.mapper()
+    ask = getattr(mapper, "overlaps", None)
+    if ask is None or not ask(_OverlapDriver(), epilogue=epilogue, resident=False):
+        return False
+    if type(mapper).__name__ not in _SCHEDULES:
+        raise NotImplementedError(f"predict: the {type(mapper).__name__} overlaps RUNs and "
+                                  f"tessera.sim.perf has no schedule for it")
+    return True
+
+
+def _neighbours(runs):
+    """``{(prev, cur, next): count}`` over the positions of a sequence given as runs
+    ``[(value, length)]`` (None past either end), counted in closed form: only the first and
+    last position of each run can see another value."""
+    total = sum(n for _, n in runs)
+    starts = np.cumsum([0] + [n for _, n in runs])
+
+    def at(i):
+        if i < 0 or i >= total:
+            return None
+        return runs[int(np.searchsorted(starts, i, side="right")) - 1][0]
+    out = {}
+    for s0, (x, n) in zip(starts, runs):
+        for i in {int(s0), int(s0) + n - 1}:
+            key = (at(i - 1), at(i), at(i + 1))
+            out[key] = out.get(key, 0) + 1
+        if n > 2:
+            out[(x, x, x)] = out.get((x, x, x), 0) + n - 2
+    return out
+
+
+class _LinkTime:
+    """Seconds of one message on a link, split at the core: ``q`` (the command until the core
+    has it) and ``r`` (the answer from when the core gives it); ``q + r`` summed over a
+    layer's messages is its ``link_s``."""
+
+    def __init__(self, link, clk):
+        self.link, self.clk = link, clk
+        self._q, self._r = {}, {}
+
+    def q(self, n):
+        if n not in self._q:
+            self._q[n] = (self.link.wire_bytes([n]) * 10.0 / self.link.baud
+                          + self.link.turnaround_cycles([n], [0]) / self.clk)
+        return self._q[n]
+
+    def r(self, n):
+        if n not in self._r:
+            self._r[n] = (self.link.wire_bytes([n]) * 10.0 / self.link.baud
+                          + self.link.turnaround_cycles([0], [n]) / self.clk)
+        return self._r[n]
+
+    def rt(self, msg):
+        return self.q(msg[0]) + self.r(msg[1])
+
+
+def _gemm_schedule(cfg, lt, proto, layer, shape, *, mode, epilogue):
+    """Ping-pong time of ``layer`` on the systolic GEMM mapper: ``(seconds, serial link
+    seconds)``, summed over its GEMMs (each a `GemmMapper.gemm` call: its own head and tail).
+
+    Blocks go M-outer, N-inner in at most two shapes each way, so a block's neighbours take a
+    few forms (`_neighbours` per axis, combined); within a block the K chunks are the first,
+    the middle ones and the last (`_k_chunks`). Each RUN's cycles come from the engine's
+    cycle model (`GemmOSTwin.model`, RTL-exact)."""
+    from tessera.hdl.engine.params import FLAG_ACCUMULATE, FLAG_EPILOGUE
+    from tessera.sim.engines.gemm_os import GemmMapper
+    from tessera.sim.engines.model import evaluate
+    from tessera.sim.lowering import GemmLowering
+    pe, g = cfg.pe, cfg.geometry
+    R, C = g.rows, g.cols
+    kw = pe.layout(mode).k_per_word
+    twin = cfg.engine.twin()
+    extra = {"mode": pe.mode_code(mode)} if pe.modes else {}
+    result = "r" if epilogue else "c"
+    run_q, run_r = lt.q(proto.run_msg()[0]), lt.r(proto.run_msg()[1])
+    status = lt.rt(proto.status_msg())
+    cycles = {}
+
+    def cyc(ms, ns, ks, acc, epi):
+        key = (ms, ns, ks, acc, epi)
+        if key not in cycles:
+            flags = (FLAG_ACCUMULATE if acc else 0) | (FLAG_EPILOGUE if epi else 0)
+            args = {"m_tiles": ms, "n_tiles": ns, "k": ks, "flags": flags, **extra}
+            cycles[key] = evaluate(twin.model, twin.env(args)) / lt.clk
+        return cycles[key]
+
+    def load(blk, ks):                 # the A and B tiles of a RUN of block ``blk``
+        return lt.rt(proto.write_msg("a", blk[0] * ks)) + lt.rt(proto.write_msg("b", blk[1] * ks))
+
+    def params(blk):
+        return lt.rt(proto.write_msg("p", blk[1])) if epilogue else 0.0
+
+    def read(blk):
+        return lt.rt(proto.read_msg(result, blk[0] * blk[1] * R))
+
+    gemms = {}
+    for gemm in GemmLowering(cfg).gemms(layer, shape):
+        gemms[gemm] = gemms.get(gemm, 0) + 1
+    total = serial = 0.0
+    for (m, n, k_el), times in gemms.items():
+        k_words = -(-k_el // kw)
+        mt, nt, kc = GemmMapper(cfg).plan(m, n, k_words, epilogue=epilogue)
+        rows, cols = _split(-(-m // R), mt), _split(-(-n // C), nt)
+        chunks = _k_chunks(k_words, kc, epilogue)
+        k0 = chunks[0][0]
+        # K positions in a block: (words, accumulate, epilogue, first, next chunk's words or
+        # None for the block's last RUN, how many)
+        pos = []
+        for ci, (ks, a, e, cnt) in enumerate(chunks):
+            if cnt > 1:
+                pos.append((ks, a, e, False, ks, cnt - 1))
+            pos.append((ks, a, e, ci == 0, chunks[ci + 1][0] if ci + 1 < len(chunks) else None,
+                        1))
+        body = 0.0
+        for (pr, r, nr), cr in _neighbours(rows).items():
+            for (pc, c, nc), cc in _neighbours(cols).items():
+                blk = (r, c)
+                prev = (r, pc) if pc is not None else (pr, cols[-1][0]) if pr is not None \
+                    else None
+                nxt = (r, nc) if nc is not None else (nr, cols[0][0]) if nr is not None \
+                    else None
+                t = 0.0
+                for ks, a, e, first, next_ks, cnt in pos:
+                    o = run_r                                 # this RUN's answer (it started)
+                    if not first or prev is not None:
+                        o += status                           # the previous RUN's cycles
+                    if first and prev is not None:
+                        o += read(prev)                       # the previous block's results
+                    if next_ks is not None:                   # the next RUN of this block
+                        o += load(blk, next_ks) + run_q
+                    elif nxt is not None:                     # the next block's first RUN
+                        o += params(nxt) + load(nxt, k0) + run_q
+                    t += cnt * max(cyc(r, c, ks, a, e), o)
+                body += cr * cc * t
+        first_blk, last_blk = (rows[0][0], cols[0][0]), (rows[-1][0], cols[-1][0])
+        ends = params(first_blk) + load(first_blk, k0) + run_q + status + read(last_blk)
+        total += times * (body + ends)
+        serial += times * ends
+    return total, serial
+
+
+#: The ping-pong schedules `predict` knows, by mapper class name.
+_SCHEDULES = {"GemmMapper": _gemm_schedule}
 
 
 # -- front end ------------------------------------------------------------------------------
@@ -325,7 +563,7 @@ def _items(obj, input_shape, mode, epilogue, x, w, batch):
              "epilogue": epilogue, "x": x, "w": w}]
 
 
-def _layer(cfg, idx, item, link, density):
+def _layer(cfg, idx, item, link, density, overlap=True):
     from tessera.sim.layers import CHIP_TYPES, layer_from_dict
     layer = item["layer"]
     if isinstance(layer, dict):
@@ -338,12 +576,14 @@ def _layer(cfg, idx, item, link, density):
         pred.where = "host"
         if link is not None:
             pred.wire_bytes, pred.link_s, pred.compute_s = 0, 0.0, 0.0
+            pred.serial_link_s = 0.0
             pred.clock_hz = link.clock_hz or cfg.core.clock_mhz * 1e6
         return pred
     acc = _Acc(pred)
     proto = _Proto(cfg, acc)
     cfg.engine.perf_model()(cfg, acc, proto, layer, shape, item, mode=mode, epilogue=want_epi,
                             density=density)
+    pred.overlapped = _overlaps(cfg, layer, overlap, want_epi)
     if link is not None:
         clk = link.clock_hz or cfg.core.clock_mhz * 1e6
         msgs = np.repeat([b for b, _ in pred.messages], [c for _, c in pred.messages])
@@ -355,11 +595,16 @@ def _layer(cfg, idx, item, link, density):
         pred.link_s = pred.wire_bytes * 10.0 / link.baud + turn / clk
         pred.compute_s = pred.cycles / clk
         pred.clock_hz = clk
+        pred.serial_link_s = pred.link_s
+        if pred.overlapped:
+            schedule = _SCHEDULES[type(cfg.engine.mapper()).__name__]
+            pred.overlap_s, pred.serial_link_s = schedule(
+                cfg, _LinkTime(link, clk), proto, layer, shape, mode=mode, epilogue=want_epi)
     return pred
 
 
 def predict(layer_or_network, cfg, *, link=None, input_shape=None, mode=None, epilogue=False,
-            x=None, w=None, density=None, batch=1):
+            x=None, w=None, density=None, batch=1, overlap=True):
     """Predicted cycles (and link time) of a layer or a network on the core ``cfg`` describes.
 
     Parameters
@@ -382,6 +627,10 @@ def predict(layer_or_network, cfg, *, link=None, input_shape=None, mode=None, ep
     density : float, optional
         Non-zero fraction to assume where ``x``/``w`` are not given (``feie``: 1.0; run-length
         weights: 2/3).
+    overlap : bool
+        The driver's ``overlap`` (`TesseraDriver`, default True): layers whose mapper then
+        runs ping-pong on banked stores get the overlapped time (``seconds``). Weights are
+        taken as not resident in B (residency is not modelled).
 
     Returns
     -------
@@ -389,7 +638,7 @@ def predict(layer_or_network, cfg, *, link=None, input_shape=None, mode=None, ep
     """
     t0 = time.perf_counter()
     items = _items(layer_or_network, input_shape, mode, epilogue, x, w, batch)
-    layers = [_layer(cfg, i, it, link, density) for i, it in enumerate(items)]
+    layers = [_layer(cfg, i, it, link, density, overlap) for i, it in enumerate(items)]
     return Prediction(layers, model_s=time.perf_counter() - t0)
 
 

@@ -309,6 +309,9 @@ def test_network_in_milliseconds_with_link():
     assert pr.link_s > pr.compute_s                    # 115200 baud: the link dominates
     assert pr.seconds == pytest.approx(pr.link_s + pr.compute_s)
     assert pr.link_cycles == pytest.approx(pr.link_s * 12e6)
+    # one bank per store: nothing overlaps (tests/test_perf_overlap.py has the banked cores)
+    assert pr.overlapped_layers == 0 and pr.seconds == pr.sequential_s
+    assert pr.serial_link_s == pytest.approx(pr.link_s)
 
 
 @pytest.mark.parametrize("preset,baud", [("icebreaker", 115200), ("icebreaker", 3_000_000),
