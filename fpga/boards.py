@@ -267,8 +267,9 @@ def estimate(cfg, board):
                 dsps += lanes * -(-wa // w) * -(-wb // w)
         luts += lanes * er.luts
     # Block RAM: choose per scratchpad between blocks and logic, keeping the LUTs in budget.
-    mems = [(_bram_blocks(fam, s.depth, s.word_bits), -(-s.depth * s.word_bits
-                                                         // _BITS_PER_LUT[fam]))
+    # Every bank is its own memory.
+    mems = [(s.banks * _bram_blocks(fam, s.depth, s.word_bits),
+             s.banks * -(-s.depth * s.word_bits // _BITS_PER_LUT[fam]))
             for s in cfg.geometry.stores]
     best = None
     for choice in range(1 << len(mems)):

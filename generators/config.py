@@ -208,8 +208,8 @@ class MemorySection:
     16..32768) and ``<store>_banks`` (1, or 2 for ping-pong banks: a RUN names the bank it
     uses and the host reaches the other while it executes). ``a_depth``, ``b_depth`` and
     ``c_depth`` have defaults; a store without its own depth key follows the one its engine
-    names (the weight store ``w`` follows ``b_depth``, the epilogue's output store ``r``
-    follows ``c_depth``). For the systolic engine, scratchpad A holds input words of
+    names (the weight store ``w`` follows ``b_depth``); the epilogue's output store ``r`` has
+    ``c_depth`` words (its engine fixes it: the same addresses as C). For the systolic engine, scratchpad A holds input words of
     ``array.rows`` activation lanes, B weight words of ``array.cols`` lanes and C output words
     of ``array.cols`` accumulators.
     """

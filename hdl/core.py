@@ -134,11 +134,26 @@ class TesseraCore(wiring.Component):
         m.d.comb += [self.busy.eq(runctl.run.busy), self.error.eq(dec.error),
                      runctl.out_idle.eq(out.idle)]
 
+        # Chaining: a RUN naming a chain target sends the epilogue's words there instead.
+        targets = g.chain_targets if epi is not None else ()
+        chaining = runctl.chain != 0
         for s in g.stores:
             m.submodules[f"store_{s.name}"] = store = BankedStore(
-                depth=s.depth, width=s.word_bits, banks=s.banks, core_writes=s.result)
+                depth=s.depth, width=s.word_bits, banks=s.banks, core_writes=s.result,
+                chain=s in targets)
             wiring.connect(m, getattr(dec, f"port_{s.name}"), store.host)
-            wiring.connect(m, core_ports.get(s.name) or getattr(engine, f"{s.name}_port"),
-                           store.core)
+            port = core_ports.get(s.name) or getattr(engine, f"{s.name}_port")
+            if targets and s.name == g.result_stores[1].name:
+                sc = store.core
+                m.d.comb += [sc.r_addr.eq(port.r_addr), sc.r_en.eq(port.r_en),
+                             port.r_data.eq(sc.r_data), sc.w_addr.eq(port.w_addr),
+                             sc.w_data.eq(port.w_data), sc.w_en.eq(port.w_en & ~chaining)]
+            else:
+                wiring.connect(m, port, store.core)
+            if s in targets:
+                ep = out.epi_port
+                m.d.comb += [store.chain_addr.eq(ep.w_addr), store.chain_data.eq(ep.w_data),
+                             store.chain_en.eq(ep.w_en),
+                             store.chain_active.eq(runctl.chain == s.id + 1)]
             m.d.comb += [store.busy.eq(runctl.run.busy), store.bank.eq(runctl.banks[s.id])]
         return m

@@ -127,7 +127,8 @@ class GoldenCore:
         if h["engine"] != self.engine_code:
             return Err.ENGINE
         banked = sum(1 << s.id for s in self.geometry.stores if s.banks > 1)
-        if h["banks"] & ~banked:
+        targets = [s.id + 1 for s in self.geometry.chain_targets]
+        if h["banks"] & ~banked or (h["chain"] and h["chain"] not in targets):
             return Err.ARG
         args = self.engine_args.unpack(raw[head.nbytes:])
         err = self.engine.check(args)
@@ -137,7 +138,14 @@ class GoldenCore:
         if err:
             self.cycles = check                      # a rejected RUN still spent its check
             return err
-        self.cycles = self.engine.run(bank_views(self.geometry, self.stores, h["banks"]), args)
+        views = bank_views(self.geometry, self.stores, h["banks"])
+        if h["chain"]:
+            # The epilogue's words land in the chain target, in the bank the RUN does not read.
+            t = self.geometry.store(h["chain"] - 1)
+            r = self.geometry.result_stores[1]
+            bank = (1 - (h["banks"] >> t.id & 1)) if t.banks > 1 else 0
+            views[r.name] = self.stores[t.name][bank * t.depth:bank * t.depth + r.depth]
+        self.cycles = self.engine.run(views, args)
         compute = self.engine.compute_cycles
         self.counters["compute"] += compute
         self.counters["other"] += self.cycles - check - compute

@@ -302,16 +302,17 @@ class TesseraDriver:
         data = await self.t.recv(count * s.word_bytes)
         return unpack_words(data, s.lanes, s.lane_bits)
 
-    async def start(self, *, banks=0, **fields):
+    async def start(self, *, banks=0, chain=0, **fields):
         """Send RUN with the engine's argument ``fields`` (missing fields are 0) on ``banks``
         (bit i: the bank of store i); returns once the core started it (raises `TesseraError`
         on a rejected RUN). Sent while a RUN executes, the core holds it and starts it (and
-        answers) in the cycle that RUN completes."""
+        answers) in the cycle that RUN completes. ``chain``: 0, or the id + 1 of the chain
+        target store the epilogue's outputs go to instead of the result store."""
         if self.cfg is None:
             raise RuntimeError("RUN needs the core's config (TesseraDriver(transport, cfg))")
         layout = self.cfg.engine.args()
         head = command(Op.RUN).args.pack(engine=fields.pop("engine", self.info.engine),
-                                         banks=banks)
+                                         banks=banks, chain=chain)
         await self.t.send(bytes([Op.RUN]) + head + layout.pack(**fields))
         await self._status_byte("RUN " + ", ".join(f"{k}={v}" for k, v in fields.items()))
 
@@ -323,9 +324,9 @@ class TesseraDriver:
                 return st
             await self.t.idle(self.poll_cycles)
 
-    async def run(self, *, banks=0, **fields):
+    async def run(self, *, banks=0, chain=0, **fields):
         """RUN and wait; returns the RUN's cycle count."""
-        await self.start(banks=banks, **fields)
+        await self.start(banks=banks, chain=chain, **fields)
         return (await self.wait()).cycles
 
     async def run_layer(self, layer, x, w=None, bias=None, *, raw=False, mode=None,

@@ -45,9 +45,11 @@ def test_config_keys_and_geometry():
     t = derive("ternary", memory={"w_depth": 128, "s_banks": 2, "b_depth": 64})
     assert (t.geometry.store("w").depth, t.geometry.store("s").banks) == (128, 2)
     assert derive("ternary", memory={"b_depth": 64}).geometry.store("w").depth == 64
-    r = derive("int8-requant", memory={"r_depth": 128, "r_banks": 2})
+    r = derive("int8-requant", memory={"c_depth": 128, "r_banks": 2})
     assert (r.geometry.store("r").depth, r.geometry.store("r").banks) == (128, 2)
-    assert r.geometry.store("c").depth == 1024
+    with pytest.raises(ConfigError, match=r"^memory\.r_depth: store 'r' has a depth its "
+                                          r"engine fixes \(1024 words\)"):
+        derive("int8-requant", memory={"r_depth": 128})
 
 
 @pytest.mark.parametrize("memory, message", [

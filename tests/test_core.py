@@ -73,7 +73,7 @@ def test_cycles_formula_for_single_runs():
 def command_script(cfg, rng):
     """A command sequence whose responses must match the golden core byte for byte."""
     wa, wb, wc = (cfg.geometry.store(s).word_bytes for s in "abc")
-    run = bytes([Op.RUN, cfg.engine.code, 0])
+    run = bytes([Op.RUN, cfg.engine.code, 0, 0])
     cmds = [bytes([Op.INFO]), bytes([Op.STATUS])]
     cmds.append(bytes([Op.WRITE, 0, 0, 0, 12, 0]) + rng.integers(0, 256, 12 * wa,
                                                                  dtype=np.uint8).tobytes())
@@ -97,7 +97,7 @@ def command_script(cfg, rng):
              run + b"".join(x.to_bytes(2, "little") for x in (1, 0, 3, 0, 0, 0))
              + bytes([0]),
              bytes([Op.STATUS]), bytes([Op.READ, 1, 4, 0, 20, 0]),
-             bytes([Op.RUN, cfg.engine.code + 1, 0]) + bytes(13), bytes([Op.STATUS])]
+             bytes([Op.RUN, cfg.engine.code + 1, 0, 0]) + bytes(13), bytes([Op.STATUS])]
     return cmds
 
 

@@ -105,7 +105,7 @@ def test_rejected_run_counts_as_check_only_and_counters_snapshot():
         drv = TesseraDriver(t, cfg)
         await drv.connect()
         a = await drv.counters()
-        await t.send(bytes([Op.RUN, cfg.engine.code, 0]) + cfg.engine.args().pack(
+        await t.send(bytes([Op.RUN, cfg.engine.code, 0, 0]) + cfg.engine.args().pack(
             m_tiles=0, n_tiles=1, k=1, a_base=0, b_base=0, c_base=0, flags=0))
         (code,) = await t.recv(1)
         await t.idle(40)

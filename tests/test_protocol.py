@@ -21,7 +21,7 @@ def test_command_table_is_consistent():
     ops = [c.op for c in COMMANDS]
     assert ops == sorted(set(ops)) == [Op.INFO, Op.STATUS, Op.WRITE, Op.READ, Op.RUN,
                                        Op.COUNTERS]
-    assert command("RUN").engine_args and command(Op.RUN).args.nbytes == 2
+    assert command("RUN").engine_args and command(Op.RUN).args.nbytes == 3
     assert command("WRITE").args == command("READ").args
     assert command("WRITE").args.nbytes == 5
 

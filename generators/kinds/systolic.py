@@ -56,7 +56,7 @@ class SystolicGemm(Engine):
                 StoreSpec("p", "parameter", epi.lanes_per_channel * C, epi.lane_bits,
                           doc="epilogue parameters, one word per column tile "
                               f"({epi.lanes_per_channel} lanes per column)"),
-                StoreSpec("r", "result", C, epi.out_bits, depth_from="c_depth",
+                StoreSpec("r", "result", C, epi.out_bits, depth=cfg.memory.depth("c"),
                           doc="epilogue outputs at operand width, one array row per word"),
             ]
         return build_geometry(R, C, specs, cfg.memory)

@@ -106,7 +106,7 @@ class TreeEngine(Engine):
             specs += [
                 StoreSpec("p", "parameter", epi.lanes_per_channel * pch, epi.lane_bits,
                           doc=f"{p_doc} ({epi.lanes_per_channel} lane(s) per channel)"),
-                StoreSpec("r", "result", c_lanes, epi.out_bits, depth_from="c_depth",
+                StoreSpec("r", "result", c_lanes, epi.out_bits, depth=self.cfg.memory.depth("c"),
                           doc="epilogue outputs (activation codes), same words as C"),
             ]
         return build_geometry(I, a.outputs, specs, self.cfg.memory)

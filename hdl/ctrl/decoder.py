@@ -107,14 +107,21 @@ class CommandDecoder(wiring.Component):
         run_head = command(Op.RUN).args
         f_engine = fld(run_head, "engine")
         f_banks = fld(run_head, "banks")
+        f_chain = fld(run_head, "chain")
         run_banks = Signal(8)      # the banks of the RUN the decoder started last
+        run_chain = Signal(8)      # and its chain target (id + 1; 0: none)
         m.d.comb += [
             self.run.args.eq(args[8 * run_head.nbytes:8 * self._run_bytes]),
             self.run.banks.eq(f_banks),
+            self.run.chain.eq(f_chain),
             self.error.eq(last_error != 0),
         ]
         with m.If(self.run.start):
-            m.d.sync += run_banks.eq(f_banks)
+            m.d.sync += [run_banks.eq(f_banks), run_chain.eq(f_chain)]
+        targets = [s.id + 1 for s in self._geometry.chain_targets]
+        bad_chain = f_chain != 0
+        for t in targets:
+            bad_chain = bad_chain & (f_chain != t)
         # RUN bank bits a store of one bank (or no store) may not set.
         bad_banks = f_banks & ~sum(1 << s.id for s in stores if s.banks > 1) & 0xFF
 
@@ -207,6 +214,10 @@ class CommandDecoder(wiring.Component):
                 banked = of_store(f_spad, [int(s.banks > 1) for s in stores])
                 other_bank = banked & (first_hi == last_hi) & (first_hi != run_bank)
                 blocked = self.run.busy & ~other_bank
+                # A chaining RUN writes its target's bank (the one it does not read, or the
+                # only one): the host may not write there until it completes.
+                in_run_bank = banked & (first_hi == last_hi) & (first_hi == run_bank)
+                chained = self.run.busy & (run_chain == f_spad + 1) & ~in_run_bank
                 with m.Switch(opcode):
                     with m.Case(Op.WRITE):
                         with m.If(bad_spad):
@@ -216,7 +227,7 @@ class CommandDecoder(wiring.Component):
                         with m.Else():
                             with m.If(bad_range):
                                 m.d.sync += [discard.eq(1), pend_err.eq(Err.RANGE)]
-                            with m.Elif(blocked & is_result):
+                            with m.Elif((blocked & is_result) | chained):
                                 m.d.sync += [discard.eq(1), pend_err.eq(Err.BUSY)]
                             m.next = "WDATA"
                     with m.Case(Op.READ):
@@ -233,7 +244,7 @@ class CommandDecoder(wiring.Component):
                     with m.Case(Op.RUN):
                         with m.If(f_engine != self._engine_code):
                             respond(Err.ENGINE)
-                        with m.Elif(bad_banks != 0):
+                        with m.Elif((bad_banks != 0) | bad_chain):
                             respond(Err.ARG)
                         with m.Elif(self.run.busy):
                             m.next = "RUN_HOLD"

@@ -118,6 +118,19 @@ class Geometry:
     def result_stores(self):
         return tuple(s for s in self.stores if s.result)
 
+    @property
+    def chain_targets(self):
+        """The stores a RUN may send its epilogue outputs to instead of the epilogue's result
+        store (the second result store; RUN ``chain``): host-written stores whose words have
+        the same lanes and lane bits and that have at least its depth per bank, so the next
+        layer reads them where the outputs land. Empty without an epilogue store."""
+        res = self.result_stores
+        if len(res) < 2:
+            return ()
+        r = res[1]
+        return tuple(s for s in self.stores if not s.result and s.lanes == r.lanes
+                     and s.lane_bits == r.lane_bits and s.depth >= r.depth)
+
 
 @dataclass(frozen=True)
 class StoreSpec:

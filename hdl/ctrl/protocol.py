@@ -168,7 +168,10 @@ COMMANDS = (
                 "banked result store that no RUN uses)"),
     Command(Op.RUN, "RUN", ArgLayout([Field("engine", 1, "engine id (INFO engine)"),
                                       Field("banks", 1, "bit i: the bank of store i this RUN "
-                                                        "uses (0 for a store of one bank)")]),
+                                                        "uses (0 for a store of one bank)"),
+                                      Field("chain", 1, "0, or s + 1: the epilogue's outputs "
+                                                        "go to chain target store s instead "
+                                                        "of its result store")]),
             engine_args=True, doc="start the engine; its own argument layout follows. Sent "
                                   "while a RUN executes, it is held and starts in the cycle "
                                   "that RUN completes; the answer comes when it starts"),
@@ -188,7 +191,7 @@ def command(op_or_name):
 
 #: STATUS response length including the leading status byte: flags, last error, the busy
 #: cycles of the current (or last) RUN and those of the RUN that completed before it started
-#: (u32 each; 0 if it did not start straight after one: a held RUN, see Op.RUN).
+#: (u32 each; the previous RUN's count whether or not the current one was held, Op.RUN).
 STATUS_BYTES = 11
 
 #: The COUNTERS response after its status byte: one u32 (little-endian, wrapping) per cause,

@@ -41,6 +41,8 @@ class RunControl(wiring.Component):
         The output stage holds no word in flight.
     banks : Out(8)
         The running RUN's banks (``run.banks`` latched at its start).
+    chain : Out(8)
+        The running RUN's chain target (``run.chain`` latched at its start; 0: none).
 
     A RUN may start in the cycle the running one completes (``run.free``): ``busy`` then
     stays high, ``cycles`` restarts and the engine sees ``start`` exactly as from idle, so
@@ -55,6 +57,7 @@ class RunControl(wiring.Component):
             "engine": Out(EngineControlSignature(arg_bits)),
             "out_idle": In(1),
             "banks": Out(8),
+            "chain": Out(8),
         })
 
     def elaborate(self, platform):
@@ -76,7 +79,7 @@ class RunControl(wiring.Component):
         # Last, so a RUN that starts in the cycle another completes keeps busy high.
         with m.If(self.run.start):
             m.d.sync += [self.run.busy.eq(1), self.run.cycles.eq(0), engine_done.eq(0),
-                         self.banks.eq(self.run.banks),
+                         self.banks.eq(self.run.banks), self.chain.eq(self.run.chain),
                          self.run.prev_cycles.eq(Mux(self.run.busy, self.run.cycles + 1,
                                                      self.run.cycles))]
         if self._counters:

@@ -25,6 +25,8 @@ class RunSignature(wiring.Signature):
     args : Out(arg_bits)
     banks : Out(8)
         Bit i: the bank of store i the RUN uses.
+    chain : Out(8)
+        0, or the id + 1 of the store the RUN's epilogue outputs go to (a chain target).
     busy : In(1)
     free : In(1)
         The running RUN completes this cycle (``busy`` falls after it unless a RUN starts).
@@ -46,7 +48,7 @@ class RunSignature(wiring.Signature):
         from tessera.hdl.ctrl.protocol import COUNTER_NAMES
         self._arg_bits, self._counters = arg_bits, bool(counters)
         members = {
-            "start": Out(1), "args": Out(max(1, arg_bits)), "banks": Out(8),
+            "start": Out(1), "args": Out(max(1, arg_bits)), "banks": Out(8), "chain": Out(8),
             "busy": In(1), "free": In(1), "check_done": In(1), "check_err": In(8),
             "cycles": In(32), "prev_cycles": In(32),
         }

@@ -126,7 +126,12 @@ class BankedStore(wiring.Component):
     ``bank`` belongs to the core (its reads, and its writes for a result store) and every
     other bank to the host; otherwise the host has them all. Host writes to an operand or
     parameter store (``core_writes`` False) always go through (the decoder decides what to
-    allow). With one bank this is exactly `StoreArbiter` onto one `Scratchpad`.
+    allow). With one bank and no chain port this is exactly `StoreArbiter` onto one
+    `Scratchpad`.
+
+    A chain target (``chain``) also takes the output stage's epilogue words of a chaining
+    RUN (``chain_active``): into the bank the RUN does not read (two banks) or its only bank,
+    in place of the host's writes there.
 
     Parameters
     ----------
@@ -137,6 +142,8 @@ class BankedStore(wiring.Component):
         1 or 2.
     core_writes : bool
         The core writes this store (a result store).
+    chain : bool
+        The store is a chain target (`Geometry.chain_targets`).
 
     Members
     -------
@@ -145,24 +152,32 @@ class BankedStore(wiring.Component):
     busy : In(1)
     bank : In(1)
         The bank the running RUN uses (held for the whole RUN).
+    chain_addr : In(range(depth)), chain_data : In(width), chain_en : In(1),
+    chain_active : In(1), only with ``chain``
     """
 
-    def __init__(self, *, depth, width, banks=1, core_writes):
+    def __init__(self, *, depth, width, banks=1, core_writes, chain=False):
         if banks not in (1, 2):
             raise ValueError(f"banks must be 1 or 2, not {banks!r}")
+        if chain and core_writes:
+            raise ValueError("a result store cannot be a chain target")
         self._depth, self._width, self._banks = depth, width, banks
-        self._core_writes = bool(core_writes)
-        super().__init__({
+        self._core_writes, self._chain = bool(core_writes), bool(chain)
+        members = {
             "host": In(StorePortSignature(depth=banks * depth, width=width)),
             "core": In(StorePortSignature(depth=depth, width=width, write=core_writes)),
             "busy": In(1),
             "bank": In(1),
-        })
+        }
+        if chain:
+            members.update({"chain_addr": In(range(depth)), "chain_data": In(width),
+                            "chain_en": In(1), "chain_active": In(1)})
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         h, c = self.host, self.core
-        if self._banks == 1:
+        if self._banks == 1 and not self._chain:
             m.submodules.spad = spad = Scratchpad(width=self._width, depth=self._depth)
             m.submodules.arb = arb = StoreArbiter(depth=self._depth, width=self._width,
                                                   core_writes=self._core_writes)
@@ -171,33 +186,48 @@ class BankedStore(wiring.Component):
             wiring.connect(m, arb.mem, spad)
             m.d.comb += arb.busy.eq(self.busy)
             return m
-        D = self._depth
-        h_rbank = h.r_addr >= D
-        h_wbank = h.w_addr >= D
-        h_rlocal = Mux(h_rbank, h.r_addr - D, h.r_addr)[:len(c.r_addr)]
-        h_wlocal = Mux(h_wbank, h.w_addr - D, h.w_addr)[:len(c.r_addr)]
+        D, nb = self._depth, self._banks
+        if nb == 2:
+            h_rbank, h_wbank = h.r_addr >= D, h.w_addr >= D
+            h_rlocal = Mux(h_rbank, h.r_addr - D, h.r_addr)[:len(c.r_addr)]
+            h_wlocal = Mux(h_wbank, h.w_addr - D, h.w_addr)[:len(c.r_addr)]
+        else:
+            h_rbank = h_wbank = 0
+            h_rlocal, h_wlocal = h.r_addr, h.w_addr
         h_rsel = Signal()             # the bank the host's last read addressed
-        with m.If(h.r_en):
-            m.d.sync += h_rsel.eq(h_rbank)
+        if nb == 2:
+            with m.If(h.r_en):
+                m.d.sync += h_rsel.eq(h_rbank)
+        # The bank a chaining RUN writes: the one it does not read.
+        chain_bank = ~self.bank if nb == 2 else 0
         datas = []
-        for b in range(2):
+        for b in range(nb):
             m.submodules[f"bank{b}"] = spad = Scratchpad(width=self._width, depth=D)
             core_has = self.busy & (self.bank == b)
             with m.If(core_has):
                 m.d.comb += [spad.r_addr.eq(c.r_addr), spad.r_en.eq(c.r_en)]
             with m.Else():
                 m.d.comb += [spad.r_addr.eq(h_rlocal), spad.r_en.eq(h.r_en & (h_rbank == b))]
+            host_w = [spad.w_addr.eq(h_wlocal), spad.w_data.eq(h.w_data),
+                      spad.w_en.eq(h.w_en & (h_wbank == b))]
             if self._core_writes:
                 with m.If(core_has):
                     m.d.comb += [spad.w_addr.eq(c.w_addr), spad.w_data.eq(c.w_data),
                                  spad.w_en.eq(c.w_en)]
                 with m.Else():
-                    m.d.comb += [spad.w_addr.eq(h_wlocal), spad.w_data.eq(h.w_data),
-                                 spad.w_en.eq(h.w_en & (h_wbank == b))]
+                    m.d.comb += host_w
+            elif self._chain:
+                with m.If(self.busy & self.chain_active & (chain_bank == b)):
+                    m.d.comb += [spad.w_addr.eq(self.chain_addr), spad.w_data.eq(self.chain_data),
+                                 spad.w_en.eq(self.chain_en)]
+                with m.Else():
+                    m.d.comb += host_w
             else:
-                m.d.comb += [spad.w_addr.eq(h_wlocal), spad.w_data.eq(h.w_data),
-                             spad.w_en.eq(h.w_en & (h_wbank == b))]
+                m.d.comb += host_w
             datas.append(spad.r_data)
-        m.d.comb += [h.r_data.eq(Mux(h_rsel, datas[1], datas[0])),
-                     c.r_data.eq(Mux(self.bank, datas[1], datas[0]))]
+        if nb == 2:
+            m.d.comb += [h.r_data.eq(Mux(h_rsel, datas[1], datas[0])),
+                         c.r_data.eq(Mux(self.bank, datas[1], datas[0]))]
+        else:
+            m.d.comb += [h.r_data.eq(datas[0]), c.r_data.eq(datas[0])]
         return m
