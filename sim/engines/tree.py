@@ -499,6 +499,91 @@ class DenseMapper:
         return out[:, :N], stats
 
 
+    async def chain(self, drv, a, layers, *, progress=None):
+        """Dense layers back to back on chip: ``a`` (M x K0 activation codes) goes in once,
+        each layer's epilogue outputs go straight into store A as the next layer's input (RUN
+        ``chain``: the epilogue's words land where the next RUN reads them, R's word being an
+        A word when ``inputs == outputs``), and only the last layer's outputs come out.
+
+        ``layers``: ``[(TernaryB weights, epilogue)]``, each layer's K the previous one's N,
+        every layer with the epilogue (`Epilogue.user_params`). Every layer's W, S and P words
+        get their own regions (written through the driver, so a resident driver sends them
+        once across images). A of two banks: layer l reads bank l % 2 and its outputs go to
+        the other; one bank: two regions of A take turns. One RUN per layer (all M rows,
+        every n-tile, the whole K). Returns (M x N_last output codes, `GemmStats`).
+
+        Raises ValueError (naming what does not fit) when the core cannot: ``inputs !=
+        outputs``, no epilogue or store A not a chain target, the regions do not fit."""
+        from tessera.sim.driver import GemmStats
+        g = self.cfg.geometry
+        I, O = self.I, self.O
+        epi = self.cfg.engine.epilogue()
+        if I != O or epi is None or g.store("a") not in g.chain_targets:
+            raise ValueError(f"chain: needs array.inputs == array.outputs (not {I} and {O}), "
+                             f"an epilogue (memory.p_depth > 0) and store A a chain target")
+        a = np.asarray(a, dtype=np.uint64)
+        M = a.shape[0]
+        prep, K = [], a.shape[1]
+        for i, (b, epilogue) in enumerate(layers):
+            b = _as_weights(b)
+            if b.codes.shape[0] != K:
+                raise ValueError(f"chain: layer {i} takes K={b.codes.shape[0]}, the one before "
+                                 f"gives {K}")
+            N = b.codes.shape[1]
+            kw, ntl = -(-K // I), -(-N // O)
+            codes = np.zeros((kw * I, ntl * O), dtype=np.uint64)
+            codes[:K, :N] = b.codes
+            c4 = codes.reshape(kw, I, ntl, O)
+            w_words = np.bitwise_or.reduce(c4 << (2 * np.arange(O, dtype=np.uint64)), axis=3)
+            scales = np.zeros((ntl * O, 2), dtype=np.uint64)
+            scales[:N, 0], scales[:N, 1] = b.wp, b.wn
+            _, params, extra, flags = _epilogue_setup(self.cfg, epilogue, N, ntl * O)
+            lpw = O * epi.lanes_per_channel
+            prep.append(dict(kw=kw, ntl=ntl, N=N, w=w_words.transpose(2, 0, 1).reshape(-1, I),
+                             s=scales, p=params.reshape(ntl, lpw), extra=extra, flags=flags))
+            K = N
+        d = self.d
+        # Regions: each layer's W, S and P words after the previous layer's.
+        w_base = s_base = p_base = 0
+        for L in prep:
+            L.update(w_base=w_base, s_base=s_base, p_base=p_base)
+            w_base += L["ntl"] * L["kw"]
+            s_base += L["ntl"] * O
+            p_base += L["ntl"]
+        for name, used in (("w", w_base), ("s", s_base), ("p", p_base)):
+            if used > d[name]:
+                raise ValueError(f"chain: the layers' {name.upper()} words ({used}) do not fit "
+                                 f"store {name.upper()} ({d[name]} words)")
+        banked = g.store("a").banks == 2
+        span = M * max(L["kw"] for L in prep)
+        regions = (0, 0) if banked else (0, span)
+        need = regions[1] + span
+        if need > min(d["a"], d["c"]):
+            raise ValueError(f"chain: {M} rows of the layers' activations need {need} words of "
+                             f"A and C, the core has {d['a']} and {d['c']}")
+        stats = GemmStats(k_split=0)
+        for L in prep:
+            await drv.write("w", L["w_base"], L["w"])
+            await drv.write("s", L["s_base"], L["s"])
+            await drv.write("p", L["p_base"], L["p"])
+        await drv.write("a", 0, a.reshape(M, prep[0]["kw"], I).reshape(-1, I)
+                        if a.shape[1] == prep[0]["kw"] * I else
+                        np.pad(a, ((0, 0), (0, prep[0]["kw"] * I - a.shape[1]))).reshape(-1, I))
+        a_id = g.store("a").id
+        for li, L in enumerate(prep):
+            last = li == len(prep) - 1
+            cur = li % 2
+            fields = dict(m=M, n_tiles=L["ntl"], k=L["kw"], a_base=regions[cur],
+                          w_base=L["w_base"], s_base=L["s_base"],
+                          c_base=0 if last else regions[1 - cur], p_base=L["p_base"],
+                          flags=L["flags"], **L["extra"])
+            await _run(drv, stats, progress, banks=(cur << a_id) if banked else 0,
+                       chain=0 if last else a_id + 1, **fields)
+        L = prep[-1]
+        words = await drv.read("r", 0, M * L["ntl"])
+        return words.reshape(M, L["ntl"] * O)[:, :L["N"]], stats
+
+
 class RleMapper:
     """Host side of the run-length engine: encodes each (n-group, K chunk) of W transposed into
     the entry stream (`tessera.sim.ternary.hw_encode`, every row given at least ``lanes``
