@@ -303,10 +303,18 @@ async def run_network(drv, qnet, x, *, batch=None, progress=None):
     logits, outputs = [], []
     last = _last_chip(qnet)
     regions = weight_regions(drv, qnet, min(batch, n), epi_core)
+    chain = chain_layers(drv, qnet, epi_core)
     for s in range(0, n, batch):
         xb = quantize_input(qnet, x[s:s + batch])
         recs = []
+        if chain:
+            try:
+                xb, recs = await _run_chained(drv, qnet, chain, xb, epi_core, outputs)
+            except ValueError:
+                chain = None           # does not fit this core: one layer at a time
         for i, ql in enumerate(qnet.layers):
+            if chain:
+                break
             drv.b_region = regions.get(i)
             try:
                 xb, rec = await _run_one(drv, qnet, i, ql, xb, epi_core, epi, outputs)
@@ -330,6 +338,81 @@ async def run_network(drv, qnet, x, *, batch=None, progress=None):
                      records)
 
 
+def chain_layers(drv, qnet, epi_core):
+    """The on-chip layers `run_network` chains on the core (`DenseMapper.chain`: each layer's
+    epilogue outputs land in store A for the next), or None: the engine's mapper chains, the
+    core has the epilogue, the on-chip layers are two or more Dense layers with no host layer
+    between them or after them, and each but the last has its epilogue on chip. The driver's
+    ``chain`` attribute (default True) turns it off."""
+    mapper = drv.cfg.engine.mapper()
+    if not hasattr(mapper, "chain") or epi_core is None or not getattr(drv, "chain", True):
+        return None
+    idx = [i for i, ql in enumerate(qnet.layers) if ql.on_chip]
+    if len(idx) < 2 or idx != list(range(idx[0], len(qnet.layers))):
+        return None
+    if any(not isinstance(qnet.layers[i].layer, Dense) for i in idx) \
+            or any(qnet.layers[i].epilogue is None for i in idx[:-1]):
+        return None
+    return idx
+
+
+async def _run_chained(drv, qnet, idx, xb, epi_core, outputs):
+    """The chained on-chip layers of `run_network` (after the host layers before them):
+    (values out, `LayerRecord` per layer). Raises ValueError if they do not fit the core."""
+    from tessera.sim.lowering import LayerStats, _Counting, requant_params
+    cfg = drv.cfg
+    pe = cfg.pe
+    recs = []
+    for i, ql in enumerate(qnet.layers[:idx[0]]):
+        rec = LayerRecord(i, ql.layer, tuple(np.shape(xb)), None, epilogue="host layer")
+        xb = _host_layer(ql, xb)
+        rec.out_shape = tuple(np.shape(xb))
+        recs.append(rec)
+    xc = pe.encode(np.asarray(xb), operand="a", name="x")
+    layers = []
+    for i in idx:
+        ql = qnet.layers[i]
+        bound = pe.acc_bound(ql.layer.gemm_k()) if hasattr(pe, "acc_bound") else None
+        if bound is not None and bound[0] > bound[1]:
+            import warnings
+            from tessera.sim.lowering import AccumulatorWarning
+            warnings.warn(f"{ql.layer.type}: the accumulator may overflow: K="
+                          f"{ql.layer.gemm_k()} products reach {bound[0]} in the worst case, "
+                          f"pe.acc_bits holds {bound[1]}", AccumulatorWarning, stacklevel=3)
+        params = None if ql.epilogue is None else requant_params(cfg.engine, ql.epilogue,
+                                                                 ql.bias, ql.channels)
+        layers.append((pe.encode(ql.w, operand="b", name="w"), params))
+    if drv.info is None:
+        await drv.connect()
+    counting = _Counting(drv.t)
+    drv.t = counting
+    try:
+        codes, st = await cfg.engine.mapper().chain(drv, xc, layers)
+    finally:
+        drv.t = counting.inner
+    shape = tuple(np.shape(xb))
+    for j, i in enumerate(idx):
+        ql = qnet.layers[i]
+        out_shape = ql.layer.out_shape(shape)
+        ls = LayerStats(runs=1, cycles=st.run_cycles[j], run_cycles=[st.run_cycles[j]],
+                        k_split=ql.layer.gemm_k(),
+                        macs=int(np.prod(out_shape)) * ql.layer.gemm_k())
+        if j == 0:       # the chain's link traffic, all of it, on its first layer
+            ls.bytes_out, ls.bytes_in = counting.sent, counting.received
+        recs.append(LayerRecord(i, ql.layer, shape, out_shape, [ls],
+                                epilogue="core, chained" if ql.epilogue is not None
+                                else "none"))
+        shape = out_shape
+    last = qnet.layers[idx[-1]]
+    if last.epilogue is not None:
+        y = epi_core.decode(codes)
+        outputs.append(np.asarray(y))
+        return _dequant(last, y), recs
+    y = pe.decode(codes)
+    outputs.append(np.asarray(y))
+    return _logits(last, y), recs
+
+
 def weight_regions(drv, qnet, batch, epi_core):
     """Where each on-chip layer's weights go in store B, for a driver that keeps them resident
     (``drv.resident``): ``{layer index: (base, words)}``.
@@ -342,7 +425,9 @@ def weight_regions(drv, qnet, batch, epi_core):
     on the digits networks (more RUNs, more rewritten words)."""
     cfg = drv.cfg
     mapper = cfg.engine.layer_mapper()
-    if not getattr(drv, "resident", False) or not hasattr(mapper, "resident_words"):
+    names = [st.name for st in cfg.geometry.stores]
+    if not getattr(drv, "resident", False) or not hasattr(mapper, "resident_words") \
+            or "b" not in names or not hasattr(cfg.engine.mapper(), "resident_words"):
         return {}
     depth = cfg.geometry.store("b").depth
     shape, base, regions, streaming = (batch, *qnet.input_shape), 0, {}, []

@@ -506,7 +506,8 @@ class DenseMapper:
         A word when ``inputs == outputs``), and only the last layer's outputs come out.
 
         ``layers``: ``[(TernaryB weights, epilogue)]``, each layer's K the previous one's N,
-        every layer with the epilogue (`Epilogue.user_params`). Every layer's W, S and P words
+        every layer with the epilogue (`Epilogue.user_params`) but the last, which may have
+        None (its accumulator codes then come from C). Every layer's W, S and P words
         get their own regions (written through the driver, so a resident driver sends them
         once across images). A of two banks: layer l reads bank l % 2 and its outputs go to
         the other; one bank: two regions of A take turns. One RUN per layer (all M rows,
@@ -537,10 +538,14 @@ class DenseMapper:
             w_words = np.bitwise_or.reduce(c4 << (2 * np.arange(O, dtype=np.uint64)), axis=3)
             scales = np.zeros((ntl * O, 2), dtype=np.uint64)
             scales[:N, 0], scales[:N, 1] = b.wp, b.wn
+            if epilogue is None and i < len(layers) - 1:
+                raise ValueError(f"chain: layer {i} has no epilogue; only the last may go "
+                                 f"without one")
             _, params, extra, flags = _epilogue_setup(self.cfg, epilogue, N, ntl * O)
             lpw = O * epi.lanes_per_channel
             prep.append(dict(kw=kw, ntl=ntl, N=N, w=w_words.transpose(2, 0, 1).reshape(-1, I),
-                             s=scales, p=params.reshape(ntl, lpw), extra=extra, flags=flags))
+                             s=scales, extra=extra, flags=flags,
+                             p=None if params is None else params.reshape(ntl, lpw)))
             K = N
         d = self.d
         # Regions: each layer's W, S and P words after the previous layer's.
@@ -549,7 +554,7 @@ class DenseMapper:
             L.update(w_base=w_base, s_base=s_base, p_base=p_base)
             w_base += L["ntl"] * L["kw"]
             s_base += L["ntl"] * O
-            p_base += L["ntl"]
+            p_base += L["ntl"] if L["p"] is not None else 0
         for name, used in (("w", w_base), ("s", s_base), ("p", p_base)):
             if used > d[name]:
                 raise ValueError(f"chain: the layers' {name.upper()} words ({used}) do not fit "
@@ -565,7 +570,8 @@ class DenseMapper:
         for L in prep:
             await drv.write("w", L["w_base"], L["w"])
             await drv.write("s", L["s_base"], L["s"])
-            await drv.write("p", L["p_base"], L["p"])
+            if L["p"] is not None:
+                await drv.write("p", L["p_base"], L["p"])
         await drv.write("a", 0, a.reshape(M, prep[0]["kw"], I).reshape(-1, I)
                         if a.shape[1] == prep[0]["kw"] * I else
                         np.pad(a, ((0, 0), (0, prep[0]["kw"] * I - a.shape[1]))).reshape(-1, I))
@@ -580,7 +586,7 @@ class DenseMapper:
             await _run(drv, stats, progress, banks=(cur << a_id) if banked else 0,
                        chain=0 if last else a_id + 1, **fields)
         L = prep[-1]
-        words = await drv.read("r", 0, M * L["ntl"])
+        words = await drv.read("r" if L["p"] is not None else "c", 0, M * L["ntl"])
         return words.reshape(M, L["ntl"] * O)[:, :L["N"]], stats
 
 
