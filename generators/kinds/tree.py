@@ -91,14 +91,18 @@ class TreeEngine(Engine):
             c_lanes = I
             a_doc = "activations: one K element of inputs rows per word"
             c_doc = "results: one output channel of inputs rows per word"
+        epi = self.epilogue()
+        # With the epilogue and inputs == outputs, an R word (one row's outputs channels) is
+        # an A word (one row's next inputs K elements): A takes chained outputs as they are.
+        chain = (a.dense and epi is not None and I == a.outputs
+                 and epi.out_bits == pe.act_bits)
         specs = [
-            StoreSpec("a", "operand", I, pe.act_bits, doc=a_doc),
+            StoreSpec("a", "operand", I, pe.act_bits, doc=a_doc, chain=chain),
             w,
             StoreSpec("s", "parameter", 2, pe.scale_bits, depth=a.scales,
                       doc="scales: lane 0 Wp, lane 1 Wn, one word per output channel"),
             StoreSpec("c", "result", c_lanes, pe.result_bits, doc=c_doc),
         ]
-        epi = self.epilogue()
         if epi is not None:
             pch = self.p_channels
             p_doc = ("epilogue parameters, one word per n-tile of a RUN" if a.dense else

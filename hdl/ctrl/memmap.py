@@ -47,6 +47,7 @@ class Store:
     doc: str = ""
     role: str = None
     banks: int = 1
+    chain: bool = False
 
     def __post_init__(self):
         if not 1 <= self.lanes <= 255 or not 1 <= self.lane_bits <= 255:
@@ -61,6 +62,8 @@ class Store:
             if self.result and self.role != "result":
                 raise ValueError(f"store {self.name}: result=True with role {self.role!r}")
             object.__setattr__(self, "result", self.role == "result")
+        if self.chain and self.result:
+            raise ValueError(f"store {self.name}: a result store cannot be a chain target")
         if self.banks not in range(1, MAX_BANKS + 1):
             raise ValueError(f"store {self.name}: banks must be 1..{MAX_BANKS}, not "
                              f"{self.banks}")
@@ -121,15 +124,10 @@ class Geometry:
     @property
     def chain_targets(self):
         """The stores a RUN may send its epilogue outputs to instead of the epilogue's result
-        store (the second result store; RUN ``chain``): host-written stores whose words have
-        the same lanes and lane bits and that have at least its depth per bank, so the next
-        layer reads them where the outputs land. Empty without an epilogue store."""
-        res = self.result_stores
-        if len(res) < 2:
-            return ()
-        r = res[1]
-        return tuple(s for s in self.stores if not s.result and s.lanes == r.lanes
-                     and s.lane_bits == r.lane_bits and s.depth >= r.depth)
+        store (RUN ``chain``): those the engine declared so (`StoreSpec.chain`: the next
+        layer's operand store, in which the engine's chain writer lays the outputs out as
+        that layer reads them)."""
+        return tuple(s for s in self.stores if s.chain)
 
 
 @dataclass(frozen=True)
@@ -141,6 +139,9 @@ class StoreSpec:
     ``depth_from``: the ``[memory]`` key whose value is the default depth when
     ``<name>_depth`` is not set (e.g. the epilogue's output store follows ``c_depth``);
     ``depth``: a fixed depth the config cannot change (e.g. one word per output channel).
+    ``chain``: a chain target (a RUN may send its epilogue outputs here instead of to the
+    epilogue's result store, laid out by the engine's chain writer as the next layer reads
+    them).
     """
     name: str
     role: str
@@ -149,6 +150,7 @@ class StoreSpec:
     doc: str = ""
     depth_from: str = None
     depth: int = None
+    chain: bool = False
 
     def __post_init__(self):
         if self.role not in ROLES:
@@ -164,5 +166,5 @@ def build_geometry(rows, cols, specs, memory):
     for i, sp in enumerate(specs):
         depth = sp.depth if sp.depth is not None else memory.depth(sp.name, sp.depth_from)
         stores.append(Store(sp.name, i, sp.lanes, sp.lane_bits, depth, role=sp.role,
-                            banks=memory.banks(sp.name), doc=sp.doc))
+                            banks=memory.banks(sp.name), doc=sp.doc, chain=sp.chain))
     return Geometry(rows=rows, cols=cols, stores=tuple(stores))
