@@ -109,8 +109,9 @@ class TesseraCore(wiring.Component):
                                                 engine_args=self._engine_args,
                                                 engine_code=self._engine_code,
                                                 counters=self._counters)
-        m.submodules.runctl = runctl = RunControl(arg_bits=8 * self._engine_args.nbytes,
-                                                  counters=self._counters)
+        m.submodules.runctl = runctl = RunControl(
+            arg_bits=8 * self._engine_args.nbytes, counters=self._counters,
+            prev_cycles=any(s.banks > 1 for s in g.stores))
         m.submodules.engine = engine = self._engine
         epi = self._epilogue
         # Not "out": epilogue lanes give the stage a port named out (Verilator VARHIDDEN).
@@ -131,12 +132,26 @@ class TesseraCore(wiring.Component):
         wiring.connect(m, dec.run, runctl.run)
         wiring.connect(m, runctl.engine, engine.ctl)
         wiring.connect(m, engine.result, out.i)
-        m.d.comb += [self.busy.eq(runctl.run.busy), self.error.eq(dec.error),
-                     runctl.out_idle.eq(out.idle)]
+        m.d.comb += [self.busy.eq(runctl.run.busy), self.error.eq(dec.error)]
 
-        # Chaining: a RUN naming a chain target sends the epilogue's words there instead.
+        # Chaining: a RUN naming a chain target sends the epilogue's words there instead,
+        # through the engine's chain writer when it has one (which lays them out as the next
+        # layer reads them; the RUN completes when the writer is idle too).
         targets = g.chain_targets if epi is not None else ()
         chaining = runctl.chain != 0
+        writer = getattr(self._engine, "chain_writer", None) if targets else None
+        if writer is not None:
+            m.submodules.chain_writer = writer
+            ep = out.epi_port
+            m.d.comb += [writer.start.eq(runctl.engine.start),
+                         writer.args.eq(runctl.engine.args),
+                         writer.i_en.eq(ep.w_en & chaining), writer.i_data.eq(ep.w_data),
+                         runctl.out_idle.eq(out.idle & writer.idle)]
+            chain_w = (writer.o_addr, writer.o_data, writer.o_en)
+        else:
+            m.d.comb += runctl.out_idle.eq(out.idle)
+            if targets:
+                chain_w = (out.epi_port.w_addr, out.epi_port.w_data, out.epi_port.w_en)
         for s in g.stores:
             m.submodules[f"store_{s.name}"] = store = BankedStore(
                 depth=s.depth, width=s.word_bits, banks=s.banks, core_writes=s.result,
@@ -151,9 +166,8 @@ class TesseraCore(wiring.Component):
             else:
                 wiring.connect(m, port, store.core)
             if s in targets:
-                ep = out.epi_port
-                m.d.comb += [store.chain_addr.eq(ep.w_addr), store.chain_data.eq(ep.w_data),
-                             store.chain_en.eq(ep.w_en),
+                m.d.comb += [store.chain_addr.eq(chain_w[0]), store.chain_data.eq(chain_w[1]),
+                             store.chain_en.eq(chain_w[2]),
                              store.chain_active.eq(runctl.chain == s.id + 1)]
             m.d.comb += [store.busy.eq(runctl.run.busy), store.bank.eq(runctl.banks[s.id])]
         return m

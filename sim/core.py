@@ -131,20 +131,28 @@ class GoldenCore:
         if h["banks"] & ~banked or (h["chain"] and h["chain"] not in targets):
             return Err.ARG
         args = self.engine_args.unpack(raw[head.nbytes:])
+        if getattr(self.engine, "takes_chain", False):
+            args["chain"] = h["chain"]            # the twin lays chained outputs out itself
         err = self.engine.check(args)
         check = self.engine.check_cycles
         self.counters["check"] += check
-        self.prev_cycles = self.cycles
+        if any(s.banks > 1 for s in self.geometry.stores):
+            self.prev_cycles = self.cycles        # (a core of one bank per store keeps 0)
         if err:
             self.cycles = check                      # a rejected RUN still spent its check
             return err
         views = bank_views(self.geometry, self.stores, h["banks"])
         if h["chain"]:
-            # The epilogue's words land in the chain target, in the bank the RUN does not read.
+            # The epilogue's words land in the chain target, in the bank the RUN does not read:
+            # as they are, or as the engine's chain writer lays them out (the twin does it).
             t = self.geometry.store(h["chain"] - 1)
             r = self.geometry.result_stores[1]
             bank = (1 - (h["banks"] >> t.id & 1)) if t.banks > 1 else 0
-            views[r.name] = self.stores[t.name][bank * t.depth:bank * t.depth + r.depth]
+            target = self.stores[t.name][bank * t.depth:(bank + 1) * t.depth]
+            if getattr(self.engine, "takes_chain", False):
+                views["chain"] = target
+            else:
+                views[r.name] = target[:r.depth]
         self.cycles = self.engine.run(views, args)
         compute = self.engine.compute_cycles
         self.counters["compute"] += compute

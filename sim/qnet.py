@@ -345,7 +345,8 @@ def chain_layers(drv, qnet, epi_core):
     between them or after them, and each but the last has its epilogue on chip. The driver's
     ``chain`` attribute (default True) turns it off."""
     mapper = drv.cfg.engine.mapper()
-    if not hasattr(mapper, "chain") or epi_core is None or not getattr(drv, "chain", True):
+    if not hasattr(mapper, "chain") or epi_core is None or not getattr(drv, "chain", True) \
+            or not mapper.chains():
         return None
     idx = [i for i, ql in enumerate(qnet.layers) if ql.on_chip]
     if len(idx) < 2 or idx != list(range(idx[0], len(qnet.layers))):

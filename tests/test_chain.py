@@ -207,3 +207,135 @@ def test_run_network_chains_the_digits_mlp_on_a_square_tree_core():
     assert results[True][1] < 0.6 * results[False][1]
     assert [rec.epilogue for rec in results[True][0].records] == \
         ["host layer", "core, chained", "none"]
+
+
+# -- the systolic engine: the chain writer transposes rows into A words -----------------------
+def systolic_chain_cfg(**memory):
+    return derive("int8-requant", core={"counters": True},
+                  array={"rows": 4, "cols": 4, "chain": True},
+                  memory={"a_depth": 64, "b_depth": 64, "c_depth": 64, "p_depth": 8, **memory})
+
+
+def test_systolic_chain_run_rtl_equals_golden_transposed():
+    """One chaining RUN by hand (3 m-tiles x 2 n-tiles): the epilogue rows land in A as the
+    next layer's words (lane r = row r), at chain_base + mi*stride + ni*cols + c; A, every
+    response and the cycles (the writer's last tile: cols cycles more) equal the golden core's."""
+    cfg = systolic_chain_cfg()
+    assert [s.name for s in cfg.geometry.chain_targets] == ["a"]
+    rng = np.random.default_rng(11)
+    mt, nt, k = 3, 2, 5
+    a = rng.integers(0, 256, (mt * k, 4)).astype(np.uint64)
+    b = rng.integers(0, 256, (nt * k, 4)).astype(np.uint64)
+    epi = cfg.engine.epilogue()
+    params = epi.pack_params(bias=rng.integers(-2000, 2000, nt * 4),
+                             mult=np.full(nt * 4, 1 << 30), shift=np.full(nt * 4, 7))
+    lpw = 4 * epi.lanes_per_channel
+    fields = dict(m_tiles=mt, n_tiles=nt, k=k, a_base=0, b_base=0, c_base=0, p_base=0,
+                  flags=FLAG_EPILOGUE, chain_base=20, chain_stride=11, lo=0, hi=255 - 128)
+    fields = {f: v for f, v in fields.items() if f in {x.name for x in cfg.engine.args().fields}}
+    golden = GoldenCore(cfg)
+
+    async def body(t):
+        drv = TesseraDriver(t, cfg)
+        await drv.connect()
+        await drv.write("a", 0, a)
+        await drv.write("b", 0, b)
+        await drv.write("p", 0, params.reshape(nt, lpw))
+        cycles = await drv.run(chain=1, **fields)
+        return cycles, await drv.read("a", 0, 64)
+    want_drv = TesseraDriver(GoldenTransport(golden), cfg)
+
+    async def gold():
+        await want_drv.connect()
+        await want_drv.write("a", 0, a)
+        await want_drv.write("b", 0, b)
+        await want_drv.write("p", 0, params.reshape(nt, lpw))
+        cycles = await want_drv.run(chain=1, **fields)
+        return cycles, await want_drv.read("a", 0, 64)
+    g_cycles, g_a = asyncio.run(gold())
+    cycles, got_a = run_with_driver(build_core(cfg), body)
+    assert np.array_equal(got_a, g_a) and cycles == g_cycles
+    # Independent of the twin's chain path: the same RUN without chain leaves the rows in R.
+    plain = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)
+
+    async def rows():
+        await plain.connect()
+        await plain.write("a", 0, a)
+        await plain.write("b", 0, b)
+        await plain.write("p", 0, params.reshape(nt, lpw))
+        c = await plain.run(**fields)
+        return c, await plain.read("r", 0, mt * nt * 4)
+    plain_cycles, r = asyncio.run(rows())
+    assert cycles == plain_cycles + 4
+    r = r.reshape(mt, nt, 4, 4)                 # mi, ni, row, channel
+    for mi in range(mt):
+        for ni in range(nt):
+            at = 20 + mi * 11 + ni * 4
+            assert np.array_equal(got_a[at:at + 4], r[mi, ni].T)
+    assert np.array_equal(got_a[:mt * k], a)    # the RUN's own operands untouched
+    assert len(np.unique(got_a[20:])) > 4
+
+
+def _int_layers(cfg, rng, sizes):
+    from tessera.sim.epilogue import quantize_multiplier
+    out = []
+    for k, n in zip(sizes, sizes[1:]):
+        w = rng.integers(-128, 128, (k, n))
+        mult, shift = zip(*(quantize_multiplier(s) for s in rng.uniform(0.002, 0.01, n)))
+        out.append(((w % 256).astype(np.uint64),
+                    {"bias": rng.integers(-3000, 3000, n), "mult": np.array(mult),
+                     "shift": np.array(shift), "zero_point": 0, "lo": -128, "hi": 127}))
+    return out
+
+
+@pytest.mark.parametrize("banks", [1, 2])
+def test_systolic_chained_mlp_rtl_equals_layer_by_layer(banks):
+    """Three dense layers (N padded to whole column tiles between them) chained on the 4x4
+    GEMM core: RTL = golden = one layer at a time through the host (gemm with the epilogue,
+    outputs written back as the next layer's A)."""
+    cfg = systolic_chain_cfg(a_banks=banks, a_depth=128, b_depth=128, c_depth=128)
+    rng = np.random.default_rng(21 + banks)
+    sizes = [13, 10, 7, 6]
+    ls = _int_layers(cfg, rng, sizes)
+    x = (rng.integers(-128, 128, (9, sizes[0])) % 256).astype(np.uint64)
+    host = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)
+    mapper = cfg.engine.mapper()
+    y = x
+    for b, params in ls:
+        y, _ = asyncio.run(mapper.gemm(host, y, b, epilogue=params))
+    assert len(np.unique(y)) > 10
+    gold = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)
+    g_out, g_st = asyncio.run(mapper.chain(gold, x, ls))
+    assert np.array_equal(g_out, y)
+
+    async def body(t):
+        drv = TesseraDriver(t, cfg)
+        await drv.connect()
+        return await cfg.engine.mapper().chain(drv, x, ls)
+    out, st = run_with_driver(build_core(cfg), body)
+    assert np.array_equal(out, y) and st.run_cycles == g_st.run_cycles
+
+
+def test_run_network_chains_the_int8_digits_mlp():
+    """The int8 digits MLP (Dense 64->64 with the on-chip requantization, Dense 64->10) on a
+    GEMM core with the chain writer: logits = reference = one layer at a time, fewer bytes."""
+    from tessera.generators.infer import compile_model
+    from tessera.sim import digits
+    from tessera.sim.qnet import chain_layers, k_splits_of, reference_network, run_network
+    cfg = derive("int8-requant", array={"chain": True}, memory={"a_banks": 2})
+    xtr, _, xte, yte = digits.load_split()
+    q, _, _ = compile_model("digits-mlp", cfg, xtr)
+    x, y = xte[:100], yte[:100]
+    res = {}
+    for chain in (True, False):
+        drv = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg, resident=True)
+        drv.chain = chain
+        assert (chain_layers(drv, q, cfg.engine.epilogue()) is not None) == chain
+        r = asyncio.run(run_network(drv, q, x, batch=50))
+        assert np.array_equal(r.logits, reference_network(q, cfg.pe, x,
+                                                          k_splits=k_splits_of(r)).logits)
+        res[chain] = (r.logits, sum(s.bytes_out + s.bytes_in for rec in r.records
+                                    for s in rec.stats))
+    assert np.array_equal(res[True][0], res[False][0])
+    assert (res[True][0].argmax(1) == y).mean() > 0.9
+    assert res[True][1] < 0.7 * res[False][1]

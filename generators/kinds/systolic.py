@@ -16,16 +16,28 @@ DATAFLOWS_LATER = ("weight_stationary",)
 
 @dataclass(frozen=True)
 class SystolicSection(EngineSection):
-    """``[array] kind = "systolic"``: the array's shape and dataflow."""
+    """``[array] kind = "systolic"``: the array's shape and dataflow; ``chain`` builds the
+    chain writer (`tessera.hdl.engine.chain.TransposeChain`: a RUN's epilogue outputs go
+    straight into store A as the next dense layer's operands; needs the epilogue)."""
     name = "systolic"
     rows: int = 8
     cols: int = 8
     dataflow: str = "output_stationary"
+    chain: bool = False
 
     def __post_init__(self):
         check_int("array.rows", self.rows, 1, 64)
         check_int("array.cols", self.cols, 1, 64)
         check_choice("array.dataflow", self.dataflow, DATAFLOWS, DATAFLOWS_LATER)
+        if not isinstance(self.chain, bool):
+            raise ConfigError(f"array.chain: {self.chain!r} is not a boolean; allowed: true, "
+                              f"false")
+
+    def to_dict(self):
+        d = super().to_dict()
+        if not self.chain:        # left out: configs without it keep their digest
+            d.pop("chain")
+        return d
 
 
 class SystolicGemm(Engine):
@@ -46,7 +58,8 @@ class SystolicGemm(Engine):
         lay = pe.layout()
         R, C = cfg.array.rows, cfg.array.cols
         specs = [
-            StoreSpec("a", "operand", R, lay.a_lane_bits, doc="activations, one lane per row"),
+            StoreSpec("a", "operand", R, lay.a_lane_bits, doc="activations, one lane per row",
+                      chain=self.chains()),
             StoreSpec("b", "operand", C, lay.b_lane_bits, doc="weights, one lane per column"),
             StoreSpec("c", "result", C, pe.result_bits, doc="results, one array row per word"),
         ]
@@ -68,8 +81,20 @@ class SystolicGemm(Engine):
             return None
         return self.cfg.pe.epilogue()
 
+    def chains(self):
+        """Whether this core builds the chain writer: ``array.chain`` with an epilogue whose
+        outputs are A lanes (one element per lane)."""
+        epi = self.epilogue()
+        lay = self.cfg.pe.layout()
+        return bool(self.cfg.array.chain and epi is not None and not self.cfg.pe.modes
+                    and lay.k_per_word == 1 and epi.out_bits == lay.a_lane_bits)
+
     def check(self):
         mem = self.cfg.memory
+        if self.cfg.array.chain and not self.chains():
+            raise ConfigError("array.chain: true needs the epilogue (memory.p_depth > 0) of a "
+                              "PE kind without run-time modes whose outputs are A lanes "
+                              f"(pe.kind {self.cfg.pe.name!r} here); allowed: false")
         if mem.p_depth and self.cfg.pe.epilogue() is None:
             why = getattr(self.cfg.pe, "no_epilogue_reason", "")
             raise ConfigError(f"memory.p_depth: {mem.p_depth} asks for an epilogue and pe.kind "
@@ -100,6 +125,10 @@ class SystolicGemm(Engine):
             fields.append(Field("mode", 1, "PE run-time mode code"))
         if epi is not None:         # p_base and the epilogue's own RUN fields
             fields += epi.run_arg_fields()
+        if self.chains():
+            fields += [Field("chain_base", 2, "chaining RUN: first A word of its outputs"),
+                       Field("chain_stride", 2, "chaining RUN: A words from one m-tile's "
+                                                "outputs to the next's")]
         return ArgLayout(fields)
 
     def make_hdl(self):
@@ -112,13 +141,15 @@ class SystolicGemm(Engine):
                             epilogue=epi, p_depth=g.store("p").depth if epi is not None else 0,
                             accumulate=cfg.pe.combiner() is not None,
                             modes=len(cfg.pe.modes),
-                            ii=tuple(cfg.pe.ii(m) for m in cfg.pe.modes) or (cfg.pe.ii(),))
+                            ii=tuple(cfg.pe.ii(m) for m in cfg.pe.modes) or (cfg.pe.ii(),),
+                            chain=self.chains())
 
     def twin(self):
         from tessera.sim.engines.gemm_os import GemmOSTwin
         cfg = self.cfg
         return GemmOSTwin(rows=cfg.array.rows, cols=cfg.array.cols, pe=cfg.pe,
-                          geometry=cfg.geometry, epilogue=self.epilogue())
+                          geometry=cfg.geometry, epilogue=self.epilogue(),
+                          chain=self.chains())
 
     def mapper(self):
         from tessera.sim.engines.gemm_os import GemmMapper

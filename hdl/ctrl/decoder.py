@@ -119,11 +119,24 @@ class CommandDecoder(wiring.Component):
         with m.If(self.run.start):
             m.d.sync += [run_banks.eq(f_banks), run_chain.eq(f_chain)]
         targets = [s.id + 1 for s in self._geometry.chain_targets]
-        bad_chain = f_chain != 0
-        for t in targets:
-            bad_chain = bad_chain & (f_chain != t)
-        # RUN bank bits a store of one bank (or no store) may not set.
-        bad_banks = f_banks & ~sum(1 << s.id for s in stores if s.banks > 1) & 0xFF
+        banked_mask = sum(1 << s.id for s in stores if s.banks > 1)
+        # A RUN header byte this core has no use for (no store of two banks, no chain
+        # target) must be 0; it is checked as it arrives, so its bits need no register.
+        hdr_bad = Signal()
+        hdr_checks = []
+        if banked_mask:
+            # RUN bank bits a store of one bank (or no store) may not set.
+            bad_banks = (f_banks & ~banked_mask & 0xFF) != 0
+        else:
+            bad_banks = Const(0, 1)
+            hdr_checks.append(run_head.offset("banks"))
+        if targets:
+            bad_chain = f_chain != 0
+            for t in targets:
+                bad_chain = bad_chain & (f_chain != t)
+        else:
+            bad_chain = Const(0, 1)
+            hdr_checks.append(run_head.offset("chain"))
 
         def of_store(sel, values):
             """``values[i]`` for the store whose id is ``sel`` (the last one otherwise)."""
@@ -161,7 +174,7 @@ class CommandDecoder(wiring.Component):
             with m.State("OP"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    m.d.sync += [opcode.eq(self.i.payload), arg_idx.eq(0)]
+                    m.d.sync += [opcode.eq(self.i.payload), arg_idx.eq(0), hdr_bad.eq(0)]
                     with m.Switch(self.i.payload):
                         for c in COMMANDS:
                             if c.response == "counters" and not self._counters:
@@ -196,6 +209,10 @@ class CommandDecoder(wiring.Component):
             with m.State("ARGS"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
+                    for off in hdr_checks:
+                        with m.If((opcode == Op.RUN) & (arg_idx == off)
+                                  & (self.i.payload != 0)):
+                            m.d.sync += hdr_bad.eq(1)
                     m.d.sync += [args.word_select(arg_idx, 8).eq(self.i.payload),
                                  arg_idx.eq(arg_idx + 1)]
                     with m.If(arg_idx == nargs - 1):
@@ -216,8 +233,11 @@ class CommandDecoder(wiring.Component):
                 blocked = self.run.busy & ~other_bank
                 # A chaining RUN writes its target's bank (the one it does not read, or the
                 # only one): the host may not write there until it completes.
-                in_run_bank = banked & (first_hi == last_hi) & (first_hi == run_bank)
-                chained = self.run.busy & (run_chain == f_spad + 1) & ~in_run_bank
+                if targets:
+                    in_run_bank = banked & (first_hi == last_hi) & (first_hi == run_bank)
+                    chained = self.run.busy & (run_chain == f_spad + 1) & ~in_run_bank
+                else:
+                    chained = Const(0, 1)
                 with m.Switch(opcode):
                     with m.Case(Op.WRITE):
                         with m.If(bad_spad):
@@ -244,7 +264,7 @@ class CommandDecoder(wiring.Component):
                     with m.Case(Op.RUN):
                         with m.If(f_engine != self._engine_code):
                             respond(Err.ENGINE)
-                        with m.Elif((bad_banks != 0) | bad_chain):
+                        with m.Elif(bad_banks | bad_chain | hdr_bad):
                             respond(Err.ARG)
                         with m.Elif(self.run.busy):
                             m.next = "RUN_HOLD"

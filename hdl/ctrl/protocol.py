@@ -191,7 +191,8 @@ def command(op_or_name):
 
 #: STATUS response length including the leading status byte: flags, last error, the busy
 #: cycles of the current (or last) RUN and those of the RUN that completed before it started
-#: (u32 each; the previous RUN's count whether or not the current one was held, Op.RUN).
+#: (u32 each; the previous RUN's count whether or not the current one was held, Op.RUN; 0 on a
+#: core without a store of two banks, which does not keep it).
 STATUS_BYTES = 11
 
 #: The COUNTERS response after its status byte: one u32 (little-endian, wrapping) per cause,

@@ -30,6 +30,9 @@ class RunControl(wiring.Component):
         Width of the engine's packed argument layout.
     counters : bool
         Build the cycle counters (``run.counters``).
+    prev_cycles : bool
+        Keep ``run.prev_cycles`` (else it stays 0: a core without a store of two banks, whose
+        host has no use for it, saves the register).
 
     Members
     -------
@@ -50,8 +53,9 @@ class RunControl(wiring.Component):
     before the current one.
     """
 
-    def __init__(self, *, arg_bits, counters=False):
+    def __init__(self, *, arg_bits, counters=False, prev_cycles=True):
         self._arg_bits, self._counters = arg_bits, bool(counters)
+        self._prev = bool(prev_cycles)
         super().__init__({
             "run": In(RunSignature(arg_bits, counters=counters)),
             "engine": Out(EngineControlSignature(arg_bits)),
@@ -64,12 +68,15 @@ class RunControl(wiring.Component):
         m = Module()
         engine_done = Signal()   # sticky: the engine emitted its last result word
         m.d.comb += [self.engine.start.eq(self.run.start), self.engine.args.eq(self.run.args),
+                     self.engine.chain.eq(self.run.chain),
                      self.run.check_done.eq(self.engine.check_done),
                      self.run.check_err.eq(self.engine.check_err)]
         free = self.run.busy & engine_done & self.out_idle
         m.d.comb += self.run.free.eq(free)
+        cycles_next = Signal(32)
+        m.d.comb += cycles_next.eq(self.run.cycles + 1)
         with m.If(self.run.busy):
-            m.d.sync += self.run.cycles.eq(self.run.cycles + 1)
+            m.d.sync += self.run.cycles.eq(cycles_next)
         with m.If(self.engine.check_done & (self.engine.check_err != 0)):
             m.d.sync += self.run.busy.eq(0)
         with m.If(self.engine.done):
@@ -79,9 +86,10 @@ class RunControl(wiring.Component):
         # Last, so a RUN that starts in the cycle another completes keeps busy high.
         with m.If(self.run.start):
             m.d.sync += [self.run.busy.eq(1), self.run.cycles.eq(0), engine_done.eq(0),
-                         self.banks.eq(self.run.banks), self.chain.eq(self.run.chain),
-                         self.run.prev_cycles.eq(Mux(self.run.busy, self.run.cycles + 1,
-                                                     self.run.cycles))]
+                         self.banks.eq(self.run.banks), self.chain.eq(self.run.chain)]
+            if self._prev:
+                m.d.sync += self.run.prev_cycles.eq(Mux(self.run.busy, cycles_next,
+                                                        self.run.cycles))
         if self._counters:
             from tessera.hdl.ctrl.protocol import COUNTER_NAMES
             checked = Signal()       # the engine reported this RUN's check

@@ -90,12 +90,15 @@ class EngineControlSignature(wiring.Signature):
     active : In(1)
         The engine feeds its datapath this cycle (the ``compute`` cause of COUNTERS, as its
         twin's ``compute_cycles`` counts it).
+    chain : Out(8)
+        Valid with ``start``: the RUN's chain target (store id + 1; 0: none), for engines that
+        check where chained outputs go.
     """
 
     def __init__(self, arg_bits):
         self._arg_bits = arg_bits
         super().__init__({
-            "start": Out(1), "args": Out(max(1, arg_bits)),
+            "start": Out(1), "args": Out(max(1, arg_bits)), "chain": Out(8),
             "check_done": In(1), "check_err": In(8), "done": In(1), "active": In(1),
         })
 

@@ -68,7 +68,7 @@ class GemmOSEngine(wiring.Component):
     """
 
     def __init__(self, *, rows, cols, pe, args, depths, accumulate, modes=0, ii=None,
-                 epilogue=None, p_depth=0):
+                 epilogue=None, p_depth=0, chain=False):
         self._array = SystolicArray(rows=rows, cols=cols, pe=pe)
         self._rows, self._cols = rows, cols
         self._args = args
@@ -76,6 +76,7 @@ class GemmOSEngine(wiring.Component):
         self._accumulate = bool(accumulate)
         self._p_depth = p_depth if epilogue is not None else 0
         self._epilogue = epilogue
+        self._chain = bool(chain) and self._p_depth > 0
         self._modes = modes
         n = max(1, modes)
         self._iis = tuple(ii) if ii is not None else (self._array.pe_ii,) * n
@@ -86,6 +87,8 @@ class GemmOSEngine(wiring.Component):
         need = {"m_tiles", "n_tiles", "k", "a_base", "b_base", "c_base", "flags"}
         if p_depth:
             need.add("p_base")
+        if self._chain:
+            need |= {"chain_base", "chain_stride"}
         if not need <= names:
             raise ValueError(f"args must have the fields {sorted(need)}, not {sorted(names)}")
         members = self._array.signature.members
@@ -100,6 +103,16 @@ class GemmOSEngine(wiring.Component):
         acc_bits = members["out_data"].shape.elem_shape.width
         self._a_lane_bits = a_bits
         da, db, dc = self._depths
+        #: With ``chain``: the writer that lays a chaining RUN's epilogue rows out as the next
+        #: layer's A words (`TransposeChain`; the core puts it between the output stage and A).
+        self.chain_writer = None
+        if self._chain:
+            from tessera.hdl.engine.chain import TransposeChain
+            if epilogue.out_bits != a_bits:
+                raise ValueError(f"chain: the epilogue's {epilogue.out_bits}-bit outputs are not "
+                                 f"A lanes of {a_bits} bits")
+            self.chain_writer = TransposeChain(rows=rows, cols=cols, lane_bits=a_bits,
+                                               depth=da, args=args)
         super().__init__({
             "ctl": In(EngineControlSignature(8 * args.nbytes)),
             "a_port": Out(StorePortSignature(depth=da, width=rows * a_bits, write=False)),
@@ -143,9 +156,9 @@ class GemmOSEngine(wiring.Component):
         epi_mode = Signal()
         out_row = Signal(range(max(R, 2)))    # row and n-tile of the next result word
         out_tile = Signal(16)
-        # Serial shift-add products for the bounds: mt*k, nt*k, mt*nt.
-        prods = SerialProducts(3)
-        a_words, b_words, tiles = prods.products
+        # Serial shift-add products for the bounds: mt*k, nt*k, mt*nt (and mt*chain_stride).
+        prods = SerialProducts(4 if self._chain else 3)
+        a_words, b_words, tiles = prods.products[:3]
         period = Signal(17 + max(ii, 1).bit_length())
         total_rows = Signal(range(c_depth + 1))
 
@@ -212,6 +225,18 @@ class GemmOSEngine(wiring.Component):
         if self._p_depth:
             p_base = Signal(16)
             bad_tile = bad_tile | (flags[1] & (p_base + nt > self._p_depth))
+        chain_latch, chain_pairs = [], []
+        if self._chain:
+            # A chaining RUN writes A words chain_base + mi*chain_stride + ni*cols + c: the
+            # last one, (mt-1)*stride + nt*cols - 1 above chain_base, must be in A's bank.
+            chaining = Signal()
+            chain_base, stride = Signal(16), Signal(16)
+            chain_latch = [chaining.eq(self.ctl.chain != 0),
+                           chain_base.eq(self._field(args, "chain_base")),
+                           stride.eq(self._field(args, "chain_stride"))]
+            chain_pairs = [(self._field(args, "chain_stride"), self._field(args, "m_tiles"))]
+            end = chain_base + prods.products[3] - stride + nt * C
+            bad_tile = bad_tile | (chaining & (end > a_depth))
         # k * ii(mode): a constant multiply per mode (II may depend on the mode).
         kii = k * self._iis[0]
         if mode is not None:
@@ -229,10 +254,12 @@ class GemmOSEngine(wiring.Component):
                        flags.eq(self._field(args, "flags")),
                        *(stmt for _, _, stmts in rooms for stmt in stmts),
                        *([mode.eq(self._field(args, "mode"))] if mode is not None else []),
-                       *([p_base.eq(self._field(args, "p_base"))] if self._p_depth else [])],
+                       *([p_base.eq(self._field(args, "p_base"))] if self._p_depth else []),
+                       *chain_latch],
                 pairs=[(self._field(args, "k"), self._field(args, "m_tiles")),
                        (self._field(args, "k"), self._field(args, "n_tiles")),
-                       (self._field(args, "n_tiles"), self._field(args, "m_tiles"))],
+                       (self._field(args, "n_tiles"), self._field(args, "m_tiles")),
+                       *chain_pairs],
                 start=[period.eq(Mux(kii > maxrc, kii, maxrc)),
                        total_rows.eq(tiles * R),
                        acc_mode.eq(flags[0]), epi_mode.eq(flags[1]),

@@ -57,8 +57,12 @@ class GemmOSTwin:
 
     check_cycles = CHECK_CYCLES
 
-    def __init__(self, *, rows, cols, pe, geometry, epilogue=None):
+    def __init__(self, *, rows, cols, pe, geometry, epilogue=None, chain=False):
         self.rows, self.cols = rows, cols
+        #: The core has the chain writer (`tessera.hdl.engine.chain.TransposeChain`): a RUN
+        #: whose ``chain`` names A writes its epilogue rows there transposed (`run`).
+        self.chain = bool(chain) and epilogue is not None
+        self.takes_chain = self.chain
         self.pe = pe
         self.tile_model = pe.twin()
         self.combiner = pe.combiner()
@@ -87,6 +91,9 @@ class GemmOSTwin:
                 or args["c_base"] + mt * nt * self.rows > self.depths["c"] \
                 or (flags & FLAG_EPILOGUE and args["p_base"] + nt > self.depths["p"]):
             return Err.TILE
+        if self.chain and args.get("chain") and args["chain_base"] + (mt - 1) \
+                * args["chain_stride"] + nt * self.cols > self.depths["a"]:
+            return Err.TILE
         return Err.OK
 
     def env(self, args):
@@ -99,7 +106,13 @@ class GemmOSTwin:
         return env
 
     def run(self, stores, args):
-        """Execute a checked RUN on ``stores`` ({name: depth x lanes codes}); returns cycles."""
+        """Execute a checked RUN on ``stores`` ({name: depth x lanes codes}); returns cycles.
+
+        A chaining RUN (``args["chain"]``, on a core with the chain writer) writes each
+        tile's epilogue rows into ``stores["chain"]`` (the bank of A it goes to) transposed:
+        word ``chain_base + mi*chain_stride + ni*cols + c``, lane r = row r's lane c; it takes
+        ``cols`` cycles more (the writer's last tile)."""
+        chain = stores.get("chain") if self.chain and args.get("chain") else None
         mt, nt, k = args["m_tiles"], args["n_tiles"], args["k"]
         acc = bool(args["flags"] & FLAG_ACCUMULATE)
         epi = bool(args["flags"] & FLAG_EPILOGUE)
@@ -120,13 +133,18 @@ class GemmOSTwin:
                 base = args["c_base"] + (mi * nt + ni) * R
                 if acc:
                     res = self.combiner.twin(Cm[base:base + R], res)
-                if epi:
+                if epi and chain is not None:
+                    out = np.asarray(self._epilogue(stores, args, ni, res))   # R x C
+                    at = args["chain_base"] + mi * args["chain_stride"] + ni * self.cols
+                    chain[at:at + self.cols] = out.T
+                elif epi:
                     stores["r"][base:base + R] = self._epilogue(stores, args, ni, res)
                 else:
                     Cm[base:base + R] = res
         ii = self.pe.ii(mode) if mode is not None else self.pe.ii()
         self.compute_cycles = mt * nt * k * ii     # COUNTERS compute: k x ii per tile
-        return evaluate(self.model, self.env(args))
+        extra = self.cols if chain is not None and epi else 0
+        return evaluate(self.model, self.env(args)) + extra
 
     def _epilogue(self, stores, args, ni, res):
         """Epilogue output codes of one tile (R x C accumulator codes), parameters from word
@@ -395,6 +413,130 @@ class GemmMapper:
         pb, pblock = pending
         place(pblock, await drv.read(result, pb * depth[result], pblock[1] * pblock[3] * R))
         return out[:m, :n], stats
+
+    def chains(self):
+        """Whether this core can chain dense layers (`chain`): it builds the chain writer
+        (``array.chain``)."""
+        return self.cfg.engine.chains()
+
+    async def chain(self, drv, a, layers, *, progress=None):
+        """Dense layers back to back on chip: ``a`` (M x K0 element codes) goes in once, each
+        layer's epilogue rows go through the chain writer into store A as the next layer's A
+        words (RUN ``chain``), and only the last layer's outputs come out.
+
+        ``layers``: ``[(B codes K x N, epilogue)]``, each layer's K the previous one's N;
+        every layer but the last with the epilogue (`Epilogue.user_params`; the last may have
+        None: its accumulator codes then come from C). A layer's N is padded to whole column
+        tiles and the next layer reads the padding too (its weight rows there are 0, so it
+        adds nothing). Every layer's B and P words get their own regions when they all fit (a
+        resident driver sends them once across images), else each layer's go from word 0
+        before its RUNs; one RUN per block of n-tiles with all the rows and the whole K. A of two banks: layer l reads bank l % 2 and writes the other; one bank:
+        two regions of A take turns. Returns (M x N_last result codes, `GemmStats`).
+
+        Raises ValueError (naming what does not fit) if the core has no chain writer or the
+        regions do not fit."""
+        from tessera.sim.driver import GemmStats
+        from tessera.sim.layout import tile_a, tile_b, untile_c
+        if not self.chains():
+            raise ValueError("chain: this core has no chain writer (array.chain = true, with "
+                             "the epilogue)")
+        g, pe = self.cfg.geometry, self.cfg.pe
+        R, C = g.rows, g.cols
+        epi = self.cfg.engine.epilogue()
+        a = np.asarray(a, dtype=np.uint64)
+        M, K = a.shape
+        mt_all = -(-M // R)
+        prep = []
+        for i, (b, epilogue) in enumerate(layers):
+            b = np.asarray(b, dtype=np.uint64)
+            if b.shape[0] != (K if i == 0 else layers[i - 1][0].shape[1]):
+                raise ValueError(f"chain: layer {i} takes K={b.shape[0]}, the one before gives "
+                                 f"{K if i == 0 else layers[i - 1][0].shape[1]}")
+            if epilogue is None and i < len(layers) - 1:
+                raise ValueError(f"chain: layer {i} has no epilogue; only the last may go "
+                                 f"without one")
+            n = b.shape[1]
+            np_ = -(-n // C) * C
+            b_p = np.zeros((K, np_), dtype=np.uint64)
+            b_p[:b.shape[0], :n] = b
+            L = dict(K=K, n=n, np=np_, nt_all=np_ // C, b=tile_b(b_p, C), p=None, extra={},
+                     flags=0)
+            if epilogue is not None:
+                params = epi.pack_params(**{f.name: np.broadcast_to(
+                    np.asarray(epilogue[f.name]), (n,)) for f in epi.channel_fields})
+                params = np.concatenate([params, np.zeros((np_ - n) * epi.lanes_per_channel,
+                                                          dtype=np.uint64)])
+                L["p"] = params.reshape(np_ // C, C * epi.lanes_per_channel)
+                L["extra"], flags = epi.run_codes(epilogue)
+                L["flags"] = FLAG_EPILOGUE | flags
+            prep.append(L)
+            K = np_
+        d = {s.name: s.depth for s in g.stores}
+        # Every layer's B and P words in their own regions when all fit (written once, kept
+        # across images by a resident driver), else each layer's from word 0 before its RUNs.
+        b_base = p_base = 0
+        for L in prep:
+            L.update(b_base=b_base, p_base=p_base)
+            b_base += L["nt_all"] * L["K"]
+            p_base += L["nt_all"] if L["p"] is not None else 0
+        placed = b_base <= d["b"] and p_base <= d.get("p", 0)
+        if not placed:
+            for L in prep:
+                L.update(b_base=0, p_base=0)
+                if L["nt_all"] * L["K"] > d["b"] or (L["p"] is not None
+                                                     and L["nt_all"] > d["p"]):
+                    raise ValueError(f"chain: a layer's weights ({L['nt_all'] * L['K']} words "
+                                     f"of B) or parameters do not fit ({d['b']} words)")
+        banked = g.store("a").banks == 2
+        span = mt_all * max(L["K"] for L in prep)
+        regions = (0, 0) if banked else (0, span)
+        if regions[1] + span > d["a"]:
+            raise ValueError(f"chain: {M} rows of the layers' activations need "
+                             f"{regions[1] + span} words of A, the core has {d['a']}")
+        nt_run = (d["c"] // R) // mt_all
+        if nt_run < 1:
+            raise ValueError(f"chain: {M} rows do not fit C ({d['c']} words)")
+        async def load(L):
+            await drv.write("b", L["b_base"], L["b"])
+            if L["p"] is not None:
+                await drv.write("p", L["p_base"], L["p"])
+        if placed:
+            for L in prep:
+                await load(L)
+        a_p = np.zeros((mt_all * R, prep[0]["K"]), dtype=np.uint64)
+        a_p[:M, :a.shape[1]] = a
+        await drv.write("a", 0, tile_a(a_p, R))
+        stats = GemmStats(k_split=0)
+        a_id = g.store("a").id
+        out = None
+        for li, L in enumerate(prep):
+            last = li == len(prep) - 1
+            cur = li % 2
+            if not placed:
+                await load(L)
+            for n0 in range(0, L["nt_all"], nt_run):
+                nt = min(nt_run, L["nt_all"] - n0)
+                fields = dict(m_tiles=mt_all, n_tiles=nt, k=L["K"], a_base=regions[cur],
+                              b_base=L["b_base"] + n0 * L["K"], c_base=0, flags=L["flags"],
+                              **L["extra"])
+                if L["p"] is not None:
+                    fields["p_base"] = L["p_base"] + n0
+                if not last:
+                    fields.update(chain_base=regions[1 - cur] + n0 * C, chain_stride=L["np"])
+                cyc = await drv.run(banks=(cur << a_id) if banked else 0,
+                                    chain=0 if last else a_id + 1, **fields)
+                stats.runs += 1
+                stats.cycles += cyc
+                stats.run_cycles.append(cyc)
+                if progress:
+                    progress(stats)
+                if last:
+                    if out is None:
+                        out = np.zeros((mt_all * R, L["np"]), dtype=np.uint64)
+                    words = await drv.read("r" if L["p"] is not None else "c", 0,
+                                           mt_all * nt * R)
+                    out[:, n0 * C:(n0 + nt) * C] = untile_c(words, mt_all, nt, R, C)
+        return out[:M, :prep[-1]["n"]], stats
 
     def overlaps(self, drv, *, epilogue=False, resident=False):
         """Whether `gemm` runs ping-pong: the driver allows it (``drv.overlap``) and every

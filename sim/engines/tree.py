@@ -499,6 +499,11 @@ class DenseMapper:
         return out[:, :N], stats
 
 
+    def chains(self):
+        """Whether this core can chain dense layers (`chain`): store A is a chain target."""
+        g = self.cfg.geometry
+        return any(s.name == "a" for s in g.chain_targets)
+
     async def chain(self, drv, a, layers, *, progress=None):
         """Dense layers back to back on chip: ``a`` (M x K0 activation codes) goes in once,
         each layer's epilogue outputs go straight into store A as the next layer's input (RUN
