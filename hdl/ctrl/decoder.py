@@ -1,7 +1,7 @@
 """Command decoder: parses host command bytes, moves scratchpad data, answers every command."""
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from tessera.hdl.ctrl.protocol import COMMANDS, COUNTERS_BYTES, Err, Op, STATUS_BYTES, command
@@ -77,9 +77,26 @@ class CommandDecoder(wiring.Component):
         max_args = max(self._nargs(c) for c in COMMANDS)
         # The longest response held in `resp` (INFO has its own table).
         resp_max = max(STATUS_BYTES, COUNTERS_BYTES if self._counters else 0)
-        info_rom = Array(Const(b, 8) for b in bytes([Err.OK]) + self._info)
-        info_idx = Signal(range(len(info_rom)))
-        args = Signal(8 * max_args)
+        # INFO (status byte first) from a block RAM ROM: its synchronous read port is
+        # addressed with the index of the byte sent next, so the byte is there when needed;
+        # the index is back at 0 whenever INFO is not being sent.
+        info_bytes = bytes([Err.OK]) + self._info
+        # (yosys would otherwise build a ROM this small from logic cells)
+        m.submodules.info_rom = info_rom = memory.Memory(
+            shape=8, depth=len(info_bytes), init=list(info_bytes),
+            attrs={"ram_style": "block", "rom_style": "block"})
+        info_rd = info_rom.read_port()
+        info_idx = Signal(range(len(info_bytes)))
+        info_next = Signal.like(info_idx)
+        m.d.comb += [info_next.eq(info_idx), info_rd.addr.eq(info_next)]
+        m.d.sync += info_idx.eq(info_next)
+        # One register holds, in turn, a command's argument bytes, its response and a READ's
+        # outgoing word: they are never needed at the same time (the engine and the output
+        # stage latch a RUN's arguments when it starts; EXEC latches a region's fields in the
+        # cycle it loads the response). WRITE data has its own word (its last byte and the
+        # response arrive together).
+        buf = Signal(8 * max(max_args, resp_max, max(wbytes)))
+        args = resp = obuf = buf
         arg_idx = Signal(range(max_args + 1))
         nargs = Signal(range(max_args + 1))
         opcode = Signal(8)
@@ -91,7 +108,6 @@ class CommandDecoder(wiring.Component):
         wr_pending = Signal()
         discard = Signal()
         pend_err = Signal(8)
-        resp = Signal(8 * resp_max)
         resp_len = Signal(range(resp_max + 1))
         then_read = Signal()
         last_error = Signal(8)
@@ -168,7 +184,6 @@ class CommandDecoder(wiring.Component):
         with m.If(wr_pending):
             m.d.sync += addr.eq(addr + 1)
 
-        obuf = Signal(8 * max(wbytes))
 
         with m.FSM():
             with m.State("OP"):
@@ -184,8 +199,7 @@ class CommandDecoder(wiring.Component):
                                     m.d.sync += nargs.eq(self._nargs(c))
                                     m.next = "ARGS"
                                 elif c.response == "info":
-                                    m.d.sync += info_idx.eq(0)
-                                    m.next = "INFO"
+                                    m.next = "INFO"      # info_idx is 0: byte 0 is read
                                 elif c.response == "status":
                                     m.d.sync += [
                                         resp.eq(Cat(Const(Err.OK, 8), self.run.busy,
@@ -310,10 +324,11 @@ class CommandDecoder(wiring.Component):
                         with m.Else():
                             m.next = "RD_ADDR"
             with m.State("INFO"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(info_rom[info_idx])]
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(info_rd.data)]
                 with m.If(self.o.ready):
-                    m.d.sync += info_idx.eq(info_idx + 1)
-                    with m.If(info_idx == len(info_rom) - 1):
+                    m.d.comb += info_next.eq(info_idx + 1)
+                    with m.If(info_idx == len(info_bytes) - 1):
+                        m.d.comb += info_next.eq(0)
                         m.next = "OP"
             with m.State("RESP"):
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(resp[0:8])]
