@@ -18,10 +18,11 @@ cycles equal to the RTL's), three ways:
 
 Cores: a ternary tree core with 8 inputs and 8 outputs (the ``ternary`` preset with
 ``array.outputs = 8`` so that a result word is an A word, and deeper stores so that the MLP's
-regions fit) and the ``icebreaker`` int8 preset (systolic: its result words are rows, the next
-layer's A words columns, so it cannot chain). Link time: payload bytes x 10 line bits over the
-core's ``host.baud`` (3 Mbaud, raw UART, no framing); compute: the RUNs' cycles over
-``core.clock_mhz``. The chained run is repeated on the Verilated RTL for the first batch:
+regions fit); an int8 GEMM core with the on-chip epilogue and the chain writer (the
+``int8-requant`` preset, 4x4, with ``array.chain = true`` and ``a_banks = 2``, at 3 Mbaud); and
+the ``icebreaker`` int8 preset (no epilogue: requantization on the host, so nothing to
+chain). Link time: payload bytes x 10 line bits over the core's ``host.baud`` (3 Mbaud, raw
+UART, no framing); compute: the RUNs' cycles over ``core.clock_mhz``. The chained run is repeated on the Verilated RTL for the first batch:
 logits and RUN cycles must equal the golden core's.
 
 Writes ``benchmarks/results/chain.{json,md,png}``. Usage::
@@ -59,10 +60,19 @@ def cores():
     t["core"]["name"] = "tessera_ternary_8x8"
     t["array"].update(outputs=8)
     t["memory"].update(a_depth=1024, b_depth=256, c_depth=1024, p_depth=16)
+    r = load_config("int8-requant").to_dict()
+    r["core"]["boards"] = []
+    r["core"]["name"] = "tessera_int8_chain"
+    r["array"]["chain"] = True
+    r["memory"]["a_banks"] = 2
+    r["host"]["baud"] = 3_000_000
     i = load_config("icebreaker").to_dict()
     i["core"]["boards"] = []
     return {"ternary 8x8 (tree, inputs = outputs)": config_from_dict(t, source="ternary+8x8"),
-            "icebreaker (int8 systolic 2x4)": config_from_dict(i, source="preset:icebreaker")}
+            "int8 4x4 (systolic, epilogue, chain writer)":
+                config_from_dict(r, source="int8-requant+chain"),
+            "icebreaker (int8 systolic 2x4, no epilogue)":
+                config_from_dict(i, source="preset:icebreaker")}
 
 
 class Counting:
@@ -122,8 +132,8 @@ def main(argv=None):
                 raise SystemExit(f"{name} {label}: logits differ from the reference")
             if chain and not m["chained"]:
                 rows.append({"core": name, "schedule": label, "chained": False,
-                             "why": "the engine's mapper does not chain (result words are "
-                                    "array rows, the next layer's A words columns)"})
+                             "why": "no epilogue on chip (memory.p_depth = 0): the layers' "
+                                    "outputs are requantized on the host"})
                 say(f"{name:<38} {label:<20} n/a: cannot chain")
                 continue
             n = len(x)
