@@ -128,7 +128,7 @@ PRESET_LIST = ", ".join(f"'{n}'" for n in PRESETS)
      rf"config: 'int8-16x16' is neither a file nor a preset; allowed presets: {PRESET_LIST}"),
     (["generate", "CFG"], "[array]\nrowz = 4\n",
      r"array\.rowz: unknown key; did you mean 'rows'\? allowed: 'kind', 'rows', 'cols', "
-     r"'dataflow'"),
+     r"'dataflow', 'chain'"),
     (["generate", "CFG"], "[array]\nrows = 0\n",
      r"array\.rows: 0 is out of range; allowed: 1\.\.64"),
     (["generate", "CFG"], "[array]\nkind = 'mesh'\n",

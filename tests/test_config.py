@@ -62,7 +62,7 @@ def test_section_not_a_table():
 
 @pytest.mark.parametrize("section, key, allowed", [
     ("core", "nme", "'name', 'clock_mhz', 'boards', 'counters'"),
-    ("array", "rowz", "'kind', 'rows', 'cols', 'dataflow'"),
+    ("array", "rowz", "'kind', 'rows', 'cols', 'dataflow', 'chain'"),
     ("pe", "acc", "'kind', 'a_bits', 'b_bits', 'acc_bits'"),
     ("memory", "depth", "'a_depth', 'b_depth', 'c_depth', 'p_depth' or <store>_depth, "
                         "<store>_banks for a store of the core"),
@@ -379,7 +379,7 @@ def test_toml_bad_key_from_file(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text("[array]\nrowz = 4\n")
     with pytest.raises(ConfigError, match=r"^array\.rowz: unknown key; did you mean 'rows'\? "
-                                          r"allowed: 'kind', 'rows', 'cols', 'dataflow'$"):
+                                          r"allowed: 'kind', 'rows', 'cols', 'dataflow', 'chain'$"):
         load_config(p)
 
 

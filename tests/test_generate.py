@@ -153,7 +153,7 @@ def test_geometry_follows_config(spec, default_core, tmp_path):
         d = {k: v for k, v in d.items() if k != "doc"}
         assert d == {"id": sid, "depth": depth, "banks": 1, "words": depth, "lanes": lanes,
                      "lane_bits": bits, "word_bits": lanes * bits,
-                     "word_bytes": ceil8(lanes * bits), "result": s == "c"}
+                     "word_bytes": ceil8(lanes * bits), "result": s == "c", "chain": False}
     assert m["formats"] == {
         "a": {"kind": "int", "bits": a, "signed": True},
         "b": {"kind": "int", "bits": b, "signed": True},

@@ -87,7 +87,8 @@ class Store:
     def as_dict(self):
         return {"id": self.id, "depth": self.depth, "banks": self.banks, "words": self.words,
                 "lanes": self.lanes, "lane_bits": self.lane_bits, "word_bits": self.word_bits,
-                "word_bytes": self.word_bytes, "result": self.result, "doc": self.doc}
+                "word_bytes": self.word_bytes, "result": self.result, "chain": self.chain,
+                "doc": self.doc}
 
 
 @dataclass(frozen=True)
