@@ -3,7 +3,8 @@
 Workloads: the digits CNN (its layer shapes at batch 50) and a VGG-16-style stack scaled to the
 array (32x32 inputs, 10 convolutions 3x3 / pad 1 in four stages of 16, 32, 64, 64 channels on
 8 columns, x cols / 8 on others; max pools on the host between stages; two dense layers; a
-batch that fills whole row tiles: `workloads`), random int8 operands. Presets: the default
+batch that fills whole row tiles: `workloads`) and a stack of two dense layers whose shapes fill
+the array (batch 8 x rows, widths multiples of cols), random int8 operands. Presets: the default
 ``int8-8x8`` and ``ulx3s`` (12x12), each as shipped (one bank per store: the layer's RUNs and
 transfers one after another) and with ``a_banks = b_banks = c_banks = 2`` (ping-pong: each RUN
 sent while the one before executes, the core holds it and starts it the cycle that one
@@ -70,7 +71,14 @@ def workloads(cols=8, rows=8):
         hw //= 2                                  # max pool on the host
     vgg += [("fc1", Dense(c * hw * hw, 64), (batch, c * hw * hw)),
             ("fc2", Dense(64, 10), (batch, 64))]
-    return {"digits CNN (batch 50)": cnn, "VGG-style 32x32": vgg}
+    # A dense stack whose shapes fill the array (batch 8 x rows, widths multiples of cols): the
+    # dense layers' own utilization, apart from the small batches of the networks above.
+    mlp, width = [], 64 * cols
+    for i, out in enumerate((32 * cols, 16 * cols), 1):
+        mlp.append((f"fc{i}", Dense(width, out), (8 * rows, width)))
+        width = out
+    return {"digits CNN (batch 50)": cnn, "VGG-style 32x32": vgg,
+            f"dense stack (batch {8 * rows})": mlp}
 
 
 #: The ping-pong variant of a preset: A, B and C of two banks each.
