@@ -90,13 +90,15 @@ class CommandDecoder(wiring.Component):
         info_next = Signal.like(info_idx)
         m.d.comb += [info_next.eq(info_idx), info_rd.addr.eq(info_next)]
         m.d.sync += info_idx.eq(info_next)
-        # One register holds, in turn, a command's argument bytes, its response and a READ's
-        # outgoing word: they are never needed at the same time (the engine and the output
-        # stage latch a RUN's arguments when it starts; EXEC latches a region's fields in the
-        # cycle it loads the response). WRITE data has its own word (its last byte and the
-        # response arrive together).
+        # One register holds, in turn, a command's argument bytes, a WRITE's incoming word and
+        # the response: they are never needed at the same time (the engine and the output stage
+        # latch a RUN's arguments when it starts; EXEC latches a region's fields; a WRITE's
+        # last word goes to its store in the cycle the response is loaded, WEND). A READ's
+        # outgoing word has its own register, loaded straight from the store's read port
+        # (the core's critical path: block RAM, store select, one 2:1 mux).
         buf = Signal(8 * max(max_args, resp_max, max(wbytes)))
-        args = resp = obuf = buf
+        args = resp = word = buf
+        obuf = Signal(8 * max(wbytes))
         arg_idx = Signal(range(max_args + 1))
         nargs = Signal(range(max_args + 1))
         opcode = Signal(8)
@@ -104,7 +106,6 @@ class CommandDecoder(wiring.Component):
         addr = Signal(17)
         count = Signal(16)
         byte_idx = Signal(range(max(wbytes) + 1))
-        word = Signal(8 * max(wbytes))
         wr_pending = Signal()
         discard = Signal()
         pend_err = Signal(8)
@@ -304,7 +305,10 @@ class CommandDecoder(wiring.Component):
                         m.d.sync += [byte_idx.eq(0), count.eq(count - 1),
                                      wr_pending.eq(~discard)]
                         with m.If(count == 1):
-                            respond(pend_err)
+                            m.next = "WEND"
+            with m.State("WEND"):
+                # The last word is written to its store this cycle (wr_pending), from `word`.
+                respond(pend_err)
             with m.State("RD_ADDR"):
                 for s in stores:
                     m.d.comb += getattr(self, f"port_{s.name}").r_en.eq(spad == s.id)
