@@ -10,6 +10,7 @@ takes close to an hour per seed.
     .venv/bin/python benchmarks/skeleton.py                # everything
     .venv/bin/python benchmarks/skeleton.py --no-builds
     .venv/bin/python benchmarks/skeleton.py --only-builds  # keep the other figures of the JSON
+    .venv/bin/python benchmarks/skeleton.py --only-builds --boards icebreaker
 """
 
 import argparse
@@ -100,6 +101,9 @@ def main():
     ap.add_argument("--no-builds", action="store_true", help="skip the board builds")
     ap.add_argument("--only-builds", action="store_true",
                     help="only the board builds; the other figures stay as in skeleton.json")
+    ap.add_argument("--boards", default="icebreaker,ulx3s",
+                    help="presets to build (their board from the preset): the others keep "
+                         "their row of skeleton.json")
     args = ap.parse_args()
     res = {}
     if args.only_builds:
@@ -119,7 +123,15 @@ def main():
         say(f"      {res['regression']}")
     if not args.no_builds:
         say(f"[4/4] board builds (yosys + nextpnr, seeds {', '.join(map(str, S.SEEDS))})")
-        res["boards"] = [board_build("icebreaker", "icebreaker"), board_build("ulx3s", "ulx3s-85f")]
+        boards = {"icebreaker": "icebreaker", "ulx3s": "ulx3s-85f"}
+        want = [p for p in args.boards.split(",") if p]
+        for p in want:
+            if p not in boards:
+                raise SystemExit(f"--boards: {p!r}; allowed: {', '.join(boards)}")
+        old = {b["preset"]: b for b in json.loads((OUT / "skeleton.json").read_text())
+               .get("boards", [])} if (OUT / "skeleton.json").exists() else {}
+        res["boards"] = [board_build(p, boards[p]) if p in want else old[p]
+                         for p in boards if p in want or p in old]
         for b in res["boards"]:
             say(f"      {b}")
     OUT.mkdir(parents=True, exist_ok=True)

@@ -95,7 +95,7 @@ class CommandDecoder(wiring.Component):
         # latch a RUN's arguments when it starts; EXEC latches a region's fields; a WRITE's
         # last word goes to its store in the cycle the response is loaded, WEND). A READ's
         # outgoing word has its own register, loaded straight from the store's read port
-        # (the core's critical path: block RAM, store select, one 2:1 mux).
+        # (the core's critical path: block RAM, then the store select).
         buf = Signal(8 * max(max_args, resp_max, max(wbytes)))
         args = resp = word = buf
         obuf = Signal(8 * max(wbytes))
@@ -314,13 +314,16 @@ class CommandDecoder(wiring.Component):
                     m.d.comb += getattr(self, f"port_{s.name}").r_en.eq(spad == s.id)
                 m.next = "RD_LOAD"
             with m.State("RD_LOAD"):
+                # The word is loaded and then sent byte by byte from where it sits (no shift):
+                # the store-to-obuf path has no mux but the store select.
                 rdata = of_store(spad, [getattr(self, f"port_{s.name}").r_data for s in stores])
                 m.d.sync += [obuf.eq(rdata), byte_idx.eq(0)]
                 m.next = "RD_SEND"
             with m.State("RD_SEND"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(obuf[0:8])]
+                m.d.comb += [self.o.valid.eq(1),
+                             self.o.payload.eq(obuf.word_select(byte_idx, 8))]
                 with m.If(self.o.ready):
-                    m.d.sync += [obuf.eq(obuf >> 8), byte_idx.eq(byte_idx + 1)]
+                    m.d.sync += byte_idx.eq(byte_idx + 1)
                     with m.If(byte_idx == of_store(spad, wbytes) - 1):
                         m.d.sync += [addr.eq(addr + 1), count.eq(count - 1)]
                         with m.If(count == 1):
