@@ -75,27 +75,12 @@ def cores():
                 config_from_dict(i, source="preset:icebreaker")}
 
 
-class Counting:
-    def __init__(self, inner):
-        self.inner, self.sent, self.received = inner, 0, 0
-
-    async def send(self, data):
-        self.sent += len(data)
-        await self.inner.send(data)
-
-    async def recv(self, n):
-        self.received += n
-        return await self.inner.recv(n)
-
-    async def idle(self, cycles):
-        return await self.inner.idle(cycles)
-
-
 def run(cfg, q, x, *, resident, chain, transport=None):
     from tessera.sim.core import GoldenCore, GoldenTransport
     from tessera.sim.driver import TesseraDriver
+    from tessera.sim.lowering import _Counting
     from tessera.sim.qnet import chain_layers, run_network
-    t = Counting(transport or GoldenTransport(GoldenCore(cfg)))
+    t = _Counting(transport or GoldenTransport(GoldenCore(cfg)))
     drv = TesseraDriver(t, cfg, resident=resident)
     drv.chain = chain
     asyncio.run(drv.connect())

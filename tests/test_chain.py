@@ -16,6 +16,7 @@ from tessera.hdl.engine.params import FLAG_EPILOGUE
 from tessera.sim.core import GoldenCore, GoldenTransport
 from tessera.sim.driver import TesseraDriver
 from tessera.sim.engines.tree import CODE_NEG, CODE_POS, TernaryB
+from tessera.sim.lowering import _Counting
 from tessera.sim.pysim import run_with_driver
 from helpers import derive
 
@@ -51,22 +52,6 @@ def by_host(cfg, x, ls):
     return np.asarray(x, dtype=np.uint64)
 
 
-class Counting:
-    def __init__(self, inner):
-        self.inner, self.sent, self.received = inner, 0, 0
-
-    async def send(self, data):
-        self.sent += len(data)
-        await self.inner.send(data)
-
-    async def recv(self, n):
-        self.received += n
-        return await self.inner.recv(n)
-
-    async def idle(self, cycles):
-        return await self.inner.idle(cycles)
-
-
 @pytest.mark.parametrize("banks", [1, 2])
 def test_chained_mlp_rtl_equals_golden_and_layer_by_layer(banks):
     cfg = chain_cfg(a_banks=banks)
@@ -95,7 +80,7 @@ def test_chaining_moves_fewer_bytes_and_resident_weights_go_once():
     sizes = [16, 8, 8, 4]
     ls = layers(cfg, rng, sizes)
     x = rng.integers(0, 256, (6, sizes[0])).astype(np.uint64)
-    t = Counting(GoldenTransport(GoldenCore(cfg)))
+    t = _Counting(GoldenTransport(GoldenCore(cfg)))
     drv = TesseraDriver(t, cfg, resident=True)
     asyncio.run(drv.connect())
     t.sent = t.received = 0
@@ -113,7 +98,7 @@ def test_chaining_moves_fewer_bytes_and_resident_weights_go_once():
     assert again[0] == (6 + 6 * (sizes[0] // 4) * wb["a"]) + runs * (run_bytes + 1) + 6
     assert again[1] < first[1] + 1 and again[0] < first[0] / 2
     # One layer at a time moves every intermediate activation both ways.
-    th = Counting(GoldenTransport(GoldenCore(cfg)))
+    th = _Counting(GoldenTransport(GoldenCore(cfg)))
     dh = TesseraDriver(th, cfg, resident=True)
     asyncio.run(dh.connect())
     mapper = cfg.engine.mapper()
