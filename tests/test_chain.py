@@ -273,22 +273,15 @@ def _int_layers(cfg, rng, sizes):
     return out
 
 
-@pytest.mark.parametrize("banks", [1, 2])
-def test_systolic_chained_mlp_rtl_equals_layer_by_layer(banks):
-    """Three dense layers (N padded to whole column tiles between them) chained on the 4x4
-    GEMM core: RTL = golden = one layer at a time through the host (gemm with the epilogue,
-    outputs written back as the next layer's A)."""
-    cfg = systolic_chain_cfg(a_banks=banks, a_depth=128, b_depth=128, c_depth=128)
-    rng = np.random.default_rng(21 + banks)
-    sizes = [13, 10, 7, 6]
-    ls = _int_layers(cfg, rng, sizes)
-    x = (rng.integers(-128, 128, (9, sizes[0])) % 256).astype(np.uint64)
+def _gemm_chain_check(cfg, x, ls):
+    """The dense stack ``ls`` one layer at a time through the host (golden core), then chained
+    on the golden core and on the RTL: both chained outputs equal the first, the RTL's RUN
+    cycles the golden core's. Returns the outputs."""
     host = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)
     mapper = cfg.engine.mapper()
     y = x
     for b, params in ls:
         y, _ = asyncio.run(mapper.gemm(host, y, b, epilogue=params))
-    assert len(np.unique(y)) > 10
     gold = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)
     g_out, g_st = asyncio.run(mapper.chain(gold, x, ls))
     assert np.array_equal(g_out, y)
@@ -299,6 +292,21 @@ def test_systolic_chained_mlp_rtl_equals_layer_by_layer(banks):
         return await cfg.engine.mapper().chain(drv, x, ls)
     out, st = run_with_driver(build_core(cfg), body)
     assert np.array_equal(out, y) and st.run_cycles == g_st.run_cycles
+    return y
+
+
+@pytest.mark.parametrize("banks", [1, 2])
+def test_systolic_chained_mlp_rtl_equals_layer_by_layer(banks):
+    """Three dense layers (N padded to whole column tiles between them) chained on the 4x4
+    GEMM core: RTL = golden = one layer at a time through the host (gemm with the epilogue,
+    outputs written back as the next layer's A)."""
+    cfg = systolic_chain_cfg(a_banks=banks, a_depth=128, b_depth=128, c_depth=128)
+    rng = np.random.default_rng(21 + banks)
+    sizes = [13, 10, 7, 6]
+    ls = _int_layers(cfg, rng, sizes)
+    x = (rng.integers(-128, 128, (9, sizes[0])) % 256).astype(np.uint64)
+    y = _gemm_chain_check(cfg, x, ls)
+    assert len(np.unique(y)) > 10
 
 
 def test_run_network_chains_the_int8_digits_mlp():
@@ -359,18 +367,4 @@ def test_systolic_chain_non_square_and_short_k(rows, cols, k):
     sizes = [k, 2 * cols + 1, cols - 1 or 1]
     ls = _int_layers(cfg, rng, sizes)
     x = (rng.integers(-128, 128, (2 * rows + 1, sizes[0])) % 256).astype(np.uint64)
-    host = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)
-    mapper = cfg.engine.mapper()
-    y = x
-    for b, params in ls:
-        y, _ = asyncio.run(mapper.gemm(host, y, b, epilogue=params))
-    gold = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)
-    g_out, g_st = asyncio.run(mapper.chain(gold, x, ls))
-    assert np.array_equal(g_out, y)
-
-    async def body(t):
-        drv = TesseraDriver(t, cfg)
-        await drv.connect()
-        return await cfg.engine.mapper().chain(drv, x, ls)
-    out, st = run_with_driver(build_core(cfg), body)
-    assert np.array_equal(out, y) and st.run_cycles == g_st.run_cycles
+    _gemm_chain_check(cfg, x, ls)
