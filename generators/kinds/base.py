@@ -496,6 +496,14 @@ class Engine:
         layer's RUNs in closed form into ``acc`` and their host messages into ``proto``."""
         raise NotImplementedError
 
+    def overlap_model(self):
+        """The engine's ping-pong time for `tessera.sim.perf.predict`, or None when its
+        mapper never overlaps RUNs: a function ``(cfg, lt, proto, layer, in_shape, *, mode,
+        epilogue)`` returning ``(seconds, serial link seconds)`` of a layer the mapper runs
+        ping-pong (``lt``: the link's per-message times, ``proto``: message sizes; see
+        `tessera.sim.engines.gemm_os_perf.overlap_seconds`)."""
+        return None
+
     def timing(self):
         """Manifest ``timing``: the cycle model as an expression tree plus the ideal rate."""
         raise NotImplementedError

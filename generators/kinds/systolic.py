@@ -159,6 +159,10 @@ class SystolicGemm(Engine):
         from tessera.sim.engines.gemm_os_perf import layer_runs
         return layer_runs
 
+    def overlap_model(self):
+        from tessera.sim.engines.gemm_os_perf import overlap_seconds
+        return overlap_seconds
+
     def timing(self):
         """Manifest ``timing``: the cycle model as an evaluable tree, and the ideal."""
         twin = self.twin()
