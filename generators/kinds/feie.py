@@ -182,6 +182,12 @@ class FeieEngine(Engine):
         from tessera.sim.engines.feie_perf import layer_runs
         return layer_runs
 
+    def overlap_model(self):
+        """The mapper's ping-pong time (`FeieLowering.overlaps`: A, W and C of two banks):
+        `tessera.sim.engines.feie_perf.overlap_seconds`."""
+        from tessera.sim.engines.feie_perf import overlap_seconds
+        return overlap_seconds
+
     def layer_mapper(self):
         return self.mapper()
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from tessera.hdl.ctrl.protocol import Err
 from tessera.hdl.engine.params import FLAG_ACCUMULATE, accumulate_latency
+from tessera.sim.pingpong import PingPong
 
 
 __all__ = ["FLAG_DENSE", "EntryLayout", "Schedule", "simulate", "predict", "plan_conv",
@@ -462,6 +463,11 @@ class FeieLowering:
     position of the padded rows costs a cycle); ``dense="pixels"`` instead stores every pixel
     of the image, zeros included, as an entry (ZASCAD without the padding: what skipping
     saves is then exactly the zero pixels).
+
+    On a core whose A, W and C have two banks, with a driver that allows overlap
+    (`overlaps`), the same writes, RUNs and reads go through `tessera.sim.pingpong.PingPong`:
+    each RUN is sent while the one before executes; results and every RUN's cycles are the
+    sequential schedule's.
     """
 
     def __init__(self, cfg, *, dense=None):
@@ -547,41 +553,84 @@ class FeieLowering:
                                     span=span)
                         for ch in chunks] for b, y in seq]
         blocks = self.blocks([[len(e[0]) for e in re] for re in row_entries], ow)
-        for t0 in range(0, o, T):
-            tn = min(T, o - t0)
-            for i0, i1 in blocks:
-                rows = i1 - i0
-                for ci, ch in enumerate(chunks):
-                    words = np.zeros((len(ch), T * KM), dtype=np.uint64)
-                    for qi, (c, i) in enumerate(ch):
-                        for t in range(tn):
-                            words[qi, t * KM:t * KM + kw] = wcodes[t0 + t, c, i, :]
+
+        def count(cyc):
+            stats.runs += 1
+            stats.cycles += cyc
+            stats.run_cycles.append(cyc)
+            if progress:
+                progress(stats)
+
+        def steps():
+            """Per block of output rows and tile of output channels: (t0, tn, i0, i1, [RUN
+            steps]); a step is (W words, A entries or None, RUN fields)."""
+            for t0 in range(0, o, T):
+                tn = min(T, o - t0)
+                for i0, i1 in blocks:
+                    rows = i1 - i0
+                    runs = []
+                    for ci, ch in enumerate(chunks):
+                        words = np.zeros((len(ch), T * KM), dtype=np.uint64)
+                        for qi, (c, i) in enumerate(ch):
+                            for t in range(tn):
+                                words[qi, t * KM:t * KM + kw] = wcodes[t0 + t, c, i, :]
+                        parts = [row_entries[i][ci] for i in range(i0, i1)]
+                        ent = [np.concatenate([p[f] for p in parts]) for f in range(3)]
+                        rws = np.concatenate([np.full(len(p[0]), i - i0, dtype=np.int64)
+                                              for i, p in zip(range(i0, i1), parts)])
+                        E = len(ent[0])
+                        a_words = self.lay.pack(ent[0], ent[1], ent[2], rws).reshape(-1, 1) \
+                            if E else None
+                        flags = (FLAG_ACCUMULATE if ci else 0) | \
+                            (FLAG_DENSE if self.dense is True else 0)
+                        runs.append((words, a_words, dict(
+                            rows=rows, ow=ow, wp=wpad, q=len(ch), k=kw, stride=sw, entries=E,
+                            a_base=0, w_base=0, c_base=0, flags=flags)))
+                    yield t0, tn, i0, i1, runs
+
+        def place(t0, tn, i0, i1, words):
+            rows = i1 - i0
+            res = np.asarray(words, np.uint64)
+            res = res.reshape(-1, T)[:rows * ow].reshape(rows, ow, T)
+            for i in range(i0, i1):
+                b, y = seq[i]
+                out[b, t0:t0 + tn, y] = res[i - i0, :, :tn].T
+
+        if not self.overlaps(drv):
+            for t0, tn, i0, i1, runs in steps():
+                for words, a_words, fields in runs:
                     await drv.write("w", 0, words)
-                    parts = [row_entries[i][ci] for i in range(i0, i1)]
-                    ent = [np.concatenate([p[f] for p in parts]) for f in range(3)]
-                    rws = np.concatenate([np.full(len(p[0]), i - i0, dtype=np.int64)
-                                          for i, p in zip(range(i0, i1), parts)])
-                    E = len(ent[0])
-                    if E:
-                        await drv.write("a", 0, self.lay.pack(ent[0], ent[1], ent[2],
-                                                              rws).reshape(-1, 1))
-                    flags = (FLAG_ACCUMULATE if ci else 0) | (FLAG_DENSE if self.dense is True
-                                                              else 0)
-                    cyc = await drv.run(rows=rows, ow=ow, wp=wpad, q=len(ch), k=kw,
-                                        stride=sw, entries=E, a_base=0, w_base=0,
-                                        c_base=0, flags=flags)
-                    stats.runs += 1
-                    stats.cycles += cyc
-                    stats.run_cycles.append(cyc)
-                    if progress:
-                        progress(stats)
-                nw = -(-rows * ow // v)
-                res = np.asarray(await drv.read("c", 0, nw), np.uint64)
-                res = res.reshape(nw * v, T)[:rows * ow].reshape(rows, ow, T)
-                for i in range(i0, i1):
-                    b, y = seq[i]
-                    out[b, t0:t0 + tn, y] = res[i - i0, :, :tn].T
+                    if a_words is not None:         # a RUN without entries writes no A
+                        await drv.write("a", 0, a_words)
+                    count(await drv.run(**fields))
+                nw = -(-(i1 - i0) * ow // v)
+                place(t0, tn, i0, i1, await drv.read("c", 0, nw))
+            return out
+
+        # Ping-pong (`tessera.sim.pingpong`): the same writes, RUNs and reads in the same
+        # order; each RUN is sent while the one before executes, its W words and entries go
+        # to the banks that RUN does not read, and a block's results (all sub-position
+        # chunks accumulated) are read from its C bank while the next block computes.
+        pp = PingPong(drv, self.cfg.geometry, count)
+        for t0, tn, i0, i1, runs in steps():
+            for words, a_words, fields in runs:
+                await pp.write("w", 0, words)
+                if a_words is not None:
+                    await pp.write("a", 0, a_words)
+                await pp.run(**fields)
+            nw = -(-(i1 - i0) * ow // v)
+            await pp.read("c", 0, nw,
+                          lambda words, blk=(t0, tn, i0, i1): place(*blk, words))
+            pp.end_block()
+        await pp.finish()
         return out
+
+    def overlaps(self, drv, *, epilogue=False, resident=False):
+        """Whether `conv` (and `gemm`, `run`) runs ping-pong (`tessera.sim.pingpong`): the
+        driver allows it (``drv.overlap``) and the stores it writes (A and W) and the result
+        store C have two banks. ``epilogue``: this engine has none (never overlaps then);
+        ``resident`` changes nothing (W is written before every RUN)."""
+        return not epilogue and PingPong.possible(drv, self.cfg.geometry, ("a", "w"))
 
     async def run(self, drv, layer, x_codes, w_codes, *, progress=None, mode=None):
         """Run a `Conv2d` (or a `Dense` layer, as a 1x1 convolution) on codes; returns

@@ -4,7 +4,7 @@ activations' non-zeros per output row, chunk and column, counted by a vector op.
 
 import numpy as np
 
-__all__ = ["layer_runs", "feie_row_nonzeros"]
+__all__ = ["layer_runs", "feie_row_nonzeros", "overlap_seconds"]
 
 
 def layer_runs(cfg, acc, proto, layer, shape, item, *, mode, epilogue, density):
@@ -44,7 +44,10 @@ def _feie_conv(cfg, acc, proto, x_shape, layer, nonzeros):
     blocks of output rows and sub-position chunks, each RUN's cycles by the engine's own
     closed form `feie.predict`), counted into terms and host bytes."""
     from tessera.sim.engines import feie
+    plan = []                  # this convolution's RUN events, for `overlap_seconds`
+    proto.__dict__.setdefault("feie_plans", []).append(plan)
     for ev in feie.plan_conv(cfg, x_shape, layer, nonzeros):
+        plan.append(ev)
         if ev[0] == "read":
             _, words, groups = ev
             proto.read("c", words, groups)
@@ -107,3 +110,83 @@ def _feie_density_counts(layer, shape, qc, density, pad):
     per_q = np.tile(pixels[rows], (c, 1)) * density                 # q = c*kh + i
     out = np.rint(np.add.reduceat(per_q, np.arange(0, c * kh, qc), axis=0)).astype(np.int64)
     return np.broadcast_to(out, (nb, *out.shape))
+
+
+def overlap_seconds(cfg, lt, proto, layer, shape, *, mode, epilogue):
+    """Ping-pong time of ``layer`` on the FEIE mapper (`FeieLowering.conv` with banked A, W
+    and C): ``(seconds, serial link seconds)``, summed over its convolutions (one per group of
+    a depthwise layer, each a `FeieLowering.conv` call with its own head and tail).
+
+    The RUNs are the ones `layer_runs` derived for the layer (`feie.plan_conv`: its blocks of
+    output rows and sub-position chunks, each RUN's cycles by the closed form `feie.predict`,
+    which `proto` keeps from that call; without it they are derived again at density 1). The
+    mapper issues them tile of output channels by tile, each tile's pass the same RUN shapes,
+    so the time is the sum over one pass's RUNs (vectors) of ``max(cycles_i / clock, o_i)``
+    for the first, the middle and the last pass, plus the head (the first RUN's W and A
+    WRITEs and its command) and the tail (the final wait's one poll, the last block's READ).
+    ``o_i``, the host's work while RUN i executes: its answer, the STATUS of the previous
+    RUN's cycles (not after the first), the previous block's READ (after a block's first
+    RUN), then the next RUN's W and A (when it has entries) WRITEs and its command.
+
+    ``predict`` is not cycle-exact on this engine (done-queue stalls are not counted), so
+    neither is this time: within a fraction of a percent of the replayed schedule."""
+    plans = getattr(proto, "feie_plans", None)
+    if plans is None:
+        from tessera.sim.perf import LayerPrediction, _Acc, _Proto
+        scratch = _Proto(cfg, _Acc(LayerPrediction(0, layer, tuple(shape))))
+        layer_runs(cfg, scratch.acc, scratch, layer, shape, {}, mode=mode, epilogue=epilogue,
+                   density=None)
+        plans = scratch.feie_plans
+    run_q, run_r = lt.q(proto.run_msg()[0]), lt.r(proto.run_msg()[1])
+    status = lt.rt(proto.status_msg())
+    total = serial = 0.0
+    for plan in plans:
+        t, s = _conv_overlap(lt, proto, plan, run_q, run_r, status)
+        total += t
+        serial += s
+    return total, serial
+
+
+def _conv_overlap(lt, proto, plan, run_q, run_r, status):
+    """One `FeieLowering.conv` call's ping-pong time from its `plan_conv` events."""
+    cyc, load, first, prev_read = [], [], [], []
+    last_read, new_block, groups = 0.0, True, 1
+    for ev in plan:
+        if ev[0] == "read":
+            _, words, groups = ev
+            last_read = lt.rt(proto.read_msg("c", words))
+            new_block = True
+            continue
+        _, groups, q, entries, cycles, _ = ev
+        cyc.append(cycles / lt.clk)
+        load.append(lt.rt(proto.write_msg("w", q))
+                    + (lt.rt(proto.write_msg("a", entries)) if entries else 0.0))
+        first.append(new_block)
+        prev_read.append(last_read)            # the block before's READ (0 for the first)
+        new_block = False
+    if not cyc:
+        return 0.0, 0.0
+    cyc, load = np.asarray(cyc), np.asarray(load)
+    first, prev_read = np.asarray(first), np.asarray(prev_read)
+    # A pass's first RUN follows the previous pass's last block: its READ.
+    prev_read[0] = last_read
+    nxt = np.append(load[1:], load[0]) + run_q     # the next RUN's WRITEs and command
+    head = load[0] + run_q
+    tail = status + last_read
+
+    def pass_time(is_first, is_last):
+        st = np.full(len(cyc), status)
+        rd = np.where(first, prev_read, 0.0)
+        nx = nxt.copy()
+        if is_first:                 # the call's first RUN: no STATUS, no READ before it
+            st[0] = rd[0] = 0.0
+        if is_last:                  # the call's last RUN: nothing sent after it
+            nx[-1] = 0.0
+        return float(np.maximum(cyc, run_r + st + rd + nx).sum())
+
+    if groups == 1:
+        body = pass_time(True, True)
+    else:
+        body = pass_time(True, False) + pass_time(False, True) \
+            + (groups - 2) * pass_time(False, False)
+    return head + body + tail, head + tail
