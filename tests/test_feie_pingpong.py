@@ -26,6 +26,7 @@ from tessera.sim.layers import Conv2d, Dense
 from tessera.sim.perf import Link, predict
 from helpers import derive
 from overlap_replay import Recorder, drive, sent, timeline
+from test_perf_overlap import LINKS     # the GEMM overlap check's links
 
 #: Small stores: a padded row of 10 pixels leaves 6 sub-positions per RUN (A holds 64
 #: entries), so a 3-channel 3x3 convolution takes two chunks (the second accumulates), a few
@@ -47,8 +48,6 @@ LAYERS = [
     (Dense(21, 9), (11, 21)),                                  # a 1x1 convolution
 ]
 
-LINKS = [Link(baud=115200), Link(baud=3e6), Link(baud=2e8, clock_hz=12e6),
-         Link(baud=1e9, max_payload=None, clock_hz=20e6), Link(baud=3e6, clock_hz=1e5)]
 
 OVERLAP = type("OverlapDriver", (), {"overlap": True})
 
