@@ -181,6 +181,12 @@ class TreeEngine(Engine):
         from tessera.sim.engines.tree_perf import layer_runs
         return layer_runs
 
+    def overlap_model(self):
+        """`tessera.sim.engines.tree_perf.overlap_seconds`: the ping-pong time of a layer
+        the mappers run on banked stores (`DenseMapper.overlaps`, `RleMapper.overlaps`)."""
+        from tessera.sim.engines.tree_perf import overlap_seconds
+        return overlap_seconds
+
     def macs_per_cycle(self, mode=None):
         """Peak ternary MACs per cycle: dense ``inputs x outputs``; run-length ``inputs`` per
         non-zero weight entry (zero weights cost nothing, but are not counted as MACs)."""

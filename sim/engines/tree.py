@@ -5,7 +5,10 @@
 count. `DenseMapper` and `RleMapper` block a ternary layer ``A @ W`` (activations M x K,
 `TernaryB` weights K x N with per-channel scales) into RUNs. On a core with an epilogue
 (``memory.p_depth`` > 0) the twins apply it (`Epilogue.apply_codes`) to the words of a RUN with
-``FLAG_EPILOGUE`` and write store R instead of C, and the mappers take ``epilogue=``.
+``FLAG_EPILOGUE`` and write store R instead of C, and the mappers take ``epilogue=``. On a
+core whose stores have two banks the mappers run ping-pong (`DenseMapper.overlaps`,
+`tessera.sim.pingpong.PingPong`): the same writes, RUNs and reads, each RUN sent while the
+one before executes.
 """
 
 from dataclasses import dataclass
@@ -410,6 +413,57 @@ async def _run(drv, stats, progress, **fields):
         progress(stats)
 
 
+def _counter(stats, progress):
+    """``count(cycles)``: one RUN's cycles into ``stats`` (and ``progress``)."""
+    def count(cyc):
+        stats.runs += 1
+        stats.cycles += cyc
+        stats.run_cycles.append(cyc)
+        if progress:
+            progress(stats)
+    return count
+
+
+class _Sequential:
+    """One RUN after another, with `tessera.sim.pingpong.PingPong`'s interface: each write
+    and read at its address, each RUN waited for before the next message, ``done(words)``
+    of a read at once (the path of one-bank cores and drivers without ``overlap``)."""
+
+    def __init__(self, drv, count):
+        self.drv, self.count = drv, count
+
+    async def write(self, store, addr, words):
+        await self.drv.write(store, addr, words)
+
+    async def run(self, **fields):
+        self.count(await self.drv.run(**fields))
+
+    async def read(self, store, addr, count, done):
+        done(await self.drv.read(store, addr, count))
+
+    def end_block(self):
+        pass
+
+    async def finish(self):
+        pass
+
+
+def _executor(mapper, drv, epilogue, count):
+    """`PingPong` when ``mapper.overlaps(drv, epilogue=...)``, else `_Sequential`: the
+    mapper issues the same writes, RUNs and reads through either."""
+    if mapper.overlaps(drv, epilogue=epilogue):
+        from tessera.sim.pingpong import PingPong
+        return PingPong(drv, mapper.cfg.geometry, count)
+    return _Sequential(drv, count)
+
+
+def _overlaps(cfg, drv, epilogue):
+    """Whether a tree mapper's `gemm` runs ping-pong: ``drv.overlap`` and two banks in A, W,
+    S (and P with the epilogue), the stores it writes, and in every result store."""
+    from tessera.sim.pingpong import PingPong
+    return PingPong.possible(drv, cfg.geometry, ["a", "w", "s"] + (["p"] if epilogue else []))
+
+
 class DenseMapper:
     """Host side of the dense engine: blocks ``A @ W`` into RUNs and moves the words.
 
@@ -471,12 +525,22 @@ class DenseMapper:
         epi, params, extra, epi_flags = _epilogue_setup(self.cfg, epilogue, N, ntl * O)
         out = np.zeros((M, ntl * O), dtype=np.uint64)
         stats = GemmStats(k_split=kc * I)
+        # One RUN after another, or ping-pong on banked stores (`overlaps`): the same writes,
+        # RUNs and reads in the same order either way (`PingPong` picks the banks; a store
+        # not written keeps its bank, so W and S written once serve many RUNs).
+        ex = _executor(self, drv, epi is not None, _counter(stats, progress))
+
+        def place(b0, bl, n0, ntr):
+            def done(words):                                               # r*ntr + ni
+                out[b0:b0 + bl, n0 * O:(n0 + ntr) * O] = words.reshape(bl, ntr * O)
+            return done
+
         for n0 in range(0, ntl, nt):
             ntr = min(nt, ntl - n0)
-            await drv.write("s", 0, scales[n0 * O:(n0 + ntr) * O])
+            await ex.write("s", 0, scales[n0 * O:(n0 + ntr) * O])
             if epi is not None:
                 lpw = O * epi.lanes_per_channel
-                await drv.write("p", 0, params[n0 * lpw:(n0 + ntr) * lpw].reshape(ntr, lpw))
+                await ex.write("p", 0, params[n0 * lpw:(n0 + ntr) * lpw].reshape(ntr, lpw))
             # A block of rows whose results C holds at once: each W chunk is written once per
             # block, and the block's RUNs accumulate into their own C regions.
             block = max(mr, (self.d["c"] // ntr) // mr * mr)
@@ -485,19 +549,26 @@ class DenseMapper:
                 for k0 in range(0, kw, kc):
                     kk = min(kc, kw - k0)
                     if b0 == 0 or kc < kw:
-                        await drv.write("w", 0, w_words[n0:n0 + ntr, k0:k0 + kk].reshape(-1, I))
+                        await ex.write("w", 0, w_words[n0:n0 + ntr, k0:k0 + kk].reshape(-1, I))
                     for m0 in range(b0, b0 + bl, mr):
                         mm = min(mr, b0 + bl - m0)
-                        await drv.write("a", 0, a_words[m0:m0 + mm, k0:k0 + kk].reshape(-1, I))
+                        await ex.write("a", 0, a_words[m0:m0 + mm, k0:k0 + kk].reshape(-1, I))
                         flags = FLAG_ACCUMULATE if k0 else 0
                         if k0 + kk >= kw:
                             flags |= epi_flags
-                        await _run(drv, stats, progress, m=mm, n_tiles=ntr, k=kk,
-                                   c_base=(m0 - b0) * ntr, flags=flags, **extra)
-                words = await drv.read("c" if epi is None else "r", 0, bl * ntr)  # r*ntr + ni
-                out[b0:b0 + bl, n0 * O:(n0 + ntr) * O] = words.reshape(bl, ntr * O)
+                        await ex.run(m=mm, n_tiles=ntr, k=kk, c_base=(m0 - b0) * ntr,
+                                     flags=flags, **extra)
+                await ex.read("c" if epi is None else "r", 0, bl * ntr, place(b0, bl, n0, ntr))
+                ex.end_block()
+        await ex.finish()
         return out[:, :N], stats
 
+    def overlaps(self, drv, *, epilogue=False, resident=False):
+        """Whether `gemm` runs ping-pong (`tessera.sim.pingpong.PingPong`): the driver allows
+        it (``drv.overlap``) and A, W, S (and P with the epilogue), the stores it writes, and
+        every result store have two banks. ``resident`` changes nothing here: the tree
+        mappers write W through the driver (a resident driver elides what is unchanged)."""
+        return _overlaps(self.cfg, drv, epilogue)
 
     def chains(self):
         """Whether this core can chain dense layers (`chain`): store A is a chain target."""
@@ -671,11 +742,20 @@ class RleMapper:
         stats = GemmStats(k_split=kc)
         N = b.shape[1]
         epi, params, extra, epi_flags = _epilogue_setup(self.cfg, epilogue, N, N)
+        # One RUN after another, or ping-pong on banked stores (as in `DenseMapper.gemm`).
+        ex = _executor(self, drv, epi is not None, _counter(stats, progress))
+
+        def place(b0, bl, n0, n):
+            def done(words):                                               # mi*n + row
+                blk = words.reshape(bl, n, P).transpose(0, 2, 1).reshape(bl * P, n)
+                out[b0 * P:(b0 + bl) * P, n0:n0 + n] = blk
+            return done
+
         for n0, n, streams in self.groups(codes_t, kc, mt, epilogue=epi is not None):
-            await drv.write("s", 0, np.stack([b.wp[n0:n0 + n], b.wn[n0:n0 + n]], axis=1))
+            await ex.write("s", 0, np.stack([b.wp[n0:n0 + n], b.wn[n0:n0 + n]], axis=1))
             if epi is not None:
                 lpc = epi.lanes_per_channel
-                await drv.write("p", 0, params[n0 * lpc:(n0 + n) * lpc].reshape(n, lpc))
+                await ex.write("p", 0, params[n0 * lpc:(n0 + n) * lpc].reshape(n, lpc))
             # m-tiles whose results C holds at once: each stream is written once per block.
             block = max(mt, (self.d["c"] // n) // mt * mt)
             for b0 in range(0, mt_all, block):
@@ -683,17 +763,21 @@ class RleMapper:
                 for ci, k0 in enumerate(range(0, K, kc)):
                     kk = min(kc, K - k0)
                     if len(streams) > 1 or b0 == 0:
-                        await drv.write("w", 0, streams[ci].reshape(-1, 1))
+                        await ex.write("w", 0, streams[ci].reshape(-1, 1))
                     for m0 in range(b0, b0 + bl, mt):
                         mm = min(mt, b0 + bl - m0)
-                        await drv.write("a", 0, a_words[m0:m0 + mm, k0:k0 + kk].reshape(-1, P))
+                        await ex.write("a", 0, a_words[m0:m0 + mm, k0:k0 + kk].reshape(-1, P))
                         flags = FLAG_ACCUMULATE if k0 else 0
                         if k0 + kk >= K:
                             flags |= epi_flags
-                        await _run(drv, stats, progress, m_tiles=mm, k=kk, n=n,
-                                   entries=len(streams[ci]), c_base=(m0 - b0) * n,
-                                   flags=flags, **extra)
-                words = await drv.read("c" if epi is None else "r", 0, bl * n)  # mi*n + row
-                blk = words.reshape(bl, n, P).transpose(0, 2, 1).reshape(bl * P, n)
-                out[b0 * P:(b0 + bl) * P, n0:n0 + n] = blk
+                        await ex.run(m_tiles=mm, k=kk, n=n, entries=len(streams[ci]),
+                                     c_base=(m0 - b0) * n, flags=flags, **extra)
+                await ex.read("c" if epi is None else "r", 0, bl * n, place(b0, bl, n0, n))
+                ex.end_block()
+        await ex.finish()
         return out[:M], stats
+
+    def overlaps(self, drv, *, epilogue=False, resident=False):
+        """Whether `gemm` runs ping-pong: as `DenseMapper.overlaps` (A, W, S, P with the
+        epilogue, and every result store with two banks; ``drv.overlap``)."""
+        return _overlaps(self.cfg, drv, epilogue)
