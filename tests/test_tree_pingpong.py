@@ -24,6 +24,7 @@ from tessera.sim.lowering import requant_params, run_layer
 from tessera.sim.perf import Link, predict
 from helpers import derive
 from overlap_replay import drive, sent, timeline
+from test_perf_overlap import LINKS     # the GEMM overlap check's links
 
 #: Small stores: layers need several n-groups, row blocks (ragged) and K chunks.
 DENSE_MEM = {"a_depth": 16, "b_depth": 16, "c_depth": 16}
@@ -65,10 +66,6 @@ LAYERS = [
     (Conv2d(3, 5, kernel=3, padding=1), (1, 3, 6, 5)),
     (Conv2d(4, 4, kernel=3, padding=1, groups=4), (1, 4, 5, 5)),
 ]
-
-LINKS = [Link(baud=115200), Link(baud=3e6), Link(baud=2e8, clock_hz=12e6),
-         Link(baud=1e9, max_payload=None, clock_hz=20e6), Link(baud=3e6, clock_hz=1e5)]
-
 
 class _Overlap:
     overlap = True
