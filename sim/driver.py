@@ -154,7 +154,8 @@ class TesseraDriver:
     overlap : bool
         Let the mappers run ping-pong on a core whose stores have two banks (``<store>_banks
         = 2``): each RUN is sent while the one before executes, the next tiles are written and
-        the finished results read while the array computes (`GemmMapper.overlaps`). Results
+        the finished results read while the array computes (every engine's mapper: its
+        ``overlaps``; the banks are `tessera.sim.pingpong.PingPong`'s). Results
         and each RUN's cycles are those of the one-after-another schedule.
     """
 

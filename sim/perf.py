@@ -35,27 +35,34 @@ bits per byte). The byte counts follow the protocol table (`tessera.hdl.ctrl.pro
 header, ``STATUS_BYTES``) and are exact for one STATUS poll per wait (the golden core's case:
 it is never busy when polled; the RTL harness polls every ``poll_cycles`` and sends more).
 
-Two schedules (`tessera.sim.engines.gemm_os.GemmMapper.gemm`):
+Two schedules, in every engine's mapper (`GemmMapper.gemm`, the tree engine's
+`DenseMapper.gemm` and `RleMapper.gemm`, `FeieLowering.conv`):
 
 sequential
-    Per RUN: WRITE A and B, RUN, STATUS polls until idle (one assumed); per block READ. A
+    Per RUN: its operand WRITEs (A and B; the tree engine's A and W, S and P per group; the
+    FEIE engine's W and A), RUN, STATUS polls until idle (one assumed); per block READ. A
     layer's time is ``compute_s + link_s`` (the RUN's answer counted after its cycles: the
     virtual board's convention, `tessera.sim.framing.GoldenPipe`).
 ping-pong
-    When every store the GEMM mapper touches per RUN has two banks and the driver allows it
-    (`GemmMapper.overlaps` with ``overlap=True``; weights not resident in B: residency is not
-    modelled here), each RUN is sent while the one before executes (the core holds it and
-    answers when it starts) and the host writes the next tiles and reads the previous block's
-    results meanwhile. The messages are the same ones in another order (one STATUS per RUN
-    after the first, plus the final wait's one poll: one per RUN again), so the bytes do not
-    change. The time is, per GEMM,
-    ``head + sum over RUNs of max(cycles_i / clock, o_i) + tail``: ``head`` the first block's
-    P WRITE, the first A and B WRITEs and the first RUN command; ``o_i`` the host work while
-    RUN i executes (RUN i's answer, the STATUS, the previous block's READ after a block's
-    first RUN, the next block's P WRITE, the next RUN's A and B WRITEs and its command);
-    ``tail`` the final wait's one poll (sent when the last RUN completes) and the last block's
-    READ. The sum is closed form over block classes (full and ragged blocks of M and N, and
-    their neighbours) times K-chunk classes, not a walk over the RUNs.
+    When every store the mapper writes and every result store has two banks and the driver
+    allows it (the mapper's ``overlaps`` with ``overlap=True``; weights not resident in B:
+    residency is not modelled here; the bank placement is `tessera.sim.pingpong.PingPong`),
+    each RUN is sent while the one before executes (the core holds it and answers when it
+    starts) and the host writes the next operands and reads the previous block's results
+    meanwhile. The messages are the same ones in another order (one STATUS per RUN after the
+    first, plus the final wait's one poll: one per RUN again), so the bytes do not change.
+    The time is, per GEMM (or convolution),
+    ``head + sum over RUNs of max(cycles_i / clock, o_i) + tail``: ``head`` the first RUN's
+    WRITEs and command; ``o_i`` the host work while RUN i executes (RUN i's answer, the
+    STATUS, the previous block's READ after a block's first RUN, the next RUN's WRITEs and
+    its command); ``tail`` the final wait's one poll (sent when the last RUN completes) and
+    the last block's READ. Each engine gives the sum (its ``overlap_model``:
+    `gemm_os_perf.overlap_seconds`, `tree_perf.overlap_seconds`,
+    `feie_perf.overlap_seconds`) in closed form over block classes (full and ragged blocks
+    and their neighbours, K chunks; FEIE and run-length weights: vectors over the plan the
+    engine derived from the data), not a walk over the RUNs; it equals the replayed timeline
+    of the driver's messages (systolic and tree: to 1e-9; FEIE: within its cycle model's
+    error, 0.19 % worst in `tests/test_feie_pingpong.py`).
     ``serial_link_s = head + tail`` is the link time no RUN hides.
 
 ``LayerPrediction.seconds`` is the ping-pong time when the layer overlaps (``overlapped``) and
@@ -374,14 +381,14 @@ class _Proto:
 
 # -- ping-pong schedule ---------------------------------------------------------------------
 class _OverlapDriver:
-    """What `GemmMapper.overlaps` asks of a driver: one that allows overlap (the default
+    """What a mapper's ``overlaps`` asks of a driver: one that allows overlap (the default
     `TesseraDriver`); weights are never resident here (`predict` does not model residency)."""
     overlap = True
     resident = False
 
 
 def _overlaps(cfg, layer, overlap, epilogue):
-    """Whether the engine's mapper runs ``layer`` ping-pong (`GemmMapper.overlaps`)."""
+    """Whether the engine's mapper runs ``layer`` ping-pong (its ``overlaps``)."""
     from tessera.sim.layers import CHIP_TYPES
     if not overlap or layer.type not in CHIP_TYPES:
         return False
@@ -493,8 +500,8 @@ def _layer(cfg, idx, item, link, density, overlap=True):
         return pred
     acc = _Acc(pred)
     proto = _Proto(cfg, acc)
-    cfg.engine.perf_model()(cfg, acc, proto, layer, shape, item, mode=mode, epilogue=want_epi,
-                            density=density)
+    plan = cfg.engine.perf_model()(cfg, acc, proto, layer, shape, item, mode=mode,
+                                   epilogue=want_epi, density=density)
     pred.overlapped = _overlaps(cfg, layer, overlap, want_epi)
     if link is not None:
         clk = link.clock_hz or cfg.core.clock_mhz * 1e6
@@ -511,7 +518,8 @@ def _layer(cfg, idx, item, link, density, overlap=True):
         if pred.overlapped:
             schedule = cfg.engine.overlap_model()
             pred.overlap_s, pred.serial_link_s = schedule(
-                cfg, _LinkTime(link, clk), proto, layer, shape, mode=mode, epilogue=want_epi)
+                cfg, _LinkTime(link, clk), proto, layer, shape, mode=mode, epilogue=want_epi,
+                plan=plan)
     return pred
 
 

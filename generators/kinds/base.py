@@ -493,13 +493,15 @@ class Engine:
     def perf_model(self):
         """The engine's part of the performance model (`tessera.sim.perf.predict`): a function
         ``(cfg, acc, proto, layer, in_shape, item, *, mode, epilogue, density)`` that counts a
-        layer's RUNs in closed form into ``acc`` and their host messages into ``proto``."""
+        layer's RUNs in closed form into ``acc`` and their host messages into ``proto``, and
+        returns None or the layer's plan (what it derived from the data, e.g. run-length
+        entries), which `predict` hands to the `overlap_model` as ``plan``."""
         raise NotImplementedError
 
     def overlap_model(self):
         """The engine's ping-pong time for `tessera.sim.perf.predict`, or None when its
         mapper never overlaps RUNs: a function ``(cfg, lt, proto, layer, in_shape, *, mode,
-        epilogue)`` returning ``(seconds, serial link seconds)`` of a layer the mapper runs
+        epilogue, plan)`` returning ``(seconds, serial link seconds)`` of a layer the mapper runs
         ping-pong (``lt``: the link's per-message times, ``proto``: message sizes; see
         `tessera.sim.engines.gemm_os_perf.overlap_seconds`)."""
         return None

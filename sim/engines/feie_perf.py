@@ -10,11 +10,12 @@ __all__ = ["layer_runs", "feie_row_nonzeros", "overlap_seconds"]
 def layer_runs(cfg, acc, proto, layer, shape, item, *, mode, epilogue, density):
     """Count ``layer``'s RUNs (input ``shape``) into ``acc`` and its host messages into
     ``proto``, from the activations ``item["x"]`` (codes, or values with ``item["values"]``)
-    or, without them, ``density``."""
+    or, without them, ``density``. Returns the layer's plan: each convolution's RUN events
+    (`feie.plan_conv`), which `predict` hands to `overlap_seconds`."""
     x = item.get("x")
     if x is not None and item.get("values"):
         x = cfg.pe.encode(np.asarray(x), operand="a", mode=mode)
-    _feie_runs(cfg, acc, proto, layer, shape, x, item.get("density", density))
+    return _feie_runs(cfg, acc, proto, layer, shape, x, item.get("density", density))
 
 
 def feie_row_nonzeros(x, layer, q_chunk, *, per_column=False):
@@ -42,10 +43,10 @@ def feie_row_nonzeros(x, layer, q_chunk, *, per_column=False):
 def _feie_conv(cfg, acc, proto, x_shape, layer, nonzeros):
     """A FEIE convolution's RUNs as the engine plans them (`feie.plan_conv`: the mapper's
     blocks of output rows and sub-position chunks, each RUN's cycles by the engine's own
-    closed form `feie.predict`), counted into terms and host bytes."""
+    closed form `feie.predict`), counted into terms and host bytes; returns its RUN events
+    (for `overlap_seconds`)."""
     from tessera.sim.engines import feie
-    plan = []                  # this convolution's RUN events, for `overlap_seconds`
-    proto.__dict__.setdefault("feie_plans", []).append(plan)
+    plan = []
     for ev in feie.plan_conv(cfg, x_shape, layer, nonzeros):
         plan.append(ev)
         if ev[0] == "read":
@@ -59,6 +60,7 @@ def _feie_conv(cfg, acc, proto, x_shape, layer, nonzeros):
         if entries:
             proto.write("a", entries, groups)
         proto.run(groups)
+    return plan
 
 
 def _feie_runs(cfg, acc, proto, layer, in_shape, x, density):
@@ -86,6 +88,7 @@ def _feie_runs(cfg, acc, proto, layer, in_shape, x, density):
         n, _, h, w = in_shape
         parts = [(sub, (n, 1, h, w), None if x is None else np.asarray(x)[:, gi:gi + 1], 0)
                  for gi in range(layer.groups)]
+    plans = []
     for conv, shape, xs, pad in parts:
         qc = lower.plan_q(shape[1] * conv.kernel[0], shape[3] + 2 * conv.padding[1])
         if xs is not None:
@@ -93,7 +96,8 @@ def _feie_runs(cfg, acc, proto, layer, in_shape, x, density):
         else:
             nz = _feie_density_counts(conv, shape, qc, 1.0 if density is None else density,
                                       pad)
-        _feie_conv(cfg, acc, proto, shape, conv, nz)
+        plans.append(_feie_conv(cfg, acc, proto, shape, conv, nz))
+    return plans
 
 
 def _feie_density_counts(layer, shape, qc, density, pad):
@@ -112,14 +116,14 @@ def _feie_density_counts(layer, shape, qc, density, pad):
     return np.broadcast_to(out, (nb, *out.shape))
 
 
-def overlap_seconds(cfg, lt, proto, layer, shape, *, mode, epilogue):
+def overlap_seconds(cfg, lt, proto, layer, shape, *, mode, epilogue, plan=None):
     """Ping-pong time of ``layer`` on the FEIE mapper (`FeieLowering.conv` with banked A, W
     and C): ``(seconds, serial link seconds)``, summed over its convolutions (one per group of
     a depthwise layer, each a `FeieLowering.conv` call with its own head and tail).
 
-    The RUNs are the ones `layer_runs` derived for the layer (`feie.plan_conv`: its blocks of
-    output rows and sub-position chunks, each RUN's cycles by the closed form `feie.predict`,
-    which `proto` keeps from that call; without it they are derived again at density 1). The
+    The RUNs are ``plan``, the ones `layer_runs` derived for the layer and returned
+    (`feie.plan_conv`: its blocks of output rows and sub-position chunks, each RUN's cycles by
+    the closed form `feie.predict`; without it they are derived again at density 1). The
     mapper issues them tile of output channels by tile, each tile's pass the same RUN shapes,
     so the time is the sum over one pass's RUNs (vectors) of ``max(cycles_i / clock, o_i)``
     for the first, the middle and the last pass, plus the head (the first RUN's W and A
@@ -130,13 +134,12 @@ def overlap_seconds(cfg, lt, proto, layer, shape, *, mode, epilogue):
 
     ``predict`` is not cycle-exact on this engine (done-queue stalls are not counted), so
     neither is this time: within a fraction of a percent of the replayed schedule."""
-    plans = getattr(proto, "feie_plans", None)
+    plans = plan
     if plans is None:
         from tessera.sim.perf import LayerPrediction, _Acc, _Proto
         scratch = _Proto(cfg, _Acc(LayerPrediction(0, layer, tuple(shape))))
-        layer_runs(cfg, scratch.acc, scratch, layer, shape, {}, mode=mode, epilogue=epilogue,
-                   density=None)
-        plans = scratch.feie_plans
+        plans = layer_runs(cfg, scratch.acc, scratch, layer, shape, {}, mode=mode,
+                           epilogue=epilogue, density=None)
     run_q, run_r = lt.q(proto.run_msg()[0]), lt.r(proto.run_msg()[1])
     status = lt.rt(proto.status_msg())
     total = serial = 0.0

@@ -48,9 +48,9 @@ def _gemm_runs(cfg, acc, proto, m, n, k_el, mode, epilogue):
             proto.read("c" if epi is None else "r", tiles * R, mc * nc)
 
 
-def overlap_seconds(cfg, lt, proto, layer, shape, *, mode, epilogue):
+def overlap_seconds(cfg, lt, proto, layer, shape, *, mode, epilogue, plan=None):
     """Ping-pong time of ``layer`` on the systolic GEMM mapper: ``(seconds, serial link
-    seconds)``, summed over its GEMMs (each a `GemmMapper.gemm` call: its own head and tail).
+    seconds)`` (``plan``: unused, the GEMM shapes say everything), summed over its GEMMs (each a `GemmMapper.gemm` call: its own head and tail).
 
     Blocks go M-outer, N-inner in at most two shapes each way, so a block's neighbours take a
     few forms (`_neighbours` per axis, combined); within a block the K chunks are the first,

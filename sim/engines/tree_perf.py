@@ -18,7 +18,8 @@ _RLE_SCALER_EXTRA = 3               # tree RLE: scaler cycles beyond one per lan
 def layer_runs(cfg, acc, proto, layer, shape, item, *, mode, epilogue, density):
     """Count ``layer``'s RUNs (input ``shape``) into ``acc`` and its host messages into
     ``proto``: dense trees from the GEMM shapes, run-length weights from the weights'
-    entries (``item["w"]``, or a seeded draw at ``density``)."""
+    entries (``item["w"]``, or a seeded draw at ``density``). Returns the layer's plan for
+    `overlap_seconds`: None (dense), or each GEMM's n-groups and their entries."""
     from tessera.sim.lowering import GemmLowering
     gemms = GemmLowering(cfg).gemms(layer, shape)
     if cfg.array.dense:
@@ -27,12 +28,8 @@ def layer_runs(cfg, acc, proto, layer, shape, item, *, mode, epilogue, density):
         return
     codes = _ternary_codes(cfg, layer, item, density)
     og = codes.shape[1] // len(gemms)         # one GEMM per group
-    # Each GEMM's n-groups and their entries, for `overlap_seconds` (which gets the same
-    # ``proto`` but not the weights).
-    proto.tree_rle_gemms = []
-    for g, (m, n, k) in enumerate(gemms):
-        proto.tree_rle_gemms.append(
-            _rle_runs(cfg, acc, proto, m, k, codes[:, g * og:(g + 1) * og].T, epilogue))
+    return [_rle_runs(cfg, acc, proto, m, k, codes[:, g * og:(g + 1) * og].T, epilogue)
+            for g, (m, n, k) in enumerate(gemms)]
 
 
 # -- dense ---------------------------------------------------------------------------------
@@ -298,13 +295,13 @@ def _pingpong(lt, proto, result, groups, spec):
     return body + ends, ends
 
 
-def overlap_seconds(cfg, lt, proto, layer, shape, *, mode, epilogue):
+def overlap_seconds(cfg, lt, proto, layer, shape, *, mode, epilogue, plan=None):
     """Ping-pong time of ``layer`` on the tree mappers (`DenseMapper.gemm`,
     `RleMapper.gemm` with banked stores): ``(seconds, serial link seconds)``, summed over
     its GEMMs (each its own head and tail, `_pingpong`). Dense weights: n-groups, row blocks
     and K chunks in at most a few shapes each; run-length weights: the n-groups and their
-    entries per K chunk that `layer_runs` counted from the weights into ``proto``
-    (``proto.tree_rle_gemms``), one group after another, closed form inside a group. Each
+    entries per K chunk that `layer_runs` counted from the weights and returned (``plan``),
+    one group after another, closed form inside a group. Each
     RUN's cycles are the closed form `layer_runs` counts (RTL-exact)."""
     from tessera.sim.lowering import GemmLowering
     a = cfg.array
@@ -348,10 +345,10 @@ def overlap_seconds(cfg, lt, proto, layer, shape, *, mode, epilogue):
             total += times * t
             serial += times * s
         return total, serial
-    plans = getattr(proto, "tree_rle_gemms", None)
+    plans = plan
     if plans is None:
-        raise ValueError("overlap_seconds: run-length weights need layer_runs' count of the "
-                         "n-groups first (proto.tree_rle_gemms)")
+        raise ValueError("overlap_seconds: run-length weights need the n-groups layer_runs "
+                         "counted from the weights (plan=)")
     from tessera.sim.engines.tree import RleMapper
     P = a.inputs
     c_depth = RleMapper(cfg).d["c"]
