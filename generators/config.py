@@ -219,6 +219,13 @@ class MemorySection:
     #: Words of the epilogue parameter store (one per column tile); 0 (the default) builds no
     #: epilogue hardware, so existing cores keep their size. Only for kinds with an epilogue.
     p_depth: int = 0
+    #: A register right after each store's block RAM on the host's READ path (where the
+    #: DP16KD's output register would sit): the decoder's READ word is loaded from it, so no
+    #: block RAM output drives logic into the decoder (the core's critical path without
+    #: it). One cycle more per READ word, RUN cycles unchanged; one flip-flop per word bit
+    #: of every store, which on the iCE40 (whose block RAM has no output register) costs a
+    #: logic cell each: the iCEBreaker presets set it false.
+    read_register: bool = True
     #: The other ``<store>_depth`` / ``<store>_banks`` keys, as sorted (key, value) pairs.
     extra: tuple = ()
 
@@ -230,6 +237,9 @@ class MemorySection:
             _check_int(f"memory.{key}", getattr(self, key), 16, 32768)
         if self.p_depth != 0:
             _check_int("memory.p_depth", self.p_depth, 2, 32768)
+        if not isinstance(self.read_register, bool):
+            raise ConfigError(f"memory.read_register: {self.read_register!r} is not a boolean; "
+                              f"allowed: true, false")
         for key, value in self.extra:
             if key.endswith("_banks"):
                 _check_int(f"memory.{key}", value, 1, MAX_BANKS)
@@ -275,6 +285,8 @@ class MemorySection:
     def to_dict(self):
         d = {"a_depth": self.a_depth, "b_depth": self.b_depth, "c_depth": self.c_depth,
              "p_depth": self.p_depth}
+        if not self.read_register:      # the default is left out (as array.chain)
+            d["read_register"] = False
         d.update(self.extra)
         return d
 

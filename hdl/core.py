@@ -47,6 +47,8 @@ class TesseraCore(wiring.Component):
         The INFO payload.
     counters : bool
         Build the COUNTERS cycle counters (`RunControl`); INFO must say so (CAP_COUNTERS).
+    read_register : bool
+        Register each store's read data on the host's READ path (`CommandDecoder`).
 
     Members
     -------
@@ -54,7 +56,8 @@ class TesseraCore(wiring.Component):
     """
 
     def __init__(self, *, geometry, engine, engine_args, engine_code, combiner, info,
-                 counters=False):
+                 counters=False, read_register=False):
+        self._read_register = bool(read_register)
         self._geometry = geometry
         self._engine = engine
         self._engine_args = engine_args
@@ -91,7 +94,8 @@ class TesseraCore(wiring.Component):
         engine = cfg.engine
         return cls(geometry=cfg.geometry, engine=engine.make_hdl(), engine_args=engine.args(),
                    engine_code=engine.code, combiner=cfg.pe.combiner(),
-                   info=cfg.core_info().pack(), counters=cfg.core.counters)
+                   info=cfg.core_info().pack(), counters=cfg.core.counters,
+                   read_register=cfg.memory.read_register)
 
     @property
     def geometry(self):
@@ -108,7 +112,8 @@ class TesseraCore(wiring.Component):
         m.submodules.dec = dec = CommandDecoder(geometry=g, info=self._info,
                                                 engine_args=self._engine_args,
                                                 engine_code=self._engine_code,
-                                                counters=self._counters)
+                                                counters=self._counters,
+                                                read_register=self._read_register)
         m.submodules.runctl = runctl = RunControl(
             arg_bits=8 * self._engine_args.nbytes, counters=self._counters,
             prev_cycles=any(s.banks > 1 for s in g.stores))

@@ -64,7 +64,8 @@ def test_section_not_a_table():
     ("core", "nme", "'name', 'clock_mhz', 'boards', 'counters'"),
     ("array", "rowz", "'kind', 'rows', 'cols', 'dataflow', 'chain'"),
     ("pe", "acc", "'kind', 'a_bits', 'b_bits', 'acc_bits'"),
-    ("memory", "depth", "'a_depth', 'b_depth', 'c_depth', 'p_depth' or <store>_depth, "
+    ("memory", "depth", "'a_depth', 'b_depth', 'c_depth', 'p_depth', 'read_register' or "
+                        "<store>_depth, "
                         "<store>_banks for a store of the core"),
     ("host", "baudrate", "'interface', 'baud'"),
 ])

@@ -35,6 +35,10 @@ class CommandDecoder(wiring.Component):
         The engine id RUN must name.
     counters : bool
         Answer COUNTERS from ``run.counters`` (otherwise its opcode is unknown).
+    read_register : bool
+        Register each store's read data as it leaves the store (nothing between the block
+        RAM and the register) and load the READ word from there, one cycle later: the block
+        RAM's slow clock-to-output then drives no logic.
 
     Members
     -------
@@ -50,7 +54,9 @@ class CommandDecoder(wiring.Component):
         Host reads and writes (the core gives them the store while no RUN executes).
     """
 
-    def __init__(self, *, geometry, info, engine_args, engine_code, counters=False):
+    def __init__(self, *, geometry, info, engine_args, engine_code, counters=False,
+                 read_register=False):
+        self._read_register = bool(read_register)
         self._geometry = geometry
         self._info = bytes(info)
         self._engine_args = engine_args
@@ -106,6 +112,7 @@ class CommandDecoder(wiring.Component):
         addr = Signal(17)
         count = Signal(16)
         byte_idx = Signal(range(max(wbytes) + 1))
+        rsel = Signal(len(stores))     # one-hot: the store a READ reads (set by EXEC)
         wr_pending = Signal()
         discard = Signal()
         pend_err = Signal(8)
@@ -186,6 +193,17 @@ class CommandDecoder(wiring.Component):
             m.d.sync += addr.eq(addr + 1)
 
 
+        # Each store's read data as the READ word's source: the port itself, or a register
+        # loaded every cycle straight from it (`read_register`).
+        rq = {}
+        for s in stores:
+            data = getattr(self, f"port_{s.name}").r_data
+            if self._read_register:
+                rq[s.name] = Signal.like(data, name=f"rq_{s.name}")
+                m.d.sync += rq[s.name].eq(data)
+            else:
+                rq[s.name] = data
+
         with m.FSM():
             with m.State("OP"):
                 m.d.comb += self.i.ready.eq(1)
@@ -234,7 +252,8 @@ class CommandDecoder(wiring.Component):
                         m.next = "EXEC"
             with m.State("EXEC"):
                 m.d.sync += [spad.eq(f_spad), addr.eq(f_addr), count.eq(f_count),
-                             byte_idx.eq(0), discard.eq(0), pend_err.eq(Err.OK)]
+                             byte_idx.eq(0), discard.eq(0), pend_err.eq(Err.OK),
+                             rsel.eq(Cat(f_spad == s.id for s in stores))]
                 bad_spad = f_spad >= len(stores)
                 bad_range = (f_addr + f_count) > of_store(f_spad, [s.words for s in stores])
                 is_result = of_store(f_spad, [int(s.result) for s in stores])
@@ -311,12 +330,20 @@ class CommandDecoder(wiring.Component):
                 respond(pend_err)
             with m.State("RD_ADDR"):
                 for s in stores:
-                    m.d.comb += getattr(self, f"port_{s.name}").r_en.eq(spad == s.id)
-                m.next = "RD_LOAD"
+                    m.d.comb += getattr(self, f"port_{s.name}").r_en.eq(rsel[s.id])
+                m.next = "RD_WAIT" if self._read_register else "RD_LOAD"
+            if self._read_register:
+                with m.State("RD_WAIT"):
+                    m.next = "RD_LOAD"      # the read data is in its register next cycle
             with m.State("RD_LOAD"):
-                # The word is loaded and then sent byte by byte from where it sits (no shift):
-                # the store-to-obuf path has no mux but the store select.
-                rdata = of_store(spad, [getattr(self, f"port_{s.name}").r_data for s in stores])
+                # The word is loaded and then sent byte by byte from where it sits (no shift).
+                # The path into obuf has only the store select: a one-hot AND-OR, one or two
+                # LUT levels, not a mux chain; with `read_register` it starts at a register,
+                # not at a block RAM's output.
+                rdata = 0
+                for s in stores:
+                    data = rq[s.name]
+                    rdata = rdata | (data & rsel[s.id].replicate(len(data)))
                 m.d.sync += [obuf.eq(rdata), byte_idx.eq(0)]
                 m.next = "RD_SEND"
             with m.State("RD_SEND"):
