@@ -117,15 +117,24 @@ def render(rows):
                      f"{r['brams']} | {S.mhz(r, 2)} | {cps} |")
     ratios = []
     by = {(r["label"], r["preset"], r["part"], r["arch"]): r for r in rows if "error" not in r}
+    # A label measured without the array (``--parts core``: the array's netlist did not
+    # change) is set against the last array row of the same preset and device.
+    last_array = {(r["preset"], r["arch"]): r for r in rows
+                  if "error" not in r and r["part"] == "array"}
     for (label, preset, part, arch), r in sorted(by.items()):
-        if part != "core" or (label, preset, "array", arch) not in by:
+        if part != "core":
             continue
-        q = S.ratio(r, by[(label, preset, "array", arch)])
+        arr = by.get((label, preset, "array", arch)) or last_array.get((preset, arch))
+        if arr is None:
+            continue
+        q = S.ratio(r, arr)
         if q is not None:
-            ratios.append(f"| {label} | `{preset}` | {arch} | {q:.3f} |")
+            ratios.append(f"| {label} | `{preset}` | {arch} | {q:.3f} | {arr['label']} |")
     if ratios:
-        lines += ["", "Core Fmax over the array's alone (medians):", "",
-                  "| label | preset | device | core / array |", "|---|---|---|---|", *ratios]
+        lines += ["", "Core Fmax over the array's alone (medians; the array row used: the same "
+                  "label's, else the last one measured for the preset and device):", "",
+                  "| label | preset | device | core / array | array of |", "|---|---|---|---|---|",
+                  *ratios]
     return "\n".join(lines) + "\n"
 
 
