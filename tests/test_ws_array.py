@@ -123,15 +123,17 @@ def test_all_max_and_zero_tiles_16_bit():
     np.testing.assert_array_equal(gemm_results(res, rv, 4), reference(a, w, 34))
 
 
-def test_exhaustive_2bit_2x2():
-    """Every 2-bit weight tile of a 2x2 array (256) against every activation vector (16):
-    2**12 operand combinations, one vector per cycle, each its own sum (first and last), a
-    swap every 16 vectors with the next tile's burst under the current tile; the 5-bit
-    accumulator (the least allowed) holds each dot product exactly."""
-    rows = cols = 2
+@pytest.mark.parametrize("rows,cols", [(2, 2), (3, 1)])
+def test_exhaustive_2bit(rows, cols):
+    """Every 2-bit weight tile against every 2-bit activation vector: 2**12 operand
+    combinations for 2x2 and for 3x1, one vector per cycle, each its own sum (first and last),
+    a swap on each tile's first vector with the next tile's burst under the current tile; the
+    accumulator has the least width allowed (2 + 2 + ceil(log2(rows)) bits), which holds every
+    dot product exactly."""
     vals = (-2, -1, 0, 1)
     vecs = list(itertools.product(vals, repeat=rows))
-    tiles = [np.array(t).reshape(rows, cols) for t in itertools.product(vals, repeat=4)]
+    tiles = [np.array(t).reshape(rows, cols)
+             for t in itertools.product(vals, repeat=rows * cols)]
     cycles = [idle(rows, cols) for _ in range(rows + len(tiles) * len(vecs))]
     for n, t in enumerate(tiles):
         t0 = rows + n * len(vecs)
@@ -140,7 +142,8 @@ def test_exhaustive_2bit_2x2():
                 w_valid=1, w_in=[int(v) for v in t[rows - 1 - i]])
         for i, v in enumerate(vecs):
             cycles[t0 + i].update(a=list(v), valid=1, first=1, last=1, swap=int(i == 0))
-    params = dict(rows=rows, cols=cols, a_bits=2, b_bits=2, acc_bits=5, acc_depth=1)
+    acc_bits = 4 + (rows - 1).bit_length()
+    params = dict(rows=rows, cols=cols, a_bits=2, b_bits=2, acc_bits=acc_bits, acc_depth=1)
     res, rv = check(params, cycles)
     want = np.concatenate([np.array(vecs) @ t for t in tiles])
     np.testing.assert_array_equal(gemm_results(res, rv, len(want)), want)
