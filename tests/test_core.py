@@ -178,3 +178,42 @@ def test_fp_accumulation_across_runs():
     # Accumulating RUNs take the stored-word register and the combiner's latency more than the
     # first one.
     assert stats.run_cycles[1] == stats.run_cycles[0] + 1 + 2
+
+
+@pytest.mark.parametrize("rows", [3, 4, 5])
+def test_c_bound_check_on_any_row_count(rows):
+    """The RUN check's bound on C (``c_base + m_tiles*n_tiles*rows`` words) on arrays whose
+    row count is and is not a power of two (then the rows are a serial product of its own,
+    ``(m_tiles*rows)*n_tiles``): the last RUN that fits runs, one tile more or a base one
+    word higher is TILE, and so are the largest fields; every answer and cycle count equals
+    the golden core's."""
+    cfg = config_from_dict({"array": {"rows": rows, "cols": 2},
+                            "memory": {"a_depth": 32, "b_depth": 32, "c_depth": 32}})
+    fit = 32 // rows                      # tiles that fill C from word 0
+
+    def run(mt, nt, k=1, c_base=0):
+        return bytes([Op.RUN, cfg.engine.code, 0, 0]) + b"".join(
+            x.to_bytes(2, "little") for x in (mt, nt, k, 0, 0, c_base)) + bytes([0])
+    cmds = [run(fit, 1), "wait", run(1, fit), "wait", run(fit + 1, 1), run(1, fit + 1),
+            run(fit, 1, c_base=32 - fit * rows), "wait", run(fit, 1, c_base=32 - fit * rows + 1),
+            run(65535, 65535), run(65535, 1), run(1, 65535), run(21846, 3),
+            bytes([Op.STATUS])]
+    golden = GoldenCore(cfg)
+    want = [golden.feed(c) if c != "wait" else b"" for c in cmds]
+    assert [w[0] for w in want if w] == [Err.OK, Err.OK, Err.TILE, Err.TILE, Err.OK,
+                                         Err.TILE, Err.TILE, Err.TILE, Err.TILE, Err.TILE,
+                                         Err.OK]
+
+    async def body(t):
+        got = []
+        for c, w in zip(cmds, want):
+            if c == "wait":
+                await t.idle(300)
+                got.append(b"")
+                continue
+            await t.send(c)
+            got.append(await t.recv(len(w)))
+        return got
+    got = run_with_driver(build_core(cfg), body)
+    for c, g, w in zip(cmds, got, want):
+        assert g == w, f"{c if c == 'wait' else c.hex()}: {g.hex()} != {w.hex()}"

@@ -13,14 +13,17 @@ class SerialProducts:
 
     ``start(m, pairs)`` (in the cycle that latches the arguments) loads each ``(x, y)`` pair;
     ``step(m)`` (once per cycle for `PRODUCT_STEPS` cycles) advances all of them; then
-    ``products[i]`` holds ``x_i * y_i`` (32 bits). No multiplier is built: the check costs a
-    few adders, not DSPs.
+    ``products[i]`` holds ``x_i * y_i`` (``bits`` wide: 32, or one width per pair for an
+    ``x`` wider than 16 bits). No multiplier is built: the check costs a few adders, not DSPs.
     """
 
-    def __init__(self, n, name="p"):
-        self._x = [Signal(32, name=f"{name}{i}_x") for i in range(n)]
+    def __init__(self, n, name="p", bits=32):
+        widths = [bits] * n if isinstance(bits, int) else list(bits)
+        if len(widths) != n or any(not 32 <= w <= 64 for w in widths):
+            raise ValueError(f"bits must be 32..64, or {n} such widths, not {bits!r}")
+        self._x = [Signal(w, name=f"{name}{i}_x") for i, w in enumerate(widths)]
         self._y = [Signal(16, name=f"{name}{i}_y") for i in range(n)]
-        self.products = [Signal(32, name=f"{name}{i}") for i in range(n)]
+        self.products = [Signal(w, name=f"{name}{i}") for i, w in enumerate(widths)]
 
     def start(self, m, pairs):
         for (x, y), sx, sy, p in zip(pairs, self._x, self._y, self.products):

@@ -156,9 +156,15 @@ class GemmOSEngine(wiring.Component):
         epi_mode = Signal()
         out_row = Signal(range(max(R, 2)))    # row and n-tile of the next result word
         out_tile = Signal(16)
-        # Serial shift-add products for the bounds: mt*k, nt*k, mt*nt (and mt*chain_stride).
-        prods = SerialProducts(4 if self._chain else 3)
+        # Serial shift-add products for the bounds: mt*k, nt*k, the C rows mt*nt*R (and
+        # mt*chain_stride). With R a power of two the rows are mt*nt shifted; otherwise
+        # (mt*R)*nt, 37 bits, so that no multiplier by R sits between the product and the
+        # bound compare (on a 12-row array it was a DSP on the check's critical path).
+        pow2 = R & (R - 1) == 0
+        n_prods = 4 if self._chain else 3
+        prods = SerialProducts(n_prods, bits=32 if pow2 else [32, 32, 40, 32][:n_prods])
         a_words, b_words, tiles = prods.products[:3]
+        c_rows = tiles * R if pow2 else tiles
         period = Signal(17 + max(ii, 1).bit_length())
         total_rows = Signal(range(c_depth + 1))
 
@@ -221,7 +227,7 @@ class GemmOSEngine(wiring.Component):
             rooms.append((room, over, [over.eq(base > depth), room.eq(depth - base)]))
         (a_room, a_over, _), (b_room, b_over, _), (c_room, c_over, _) = rooms
         bad_tile = (a_over | (a_words > a_room) | b_over | (b_words > b_room)
-                    | c_over | (tiles * R > c_room))
+                    | c_over | (c_rows > c_room))
         if self._p_depth:
             p_base = Signal(16)
             bad_tile = bad_tile | (flags[1] & (p_base + nt > self._p_depth))
@@ -258,10 +264,11 @@ class GemmOSEngine(wiring.Component):
                        *chain_latch],
                 pairs=[(self._field(args, "k"), self._field(args, "m_tiles")),
                        (self._field(args, "k"), self._field(args, "n_tiles")),
-                       (self._field(args, "n_tiles"), self._field(args, "m_tiles")),
+                       (self._field(args, "n_tiles"), self._field(args, "m_tiles")) if pow2
+                       else (self._field(args, "m_tiles") * R, self._field(args, "n_tiles")),
                        *chain_pairs],
                 start=[period.eq(Mux(kii > maxrc, kii, maxrc)),
-                       total_rows.eq(tiles * R),
+                       total_rows.eq(c_rows),
                        acc_mode.eq(flags[0]), epi_mode.eq(flags[1]),
                        out_row.eq(0), out_tile.eq(0),
                        t.eq(0), slot.eq(0), kk.eq(0), mi.eq(0), ni.eq(0),
