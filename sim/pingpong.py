@@ -19,7 +19,7 @@ RUN's cycles equal the sequential schedule's; the messages differ only in addres
 RUN header's banks and one STATUS per RUN after the first.
 """
 
-__all__ = ["PingPong"]
+__all__ = ["PingPong", "Sequential", "counter", "executor"]
 
 
 class PingPong:
@@ -110,3 +110,45 @@ class PingPong:
         if self.started:
             self.count((await self.drv.wait()).cycles)
         await self._flush()
+
+
+class Sequential:
+    """One RUN after another, with `PingPong`'s interface: each write and read at its
+    address, each RUN waited for before the next message, ``done(words)`` of a read at once
+    (the path of one-bank cores and drivers without ``overlap``)."""
+
+    def __init__(self, drv, count):
+        self.drv, self.count = drv, count
+
+    async def write(self, store, addr, words):
+        await self.drv.write(store, addr, words)
+
+    async def run(self, **fields):
+        self.count(await self.drv.run(**fields))
+
+    async def read(self, store, addr, count, done):
+        done(await self.drv.read(store, addr, count))
+
+    def end_block(self):
+        """Nothing to switch: every block uses the same addresses."""
+
+    async def finish(self):
+        """Nothing outstanding: every RUN was waited for."""
+
+
+def executor(overlap, drv, geometry, count):
+    """`PingPong` when ``overlap`` (the mapper's ``overlaps(drv, ...)``), else `Sequential`:
+    a mapper issues the same writes, RUNs and reads through either."""
+    return PingPong(drv, geometry, count) if overlap else Sequential(drv, count)
+
+
+def counter(stats, progress=None):
+    """``count(cycles)``: one RUN's cycles into ``stats`` (``runs``, ``cycles``,
+    ``run_cycles``), then ``progress(stats)``."""
+    def count(cyc):
+        stats.runs += 1
+        stats.cycles += cyc
+        stats.run_cycles.append(cyc)
+        if progress:
+            progress(stats)
+    return count

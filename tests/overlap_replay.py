@@ -37,9 +37,9 @@ class Recorder:
         return await self.inner.idle(cycles)
 
 
-def drive(cfg, layer, shape, *, epilogue=None, overlap=True, seed=0, mode=None):
-    """Run ``layer`` through the driver on the golden core: (messages, LayerStats)."""
-    x, w = cfg.engine.layer_operands(layer, list(shape), kind="random", seed=seed, mode=mode)
+def recording_driver(cfg, *, overlap=True):
+    """A driver on the golden core whose messages a `Recorder` keeps (those wait() sends
+    marked): (recorder, driver)."""
     rec = Recorder(GoldenTransport(GoldenCore(cfg)))
     drv = TesseraDriver(rec, cfg, overlap=overlap)
     wait = drv.wait
@@ -51,6 +51,13 @@ def drive(cfg, layer, shape, *, epilogue=None, overlap=True, seed=0, mode=None):
         finally:
             rec.waiting = False
     drv.wait = marked_wait
+    return rec, drv
+
+
+def drive(cfg, layer, shape, *, epilogue=None, overlap=True, seed=0, mode=None):
+    """Run ``layer`` through the driver on the golden core: (messages, LayerStats)."""
+    x, w = cfg.engine.layer_operands(layer, list(shape), kind="random", seed=seed, mode=mode)
+    rec, drv = recording_driver(cfg, overlap=overlap)
 
     async def go():
         await drv.connect()

@@ -18,14 +18,13 @@ import numpy as np
 import pytest
 
 from tessera.hdl.ctrl.protocol import Op
-from tessera.sim.core import GoldenCore, GoldenTransport
 from tessera.sim.driver import TesseraDriver
 from tessera.sim.engines.feie import plan_conv
 from tessera.sim.engines.feie_perf import feie_row_nonzeros
 from tessera.sim.layers import Conv2d, Dense
 from tessera.sim.perf import Link, predict
 from helpers import derive
-from overlap_replay import Recorder, drive, sent, timeline
+from overlap_replay import drive, recording_driver, sent, timeline
 from test_perf_overlap import LINKS     # the GEMM overlap check's links
 
 #: Small stores: a padded row of 10 pixels leaves 6 sub-positions per RUN (A holds 64
@@ -100,17 +99,7 @@ def direct(layer, x, w, acc_bits):
 def record(cfg, layer, x, w, *, overlap=True):
     """``layer`` on codes through the driver on the golden core: (messages as
     `overlap_replay.Recorder` keeps them, result codes, `LayerStats`)."""
-    rec = Recorder(GoldenTransport(GoldenCore(cfg)))
-    drv = TesseraDriver(rec, cfg, overlap=overlap)
-    wait = drv.wait
-
-    async def marked_wait():
-        rec.waiting = True
-        try:
-            return await wait()
-        finally:
-            rec.waiting = False
-    drv.wait = marked_wait
+    rec, drv = recording_driver(cfg, overlap=overlap)
 
     async def go():
         await drv.connect()

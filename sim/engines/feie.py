@@ -27,7 +27,7 @@ import numpy as np
 
 from tessera.hdl.ctrl.protocol import Err
 from tessera.hdl.engine.params import FLAG_ACCUMULATE, accumulate_latency
-from tessera.sim.pingpong import PingPong
+from tessera.sim.pingpong import PingPong, counter, executor
 
 
 __all__ = ["FLAG_DENSE", "EntryLayout", "Schedule", "simulate", "predict", "plan_conv",
@@ -554,12 +554,7 @@ class FeieLowering:
                         for ch in chunks] for b, y in seq]
         blocks = self.blocks([[len(e[0]) for e in re] for re in row_entries], ow)
 
-        def count(cyc):
-            stats.runs += 1
-            stats.cycles += cyc
-            stats.run_cycles.append(cyc)
-            if progress:
-                progress(stats)
+        count = counter(stats, progress)
 
         def steps():
             """Per block of output rows and tile of output channels: (t0, tn, i0, i1, [RUN
@@ -596,33 +591,22 @@ class FeieLowering:
                 b, y = seq[i]
                 out[b, t0:t0 + tn, y] = res[i - i0, :, :tn].T
 
-        if not self.overlaps(drv):
-            for t0, tn, i0, i1, runs in steps():
-                for words, a_words, fields in runs:
-                    await drv.write("w", 0, words)
-                    if a_words is not None:         # a RUN without entries writes no A
-                        await drv.write("a", 0, a_words)
-                    count(await drv.run(**fields))
-                nw = -(-(i1 - i0) * ow // v)
-                place(t0, tn, i0, i1, await drv.read("c", 0, nw))
-            return out
-
-        # Ping-pong (`tessera.sim.pingpong`): the same writes, RUNs and reads in the same
-        # order; each RUN is sent while the one before executes, its W words and entries go
-        # to the banks that RUN does not read, and a block's results (all sub-position
-        # chunks accumulated) are read from its C bank while the next block computes.
-        pp = PingPong(drv, self.cfg.geometry, count)
+        # One after another, or ping-pong (`tessera.sim.pingpong`): the same writes, RUNs and
+        # reads in the same order; ping-pong sends each RUN while the one before executes,
+        # writes its W words and entries to the banks that RUN does not read, and reads a
+        # block's results (all sub-position chunks accumulated) from its C bank while the
+        # next block computes.
+        ex = executor(self.overlaps(drv), drv, self.cfg.geometry, count)
         for t0, tn, i0, i1, runs in steps():
             for words, a_words, fields in runs:
-                await pp.write("w", 0, words)
-                if a_words is not None:
-                    await pp.write("a", 0, a_words)
-                await pp.run(**fields)
+                await ex.write("w", 0, words)
+                if a_words is not None:             # a RUN without entries writes no A
+                    await ex.write("a", 0, a_words)
+                await ex.run(**fields)
             nw = -(-(i1 - i0) * ow // v)
-            await pp.read("c", 0, nw,
-                          lambda words, blk=(t0, tn, i0, i1): place(*blk, words))
-            pp.end_block()
-        await pp.finish()
+            await ex.read("c", 0, nw, lambda words, blk=(t0, tn, i0, i1): place(*blk, words))
+            ex.end_block()
+        await ex.finish()
         return out
 
     def overlaps(self, drv, *, epilogue=False, resident=False):

@@ -6,6 +6,7 @@ from tessera.hdl.engine.params import accumulate_latency
 from tessera.hdl.ctrl.protocol import Err
 from tessera.hdl.engine.params import CHECK_CYCLES, FLAG_ACCUMULATE, FLAG_EPILOGUE
 from tessera.sim.engines.model import evaluate
+from tessera.sim.pingpong import counter
 
 
 __all__ = ["GemmOSTwin", "GemmMapper", "cycle_model", "plan_gemm", "CHECK_CYCLES"]
@@ -352,12 +353,7 @@ class GemmMapper:
                                            b_base=b_base, **extra)))
                     yield m0, mt, n0, nt, steps
 
-        def count(cyc):
-            stats.runs += 1
-            stats.cycles += cyc
-            stats.run_cycles.append(cyc)
-            if progress:
-                progress(stats)
+        count = counter(stats, progress)
 
         def place(block, words):
             m0, mt, n0, nt, _ = block

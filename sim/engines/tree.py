@@ -20,6 +20,7 @@ from tessera.hdl.ctrl.protocol import Err
 from tessera.hdl.engine.params import FLAG_ACCUMULATE, FLAG_EPILOGUE, PRODUCT_STEPS, \
     tree_latency
 from tessera.sim.engines.model import evaluate
+from tessera.sim.pingpong import counter, executor
 
 
 __all__ = ["TernaryB", "DenseTwin", "RleTwin", "DenseMapper", "RleMapper", "dense_cycle_model",
@@ -405,56 +406,12 @@ def _epilogue_setup(cfg, epilogue, n, channels):
 
 async def _run(drv, stats, progress, **fields):
     """One RUN, counted into ``stats``."""
-    cyc = await drv.run(**fields)
-    stats.runs += 1
-    stats.cycles += cyc
-    stats.run_cycles.append(cyc)
-    if progress:
-        progress(stats)
-
-
-def _counter(stats, progress):
-    """``count(cycles)``: one RUN's cycles into ``stats`` (and ``progress``)."""
-    def count(cyc):
-        stats.runs += 1
-        stats.cycles += cyc
-        stats.run_cycles.append(cyc)
-        if progress:
-            progress(stats)
-    return count
-
-
-class _Sequential:
-    """One RUN after another, with `tessera.sim.pingpong.PingPong`'s interface: each write
-    and read at its address, each RUN waited for before the next message, ``done(words)``
-    of a read at once (the path of one-bank cores and drivers without ``overlap``)."""
-
-    def __init__(self, drv, count):
-        self.drv, self.count = drv, count
-
-    async def write(self, store, addr, words):
-        await self.drv.write(store, addr, words)
-
-    async def run(self, **fields):
-        self.count(await self.drv.run(**fields))
-
-    async def read(self, store, addr, count, done):
-        done(await self.drv.read(store, addr, count))
-
-    def end_block(self):
-        pass
-
-    async def finish(self):
-        pass
+    counter(stats, progress)(await drv.run(**fields))
 
 
 def _executor(mapper, drv, epilogue, count):
-    """`PingPong` when ``mapper.overlaps(drv, epilogue=...)``, else `_Sequential`: the
-    mapper issues the same writes, RUNs and reads through either."""
-    if mapper.overlaps(drv, epilogue=epilogue):
-        from tessera.sim.pingpong import PingPong
-        return PingPong(drv, mapper.cfg.geometry, count)
-    return _Sequential(drv, count)
+    """`PingPong` when ``mapper.overlaps(drv, epilogue=...)``, else `Sequential`."""
+    return executor(mapper.overlaps(drv, epilogue=epilogue), drv, mapper.cfg.geometry, count)
 
 
 def _overlaps(cfg, drv, epilogue):
@@ -528,7 +485,7 @@ class DenseMapper:
         # One RUN after another, or ping-pong on banked stores (`overlaps`): the same writes,
         # RUNs and reads in the same order either way (`PingPong` picks the banks; a store
         # not written keeps its bank, so W and S written once serve many RUNs).
-        ex = _executor(self, drv, epi is not None, _counter(stats, progress))
+        ex = _executor(self, drv, epi is not None, counter(stats, progress))
 
         def place(b0, bl, n0, ntr):
             def done(words):                                               # r*ntr + ni
@@ -743,7 +700,7 @@ class RleMapper:
         N = b.shape[1]
         epi, params, extra, epi_flags = _epilogue_setup(self.cfg, epilogue, N, N)
         # One RUN after another, or ping-pong on banked stores (as in `DenseMapper.gemm`).
-        ex = _executor(self, drv, epi is not None, _counter(stats, progress))
+        ex = _executor(self, drv, epi is not None, counter(stats, progress))
 
         def place(b0, bl, n0, n):
             def done(words):                                               # mi*n + row
