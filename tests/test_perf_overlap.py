@@ -20,6 +20,7 @@ from overlap_replay import drive, sent, timeline
 SMALL = {"a_depth": 16, "b_depth": 16, "c_depth": 16}
 BANKS = {"a_banks": 2, "b_banks": 2, "c_banks": 2}
 REQ = {"array": {"rows": 4, "cols": 4}}
+WS = {"rows": 3, "cols": 4, "dataflow": "weight_stationary"}
 
 
 def configs():
@@ -31,6 +32,11 @@ def configs():
         ("requant", derive("int8-requant", **REQ, memory={**SMALL, "p_depth": 4,
                                                           **{f"{s}_banks": 2 for s in "abcpr"}}),
          derive("int8-requant", **REQ, memory={**SMALL, "p_depth": 4}), epi),
+        ("ws-int8", derive("int8-4x4", array=WS, memory={**SMALL, **BANKS}),
+         derive("int8-4x4", array=WS, memory=SMALL), None),
+        ("ws-requant", derive("int8-requant", array=WS, memory={
+            **SMALL, "p_depth": 4, **{f"{s}_banks": 2 for s in "abcpr"}}),
+         derive("int8-requant", array=WS, memory={**SMALL, "p_depth": 4}), epi),
     ]
 
 
@@ -49,7 +55,7 @@ LINKS = [Link(baud=115200), Link(baud=3e6), Link(baud=2e8, clock_hz=12e6),
          Link(baud=1e9, max_payload=None, clock_hz=20e6), Link(baud=3e6, clock_hz=1e5)]
 
 
-@pytest.mark.parametrize("name", ["int8", "requant"])
+@pytest.mark.parametrize("name", ["int8", "requant", "ws-int8", "ws-requant"])
 def test_bytes_equal_the_driver(name):
     """Bytes to and from the core equal the driver's exactly: ping-pong (banked, the default
     driver), the same banked core with a driver that does not overlap, and one bank; the
@@ -73,7 +79,7 @@ def test_bytes_equal_the_driver(name):
                 assert polls == len(st.gemms)
 
 
-@pytest.mark.parametrize("name", ["int8", "requant"])
+@pytest.mark.parametrize("name", ["int8", "requant", "ws-int8", "ws-requant"])
 def test_seconds_equal_the_replayed_timeline(name):
     """``seconds`` equals the timeline of the driver's real message order, on links from
     115200 baud (the link dominates) to a core clocked slowly (the RUNs dominate), for the

@@ -258,6 +258,19 @@ class PEKind(_Section):
         """A new HDL `PE` (a `tessera.hdl.array.pe.PE`) for this config."""
         raise NotImplementedError
 
+    def parts(self):
+        """A callable that returns a new parts provider of this kind's arithmetic (product,
+        term, wrapping accumulate: `tessera.hdl.array.parts`), for engines that compose their
+        own PEs (the weight-stationary array); None (the default) when the kind's PE does not
+        honour the contract (``no_parts_reason`` then says why)."""
+        return None
+
+    def parts_front(self):
+        """Pipeline registers of the product function of `parts` (its latency as an
+        accumulator PE less the product register and the accumulator), from the config."""
+        from tessera.hdl.arith.params import int_acc_latency
+        return self.latency - int_acc_latency()
+
     def twin(self):
         """The golden twin of one array tile: an object with ``tile(a_lanes, b_lanes, mode)``
         (K x rows and K x cols lane codes -> rows x cols result codes)."""

@@ -77,6 +77,10 @@ class BiScaledKind(PEKind):
     def latency(self):
         return int_acc_latency()    # BiScaledMacPE: product register, shift + accumulate
 
+    def parts(self):
+        """The PE is an `IntAccPE`: its product, term and wrapping accumulate are parts."""
+        return self.make_pe
+
     def make_pe(self):
         from tessera.hdl.arith.biscaled import BiScaledMacPE
         return BiScaledMacPE(a_bits=self.a_bits, b_bits=self.b_bits, da=self.a_format.d,

@@ -190,6 +190,10 @@ class BitFusionKind(PEKind):
         self.mode_code(mode)
         return 1
 
+    def parts(self):
+        """The PE is an `IntAccPE`: its product, term and wrapping accumulate are parts."""
+        return self.make_pe
+
     def make_pe(self):
         from tessera.hdl.arith.fusion import BitFusionPE
         return BitFusionPE(modes=[(md.a_bits, md.a_signed, md.b_bits, md.b_signed)

@@ -105,6 +105,10 @@ class FpecKind(PEKind):
         return FpecEpilogueSpec(self.acc_bits, self.a_format,
                                 b_max_int=(1 << (self.b_w - 1)) - 1)
 
+    def parts(self):
+        """The PE is an `IntAccPE`: its product, term and wrapping accumulate are parts."""
+        return self.make_pe
+
     def make_pe(self):
         from tessera.hdl.arith.fpec import FpecMacPE
         return FpecMacPE(a_bits=self.a_w, b_bits=self.b_w, emb_bits=self.emb_bits,

@@ -79,6 +79,10 @@ class FPMacKind(PEKind):
     ``combine_stages`` the latency of the FP adder that accumulates across RUNs."""
     name = "fpmac"
     code = 2
+    no_parts_reason = ("its accumulate rounds (a floating-point add per step or chunk, and a "
+                       "windowed exact sum rounded once per RUN): its result depends on which "
+                       "terms are summed where, so a column of partial sums and an "
+                       "accumulator store would not give the output-stationary result")
     input_format: str = "fp8_e4m3"
     acc_format: str = "fp16"
     accumulate: str = "step"

@@ -200,6 +200,10 @@ class IntKind(PEKind):
     def latency(self):
         return int_acc_latency()    # IntMacPE: product register, accumulator
 
+    def parts(self):
+        """The PE is an `IntAccPE`: its product, term and wrapping accumulate are parts."""
+        return self.make_pe
+
     def make_pe(self):
         from tessera.hdl.arith.intmac import IntMacPE
         return IntMacPE(a_bits=self.a_bits, b_bits=self.b_bits, acc_bits=self.acc_bits)

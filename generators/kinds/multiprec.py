@@ -44,6 +44,8 @@ class MultiPrecKind(PEKind):
     """
     name = "multiprec"
     code = 4
+    no_parts_reason = ("an 8-bit operand pair takes 2 or 4 cycles of nibble products (II > 1), "
+                       "which a weight-stationary column cannot hold still for")
     acc_bits: int = 32
 
     def __post_init__(self):

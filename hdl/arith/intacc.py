@@ -1,7 +1,8 @@
 """The integer accumulator PE shell: a product function, its registered result, a wrapping
-accumulator. `IntMacPE`, `FpecMacPE`, `BiScaledMacPE` and `BitFusionPE` are built on it."""
+accumulator. `IntMacPE`, `FpecMacPE`, `BiScaledMacPE` and `BitFusionPE` are built on it; its
+product, term and accumulate are the parts other engines compose (`tessera.hdl.array.parts`)."""
 
-from amaranth import Module, Mux, Shape, Signal, Value
+from amaranth import Module, Mux, Shape, Signal
 
 from tessera.hdl.arith.params import int_acc_latency
 from tessera.hdl.array.pe import PE
@@ -69,22 +70,16 @@ class IntAccPE(PE):
         return value
 
     def elaborate(self, platform):
+        from tessera.hdl.array.parts import compose_term
         m = Module()
-        values = self.products(m)
         valid, first, last = self.valid, self.valid & self.first, self.valid & self.last
-        for i in range(self.front):
-            nv, nf, nl = (Signal(name=f"{n}_s{i}") for n in ("valid", "first", "last"))
+        # The control follows the pair through the product function's own registers and
+        # the product register (`compose_term`), then meets the term at the accumulator.
+        for i in range(self.front + 1):
+            nv, nf, nl = (Signal(name=f"{n}_s{i}" if i < self.front else f"{n}_p")
+                          for n in ("valid", "first", "last"))
             m.d.sync += [nv.eq(valid), nf.eq(first), nl.eq(last)]
             valid, first, last = nv, nf, nl
-        regs = {}
-        for name, value in values.items():
-            value, shape = value if isinstance(value, tuple) else (value, None)
-            value = Value.cast(value)
-            regs[name] = Signal(value.shape() if shape is None else shape, name=name,
-                                reset_less=True)
-            m.d.sync += regs[name].eq(value)
-        valid_p, first_p, last_p = (Signal(name=n) for n in ("valid_p", "first_p", "last_p"))
-        m.d.sync += [valid_p.eq(valid), first_p.eq(first), last_p.eq(last)]
-        term = self.term(m, regs)
-        wrap_accumulate(m, self, term, valid=valid_p, first=first_p, last=last_p)
+        term = compose_term(m, self)
+        wrap_accumulate(m, self, term, valid=valid, first=first, last=last)
         return m

@@ -3,7 +3,7 @@ twin (`tessera.sim.engines`) must agree on. No Amaranth import, so a twin reads 
 importing an HDL module."""
 
 __all__ = ["FLAG_ACCUMULATE", "FLAG_EPILOGUE", "PRODUCT_STEPS", "CHECK_CYCLES",
-           "tree_latency", "STORED_READ_REGISTER", "accumulate_latency"]
+           "tree_latency", "STORED_READ_REGISTER", "accumulate_latency", "ws_periods"]
 
 #: RUN flag bit (every engine): add the results to what the result store holds, with the PE
 #: kind's combiner.
@@ -35,3 +35,13 @@ def accumulate_latency(combiner):
     stored word's read register and the combiner's latency (0 without a combiner: such a kind
     cannot accumulate). Every cycle model and INFO's ``combiner_latency`` take it from here."""
     return 0 if combiner is None else STORED_READ_REGISTER + combiner.latency
+
+
+def ws_periods(m, rows, acc_latency):
+    """``(P, P_gap)``: cycles of a weight-stationary pass of ``m`` vectors (at least a weight
+    burst of ``rows``, and ``2 + acc_latency`` so that a combining word reads its row after
+    the previous pass's write), and of a combining pass that a replacing one follows (its
+    words' writes, ``acc_latency`` later than a replacing word's, must be done first)."""
+    al = acc_latency or 0
+    p = max(m, rows, 2 + al)
+    return p, max(p, m + al)

@@ -1,0 +1,193 @@
+# amaranth: UnusedElaboratable=no
+"""The weight-stationary GEMM engine (`GemmWSEngine` on `WSGemmArray`) in the whole core:
+results against the kinds' independent references, every RUN's cycles against the twin's
+model, random RUN sequences against the golden core, and the config's refusals."""
+
+import asyncio
+import re
+
+import numpy as np
+import pytest
+
+from tessera.generators.assemble import build_core
+from tessera.generators.config import ConfigError, config_from_dict
+from tessera.hdl.ctrl.protocol import Err
+from tessera.hdl.engine.params import FLAG_ACCUMULATE, ws_periods
+from tessera.sim.core import GoldenCore, GoldenTransport
+from tessera.sim.driver import TesseraDriver, TesseraError
+from tessera.sim.engines.model import evaluate
+from tessera.sim.pysim import run_with_driver
+from tessera.sim.workloads import gemm_operands, reference_gemm
+
+
+def ws_cfg(pe=None, rows=3, cols=2, **memory):
+    mem = {"a_depth": 32, "b_depth": 64, "c_depth": 32, **memory}
+    d = {"array": {"rows": rows, "cols": cols, "dataflow": "ws"}, "memory": mem}
+    if pe:
+        d["pe"] = pe
+    return config_from_dict(d)
+
+
+KINDS = {
+    "int": {"kind": "int", "acc_bits": 20},          # narrow: "min" operands wrap
+    "fpec": {"kind": "fpec"},
+    "biscaled": {"kind": "biscaled"},
+    "bitfusion": {"kind": "bitfusion"},
+}
+
+
+def gemm_on_core(cfg, a, b, mode=None):
+    async def body(t):
+        drv = TesseraDriver(t, cfg, poll_cycles=4)
+        return await drv.gemm(a, b, mode=mode)
+    return run_with_driver(build_core(cfg), body)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("m,n,k,what", [
+    (5, 3, 7, "random"),        # M > rows: one pass per tile, no bubble
+    (2, 5, 20, "min"),          # M < rows, 3 n-tiles x 7 K tiles: bursts, gaps, combining
+    (1, 1, 1, "extremes"),
+])
+def test_gemm_matches_reference_and_cycles(kind, m, n, k, what):
+    cfg = ws_cfg(KINDS[kind])
+    mode = cfg.pe.modes[-1] if cfg.pe.modes else None
+    a, b = gemm_operands(cfg, m, n, k, kind=what, seed=m * n + k, mode=mode)
+    got, stats = gemm_on_core(cfg, a, b, mode=mode)
+    np.testing.assert_array_equal(got, reference_gemm(cfg, a, b, k_split=stats.k_split,
+                                                      mode=mode))
+    golden = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)
+    _, gstats = asyncio.run(golden.gemm(a, b, mode=mode))
+    assert stats.run_cycles == gstats.run_cycles
+
+
+def test_results_equal_output_stationary_codes():
+    """Same operands on the OS and the WS core of one PE kind give the same codes (the
+    wrapping accumulate is associative), K split across RUNs or not."""
+    rng = np.random.default_rng(5)
+    for pe in ({"kind": "int", "acc_bits": 18}, {"kind": "fpec"}):
+        ws = ws_cfg(pe, rows=2, cols=3, a_depth=16, b_depth=16)
+        os_ = config_from_dict({"array": {"rows": 2, "cols": 3}, "pe": pe,
+                                "memory": {"a_depth": 16, "b_depth": 16, "c_depth": 32}})
+        a, b = gemm_operands(ws, 6, 4, 40, kind="random", seed=int(rng.integers(1 << 30)))
+        got_ws, st = gemm_on_core(ws, a, b)
+        assert st.runs > 1                       # K = 40 does not fit: accumulating RUNs
+        got_os, _ = asyncio.run(TesseraDriver(GoldenTransport(GoldenCore(os_)), os_)
+                                .gemm(a, b))
+        np.testing.assert_array_equal(got_ws, got_os)
+
+
+def test_run_cycles_equal_model_and_closed_form():
+    """Single RUNs over the schedule's cases: the RTL's busy cycles equal the twin's model,
+    which equals the closed form of the engine's docstring."""
+    cfg = ws_cfg()
+    R, C = 3, 2
+    al = cfg.engine.twin().combiner_latency
+    cases = [  # (m, n_tiles, k_tiles, flags)
+        (1, 1, 1, 0), (2, 1, 1, 0), (3, 1, 1, 0), (7, 1, 1, 0), (2, 3, 2, 0), (5, 2, 3, 0),
+        (2, 3, 2, FLAG_ACCUMULATE), (1, 4, 2, 0), (4, 4, 1, FLAG_ACCUMULATE), (3, 2, 4, 0)]
+
+    async def body(t):
+        drv = TesseraDriver(t, cfg, poll_cycles=4)
+        await drv.connect()
+        return [await drv.run(m=m, n_tiles=nt, k_tiles=kt, flags=f) for m, nt, kt, f in cases]
+    got = run_with_driver(build_core(cfg), body)
+    model = cfg.engine.twin().model
+    want = [evaluate(model, {"m": m, "n_tiles": nt, "k_tiles": kt, "accumulate": f & 1})
+            for m, nt, kt, f in cases]
+    assert got == want
+    closed = []
+    for m, nt, kt, f in cases:
+        p, pg = ws_periods(m, R, al)
+        combining = bool(f & 1) or kt > 1
+        gaps = (nt - 1) if kt > 1 and not f & 1 else 0
+        closed.append(18 + R + (nt * kt - 1) * p + gaps * (pg - p) + m - 1
+                      + 2 + (R + C + 0 + 1) + 2 + (al if combining else 0))
+    assert want == closed
+
+
+def test_random_runs_against_golden_core():
+    """Random RUNs (bases, accumulate, shapes, refused ones) on random store contents: every
+    answer, result word and cycle count equals the golden core's."""
+    cfg = ws_cfg({"kind": "int", "acc_bits": 19}, rows=2, cols=3, a_depth=24, b_depth=24,
+                 c_depth=20)
+    rng = np.random.default_rng(11)
+    g = cfg.geometry
+    a_words = rng.integers(0, 1 << 8, (24, 2), dtype=np.uint64)
+    b_words = rng.integers(0, 1 << 8, (24, 3), dtype=np.uint64)
+    runs = []
+    for _ in range(14):
+        m = int(rng.integers(1, 7))
+        nt = int(rng.integers(1, 4))
+        kt = int(rng.integers(1, 4))
+        runs.append(dict(m=m, n_tiles=nt, k_tiles=kt, a_base=int(rng.integers(0, 8)),
+                         b_base=int(rng.integers(0, 8)), c_base=int(rng.integers(0, 6)),
+                         flags=int(rng.integers(0, 2))))
+    runs += [dict(bad, **{"flags": bad.get("flags", 0)}) for bad, _ in
+             cfg.engine.twin().bad_runs()]
+
+    async def script(drv):
+        await drv.connect()
+        await drv.write("a", 0, a_words)
+        await drv.write("b", 0, b_words)
+        await drv.write("c", 0, rng_c)
+        out = []
+        for r in runs:
+            try:
+                cyc = await drv.run(**r)
+            except TesseraError as e:
+                out.append(("err", e.code))
+                continue
+            out.append((cyc, (await drv.read("c", 0, g.store("c").depth)).tolist()))
+        return out
+    rng_c = np.random.default_rng(2).integers(0, 1 << 19, (20, 3), dtype=np.uint64)
+
+    async def body(t):
+        return await script(TesseraDriver(t, cfg, poll_cycles=4))
+    got = run_with_driver(build_core(cfg), body)
+    want = asyncio.run(script(TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)))
+    assert got == want
+    assert {w[1] for w in want if w[0] == "err"} == {Err.TILE, Err.ARG}
+
+
+def test_epilogue_on_the_last_k_tile():
+    """The int epilogue (bias, requantize, clamp) applied by the output stage after the
+    combining passes equals the exact-rational reference epilogue of the reference sums."""
+    from tessera.sim.epilogue import quantize_multiplier
+    from tessera.sim.epilogue_ref import reference_layer_codes
+    cfg = ws_cfg({"kind": "int"}, rows=3, cols=2, p_depth=8)
+    rng = np.random.default_rng(4)
+    a, b = gemm_operands(cfg, 4, 5, 10, kind="random", seed=9)
+    mult, shift = zip(*(quantize_multiplier(s) for s in rng.uniform(0.002, 0.02, 5)))
+    params = {"bias": rng.integers(-4000, 4000, 5), "mult": np.array(mult),
+              "shift": np.array(shift), "zero_point": 3, "lo": -100, "hi": 120}
+
+    async def body(t):
+        drv = TesseraDriver(t, cfg, poll_cycles=4)
+        return await drv.gemm(a, b, epilogue=params)
+    got, stats = run_with_driver(build_core(cfg), body)
+    assert stats.runs == 1 and len(stats.run_cycles) == 1
+    want = reference_layer_codes(reference_gemm(cfg, a, b), params, acc_bits=32, out_bits=8)
+    np.testing.assert_array_equal(got, want)
+    golden = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)
+    g, gstats = asyncio.run(golden.gemm(a, b, epilogue=params))
+    np.testing.assert_array_equal(got, g)
+    assert stats.run_cycles == gstats.run_cycles
+
+
+@pytest.mark.parametrize("kind", ["fpmac", "multiprec"])
+def test_kinds_without_parts_are_refused(kind):
+    with pytest.raises(ConfigError, match=re.escape(
+            "array.dataflow: 'weight_stationary' needs a PE kind whose arithmetic comes as "
+            "parts") + f".*pe.kind '{kind}' has none .*; allowed: 'output_stationary'"):
+        ws_cfg({"kind": kind})
+
+
+def test_chain_is_refused_and_aliases_normalise():
+    with pytest.raises(ConfigError, match=r"array.chain: true needs array.dataflow "
+                                          r"'output_stationary'"):
+        config_from_dict({"array": {"dataflow": "ws", "chain": True},
+                          "memory": {"p_depth": 8}})
+    assert ws_cfg().array.dataflow == "weight_stationary"
+    assert config_from_dict({"array": {"dataflow": "os"}}).array.dataflow == \
+        "output_stationary"
