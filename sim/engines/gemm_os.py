@@ -165,6 +165,16 @@ class GemmOSTwin:
         return {"predict": evaluate(self.model, self.env(args)),
                 "ideal": work / (self.rows * self.cols * per_pair / self.pe.ii(mode))}
 
+    def reads(self, args):
+        """Scratchpad words a checked RUN reads, per store: A and B one word each per operand
+        pair of every tile (the tiles re-read their rows and columns), C one per combining
+        result word (the output stage's read before the combine), P one per epilogue word."""
+        tiles = args["m_tiles"] * args["n_tiles"]
+        words = tiles * self.rows
+        return {"a": tiles * args["k"], "b": tiles * args["k"],
+                "c": words if args["flags"] & FLAG_ACCUMULATE else 0,
+                "p": words if args["flags"] & FLAG_EPILOGUE else 0}
+
     def bad_runs(self):
         """RUNs the argument check must refuse, with their error codes."""
         da, dc = self.depths["a"], self.depths["c"]

@@ -166,6 +166,16 @@ class GemmWSTwin:
         return {"predict": evaluate(self.model, self.env(args)),
                 "ideal": work / (self.rows * self.cols * per_pair)}
 
+    def reads(self, args):
+        """Scratchpad words a checked RUN reads, per store: A one word per vector of every
+        pass, B ``rows`` words per pass (its weight tile), C one per combining result word
+        (every pass after the first K tile, and the first under ``FLAG_ACCUMULATE``: the
+        result store is the accumulator), P one per epilogue word."""
+        m, nt, kt = args["m"], args["n_tiles"], args["k_tiles"]
+        acc = 1 if args["flags"] & FLAG_ACCUMULATE else 0
+        return {"a": nt * kt * m, "b": nt * kt * self.rows, "c": nt * m * (kt - 1 + acc),
+                "p": nt * m if args["flags"] & FLAG_EPILOGUE else 0}
+
     def bad_runs(self):
         """RUNs the argument check must refuse, with their error codes."""
         da, db, dc = self.depths["a"], self.depths["b"], self.depths["c"]
