@@ -104,6 +104,9 @@ def test_run_cycles_equal_model_and_closed_form():
         closed.append(18 + R + (nt * kt - 1) * p + gaps * (pg - p) + m - 1
                       + 2 + (R + C + 0 + 1) + 2 + (al if combining else 0))
     assert want == closed
+    from tessera.sim.engines.gemm_ws import run_cycles
+    assert want == [run_cycles(m, nt, kt, f & 1, 0, rows=R, cols=C, front=0, acc_latency=al)
+                    for m, nt, kt, f in cases]
 
 
 def test_random_runs_against_golden_core():

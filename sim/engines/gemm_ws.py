@@ -10,8 +10,8 @@ from tessera.sim.engines.model import evaluate
 from tessera.sim.pingpong import PingPong, counter, executor
 
 
-__all__ = ["GemmWSTwin", "GemmWSMapper", "cycle_model", "plan_ws", "ws_a_words",
-           "ws_b_words", "ws_c_matrix"]
+__all__ = ["GemmWSTwin", "GemmWSMapper", "cycle_model", "run_cycles", "plan_ws", "balanced",
+           "k_chunks", "n_blocks", "ws_a_words", "ws_b_words", "ws_c_matrix"]
 
 
 def cycle_model(*, rows, cols, front, acc_latency, epilogue_latency=None):
@@ -206,29 +206,93 @@ class GemmWSTwin:
         return best
 
 
-def plan_ws(m, n, k_tiles, *, rows, cols, depths, accumulate, p_depth=None):
+def run_cycles(m, n_tiles, k_tiles, accumulate, epilogue, *, rows, cols, front, acc_latency,
+               epilogue_latency=0):
+    """`cycle_model` in closed form (Python ints; the mapper's planner and the performance
+    model use it, `tests/test_ws_engine.py` checks it against the tree and the RTL)."""
+    p, pg = ws_periods(m, rows, acc_latency)
+    gaps = (n_tiles - 1) if k_tiles > 1 and not accumulate else 0
+    return (CHECK_CYCLES + 1 + rows + (n_tiles * k_tiles - 1) * p + gaps * (pg - p) + m - 1
+            + 2 + rows + cols + front + 1 + 2
+            + (acc_latency if accumulate or k_tiles > 1 else 0)
+            + (epilogue_latency if epilogue else 0))
+
+
+def balanced(total, parts):
+    """``total`` cut into ``parts`` pieces differing by at most one: ``[(size, count)]``,
+    larger pieces first (at most two entries)."""
+    q, r = divmod(total, parts)
+    return [(s, c) for s, c in ((q + 1, r), (q, parts - r)) if c and s]
+
+
+def k_chunks(total, size, epilogue):
+    """K chunks of an output block: ``[(k tiles, accumulate, epilogue, count)]``: the first
+    replaces, the later ones combine, the last one applies the epilogue."""
+    n = -(-total // size)
+    last = total - (n - 1) * size
+    if n == 1:
+        return [(total, 0, int(epilogue), 1)]
+    out = [(size, 0, 0, 1)]
+    if n > 2:
+        out.append((size, 1, 0, n - 2))
+    out.append((last, 1, int(epilogue), 1))
+    return out
+
+
+def n_blocks(total, size):
+    """Column-tile blocks: ``[(n-tiles, count)]`` (blocks of ``size``, then the rest)."""
+    out = [(size, total // size)] if total >= size else []
+    if total % size:
+        out.append((total % size, 1))
+    return out
+
+
+def plan_ws(m, n, k_tiles, *, rows, cols, depths, accumulate, p_depth=None, cost=None):
     """Block an M x N GEMM of ``k_tiles`` K tiles into weight-stationary RUNs.
 
-    Returns ``(m_per_run, n_tiles_per_run, k_tiles_per_run)``: the whole K when A and B hold
-    it (else, on a core that accumulates, the most K tiles they hold), then as many output
-    rows as A and C hold (a pass streams them all under one weight tile), then as many
-    n-tiles as B and C (and the parameter store) hold. Raises ValueError, naming the sizes,
-    if nothing fits.
+    Returns ``(m_per_run, n_tiles_per_run, k_tiles_per_run)``. Each candidate K chunk (the
+    whole K, or on a core that accumulates any shorter chunk A and B hold) gives the most
+    output rows A and C hold, cut into balanced M blocks (a pass of m rows takes
+    ``max(m, rows)`` cycles: a small remainder block would waste the weight bursts), and the
+    most n-tiles B and C (and the parameter store) hold. ``cost(m, n_tiles, k_tiles,
+    accumulate, epilogue)`` (a RUN's cycles, `run_cycles`) picks the candidate of the fewest
+    cycles, then the fewest RUNs, then the longest chunk; without it, the whole K. Raises
+    ValueError, naming the sizes, if nothing fits.
     """
     R = rows
     da, db, dc = depths
-    kc = min(k_tiles, da, db // R)
-    if kc < 1:
+    kc_max = min(k_tiles, da, db // R)
+    if kc_max < 1:
         raise ValueError(f"scratchpad B (depth {db}) cannot hold one weight tile ({R} words)")
-    if kc < k_tiles and not accumulate:
+    if kc_max < k_tiles and not accumulate:
         raise ValueError(f"K of {k_tiles} tiles of {R} does not fit scratchpads of depth "
                          f"{da}/{db} and this core cannot accumulate across RUNs")
-    mb = max(1, min(m, da // kc, dc, 0xFFFF))
     nt_all = -(-n // cols)
-    nt = max(1, min(nt_all, db // (kc * R), dc // mb, 0xFFFF))
-    if p_depth is not None:
-        nt = min(nt, p_depth)
-    return mb, nt, kc
+
+    def blocking(kc):
+        mb = max(1, min(m, da // kc, dc, 0xFFFF))
+        mb = -(-m // -(-m // mb))                       # balanced: ceil(m / blocks)
+        nt = max(1, min(nt_all, db // (kc * R), dc // mb, 0xFFFF))
+        if p_depth is not None:
+            nt = min(nt, p_depth)
+        return mb, nt, kc
+
+    chunks = [kc_max] if cost is None or not accumulate else range(1, kc_max + 1)
+    best = None
+    for kc in chunks:
+        mb, nt, _ = blocking(kc)
+        if cost is None:
+            return mb, nt, kc
+        cycles = runs = 0
+        for mc, cm in balanced(m, -(-m // mb)):
+            for nc, cn in n_blocks(nt_all, nt):
+                for kk, acc, epi, ck in k_chunks(k_tiles, kc, p_depth is not None):
+                    cycles += cm * cn * ck * cost(mc, nc, kk, acc, epi)
+                    runs += cm * cn * ck
+        key = (cycles, runs, -kc)
+        if best is None or key < best[0]:
+            best = (key, (mb, nt, kc))
+    return best[1]
 
 
 class GemmWSMapper:
@@ -247,9 +311,16 @@ class GemmWSMapper:
         depths = [s.depth for s in g.stores[:3]]
         if b_depth is not None:
             depths[1] = b_depth
+        twin = self.cfg.engine.twin()
+        e = twin.epilogue
+
+        def cost(mc, nt, kt, acc, epi):
+            return run_cycles(mc, nt, kt, acc, epi, rows=g.rows, cols=g.cols, front=twin.front,
+                              acc_latency=twin.combiner_latency,
+                              epilogue_latency=e.latency if e is not None else 0)
         return plan_ws(m, n, -(-k_words // g.rows), rows=g.rows, cols=g.cols,
                        depths=tuple(depths), accumulate=self.cfg.pe.combiner() is not None,
-                       p_depth=g.store("p").depth if epilogue else None)
+                       p_depth=g.store("p").depth if epilogue else None, cost=cost)
 
     def overlaps(self, drv, *, epilogue=False, resident=False):
         """Whether `gemm` runs ping-pong (`PingPong.possible` on A, B and, with the
@@ -301,8 +372,9 @@ class GemmWSMapper:
         result = "c" if epi is None else "r"
         ex = executor(self.overlaps(drv, epilogue=epi is not None), drv, g,
                       counter(stats, progress))
-        for m0 in range(0, m, mb):
-            mc = min(mb, m - m0)
+        sizes = [size for size, count in balanced(m, -(-m // mb)) for _ in range(count)]
+        for mi, mc in enumerate(sizes):
+            m0 = sum(sizes[:mi])
             for n0 in range(0, np_ // C, nt_run):
                 nt = min(nt_run, np_ // C - n0)
                 if epi is not None:

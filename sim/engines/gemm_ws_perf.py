@@ -3,27 +3,26 @@ layer's RUNs as `GemmWSMapper` blocks them, each RUN's cycles from the engine's 
 (`tessera.sim.engines.gemm_ws.cycle_model`, RTL-exact)."""
 
 from tessera.hdl.engine.params import CHECK_CYCLES, ws_periods
-from tessera.sim.perf import _k_chunks, _split
 
 __all__ = ["layer_runs", "overlap_seconds", "ws_runs"]
 
 
 def ws_runs(cfg, m, n, k_el, *, mode, epilogue):
-    """The mapper's blocking of one M x N x K GEMM: ``(blocks, rows)`` where ``blocks`` is
-    ``[((m rows, n-tiles), count)]`` in the two-shapes-per-axis form of `_split` and ``rows``
-    is ``(m per block, n-tiles per block, K chunks [(k tiles, accumulate, epilogue,
-    count)])``."""
-    from tessera.sim.engines.gemm_ws import GemmWSMapper
+    """The mapper's blocking of one M x N x K GEMM: ``(m blocks, n blocks, K chunks)`` as
+    ``[(rows, count)]``, ``[(n-tiles, count)]`` and ``[(k tiles, accumulate, epilogue,
+    count)]`` (`GemmWSMapper.plan`, `balanced`, `n_blocks`, `k_chunks`)."""
+    from tessera.sim.engines.gemm_ws import GemmWSMapper, balanced, k_chunks, n_blocks
     g = cfg.geometry
     R, C = g.rows, g.cols
     kw = cfg.pe.layout(mode).k_per_word
     kt_all = -(-(-(-k_el // kw)) // R)
     mb, nt_run, kc = GemmWSMapper(cfg).plan(m, n, kt_all * R, epilogue=epilogue)
-    return (_split(m, mb), _split(-(-n // C), nt_run), _k_chunks(kt_all, kc, epilogue))
+    return (balanced(m, -(-m // mb)), n_blocks(-(-n // C), nt_run),
+            k_chunks(kt_all, kc, epilogue))
 
 
 def _run_cycles(cfg, mc, nt, kk, acc, epi):
-    """The RUN's cycles split into `tessera.sim.perf`'s terms."""
+    """The RUN's cycles split into `tessera.sim.perf`'s terms (they sum to `run_cycles`)."""
     g, pe = cfg.geometry, cfg.pe
     R, C = g.rows, g.cols
     twin = cfg.engine.twin()
