@@ -163,7 +163,7 @@ def qdq_layer_analysis(q, pe, model_path, x):
     from fractions import Fraction
 
     import onnx
-    import onnxruntime as ort
+    from tessera.sim import digits
     from tessera.sim.layers import apply_host, reference_codes
     from tessera.sim.qnet import _channels_last
     m = onnx.load(str(model_path))
@@ -174,7 +174,7 @@ def qdq_layer_analysis(q, pe, model_path, x):
         if t not in have:
             m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.INT8,
                                                                      None))
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = digits.ort_session(m.SerializeToString())
     outs = dict(zip([o.name for o in sess.get_outputs()],
                     sess.run(None, {"input": np.asarray(x, dtype=np.float32)})))
     epi = pe.epilogue()
@@ -217,7 +217,6 @@ def qdq_layer_analysis(q, pe, model_path, x):
 
 
 def measure_qdq(net_name, net, data, images, batch, say):
-    import onnxruntime as ort
     from tessera.sim import digits
     from tessera.sim.onnx_import import load_qdq
     from tessera.sim.vsim import VerilatorCore
@@ -228,7 +227,7 @@ def measure_qdq(net_name, net, data, images, batch, say):
         digits.export_onnx(net, f)
         digits.export_qdq(f, x_tr, qf)
         q = load_qdq(qf, cfg.pe)
-        sess = ort.InferenceSession(str(qf), providers=["CPUExecutionProvider"])
+        sess = digits.ort_session(qf)
         x, y = x_te[:images], y_te[:images]
         o = sess.run(None, {"input": x})[0]
         per_layer = qdq_layer_analysis(q, cfg.pe, qf, x)

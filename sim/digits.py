@@ -28,7 +28,7 @@ from .layers import Conv2d, Dense, Flatten, MaxPool2d, Relu, apply_host, conv2d_
 
 
 __all__ = ["load_split", "FloatNet", "train_mlp", "train_cnn", "export_onnx", "export_qdq",
-           "INPUT_NAME", "OUTPUT_NAME", "TEST_SIZE", "MLP_EPOCHS", "CNN_EPOCHS"]
+           "ort_session", "INPUT_NAME", "OUTPUT_NAME", "TEST_SIZE", "MLP_EPOCHS", "CNN_EPOCHS"]
 
 #: Names of the ONNX models' graph input (N x 1 x 8 x 8 float) and output (N x 10 logits).
 INPUT_NAME = "input"
@@ -375,6 +375,23 @@ def export_onnx(net, path, *, opset=13):
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     return model
+
+
+def ort_session(model):
+    """An onnxruntime CPU session of ``model`` (a path or serialized bytes) that executes a QDQ
+    graph as it is defined: DequantizeLinear, the float operator, QuantizeLinear (round half
+    to even), with graph optimizations off.
+
+    With them on, onnxruntime fuses DQ -> Gemm/Conv -> Q into its int8 kernels; on x86 CPUs
+    without VNNI (AVX2 only, like the CI machines) those sum pairs of u8 x s8 products in
+    saturating 16-bit lanes (``vpmaddubsw``), so large activations and weights give results
+    up to 15 levels away from the model's own semantics (onnxruntime's documentation on
+    quantization suggests ``reduce_range`` there). A reference must not depend on the CPU."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), so,
+                                providers=["CPUExecutionProvider"])
 
 
 def export_qdq(float_onnx_path, calib_x, path, *, batch=256):

@@ -4,11 +4,10 @@ QDQ within one accuracy point of the float model)."""
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 from tessera.sim.digits import (FloatNet, INPUT_NAME, OUTPUT_NAME, export_onnx, export_qdq,
-                                load_split, train_cnn, train_mlp)
+                                load_split, ort_session, train_cnn, train_mlp)
 from tessera.sim.layers import Conv2d, Dense, Flatten, MaxPool2d, Relu
 
 TRAINERS = {"mlp": train_mlp, "cnn": train_cnn}
@@ -37,7 +36,7 @@ def onnx_paths(nets, split, tmp_path_factory):
 
 
 def _run(path, x):
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = ort_session(path)
     return sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
 

@@ -49,8 +49,7 @@ def golden(cfg, qnet, x, **kw):
 
 
 def ort_run(path, x):
-    import onnxruntime as ort
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = digits.ort_session(path)
     return sess.run(None, {"input": np.asarray(x, dtype=np.float32)})[0]
 
 
