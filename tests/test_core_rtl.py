@@ -19,7 +19,10 @@ def _check(summary):
         assert g["cycles"] == g["golden_cycles"], g
 
 
-@pytest.mark.parametrize("preset", ["int8-4x4", "icebreaker"])
+# int8-ws (the weight-stationary array) under Verilator is slow (an 8x8 build); its engine's
+# HDL is in the default suite under Amaranth's simulator (tests/test_ws_engine.py).
+@pytest.mark.parametrize("preset", ["int8-4x4", "icebreaker",
+                                    pytest.param("int8-ws", marks=pytest.mark.slow)])
 def test_preset_full_regression(preset, tmp_path):
     cfg = load_config(preset)
     s = run_regression(cfg, out_dir=tmp_path / "reg", progress=lambda m: None)
@@ -41,7 +44,9 @@ def test_preset_full_regression(preset, tmp_path):
     assert n["equal_golden"] == n["equal_reference"] == n["images"] and n["cycles_equal"]
 
 
-@pytest.mark.parametrize("preset", ["fp8", "dlfloat"])
+# dlfloat under Verilator is slow (a build): its MAC's HDL stays in the default suite under
+# Amaranth's simulator (tests/test_fp_hdl.py, tests/test_fp_rtl.py).
+@pytest.mark.parametrize("preset", ["fp8", pytest.param("dlfloat", marks=pytest.mark.slow)])
 def test_float_presets(preset, tmp_path):
     """Floating-point cores: FP8 x FP8 with chunked FP16 accumulation, DLFloat16 MACs. The
     extremes case draws operands from every code, NaN/Inf/subnormals included. The long-K
@@ -95,7 +100,10 @@ def test_odd_geometry_non_square_narrow_acc(tmp_path):
     _check(s)
 
 
-@pytest.mark.parametrize("preset", ["ternary", "ternary-rle"])
+# ternary-rle under Verilator is slow (a build): its core's HDL stays in the default suite
+# under Amaranth's simulator (tests/test_epilogue_rtl.py's ternary_rle, tests/test_tree_engine.py).
+@pytest.mark.parametrize("preset", ["ternary", pytest.param("ternary-rle",
+                                                            marks=pytest.mark.slow)])
 def test_ternary_presets(preset, tmp_path):
     """The tree engine's presets, every default case: ternary weights and per-channel scales
     loaded at run time, bit-exact against the decoded-weight matmul, cycles equal to the

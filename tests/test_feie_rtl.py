@@ -157,6 +157,10 @@ def test_width_limits_rtl_equals_twin(drain, col_bits, row_bits, width):
     _check(cfg, cases)
 
 
+# Slow (a Verilator build and the whole regression): the FEIE core's HDL stays in the default
+# suite under Amaranth's simulator (test_seed_example_through_the_core, the random and width
+# tests above) and both board presets are linted there.
+@pytest.mark.slow
 def test_icebreaker_zascas_cocotb_regression(tmp_path):
     """The iCEBreaker FEIE preset under cocotb on Verilator (`tessera regress --quick`): the
     GEMM cases (1x1 convolutions), the engine's layer cases (the seed example, a stride-2

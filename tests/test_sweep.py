@@ -218,6 +218,9 @@ def _yosys_cells(cfg, tmp_path):
     return {"luts": count("SB_LUT4"), "dsps": count("SB_MAC16")}, log
 
 
+# A synthesis sweep (six yosys runs): slow. The Dask fan-out stays in the default suite
+# (test_local_cluster_of_two_workers_equals_the_serial_loop, test_cli_sweep_model_only).
+@pytest.mark.slow
 def test_ice40_synthesis_sweep_on_two_workers_caches_by_content(tmp_path):
     g = S.load_grid(_grid(tmp_path, """
 [sweep]

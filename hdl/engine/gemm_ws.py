@@ -136,15 +136,24 @@ class GemmWSEngine(wiring.Component):
         prods = SerialProducts(3, bits=32 if pow2 else [32, 40, 32])
         a_words, passes_x, c_words = prods.products
         b_words = passes_x * R if pow2 else passes_x
-        period = Signal(17)          # P, and the n-tile boundary's period (ws_periods)
-        period_g = Signal(17)
-        t = Signal(17)               # cycle within the current pass
+        # Control from registered flags and counters only (no subtract-and-compare of RUN
+        # fields on a cycle's path): the pass's cycles left, whether it issues a vector or
+        # reads a weight row, whether its K tile / n-tile is the last.
+        pm1, pgm1 = Signal(17), Signal(17)   # P - 1 and P_gap - 1 (ws_periods)
+        m_m1, m_m2, kt_m2, nt_m1, nt_m2 = (Signal(17, name=n) for n in
+                                           ("m_m1", "m_m2", "kt_m2", "nt_m1", "nt_m2"))
+        single_kt, gap_mode = Signal(), Signal()
+        t = Signal(17)               # cycle within the current pass (the A offset)
+        left = Signal(17)            # cycles of the pass after this one
+        issuing, reading = Signal(), Signal()
         kt, ni = Signal(16), Signal(16)
+        last_kt, last_ni = Signal(), Signal()
         a_row = Signal(17)           # A word of the pass's first vector
         b_next = Signal(17)          # B word after the next weight tile's (bursts read down)
         burst = Signal(range(R + 1))
         # The output side: the next result word's row, K tile and n-tile, and its address.
         o_mm, o_kt, o_ni = Signal(16), Signal(16), Signal(16)
+        o_last_mm, o_last_kt, o_first_kt = Signal(), Signal(), Signal()
         c_ptr, c_tile = Signal(range(dc)), Signal(range(dc + 1))
         finished = Signal()
 
@@ -214,39 +223,53 @@ class GemmWSEngine(wiring.Component):
                        (f("n_tiles"), f("k_tiles")) if pow2
                        else (f("n_tiles") * R, f("k_tiles")),
                        (f("n_tiles"), f("m"))],
-                start=[period.eq(Mux(mm_n > p_min, mm_n, p_min)),
-                       period_g.eq(Mux(mm_n + AL > p_min, mm_n + AL, p_min)),
+                start=[pm1.eq(Mux(mm_n > p_min, mm_n, p_min) - 1),
+                       pgm1.eq(Mux(mm_n + AL > p_min, mm_n + AL, p_min) - 1),
+                       m_m1.eq(mm_n - 1), m_m2.eq(mm_n - 2), kt_m2.eq(kt_n - 2),
+                       nt_m1.eq(nt - 1), nt_m2.eq(nt - 2),
+                       single_kt.eq(kt_n == 1), gap_mode.eq((kt_n != 1) & ~flags[0]),
                        acc_mode.eq(flags[0]), epi_mode.eq(flags[1]),
                        t.eq(0), kt.eq(0), ni.eq(0), a_row.eq(a_base),
+                       last_kt.eq(kt_n == 1), last_ni.eq(nt == 1),
                        b_next.eq(b_base + R), burst.eq(0),
                        o_mm.eq(0), o_kt.eq(0), o_ni.eq(0), c_ptr.eq(c_base),
-                       c_tile.eq(c_base), finished.eq(0)],
+                       c_tile.eq(c_base), finished.eq(0), o_last_mm.eq(mm_n == 1),
+                       o_last_kt.eq(kt_n == 1), o_first_kt.eq(1)],
                 run_state="PRELOAD")
+            more = ~(last_kt & last_ni)                  # a pass follows this one
             with m.State("PRELOAD"):         # the first pass's weight tile
                 m.d.comb += wread.eq(1)
                 m.d.sync += burst.eq(burst + 1)
                 with m.If(burst == R - 1):
-                    m.d.sync += [burst.eq(0), b_next.eq(b_next + R)]
+                    # The first pass: the last K tile of an n-tile before a replacing pass
+                    # waits for the combining writes (ws_periods).
+                    m.d.sync += [burst.eq(0), b_next.eq(b_next + R), issuing.eq(1),
+                                 reading.eq(more),
+                                 left.eq(Mux(single_kt & gap_mode, pgm1, pm1))]
                     m.next = "ISSUE"
             with m.State("ISSUE"):
-                last_kt = kt == kt_n - 1
-                more = ~(last_kt & (ni == nt - 1))      # a pass follows this one
-                m.d.comb += [issue.eq(t < mm_n), swap.eq(t == 0),
-                             wread.eq(more & (t < R))]
+                m.d.comb += [issue.eq(issuing), swap.eq(t == 0), wread.eq(reading)]
                 m.d.comb += self.ctl.active.eq(issue)
-                with m.If(wread):
+                with m.If(reading):
                     m.d.sync += burst.eq(burst + 1)
                     with m.If(burst == R - 1):
-                        m.d.sync += [burst.eq(0), b_next.eq(b_next + R)]
-                m.d.sync += t.eq(t + 1)
-                # The last K tile of an n-tile before a replacing pass waits for the
-                # combining writes (ws_periods).
-                gap = last_kt & (kt_n > 1) & ~acc_mode
-                with m.If(t == Mux(gap, period_g, period) - 1):
-                    m.d.sync += [t.eq(0), kt.eq(kt + 1), a_row.eq(a_row + mm_n)]
+                        m.d.sync += [burst.eq(0), b_next.eq(b_next + R), reading.eq(0)]
+                with m.If(issuing & (t == m_m1)):
+                    m.d.sync += issuing.eq(0)
+                m.d.sync += [t.eq(t + 1), left.eq(left - 1)]
+                with m.If(left == 0):                    # the next pass starts
+                    nxt_last_kt = Signal()
+                    m.d.comb += nxt_last_kt.eq(Mux(last_kt, single_kt, kt == kt_m2))
+                    m.d.sync += [t.eq(0), issuing.eq(1), kt.eq(kt + 1), a_row.eq(a_row + mm_n),
+                                 last_kt.eq(nxt_last_kt),
+                                 left.eq(Mux(nxt_last_kt & gap_mode, pgm1, pm1))]
+                    nxt_last_ni = Mux(last_kt, ni == nt_m2, last_ni)
+                    m.d.sync += [last_ni.eq(nxt_last_ni),
+                                 reading.eq(~(nxt_last_kt & nxt_last_ni))]
                     with m.If(last_kt):
                         m.d.sync += [kt.eq(0), a_row.eq(a_base), ni.eq(ni + 1)]
                     with m.If(~more):
+                        m.d.sync += [issuing.eq(0), reading.eq(0)]
                         m.next = "WAIT"
             with m.State("WAIT"):
                 with m.If(finished):
@@ -258,17 +281,19 @@ class GemmWSEngine(wiring.Component):
             self.result.valid.eq(array.out_valid),
             self.result.payload.addr.eq(c_ptr),
             self.result.payload.data.eq(array.out_data.as_value()),
-            self.result.payload.accumulate.eq(acc_mode | (o_kt != 0)),
-            self.result.payload.epilogue.eq(epi_mode & (o_kt == kt_n - 1)),
+            self.result.payload.accumulate.eq(acc_mode | ~o_first_kt),
+            self.result.payload.epilogue.eq(epi_mode & o_last_kt),
             self.result.payload.tile.eq(o_ni),
         ]
         with m.If(array.out_valid):
-            m.d.sync += [c_ptr.eq(c_ptr + 1), o_mm.eq(o_mm + 1)]
-            with m.If(o_mm == mm_n - 1):
-                m.d.sync += [o_mm.eq(0), o_kt.eq(o_kt + 1), c_ptr.eq(c_tile)]
-                with m.If(o_kt == kt_n - 1):
-                    m.d.sync += [o_kt.eq(0), o_ni.eq(o_ni + 1), c_ptr.eq(c_tile + mm_n),
+            m.d.sync += [c_ptr.eq(c_ptr + 1), o_mm.eq(o_mm + 1), o_last_mm.eq(o_mm == m_m2)]
+            with m.If(o_last_mm):
+                m.d.sync += [o_mm.eq(0), o_last_mm.eq(m_m1 == 0), o_kt.eq(o_kt + 1),
+                             o_first_kt.eq(0), o_last_kt.eq(o_kt == kt_m2), c_ptr.eq(c_tile)]
+                with m.If(o_last_kt):
+                    m.d.sync += [o_kt.eq(0), o_first_kt.eq(1), o_last_kt.eq(single_kt),
+                                 o_ni.eq(o_ni + 1), c_ptr.eq(c_tile + mm_n),
                                  c_tile.eq(c_tile + mm_n)]
-                    with m.If(o_ni == nt - 1):
+                    with m.If(o_ni == nt_m1):
                         m.d.sync += finished.eq(1)
         return m
