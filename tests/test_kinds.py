@@ -18,7 +18,9 @@ from tessera.sim.engines.model import evaluate, to_text, variables
 #: The PE kinds of the systolic array (the PE contract of `tessera.hdl.array.pe`); the
 #: ``ternary`` kind runs on the tree engine and is tested in tests/test_tree_engine.py.
 SYSTOLIC_KINDS = sorted(n for n, k in PE_KINDS.items() if "systolic" in k.engines)
-SYSTOLIC_PRESETS = [p for p in preset_names() if load_config(p).array.kind == "systolic"]
+SYSTOLIC_PRESETS = [p for p in preset_names() if load_config(p).array.kind == "systolic"
+                    and load_config(p).array.dataflow == "output_stationary"]
+#: The weight-stationary presets' model is tests/test_ws_engine.py's (closed form and RTL).
 
 # PEs built only to ask their latency are never elaborated: that is the point.
 NEVER_ELABORATED = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
