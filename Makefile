@@ -25,10 +25,10 @@ demo: $(STAMP)
 	$(PY) -m tessera.generators.demo $(PRESET)
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) -q
+	$(PY) -m pytest -n $(JOBS) --dist worksteal -q
 
 test-all: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) -q -m ""
+	$(PY) -m pytest -n $(JOBS) --dist worksteal -q -m ""
 
 clean:
 	@if [ -x $(VENV)/bin/tessera ]; then $(VENV)/bin/tessera clean; else rm -rf build; fi

@@ -94,6 +94,9 @@ def _cases(cfg):
     return out
 
 
+# Slow (a Verilator build): the Bit Fusion core's HDL stays in the default suite under
+# Amaranth's simulator (tests/test_bitfusion.py, tests/test_ws_engine.py's bitfusion).
+@pytest.mark.slow
 def test_small_core_regression_every_mode(tmp_path):
     """cocotb + Verilator, a 2x3 core: the nine regression modes (each precision pair once,
     the four signedness pairs in turn), bit-exact against the plain integer reference, cycles

@@ -21,7 +21,10 @@ def _check(summary):
 
 # int8-ws (the weight-stationary array) under Verilator is slow (an 8x8 build); its engine's
 # HDL is in the default suite under Amaranth's simulator (tests/test_ws_engine.py).
-@pytest.mark.parametrize("preset", ["int8-4x4", "icebreaker",
+# icebreaker under Verilator is slow too: the same engine as int8-4x4 here; its unregistered
+# READ path is byte-exact against the golden core in tests/test_core.py.
+@pytest.mark.parametrize("preset", ["int8-4x4",
+                                    pytest.param("icebreaker", marks=pytest.mark.slow),
                                     pytest.param("int8-ws", marks=pytest.mark.slow)])
 def test_preset_full_regression(preset, tmp_path):
     cfg = load_config(preset)

@@ -152,21 +152,64 @@ def all_pairs():
     return a.ravel(), b.ravel()
 
 
+#: Exhaustive runs in the default suite: the first format of each unit; the other formats'
+#: exhaustive runs are ``slow`` (Amaranth's simulator takes 15-30 s per 65536 inputs) and the
+#: default suite runs them on `sampled` inputs instead.
+EXHAUSTIVE_SLOW = pytest.mark.slow
+
+
+def sampled(fmt, codes, n=6000, seed=0):
+    """``codes`` (pairs as arrays, or one array) cut to every pair with a corner operand
+    (`corners`: zeros, subnormals, the largest finite, infinities, NaNs) plus ``n`` seeded
+    random others: the exhaustive set's edges, for the default suite."""
+    arrays = codes if isinstance(codes, tuple) else (codes,)
+    c = set(int(x) for x in corners(fmt))
+    edge = np.zeros(len(arrays[0]), dtype=bool)
+    for x in arrays:
+        edge |= np.isin(x, list(c))
+    rest = np.flatnonzero(~edge)
+    pick = np.random.default_rng(seed).choice(rest, size=min(n, len(rest)), replace=False)
+    idx = np.sort(np.concatenate([np.flatnonzero(edge), pick]))
+    out = tuple(x[idx] for x in arrays)
+    return out if isinstance(codes, tuple) else out[0]
+
+
 # ------------------------------------------------------------------------------------------
 # multiplier
 
-@pytest.mark.parametrize("fmt,stages", zip(FP8, [1, 2, 3, 4]), ids=lambda x: getattr(x, "name",
-                                                                                    x))
+@pytest.mark.parametrize("fmt,stages", [pytest.param(f, st, marks=() if i == 0 else
+                                                      EXHAUSTIVE_SLOW)
+                                         for i, (f, st) in enumerate(zip(FP8, [1, 2, 3, 4]))],
+                         ids=lambda x: getattr(x, "name", x))
 def test_mul_fp8_exhaustive(fmt, stages):
     a, b = all_pairs()
     got = run_pipelined(FPMul(fmt_in=fmt, stages=stages), {"a": a, "b": b})
     assert_codes(got, fp.mul(fmt, a, b), a, b)
 
 
-@pytest.mark.parametrize("fmt_in,fmt_out", [(F.fp8_e4m3, F.fp16), (F.fp8_e5m2, F.dlfloat16)],
+@pytest.mark.parametrize("fmt,stages", list(zip(FP8, [1, 2, 3, 4]))[1:],
+                         ids=lambda x: getattr(x, "name", x))
+def test_mul_fp8_sampled(fmt, stages):
+    """The formats whose exhaustive run is slow: every corner pair and 6000 others."""
+    a, b = sampled(fmt, all_pairs())
+    got = run_pipelined(FPMul(fmt_in=fmt, stages=stages), {"a": a, "b": b})
+    assert_codes(got, fp.mul(fmt, a, b), a, b)
+
+
+@pytest.mark.parametrize("fmt_in,fmt_out", [(F.fp8_e4m3, F.fp16),
+                                            pytest.param(F.fp8_e5m2, F.dlfloat16,
+                                                         marks=EXHAUSTIVE_SLOW)],
                          ids=["e4m3-fp16", "e5m2-dlf16"])
 def test_mul_fp8_to_wide_exhaustive(fmt_in, fmt_out):
     a, b = all_pairs()
+    got = run_pipelined(FPMul(fmt_in=fmt_in, fmt_out=fmt_out, stages=2), {"a": a, "b": b})
+    assert_codes(got, fp.mul(fmt_in, a, b, fmt_out), a, b)
+
+
+def test_mul_fp8_to_wide_sampled():
+    """e5m2 x e5m2 into DLFloat16 (exhaustive: slow): every corner pair and 6000 others."""
+    fmt_in, fmt_out = F.fp8_e5m2, F.dlfloat16
+    a, b = sampled(fmt_in, all_pairs())
     got = run_pipelined(FPMul(fmt_in=fmt_in, fmt_out=fmt_out, stages=2), {"a": a, "b": b})
     assert_codes(got, fp.mul(fmt_in, a, b, fmt_out), a, b)
 
@@ -301,7 +344,26 @@ def test_convert_fp8_exhaustive(src):
     (F.bf16, F.fp16, {"rounding": "rnu"}),
 ], ids=lambda x: x.name if isinstance(x, F.FloatFormat) else (
     "-".join(f"{k}={v}" for k, v in x.items()) or "default"))
-def test_convert_16bit_exhaustive(src, dst, kw):
+def test_convert_16bit_exhaustive(src, dst, kw, request):
+    a = np.arange(1 << 16)
+    if request.node.callspec.id not in FULL_CONVERT:
+        a = sampled(src, a, n=8000)        # every corner code and 8000 others
+    got = run_pipelined(FPConvert(fmt_from=src, fmt_to=dst, stages=2, **kw), {"a": a})
+    assert_codes(got, fp.convert(src, dst, a, **kw), a)
+
+
+#: The 16-bit conversions run over all 65536 codes in the default suite; the others over
+#: `sampled` codes there, and over all codes with ``-m slow``
+#: (`test_convert_16bit_exhaustive_slow`).
+FULL_CONVERT = ("fp16-fp8_e4m3-default", "fp16-dlfloat16-default")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("src,dst,kw", [
+    (F.fp16, F.fp8_e5m2, {"overflow": "saturate"}), (F.bf16, F.hfp8, {}),
+    (F.bf16, F.hfp8_ibm, {"ftz": True}), (F.dlfloat16, F.fp16, {}), (F.dlfloat16, F.bf16, {}),
+    (F.bf16, F.fp16, {"rounding": "rnu"})])
+def test_convert_16bit_exhaustive_slow(src, dst, kw):
     a = np.arange(1 << 16)
     got = run_pipelined(FPConvert(fmt_from=src, fmt_to=dst, stages=2, **kw), {"a": a})
     assert_codes(got, fp.convert(src, dst, a, **kw), a)

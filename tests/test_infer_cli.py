@@ -40,6 +40,9 @@ def test_infer_json_golden_and_saved_network(capsys, tmp_path):
         "'int', core 'fpmac'")
 
 
+# Slow (a Verilator build): `tessera infer` runs on the golden core in the default suite
+# (test_infer_json_golden_and_saved_network); `make demo` runs the RTL path.
+@pytest.mark.slow
 def test_infer_table_on_verilator(capsys):
     """The CNN on the int8-4x4 RTL (host epilogue): the table, every image equal to the
     reference."""

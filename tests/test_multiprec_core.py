@@ -101,6 +101,9 @@ def _cases(cfg):
     return out
 
 
+# Slow (a Verilator build): the multi-precision core's HDL stays in the default suite under
+# Amaranth's simulator (tests/test_multiprec.py, tests/test_epilogue_rtl.py's multiprec).
+@pytest.mark.slow
 def test_small_core_regression_every_mode(tmp_path):
     """cocotb + Verilator, a 2x3 core: the six regression modes (each precision pair, the
     signedness pairs in turn; II 4, 2, 2, 1, 1, 4), bit-exact against the plain integer

@@ -4,6 +4,7 @@ differ from what the driver already wrote cross the link; results stay bit-exact
 import asyncio
 
 import numpy as np
+import pytest
 
 from tessera.generators.assemble import build_core
 from tessera.generators.config import load_config
@@ -109,6 +110,8 @@ def test_weights_get_their_own_regions_when_all_fit():
         assert weight_regions(TesseraDriver(None, cfg), q, 50, None) == {}
 
 
+# Slow (a Verilator build): placement is checked on the golden core above in the default suite.
+@pytest.mark.slow
 def test_placed_weights_on_the_rtl_are_bit_exact_and_cross_once():
     """The digits MLP on the default core's Verilated RTL with resident weights in their own
     regions of B (RUNs with b_base 512): outputs equal the independent reference, and the
