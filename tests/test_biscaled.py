@@ -180,6 +180,10 @@ def test_config_checks():
         BiScaledMacPE(da=0)
 
 
+# Slow (a Verilator build): the kind's HDL stays in the default suite under Amaranth's
+# simulator (the exhaustive single pairs and accumulations here, the whole core in
+# tests/test_epilogue_rtl.py and tests/test_ws_engine.py).
+@pytest.mark.slow
 def test_preset_core_regression(tmp_path):
     """The ``biscaled`` preset through the generated core on Verilator (A selectors as the
     side-band member, B selectors above the B codes): bit-exact, cycles equal to the twin's."""

@@ -47,9 +47,11 @@ def test_preset_full_regression(preset, tmp_path):
     assert n["equal_golden"] == n["equal_reference"] == n["images"] and n["cycles_equal"]
 
 
-# dlfloat under Verilator is slow (a build): its MAC's HDL stays in the default suite under
-# Amaranth's simulator (tests/test_fp_hdl.py, tests/test_fp_rtl.py).
-@pytest.mark.parametrize("preset", ["fp8", pytest.param("dlfloat", marks=pytest.mark.slow)])
+# Slow (a build each): the FP8 core stays in the default suite on Verilator in its exact mode
+# (tests/test_fp_exact_rtl.py) and, with FP16 step accumulation, under Amaranth's simulator
+# (tests/test_epilogue_rtl.py's fp8_fp16); the FP units exhaustively (tests/test_fp_hdl.py).
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["fp8", "dlfloat"])
 def test_float_presets(preset, tmp_path):
     """Floating-point cores: FP8 x FP8 with chunked FP16 accumulation, DLFloat16 MACs. The
     extremes case draws operands from every code, NaN/Inf/subnormals included. The long-K

@@ -44,9 +44,7 @@ CONFIGS = {
 
 #: Run under Verilator in the default suite; the others run there under Amaranth's simulator
 #: (the same HDL, the whole core, no compile) and under Verilator with ``-m slow`` (keeps
-#: `make test` under 15 minutes: each Verilator build costs 15-25 s; the fpec and biscaled
-#: presets' own Verilator regressions stay in the default suite, tests/test_fpec.py and
-#: tests/test_biscaled.py).
+#: `make test` near 15 minutes: each Verilator build costs 15-25 s).
 VERILATOR_DEFAULT = ("int8",)
 
 

@@ -141,6 +141,10 @@ def test_config_checks():
         FpecMacPE(emb_bits=5)
 
 
+# Slow (a Verilator build): the kind's HDL stays in the default suite under Amaranth's
+# simulator (the exhaustive single pairs and accumulations here, the whole core in
+# tests/test_epilogue_rtl.py and tests/test_ws_engine.py).
+@pytest.mark.slow
 def test_preset_core_regression(tmp_path):
     """The ``fpec`` preset through the generated core on Verilator: bit-exact against the
     exact-rational reference, cycles equal to the twin's, K split over accumulating RUNs."""
