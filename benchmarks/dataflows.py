@@ -201,28 +201,25 @@ def write(rows, area):
     for w, c, f in PEERS:
         lines.append(f"| {w} | - | - | - | - | {c} | {f} |")
     (RESULTS / "dataflows.md").write_text("\n".join(lines) + "\n")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        keys = [k for k, d in by.items() if len(d) == 2]
-        fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
-        xs = np.arange(len(keys))
-        for j, (df, lab) in enumerate((("output_stationary", "OS"),
-                                       ("weight_stationary", "WS"))):
-            ax[0].bar(xs + 0.4 * j, [100 * by[k][df]["utilization"] for k in keys], 0.4,
-                      label=lab)
-            ax[1].bar(xs + 0.4 * j, [by[k][df]["read_bytes_per_mac_total"] for k in keys],
-                      0.4, label=lab)
-        for a, t in zip(ax, ("% of peak (RUN cycles)", "scratchpad bytes read per MAC")):
-            a.set_xticks(xs + 0.2, [f"{n.split()[0]} {l}" for n, l in keys], rotation=70,
-                         fontsize=7)
-            a.set_title(t)
-            a.legend()
-        fig.tight_layout()
-        fig.savefig(RESULTS / "dataflows.png", dpi=110)
-    except ImportError:
-        pass
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = [k for k, d in by.items() if len(d) == 2]
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
+    xs = np.arange(len(keys))
+    for j, (df, lab) in enumerate((("output_stationary", "OS"),
+                                   ("weight_stationary", "WS"))):
+        ax[0].bar(xs + 0.4 * j, [100 * by[k][df]["utilization"] for k in keys], 0.4,
+                  label=lab)
+        ax[1].bar(xs + 0.4 * j, [by[k][df]["read_bytes_per_mac_total"] for k in keys],
+                  0.4, label=lab)
+    for a, t in zip(ax, ("% of peak (RUN cycles)", "scratchpad bytes read per MAC")):
+        a.set_xticks(xs + 0.2, [f"{n.split()[0]} {l}" for n, l in keys], rotation=70,
+                     fontsize=7)
+        a.set_title(t)
+        a.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "dataflows.png", dpi=110)
 
 
 def main(argv=None):

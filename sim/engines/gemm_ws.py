@@ -227,24 +227,17 @@ def balanced(total, parts):
 
 def k_chunks(total, size, epilogue):
     """K chunks of an output block: ``[(k tiles, accumulate, epilogue, count)]``: the first
-    replaces, the later ones combine, the last one applies the epilogue."""
-    n = -(-total // size)
-    last = total - (n - 1) * size
-    if n == 1:
-        return [(total, 0, int(epilogue), 1)]
-    out = [(size, 0, 0, 1)]
-    if n > 2:
-        out.append((size, 1, 0, n - 2))
-    out.append((last, 1, int(epilogue), 1))
-    return out
+    replaces, the later ones combine, the last one applies the epilogue (the performance
+    model's `tessera.sim.perf._k_chunks`)."""
+    from tessera.sim.perf import _k_chunks
+    return _k_chunks(total, size, epilogue)
 
 
 def n_blocks(total, size):
-    """Column-tile blocks: ``[(n-tiles, count)]`` (blocks of ``size``, then the rest)."""
-    out = [(size, total // size)] if total >= size else []
-    if total % size:
-        out.append((total % size, 1))
-    return out
+    """Column-tile blocks: ``[(n-tiles, count)]`` (blocks of ``size``, then the rest;
+    `tessera.sim.perf._split`)."""
+    from tessera.sim.perf import _split
+    return _split(total, size)
 
 
 def plan_ws(m, n, k_tiles, *, rows, cols, depths, accumulate, p_depth=None, cost=None):
