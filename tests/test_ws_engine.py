@@ -33,6 +33,10 @@ KINDS = {
     "fpec": {"kind": "fpec"},
     "biscaled": {"kind": "biscaled"},
     "bitfusion": {"kind": "bitfusion"},
+    # fpmac: each accumulate mode; a chunk that does not divide rows (3), a product register
+    "fpmac_step": {"kind": "fpmac", "stages": 3},
+    "fpmac_chunk": {"kind": "fpmac", "chunk": 2, "stages": 3},
+    "fpmac_exact": {"kind": "fpmac", "accumulate": "exact", "stages": 5},
 }
 
 
@@ -105,7 +109,7 @@ def test_run_cycles_equal_model_and_closed_form():
                       + 2 + (R + C + 0 + 1) + 2 + (al if combining else 0))
     assert want == closed
     from tessera.sim.engines.gemm_ws import run_cycles
-    assert want == [run_cycles(m, nt, kt, f & 1, 0, rows=R, cols=C, front=0, acc_latency=al)
+    assert want == [run_cycles(m, nt, kt, f & 1, 0, rows=R, cols=C, extra=0, acc_latency=al)
                     for m, nt, kt, f in cases]
 
 
@@ -178,12 +182,38 @@ def test_epilogue_on_the_last_k_tile():
     assert stats.run_cycles == gstats.run_cycles
 
 
-@pytest.mark.parametrize("kind", ["fpmac", "multiprec"])
-def test_kinds_without_parts_are_refused(kind):
+def test_kinds_without_parts_are_refused():
     with pytest.raises(ConfigError, match=re.escape(
             "array.dataflow: 'weight_stationary' needs a PE kind whose arithmetic comes as "
-            "parts") + f".*pe.kind '{kind}' has none .*; allowed: 'output_stationary'"):
-        ws_cfg({"kind": kind})
+            "parts") + ".*pe.kind 'multiprec' has none .*; allowed: 'output_stationary'"):
+        ws_cfg({"kind": "multiprec"})
+
+
+@pytest.mark.parametrize("pe", [
+    {"kind": "fpmac", "input_format": "fp8_e5m2", "chunk": 4, "stages": 2},
+    {"kind": "fpmac", "input_format": "fp8_e5m2", "stages": 1},
+    {"kind": "fpmac", "input_format": "fp8_e5m2", "accumulate": "exact", "stages": 1}])
+def test_fpmac_sums_each_k_tile_as_the_os_pe(pe):
+    """fpmac on WS: each K tile of ``rows`` pairs is summed from +0 in the output-stationary
+    PE's order, the tiles combined by the kind's FP adder: the kind's independent reference
+    with ``k_split = rows``. Directed: e5m2 products below fp16's smallest subnormal round a
+    one-pair sum to -0, which K padding must keep (a +0 product would make it +0), a chunk
+    longer than the column, NaN and Inf (random codes), K = 2 tiles + 1 pair."""
+    from tessera.sim import fp
+    cfg = ws_cfg(pe)
+    fi = cfg.pe.fmt_in
+    tiny = fp.encode(fi, np.array([2.0 ** -16, -2.0 ** -16]))
+    a = np.array([[tiny[0]], [tiny[1]], [tiny[0]]], dtype=np.uint64)
+    b = np.array([[tiny[1], tiny[0]]], dtype=np.uint64)
+    got, stats = gemm_on_core(cfg, a, b)
+    assert stats.k_split == 3
+    want = reference_gemm(cfg, a, b, k_split=3)
+    zero = 0 if cfg.pe.chunk else 0x8000      # -0; a chunked sum ends in round(+0 + inner)
+    assert want[0, 0] == zero and want[1, 1] == zero
+    np.testing.assert_array_equal(got, want)
+    a, b = gemm_operands(cfg, 4, 3, 7, kind="extremes", seed=3)
+    got, stats = gemm_on_core(cfg, a, b)
+    np.testing.assert_array_equal(got, reference_gemm(cfg, a, b, k_split=3))
 
 
 def test_chain_is_refused_and_aliases_normalise():
@@ -211,7 +241,9 @@ def test_edge_shapes(rows, cols):
 @pytest.mark.parametrize("pe,rows,cols", [({"kind": "int"}, 1, 2),
                                           ({"kind": "bitfusion"}, 3, 2),
                                           ({"kind": "biscaled"}, 2, 3),
-                                          ({"kind": "fpec"}, 2, 2)])
+                                          ({"kind": "fpec"}, 2, 2),
+                                          ({"kind": "fpmac", "chunk": 2}, 3, 2),
+                                          ({"kind": "fpmac", "accumulate": "exact"}, 2, 1)])
 def test_verilog_lints_clean(pe, rows, cols, tmp_path):
     """verilator --lint-only -Wall under the documented waivers, for a run-time mode (Bit
     Fusion), a side-band member (BiScaled), a one-row array."""

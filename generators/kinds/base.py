@@ -260,16 +260,24 @@ class PEKind(_Section):
 
     def parts(self):
         """A callable that returns a new parts provider of this kind's arithmetic (product,
-        term, wrapping accumulate: `tessera.hdl.array.parts`), for engines that compose their
+        term, accumulate, finish: `tessera.hdl.array.parts`), for engines that compose their
         own PEs (the weight-stationary array); None (the default) when the kind's PE does not
         honour the contract (``no_parts_reason`` then says why)."""
         return None
 
-    def parts_front(self):
-        """Pipeline registers of the product function of `parts` (its latency as an
-        accumulator PE less the product register and the accumulator), from the config."""
-        from tessera.hdl.arith.params import int_acc_latency
-        return self.latency - int_acc_latency()
+    def k_pad(self, mode=None):
+        """``(a_code, b_code)``: the operand pair that pads K to whole tiles where an engine
+        needs them (the weight-stationary array's K tiles of ``rows`` lanes). Its product must
+        add nothing in every accumulate of the kind; the default, zero codes, does so for the
+        integer kinds."""
+        return 0, 0
+
+    def parts_timing(self):
+        """``(front, finish_latency)`` of `parts`: pipeline registers of the product function
+        before the product register, and of the finish below a column."""
+        p = self.parts()()
+        p._MustUse__used = True                 # asked for its timing, never elaborated
+        return p.front, p.finish_latency
 
     def twin(self):
         """The golden twin of one array tile: an object with ``tile(a_lanes, b_lanes, mode)``

@@ -79,10 +79,6 @@ class FPMacKind(PEKind):
     ``combine_stages`` the latency of the FP adder that accumulates across RUNs."""
     name = "fpmac"
     code = 2
-    no_parts_reason = ("its accumulate rounds (a floating-point add per step or chunk, and a "
-                       "windowed exact sum rounded once per RUN): its result depends on which "
-                       "terms are summed where, so a column of partial sums and an "
-                       "accumulator store would not give the output-stationary result")
     input_format: str = "fp8_e4m3"
     acc_format: str = "fp16"
     accumulate: str = "step"
@@ -160,6 +156,26 @@ class FPMacKind(PEKind):
         from tessera.hdl.arith.fpmac import FPMac
         return FPMac(fmt_in=self.fmt_in, fmt_acc=self.fmt_acc, chunk=self.chunk or None,
                      stages=self.stages)
+
+    def parts(self):
+        """`tessera.hdl.arith.fpparts`: the weight-stationary column sums each K tile of
+        ``rows`` pairs as this PE sums a RUN of ``rows`` pairs (bit for bit), and the output
+        stage combines the tiles with `combiner` (docs/dataflows.md)."""
+        from functools import partial
+        from tessera.hdl.arith.fpparts import FPExactParts, FPStepParts
+        if self.exact:
+            return partial(FPExactParts, fmt_in=self.fmt_in, fmt_acc=self.fmt_acc,
+                           stages=self.stages)
+        return partial(FPStepParts, fmt_in=self.fmt_in, fmt_acc=self.fmt_acc,
+                       chunk=self.chunk or None, stages=self.stages)
+
+    def k_pad(self, mode=None):
+        """``(+0, -1.0)``: their product is ``-0``, which every accumulate adds exactly
+        (``x + -0 = x`` for every ``x``, ``+0`` and ``-0`` included; the exact window adds
+        nothing). A ``+0`` product would turn a ``-0`` sum into ``+0``."""
+        from tessera.sim import fp
+        self.mode_code(mode)
+        return 0, int(fp.encode(self.fmt_in, np.array([-1.0]))[0])
 
     def twin(self):
         if self.exact:

@@ -111,8 +111,8 @@ class SystolicGemm(Engine):
         if self.ws and pe.parts() is None:
             why = getattr(pe, "no_parts_reason", "")
             raise ConfigError(f"array.dataflow: 'weight_stationary' needs a PE kind whose "
-                              f"arithmetic comes as parts (product, term, wrapping "
-                              f"accumulate); pe.kind {pe.name!r} has none"
+                              f"arithmetic comes as parts (product, term, "
+                              f"accumulate, finish); pe.kind {pe.name!r} has none"
                               f"{f' ({why})' if why else ''}; allowed: 'output_stationary'")
         if self.ws and self.cfg.array.chain:
             raise ConfigError("array.chain: true needs array.dataflow 'output_stationary' (the "
@@ -192,7 +192,8 @@ class SystolicGemm(Engine):
             from tessera.sim.engines.gemm_ws import GemmWSTwin
             return GemmWSTwin(rows=cfg.array.rows, cols=cfg.array.cols, pe=cfg.pe,
                               geometry=cfg.geometry, epilogue=self.epilogue(),
-                              front=cfg.pe.parts_front())
+                              front=cfg.pe.parts_timing()[0],
+                              finish=cfg.pe.parts_timing()[1])
         return GemmOSTwin(rows=cfg.array.rows, cols=cfg.array.cols, pe=cfg.pe,
                           geometry=cfg.geometry, epilogue=self.epilogue(),
                           chain=self.chains())
@@ -225,7 +226,8 @@ class SystolicGemm(Engine):
                  else {"m_tiles": "RUN m_tiles", "n_tiles": "RUN n_tiles", "k": "RUN k"})
         return {"model": "gemm_ws" if self.ws else "gemm_os", "check_cycles": twin.check_cycles,
                 "pe_latency": self.cfg.pe.latency, "pe_ii": self.cfg.pe.ii(),
-                **({"product_front": twin.front} if self.ws else {}),
+                **({"product_front": twin.front, "finish_latency": twin.finish}
+                   if self.ws else {}),
                 "combiner_latency": twin.combiner_latency,
                 **({"epilogue": twin.epilogue.as_dict()} if twin.epilogue else {}),
                 "run_cycles": twin.model,

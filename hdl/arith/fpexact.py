@@ -12,7 +12,8 @@ from .fpcommon import (FormatInfo, Pipeline, Unpacked, check_format, normalize, 
                        register_inputs, round_pack, special_codes, underflow_floor)
 
 
-__all__ = ["ExactWindow", "FPExactMac", "MAX_WINDOW_BITS", "CUTS"]
+__all__ = ["ExactWindow", "FPExactMac", "MAX_WINDOW_BITS", "CUTS", "exact_product",
+           "exact_finish"]
 
 #: Widest window the ``fpmac`` kind builds (sign and guard bits included): FP16 operands with
 #: K up to 32768 need 96 bits; BF16 (522), DLFloat16 (146) and FP32 (554 bits) do not fit.
@@ -114,6 +115,113 @@ def _check_max_k(max_k):
     return max_k
 
 
+def _operand(fmt_in, code):
+    """Sign, shift contribution, significand (0 unless finite non-zero), NaN, Inf."""
+    info = FormatInfo(fmt_in)
+    code = Cat(code)
+    sign = code[info.width - 1]
+    field = code[info.man:info.man + info.eb]
+    frac = code[:info.man]
+    mag = code[:info.width - 1]
+    if info.specials == "ieee":
+        nan = (field == info.field_max) & (frac != 0)
+        inf = (field == info.field_max) & (frac == 0)
+    elif info.specials == "fnuz":
+        nan = sign & (mag == 0)
+        inf = Const(0, 1)
+    else:                          # fn, merged: the all-ones magnitude is NaN (NINF)
+        nan = mag == (1 << (info.width - 1)) - 1
+        inf = Const(0, 1)
+    if info.subnormals:
+        hidden = field != 0
+        shift = Mux(field == 0, 0, field - 1)
+    else:
+        hidden = mag != 0          # the all-zero magnitude is zero, not 2**-bias
+        shift = field
+    sig = Mux(nan | inf, 0, Cat(frac, hidden))
+    return sign, shift, sig, nan, inf
+
+
+def exact_product(m, fmt_in, win, a, b, *, pipe, mul_cut, ctl=()):
+    """The exact product of codes ``a`` and ``b`` as a window addend, in module ``m``:
+    unpack and multiply (significands, exponent-field sums), then, after a register when
+    ``mul_cut`` (``pipe``, with the control values ``ctl``), negate the short product for a
+    negative sign and shift it into the window with sign extension (cheaper than negating the
+    placed one). Returns ``(addend, nan, pinf, ninf, *ctl)``: a ``signed(product_bits + 1)``
+    addend and the product's NaN, +Inf and -Inf flags (the sticky flags' inputs)."""
+    sa, sha, ma, na, ia = _operand(fmt_in, a)
+    sb, shb, mb, nb, ib = _operand(fmt_in, b)
+    zero_a, zero_b = (ma == 0) & ~na & ~ia, (mb == 0) & ~nb & ~ib
+    p_nan = Signal(name="p_nan")
+    p_inf = Signal(name="p_inf")
+    m.d.comb += [p_nan.eq(na | nb | (ia & zero_b) | (ib & zero_a)),
+                 p_inf.eq((ia | ib) & ~p_nan)]
+    p_sign = Signal(name="p_sign")
+    p_sig = Signal(2 * fmt_in.precision, name="p_sig")
+    p_shift = Signal(range(win.shift_max + 1), name="p_shift")
+    m.d.comb += [p_sign.eq(sa ^ sb), p_sig.eq(ma * mb), p_shift.eq(sha + shb)]
+    p_sign, p_sig, p_shift, p_nan, p_inf, *ctl = pipe.cut(
+        mul_cut, p_sign, p_sig, p_shift, p_nan, p_inf, *ctl)
+    neg = Signal(name="neg")
+    m.d.comb += neg.eq(p_sign & (p_sig != 0))          # -0 adds nothing
+    p_signed = Signal(signed(len(p_sig) + 1), name="p_signed")
+    m.d.comb += p_signed.eq(Mux(neg, -p_sig, p_sig))
+    addend = Signal(signed(win.product_bits + 1), name="addend")
+    m.d.comb += addend.eq(p_signed << p_shift)
+    return (addend, p_nan, p_inf & ~p_sign, p_inf & p_sign, *ctl)
+
+
+def exact_finish(m, fa, win, acc, nan_s, pinf_s, ninf_s, *, pipe, cuts, ctl=()):
+    """Leave the window: the ``fa`` code of the exact sum ``acc`` (``signed(win.width)``)
+    with the sticky flags, in module ``m``, with a register after each of ``"abs"``,
+    ``"norm"``, ``"out"`` in ``cuts`` (``pipe``; the values ``ctl`` follow). Returns
+    ``(code, *ctl)``.
+
+    Only magnitudes below 2**(emax_acc + 1) can round to a finite result, so the normaliser
+    sees the window bits below that (``nb`` of them; above, ``big`` means overflow), and bits
+    below fa's lowest guard bit are only a sticky bit (``lo`` of them jammed into one)."""
+    W = win.width
+    info = FormatInfo(fa)
+    nb = min(W - 1, fa.emax + 1 - win.lsb)
+    lo = 0
+    if fa.subnormals:
+        lo = min(max(0, fa.emin - fa.man_bits - 1 - win.lsb), max(nb - 1, 0))
+    s_neg = acc[W - 1]
+    low = acc.as_unsigned()[:nb + 1]
+    mag_low = Signal(nb + 1, name="mag_low")
+    m.d.comb += mag_low.eq(Mux(s_neg, -low, low))
+    big = Signal(name="big")
+    if nb < W - 1:
+        hi = acc.as_unsigned()[nb:]
+        m.d.comb += big.eq(~((hi == 0) | (hi == (1 << len(hi)) - 1)) | mag_low[nb])
+    mag = Signal(nb - lo + (1 if lo else 0), name="mag")
+    m.d.comb += mag.eq(Cat(mag_low[:lo].any(), mag_low[lo:nb]) if lo else mag_low[:nb])
+    nan = Signal(name="nan")
+    inf = Signal(name="inf")
+    m.d.comb += [nan.eq(nan_s | (pinf_s & ninf_s)), inf.eq((pinf_s | ninf_s) & ~nan)]
+    sign = Signal(name="sign")
+    m.d.comb += sign.eq(Mux(inf, ninf_s, s_neg))
+    mag, sign, nan, inf, big, *ctl = pipe.cut("abs" in cuts, mag, sign, nan, inf, big, *ctl)
+
+    top = win.lsb + nb - 1                    # exponent of mag's most significant bit
+    floor = underflow_floor(fa)
+    if floor is not None and top < floor:     # the whole window is below fa's
+        floor = None                          # normal range: round_pack denormalises
+    ew = max(abs(top), abs(win.lsb), abs(fa.emin) + fa.man_bits + 2).bit_length() + 3
+    exp, sig = normalize(m, Const(top, signed(ew)), mag, name="xn", floor=floor,
+                         keep=info.p + 1)
+    v = Unpacked(sign=sign, exp=exp, sig=sig, zero=(mag == 0) & ~nan & ~inf, inf=inf,
+                 nan=nan)
+    v, big, *ctl = pipe.cut("norm" in cuts, v, big, *ctl)
+    code = Signal(fa.width, name="code")
+    rounded = round_pack(m, fa, v, name="xr", floored=floor is not None)
+    _, inf_c, sat_c = special_codes(info, v.sign)
+    m.d.comb += code.eq(Mux(big & ~v.nan & ~v.inf, inf_c if fa.overflow == "inf" else sat_c,
+                            rounded))
+    out = pipe.cut("out" in cuts, code, *ctl)
+    return tuple(out) if ctl else (out,)
+
+
 class FPExactMac(PE):
     """Streaming MAC with exact accumulation: ``result = round_acc(sum of a[n] * b[n])``.
 
@@ -186,72 +294,23 @@ class FPExactMac(PE):
     def latency(self):
         return self._stages
 
-    def _operand(self, code):
-        """Sign, shift contribution, significand (0 unless finite non-zero), NaN, Inf."""
-        info = FormatInfo(self._fmt_in)
-        code = Cat(code)
-        sign = code[info.width - 1]
-        field = code[info.man:info.man + info.eb]
-        frac = code[:info.man]
-        mag = code[:info.width - 1]
-        if info.specials == "ieee":
-            nan = (field == info.field_max) & (frac != 0)
-            inf = (field == info.field_max) & (frac == 0)
-        elif info.specials == "fnuz":
-            nan = sign & (mag == 0)
-            inf = Const(0, 1)
-        else:                          # fn, merged: the all-ones magnitude is NaN (NINF)
-            nan = mag == (1 << (info.width - 1)) - 1
-            inf = Const(0, 1)
-        if info.subnormals:
-            hidden = field != 0
-            shift = Mux(field == 0, 0, field - 1)
-        else:
-            hidden = mag != 0          # the all-zero magnitude is zero, not 2**-bias
-            shift = field
-        sig = Mux(nan | inf, 0, Cat(frac, hidden))
-        return sign, shift, sig, nan, inf
-
     def elaborate(self, platform):
         m = Module()
-        fa, win = self._fmt_acc, self._window
-        W = win.width
+        win = self._window
         cuts, n_in = plan_cuts(self._stages, list(CUTS), fixed=1)
         pipe = Pipeline(m, "xmac")
 
         a, b, valid, first, last = register_inputs(
             m, [self.a, self.b, self.valid, self.first, self.last], n_in)
-
-        # ---- exact product: significands and exponent-field sums
-        sa, sha, ma, na, ia = self._operand(a)
-        sb, shb, mb, nb, ib = self._operand(b)
-        zero_a, zero_b = (ma == 0) & ~na & ~ia, (mb == 0) & ~nb & ~ib
-        p_nan = Signal(name="p_nan")
-        p_inf = Signal(name="p_inf")
-        m.d.comb += [p_nan.eq(na | nb | (ia & zero_b) | (ib & zero_a)),
-                     p_inf.eq((ia | ib) & ~p_nan)]
-        p_sign = Signal(name="p_sign")
-        p_sig = Signal(2 * self._fmt_in.precision, name="p_sig")
-        p_shift = Signal(range(win.shift_max + 1), name="p_shift")
-        m.d.comb += [p_sign.eq(sa ^ sb), p_sig.eq(ma * mb), p_shift.eq(sha + shb)]
-        p_sign, p_sig, p_shift, p_nan, p_inf, valid, first, last = pipe.cut(
-            "mul" in cuts, p_sign, p_sig, p_shift, p_nan, p_inf, valid, first, last)
-
-        # ---- align into the window, as a two's-complement addend: negate the short product
-        # first, then shift it with sign extension (cheaper than negating the placed one)
-        PB = win.product_bits
-        neg = Signal(name="neg")
-        m.d.comb += neg.eq(p_sign & (p_sig != 0))          # -0 adds nothing
-        p_signed = Signal(signed(len(p_sig) + 1), name="p_signed")
-        m.d.comb += p_signed.eq(Mux(neg, -p_sig, p_sig))
-        addend = Signal(signed(PB + 1), name="addend")
-        m.d.comb += addend.eq(p_signed << p_shift)
-        addend, p_sign, p_nan, p_inf, valid, first, last = pipe.cut(
-            "align" in cuts, addend, p_sign, p_nan, p_inf, valid, first, last)
+        addend, p_nan, p_pinf, p_ninf, valid, first, last = exact_product(
+            m, self._fmt_in, win, a, b, pipe=pipe, mul_cut="mul" in cuts,
+            ctl=(valid, first, last))
+        addend, p_nan, p_pinf, p_ninf, valid, first, last = pipe.cut(
+            "align" in cuts, addend, p_nan, p_pinf, p_ninf, valid, first, last)
 
         # ---- the loop: one window-wide add (``first`` selects the addend after the adder,
         # so the selection shares the adder's LUTs instead of masking its input)
-        acc = Signal(signed(W), name="acc")
+        acc = Signal(signed(win.width), name="acc")
         nan_s = Signal(name="nan_s")
         pinf_s = Signal(name="pinf_s")
         ninf_s = Signal(name="ninf_s")
@@ -259,54 +318,12 @@ class FPExactMac(PE):
             m.d.sync += [
                 acc.eq(Mux(first, addend, acc + addend)),
                 nan_s.eq((nan_s & ~first) | p_nan),
-                pinf_s.eq((pinf_s & ~first) | (p_inf & ~p_sign)),
-                ninf_s.eq((ninf_s & ~first) | (p_inf & p_sign)),
+                pinf_s.eq((pinf_s & ~first) | p_pinf),
+                ninf_s.eq((ninf_s & ~first) | p_ninf),
             ]
         done = Signal(name="done")
         m.d.sync += done.eq(valid & last)
-
-        # ---- leave the window. Only magnitudes below 2**(emax_acc + 1) can round to a finite
-        # result, so the normaliser sees the window bits below that (``nb`` of them; above,
-        # ``big`` means overflow), and bits below fmt_acc's lowest guard bit are only a sticky
-        # bit (``lo`` of them jammed into one).
-        info = FormatInfo(fa)
-        nb = min(W - 1, fa.emax + 1 - win.lsb)
-        lo = 0
-        if fa.subnormals:
-            lo = min(max(0, fa.emin - fa.man_bits - 1 - win.lsb), max(nb - 1, 0))
-        s_neg = acc[W - 1]
-        low = acc.as_unsigned()[:nb + 1]
-        mag_low = Signal(nb + 1, name="mag_low")
-        m.d.comb += mag_low.eq(Mux(s_neg, -low, low))
-        big = Signal(name="big")
-        if nb < W - 1:
-            hi = acc.as_unsigned()[nb:]
-            m.d.comb += big.eq(~((hi == 0) | (hi == (1 << len(hi)) - 1)) | mag_low[nb])
-        mag = Signal(nb - lo + (1 if lo else 0), name="mag")
-        m.d.comb += mag.eq(Cat(mag_low[:lo].any(), mag_low[lo:nb]) if lo else mag_low[:nb])
-        nan = Signal(name="nan")
-        inf = Signal(name="inf")
-        m.d.comb += [nan.eq(nan_s | (pinf_s & ninf_s)), inf.eq((pinf_s | ninf_s) & ~nan)]
-        sign = Signal(name="sign")
-        m.d.comb += sign.eq(Mux(inf, ninf_s, s_neg))
-        mag, sign, nan, inf, big, done = pipe.cut("abs" in cuts, mag, sign, nan, inf, big,
-                                                  done)
-
-        top = win.lsb + nb - 1                    # exponent of mag's most significant bit
-        floor = underflow_floor(fa)
-        if floor is not None and top < floor:     # the whole window is below fmt_acc's
-            floor = None                          # normal range: round_pack denormalises
-        ew = max(abs(top), abs(win.lsb), abs(fa.emin) + fa.man_bits + 2).bit_length() + 3
-        exp, sig = normalize(m, Const(top, signed(ew)), mag, name="xn", floor=floor,
-                             keep=info.p + 1)
-        v = Unpacked(sign=sign, exp=exp, sig=sig, zero=(mag == 0) & ~nan & ~inf, inf=inf,
-                     nan=nan)
-        v, big, done = pipe.cut("norm" in cuts, v, big, done)
-        code = Signal(fa.width, name="code")
-        rounded = round_pack(m, fa, v, name="xr", floored=floor is not None)
-        _, inf_c, sat_c = special_codes(info, v.sign)
-        m.d.comb += code.eq(Mux(big & ~v.nan & ~v.inf, inf_c if fa.overflow == "inf" else sat_c,
-                                rounded))
-        code, done = pipe.cut("out" in cuts, code, done)
+        code, done = exact_finish(m, self._fmt_acc, win, acc, nan_s, pinf_s, ninf_s, pipe=pipe,
+                                  cuts=cuts, ctl=(done,))
         m.d.comb += [self.result.eq(code), self.result_valid.eq(done)]
         return m

@@ -12,10 +12,43 @@ from .fpcommon import (FormatInfo, Pipeline, add, check_choice, check_format, ex
 from .fpunit import FPUnit
 
 
-__all__ = ["FPMac", "PRODUCT_ROUNDINGS"]
+__all__ = ["FPMac", "PRODUCT_ROUNDINGS", "step_add", "code_add", "step_width"]
 
 #: Allowed values of ``product_rounding``.
 PRODUCT_ROUNDINGS = ("exact_fused", "round_to_acc")
+
+
+def step_width(fmt_in, fmt_acc, prod_bits, sr_bits=0):
+    """Alignment window of `step_add` for a product significand of ``prod_bits`` bits."""
+    p = FormatInfo(fmt_acc).p
+    return max(prod_bits, p, p + sr_bits) + 3
+
+
+def step_add(m, fa, prod, acc_code, *, width, ew, ftz=False, sr_bits=0, rand=None, name="i"):
+    """One accumulation step: ``round_fa(acc + prod)``, the `Unpacked` exact product ``prod``
+    added to the ``fa`` code ``acc_code`` with one rounding (to nearest, or stochastic with
+    ``sr_bits`` bits of ``rand``). Combinational; returns the ``fa`` code. The step of
+    `FPMac`'s loop and of the weight-stationary column (`tessera.hdl.arith.fpparts`)."""
+    floor = underflow_floor(fa, ftz)
+    acc_in = unpack(fa, acc_code, ftz=ftz)
+    s = add(m, prod, acc_in, width=width, ew=ew, name=f"{name}add", floor=floor)
+    exp, sig = normalize(m, s.exp, s.sig, name=f"{name}sn", floor=floor,
+                         keep=FormatInfo(fa).p + max(sr_bits, 1))
+    return round_pack(m, fa, s.replace(exp=exp, sig=sig), ftz=ftz,
+                      rounding="sr" if sr_bits else None, rand=rand, sr_bits=sr_bits,
+                      name=f"{name}rnd", floored=floor is not None)
+
+
+def code_add(m, fa, x_code, y_code, *, ew, ftz=False, name="o"):
+    """``round_fa(x + y)`` of two ``fa`` codes, to nearest (the chunk accumulator's outer
+    add). Combinational; returns the ``fa`` code."""
+    floor = underflow_floor(fa, ftz)
+    p = FormatInfo(fa).p
+    s = add(m, unpack(fa, x_code, ftz=ftz), unpack(fa, y_code, ftz=ftz), width=p + 3, ew=ew,
+            name=f"{name}add", floor=floor)
+    exp, sig = normalize(m, s.exp, s.sig, name=f"{name}sn", floor=floor, keep=p + 1)
+    return round_pack(m, fa, s.replace(exp=exp, sig=sig), ftz=ftz, name=f"{name}rnd",
+                      floored=floor is not None)
 
 
 def _check_chunk(chunk):
@@ -100,7 +133,6 @@ class FPMac(FPUnit, PE):
     def elaborate(self, platform):
         m = Module()
         fi, fa, d, ftz = self._fmt_in, self._fmt_acc, self._sr_bits, self._ftz
-        iacc = FormatInfo(fa)
         chunked = self._chunk is not None
         if chunked:
             cuts, n_in = plan_cuts(self._stages, ["pnorm", "mul"], fixed=2)
@@ -110,8 +142,6 @@ class FPMac(FPUnit, PE):
 
         ctl = [self.valid, self.first, self.last] + ([self.rand] if d else [])
         a, b, *ctl = register_inputs(m, [self.a, self.b] + ctl, n_in)
-        floor = underflow_floor(fa, ftz)
-        floored = floor is not None
         prod = multiply_norm(m, fi, a, b, ftz=ftz, name="mul")
         prod, *ctl = pipe.cut("mul" in cuts, prod, *ctl)
         exp, sig = normalize1(m, prod.exp, prod.sig, name="pn")
@@ -124,7 +154,7 @@ class FPMac(FPUnit, PE):
         rand = ctl[3] if d else None
 
         ew = exp_width(fi, fa)
-        width = max(len(prod.sig), iacc.p, iacc.p + d) + 3
+        width = step_width(fi, fa, len(prod.sig), d)
 
         # ---- inner accumulation loop (one cycle)
         acc = Signal(fa.width, name="acc")
@@ -141,13 +171,8 @@ class FPMac(FPUnit, PE):
                              in_first.eq(fc_now & ~chunk_end)]
         else:
             start = first
-        acc_in = unpack(fa, Mux(start, 0, acc), ftz=ftz)
-        s = add(m, prod, acc_in, width=width, ew=ew, name="iadd", floor=floor)
-        exp, sig = normalize(m, s.exp, s.sig, name="isn", floor=floor,
-                             keep=iacc.p + max(d, 1))
-        code = round_pack(m, fa, s.replace(exp=exp, sig=sig), ftz=ftz,
-                          rounding="sr" if d else None, rand=rand, sr_bits=d, name="irnd",
-                          floored=floored)
+        code = step_add(m, fa, prod, Mux(start, 0, acc), width=width, ew=ew, ftz=ftz,
+                        sr_bits=d, rand=rand, name="i")
         with m.If(valid):
             m.d.sync += acc.eq(code)
 
@@ -164,13 +189,7 @@ class FPMac(FPUnit, PE):
         fc_r = Signal(name="first_chunk_r")
         m.d.sync += [end_r.eq(valid & chunk_end), last_r.eq(valid & last), fc_r.eq(fc_now)]
         outer = Signal(fa.width, name="outer")
-        o_in = unpack(fa, Mux(fc_r, 0, outer), ftz=ftz)
-        i_in = unpack(fa, acc, ftz=ftz)
-        s2 = add(m, o_in, i_in, width=iacc.p + 3, ew=ew, name="oadd", floor=floor)
-        exp2, sig2 = normalize(m, s2.exp, s2.sig, name="osn", floor=floor,
-                               keep=iacc.p + 1)
-        code2 = round_pack(m, fa, s2.replace(exp=exp2, sig=sig2), ftz=ftz, name="ornd",
-                           floored=floored)
+        code2 = code_add(m, fa, Mux(fc_r, 0, outer), acc, ew=ew, ftz=ftz, name="o")
         res = Signal(fa.width, name="res")
         res_valid = Signal(name="res_valid")
         with m.If(end_r):

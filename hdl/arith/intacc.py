@@ -2,9 +2,10 @@
 accumulator. `IntMacPE`, `FpecMacPE`, `BiScaledMacPE` and `BitFusionPE` are built on it; its
 product, term and accumulate are the parts other engines compose (`tessera.hdl.array.parts`)."""
 
-from amaranth import Module, Mux, Shape, Signal
+from amaranth import Module, Mux, Shape, Signal, Value
 
 from tessera.hdl.arith.params import int_acc_latency
+from tessera.hdl.array.parts import Parts, compose_term, term_shape_bound
 from tessera.hdl.array.pe import PE
 
 
@@ -28,7 +29,7 @@ def wrap_accumulate(m, pe, term, *, valid, first, last):
     return acc
 
 
-class IntAccPE(PE):
+class IntAccPE(PE, Parts):
     """Base of the integer PEs whose every operand pair makes one term of a wrapping sum.
 
     Pipeline (initiation interval 1): the subclass's product function, with `front` pipeline
@@ -49,28 +50,17 @@ class IntAccPE(PE):
         return Shape.cast(self.signature.acc_shape).width
 
     @property
-    def front(self):
-        """Pipeline registers of the product function before the product register."""
-        return 0
-
-    @property
     def latency(self):
         return int_acc_latency(self.front)
 
-    def products(self, m):
-        """The values the product register holds, from the operands ``front`` cycles earlier:
-        a dict ``{name: value}`` or ``{name: (value, shape)}`` (a shape truncates or extends
-        the value). Add any submodule or combinational logic to ``m``."""
-        raise NotImplementedError
-
-    def term(self, m, regs):
-        """The term added into the accumulator, from ``regs`` (the registered products by
-        name; the default: the one product itself)."""
-        (value,) = regs.values()
-        return value
+    def accumulate(self, m, psum, term, row):
+        """The wrapping accumulate: ``psum + term`` modulo ``2**acc_bits``, exact while the
+        sum of ``row + 1`` terms fits in fewer bits (`term_shape_bound`)."""
+        term = Value.cast(term)
+        shape = term_shape_bound(term.shape(), row + 1, self.acc_bits)
+        return (term if psum is None else psum + term), shape
 
     def elaborate(self, platform):
-        from tessera.hdl.array.parts import compose_term
         m = Module()
         valid, first, last = self.valid, self.valid & self.first, self.valid & self.last
         # The control follows the pair through the product function's own registers and
@@ -80,6 +70,6 @@ class IntAccPE(PE):
                           for n in ("valid", "first", "last"))
             m.d.sync += [nv.eq(valid), nf.eq(first), nl.eq(last)]
             valid, first, last = nv, nf, nl
-        term = compose_term(m, self)
+        term = Value.cast(compose_term(m, self))
         wrap_accumulate(m, self, term, valid=valid, first=first, last=last)
         return m

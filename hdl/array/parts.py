@@ -1,43 +1,86 @@
 """The PE-arithmetic parts contract: a PE kind's arithmetic as parts an engine composes.
 
 In the manner of Gemmini's ``Arithmetic`` type class, a PE kind that offers *parts* hands an
-engine four pieces, and the engine builds its own processing element around them (its own
-registers, its own dataflow):
+engine its arithmetic in pieces, and the engine builds its own processing element around them
+(its own registers, its own dataflow). A parts provider (`Parts`) is a component with the
+members of a `PESignature` (``a``, ``b``, the side-band members and ``mode``, which the
+composing engine drives) and:
 
-* **product** (`ProductParts.products`, `ProductParts.front`): from one operand pair (the
-  members ``a``, ``b``, the side-band members and ``mode`` of the parts' `PESignature`, which
-  the composing engine drives), the values the product register holds, after ``front``
-  pipeline registers of the product function's own;
-* **term** (`ProductParts.term`): combinational, from the registered products, one signed
-  integer the pair contributes;
-* **accumulate**: the term is added into the kind's ``acc_bits`` accumulator modulo
-  ``2**acc_bits`` (two's complement wrap). Addition modulo a power of two is associative and
-  commutative, so *any* order and grouping of the terms of one output gives the same code:
-  an output-stationary PE may sum them in time, a weight-stationary column in space (partial
-  sums flowing down), an accumulator store across tiles;
-* **combine** and **epilogue**: the kind's `Combiner` (a wrapping add) and epilogue, applied by
-  the output stage as for every engine.
+* **product** (`Parts.products`, `Parts.front`): from one operand pair, the values the product
+  register holds, after ``front`` pipeline registers of the product function's own;
+* **term** (`Parts.term`): combinational, from the registered products, what the pair
+  contributes (an integer for the integer kinds; an exact floating-point product, or a
+  window addend with special-value flags, for ``fpmac``);
+* **accumulate** (`Parts.accumulate`): the partial sum after one more term, combinational,
+  given the partial sum so far (None before the first term) and the term's position ``row``
+  in the sum: a weight-stationary column applies it once per row, with a register between
+  rows, so each step's logic is one cycle;
+* **finish** (`Parts.finish`, `Parts.finish_latency`): the kind's result word from a finished
+  partial sum (identity for the integer kinds; one rounding for ``fpmac``'s exact sums);
+* **combine** and **epilogue**: the kind's `Combiner` and epilogue, applied by the output
+  stage as for every engine.
+
+The integer kinds (``int``, ``fpec``, ``biscaled``, ``bitfusion``) accumulate by a wrapping
+add modulo ``2**acc_bits``, which is associative and commutative: any order and grouping of
+the terms gives the output-stationary code. ``fpmac``'s accumulate rounds, so its result
+depends on the grouping: its parts sum the ``rows`` terms of a column in the order of the
+output-stationary PE (a sum of ``rows`` pairs from ``+0``), and the output stage's combiner
+adds the columns' results, as the output-stationary core does for a K split into RUNs of
+``rows`` pairs (docs/dataflows.md).
 
 `compose_term` is the one composer of product, register and term; `tessera.hdl.arith.intacc.
 IntAccPE` composes it with an accumulator into an output-stationary PE and `tessera.hdl.array.
-ws_gemm.WSGemmArray` with a partial-sum adder into a weight-stationary one. A parts provider
-is a new, un-elaborated `IntAccPE` instance (`is_parts`): the integer kinds ``int``,
-``fpec``, ``biscaled`` and ``bitfusion`` offer parts; a kind whose accumulate is not an
-integer wrap (``fpmac``: a rounding floating-point add, whose result depends on the order of
-the terms) or whose pair takes several cycles (``multiprec``) does not (`PEKind.parts`).
+ws_gemm.WSGemmArray` with a column of `Parts.accumulate` steps into a weight-stationary one.
 """
 
 from amaranth import Shape, Signal, Value
 
 
-__all__ = ["is_parts", "compose_term", "term_shape_bound"]
+__all__ = ["Parts", "is_parts", "compose_term", "term_shape_bound"]
+
+
+class Parts:
+    """Mixin of a parts provider: a `wiring.Component` whose signature is a `PESignature`
+    (module docstring). Subclasses define `products` and `accumulate`, and `front`, `term`,
+    `finish`, `finish_latency` where the defaults do not fit."""
+
+    @property
+    def front(self):
+        """Pipeline registers of the product function before the product register."""
+        return 0
+
+    def products(self, m):
+        """The values the product register holds, from the operands ``front`` cycles earlier:
+        a dict ``{name: value}`` or ``{name: (value, shape)}`` (a shape truncates or extends
+        the value). Add any submodule or combinational logic to ``m``."""
+        raise NotImplementedError
+
+    def term(self, m, regs):
+        """What the pair contributes, from ``regs`` (the registered products by name; the
+        default: the one product itself)."""
+        (value,) = regs.values()
+        return value
+
+    def accumulate(self, m, psum, term, row):
+        """The partial sum after adding ``term`` (combinational logic in ``m``): ``psum`` is
+        the partial sum of the terms before it, or None when ``term`` is the first; ``row`` is
+        the term's position (0 for the first). Returns a Value, or ``(value, shape)``."""
+        raise NotImplementedError
+
+    def finish(self, m, psum, rows):
+        """The result word (``acc_shape``) of a partial sum of ``rows`` terms, after
+        `finish_latency` registers of its own in ``m`` (default: the partial sum itself)."""
+        return psum
+
+    @property
+    def finish_latency(self):
+        return 0
 
 
 def is_parts(obj):
-    """Whether ``obj`` honours the parts contract: a `tessera.hdl.arith.intacc.IntAccPE`
-    (``front``, ``products``, ``term``, ``acc_bits``, a `PESignature`)."""
-    from tessera.hdl.arith.intacc import IntAccPE
-    return isinstance(obj, IntAccPE)
+    """Whether ``obj`` honours the parts contract: a `Parts` component with a `PESignature`."""
+    from tessera.hdl.array.pe import PESignature
+    return isinstance(obj, Parts) and isinstance(getattr(obj, "signature", None), PESignature)
 
 
 def compose_term(m, parts):
@@ -45,7 +88,7 @@ def compose_term(m, parts):
 
     Calls ``parts.products(m)`` (which reads the parts' operand members, adds its own logic
     and ``front`` registers to ``m``), registers each value (reset-less, one register named
-    as the value) and returns ``parts.term(m, regs)`` as a `Value`: the term of the pair
+    as the value) and returns ``parts.term(m, regs)``: the term of the pair
     presented ``front + 1`` cycles earlier.
     """
     regs = {}
@@ -55,7 +98,7 @@ def compose_term(m, parts):
         regs[name] = Signal(value.shape() if shape is None else shape, name=name,
                             reset_less=True)
         m.d.sync += regs[name].eq(value)
-    return Value.cast(parts.term(m, regs))
+    return parts.term(m, regs)
 
 
 def term_shape_bound(term_shape, count, acc_bits):

@@ -1,10 +1,10 @@
 """Weight-stationary systolic array composed from a PE kind's arithmetic parts."""
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from tessera.hdl.array.parts import compose_term, is_parts, term_shape_bound
+from tessera.hdl.array.parts import compose_term, is_parts
 
 
 __all__ = ["WSGemmArray"]
@@ -22,22 +22,24 @@ def _delay(m, sig, n, name, reset_less=True):
 
 class WSGemmArray(wiring.Component):
     """``rows`` x ``cols`` weight-stationary systolic array of any PE kind that offers parts
-    (`tessera.hdl.array.parts`), emitting each vector's column sums as one word.
+    (`tessera.hdl.array.parts`), emitting each vector's column results as one word.
 
     PE(r, c) holds the weight lane B[k = r][c] of the current tile in an *active* register and
     the next tile's in a *shadow* register, and composes the kind's product and term
-    (`compose_term`) with a partial-sum adder: the partial sum of column c enters PE(r, c)
-    from above and leaves it, plus the term of (activation lane r, weight lane), one row down
-    one cycle later. The partial sums are exact where they are narrower than the accumulator
-    (`term_shape_bound`), else they wrap modulo ``2**acc_bits`` as the kind's accumulator does:
-    either way the bottom of column c gives the kind's accumulate of the ``rows`` terms.
+    (`compose_term`) with one accumulate step (`Parts.accumulate` at ``row = r``): the partial
+    sum of column c enters PE(r, c) from above and leaves it, with the term of (activation
+    lane r, weight lane) accumulated, one row down one cycle later. Below the last row the
+    kind's `Parts.finish` (``finish_latency`` registers) makes the result word: for the
+    integer kinds the wrapping sum of the ``rows`` terms, for ``fpmac`` the sum of ``rows``
+    pairs as its output-stationary PE forms it.
 
     **Vectors.** In every cycle the engine presents ``a`` (with the side-band members) and
     ``valid``; ``swap`` makes the shadow weights active for this vector and all later ones. It
     travels with the activations' skew (row r is delayed r cycles inside), so PE(r, c) swaps
     in the clock edge at which it takes this vector's activation. A vector presented in cycle
     t shows its ``cols`` column sums on ``out_data`` in cycle t + `latency` with ``out_valid``
-    (the columns are deskewed inside; ``acc_bits`` signed lanes, sign-extended).
+    (the columns are deskewed inside; lanes of the kind's ``acc_shape``, an integer result
+    sign-extended).
 
     **Weights.** A tile is loaded in a burst of exactly ``rows`` cycles with ``w_valid``
     (bursts are counted modulo ``rows`` from reset), ``w_in`` giving lane row k = rows-1 first,
@@ -66,7 +68,7 @@ class WSGemmArray(wiring.Component):
     w_in : In(ArrayLayout(b_shape, cols))
     w_valid : In(1)
     out_valid : Out(1)
-    out_data : Out(ArrayLayout(signed(acc_bits), cols))
+    out_data : Out(ArrayLayout(acc_shape, cols))
     """
 
     def __init__(self, *, rows, cols, parts):
@@ -81,13 +83,15 @@ class WSGemmArray(wiring.Component):
         for row in self._parts:
             for p in row:
                 if not is_parts(p):
-                    raise TypeError(f"parts must return parts providers (IntAccPE), not {p!r}")
-                if p.signature != p0.signature or p.front != p0.front:
-                    raise ValueError("parts must return providers of one signature and front")
+                    raise TypeError(f"parts must return parts providers (Parts), not {p!r}")
+                if p.signature != p0.signature or p.front != p0.front \
+                        or p.finish_latency != p0.finish_latency:
+                    raise ValueError("parts must return providers of one signature, front and "
+                                     "finish latency")
                 p._MustUse__used = True         # its parts are elaborated here, not it
         sig = self._sig = p0.signature
         self._front = p0.front
-        self._acc_bits = p0.acc_bits
+        self._finish = p0.finish_latency
         members = {"a": In(data.ArrayLayout(sig.a_shape, rows))}
         for name, shape in sig.side:
             members[f"side_{name}"] = In(data.ArrayLayout(shape, rows))
@@ -104,6 +108,7 @@ class WSGemmArray(wiring.Component):
     rows = property(lambda self: self._rows)
     cols = property(lambda self: self._cols)
     front = property(lambda self: self._front)
+    finish_latency = property(lambda self: self._finish)
 
     @property
     def pe_signature(self):
@@ -112,7 +117,7 @@ class WSGemmArray(wiring.Component):
     @property
     def latency(self):
         """Cycles from a vector at the inputs to its word on ``out_data``."""
-        return self._rows + self._cols + self._front + 1
+        return self._rows + self._cols + self._front + self._finish + 1
 
     @property
     def min_tile_vectors(self):
@@ -180,13 +185,19 @@ class WSGemmArray(wiring.Component):
                 if sig.mode_shape is not None:
                     m.d.comb += parts.mode.eq(self.mode)
                 term = compose_term(pm, parts)
-                shape = term_shape_bound(term.shape(), r + 1, self._acc_bits)
-                p = psum[r][c] = Signal(shape, name="psum", reset_less=True)
-                pm.d.sync += p.eq(term if r == 0 else psum[r - 1][c] + term)
+                value = parts.accumulate(pm, None if r == 0 else psum[r - 1][c], term, r)
+                value, shape = value if isinstance(value, tuple) else (value, None)
+                value = Value.cast(value)
+                p = psum[r][c] = Signal(value.shape() if shape is None else shape,
+                                        name="psum", reset_less=True)
+                pm.d.sync += p.eq(value)
 
-        # -- the bottom: column c deskewed by cols-1-c registers, then sign-extended.
+        # -- the bottom: the kind's finish, column c deskewed by cols-1-c registers.
         for c in range(C):
-            out = _delay(m, psum[R - 1][c], C - 1 - c, f"deskew{c}")
+            fm = Module()
+            m.submodules[f"finish_{c}"] = fm
+            res = self._parts[R - 1][c].finish(fm, psum[R - 1][c], R)
+            out = _delay(m, Value.cast(res), C - 1 - c, f"deskew{c}")
             m.d.comb += self.out_data[c].eq(out)
         m.d.comb += self.out_valid.eq(_delay(m, self.valid, self.latency, "valid",
                                              reset_less=False))

@@ -14,7 +14,7 @@ __all__ = ["GemmWSTwin", "GemmWSMapper", "cycle_model", "run_cycles", "plan_ws",
            "k_chunks", "n_blocks", "ws_a_words", "ws_b_words", "ws_c_matrix"]
 
 
-def cycle_model(*, rows, cols, front, acc_latency, epilogue_latency=None):
+def cycle_model(*, rows, cols, extra, acc_latency, epilogue_latency=None):
     """Busy cycles of a weight-stationary RUN as an expression tree in ``m``, ``n_tiles``,
     ``k_tiles``, ``accumulate`` and (cores with an epilogue) ``epilogue``; the RTL meets it
     exactly.
@@ -23,7 +23,8 @@ def cycle_model(*, rows, cols, front, acc_latency, epilogue_latency=None):
     first weight tile; ``n_tiles * k_tiles`` passes of ``P`` cycles (`ws_periods`), the last
     one of each n-tile but the last taking ``P_gap`` when a replacing pass follows combining
     ones (``k_tiles`` > 1 without ``accumulate``); the last pass's ``m`` vectors; then 2
-    (store read, operand register) + the array's ``rows + cols + front + 1`` + 1 (the output
+    (store read, operand register) + the array's ``rows + cols + extra + 1`` (``extra``: the
+    parts' ``front`` + ``finish_latency``) + 1 (the output
     stage's write) + 1 cycles, plus the output stage's combining latency when the last pass
     combines (``k_tiles`` > 1 or ``accumulate``) and the epilogue's with the epilogue flag.
     """
@@ -35,7 +36,7 @@ def cycle_model(*, rows, cols, front, acc_latency, epilogue_latency=None):
     model = ["+", CHECK_CYCLES + 1 + rows,
              ["*", ["-", ["*", "n_tiles", "k_tiles"], 1], period],
              ["*", gaps, ["-", period_gap, period]],
-             ["-", "m", 1], 2 + rows + cols + front + 1 + 2,
+             ["-", "m", 1], 2 + rows + cols + extra + 1 + 2,
              ["if", "accumulate", AL, ["if", single, 0, AL]]]
     if epilogue_latency is not None:
         model.append(["if", "epilogue", epilogue_latency, 0])
@@ -73,23 +74,25 @@ class GemmWSTwin:
         rows over K = ``rows`` lane pairs; its combiner accumulates in the result store).
     geometry : Geometry
     epilogue : Epilogue or None
-    front : int
-        Pipeline registers of the kind's product function (`tessera.hdl.array.parts`).
+    front, finish : int
+        Pipeline registers of the kind's product function and of its finish below the
+        columns (`tessera.hdl.array.parts`).
     """
 
     check_cycles = CHECK_CYCLES
     takes_chain = False
     chain = False
 
-    def __init__(self, *, rows, cols, pe, geometry, front, epilogue=None):
+    def __init__(self, *, rows, cols, pe, geometry, front, finish=0, epilogue=None):
         self.rows, self.cols = rows, cols
         self.pe = pe
         self.tile_model = pe.twin()
         self.combiner = pe.combiner()
         self.depths = {s.name: s.depth for s in geometry.stores}
         self.epilogue = epilogue
-        self.front = front
-        self.model = cycle_model(rows=rows, cols=cols, front=front,
+        self.front, self.finish = front, finish
+        self.extra = front + finish
+        self.model = cycle_model(rows=rows, cols=cols, extra=self.extra,
                                  acc_latency=self.combiner_latency,
                                  epilogue_latency=epilogue.latency if epilogue else None)
 
@@ -206,14 +209,14 @@ class GemmWSTwin:
         return best
 
 
-def run_cycles(m, n_tiles, k_tiles, accumulate, epilogue, *, rows, cols, front, acc_latency,
+def run_cycles(m, n_tiles, k_tiles, accumulate, epilogue, *, rows, cols, extra, acc_latency,
                epilogue_latency=0):
     """`cycle_model` in closed form (Python ints; the mapper's planner and the performance
     model use it, `tests/test_ws_engine.py` checks it against the tree and the RTL)."""
     p, pg = ws_periods(m, rows, acc_latency)
     gaps = (n_tiles - 1) if k_tiles > 1 and not accumulate else 0
     return (CHECK_CYCLES + 1 + rows + (n_tiles * k_tiles - 1) * p + gaps * (pg - p) + m - 1
-            + 2 + rows + cols + front + 1 + 2
+            + 2 + rows + cols + extra + 1 + 2
             + (acc_latency if accumulate or k_tiles > 1 else 0)
             + (epilogue_latency if epilogue else 0))
 
@@ -292,8 +295,8 @@ class GemmWSMapper:
     """Host side of the weight-stationary engine: blocks a GEMM into RUNs, lays out the A
     words (one output row's ``rows`` lanes of a K tile each), moves them.
 
-    K is padded to whole K tiles of ``rows`` lanes (zero codes add nothing), N to whole
-    column tiles; M is not padded (a pass streams any number of rows)."""
+    K is padded to whole K tiles of ``rows`` lanes (with the kind's `PEKind.k_pad` pair,
+    whose product adds nothing), N to whole column tiles; M is not padded (a pass streams any number of rows)."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -308,7 +311,7 @@ class GemmWSMapper:
         e = twin.epilogue
 
         def cost(mc, nt, kt, acc, epi):
-            return run_cycles(mc, nt, kt, acc, epi, rows=g.rows, cols=g.cols, front=twin.front,
+            return run_cycles(mc, nt, kt, acc, epi, rows=g.rows, cols=g.cols, extra=twin.extra,
                               acc_latency=twin.combiner_latency,
                               epilogue_latency=e.latency if e is not None else 0)
         return plan_ws(m, n, -(-k_words // g.rows), rows=g.rows, cols=g.cols,
@@ -337,9 +340,11 @@ class GemmWSMapper:
         kw = lay.k_per_word
         kp = -(-k // (kw * R)) * kw * R              # whole K tiles
         np_ = -(-n // C) * C
-        a_p = np.zeros((m, kp), dtype=np.uint64)
+        pad_a, pad_b = pe.k_pad(mode)               # K padding: products that add nothing
+        a_p = np.full((m, kp), pad_a, dtype=np.uint64)
         a_p[:, :k] = a
         b_p = np.zeros((kp, np_), dtype=np.uint64)
+        b_p[k:, :] = pad_b
         b_p[:k, :n] = b
         a_l = lay.pack_a(a_p)                    # M x K words' lanes
         b_l = lay.pack_b(b_p.T).T                # K lanes x N
@@ -361,7 +366,7 @@ class GemmWSMapper:
             extra.update(run_fields)
             lpw = C * epi.lanes_per_channel
         out = np.zeros((m, np_), dtype=np.uint64)
-        stats = GemmStats(k_split=kc * R * kw)
+        stats = GemmStats(k_split=R * kw)         # each K tile is summed on its own
         result = "c" if epi is None else "r"
         ex = executor(self.overlaps(drv, epilogue=epi is not None), drv, g,
                       counter(stats, progress))

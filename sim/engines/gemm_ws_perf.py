@@ -23,7 +23,7 @@ def ws_runs(cfg, m, n, k_el, *, mode, epilogue):
 
 def _run_cycles(cfg, mc, nt, kk, acc, epi):
     """The RUN's cycles split into `tessera.sim.perf`'s terms (they sum to `run_cycles`)."""
-    g, pe = cfg.geometry, cfg.pe
+    g = cfg.geometry
     R, C = g.rows, g.cols
     twin = cfg.engine.twin()
     al = twin.combiner_latency
@@ -34,7 +34,7 @@ def _run_cycles(cfg, mc, nt, kk, acc, epi):
     e = cfg.engine.epilogue()
     return dict(check=CHECK_CYCLES + 1, compute=passes * mc,
                 bubbles=(passes - 1) * (p - mc) + gaps * (pg - p),
-                fill_drain=2 * R + C + pe.parts_front() + 4,
+                fill_drain=2 * R + C + twin.extra + 4,
                 combiner=al if combining else 0,
                 epilogue=e.latency if epi and e is not None else 0)
 
