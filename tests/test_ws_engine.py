@@ -182,11 +182,49 @@ def test_epilogue_on_the_last_k_tile():
     assert stats.run_cycles == gstats.run_cycles
 
 
-def test_kinds_without_parts_are_refused():
+def test_kinds_without_parts_are_refused(monkeypatch):
+    """A kind without parts (every systolic kind has them now: one is made so) is refused
+    with its reason."""
+    from tessera.generators.kinds.multiprec import MultiPrecKind
+    monkeypatch.setattr(MultiPrecKind, "parts", lambda self: None)
+    monkeypatch.setattr(MultiPrecKind, "no_parts_reason", "no reason", raising=False)
     with pytest.raises(ConfigError, match=re.escape(
             "array.dataflow: 'weight_stationary' needs a PE kind whose arithmetic comes as "
-            "parts") + ".*pe.kind 'multiprec' has none .*; allowed: 'output_stationary'"):
+            "parts") + r".*pe.kind 'multiprec' has none \(no reason\); allowed: "
+                       r"'output_stationary'"):
         ws_cfg({"kind": "multiprec"})
+
+
+def test_multiprec_modes_space_vectors_by_ii():
+    """multiprec on WS: a vector every ii(mode) cycles (4 at 8 x 8 bits, 2 at 8 x 4, 1 at
+    4 x 4), each pair's nibble products summed in its PE; every mode's results equal the
+    exact integer reference and its RUN cycles the golden core's (the model with ii), in one
+    core, modes changing between RUNs; the model's tree equals the closed form."""
+    from tessera.sim.engines.gemm_ws import run_cycles
+    cfg = ws_cfg({"kind": "multiprec", "acc_bits": 20})
+    modes = ["a8s_w8s", "a4u_w4u", "a8s_w4u", "a4s_w8u", "a8u_w8u", "a4s_w4s"]
+    shapes = [(5, 3, 7, "random"), (2, 5, 20, "min"), (1, 1, 1, "extremes")]
+    ops = [(md, *gemm_operands(cfg, m, n, k, kind=w, seed=i, mode=md))
+           for i, md in enumerate(modes) for m, n, k, w in shapes[i % 3:i % 3 + 1]]
+
+    async def body(t):
+        drv = TesseraDriver(t, cfg, poll_cycles=4)
+        return [await drv.gemm(a, b, mode=md) for md, a, b in ops]
+    res = run_with_driver(build_core(cfg), body)
+    golden = TesseraDriver(GoldenTransport(GoldenCore(cfg)), cfg)
+    for (md, a, b), (got, st) in zip(ops, res):
+        np.testing.assert_array_equal(got, reference_gemm(cfg, a, b, mode=md))
+        _, gst = asyncio.run(golden.gemm(a, b, mode=md))
+        assert st.run_cycles == gst.run_cycles, md
+    twin = cfg.engine.twin()
+    assert twin.iis[cfg.pe.mode_code("a8s_w8s")] == 4
+    for md in modes:
+        code, ii = cfg.pe.mode_code(md), cfg.pe.ii(md)
+        for m, nt, kt, f in [(2, 3, 2, 0), (5, 2, 3, 1), (1, 1, 1, 0)]:
+            env = {"m": m, "n_tiles": nt, "k_tiles": kt, "accumulate": f, "mode": code}
+            assert evaluate(twin.model, env) == run_cycles(
+                m, nt, kt, f, 0, rows=3, cols=2, extra=twin.extra,
+                acc_latency=twin.combiner_latency, ii=ii)
 
 
 @pytest.mark.parametrize("pe", [
@@ -243,7 +281,8 @@ def test_edge_shapes(rows, cols):
                                           ({"kind": "biscaled"}, 2, 3),
                                           ({"kind": "fpec"}, 2, 2),
                                           ({"kind": "fpmac", "chunk": 2}, 3, 2),
-                                          ({"kind": "fpmac", "accumulate": "exact"}, 2, 1)])
+                                          ({"kind": "fpmac", "accumulate": "exact"}, 2, 1),
+                                          ({"kind": "multiprec"}, 2, 2)])
 def test_verilog_lints_clean(pe, rows, cols, tmp_path):
     """verilator --lint-only -Wall under the documented waivers, for a run-time mode (Bit
     Fusion), a side-band member (BiScaled), a one-row array."""

@@ -44,8 +44,6 @@ class MultiPrecKind(PEKind):
     """
     name = "multiprec"
     code = 4
-    no_parts_reason = ("an 8-bit operand pair takes 2 or 4 cycles of nibble products (II > 1), "
-                       "which a weight-stationary column cannot hold still for")
     acc_bits: int = 32
 
     def __post_init__(self):
@@ -81,6 +79,15 @@ class MultiPrecKind(PEKind):
         from tessera.hdl.arith.multiprec import MultiPrecPE
         return MultiPrecPE(modes=[(md.a_bits, md.a_signed, md.b_bits, md.b_signed)
                                   for md in MODES], acc_bits=self.acc_bits)
+
+    def parts(self):
+        """`tessera.hdl.arith.multiprec.MultiPrecParts`: the PE's nibble pipeline summing
+        each pair in the PE; the weight-stationary engine issues a vector every ``ii(mode)``
+        cycles."""
+        from functools import partial
+        from tessera.hdl.arith.multiprec import MultiPrecParts
+        return partial(MultiPrecParts, modes=[(md.a_bits, md.a_signed, md.b_bits, md.b_signed)
+                                              for md in MODES], acc_bits=self.acc_bits)
 
     def twin(self):
         from tessera.sim.multiprec import MultiPrecArrayModel

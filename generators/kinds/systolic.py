@@ -175,7 +175,9 @@ class SystolicGemm(Engine):
             return GemmWSEngine(rows=cfg.array.rows, cols=cfg.array.cols, parts=cfg.pe.parts(),
                                 args=self.args(), depths=tuple(s.depth for s in g.stores[:3]),
                                 acc_latency=None if comb is None else accumulate_latency(comb),
-                                modes=len(cfg.pe.modes), epilogue=epi,
+                                modes=len(cfg.pe.modes),
+                                ii=tuple(cfg.pe.ii(m) for m in cfg.pe.modes) or (cfg.pe.ii(),),
+                                epilogue=epi,
                                 p_depth=g.store("p").depth if epi is not None else 0)
         return GemmOSEngine(rows=cfg.array.rows, cols=cfg.array.cols, pe=cfg.pe.make_pe,
                             args=self.args(), depths=tuple(s.depth for s in g.stores[:3]),

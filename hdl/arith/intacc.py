@@ -5,7 +5,7 @@ product, term and accumulate are the parts other engines compose (`tessera.hdl.a
 from amaranth import Module, Mux, Shape, Signal, Value
 
 from tessera.hdl.arith.params import int_acc_latency
-from tessera.hdl.array.parts import Parts, compose_term, term_shape_bound
+from tessera.hdl.array.parts import Parts, compose_term, wrap_step
 from tessera.hdl.array.pe import PE
 
 
@@ -54,11 +54,8 @@ class IntAccPE(PE, Parts):
         return int_acc_latency(self.front)
 
     def accumulate(self, m, psum, term, row):
-        """The wrapping accumulate: ``psum + term`` modulo ``2**acc_bits``, exact while the
-        sum of ``row + 1`` terms fits in fewer bits (`term_shape_bound`)."""
-        term = Value.cast(term)
-        shape = term_shape_bound(term.shape(), row + 1, self.acc_bits)
-        return (term if psum is None else psum + term), shape
+        """The wrapping accumulate (`wrap_step`)."""
+        return wrap_step(psum, term, row, self.acc_bits)
 
     def elaborate(self, platform):
         m = Module()

@@ -36,7 +36,7 @@ ws_gemm.WSGemmArray` with a column of `Parts.accumulate` steps into a weight-sta
 from amaranth import Shape, Signal, Value
 
 
-__all__ = ["Parts", "is_parts", "compose_term", "term_shape_bound"]
+__all__ = ["Parts", "is_parts", "compose_term", "term_shape_bound", "wrap_step"]
 
 
 class Parts:
@@ -76,6 +76,12 @@ class Parts:
     def finish_latency(self):
         return 0
 
+    #: Whether `products` reads the ``valid`` member (the composing engine then drives it
+    #: with the pair's valid, which travels with the operands): a product function that
+    #: sequences a pair over several cycles (``multiprec``, whose pairs come every ``ii``
+    #: cycles) needs it; the default is False.
+    uses_valid = False
+
 
 def is_parts(obj):
     """Whether ``obj`` honours the parts contract: a `Parts` component with a `PESignature`."""
@@ -108,3 +114,12 @@ def term_shape_bound(term_shape, count, acc_bits):
     s = Shape.cast(term_shape)
     exact = s.width + (0 if s.signed else 1) + (count - 1).bit_length()
     return Shape(min(exact, acc_bits), signed=True)
+
+
+def wrap_step(psum, term, row, acc_bits):
+    """The wrapping accumulate of the integer kinds (`Parts.accumulate`): ``psum + term``
+    (``term`` alone for the first) as ``(value, shape)``, the shape exact while the sum of
+    ``row + 1`` terms fits, else ``signed(acc_bits)`` (modulo ``2**acc_bits``)."""
+    term = Value.cast(term)
+    shape = term_shape_bound(term.shape(), row + 1, acc_bits)
+    return (term if psum is None else psum + term), shape

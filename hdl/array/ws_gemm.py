@@ -34,7 +34,7 @@ class WSGemmArray(wiring.Component):
     pairs as its output-stationary PE forms it.
 
     **Vectors.** In every cycle the engine presents ``a`` (with the side-band members) and
-    ``valid``; ``swap`` makes the shadow weights active for this vector and all later ones. It
+    ``valid`` (which travels with them to parts that read it: `Parts.uses_valid`); ``swap`` makes the shadow weights active for this vector and all later ones. It
     travels with the activations' skew (row r is delayed r cycles inside), so PE(r, c) swaps
     in the clock edge at which it takes this vector's activation. A vector presented in cycle
     t shows its ``cols`` column sums on ``out_data`` in cycle t + `latency` with ``out_valid``
@@ -115,6 +115,11 @@ class WSGemmArray(wiring.Component):
         return self._sig
 
     @property
+    def pe_parts_use_valid(self):
+        """Whether the parts read the pair's valid (`Parts.uses_valid`)."""
+        return self._parts[0][0].uses_valid
+
+    @property
     def latency(self):
         """Cycles from a vector at the inputs to its word on ``out_data``."""
         return self._rows + self._cols + self._front + self._finish + 1
@@ -134,8 +139,10 @@ class WSGemmArray(wiring.Component):
 
         # -- input skew: row r's activation (with its side-band bits) and swap delayed r.
         a_skew, sw_skew = [], [self.swap]
+        p0 = self._parts[0][0]
         for r in range(R):
-            lane = Cat(self.a[r], *(getattr(self, f"side_{n}")[r] for n in side_names))
+            lane = Cat(self.a[r], *(getattr(self, f"side_{n}")[r] for n in side_names),
+                       *([self.valid] if p0.uses_valid else []))
             a_skew.append(_delay(m, lane, r, f"a_sk{r}"))
         for i in range(1, R):
             nxt = Signal(name=f"sw_sk{i}")
@@ -182,6 +189,8 @@ class WSGemmArray(wiring.Component):
                 for n, wd in zip(side_names, side_ws):
                     m.d.comb += getattr(parts, n).eq(a[pos:pos + wd])
                     pos += wd
+                if parts.uses_valid:                    # the pair's valid rides with it
+                    m.d.comb += parts.valid.eq(a[pos])
                 if sig.mode_shape is not None:
                     m.d.comb += parts.mode.eq(self.mode)
                 term = compose_term(pm, parts)

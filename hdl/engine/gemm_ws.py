@@ -24,16 +24,17 @@ class GemmWSEngine(wiring.Component):
     output-stationary engine's B layout), a C word one output row's ``cols`` results.
 
     **Passes.** The RUN is ``n_tiles * k_tiles`` passes (n-tile outer, K tile inner); a pass
-    streams its ``m`` A words through the array under one weight tile, one per cycle, and
+    streams its ``m`` A words through the array under one weight tile, one every ``ii(mode)``
+    cycles (1 but for kinds whose pair takes several cycles), and
     sends each vector's column sums to the output stage as a word: the first K tile's words
     replace the stored ones (or, with ``FLAG_ACCUMULATE``, combine with them), every later K
     tile's words combine, so the result store is the accumulator (the PE kind's combiner, a
     wrapping add). The last K tile's words carry ``FLAG_EPILOGUE``. The weight tile of the
     next pass is read from B (``rows`` words, k = rows-1 first) during the current one; the
-    first pass's is read before it. A pass takes ``P = max(m, rows, 2 + acc_latency)``
+    first pass's is read before it. A pass takes ``P = max(m ii, rows, 2 + acc_latency)``
     cycles (``acc_latency``: the output stage's extra cycles for a combining word), so a
     combining word never reads a word still in flight; the last pass of an n-tile before a
-    replacing pass takes ``max(P, m + acc_latency)``, so a replacing write never meets a
+    replacing pass takes ``max(P, m ii + acc_latency)``, so a replacing write never meets a
     combining one (`tessera.hdl.engine.params.ws_periods`).
 
     Store reads are registered as in `GemmOSEngine`: a vector or weight row reaches the array
@@ -50,6 +51,9 @@ class GemmWSEngine(wiring.Component):
         and, for parts with a run-time mode, ``mode``; with an epilogue ``p_base`` and its own.
     depths : tuple of 3 int
         Depths of stores A, B and C.
+    ii : tuple of int or None
+        Cycles between vectors in each run-time mode (None: 1 in every mode); above 1 only
+        for parts that read the pair's valid (`tessera.hdl.array.parts.Parts.uses_valid`).
     acc_latency : int or None
         The output stage's extra cycles for a combining word
         (`tessera.hdl.engine.params.accumulate_latency`); None: the kind cannot combine.
@@ -67,9 +71,16 @@ class GemmWSEngine(wiring.Component):
     result : Out(ResultSignature(depths[2], cols * acc bits))
     """
 
-    def __init__(self, *, rows, cols, parts, args, depths, acc_latency, modes=0,
+    def __init__(self, *, rows, cols, parts, args, depths, acc_latency, modes=0, ii=None,
                  epilogue=None, p_depth=0):
         self._array = WSGemmArray(rows=rows, cols=cols, parts=parts)
+        n = max(modes, 1)
+        self._iis = tuple(ii) if ii is not None else (1,) * n
+        if len(self._iis) != n or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
+                                      for v in self._iis):
+            raise ValueError(f"ii must give a positive int for each of the {n} modes, not {ii!r}")
+        if max(self._iis) > 1 and not self._array.pe_parts_use_valid:
+            raise ValueError("ii > 1 needs parts that read the pair's valid (uses_valid)")
         self._rows, self._cols = rows, cols
         self._args = args
         self._depths = tuple(depths)
@@ -210,6 +221,16 @@ class GemmWSEngine(wiring.Component):
             bad_tile = bad_tile | (flags[1] & (p_base + nt > self._p_depth))
         f = lambda name: self._field(args, name)            # noqa: E731
         p_min = max(R, 2 + AL)
+        # m * ii(mode) and ii(mode) - 1: a constant multiply per mode (pairs of a kind with
+        # ii > 1 come every ii cycles).
+        m_ii, ii_last = mm_n * self._iis[0], self._iis[0] - 1
+        if mode is not None:
+            for code in range(1, len(self._iis)):
+                m_ii = Mux(mode == code, mm_n * self._iis[code], m_ii)
+                ii_last = Mux(mode == code, self._iis[code] - 1, ii_last)
+        ii_max = max(self._iis)
+        ii_m1 = Signal(range(max(ii_max, 2)), name="ii_m1")
+        ph = Signal(range(max(ii_max, 2)), name="ph")   # cycle within the vector slot
         with m.FSM():
             argument_check(
                 m, self.ctl, products=prods, bad_arg=bad_arg, bad_tile=bad_tile,
@@ -223,8 +244,9 @@ class GemmWSEngine(wiring.Component):
                        (f("n_tiles"), f("k_tiles")) if pow2
                        else (f("n_tiles") * R, f("k_tiles")),
                        (f("n_tiles"), f("m"))],
-                start=[pm1.eq(Mux(mm_n > p_min, mm_n, p_min) - 1),
-                       pgm1.eq(Mux(mm_n + AL > p_min, mm_n + AL, p_min) - 1),
+                start=[pm1.eq(Mux(m_ii > p_min, m_ii, p_min) - 1),
+                       pgm1.eq(Mux(m_ii + AL > p_min, m_ii + AL, p_min) - 1),
+                       ii_m1.eq(ii_last), ph.eq(0),
                        m_m1.eq(mm_n - 1), m_m2.eq(mm_n - 2), kt_m2.eq(kt_n - 2),
                        nt_m1.eq(nt - 1), nt_m2.eq(nt - 2),
                        single_kt.eq(kt_n == 1), gap_mode.eq((kt_n != 1) & ~flags[0]),
@@ -248,19 +270,24 @@ class GemmWSEngine(wiring.Component):
                                  left.eq(Mux(single_kt & gap_mode, pgm1, pm1))]
                     m.next = "ISSUE"
             with m.State("ISSUE"):
-                m.d.comb += [issue.eq(issuing), swap.eq(t == 0), wread.eq(reading)]
-                m.d.comb += self.ctl.active.eq(issue)
+                m.d.comb += [issue.eq(issuing & (ph == 0)), swap.eq(t == 0),
+                             wread.eq(reading)]
+                m.d.comb += self.ctl.active.eq(issuing)   # COUNTERS compute: m x ii a pass
+                if ii_max > 1:
+                    m.d.sync += ph.eq(Mux(ph == ii_m1, 0, ph + 1))
                 with m.If(reading):
                     m.d.sync += burst.eq(burst + 1)
                     with m.If(burst == R - 1):
                         m.d.sync += [burst.eq(0), b_next.eq(b_next + R), reading.eq(0)]
-                with m.If(issuing & (t == m_m1)):
+                with m.If(issuing & (t == m_m1) & (ph == ii_m1)):
                     m.d.sync += issuing.eq(0)
-                m.d.sync += [t.eq(t + 1), left.eq(left - 1)]
+                with m.If(issuing & (ph == ii_m1)):        # the slot's last cycle
+                    m.d.sync += t.eq(t + 1)
+                m.d.sync += left.eq(left - 1)
                 with m.If(left == 0):                    # the next pass starts
                     nxt_last_kt = Signal()
                     m.d.comb += nxt_last_kt.eq(Mux(last_kt, single_kt, kt == kt_m2))
-                    m.d.sync += [t.eq(0), issuing.eq(1), kt.eq(kt + 1), a_row.eq(a_row + mm_n),
+                    m.d.sync += [t.eq(0), ph.eq(0), issuing.eq(1), kt.eq(kt + 1), a_row.eq(a_row + mm_n),
                                  last_kt.eq(nxt_last_kt),
                                  left.eq(Mux(nxt_last_kt & gap_mode, pgm1, pm1))]
                     nxt_last_ni = Mux(last_kt, ni == nt_m2, last_ni)

@@ -37,11 +37,12 @@ def accumulate_latency(combiner):
     return 0 if combiner is None else STORED_READ_REGISTER + combiner.latency
 
 
-def ws_periods(m, rows, acc_latency):
-    """``(P, P_gap)``: cycles of a weight-stationary pass of ``m`` vectors (at least a weight
-    burst of ``rows``, and ``2 + acc_latency`` so that a combining word reads its row after
-    the previous pass's write), and of a combining pass that a replacing one follows (its
-    words' writes, ``acc_latency`` later than a replacing word's, must be done first)."""
+def ws_periods(m, rows, acc_latency, ii=1):
+    """``(P, P_gap)``: cycles of a weight-stationary pass of ``m`` vectors, one every ``ii``
+    cycles (at least a weight burst of ``rows``, and ``2 + acc_latency`` so that a combining
+    word reads its row after the previous pass's write), and of a combining pass that a
+    replacing one follows (its words' writes, ``acc_latency`` later than a replacing word's,
+    must be done first)."""
     al = acc_latency or 0
-    p = max(m, rows, 2 + al)
-    return p, max(p, m + al)
+    p = max(m * ii, rows, 2 + al)
+    return p, max(p, m * ii + al)

@@ -14,7 +14,7 @@ __all__ = ["GemmWSTwin", "GemmWSMapper", "cycle_model", "run_cycles", "plan_ws",
            "k_chunks", "n_blocks", "ws_a_words", "ws_b_words", "ws_c_matrix"]
 
 
-def cycle_model(*, rows, cols, extra, acc_latency, epilogue_latency=None):
+def cycle_model(*, rows, cols, extra, acc_latency, epilogue_latency=None, ii=1):
     """Busy cycles of a weight-stationary RUN as an expression tree in ``m``, ``n_tiles``,
     ``k_tiles``, ``accumulate`` and (cores with an epilogue) ``epilogue``; the RTL meets it
     exactly.
@@ -22,21 +22,32 @@ def cycle_model(*, rows, cols, extra, acc_latency, epilogue_latency=None):
     The schedule: `CHECK_CYCLES` + 1 cycles of argument checks; ``rows`` cycles reading the
     first weight tile; ``n_tiles * k_tiles`` passes of ``P`` cycles (`ws_periods`), the last
     one of each n-tile but the last taking ``P_gap`` when a replacing pass follows combining
-    ones (``k_tiles`` > 1 without ``accumulate``); the last pass's ``m`` vectors; then 2
+    ones (``k_tiles`` > 1 without ``accumulate``); the last pass's ``m`` vectors, one every
+    ``ii`` cycles (``ii``: an int, or one per run-time mode, then the tree reads ``mode``);
+    then 2
     (store read, operand register) + the array's ``rows + cols + extra + 1`` (``extra``: the
     parts' ``front`` + ``finish_latency``) + 1 (the output
     stage's write) + 1 cycles, plus the output stage's combining latency when the last pass
     combines (``k_tiles`` > 1 or ``accumulate``) and the epilogue's with the epilogue flag.
     """
     AL = acc_latency
-    period = ["max", "m", rows, 2 + AL]
-    period_gap = ["max", ["+", "m", AL], rows, 2 + AL]
+    if isinstance(ii, int):
+        step = ii
+    else:                     # one II per run-time mode (a plain number when they agree)
+        step = ii[0]
+        for code in range(1, len(ii)):
+            if ii[code] != ii[0]:
+                step = ["if", ["==", "mode", code], ii[code], step]
+    m_ii = "m" if step == 1 else ["*", "m", step]
+    period = ["max", m_ii, rows, 2 + AL]
+    period_gap = ["max", ["+", m_ii, AL], rows, 2 + AL]
     single = ["==", "k_tiles", 1]
     gaps = ["if", "accumulate", 0, ["if", single, 0, ["-", "n_tiles", 1]]]
     model = ["+", CHECK_CYCLES + 1 + rows,
              ["*", ["-", ["*", "n_tiles", "k_tiles"], 1], period],
              ["*", gaps, ["-", period_gap, period]],
-             ["-", "m", 1], 2 + rows + cols + extra + 1 + 2,
+             ["-", "m", 1] if step == 1 else ["*", ["-", "m", 1], step],
+             2 + rows + cols + extra + 1 + 2,
              ["if", "accumulate", AL, ["if", single, 0, AL]]]
     if epilogue_latency is not None:
         model.append(["if", "epilogue", epilogue_latency, 0])
@@ -92,7 +103,9 @@ class GemmWSTwin:
         self.epilogue = epilogue
         self.front, self.finish = front, finish
         self.extra = front + finish
+        self.iis = tuple(pe.ii(md) for md in pe.modes) if pe.modes else (pe.ii(),)
         self.model = cycle_model(rows=rows, cols=cols, extra=self.extra,
+                                 ii=self.iis if pe.modes else self.iis[0],
                                  acc_latency=self.combiner_latency,
                                  epilogue_latency=epilogue.latency if epilogue else None)
 
@@ -122,7 +135,13 @@ class GemmWSTwin:
                "accumulate": args["flags"] & FLAG_ACCUMULATE}
         if self.epilogue:
             env["epilogue"] = args["flags"] & FLAG_EPILOGUE
+        if self.pe.modes:
+            env["mode"] = args.get("mode", 0)
         return env
+
+    def ii(self, args):
+        """Cycles between vectors in the RUN's mode."""
+        return self.iis[args.get("mode", 0) if self.pe.modes else 0]
 
     def run(self, stores, args):
         """Execute a checked RUN on ``stores`` ({name: depth x lanes codes}); returns cycles.
@@ -150,7 +169,7 @@ class GemmWSTwin:
                     stores["r"][base:base + M] = self._epilogue(stores, args, ni, res)
                 else:
                     Cm[base:base + M] = res
-        self.compute_cycles = nt * kt_n * M      # COUNTERS compute: one vector per cycle
+        self.compute_cycles = nt * kt_n * M * self.ii(args)   # COUNTERS compute: m x ii
         return evaluate(self.model, self.env(args))
 
     def _epilogue(self, stores, args, ni, res):
@@ -167,7 +186,7 @@ class GemmWSTwin:
         pairs = args["m"] * args["n_tiles"] * self.cols * args["k_tiles"] * self.rows
         work = pairs * per_pair if macs is None else macs
         return {"predict": evaluate(self.model, self.env(args)),
-                "ideal": work / (self.rows * self.cols * per_pair)}
+                "ideal": work / (self.rows * self.cols * per_pair / self.ii(args))}
 
     def reads(self, args):
         """Scratchpad words a checked RUN reads, per store: A one word per vector of every
@@ -203,6 +222,8 @@ class GemmWSTwin:
                 env = {"m": m, "n_tiles": nt, "k_tiles": kt, "accumulate": 0}
                 if self.epilogue:
                     env["epilogue"] = 0
+                if self.pe.modes:
+                    env["mode"] = 0
                 cycles = evaluate(self.model, env)
                 if cycles >= need and (best is None or cycles < best[1]):
                     best = ({"m": m, "n_tiles": nt, "k_tiles": kt}, cycles, {})
@@ -210,12 +231,13 @@ class GemmWSTwin:
 
 
 def run_cycles(m, n_tiles, k_tiles, accumulate, epilogue, *, rows, cols, extra, acc_latency,
-               epilogue_latency=0):
+               epilogue_latency=0, ii=1):
     """`cycle_model` in closed form (Python ints; the mapper's planner and the performance
     model use it, `tests/test_ws_engine.py` checks it against the tree and the RTL)."""
-    p, pg = ws_periods(m, rows, acc_latency)
+    p, pg = ws_periods(m, rows, acc_latency, ii)
     gaps = (n_tiles - 1) if k_tiles > 1 and not accumulate else 0
-    return (CHECK_CYCLES + 1 + rows + (n_tiles * k_tiles - 1) * p + gaps * (pg - p) + m - 1
+    return (CHECK_CYCLES + 1 + rows + (n_tiles * k_tiles - 1) * p + gaps * (pg - p)
+            + (m - 1) * ii
             + 2 + rows + cols + extra + 1 + 2
             + (acc_latency if accumulate or k_tiles > 1 else 0)
             + (epilogue_latency if epilogue else 0))
@@ -301,7 +323,7 @@ class GemmWSMapper:
     def __init__(self, cfg):
         self.cfg = cfg
 
-    def plan(self, m, n, k_words, *, epilogue=False, b_depth=None):
+    def plan(self, m, n, k_words, *, epilogue=False, b_depth=None, mode=None):
         """``(m_rows, n_tiles, k_tiles)`` per RUN (`plan_ws`)."""
         g = self.cfg.geometry
         depths = [s.depth for s in g.stores[:3]]
@@ -313,7 +335,8 @@ class GemmWSMapper:
         def cost(mc, nt, kt, acc, epi):
             return run_cycles(mc, nt, kt, acc, epi, rows=g.rows, cols=g.cols, extra=twin.extra,
                               acc_latency=twin.combiner_latency,
-                              epilogue_latency=e.latency if e is not None else 0)
+                              epilogue_latency=e.latency if e is not None else 0,
+                              ii=self.cfg.pe.ii(mode))
         return plan_ws(m, n, -(-k_words // g.rows), rows=g.rows, cols=g.cols,
                        depths=tuple(depths), accumulate=self.cfg.pe.combiner() is not None,
                        p_depth=g.store("p").depth if epilogue else None, cost=cost)
@@ -353,7 +376,8 @@ class GemmWSMapper:
         if epilogue is not None and epi is None:
             raise ValueError("gemm: epilogue= needs a core with an epilogue "
                              "(memory.p_depth > 0 and a PE kind that has one)")
-        mb, nt_run, kc = self.plan(m, n, kt_all * R, epilogue=epilogue is not None)
+        mb, nt_run, kc = self.plan(m, n, kt_all * R, epilogue=epilogue is not None,
+                                   mode=mode)
         extra = {"mode": pe.mode_code(mode)} if pe.modes else {}
         epi_flags = 0
         if epilogue is not None:

@@ -16,25 +16,26 @@ def ws_runs(cfg, m, n, k_el, *, mode, epilogue):
     R, C = g.rows, g.cols
     kw = cfg.pe.layout(mode).k_per_word
     kt_all = -(-(-(-k_el // kw)) // R)
-    mb, nt_run, kc = GemmWSMapper(cfg).plan(m, n, kt_all * R, epilogue=epilogue)
+    mb, nt_run, kc = GemmWSMapper(cfg).plan(m, n, kt_all * R, epilogue=epilogue, mode=mode)
     return (balanced(m, -(-m // mb)), n_blocks(-(-n // C), nt_run),
             k_chunks(kt_all, kc, epilogue))
 
 
-def _run_cycles(cfg, mc, nt, kk, acc, epi):
+def _run_cycles(cfg, mc, nt, kk, acc, epi, mode=None):
     """The RUN's cycles split into `tessera.sim.perf`'s terms (they sum to `run_cycles`)."""
     g = cfg.geometry
     R, C = g.rows, g.cols
     twin = cfg.engine.twin()
     al = twin.combiner_latency
-    p, pg = ws_periods(mc, R, al)
+    ii = cfg.pe.ii(mode)
+    p, pg = ws_periods(mc, R, al, ii)
     passes = nt * kk
     gaps = (nt - 1) if kk > 1 and not acc else 0
     combining = bool(acc) or kk > 1
     e = cfg.engine.epilogue()
-    return dict(check=CHECK_CYCLES + 1, compute=passes * mc,
-                bubbles=(passes - 1) * (p - mc) + gaps * (pg - p),
-                fill_drain=2 * R + C + twin.extra + 4,
+    return dict(check=CHECK_CYCLES + 1, compute=passes * mc * ii,
+                bubbles=(passes - 1) * (p - mc * ii) + gaps * (pg - p),
+                fill_drain=2 * R + C + twin.extra + 5 - ii,
                 combiner=al if combining else 0,
                 epilogue=e.latency if epi and e is not None else 0)
 
@@ -53,7 +54,7 @@ def layer_runs(cfg, acc, proto, layer, shape, item, *, mode, epilogue, density):
                     proto.write("p", nc, cm * cn)
                 for kk, a, e, kcnt in chunks:
                     cnt = cm * cn * kcnt
-                    acc.run(cnt, **_run_cycles(cfg, mc, nc, kk, a, e))
+                    acc.run(cnt, **_run_cycles(cfg, mc, nc, kk, a, e, mode))
                     proto.write("a", kk * mc, cnt)
                     proto.write("b", kk * R * nc, cnt)
                     proto.run(cnt)
@@ -80,7 +81,7 @@ def overlap_seconds(cfg, lt, proto, layer, shape, *, mode, epilogue, plan=None):
     def cyc(mc, nc, kk, a, e):
         key = (mc, nc, kk, a, e)
         if key not in cache:
-            cache[key] = sum(_run_cycles(cfg, mc, nc, kk, a, e).values()) / lt.clk
+            cache[key] = sum(_run_cycles(cfg, mc, nc, kk, a, e, mode).values()) / lt.clk
         return cache[key]
 
     total = serial = 0.0
