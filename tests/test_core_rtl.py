@@ -47,6 +47,26 @@ def test_preset_full_regression(preset, tmp_path):
     assert n["equal_golden"] == n["equal_reference"] == n["images"] and n["cycles_equal"]
 
 
+# Slow (a build each): fpmac and multiprec on the weight-stationary array, whose HDL is in the
+# default suite under Amaranth's simulator (tests/test_ws_engine.py: every fpmac accumulate
+# mode, multiprec's modes).
+@pytest.mark.slow
+@pytest.mark.parametrize("preset,rows", [("fp8", 4), ("multiprec", 4)])
+def test_weight_stationary_float_and_multiprec(preset, rows, tmp_path):
+    """``fp8`` (chunked FP16 accumulation) and ``multiprec`` (a vector every ii(mode) cycles)
+    with ``array.dataflow = "ws"``: every GEMM, layer and the digits network bit-exact
+    against the kinds' references (fpmac: K tiles of ``rows`` pairs, the mapper's
+    ``k_split``) and cycle-exact against the golden core, quick cases."""
+    from helpers import derive
+    cfg = derive(preset, array={"rows": rows, "cols": 4, "dataflow": "ws"})
+    s = run_regression(cfg, out_dir=tmp_path / "reg", quick=True, progress=lambda m: None)
+    _check(s)
+    if preset == "fp8":
+        assert all(g["k_split"] == rows for g in s["gemms"])
+    n = s["network"]
+    assert n["equal_golden"] == n["equal_reference"] == n["images"] and n["cycles_equal"]
+
+
 # Slow (a build each): the FP8 core stays in the default suite on Verilator in its exact mode
 # (tests/test_fp_exact_rtl.py) and, with FP16 step accumulation, under Amaranth's simulator
 # (tests/test_epilogue_rtl.py's fp8_fp16); the FP units exhaustively (tests/test_fp_hdl.py).

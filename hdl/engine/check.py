@@ -5,7 +5,7 @@ from amaranth import Signal
 from tessera.hdl.engine.params import PRODUCT_STEPS
 
 
-__all__ = ["SerialProducts", "PRODUCT_STEPS", "argument_check"]
+__all__ = ["SerialProducts", "PRODUCT_STEPS", "argument_check", "Rooms", "drive_lanes"]
 
 
 class SerialProducts:
@@ -69,3 +69,41 @@ def argument_check(m, ctl, *, latch, products, pairs, bad_arg, bad_tile, start, 
         with m.Else():
             m.d.sync += start
             m.next = run_state
+
+
+class Rooms:
+    """The room left above each store's base, latched with a RUN's arguments, so the bound
+    check after the products is one compare per store, not an add and then a compare.
+
+    ``bases``: ``[(name, base field Value, depth)]``. `latch` are the statements to run with
+    the argument latch; ``exceeds(name, words)`` is true when ``words`` from the base do not
+    fit (the base itself beyond the depth included).
+    """
+
+    def __init__(self, bases):
+        self._r = {}
+        self.latch = []
+        for name, base, depth in bases:
+            room = Signal(range(depth + 1), name=f"{name}_room")
+            over = Signal(name=f"{name}_over")
+            self._r[name] = room, over
+            self.latch += [over.eq(base > depth), room.eq(depth - base)]
+
+    def exceeds(self, name, words):
+        room, over = self._r[name]
+        return over | (words > room)
+
+
+def drive_lanes(m, array, word, *, lanes, a_bits, side):
+    """Drive ``array.a[r]`` and each side-band member ``array.side_<name>[r]`` from the A word
+    ``word``: ``lanes`` lanes of ``a_bits`` element bits followed by the side-band bits
+    (``side``: ``[(name, bits)]``), lane 0 lowest."""
+    lw = a_bits + sum(w for _, w in side)
+    for r in range(lanes):
+        lane = word[r * lw:(r + 1) * lw]
+        m.d.comb += array.a[r].eq(lane[:a_bits])
+        pos = a_bits
+        for name, w in side:
+            m.d.comb += getattr(array, f"side_{name}")[r].eq(lane[pos:pos + w])
+            pos += w
+

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from tessera.hdl.array.systolic import SystolicArray
 from tessera.hdl.engine.base import EngineControlSignature, ResultSignature, StorePortSignature
-from tessera.hdl.engine.check import SerialProducts, argument_check
+from tessera.hdl.engine.check import Rooms, SerialProducts, argument_check, drive_lanes
 from tessera.hdl.engine.params import CHECK_CYCLES, FLAG_ACCUMULATE, FLAG_EPILOGUE
 
 
@@ -101,7 +101,6 @@ class GemmOSEngine(wiring.Component):
         a_bits = self._a_bits + sum(w for _, w in self._side)
         b_bits = members["b"].shape.elem_shape.width
         acc_bits = members["out_data"].shape.elem_shape.width
-        self._a_lane_bits = a_bits
         da, db, dc = self._depths
         #: With ``chain``: the writer that lays a chaining RUN's epilogue rows out as the next
         #: layer's A words (`TransposeChain`; the core puts it between the output stage and A).
@@ -200,14 +199,7 @@ class GemmOSEngine(wiring.Component):
         a_q = Signal.like(self.a_port.r_data, name="a_q", reset_less=True)
         b_q = Signal.like(self.b_port.r_data, name="b_q", reset_less=True)
         m.d.sync += [a_q.eq(self.a_port.r_data), b_q.eq(self.b_port.r_data)]
-        lw = self._a_lane_bits
-        for r in range(R):
-            lane = a_q[r * lw:(r + 1) * lw]
-            m.d.comb += array.a[r].eq(lane[:self._a_bits])
-            pos = self._a_bits
-            for name, w in self._side:
-                m.d.comb += getattr(array, f"side_{name}")[r].eq(lane[pos:pos + w])
-                pos += w
+        drive_lanes(m, array, a_q, lanes=R, a_bits=self._a_bits, side=self._side)
         m.d.comb += array.b.as_value().eq(b_q)
 
         allowed = FLAG_ACCUMULATE | ((FLAG_EPILOGUE | self._epilogue.flag_mask())
@@ -217,17 +209,10 @@ class GemmOSEngine(wiring.Component):
             bad_arg = bad_arg | (flags & FLAG_ACCUMULATE).any()
         if mode is not None:
             bad_arg = bad_arg | (mode >= max(1, self._modes))
-        # The room left above each base is latched with the arguments, so the bound check
-        # after the products is one compare per store, not an add and then a compare.
-        rooms = []
-        for name, depth in (("a", a_depth), ("b", b_depth), ("c", c_depth)):
-            base = self._field(args, f"{name}_base")
-            room = Signal(range(depth + 1), name=f"{name}_room")
-            over = Signal(name=f"{name}_over")
-            rooms.append((room, over, [over.eq(base > depth), room.eq(depth - base)]))
-        (a_room, a_over, _), (b_room, b_over, _), (c_room, c_over, _) = rooms
-        bad_tile = (a_over | (a_words > a_room) | b_over | (b_words > b_room)
-                    | c_over | (c_rows > c_room))
+        rooms = Rooms([(n, self._field(args, f"{n}_base"), d)
+                       for n, d in (("a", a_depth), ("b", b_depth), ("c", c_depth))])
+        bad_tile = (rooms.exceeds("a", a_words) | rooms.exceeds("b", b_words)
+                    | rooms.exceeds("c", c_rows))
         if self._p_depth:
             p_base = Signal(16)
             bad_tile = bad_tile | (flags[1] & (p_base + nt > self._p_depth))
@@ -258,7 +243,7 @@ class GemmOSEngine(wiring.Component):
                        b_base.eq(self._field(args, "b_base")),
                        c_base.eq(self._field(args, "c_base")),
                        flags.eq(self._field(args, "flags")),
-                       *(stmt for _, _, stmts in rooms for stmt in stmts),
+                       *rooms.latch,
                        *([mode.eq(self._field(args, "mode"))] if mode is not None else []),
                        *([p_base.eq(self._field(args, "p_base"))] if self._p_depth else []),
                        *chain_latch],

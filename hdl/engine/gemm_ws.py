@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from tessera.hdl.array.ws_gemm import WSGemmArray
 from tessera.hdl.engine.base import EngineControlSignature, ResultSignature, StorePortSignature
-from tessera.hdl.engine.check import SerialProducts, argument_check
+from tessera.hdl.engine.check import Rooms, SerialProducts, argument_check, drive_lanes
 from tessera.hdl.engine.params import FLAG_ACCUMULATE, FLAG_EPILOGUE
 
 
@@ -190,14 +190,7 @@ class GemmWSEngine(wiring.Component):
         a_q = Signal.like(self.a_port.r_data, name="a_q", reset_less=True)
         b_q = Signal.like(self.b_port.r_data, name="b_q", reset_less=True)
         m.d.sync += [a_q.eq(self.a_port.r_data), b_q.eq(self.b_port.r_data)]
-        lw = self._a_bits + sum(w for _, w in self._side)
-        for r in range(R):
-            lane = a_q[r * lw:(r + 1) * lw]
-            m.d.comb += array.a[r].eq(lane[:self._a_bits])
-            pos = self._a_bits
-            for name, w in self._side:
-                m.d.comb += getattr(array, f"side_{name}")[r].eq(lane[pos:pos + w])
-                pos += w
+        drive_lanes(m, array, a_q, lanes=R, a_bits=self._a_bits, side=self._side)
         m.d.comb += array.w_in.as_value().eq(b_q)
 
         allowed = (FLAG_ACCUMULATE if self._acc_latency is not None else 0) | (
@@ -207,15 +200,10 @@ class GemmWSEngine(wiring.Component):
             bad_arg = bad_arg | (kt_n > 1)
         if mode is not None:
             bad_arg = bad_arg | (mode >= max(1, self._modes))
-        rooms = []
-        for name, depth in (("a", da), ("b", db), ("c", dc)):
-            base = self._field(args, f"{name}_base")
-            room = Signal(range(depth + 1), name=f"{name}_room")
-            over = Signal(name=f"{name}_over")
-            rooms.append((room, over, [over.eq(base > depth), room.eq(depth - base)]))
-        (a_room, a_over, _), (b_room, b_over, _), (c_room, c_over, _) = rooms
-        bad_tile = (a_over | (a_words > a_room) | b_over | (b_words > b_room)
-                    | c_over | (c_words > c_room))
+        rooms = Rooms([(n, self._field(args, f"{n}_base"), d)
+                       for n, d in (("a", da), ("b", db), ("c", dc))])
+        bad_tile = (rooms.exceeds("a", a_words) | rooms.exceeds("b", b_words)
+                    | rooms.exceeds("c", c_words))
         if self._p_depth:
             p_base = Signal(16)
             bad_tile = bad_tile | (flags[1] & (p_base + nt > self._p_depth))
@@ -237,7 +225,7 @@ class GemmWSEngine(wiring.Component):
                 latch=[mm_n.eq(f("m")), nt.eq(f("n_tiles")), kt_n.eq(f("k_tiles")),
                        a_base.eq(f("a_base")), b_base.eq(f("b_base")),
                        c_base.eq(f("c_base")), flags.eq(f("flags")),
-                       *(stmt for _, _, stmts in rooms for stmt in stmts),
+                       *rooms.latch,
                        *([mode.eq(f("mode"))] if mode is not None else []),
                        *([p_base.eq(f("p_base"))] if self._p_depth else [])],
                 pairs=[(f("k_tiles"), f("m")),
