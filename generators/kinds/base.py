@@ -275,8 +275,8 @@ class PEKind(_Section):
     def parts_timing(self):
         """``(front, finish_latency)`` of `parts`: pipeline registers of the product function
         before the product register, and of the finish below a column."""
-        p = self.parts()()
-        p._MustUse__used = True                 # asked for its timing, never elaborated
+        from tessera.hdl.array.parts import mark_composed
+        p = mark_composed(self.parts()())       # asked for its timing, never elaborated
         return p.front, p.finish_latency
 
     def twin(self):

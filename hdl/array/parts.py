@@ -36,7 +36,8 @@ ws_gemm.WSGemmArray` with a column of `Parts.accumulate` steps into a weight-sta
 from amaranth import Shape, Signal, Value
 
 
-__all__ = ["Parts", "is_parts", "compose_term", "term_shape_bound", "wrap_step"]
+__all__ = ["Parts", "is_parts", "compose_term", "term_shape_bound", "wrap_step",
+           "mark_composed"]
 
 
 class Parts:
@@ -81,6 +82,17 @@ class Parts:
     #: sequences a pair over several cycles (``multiprec``, whose pairs come every ``ii``
     #: cycles) needs it; the default is False.
     uses_valid = False
+
+
+def mark_composed(parts):
+    """Mark a parts provider (and the components it holds) as used: an engine elaborates its
+    parts, not the provider itself, and asking for its timing elaborates nothing (no
+    ``UnusedElaboratable`` warning for either)."""
+    from amaranth.hdl import Elaboratable
+    for obj in (parts, *vars(parts).values()):
+        if isinstance(obj, Elaboratable):
+            obj._MustUse__used = True
+    return parts
 
 
 def is_parts(obj):

@@ -4,7 +4,7 @@ from amaranth import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from tessera.hdl.array.parts import compose_term, is_parts
+from tessera.hdl.array.parts import compose_term, is_parts, mark_composed
 
 
 __all__ = ["WSGemmArray"]
@@ -88,7 +88,7 @@ class WSGemmArray(wiring.Component):
                         or p.finish_latency != p0.finish_latency:
                     raise ValueError("parts must return providers of one signature, front and "
                                      "finish latency")
-                p._MustUse__used = True         # its parts are elaborated here, not it
+                mark_composed(p)                # its parts are elaborated here, not it
         sig = self._sig = p0.signature
         self._front = p0.front
         self._finish = p0.finish_latency
