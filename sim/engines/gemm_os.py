@@ -5,6 +5,7 @@ import numpy as np
 from tessera.hdl.engine.params import accumulate_latency
 from tessera.hdl.ctrl.protocol import Err
 from tessera.hdl.engine.params import CHECK_CYCLES, FLAG_ACCUMULATE, FLAG_EPILOGUE
+from tessera.sim.engines.gemm_host import epilogue_setup, gemm_operands_checked
 from tessera.sim.engines.model import evaluate
 from tessera.sim.pingpong import counter
 
@@ -302,10 +303,7 @@ class GemmMapper:
         from tessera.sim.layout import tile_a, tile_b, untile_c
         pe, g = self.cfg.pe, self.cfg.geometry
         lay = pe.layout(mode)
-        a = np.asarray(a, dtype=np.uint64)
-        b = np.asarray(b, dtype=np.uint64)
-        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
-            raise ValueError(f"gemm: shapes {a.shape} and {b.shape} do not chain (M x K, K x N)")
+        a, b = gemm_operands_checked(a, b)
         m, k = a.shape
         n = b.shape[1]
         R, C = g.rows, g.cols
@@ -319,25 +317,14 @@ class GemmMapper:
         a_w = lay.pack_a(a_p)                 # mp x K words
         b_w = lay.pack_b(b_p.T).T             # K words x np
         k_words = kp // kw
-        epi = self.cfg.engine.epilogue() if epilogue is not None else None
-        if epilogue is not None and epi is None:
-            raise ValueError("gemm: epilogue= needs a core with an epilogue "
-                             "(memory.p_depth > 0 and a PE kind that has one)")
+        epi, params, run_fields, epi_flags = epilogue_setup(self.cfg, epilogue, n, np_)
         # Weight placement (`tessera.sim.qnet.run_network` with a resident driver): B tiles go
         # to the driver's region ``(base, words)`` of B, else from word 0.
         b_base, b_words = getattr(drv, "b_region", None) or (0, None)
         mt_run, nt_run, kc = self.plan(m, n, k_words, epilogue=epilogue is not None,
                                        b_depth=b_words)
         extra = {"mode": pe.mode_code(mode)} if pe.modes else {}
-        epi_flags = 0
-        if epilogue is not None:
-            params = epi.pack_params(**{f.name: np.broadcast_to(np.asarray(epilogue[f.name]),
-                                                                (n,))
-                                        for f in epi.channel_fields})
-            params = np.concatenate([params, np.zeros(
-                (np_ - n) * epi.lanes_per_channel, dtype=np.uint64)])
-            run_fields, epi_flags = epi.run_codes(epilogue)
-            extra.update(run_fields)
+        extra.update(run_fields)
         out = np.zeros((mp, np_), dtype=np.uint64)
         stats = GemmStats(k_split=kc * kw)
         mt_all, nt_all = mp // R, np_ // C
@@ -468,12 +455,8 @@ class GemmMapper:
             L = dict(K=K, n=n, np=np_, nt_all=np_ // C, b=tile_b(b_p, C), p=None, extra={},
                      flags=0)
             if epilogue is not None:
-                params = epi.pack_params(**{f.name: np.broadcast_to(
-                    np.asarray(epilogue[f.name]), (n,)) for f in epi.channel_fields})
-                params = np.concatenate([params, np.zeros((np_ - n) * epi.lanes_per_channel,
-                                                          dtype=np.uint64)])
+                _, params, L["extra"], flags = epilogue_setup(self.cfg, epilogue, n, np_)
                 L["p"] = params.reshape(np_ // C, C * epi.lanes_per_channel)
-                L["extra"], flags = epi.run_codes(epilogue)
                 L["flags"] = FLAG_EPILOGUE | flags
             prep.append(L)
             K = np_

@@ -6,6 +6,7 @@ import numpy as np
 from tessera.hdl.ctrl.protocol import Err
 from tessera.hdl.engine.params import (CHECK_CYCLES, FLAG_ACCUMULATE, FLAG_EPILOGUE,
                                        accumulate_latency, ws_periods)
+from tessera.sim.engines.gemm_host import epilogue_setup, gemm_operands_checked
 from tessera.sim.engines.model import evaluate
 from tessera.sim.pingpong import PingPong, counter, executor
 
@@ -353,10 +354,7 @@ class GemmWSMapper:
         from tessera.sim.driver import GemmStats
         pe, g = self.cfg.pe, self.cfg.geometry
         lay = pe.layout(mode)
-        a = np.asarray(a, dtype=np.uint64)
-        b = np.asarray(b, dtype=np.uint64)
-        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
-            raise ValueError(f"gemm: shapes {a.shape} and {b.shape} do not chain (M x K, K x N)")
+        a, b = gemm_operands_checked(a, b)
         m, k = a.shape
         n = b.shape[1]
         R, C = g.rows, g.cols
@@ -372,23 +370,12 @@ class GemmWSMapper:
         a_l = lay.pack_a(a_p)                    # M x K words' lanes
         b_l = lay.pack_b(b_p.T).T                # K lanes x N
         kt_all = kp // kw // R
-        epi = self.cfg.engine.epilogue() if epilogue is not None else None
-        if epilogue is not None and epi is None:
-            raise ValueError("gemm: epilogue= needs a core with an epilogue "
-                             "(memory.p_depth > 0 and a PE kind that has one)")
+        epi, params, run_fields, epi_flags = epilogue_setup(self.cfg, epilogue, n, np_)
         mb, nt_run, kc = self.plan(m, n, kt_all * R, epilogue=epilogue is not None,
                                    mode=mode)
         extra = {"mode": pe.mode_code(mode)} if pe.modes else {}
-        epi_flags = 0
-        if epilogue is not None:
-            params = epi.pack_params(**{f.name: np.broadcast_to(np.asarray(epilogue[f.name]),
-                                                                (n,))
-                                        for f in epi.channel_fields})
-            params = np.concatenate([params, np.zeros(
-                (np_ - n) * epi.lanes_per_channel, dtype=np.uint64)])
-            run_fields, epi_flags = epi.run_codes(epilogue)
-            extra.update(run_fields)
-            lpw = C * epi.lanes_per_channel
+        extra.update(run_fields)
+        lpw = C * epi.lanes_per_channel if epi is not None else 0
         out = np.zeros((m, np_), dtype=np.uint64)
         stats = GemmStats(k_split=R * kw)         # each K tile is summed on its own
         result = "c" if epi is None else "r"
