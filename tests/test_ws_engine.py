@@ -351,18 +351,13 @@ def test_scratchpad_reads_equal_the_rtl(dataflow):
     assert _count_reads(cfg, runs) == [twin.reads(r) for r in full]
 
 
-def test_ws_gemm_array_alone():
-    """`hdl/array/ws_gemm.py` (`WSGemmArray`) alone: weight bursts loaded behind the running
-    tile, swaps with no bubble, one column-sum word per vector ``latency`` cycles later, equal
-    to exact integer dot products (int8 parts; 20-bit accumulator wrap not reached)."""
+def _stream_tiles(dut, W, X):
+    """Drive `WSGemmArray` ``dut`` with weight tiles ``W`` (T x R x C codes) and vectors ``X``
+    (T x M x R), each tile's burst behind the previous tile's vectors; returns the result
+    words and the cycles they came out in."""
     from amaranth.sim import Simulator
-    from tessera.hdl.arith.intmac import IntMacPE
-    from tessera.hdl.array.ws_gemm import WSGemmArray
-    R, C, T, M = 3, 4, 3, 5
-    dut = WSGemmArray(rows=R, cols=C, parts=lambda: IntMacPE(a_bits=8, b_bits=8, acc_bits=20))
-    rng = np.random.default_rng(1)
-    W = rng.integers(-128, 128, (T, R, C))
-    X = rng.integers(-128, 128, (T, M, R))
+    T, M, R = X.shape
+    C = W.shape[2]
     got, times = [], []
 
     async def bench(ctx):
@@ -400,7 +395,77 @@ def test_ws_gemm_array_alone():
     sim.add_testbench(bench)
     sim.add_process(watch)
     sim.run()
+    return got, times
+
+
+def test_ws_gemm_array_alone():
+    """`hdl/array/ws_gemm.py` (`WSGemmArray`) alone: weight bursts loaded behind the running
+    tile, swaps with no bubble, one column-sum word per vector ``latency`` cycles later, equal
+    to exact integer dot products (int8 parts; 20-bit accumulator wrap not reached)."""
+    from tessera.hdl.arith.intmac import IntMacPE
+    from tessera.hdl.array.ws_gemm import WSGemmArray
+    R, C, T, M = 3, 4, 3, 5
+    dut = WSGemmArray(rows=R, cols=C, parts=lambda: IntMacPE(a_bits=8, b_bits=8, acc_bits=20))
+    rng = np.random.default_rng(1)
+    W = rng.integers(-128, 128, (T, R, C))
+    X = rng.integers(-128, 128, (T, M, R))
+    got, times = _stream_tiles(dut, W, X)
     assert got == [list(X[t, mm] @ W[t]) for t in range(T) for mm in range(M)]
     # one word per cycle, no bubble at the swaps; the first R + latency cycles after reset
     assert times == list(range(times[0], times[0] + T * M))
     assert times[0] == R + dut.latency
+
+
+@pytest.mark.parametrize("kind,kw", [
+    ("step", {"chunk": None, "stages": 3}),     # multiplier register: front 1
+    ("step", {"chunk": 2, "stages": 2}),        # outer adds at rows 2 and in the finish
+    ("exact", {"stages": 6})])                  # finish registers abs, norm, out
+def test_fp_parts_in_ws_array(kind, kw):
+    """`hdl/arith/fpparts.py` in `WSGemmArray` alone: every column's word is the sum of the
+    tile's ``rows`` pairs as one output-stationary RUN of ``rows`` pairs, against the
+    independent references (`sim/fpref.py`, `sim/fpexactref.py`), on codes drawn from every
+    E4M3 code (NaN, subnormals, both zeros); latency front + finish + rows + cols + 1."""
+    from tessera.hdl.arith.formats import FORMATS
+    from tessera.hdl.arith.fpparts import FPExactParts, FPStepParts
+    from tessera.hdl.array.ws_gemm import WSGemmArray
+    from tessera.sim import fp
+    from tessera.sim.fpexactref import reference_exact_gemm
+    from tessera.sim.fpref import reference_fp_gemm
+    fi, fa = FORMATS["fp8_e4m3"], FORMATS["fp16"]
+    R, C, T, M = 5, 2, 3, 10
+    make = ((lambda: FPExactParts(fmt_in=fi, fmt_acc=fa, **kw)) if kind == "exact"
+            else (lambda: FPStepParts(fmt_in=fi, fmt_acc=fa, **kw)))
+    dut = WSGemmArray(rows=R, cols=C, parts=make)
+    p = make()
+    p._MustUse__used = True
+    assert dut.latency == R + C + p.front + p.finish_latency + 1
+    rng = np.random.default_rng(len(str(kw)))
+    W = rng.integers(0, 256, (T, R, C)).astype(np.uint64)
+    X = rng.integers(0, 256, (T, M, R)).astype(np.uint64)
+    X[0, 0] = 0                                      # +0 pairs, and -0 ones
+    X[0, 1] = 0x80
+    # tiles 1 and 2: normal data of mixed magnitudes, whose sums round at every step
+    W[1:] = fp.encode(fi, rng.normal(0, 4, (T - 1, R, C)))
+    X[1:] = fp.encode(fi, rng.normal(0, 1, (T - 1, M, R)) * rng.choice([1, 64], (T - 1, M, R)))
+    got, times = _stream_tiles(dut, W, X)
+    want = []
+    for t in range(T):
+        if kind == "exact":
+            ref = reference_exact_gemm(fi, fa, X[t], W[t])
+        else:
+            ref = reference_fp_gemm(fi, fa, X[t], W[t], chunk=kw["chunk"] or 0)
+        want += [[int(v) for v in row] for row in ref]
+    assert got == want
+    assert times == list(range(R + dut.latency, R + dut.latency + T * M))
+
+
+def test_fp_parts_refuse_bad_stages():
+    from tessera.hdl.arith.formats import FORMATS
+    from tessera.hdl.arith.fpparts import FPExactParts, FPStepParts
+    fi, fa = FORMATS["fp8_e4m3"], FORMATS["fp16"]
+    with pytest.raises(ValueError, match=r"^stages must be an int in 2\.\.4, not 1$"):
+        FPStepParts(fmt_in=fi, fmt_acc=fa, chunk=4, stages=1)
+    with pytest.raises(ValueError, match=r"^stages must be an int in 1\.\.6, not 7$"):
+        FPExactParts(fmt_in=fi, fmt_acc=fa, stages=7)
+    with pytest.raises(ValueError, match=r"^chunk must be None"):
+        FPStepParts(fmt_in=fi, fmt_acc=fa, chunk=0)
