@@ -469,3 +469,25 @@ def test_fp_parts_refuse_bad_stages():
         FPExactParts(fmt_in=fi, fmt_acc=fa, stages=7)
     with pytest.raises(ValueError, match=r"^chunk must be None"):
         FPStepParts(fmt_in=fi, fmt_acc=fa, chunk=0)
+
+
+def test_parts_without_products_or_accumulate_cannot_be_made():
+    """`Parts.products` and `Parts.accumulate` are abstract: a provider missing one is
+    refused when it is instantiated, not when an engine first elaborates it."""
+    from amaranth import signed
+    from amaranth.lib import wiring
+    from tessera.hdl.arith.intacc import IntAccPE
+    from tessera.hdl.array.parts import Parts
+    from tessera.hdl.array.pe import PESignature
+    sig = PESignature(a_shape=8, b_shape=8, acc_shape=signed(20))
+
+    class NoProducts(IntAccPE):
+        pass
+
+    class NoAccumulate(Parts, wiring.Component):
+        def products(self, m):
+            return {"p": self.a * self.b}
+    with pytest.raises(TypeError, match="abstract method products"):
+        NoProducts(sig)
+    with pytest.raises(TypeError, match="abstract method accumulate"):
+        NoAccumulate(sig)

@@ -192,10 +192,10 @@ class SystolicGemm(Engine):
         cfg = self.cfg
         if self.ws:
             from tessera.sim.engines.gemm_ws import GemmWSTwin
+            front, finish = cfg.pe.parts_timing()
             return GemmWSTwin(rows=cfg.array.rows, cols=cfg.array.cols, pe=cfg.pe,
                               geometry=cfg.geometry, epilogue=self.epilogue(),
-                              front=cfg.pe.parts_timing()[0],
-                              finish=cfg.pe.parts_timing()[1])
+                              front=front, finish=finish)
         return GemmOSTwin(rows=cfg.array.rows, cols=cfg.array.cols, pe=cfg.pe,
                           geometry=cfg.geometry, epilogue=self.epilogue(),
                           chain=self.chains())

@@ -33,6 +33,8 @@ IntAccPE` composes it with an accumulator into an output-stationary PE and `tess
 ws_gemm.WSGemmArray` with a column of `Parts.accumulate` steps into a weight-stationary one.
 """
 
+from abc import ABCMeta, abstractmethod
+
 from amaranth import Shape, Signal, Value
 
 
@@ -40,21 +42,22 @@ __all__ = ["Parts", "is_parts", "compose_term", "term_shape_bound", "wrap_step",
            "mark_composed"]
 
 
-class Parts:
+class Parts(metaclass=ABCMeta):
     """Mixin of a parts provider: a `wiring.Component` whose signature is a `PESignature`
-    (module docstring). Subclasses define `products` and `accumulate`, and `front`, `term`,
-    `finish`, `finish_latency` where the defaults do not fit."""
+    (module docstring). Subclasses define `products` and `accumulate` (abstract: a class
+    without them cannot be instantiated), and `front`, `term`, `finish`, `finish_latency`
+    where the defaults do not fit."""
 
     @property
     def front(self):
         """Pipeline registers of the product function before the product register."""
         return 0
 
+    @abstractmethod
     def products(self, m):
         """The values the product register holds, from the operands ``front`` cycles earlier:
         a dict ``{name: value}`` or ``{name: (value, shape)}`` (a shape truncates or extends
         the value). Add any submodule or combinational logic to ``m``."""
-        raise NotImplementedError
 
     def term(self, m, regs):
         """What the pair contributes, from ``regs`` (the registered products by name; the
@@ -62,11 +65,11 @@ class Parts:
         (value,) = regs.values()
         return value
 
+    @abstractmethod
     def accumulate(self, m, psum, term, row):
         """The partial sum after adding ``term`` (combinational logic in ``m``): ``psum`` is
         the partial sum of the terms before it, or None when ``term`` is the first; ``row`` is
         the term's position (0 for the first). Returns a Value, or ``(value, shape)``."""
-        raise NotImplementedError
 
     def finish(self, m, psum, rows):
         """The result word (``acc_shape``) of a partial sum of ``rows`` terms, after
